@@ -1,0 +1,137 @@
+"""The command line: `limactl` and `lima`.
+
+The only place that prints errors and picks exit codes. Verbs live in
+`lima.commands.<module>` and are imported lazily, so `limactl validate` does not pay
+for paramiko or pycdlib at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from lima import LIMA_COMPAT_VERSION
+from lima.errors import LimaError
+
+# verb -> "module:attribute" under lima.commands
+VERBS: dict[str, str] = {
+    "validate": "validate:validate",
+    "info": "info:info",
+    "create": "instances:create",
+    "list": "instances:list_",
+    "ls": "instances:list_",
+    "delete": "instances:delete",
+    "rm": "instances:delete",
+    "remove": "instances:delete",
+    "protect": "instances:protect",
+    "unprotect": "instances:unprotect",
+    "prune": "prune:prune",
+    "apply": "lifecycle:apply",
+    "start": "lifecycle:start",
+    "stop": "lifecycle:stop",
+    "shell": "shell:shell",
+    "hostagent": "hostagent:hostagent",
+}
+HIDDEN = {"hostagent", "ls", "rm", "remove"}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(v for v in VERBS if v not in HIDDEN and self._available(v))
+
+    def _available(self, name: str) -> bool:
+        module = VERBS[name].split(":")[0]
+        return importlib.util.find_spec(f"lima.commands.{module}") is not None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = VERBS.get(cmd_name)
+        if target is None or not self._available(cmd_name):
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(f"lima.commands.{module_name}")
+        command: click.Command = getattr(module, attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(LIMA_COMPAT_VERSION, "--version", "-v", prog_name="limactl")
+@click.option("--debug", is_flag=True, help="Show debug logs and tracebacks.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warn", "error"]),
+    default=None,
+    help="Log level.",
+)
+@click.pass_context
+def limactl(ctx: click.Context, debug: bool, log_level: str | None) -> None:
+    """limactl: Lima (Linux virtual machines) as a declarative reconciler."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    level = "debug" if debug else (log_level or "info")
+    logging.basicConfig(
+        level={"warn": "WARNING"}.get(level, level.upper()),
+        format="%(levelname)s[%(asctime)s] %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("LIMA_DEBUG") == "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `limactl`: run the verb, map expected errors to messages and exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rc = limactl.main(args=args, prog_name="limactl", standalone_mode=False)
+    except LimaError as exc:
+        if _debug_requested(args):
+            raise
+        click.echo(f"limactl: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception as exc:  # a bug: show one line unless --debug
+        if _debug_requested(args):
+            raise
+        click.echo(f"limactl: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+                   err=True)
+        sys.exit(70)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def lima_main(argv: list[str] | None = None) -> None:
+    """Entry point of `lima`: `lima CMD...` is `limactl shell $LIMA_INSTANCE CMD...`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    instance = os.environ.get("LIMA_INSTANCE") or "default"
+    shell_args: list[Any] = ["shell"]
+    if args and args[0] in ("-h", "--help"):
+        click.echo("Usage: lima [COMMAND...]\n\n"
+                   "Runs `limactl shell $LIMA_INSTANCE COMMAND...` (LIMA_INSTANCE defaults to "
+                   "'default'; LIMA_SHELL and LIMA_WORKDIR are honoured).")
+        return
+    main([*shell_args, instance, *args])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The reconciler: reconcile_once(), retries across passes, and the folder watcher."""

@@ -1,0 +1,1 @@
+"""Side effects: processes, QEMU, QMP, cidata, ssh, images, the host agent."""

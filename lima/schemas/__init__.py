@@ -1,0 +1,1 @@
+"""The spec layer: lima.yaml -> InstanceSpec. Pure: no processes, no sockets, no network."""

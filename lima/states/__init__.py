@@ -1,0 +1,1 @@
+"""The lifecycle as data: phases, transitions, desired/observed/status, and decide(). Pure."""

@@ -1,0 +1,20 @@
+"""The CLI entry point: version, help, unknown verbs."""
+
+from __future__ import annotations
+
+import pytest
+
+from lima.cli import main
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "limactl" in capsys.readouterr().out
+
+
+def test_unknown_verb_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-verb"])
+    assert exc.value.code == 2
