@@ -30,7 +30,8 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line > 0 else self.file
         prefix = "warning: " if self.warning else ""
         field = f"{self.path}: " if self.path else ""
-        return f"{where}: {prefix}{field}{self.message}"
+        head = f"{where}: " if where else ""
+        return f"{head}{prefix}{field}{self.message}"
 
 
 class SpecError(LimaError):

@@ -32,6 +32,8 @@ HA_SOCK = "ha.sock"
 HA_STDOUT = "ha.stdout.log"
 HA_STDERR = "ha.stderr.log"
 STATUS_JSON = "status.json"
+# Ours: the instance-id and ssh port the current cidata.iso was built for.
+CIDATA_META = "cidata.json"
 LOCK_FILE = "lock"
 
 # Unix socket paths are limited to 108 bytes on Linux (sun_path), NUL included.

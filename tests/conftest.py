@@ -3,6 +3,9 @@ tests/integration -> integration. `pytest -m "not integration"` skips the VMs.""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own LIMA_HOME; nothing touches the user's ~/.lima."""
-    home = tmp_path / "lima-home"
+def _isolated_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own LIMA_HOME; nothing touches the user's ~/.lima. It is short
+    (unix socket paths in it are limited to 108 bytes) and removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="lh-", dir="/tmp"))
     monkeypatch.setenv("LIMA_HOME", str(home))
-    return home
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,269 @@
+#!/bin/sh
+# limapy guest boot script: run from the cidata seed on every boot.
+#
+# Started by cloud-init's bootcmd hook (see lima/drivers/cloudconfig.py) on cloud-init
+# guests, or by the image's own init on guests without cloud-init. POSIX sh only: it
+# runs under dash, bash and busybox ash.
+#
+# Contract with the host ($RUN = LIMA_BOOT_RUN_DIR, /run; markers hold this boot's IID):
+#   $RUN/lima-ssh-ready    "IID\n", written once /etc/environment is in place,
+#                          before any boot or provision script runs.
+#   $RUN/lima-boot-done    "IID\n", written at the end when every script succeeded.
+#   $RUN/lima-boot-failed  "IID\n" then one line per failure ("<script>: exit N"),
+#                          written at the end instead of lima-boot-done.
+# Stale markers of an earlier boot are removed at start. Order: boot/*,
+# provision.dependency/*, provision.data/*.sh, provision.system/* as root, then
+# provision.user/* as the guest user (after waiting, bounded, for the user to exist).
+# Output goes to $LIMA_BOOT_LOG and the console.
+#
+# Overrides (for tests and unusual guests):
+#   LIMA_CIDATA_MNT (/mnt/lima-cidata)   LIMA_BOOT_RUN_DIR (/run)
+#   LIMA_BOOT_LOG (/var/log/lima-init.log)  LIMA_BOOT_CONSOLE (/dev/console)
+#   LIMA_BOOT_ETC_ENVIRONMENT (/etc/environment)
+#   LIMA_BOOT_USER_TIMEOUT (300 s)
+#   LIMA_BOOT_SYSTEMD_USER_TIMEOUT (30 s; 0 = do not start the user's systemd instance)
+#   LIMA_BOOT_RUN_AS: command prefix that runs "$prefix USER /bin/sh WRAPPER" instead
+#                     of runuser/su/sudo.
+set -u
+
+: "${LIMA_CIDATA_MNT:=/mnt/lima-cidata}"
+MNT="$LIMA_CIDATA_MNT"
+RUN_DIR="${LIMA_BOOT_RUN_DIR:-/run}"
+LOG="${LIMA_BOOT_LOG:-/var/log/lima-init.log}"
+CONSOLE="${LIMA_BOOT_CONSOLE:-/dev/console}"
+ETC_ENVIRONMENT="${LIMA_BOOT_ETC_ENVIRONMENT:-/etc/environment}"
+USER_TIMEOUT="${LIMA_BOOT_USER_TIMEOUT:-300}"
+SYSTEMD_USER_TIMEOUT="${LIMA_BOOT_SYSTEMD_USER_TIMEOUT:-30}"
+RUN_AS="${LIMA_BOOT_RUN_AS:-}"
+export LIMA_CIDATA_MNT
+
+INFO() { echo "LIMA $(date '+%Y-%m-%dT%H:%M:%S')| $*"; }
+WARNING() { echo "LIMA $(date '+%Y-%m-%dT%H:%M:%S')| WARNING: $*"; }
+
+valid_key() {
+	case "$1" in '' | [0-9]* | *[!A-Za-z0-9_]*) return 1 ;; esac
+	return 0
+}
+
+# Export the variables of lima.env / param.env: shell assignments, values quoted where
+# needed, so they can be sourced (the tiny guest's init sources lima.env too). A file
+# that does not parse would abort the whole script (`.` is a special built-in), so it
+# is tried in a subshell first.
+load_env_file() {
+	[ -f "$1" ] || return 0
+	if ! (. "$1") >/dev/null 2>&1; then
+		record_failure "$1 does not parse; not loaded"
+		return 0
+	fi
+	set -a
+	. "$1"
+	set +a
+}
+
+# Export an /etc/environment style file the way pam_env reads it: optional
+# "export " prefix, one pair of surrounding quotes stripped, comments skipped.
+load_pam_env_file() {
+	[ -f "$1" ] || return 0
+	while IFS= read -r line || [ -n "$line" ]; do
+		line="${line#export }"
+		case "$line" in '' | '#'*) continue ;; *=*) ;; *) continue ;; esac
+		key="${line%%=*}"
+		value="${line#*=}"
+		case "$value" in
+		\"*\") value="${value#\"}" value="${value%\"}" ;;
+		\'*\') value="${value#\'}" value="${value%\'}" ;;
+		esac
+		valid_key "$key" && export "$key=$value"
+	done <"$1"
+}
+
+# Markers are read over ssh by the guest user: world-readable, replaced atomically.
+write_marker() {
+	tmp="$RUN_DIR/.$1.$$"
+	printf '%s\n' "$2" >"$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$RUN_DIR/$1"
+}
+
+FAILURES=""
+record_failure() {
+	WARNING "$1"
+	FAILURES="${FAILURES}${1}
+"
+}
+
+# Run one file: by its #! line when it has one, else with /bin/sh.
+run_file() {
+	if [ "$(head -c 2 "$1" 2>/dev/null)" = "#!" ]; then
+		"$@"
+	else
+		/bin/sh "$@"
+	fi
+}
+
+run_root_dir() {
+	[ -d "$1" ] || return 0
+	for f in "$1"/$2; do
+		[ -f "$f" ] || continue
+		INFO "Executing $f"
+		run_file "$f"
+		rc=$?
+		[ "$rc" -eq 0 ] || record_failure "$f: exit $rc"
+	done
+}
+
+has_files() {
+	[ -d "$1" ] || return 1
+	for f in "$1"/*; do
+		[ -f "$f" ] && return 0
+	done
+	return 1
+}
+
+wait_for_user() {
+	waited=0
+	until id -u "$1" >/dev/null 2>&1; do
+		[ "$waited" -ge "$USER_TIMEOUT" ] && return 1
+		[ "$waited" -eq 0 ] && INFO "Waiting for user $1 to exist"
+		sleep 1
+		waited=$((waited + 1))
+	done
+	return 0
+}
+
+# Give user scripts a systemd user instance (systemctl --user) when the guest has one.
+start_user_manager() {
+	[ "$SYSTEMD_USER_TIMEOUT" -gt 0 ] && [ -z "$RUN_AS" ] || return 0
+	[ "$(id -u)" -eq 0 ] && [ -d /run/systemd/system ] || return 0
+	command -v loginctl >/dev/null 2>&1 || return 0
+	loginctl enable-linger "$1" >/dev/null 2>&1 || return 0
+	waited=0
+	until [ -e "/run/user/$2/systemd/private" ]; do
+		if [ "$waited" -ge "$SYSTEMD_USER_TIMEOUT" ]; then
+			WARNING "systemd user instance of $1 not up after ${SYSTEMD_USER_TIMEOUT}s"
+			return 0
+		fi
+		sleep 1
+		waited=$((waited + 1))
+	done
+}
+
+# busybox su and util-linux su take the same options when they come first; the tiny
+# guest's `sudo` is a root-only shim, so sudo comes last.
+run_as() {
+	if [ -n "$RUN_AS" ]; then
+		# shellcheck disable=SC2086 # a command prefix: word splitting wanted
+		$RUN_AS "$1" /bin/sh "$2"
+	elif command -v runuser >/dev/null 2>&1; then
+		runuser -u "$1" -- /bin/sh "$2"
+	elif command -v su >/dev/null 2>&1; then
+		# The path has no spaces (mktemp under /tmp).
+		su -s /bin/sh -c "/bin/sh $2" "$1"
+	else
+		sudo -u "$1" -- /bin/sh "$2"
+	fi
+}
+
+# Single-quote a value for a shell assignment.
+sq() {
+	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+}
+
+# The seed is mounted 0700 for root, so each user script is copied to a private temp
+# directory with a wrapper that sets up the user's environment.
+run_user_script() {
+	user="$1" uid="$2" home="$3" f="$4"
+	dir=$(mktemp -d /tmp/lima-user.XXXXXX) || {
+		record_failure "$f: cannot create a temporary directory"
+		return
+	}
+	cp "$f" "$dir/script"
+	{
+		echo "HOME=$(sq "$home")"
+		echo "USER=$(sq "$user")"
+		echo "LOGNAME=$(sq "$user")"
+		[ -d "/run/user/$uid" ] && echo "XDG_RUNTIME_DIR=/run/user/$uid"
+		cat "$MNT/param.env" 2>/dev/null
+	} >"$dir/env"
+	cat >"$dir/run" <<'WRAPPER'
+d=$(dirname "$0")
+set -a
+. "$d/env"
+set +a
+cd "$HOME" 2>/dev/null || cd /
+if [ "$(head -c 2 "$d/script")" = "#!" ]; then exec "$d/script"; fi
+exec /bin/sh "$d/script"
+WRAPPER
+	chmod 700 "$dir" "$dir/script"
+	chown -R "$user" "$dir" 2>/dev/null || chown -R "$uid" "$dir"
+	INFO "Executing $f (as user $user)"
+	run_as "$user" "$dir/run"
+	rc=$?
+	[ "$rc" -eq 0 ] || record_failure "$f (as user $user): exit $rc"
+	rm -rf "$dir"
+}
+
+install_etc_environment() {
+	[ -f "$MNT/etc_environment" ] || return 0
+	if [ -f "$ETC_ENVIRONMENT" ]; then
+		sed -i '/^#LIMA-START$/,/^#LIMA-END$/d' "$ETC_ENVIRONMENT" ||
+			record_failure "cannot update $ETC_ENVIRONMENT"
+	fi
+	cat "$MNT/etc_environment" >>"$ETC_ENVIRONMENT" || record_failure "cannot write $ETC_ENVIRONMENT"
+}
+
+main() {
+	load_env_file "$MNT/lima.env"
+	# The mount point actually used wins over the one written in lima.env.
+	LIMA_CIDATA_MNT="$MNT"
+	load_env_file "$MNT/param.env"
+	load_pam_env_file "$MNT/etc_environment"
+	PATH="$MNT/util:$PATH"
+	export PATH
+	IID="${LIMA_CIDATA_IID:-}"
+	if [ -z "$IID" ]; then
+		IID=$(sed -n 's/^instance-id: *//p' "$MNT/meta-data" 2>/dev/null)
+	fi
+	INFO "boot.sh starting, instance-id $IID"
+	mkdir -p "$RUN_DIR"
+	rm -f "$RUN_DIR/lima-boot-done" "$RUN_DIR/lima-boot-failed"
+
+	install_etc_environment
+	write_marker lima-ssh-ready "$IID"
+
+	run_root_dir "$MNT/boot" '*'
+	run_root_dir "$MNT/provision.dependency" '*'
+	run_root_dir "$MNT/provision.data" '*.sh'
+	run_root_dir "$MNT/provision.system" '*'
+
+	if has_files "$MNT/provision.user"; then
+		user="${LIMA_CIDATA_USER:-}"
+		if [ -z "$user" ] || ! wait_for_user "$user"; then
+			record_failure "user '$user' does not exist after ${USER_TIMEOUT}s; user provisioning skipped"
+		else
+			uid=$(id -u "$user")
+			home="${LIMA_CIDATA_HOME:-}"
+			[ -n "$home" ] || home=$(awk -F: -v u="$user" '$1 == u { print $6 }' /etc/passwd)
+			start_user_manager "$user" "$uid"
+			for f in "$MNT"/provision.user/*; do
+				[ -f "$f" ] || continue
+				run_user_script "$user" "$uid" "$home" "$f"
+			done
+		fi
+	fi
+
+	if [ -n "$FAILURES" ]; then
+		write_marker lima-boot-failed "$IID
+${FAILURES%
+}"
+		INFO "boot.sh finished with failures"
+	else
+		write_marker lima-boot-done "$IID"
+		INFO "boot.sh finished"
+	fi
+}
+
+if ! (: >>"$CONSOLE") 2>/dev/null; then
+	CONSOLE=/dev/null
+fi
+mkdir -p "$(dirname "$LOG")" 2>/dev/null
+main "$@" 2>&1 | tee -a "$LOG" >"$CONSOLE"
+[ -f "$RUN_DIR/lima-boot-done" ] && [ ! -f "$RUN_DIR/lima-boot-failed" ]

@@ -1,0 +1,118 @@
+"""`limactl hostagent NAME` (hidden): the per-instance daemon of DESIGN.md section 6.
+
+Started by `lima.drivers.hostagent.start_hostagent` in its own session with stderr on
+ha.stderr.log; this module only gathers the inputs (spec, ssh port, qemu command) and
+runs `lima.drivers.hostagent.HostAgent`, which does the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from lima import paths
+from lima.errors import NotFoundError, SpecError
+
+if TYPE_CHECKING:
+    from lima.schemas.spec import InstanceSpec
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line, like Lima's host agent logs: level, msg, time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created).astimezone().isoformat(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_json_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(min(level, root.level) if root.level else level)
+    # paramiko logs every transport hiccup at INFO/ERROR while sshd is coming up.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+def _qemu_command(spec: InstanceSpec, inst_dir: Path, ssh_port: int) -> list[str]:
+    from lima.drivers.accel import detect_accel
+    from lima.drivers.qemu import qemu_argv, qemu_binary
+
+    binary = qemu_binary(spec.arch)
+    accel = detect_accel(spec.arch, binary=binary)
+    if accel.name != "kvm":
+        logging.getLogger(__name__).warning("using %s (slow): %s", accel.name, accel.reason)
+    return qemu_argv(spec, inst_dir, ssh_port=ssh_port, accel=accel.name, binary=binary)
+
+
+def _read_argv(path: str) -> list[str]:
+    try:
+        argv = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"--qemu-argv-json {path}: {exc}") from exc
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise SpecError(f"--qemu-argv-json {path}: expected a non-empty list of strings")
+    return argv
+
+
+@click.command(hidden=True)
+@click.option("--iid", required=True, help="Instance-id of this boot (the IID markers hold it).")
+@click.option("--ssh-port", type=int, default=0, help="Host port forwarded to the guest's 22.")
+@click.option("--qemu-argv-json", default=None, help="Run this command instead of qemu.")
+@click.option("--ssh-user", default=None, help="Guest user (default: the spec's user).")
+@click.option("--boot-timeout", type=float, default=600.0, show_default=True)
+@click.option("--stop-timeout", type=float, default=60.0, show_default=True)
+@click.argument("name")
+def hostagent(
+    iid: str,
+    ssh_port: int,
+    qemu_argv_json: str | None,
+    ssh_user: str | None,
+    boot_timeout: float,
+    stop_timeout: float,
+    name: str,
+) -> int:
+    """Run the host agent of instance NAME (started by `limactl start`)."""
+    from lima.drivers.hostagent import HostAgent, pick_ssh_port
+    from lima.drivers.mounts import mount_all
+    from lima.drivers.ssh import SSHGuest
+
+    setup_json_logging()
+    inst_dir = paths.instance_dir(name)
+    if not inst_dir.is_dir():
+        raise NotFoundError(f"instance {name!r} does not exist")
+    spec: InstanceSpec | None = None
+    if qemu_argv_json is None or ssh_user is None or not ssh_port:
+        from lima.schemas import load_instance
+
+        spec = load_instance(name).spec
+    if not ssh_port:
+        assert spec is not None
+        ssh_port = pick_ssh_port(spec.ssh.local_port)
+    if qemu_argv_json is not None:
+        argv = _read_argv(qemu_argv_json)
+    else:
+        assert spec is not None
+        argv = _qemu_command(spec, inst_dir, ssh_port)
+    user = ssh_user or (spec.user.name if spec else "")
+    mounts = spec.mounts if spec is not None else ()
+    guest = SSHGuest(
+        ssh_port, user, paths.user_identity(), iid, timeout=boot_timeout,
+        after_boot=(lambda client: mount_all(client, mounts)) if mounts else None,
+    )
+    agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
+                      stop_timeout=stop_timeout)
+    return agent.run()

@@ -1,0 +1,215 @@
+"""Instance verbs: create, list, delete, protect, unprotect."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from lima import paths
+from lima.drivers import store
+from lima.errors import LimaError, NotFoundError
+
+
+def _prepare_disks_if_available(spec: Any) -> Any:
+    """The disk preparation step of `create` (basedisk, diffdisk, kernel, initrd)."""
+    from lima.drivers.images import prepare_disks
+
+    def prepare(tmp: Path) -> None:
+        prepare_disks(spec, tmp)
+
+    return prepare
+
+
+def create_from_locator(locator: str, name: str | None, stdin: bytes | None) -> Path:
+    """Resolve, validate, then write the instance directory atomically (with disks)."""
+    from lima import schemas
+
+    name = name or schemas.name_from_locator(locator)
+    store.validate_name(name)
+    if paths.instance_dir(name).exists():
+        raise LimaError(f"instance {name!r} already exists ({paths.instance_dir(name)})")
+    resolved = schemas.resolve(locator, name=name, stdin=stdin)
+    for warning in resolved.warnings:
+        click.echo(str(warning), err=True)
+    text = schemas.dump_yaml(resolved.document.data)
+    return store.create_instance(name, text, _prepare_disks_if_available(resolved.spec))
+
+
+@click.command()
+@click.option("--name", default=None, help="Instance name (default: from the file or template).")
+@click.option("--tty/--no-tty", default=False, hidden=True, help="Accepted for Lima compat.")
+@click.argument("locator", default="template:default")
+def create(name: str | None, tty: bool, locator: str) -> None:
+    """Create an instance from FILE, template:NAME or - (stdin)."""
+    stdin = sys.stdin.buffer.read() if locator == "-" else None
+    inst = create_from_locator(locator, name, stdin)
+    click.echo(f"Created instance {inst.name!r} in {inst}")
+    click.echo(f"Run `limactl start {inst.name}` to start it.", err=True)
+
+
+def _size(n: int) -> str:
+    from lima.schemas.sizes import format_size
+
+    return format_size(n)
+
+
+def instance_record(name: str) -> dict[str, Any]:
+    """One instance as Lima's `list --format json` shows it, from facts."""
+    inst_dir = paths.instance_dir(name)
+    ins = store.inspect_processes(name, inst_dir)
+    rec: dict[str, Any] = {
+        "name": name,
+        "hostname": f"lima-{name}",
+        "status": ins.status,
+        "dir": str(inst_dir),
+        "vmType": "",
+        "arch": "",
+        "cpuType": "",
+        "cpus": 0,
+        "memory": 0,
+        "disk": 0,
+        "sshLocalPort": 0,
+        "sshConfigFile": str(inst_dir / paths.SSH_CONFIG),
+        "sshAddress": "127.0.0.1",
+        "hostAgentPID": ins.hostagent_pid,
+        "driverPID": ins.driver_pid,
+        "protected": ins.protected,
+        "limaVersion": ins.lima_version,
+        "errors": list(ins.errors),
+    }
+    if (inst_dir / paths.LIMA_YAML).is_file():
+        from lima import schemas
+        from lima.errors import SpecError
+
+        try:
+            spec = schemas.load_instance(name).spec
+        except SpecError as exc:
+            rec["status"] = store.STATUS_BROKEN
+            rec["errors"].extend(str(p) for p in exc.problems)
+        else:
+            rec.update(
+                vmType=spec.vm_type, arch=spec.arch, cpuType=spec.cpu_type, cpus=spec.cpus,
+                memory=spec.memory, disk=spec.disk, sshLocalPort=spec.ssh.local_port,
+            )
+            if spec.message:
+                rec["message"] = spec.message
+    status_file = inst_dir / paths.STATUS_JSON
+    if status_file.is_file():
+        try:
+            st = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            st = {}
+        if isinstance(st, dict):
+            rec["phase"] = st.get("phase", "")
+            rec["conditions"] = st.get("conditions", [])
+            port = st.get("sshLocalPort")
+            if rec["status"] == store.STATUS_RUNNING and isinstance(port, int) and port:
+                rec["sshLocalPort"] = port
+    if not rec["errors"]:
+        del rec["errors"]
+    return rec
+
+
+_COLUMNS = ("NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY", "DISK", "DIR")
+
+
+def _table_row(rec: dict[str, Any]) -> list[str]:
+    ssh = f"127.0.0.1:{rec['sshLocalPort']}" if rec["sshLocalPort"] else "127.0.0.1:0"
+    home = str(Path.home())
+    d = rec["dir"]
+    if d.startswith(home + "/"):
+        d = "~" + d[len(home):]
+    return [
+        rec["name"], rec["status"], ssh, rec["vmType"], rec["arch"], str(rec["cpus"]),
+        _size(rec["memory"]) if rec["memory"] else "0B",
+        _size(rec["disk"]) if rec["disk"] else "0B", d,
+    ]
+
+
+@click.command(name="list")
+@click.argument("names", nargs=-1)
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "json", "yaml"]),
+              default="table", help="Output format.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--quiet", "-q", is_flag=True, help="Only show names.")
+def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool) -> None:
+    """List instances."""
+    if as_json:
+        fmt = "json"
+    existing = store.instance_names()
+    wanted = list(names) or existing
+    unknown = [n for n in wanted if n not in existing]
+    wanted = [n for n in wanted if n in existing]
+    if quiet:
+        for n in wanted:
+            click.echo(n)
+    elif fmt == "json":
+        for n in wanted:
+            click.echo(json.dumps(instance_record(n)))
+    elif fmt == "yaml":
+        docs = [instance_record(n) for n in wanted]
+        click.echo(yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True), nl=False)
+    elif not wanted and not unknown:
+        click.echo("No instance found. Run `limactl create` to create an instance.", err=True)
+    elif wanted:
+        rows = [list(_COLUMNS)] + [_table_row(instance_record(n)) for n in wanted]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+        for r in rows:
+            click.echo("    ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if unknown:
+        raise NotFoundError("unmatched instances: " + ", ".join(unknown))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Stop the instance first if it is running.")
+def delete(names: tuple[str, ...], force: bool) -> None:
+    """Delete instances (their disks and everything in their directory)."""
+    for name in names:
+        inst_dir = store.require_instance(name)
+        if store.is_protected(inst_dir):
+            raise LimaError(
+                f"instance {name!r} is protected (run `limactl unprotect {name}` first)"
+            )
+        ins = store.inspect_processes(name, inst_dir)
+        if ins.hostagent_pid or ins.driver_pid:
+            if not force:
+                raise LimaError(
+                    f"instance {name!r} is running; stop it first or use `limactl delete -f`"
+                )
+            from lima.commands.lifecycle import stop_instance
+
+            stop_instance(name, force=True)
+        store.delete_instance_dir(inst_dir)
+        click.echo(f"Deleted {name!r} ({inst_dir})")
+
+
+def _set_protected(names: tuple[str, ...], protected: bool) -> None:
+    for name in names:
+        inst_dir = store.require_instance(name)
+        marker = inst_dir / paths.PROTECTED
+        if protected:
+            marker.touch()
+            click.echo(f"Protected {name!r}")
+        else:
+            marker.unlink(missing_ok=True)
+            click.echo(f"Unprotected {name!r}")
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+def protect(names: tuple[str, ...]) -> None:
+    """Protect instances from deletion."""
+    _set_protected(names, True)
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+def unprotect(names: tuple[str, ...]) -> None:
+    """Allow deleting instances again."""
+    _set_protected(names, False)

@@ -1,0 +1,107 @@
+"""`limactl prune [--keep-referred]`: empty the download cache.
+
+Reached through `lima.cli` (verb "prune"). With --keep-referred, entries that an
+instance's lima.yaml or a template (built-in or `$LIMA_HOME/_templates`) still names
+(images, kernels, initrds, containerd archives, firmware images) stay. Entries being
+downloaded right now are left alone. The build cache (images built on this machine)
+is not touched: rebuilding one costs minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from lima import paths
+from lima.drivers.images import download
+from lima.errors import BusyError, LimaError
+
+log = logging.getLogger(__name__)
+
+
+def locations(data: Any) -> Iterator[str]:
+    """Every downloadable location a lima.yaml document names."""
+    if not isinstance(data, dict):
+        return
+
+    def files(items: Any) -> Iterator[dict[str, Any]]:
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict):
+                yield item
+
+    for image in files(data.get("images")):
+        yield from _location(image)
+        for key in ("kernel", "initrd"):
+            yield from _location(image.get(key))
+    containerd = data.get("containerd")
+    if isinstance(containerd, dict):
+        for archive in files(containerd.get("archives")):
+            yield from _location(archive)
+    firmware = data.get("firmware")
+    if isinstance(firmware, dict):
+        for image in files(firmware.get("images")):
+            yield from _location(image)
+
+
+def _location(item: Any) -> Iterator[str]:
+    if isinstance(item, dict) and isinstance(item.get("location"), str):
+        yield item["location"]
+
+
+def _instance_document(inst: Path) -> Any:
+    """The filled document when the spec layer can give it (defaults add containerd
+    archives), else the file as written."""
+    try:
+        from lima.schemas import load_instance  # type: ignore[attr-defined, unused-ignore]
+
+        return load_instance(inst.name).filled
+    except (ImportError, AttributeError, LimaError) as exc:
+        log.debug("%s: using lima.yaml as written (%s)", inst.name, exc)
+    return yaml.safe_load((inst / paths.LIMA_YAML).read_text())
+
+
+def referred_keys() -> set[str]:
+    """Cache keys of every remote location instances and templates refer to."""
+    found: set[str] = set()
+    home = paths.lima_home()
+    instances = sorted(p for p in home.iterdir() if paths.is_instance_dir(p)) \
+        if home.is_dir() else []
+    for inst in instances:
+        if not (inst / paths.LIMA_YAML).is_file():
+            # As Lima: an instance being created or cloned has no lima.yaml yet, and
+            # the download it is waiting for must not vanish under it.
+            raise BusyError(f"cannot safely prune while instance {inst.name!r} is being "
+                            "set up (it has no lima.yaml yet)")
+        try:
+            doc = _instance_document(inst)
+        except (OSError, yaml.YAMLError) as exc:
+            log.warning("skipping instance %s: cannot read its lima.yaml: %s", inst.name, exc)
+            continue
+        found.update(locations(doc))
+    for root in (paths.builtin_templates_dir(), paths.templates_dir()):
+        for template in sorted(root.rglob("*.yaml")) if root.is_dir() else []:
+            try:
+                found.update(locations(yaml.safe_load(template.read_text())))
+            except (OSError, yaml.YAMLError) as exc:
+                log.warning("skipping template %s: %s", template, exc)
+    return {download.cache_key(loc) for loc in found if not download.is_local(loc)}
+
+
+@click.command("prune")
+@click.option("--keep-referred", is_flag=True,
+              help="Keep objects that are referred by some instances or templates.")
+def prune(keep_referred: bool) -> None:
+    """Prune garbage objects (the download cache)."""
+    keep = referred_keys() if keep_referred else set()
+    log.info("Pruning %s", paths.download_dir())
+    removed, busy = download.prune(keep)
+    for key in busy:
+        log.warning("kept %s: a download of it is in progress", key)
+    kept = len(download.cache_entries()) - len(busy)
+    log.info("removed %d cache entr%s, kept %d referred", len(removed),
+             "y" if len(removed) == 1 else "ies", kept)

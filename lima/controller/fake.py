@@ -1,0 +1,181 @@
+"""FakeDriver: an in-memory instance for component tests of the reconciler.
+
+It implements the Driver protocol on a FakeClock: a boot takes `ssh_delay` then
+`provision_delay` fake seconds, wait steps "block" by advancing the clock, and failures are
+injected by setting attributes (ssh flakes or never comes up, qemu dies, provisioning fails,
+a disk digest mismatch). The only thing it puts on disk is the empty instance directory
+under $LIMA_HOME, so the real StatusStore can keep status.json there.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+from lima import paths
+from lima.controller.clock import FakeClock
+from lima.states.actions import (
+    Abort,
+    Action,
+    BuildCidata,
+    CreateInstance,
+    DeleteInstance,
+    MarkRunning,
+    Outcome,
+    StartHostAgent,
+    StopInstance,
+    WaitProvisioned,
+    WaitSSH,
+)
+from lima.states.model import DesiredState, ObservedState
+
+
+@dataclass
+class FakeVM:
+    created: bool = False
+    generation: str | None = None
+    cidata_iid: str | None = None
+    qemu_alive: bool = False
+    agent_alive: bool = False
+    booted_iid: str | None = None
+    boot_started: float = 0.0
+    boots: int = 0
+
+
+@dataclass
+class FakeDriver:
+    clock: FakeClock
+    ssh_delay: float = 5.0  # qemu start -> /run/lima-ssh-ready
+    provision_delay: float = 10.0  # ssh ready -> /run/lima-boot-done
+    stop_delay: float = 1.5  # QMP system_powerdown -> qemu gone
+    # Failure injection.
+    ssh_flakes: int = 0  # the next N WaitSSH calls fail with "connection refused"
+    ssh_never: bool = False  # sshd never comes up
+    provision_error: str | None = None  # boot.sh reports this failure
+    digest_mismatch: bool = False  # CreateInstance fails permanently
+    qemu_dies_after: float | None = None  # qemu exits this long after each boot starts
+    agent_errors: tuple[str, ...] = ()
+    vms: dict[str, FakeVM] = field(default_factory=dict)
+    executed: list[Action] = field(default_factory=list)
+
+    # --- test helpers -----------------------------------------------------------------
+    def vm(self, name: str) -> FakeVM:
+        return self.vms.setdefault(name, FakeVM())
+
+    def kill_qemu(self, name: str, *, agent_too: bool = True) -> None:
+        """As if qemu were killed -9 (the host agent notices and exits, unless agent_too=False)."""
+        vm = self.vm(name)
+        vm.qemu_alive = False
+        if agent_too:
+            vm.agent_alive = False
+
+    # --- Driver -------------------------------------------------------------------------
+    def observe(self, name: str) -> ObservedState:
+        vm = self.vm(name)
+        self._tick(vm)
+        ssh_at, done_at = self._ready_times(vm)
+        now = self.clock.now()
+        alive = vm.qemu_alive
+        ssh_ready = alive and not self.ssh_never and now >= ssh_at
+        boot_done = ssh_ready and now >= done_at
+        return ObservedState(
+            dir_exists=paths.instance_dir(name).is_dir(),
+            has_lima_yaml=vm.created,
+            disks_ready=vm.created,
+            cidata_iid=vm.cidata_iid,
+            hostagent_pid_alive=vm.agent_alive,
+            qemu_pid_alive=alive,
+            qmp_answers=alive,
+            ssh_ready_iid=vm.booted_iid if ssh_ready else None,
+            boot_done_iid=vm.booted_iid if boot_done else None,
+            boot_failed=self.provision_error if boot_done else None,
+            stored_generation=vm.generation,
+            agent_errors=self.agent_errors if alive else (),
+        )
+
+    def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
+        self.executed.append(action)
+        vm = self.vm(name)
+        self._tick(vm)
+        match action:
+            case CreateInstance():
+                if self.digest_mismatch:
+                    return Outcome.failure("basedisk: sha256 digest mismatch (image changed?)")
+                paths.instance_dir(name).mkdir(parents=True, exist_ok=True)
+                vm.created, vm.generation = True, desired.generation
+                return Outcome.success()
+            case BuildCidata(iid=iid):
+                vm.cidata_iid = iid
+                return Outcome.success()
+            case StartHostAgent():
+                if vm.qemu_alive:
+                    return Outcome.temporary("qemu is already running")
+                vm.qemu_alive = vm.agent_alive = True
+                vm.booted_iid, vm.boot_started = vm.cidata_iid, self.clock.now()
+                vm.boots += 1
+                return Outcome.success()
+            case WaitSSH(iid=iid, budget=budget):
+                if self.ssh_flakes > 0:
+                    self.ssh_flakes -= 1
+                    self.clock.sleep(min(budget, 1.0))
+                    return Outcome.temporary("ssh: connection refused")
+                return self._wait_until(vm, iid, budget, self._ready_times(vm)[0], "ssh")
+            case WaitProvisioned(iid=iid, budget=budget):
+                out = self._wait_until(vm, iid, budget, self._ready_times(vm)[1], "boot-done")
+                if out.ok and self.provision_error:
+                    return Outcome.success(errors=[self.provision_error])
+                return out
+            case MarkRunning():
+                return Outcome.success(errors=list(self.agent_errors))
+            case StopInstance(force=force):
+                if vm.qemu_alive and not force:
+                    self.clock.sleep(self.stop_delay)
+                vm.qemu_alive = vm.agent_alive = False
+                return Outcome.success()
+            case Abort():
+                vm.qemu_alive = vm.agent_alive = False
+                return Outcome.success()
+            case DeleteInstance():
+                shutil.rmtree(paths.instance_dir(name), ignore_errors=True)
+                self.vms.pop(name, None)
+                return Outcome.success()
+        raise AssertionError(f"FakeDriver: unknown action {action!r}")  # pragma: no cover
+
+    # --- internals ----------------------------------------------------------------------
+    def _ready_times(self, vm: FakeVM) -> tuple[float, float]:
+        ssh_at = vm.boot_started + self.ssh_delay
+        return ssh_at, ssh_at + self.provision_delay
+
+    def _tick(self, vm: FakeVM) -> None:
+        """Let scheduled deaths happen."""
+        if (
+            vm.qemu_alive
+            and self.qemu_dies_after is not None
+            and self.clock.now() >= vm.boot_started + self.qemu_dies_after
+        ):
+            vm.qemu_alive = vm.agent_alive = False
+
+    def _wait_until(self, vm: FakeVM, iid: str, budget: float, at: float, what: str) -> Outcome:
+        if not vm.qemu_alive:
+            return Outcome.temporary(f"{what}: qemu is not running")
+        if vm.booted_iid != iid:
+            return Outcome.temporary(f"{what}: the guest runs {vm.booted_iid}, not {iid}")
+        never = self.ssh_never
+        if not never:
+            death = (
+                vm.boot_started + self.qemu_dies_after
+                if self.qemu_dies_after is not None
+                else float("inf")
+            )
+            wake = min(at, death)
+            if wake - self.clock.now() <= budget:
+                self.clock.sleep(wake - self.clock.now())
+                self._tick(vm)
+                if vm.qemu_alive:
+                    return Outcome.success()
+                return Outcome.temporary(f"{what}: qemu exited")
+        self.clock.sleep(budget)
+        self._tick(vm)
+        if not vm.qemu_alive:
+            return Outcome.temporary(f"{what}: qemu exited")
+        return Outcome.temporary(f"{what}: not up yet after {budget:.0f} s", retry_after=0.0)

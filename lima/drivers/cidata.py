@@ -1,0 +1,249 @@
+"""Build cidata.iso, the NoCloud seed of one boot (label `cidata`, Rock Ridge names).
+
+Called by the controller's build_cidata step before every boot, with a fresh
+instance-id (`new_iid()`): cloud-init then treats each boot as a new instance and
+re-applies network and users, and boot.sh's markers can be told apart per boot.
+The file contents come from `lima.drivers.cloudconfig` (pure) and the shipped
+assets in lima/assets/cidata; this module only lays them out and writes the ISO.
+
+Layout (base names <= 30 characters, checked):
+  user-data meta-data network-config lima.env param.env etc_environment boot.sh
+  boot/NN-*            our boot scripts, then `mode: boot` provision scripts
+  util/*               helpers put on the guest's PATH by boot.sh (assets)
+  provision.dependency/NNNNNNNN, provision.data/NNNNNNNN{,.sh},
+  provision.system/NNNNNNNN, provision.user/NNNNNNNN   (NNNNNNNN = index in provision)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pycdlib
+
+from lima import paths
+from lima.drivers import cloudconfig
+from lima.drivers.identity import Identity, authorized_keys
+from lima.errors import SpecError
+from lima.schemas.spec import InstanceSpec
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "cidata"
+MAX_NAME = 30  # Lima's limit on seed file names (kept for guests reading plain ISO9660)
+EXEC_MODE = 0o100755
+FILE_MODE = 0o100644
+DIR_MODE = 0o040755
+
+# Guest paths of the markers boot.sh writes (see lima/assets/cidata/boot.sh).
+SSH_READY_MARKER = "/run/lima-ssh-ready"
+BOOT_DONE_MARKER = "/run/lima-boot-done"
+BOOT_FAILED_MARKER = "/run/lima-boot-failed"
+BOOT_LOG = "/var/log/lima-init.log"
+
+# Where `mode: boot` provision scripts go in boot/: after our own 00-49 scripts.
+_BOOT_PROVISION_PREFIX = "50-provision"
+
+
+@dataclass(frozen=True)
+class SeedFile:
+    path: str  # "boot/10-hostname.sh"
+    data: bytes
+    executable: bool = False
+
+
+def new_iid() -> str:
+    """A fresh instance-id: Lima's `iid-<unix time>` plus random bits (two boots a second)."""
+    return f"iid-{int(time.time())}-{secrets.token_hex(3)}"
+
+
+def parse_boot_failed(text: str) -> tuple[str, list[str]]:
+    """Split /run/lima-boot-failed into (IID, ["<script>: exit N", ...])."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "", []
+    return lines[0].strip(), lines[1:]
+
+
+def seed_files(
+    spec: InstanceSpec,
+    *,
+    iid: str,
+    keys: list[str],
+    host_env: Mapping[str, str],
+    host_home: str | None,
+) -> list[SeedFile]:
+    """Every file of the seed, in a stable order (pure apart from reading the assets)."""
+    files = [
+        SeedFile("user-data", _b(cloudconfig.user_data(spec, keys=keys, host_home=host_home))),
+        SeedFile("meta-data", _b(cloudconfig.meta_data(spec, iid=iid))),
+        SeedFile("network-config", _b(cloudconfig.network_config(spec))),
+        SeedFile("lima.env", _b(cloudconfig.lima_env(spec, iid=iid, host_home=host_home))),
+        SeedFile("param.env", _b(cloudconfig.param_env(spec))),
+        SeedFile("etc_environment", _b(cloudconfig.etc_environment(spec, host_env))),
+        SeedFile("boot.sh", (ASSETS / "boot.sh").read_bytes(), executable=True),
+    ]
+    for sub in ("boot", "util"):
+        folder = ASSETS / sub
+        if folder.is_dir():
+            for asset in sorted(folder.iterdir()):
+                if asset.is_file():
+                    files.append(SeedFile(f"{sub}/{asset.name}", asset.read_bytes(), True))
+    files += _provision_files(spec)
+    return files
+
+
+def _provision_files(spec: InstanceSpec) -> list[SeedFile]:
+    out: list[SeedFile] = []
+    params = spec.param
+    for i, p in enumerate(spec.provision):
+        where = f"provision[{i}]"
+        num = f"{i:08d}"
+        if p.mode in ("system", "user", "dependency", "boot"):
+            if p.script is None:
+                raise SpecError(f"{where}: mode {p.mode} needs a script")
+            script = _b(cloudconfig.expand_params(p.script, params, what=where))
+            if p.mode == "boot":
+                out.append(SeedFile(f"boot/{_BOOT_PROVISION_PREFIX}-{num}", script, True))
+            else:
+                out.append(SeedFile(f"provision.{p.mode}/{num}", script, True))
+        elif p.mode == "data":
+            content = cloudconfig.expand_params(p.content or "", params, what=where)
+            path = cloudconfig.expand_params(p.path or "", params, what=where)
+            writer = cloudconfig.data_writer_script(replace(p, path=path), i)
+            out.append(SeedFile(f"provision.data/{num}", _b(content)))
+            out.append(SeedFile(f"provision.data/{num}.sh", _b(writer), True))
+        elif p.mode in ("ansible", "yq"):
+            # Run from the host (ansible) or not supported on the seed yet (yq).
+            continue
+        else:
+            raise SpecError(f"{where}.mode: unknown provision mode {p.mode!r}")
+    return out
+
+
+def _b(text: str) -> bytes:
+    return text.encode()
+
+
+def build_cidata(
+    spec: InstanceSpec,
+    inst_dir: Path,
+    *,
+    iid: str,
+    identity: Identity,
+    host_env: Mapping[str, str] | None = None,
+) -> Path:
+    """Write inst_dir/cidata.iso (atomically) and inst_dir/cloud-config.yaml; return the ISO.
+
+    `identity` is the one from `ensure_identity()`; ~/.ssh keys are added when the
+    spec asks. `host_env` defaults to os.environ (proxy variables).
+    """
+    env = os.environ if host_env is None else host_env
+    host_home = str(Path.home())
+    keys = authorized_keys(spec, identity=identity)
+    files = seed_files(spec, iid=iid, keys=keys, host_env=env, host_home=host_home)
+    iso_path = inst_dir / paths.CIDATA_ISO
+    write_iso(files, iso_path)
+    reference = cloudconfig.user_data(spec, keys=keys, boot_hook=False, host_home=host_home)
+    _write_text_atomic(inst_dir / paths.CLOUD_CONFIG, reference, 0o444)
+    return iso_path
+
+
+def write_iso(files: list[SeedFile], dest: Path) -> None:
+    """Pack `files` into an ISO9660 + Rock Ridge + Joliet image labelled `cidata`."""
+    for f in files:
+        for part in f.path.split("/"):
+            if len(part) > MAX_NAME:
+                raise SpecError(
+                    f"cidata: file name {part!r} ({f.path}) is {len(part)} characters long; "
+                    f"the seed allows at most {MAX_NAME}"
+                )
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, vol_ident="cidata", rock_ridge="1.09", joliet=3)
+    names = _IsoNames()
+    made_dirs: set[str] = set()
+    try:
+        for f in files:
+            parent, _, base = f.path.rpartition("/")
+            if parent and parent not in made_dirs:
+                iso.add_directory(
+                    names.dir_path(parent),
+                    rr_name=parent,
+                    joliet_path="/" + parent,
+                    file_mode=DIR_MODE,
+                )
+                made_dirs.add(parent)
+            iso.add_fp(
+                io.BytesIO(f.data),
+                len(f.data),
+                names.file_path(parent, base),
+                rr_name=base,
+                joliet_path="/" + f.path,
+                file_mode=EXEC_MODE if f.executable else FILE_MODE,
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp.{os.getpid()}")
+        try:
+            with open(tmp, "wb") as out:
+                iso.write_fp(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        iso.close()
+
+
+class _IsoNames:
+    """Plain ISO9660 names (level 3: d-characters, one dot, <= 30 chars), unique per dir."""
+
+    _BAD = re.compile(r"[^A-Z0-9_]")
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, str] = {}
+        self._taken: dict[str, set[str]] = {}
+
+    def dir_path(self, rr_dir: str) -> str:
+        if rr_dir not in self._dirs:
+            name = self._unique("", self._BAD.sub("_", rr_dir.upper())[:MAX_NAME], "")
+            self._dirs[rr_dir] = "/" + name
+        return self._dirs[rr_dir]
+
+    def file_path(self, rr_dir: str, base: str) -> str:
+        stem, dot, ext = base.rpartition(".")
+        if not dot:
+            stem, ext = base, ""
+        stem = self._BAD.sub("_", stem.upper()) or "_"
+        ext = self._BAD.sub("_", ext.upper())
+        room = MAX_NAME - len(ext) - 1
+        name = self._unique(rr_dir, stem[:room], ext)
+        prefix = self._dirs[rr_dir] if rr_dir else ""
+        return f"{prefix}/{name}.{ext};1"
+
+    def _unique(self, where: str, stem: str, ext: str) -> str:
+        taken = self._taken.setdefault(where, set())
+        candidate, n = stem, 0
+        while f"{candidate}.{ext}" in taken:
+            n += 1
+            suffix = f"_{n}"
+            candidate = stem[: MAX_NAME - len(ext) - 1 - len(suffix)] + suffix
+        taken.add(f"{candidate}.{ext}")
+        return candidate
+
+
+def _write_text_atomic(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,433 @@
+"""The text of every generated file on the cidata seed, from an InstanceSpec.
+
+Pure functions (no disk, no processes, no environment reads): the cidata builder
+(`lima.drivers.cidata.build_cidata`) calls them and packs the results into
+cidata.iso; tests call them directly. Anything from the host (the user's home, the
+proxy variables) comes in as an argument.
+
+The guest-side contract these files serve is described in lima/assets/cidata/boot.sh.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from lima.errors import SpecError
+from lima.schemas.spec import InstanceSpec, Mount, Provision
+
+# QEMU user networking as Lima sets it up (192.168.5.0/24): the guest, the host side
+# gateway and the slirp DNS forwarder. With restrict=on the slirp DHCP server hands out
+# no router and no DNS, so network-config pins them.
+SLIRP_NETWORK_PREFIX = 24
+SLIRP_GATEWAY = "192.168.5.2"
+SLIRP_DNS = "192.168.5.3"
+SLIRP_IP_ADDRESS = "192.168.5.15"
+
+CIDATA_MOUNT_POINT = "/mnt/lima-cidata"
+CIDATA_DEVICE = "/dev/disk/by-label/cidata"
+CIDATA_MOUNT_OPTIONS = "ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0"
+# The virtio serial port the guest agent talks on (QEMU driver and guest agent agree).
+GUEST_AGENT_VIRTIO_PORT = "io.lima-vm.guest_agent.0"
+GUEST_INSTALL_PREFIX = "/usr/local"
+CONTAINERD_ARCHIVE = "nerdctl-full.tgz"
+
+_PROXY_VARS = ("ftp_proxy", "http_proxy", "https_proxy", "no_proxy")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARAM_REF = re.compile(r"\{\{-?\s*\.Param\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
+
+
+def hostname(spec: InstanceSpec) -> str:
+    """`lima-NAME`, with the characters a hostname cannot hold turned into dashes."""
+    return "lima-" + spec.name.replace(".", "-").replace("_", "-")
+
+
+# --- user-data -------------------------------------------------------------------
+
+
+def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT) -> str:
+    """The per-boot shell snippet (cloud-init bootcmd) that mounts cidata and starts boot.sh.
+
+    bootcmd runs inside cloud-init.service, before users exist and before
+    sysinit.target; waiting there for boot.sh would block cloud-init (and so the user
+    and sshd) forever. So boot.sh is handed to systemd as a transient unit with
+    --no-block (it starts once basic.target is up, after cloud-init's init stage),
+    or detached with setsid where systemd is not PID 1. RemainAfterExit keeps daemons
+    that provision scripts leave running alive after boot.sh exits (systemd would
+    otherwise kill the unit's cgroup).
+    """
+    mnt = shlex.quote(mount_point)
+    return (
+        f"MNT={mnt}\n"
+        'mkdir -p -m 700 "$MNT"\n'
+        f"DEV={CIDATA_DEVICE}\n"
+        '[ -e "$DEV" ] || DEV=$(blkid -L cidata)\n'
+        f'grep -qs " $MNT " /proc/mounts || mount -o {CIDATA_MOUNT_OPTIONS} "$DEV" "$MNT"\n'
+        'IID=$(sed -n "s/^instance-id: *//p" "$MNT/meta-data" | tr -cd "a-zA-Z0-9-")\n'
+        "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n"
+        '  systemd-run --no-block --collect --unit="lima-boot-$IID" -p RemainAfterExit=yes '
+        '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh"\n'
+        "else\n"
+        '  LIMA_CIDATA_MNT="$MNT" setsid /bin/sh "$MNT/boot.sh" </dev/null >/dev/null 2>&1 &\n'
+        "fi\n"
+    )
+
+
+def user_data(
+    spec: InstanceSpec,
+    *,
+    keys: Sequence[str],
+    boot_hook: bool = True,
+    host_home: str | None = None,
+) -> str:
+    """`#cloud-config` user-data. `boot_hook=False` gives Lima's cloud-config.yaml copy."""
+    if not keys:
+        raise SpecError("no ssh public key for the guest user (the identity is missing)")
+    user: dict[str, Any] = {"name": spec.user.name, "uid": int(spec.user.uid)}
+    if spec.user.comment:
+        user["gecos"] = spec.user.comment
+    user.update(
+        {
+            "homedir": spec.user.home,
+            "shell": spec.user.shell,
+            # Lima's guest user always has passwordless sudo.
+            "sudo": "ALL=(ALL) NOPASSWD:ALL",
+            "lock_passwd": True,
+            "ssh_authorized_keys": list(keys),
+        }
+    )
+    doc: dict[str, Any] = {
+        "growpart": {"mode": "auto", "devices": ["/"]},
+        "resize_rootfs": True,
+    }
+    if spec.upgrade_packages:
+        doc.update(
+            {"package_update": True, "package_upgrade": True, "package_reboot_if_required": True}
+        )
+    else:
+        doc["package_update"] = False
+    doc["hostname"] = hostname(spec)
+    if spec.timezone:
+        doc["timezone"] = spec.timezone
+    fstab = _fstab_mounts(spec, host_home)
+    if fstab and boot_hook:
+        doc["mounts"] = fstab
+    doc["users"] = [user]
+    doc["ssh_pwauth"] = False
+    # An RSA host key costs seconds under TCG; ed25519 is enough for loopback ssh.
+    doc["ssh_genkeytypes"] = ["ed25519"]
+    if boot_hook:
+        doc["bootcmd"] = [boot_hook_script()]
+    return "#cloud-config\n" + _dump(doc)
+
+
+def _fstab_mounts(spec: InstanceSpec, host_home: str | None) -> list[list[str]]:
+    """cloud-init `mounts:` entries, only for 9p/virtiofs (reverse-sshfs is host-driven)."""
+    if spec.mount_type not in ("9p", "virtiofs"):
+        return []
+    entries = []
+    for i, m in enumerate(spec.mounts):
+        options = mount_options(spec, m)
+        entries.append([f"mount{i}", m.mount_point, spec.mount_type, options, "0", "0"])
+    return entries
+
+
+def mount_options(spec: InstanceSpec, m: Mount) -> str:
+    """fstab options of a 9p/virtiofs mount, as Lima builds them."""
+    opts = "rw" if m.writable else "ro"
+    if spec.mount_type == "9p":
+        nine = dict(m.nine_p)
+        opts += ",trans=virtio"
+        opts += f",version={nine.get('protocolVersion', '9p2000.L')}"
+        opts += f",msize={parse_size(nine.get('msize', '128KiB'))}"
+        cache = nine.get("cache") or ("mmap" if m.writable else "fscache")
+        opts += f",cache={cache}"
+    # A missing virtfs device must not fail the boot.
+    return opts + ",nofail"
+
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """`128KiB` / `4k` / 131072 -> bytes (binary units, as Lima's RAMInBytes)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise SpecError(f"invalid size {value!r}")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * 1024 ** "_KMGT".index(unit)) if unit else int(number)
+
+
+# --- meta-data, network-config ------------------------------------------------------
+
+
+def meta_data(spec: InstanceSpec, *, iid: str) -> str:
+    return _dump({"instance-id": iid, "local-hostname": hostname(spec)})
+
+
+def network_config(spec: InstanceSpec) -> str:
+    """network-config v2: the slirp NIC with a static address, pinned gateway and DNS.
+
+    The address is the one slirp's DHCP would hand out anyway (first lease is .15);
+    static avoids depending on DHCP options QEMU leaves out under restrict=on. The
+    NIC is matched by name: `eth0` (net.ifnames=0) and `en*` (predictable names;
+    cloud-init writes the key verbatim as the networkd `Name=` glob).
+    """
+    nameservers = list(spec.dns) or [SLIRP_DNS]
+    nic = {
+        "dhcp4": False,
+        "dhcp6": False,
+        "addresses": [f"{SLIRP_IP_ADDRESS}/{SLIRP_NETWORK_PREFIX}"],
+        "gateway4": SLIRP_GATEWAY,
+        "nameservers": {"addresses": nameservers},
+    }
+    return _dump({"version": 2, "ethernets": {"eth0": dict(nic), "en*": dict(nic)}})
+
+
+# --- env files --------------------------------------------------------------------
+
+
+def lima_env(
+    spec: InstanceSpec,
+    *,
+    iid: str,
+    debug: bool = False,
+    host_home: str | None = None,
+    udp_dns_local_port: int = 0,
+    tcp_dns_local_port: int = 0,
+    mount_point: str = CIDATA_MOUNT_POINT,
+) -> str:
+    """lima.env: the LIMA_CIDATA_* variables of Lima's seed, plus IID and MNT (sourceable)."""
+    user = spec.user
+    lines = [
+        ("DEBUG", _gobool(debug)),
+        ("NAME", spec.name),
+        ("MNT", mount_point),
+        ("IID", iid),
+        ("USER", user.name),
+        ("UID", str(user.uid)),
+        ("COMMENT", user.comment),
+        ("HOME", user.home),
+        ("SHELL", user.shell),
+        ("HOSTHOME_MOUNTPOINT", _host_home_mount_point(spec, host_home)),
+        ("MOUNTS", str(len(spec.mounts))),
+    ]
+    lines += [(f"MOUNTS_{i}_MOUNTPOINT", m.mount_point) for i, m in enumerate(spec.mounts)]
+    lines += [
+        ("MOUNTTYPE", spec.mount_type),
+        ("DISKS", "0"),
+        ("GUEST_INSTALL_PREFIX", GUEST_INSTALL_PREFIX),
+        ("CONTAINERD_USER", "1" if spec.containerd_user else ""),
+        ("CONTAINERD_SYSTEM", "1" if spec.containerd_system else ""),
+    ]
+    if spec.containerd_user or spec.containerd_system:
+        lines.append(("CONTAINERD_ARCHIVE", CONTAINERD_ARCHIVE))
+    lines += [
+        ("SLIRP_DNS", SLIRP_DNS),
+        ("SLIRP_GATEWAY", SLIRP_GATEWAY),
+        ("SLIRP_IP_ADDRESS", SLIRP_IP_ADDRESS),
+        ("UDP_DNS_LOCAL_PORT", str(udp_dns_local_port)),
+        ("TCP_DNS_LOCAL_PORT", str(tcp_dns_local_port)),
+        ("ROSETTA_ENABLED", "false"),
+        ("ROSETTA_BINFMT", "false"),
+        ("SKIP_DEFAULT_DEPENDENCY_RESOLUTION", "1" if _skip_dependency(spec) else ""),
+        ("VMTYPE", spec.vm_type),
+        ("VSOCK_PORT", "0"),
+        ("VIRTIO_PORT", GUEST_AGENT_VIRTIO_PORT),
+        ("PLAIN", "1" if spec.plain else ""),
+    ]
+    return "".join(f"LIMA_CIDATA_{k}={_shell_value(k, v)}\n" for k, v in lines)
+
+
+def _gobool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _host_home_mount_point(spec: InstanceSpec, host_home: str | None) -> str:
+    if host_home is None:
+        return ""
+    home = host_home.rstrip("/") or "/"
+    for m in spec.mounts:
+        if m.location.rstrip("/") == home:
+            return m.mount_point
+    return ""
+
+
+def _skip_dependency(spec: InstanceSpec) -> bool:
+    return any(
+        p.mode == "dependency" and p.skip_default_dependency_resolution for p in spec.provision
+    )
+
+
+def param_env(spec: InstanceSpec) -> str:
+    """param.env: one `PARAM_KEY=value` line per spec.param entry, sorted (sourceable)."""
+    out = []
+    for key in sorted(spec.param):
+        if not _ENV_KEY.match(key):
+            raise SpecError(f"param: {key!r} is not a valid variable name")
+        out.append(f"PARAM_{key}={_shell_value(f'param.{key}', spec.param[key])}\n")
+    return "".join(out)
+
+
+def guest_env(spec: InstanceSpec, host_env: Mapping[str, str]) -> dict[str, str]:
+    """spec.env plus the host's proxy variables (when propagateProxyEnv), as Lima merges them.
+
+    The limactl process environment wins over lima.yaml for proxy variables; empty
+    values are dropped; a proxy on the host's loopback becomes the slirp gateway
+    (the guest reaches the host there); lower and upper case variants end up equal.
+    """
+    env = dict(spec.env)
+    upper = tuple(v.upper() for v in _PROXY_VARS)
+    if spec.propagate_proxy_env:
+        for name in (*_PROXY_VARS, *upper):
+            if name in host_env:
+                env[name] = host_env[name]
+    for name in (*_PROXY_VARS, *upper):
+        if name not in env:
+            continue
+        if env[name] == "":
+            del env[name]
+        elif name.lower() != "no_proxy":
+            env[name] = _loopback_to_gateway(env[name])
+    for lower in _PROXY_VARS:
+        up = lower.upper()
+        if lower in env:
+            env[up] = env[lower]
+        elif up in env:
+            env[lower] = env[up]
+    return env
+
+
+_LOOPBACK_URL = re.compile(
+    r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)?(?P<auth>[^@/]*@)?"
+    r"(?P<host>localhost|127(?:\.[0-9]{1,3}){3}|\[::1\])(?P<rest>[:/].*)?$"
+)
+
+
+def _loopback_to_gateway(value: str) -> str:
+    # Literal loopback names only: resolving names would be network I/O.
+    m = _LOOPBACK_URL.match(value)
+    if not m:
+        return value
+    return f"{m['scheme'] or ''}{m['auth'] or ''}{SLIRP_GATEWAY}{m['rest'] or ''}"
+
+
+def etc_environment(spec: InstanceSpec, host_env: Mapping[str, str]) -> str:
+    """etc_environment: the block boot.sh places in the guest's /etc/environment."""
+    env = guest_env(spec, host_env)
+    lines = ["#LIMA-START\n"]
+    for key in sorted(env):
+        if not _ENV_KEY.match(key):
+            raise SpecError(f"env: {key!r} is not a valid variable name")
+        value = _one_line(f"env.{key}", env[key])
+        if any(c in value for c in " \t#\"'"):
+            # pam_env strips one pair of surrounding quotes; use them when the value
+            # would otherwise be cut at a '#' or lose meaning.
+            value = '"' + value + '"'
+        lines.append(f"{key}={value}\n")
+    lines.append("#LIMA-END\n")
+    return "".join(lines)
+
+
+def _shell_value(what: str, value: str) -> str:
+    """A value for a `KEY=value` line that is also a valid shell assignment.
+
+    lima.env and param.env are sourced by boot.sh and the tiny guest's init; plain
+    values stay byte-for-byte as Lima writes them, others are single-quoted.
+    """
+    value = _one_line(what, value)
+    return value if value == "" else shlex.quote(value)
+
+
+def _one_line(what: str, value: str) -> str:
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise SpecError(f"{what}: a value on the cidata seed cannot contain a line break")
+    return value
+
+
+# --- provision scripts ------------------------------------------------------------
+
+
+def expand_params(text: str, params: Mapping[str, str], *, what: str = "provision") -> str:
+    """Replace `{{.Param.KEY}}` with spec.param[KEY], as Lima does for provision scripts.
+
+    Lima expands these when it fills defaults; the spec layer may already have done
+    so, in which case no reference is left and this is a no-op.
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in params:
+            ref = "{{.Param." + key + "}}"
+            raise SpecError(f"{what}: {ref} refers to param {key!r}, which is not set")
+        return params[key]
+
+    return _PARAM_REF.sub(repl, text)
+
+
+def data_writer_script(p: Provision, index: int) -> str:
+    """The script that installs one `mode: data` file (content sits next to it on the seed).
+
+    It is run by boot.sh as root with $0 = `<mnt>/provision.data/NNNNNNNN.sh`; the
+    content is `${0%.sh}`.
+    """
+    if not p.path:
+        raise SpecError(f"provision[{index}]: mode data needs a path")
+    owner = p.owner or "root:root"
+    perms = p.permissions if p.permissions is not None else "644"
+    if not re.fullmatch(r"[0-7]{3,4}", str(perms)):
+        raise SpecError(f"provision[{index}].permissions: {perms!r} is not an octal mode")
+    overwrite = True if p.overwrite is None else p.overwrite
+    q = shlex.quote
+    lines = [
+        "#!/bin/sh",
+        f"# provision[{index}] (mode: data), generated by limapy",
+        "set -eu",
+        'src="${0%.sh}"',
+        f"dest={q(p.path)}",
+    ]
+    if not overwrite:
+        lines.append('if [ -e "$dest" ]; then echo "$dest exists; not overwritten"; exit 0; fi')
+    lines += [
+        'mkdir -p "$(dirname "$dest")"',
+        'tmp="$dest.lima-tmp.$$"',
+        'cat "$src" >"$tmp"',
+        f'chown {q(owner)} "$tmp"',
+        f'chmod {q(str(perms))} "$tmp"',
+        'mv -f "$tmp" "$dest"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- YAML -------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line strings so user-data stays readable."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def _dump(doc: Mapping[str, Any]) -> str:
+    return yaml.dump(
+        dict(doc),
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=4096,
+        allow_unicode=True,
+    )

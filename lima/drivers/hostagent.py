@@ -1,0 +1,529 @@
+"""The host agent: one daemon per running instance that owns its qemu (DESIGN.md section 6).
+
+`limactl hostagent NAME` (lima.commands.hostagent) builds a `HostAgent` and runs it; the
+controller's driver uses the client side: `start_hostagent`, `hostagent_info`,
+`stop_hostagent`, `read_events`.
+
+While it runs, the daemon keeps these facts in the instance directory:
+- ha.pid: its PID (written atomically, removed at exit);
+- ha.sock: HTTP over a unix socket, `GET /v1/info` -> `{"sshLocalPort": N}`;
+- ha.stdout.log: one JSON event per line in Lima's shape, `{"time": RFC3339, "status":
+  {"running", "degraded", "exiting", "errors", "sshLocalPort"}}`: booting first, then
+  running (degraded with errors when provisioning failed) or an error, exiting last;
+- ha.stderr.log: its own logs as JSON lines; qemu.stdout.log / qemu.stderr.log: qemu's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from lima import paths
+from lima.drivers import procs, runner
+from lima.errors import BusyError, LimaError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+QEMU_STDOUT = "qemu.stdout.log"
+QEMU_STDERR = "qemu.stderr.log"
+_POLL = 0.2  # main loop tick: signals are noticed within this time
+
+
+# --- events -------------------------------------------------------------------------------
+
+def make_event(
+    *,
+    ssh_port: int,
+    running: bool = False,
+    degraded: bool = False,
+    exiting: bool = False,
+    errors: Sequence[str] = (),
+    phase: str | None = None,
+) -> dict[str, Any]:
+    """One event in Lima's shape (every field present, so readers need no defaults).
+
+    `phase` (ours, ignored by Lima's readers) marks progress while booting: "ssh_ready",
+    then "provisioned".
+    """
+    status: dict[str, Any] = {
+        "running": running,
+        "degraded": degraded,
+        "exiting": exiting,
+        "errors": list(errors),
+        "sshLocalPort": ssh_port,
+    }
+    if phase is not None:
+        status["phase"] = phase
+    return {"time": datetime.now().astimezone().isoformat(), "status": status}
+
+
+def append_event(inst_dir: Path, event: dict[str, Any]) -> None:
+    """Append one JSON line to ha.stdout.log with a single O_APPEND write."""
+    line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    fd = os.open(inst_dir / paths.HA_STDOUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_events(inst_dir: Path) -> list[dict[str, Any]]:
+    """Every event in ha.stdout.log, oldest first; torn or foreign lines are skipped."""
+    try:
+        text = (inst_dir / paths.HA_STDOUT).read_text(errors="replace")
+    except OSError:
+        return []
+    events = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and isinstance(event.get("status"), dict):
+                events.append(event)
+    return events
+
+
+# --- /v1/info over ha.sock ------------------------------------------------------------------
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    info: Callable[[], dict[str, Any]]
+
+
+class _InfoHandler(http.server.BaseHTTPRequestHandler):
+    server: _UnixHTTPServer
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] != "/v1/info":
+            self.send_error(404)
+            return
+        body = json.dumps(self.server.info()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "ha.sock"  # unix peers have no address; the default indexes an empty string
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("api: " + format, *args)
+
+
+def serve_info(sock_path: Path, info: Callable[[], dict[str, Any]]) -> _UnixHTTPServer:
+    """Serve `GET /v1/info` on `sock_path` from a background thread."""
+    if len(str(sock_path).encode()) >= paths.UNIX_PATH_MAX:
+        raise LimaError(f"socket path too long for a unix socket: {sock_path}")
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()
+    server = _UnixHTTPServer(str(sock_path), _InfoHandler)
+    server.info = info
+    threading.Thread(target=server.serve_forever, name="ha-api", daemon=True).start()
+    return server
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def hostagent_info(inst_dir: Path, *, timeout: float = 2.0) -> dict[str, Any] | None:
+    """`GET /v1/info` on ha.sock; None when no host agent answers."""
+    sock = inst_dir / paths.HA_SOCK
+    if not sock.exists():
+        return None
+    conn = _UnixHTTPConnection(sock, timeout)
+    try:
+        conn.request("GET", "/v1/info")
+        resp = conn.getresponse()
+        if resp.status != 200:
+            return None
+        data = json.loads(resp.read())
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    return data if isinstance(data, dict) else None
+
+
+# --- the daemon -------------------------------------------------------------------------------
+
+class Guest(Protocol):
+    """What the daemon waits on once qemu runs; the real one is lima.drivers.ssh.SSHGuest."""
+
+    def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
+        """Block until the guest is up; return errors that make it degraded.
+
+        Call `progress(phase)` on the way ("ssh_ready", "provisioned"); give up when `stop`
+        is set. Raise LimaError when it never came up (the daemon then shuts qemu down).
+        """
+
+    def close(self) -> None:
+        """Release sessions (mounts, ssh) before qemu is stopped."""
+
+
+# (inst_dir, timeout) -> whether qemu is gone; see lima.drivers.qmp.powerdown.
+PowerDown = Callable[[Path, float], bool]
+
+
+def qmp_powerdown(inst_dir: Path, timeout: float) -> bool:
+    """ACPI power button through QMP, then wait for qemu (lima.drivers.qmp.powerdown)."""
+    from lima.drivers import qmp  # only the stopping agent needs it
+
+    return qmp.powerdown(inst_dir, timeout=timeout)
+
+
+def write_pidfile(path: Path, pid: int) -> None:
+    tmp = path.with_name(f".{path.name}.{pid}.tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def _is_hostagent(pid: int) -> bool:
+    argv = procs.cmdline(pid)
+    return procs.pid_alive(pid) and "hostagent" in argv
+
+
+class HostAgent:
+    """Runs one instance: qemu as a child, the API, the events, the guest readiness.
+
+    `qemu_argv` is any command (tests use a dummy process); `guest` decides readiness;
+    `powerdown` asks qemu to shut the guest down (QMP by default).
+    """
+
+    def __init__(
+        self,
+        inst_dir: Path,
+        *,
+        ssh_port: int,
+        qemu_argv: Sequence[str],
+        guest: Guest,
+        powerdown: PowerDown = qmp_powerdown,
+        stop_timeout: float = 60.0,
+    ) -> None:
+        self.inst_dir = inst_dir
+        self.ssh_port = ssh_port
+        self.qemu_argv = list(qemu_argv)
+        self.guest = guest
+        self.powerdown = powerdown
+        self.stop_timeout = stop_timeout
+        self._signal: int | None = None
+        self._stop_guest = threading.Event()
+        self._wake = threading.Event()
+        self._ready: list[str] | LimaError | None = None
+        self._qemu: subprocess.Popen[bytes] | None = None
+        self._server: _UnixHTTPServer | None = None
+
+    # The signal handler only records the signal; the main loop polls it, so no lock is
+    # ever taken inside a handler.
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        self._signal = signum
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Run until qemu exits or a stop is requested; returns the exit code."""
+        pid_path = self.inst_dir / paths.HA_PID
+        other = procs.read_pid(pid_path)
+        if other and other != os.getpid() and _is_hostagent(other):
+            raise BusyError(f"a host agent (pid {other}) already runs for {self.inst_dir}")
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        write_pidfile(pid_path, os.getpid())
+        try:
+            self._server = serve_info(self.inst_dir / paths.HA_SOCK, self.info)
+            self._emit()
+            log.info("host agent started: pid %d, ssh port %d", os.getpid(), self.ssh_port)
+            return self._supervise()
+        finally:
+            self._cleanup(pid_path)
+
+    def info(self) -> dict[str, Any]:
+        return {"sshLocalPort": self.ssh_port}
+
+    def _emit(self, **status: Any) -> None:
+        append_event(self.inst_dir, make_event(ssh_port=self.ssh_port, **status))
+
+    def _supervise(self) -> int:
+        try:
+            self._qemu = self._start_qemu()
+        except LimaError as exc:
+            log.error("qemu did not start: %s", exc)
+            self._emit(errors=[f"qemu did not start: {exc}"])
+            self._emit(exiting=True)
+            return 1
+        threading.Thread(target=self._watch_qemu, name="qemu-wait", daemon=True).start()
+        threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
+        announced = False
+        rc = 0
+        while True:
+            self._wake.wait(_POLL)
+            self._wake.clear()
+            if self._signal is not None:
+                log.info("signal %d: shutting the guest down", self._signal)
+                break
+            if self._qemu.poll() is not None:
+                msg = self._qemu_exit_message(self._qemu.returncode)
+                log.error("%s", msg)
+                self._emit(errors=[msg])
+                rc = 1
+                break
+            ready = self._ready
+            if ready is not None and not announced:
+                announced = True
+                if isinstance(ready, LimaError):
+                    log.error("guest did not become ready: %s", ready)
+                    self._emit(errors=[str(ready)])
+                    rc = 1
+                    break
+                log.info("guest is running%s", f" (degraded: {ready})" if ready else "")
+                self._emit(running=True, degraded=bool(ready), errors=ready)
+        self._stop_guest.set()
+        with contextlib.suppress(Exception):
+            self.guest.close()
+        self._stop_qemu()
+        self._emit(exiting=True)
+        log.info("host agent exiting (%d)", rc)
+        return rc
+
+    def _start_qemu(self) -> subprocess.Popen[bytes]:
+        out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
+        err = open(self.inst_dir / QEMU_STDERR, "wb")  # noqa: SIM115
+        try:
+            return runner.spawn(self.qemu_argv, stdout=out, stderr=err, cwd=self.inst_dir)
+        finally:
+            out.close()
+            err.close()
+
+    def _progress(self, phase: str) -> None:
+        if self._signal is None:
+            self._emit(phase=phase)
+
+    def _watch_qemu(self) -> None:
+        assert self._qemu is not None
+        self._qemu.wait()
+        self._wake.set()
+
+    def _wait_guest(self) -> None:
+        try:
+            self._ready = self.guest.ready(self._stop_guest, self._progress)
+        except LimaError as exc:
+            self._ready = exc
+        except Exception as exc:  # a bug in readiness must not leave the agent hanging
+            log.exception("readiness failed")
+            self._ready = LimaError(f"readiness failed: {type(exc).__name__}: {exc}")
+        self._wake.set()
+
+    def _qemu_exit_message(self, rc: int) -> str:
+        try:
+            lines = (self.inst_dir / QEMU_STDERR).read_text(errors="replace").strip()
+        except OSError:
+            lines = ""
+        tail = " | ".join(lines.splitlines()[-5:])
+        return f"qemu exited with status {rc}" + (f": {tail}" if tail else "")
+
+    def _stop_qemu(self) -> None:
+        proc = self._qemu
+        if proc is None:
+            return
+        if proc.poll() is None:
+            deadline = time.monotonic() + self.stop_timeout
+            try:
+                if self.powerdown(self.inst_dir, self.stop_timeout) and proc.poll() is None:
+                    # QMP saw no qemu of this instance (e.g. no qemu.pid): ours is not it.
+                    deadline = min(deadline, time.monotonic() + 1.0)
+            except (LimaError, OSError, ImportError) as exc:
+                log.warning("QMP powerdown failed (%s); killing qemu", exc)
+                deadline = time.monotonic()
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("qemu still runs after powerdown; killing it")
+                proc.kill()
+                proc.wait()
+        log.info("qemu exited with status %s", proc.returncode)
+        qemu_pid_path = self.inst_dir / paths.QEMU_PID
+        if procs.read_pid(qemu_pid_path) == proc.pid:
+            with contextlib.suppress(FileNotFoundError):
+                qemu_pid_path.unlink()
+
+    def _cleanup(self, pid_path: Path) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            with contextlib.suppress(FileNotFoundError):
+                (self.inst_dir / paths.HA_SOCK).unlink()
+        if procs.read_pid(pid_path) == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                pid_path.unlink()
+
+
+# --- client side (the controller's driver) ---------------------------------------------------
+
+# Host agents this process started: kept so they can be reaped (no zombies in a long-lived
+# controller, and a zombie would look alive to a pid check).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _reap() -> None:
+    for pid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+
+
+def pick_ssh_port(preferred: int = 0) -> int:
+    """`preferred` when it is free (TemporaryError when busy), else a free 127.0.0.1 port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError as exc:
+            raise TemporaryError(f"ssh.localPort {preferred} is busy: {exc.strerror}",
+                                 delay=5.0) from exc
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _tail(path: Path, n: int = 10) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def start_hostagent(
+    name: str,
+    *,
+    iid: str,
+    ssh_port: int,
+    qemu_argv: Sequence[str] | None = None,
+    boot_timeout: float = 600.0,
+    stop_timeout: float = 60.0,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
+) -> int:
+    """Start `limactl hostagent NAME` in its own session; return its PID once ha.sock answers.
+
+    ha.stdout.log and ha.stderr.log start empty, as in Lima. `qemu_argv` overrides the
+    command built from the spec (tests use a dummy). Raises TemporaryError when the agent
+    exits early or does not answer within `timeout` seconds (it is killed then).
+    """
+    _reap()
+    inst_dir = paths.instance_dir(name)
+    if hostagent_info(inst_dir) is not None:
+        raise BusyError(f"instance {name!r} already has a running host agent")
+    argv: list[str] = [
+        sys.executable, "-m", "lima.cli", "hostagent",
+        "--iid", iid, "--ssh-port", str(ssh_port),
+        "--boot-timeout", str(boot_timeout), "--stop-timeout", str(stop_timeout),
+        *extra_args,
+    ]
+    if qemu_argv is not None:
+        argv_file = inst_dir / "ha.qemu-argv.json"
+        argv_file.write_text(json.dumps(list(qemu_argv)))
+        argv += ["--qemu-argv-json", str(argv_file)]
+    argv.append(name)
+    for stale in (paths.HA_SOCK,):
+        with contextlib.suppress(FileNotFoundError):
+            (inst_dir / stale).unlink()
+    (inst_dir / paths.HA_STDOUT).write_bytes(b"")
+    stderr_path = inst_dir / paths.HA_STDERR
+    # Events are written by the daemon itself; stray output on its stdout lands in the log.
+    with open(stderr_path, "wb") as err:
+        proc = runner.spawn(argv, stdout=err, stderr=err, cwd=inst_dir, new_session=True)
+    _CHILDREN[proc.pid] = proc
+    deadline = time.monotonic() + timeout
+    while hostagent_info(inst_dir, timeout=1.0) is None:
+        if proc.poll() is not None:
+            raise TemporaryError(
+                f"host agent exited with status {proc.returncode} before it answered\n"
+                f"{_tail(stderr_path)}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise TemporaryError(f"host agent did not answer on ha.sock within {timeout:g} s\n"
+                                 f"{_tail(stderr_path)}")
+        time.sleep(0.05)
+    return proc.pid
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap()
+        if not procs.pid_alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def stop_hostagent(inst_dir: Path, *, timeout: float = 90.0, force: bool = False) -> None:
+    """Stop the instance's host agent: SIGTERM and wait (it powers the guest down).
+
+    `force`: SIGKILL the agent's process group and this instance's qemu (both PIDs checked
+    against /proc/PID/cmdline first, so a recycled PID is never signalled), then remove
+    the stale files and append the exiting event the agent could not write. A qemu left
+    without its agent is stopped too (SIGTERM, or SIGKILL with `force`).
+    Raises TemporaryError when the agent is still there after `timeout`.
+    """
+    pid_path = inst_dir / paths.HA_PID
+    pid = procs.read_pid(pid_path)
+    agent = pid if pid is not None and _is_hostagent(pid) else None
+    if agent is not None and not force:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(agent, signal.SIGTERM)
+        if not _wait_gone(agent, timeout):
+            raise TemporaryError(
+                f"host agent (pid {agent}) still runs {timeout:g} s after SIGTERM; "
+                "use `limactl stop -f`"
+            )
+    elif agent is not None:
+        doomed = [agent, *_children_of(agent)]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            # The agent leads its own session: its group holds qemu and its helpers.
+            if os.getpgid(agent) == agent:
+                os.killpg(agent, signal.SIGKILL)
+            else:
+                os.kill(agent, signal.SIGKILL)
+        for pid in doomed:
+            _wait_gone(pid, 5.0)
+    qemu_gone = procs.kill_qemu(inst_dir, force=force)
+    stale = [paths.HA_PID, paths.HA_SOCK] + ([paths.QEMU_PID] if qemu_gone else [])
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
+            (inst_dir / name).unlink()
+    events = read_events(inst_dir) if agent is not None and force else []
+    if events and not events[-1]["status"].get("exiting"):
+        port = events[-1]["status"].get("sshLocalPort", 0)
+        append_event(inst_dir, make_event(ssh_port=int(port or 0), exiting=True,
+                                          errors=["host agent was killed"]))

@@ -1,0 +1,279 @@
+"""An instance's disks: `basedisk` + `diffdisk`, and `kernel`/`kernel.cmdline`/`initrd`.
+
+Called by the driver when an instance is created (`prepare_disks`). Picks the first
+`images[]` candidate for the instance's arch that can be had (download cache, local
+file, or `build:NAME` from `lima.drivers.images.build`), stages its files under
+temporary names, renames them into place, then lays the qcow2 overlay `diffdisk`
+over `basedisk` with qemu-img. On failure nothing it wrote is left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lima import paths
+from lima.drivers import runner
+from lima.drivers.images import decompress, download
+from lima.errors import LimaError, PermanentError, TemporaryError
+from lima.schemas.spec import Image, InstanceSpec
+
+log = logging.getLogger(__name__)
+
+BUILD_SCHEME = "build:"
+STAGE_SUFFIX = ".tmp"
+# ISO 9660 volume descriptor: "CD001" at byte 0x8001.
+ISO_MAGIC_OFFSET = 0x8001
+ISO_MAGIC = b"CD001"
+
+
+@dataclass
+class Staged:
+    """Files of one candidate under temporary names: final name -> staged path."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def path(self, inst_dir: Path, name: str) -> Path:
+        tmp = inst_dir / f".{name}{STAGE_SUFFIX}"
+        tmp.unlink(missing_ok=True)
+        self.files[name] = tmp
+        return tmp
+
+    def discard(self) -> None:
+        for tmp in self.files.values():
+            tmp.unlink(missing_ok=True)
+
+
+def candidates(spec: InstanceSpec) -> list[Image]:
+    """The `images[]` entries usable for this instance, in the order written."""
+    return [img for img in spec.images if img.arch == spec.arch]
+
+
+def prepare_disks(spec: InstanceSpec, inst_dir: Path) -> None:
+    """Write basedisk, diffdisk and (when the image has them) kernel, kernel.cmdline, initrd.
+
+    Idempotent: an existing diffdisk means the disks are ready. Raises PermanentError
+    (or TemporaryError when some candidate may work on a retry) listing every
+    candidate and why it failed.
+    """
+    diffdisk = inst_dir / paths.DIFFDISK
+    if diffdisk.exists():
+        log.debug("%s exists: disks already prepared", diffdisk)
+        return
+    inst_dir.mkdir(parents=True, exist_ok=True)
+    images = candidates(spec)
+    if not images:
+        arches = sorted({img.arch for img in spec.images})
+        raise PermanentError(f"images: no image for arch {spec.arch} "
+                             f"(images[] has {', '.join(arches) or 'none'})")
+    # A crash may have left files of an earlier attempt without a diffdisk: start over.
+    placed_names = [paths.BASEDISK, paths.KERNEL, paths.KERNEL_CMDLINE, paths.INITRD]
+    for name in placed_names:
+        (inst_dir / name).unlink(missing_ok=True)
+    staged = _stage_first(images, inst_dir, spec.arch)
+    try:
+        for name, tmp in staged.files.items():
+            os.replace(tmp, inst_dir / name)
+        create_diffdisk(inst_dir, spec.disk)
+    except BaseException:
+        staged.discard()
+        for name in placed_names:
+            (inst_dir / name).unlink(missing_ok=True)
+        raise
+
+
+def _stage_first(images: list[Image], inst_dir: Path, arch: str) -> Staged:
+    failures: list[tuple[str, LimaError | OSError]] = []
+    for image in images:
+        staged = Staged()
+        try:
+            stage_image(image, inst_dir, staged)
+            if failures:
+                log.info("using %s (after %d failed candidate(s))", image.location,
+                         len(failures))
+            return staged
+        except (LimaError, OSError) as exc:
+            staged.discard()
+            log.warning("image candidate %s failed: %s", image.location, _reason(exc))
+            failures.append((image.location, exc))
+        except BaseException:
+            staged.discard()
+            raise
+    raise _combined(arch, failures)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, LimaError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc).replace("\n", "\n    ")
+
+
+def _combined(arch: str, failures: list[tuple[str, LimaError | OSError]]) -> LimaError:
+    lines = [f"no image for arch {arch} could be prepared "
+             f"({len(failures)} candidate{'s' if len(failures) != 1 else ''}):"]
+    lines += [f"  - {location}: {_reason(exc)}" for location, exc in failures]
+    message = "\n".join(lines)
+    temporary = [exc for _, exc in failures if isinstance(exc, TemporaryError)]
+    if temporary:
+        # One of them may work later: let the reconciler retry rather than stall.
+        return TemporaryError(message, min(exc.delay for exc in temporary))
+    return PermanentError(message)
+
+
+def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
+    """Fetch one candidate's files into `staged` (nothing is in place yet)."""
+    kernel_from_image: Path | None = None
+    initrd_from_image: Path | None = None
+    cmdline_from_image: str | None = None
+    if image.location.startswith(BUILD_SCHEME):
+        # Imported lazily: the builders pull in their own dependencies.
+        from lima.drivers.images.build import (  # type: ignore[import-not-found, unused-ignore]
+            build_image,
+        )
+
+        built = build_image(image.location[len(BUILD_SCHEME):])
+        link_or_copy(built.image, staged.path(inst_dir, paths.BASEDISK))
+        kernel_from_image, initrd_from_image = built.kernel, built.initrd
+        cmdline_from_image = built.cmdline
+    else:
+        fetch_file(image.location, image.digest, staged.path(inst_dir, paths.BASEDISK),
+                   expand=True, what="image")
+    if image.kernel is not None:
+        fetch_file(image.kernel.location, image.kernel.digest,
+                   staged.path(inst_dir, paths.KERNEL), expand=False, what="kernel")
+        cmdline_from_image = image.kernel.cmdline or cmdline_from_image
+    elif kernel_from_image is not None:
+        link_or_copy(kernel_from_image, staged.path(inst_dir, paths.KERNEL))
+    if image.initrd is not None:
+        fetch_file(image.initrd.location, image.initrd.digest,
+                   staged.path(inst_dir, paths.INITRD), expand=False, what="initrd")
+    elif initrd_from_image is not None:
+        link_or_copy(initrd_from_image, staged.path(inst_dir, paths.INITRD))
+    if cmdline_from_image and paths.KERNEL in staged.files:
+        staged.path(inst_dir, paths.KERNEL_CMDLINE).write_text(cmdline_from_image)
+
+
+def fetch_file(location: str, digest: str | None, dst: Path, *, expand: bool,
+               what: str) -> None:
+    """Put the file `location` names at `dst`, digest-checked; `expand` decompresses."""
+    description = f"the {what} {location}"
+    if download.is_local(location):
+        src = download.local_path(location)
+        if not src.is_file():
+            raise PermanentError(f"{location}: no such file")
+        kind = decompress.detect(src, location) if expand else None
+        if kind is None:
+            download.copy_verified(src, dst, digest=digest, description=description)
+            return
+        if digest:
+            download.check_digest(location, digest,
+                                  download.hash_file(src, [download.parse_digest(digest)[0]]))
+        decompress.decompress(src, dst, kind, description=description)
+        return
+    fetched = download.download(location, digest=digest, description=description)
+    kind = decompress.detect(fetched.path, location) if expand else None
+    if kind is not None:
+        decompress.decompress(fetched.path, dst, kind, description=description)
+    else:
+        link_or_copy(fetched.path, dst)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link `src` to `dst` when the filesystem allows, else copy (keeping holes)."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
+                             errno.EACCES):
+            raise
+        log.debug("cannot hard-link %s (%s): copying", src, exc.strerror)
+    _copy_sparse(src, dst)
+
+
+def _copy_sparse(src: Path, dst: Path) -> None:
+    """Copy only the data extents of `src` (SEEK_DATA/SEEK_HOLE), in the kernel."""
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        ifd, ofd = fin.fileno(), fout.fileno()
+        pos = 0
+        try:
+            while pos < size:
+                try:
+                    start = os.lseek(ifd, pos, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # only a hole remains
+                        break
+                    raise
+                end = os.lseek(ifd, start, os.SEEK_HOLE)
+                _copy_range(ifd, ofd, start, end)
+                pos = end
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            fout.seek(0)
+            fout.truncate()
+            fin.seek(0)
+            shutil.copyfileobj(fin, fout, 1 << 20)  # no SEEK_DATA / copy_file_range here
+        fout.truncate(size)
+
+
+def _copy_range(ifd: int, ofd: int, start: int, end: int) -> None:
+    offset = start
+    while offset < end:
+        n = os.copy_file_range(ifd, ofd, end - offset, offset, offset)
+        if n == 0:
+            raise OSError(errno.EIO, "short copy")
+        offset += n
+
+
+def is_iso(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            f.seek(ISO_MAGIC_OFFSET)
+            return f.read(len(ISO_MAGIC)) == ISO_MAGIC
+    except OSError:
+        return False
+
+
+def qemu_img_info(path: Path) -> dict[str, Any]:
+    """`qemu-img info --output=json` of one file (not its backing chain)."""
+    try:
+        result = runner.run(["qemu-img", "info", "--output=json", path])
+    except runner.CommandError as exc:
+        if exc.returncode == 127:
+            raise PermanentError("qemu-img not found: install QEMU "
+                                 "(Debian: apt-get install qemu-utils)") from None
+        raise PermanentError(f"{path}: not a disk image qemu-img can read: {exc}") from None
+    info: dict[str, Any] = json.loads(result.stdout)
+    return info
+
+
+def create_diffdisk(inst_dir: Path, size: int) -> None:
+    """`diffdisk`: a qcow2 overlay on basedisk, at least `size` bytes (never smaller than
+    the base). An ISO basedisk boots as a CD, so its diffdisk is a blank qcow2."""
+    basedisk = (inst_dir / paths.BASEDISK).absolute()
+    tmp = inst_dir / f".{paths.DIFFDISK}{STAGE_SUFFIX}"
+    tmp.unlink(missing_ok=True)
+    if is_iso(basedisk):
+        argv: list[str | Path] = ["qemu-img", "create", "-f", "qcow2", tmp, str(size)]
+    else:
+        info = qemu_img_info(basedisk)
+        fmt = str(info.get("format", "raw"))
+        virtual = int(info.get("virtual-size", 0))
+        argv = ["qemu-img", "create", "-f", "qcow2", "-F", fmt, "-b", basedisk, tmp,
+                str(max(size, virtual))]
+    try:
+        runner.run(argv)
+        os.replace(tmp, inst_dir / paths.DIFFDISK)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+

@@ -1,0 +1,277 @@
+"""The real Driver: observes an instance from facts and carries out lifecycle Actions.
+
+`lima.controller.reconcile` calls `observe()` and `execute()`; this module wires the
+drivers together: the instance store and images (create), cidata + identity + ssh.config
+(build cidata), the host agent (boot, which owns qemu and watches ssh and the guest's IID
+markers) and its event log (ssh ready, provisioned, running), stop and delete.
+The guest's progress is read from the host agent's events: the agent holds the ssh
+session that reads /run/lima-ssh-ready and /run/lima-boot-done, so a pass costs no ssh
+round-trip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lima import paths
+from lima.drivers import hostagent, procs, store
+from lima.errors import LimaError, NotFoundError, PermanentError, SpecError, TemporaryError
+from lima.states.actions import (
+    Abort,
+    Action,
+    BuildCidata,
+    CreateInstance,
+    DeleteInstance,
+    MarkRunning,
+    Outcome,
+    StartHostAgent,
+    StopInstance,
+    WaitProvisioned,
+    WaitSSH,
+)
+from lima.states.model import DesiredState, ObservedState
+
+log = logging.getLogger(__name__)
+
+_POLL = 0.2
+QEMU_START_TIMEOUT = 30.0
+STOP_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class AgentProgress:
+    """What the host agent's events say about the current boot."""
+
+    alive: bool = False
+    ssh_ready: bool = False
+    provisioned: bool = False
+    running: bool = False
+    exited: bool = False
+    errors: tuple[str, ...] = ()
+
+
+def agent_progress(inst_dir: Path) -> AgentProgress:
+    """Fold ha.stdout.log (truncated at each agent start) into the boot's progress."""
+    ssh_ready = provisioned = running = exited = False
+    errors: list[str] = []
+    for event in hostagent.read_events(inst_dir):
+        st = event.get("status", {})
+        if not isinstance(st, dict):
+            continue
+        phase = st.get("phase")
+        if phase == "ssh_ready":
+            ssh_ready = True
+        elif phase == "provisioned":
+            ssh_ready = provisioned = True
+        if st.get("running"):
+            ssh_ready = provisioned = running = True
+        if st.get("exiting"):
+            exited = True
+        errs = st.get("errors") or []
+        if isinstance(errs, list):
+            errors = [str(e) for e in errs] if errs else errors
+    return AgentProgress(True, ssh_ready, provisioned, running, exited, tuple(errors))
+
+
+def read_cidata_meta(inst_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((inst_dir / paths.CIDATA_META).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _hostagent_alive(inst_dir: Path) -> bool:
+    pid = procs.read_pid(inst_dir / paths.HA_PID)
+    return pid is not None and procs.pid_alive(pid) and "hostagent" in procs.cmdline(pid)
+
+
+def _tail(path: Path, n: int = 8) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+def failure_context(inst_dir: Path) -> str:
+    """The last lines of serial.log and ha.stderr.log, for a failure message."""
+    parts = []
+    for name in (paths.SERIAL_LOG, paths.HA_STDERR, hostagent.QEMU_STDERR):
+        tail = _tail(inst_dir / name)
+        if tail.strip():
+            parts.append(f"--- last lines of {inst_dir / name}:\n{tail}")
+    return "\n".join(parts)
+
+
+class QemuDriver:
+    """Driver over real QEMU guests. `documents` maps an instance name to the lima.yaml
+    text CreateInstance writes (apply/create know it; other verbs never create)."""
+
+    def __init__(
+        self,
+        documents: Mapping[str, str] | None = None,
+        *,
+        stored_generation: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.documents = dict(documents or {})
+        self._stored_generation = stored_generation
+
+    # --- observe ----------------------------------------------------------------------
+
+    def observe(self, name: str) -> ObservedState:
+        inst = paths.instance_dir(name)
+        if not inst.is_dir():
+            return ObservedState()
+        meta = read_cidata_meta(inst)
+        iid = meta.get("iid") if isinstance(meta.get("iid"), str) else None
+        ha_alive = _hostagent_alive(inst)
+        qemu_alive = procs.qemu_pid(inst) is not None
+        prog = agent_progress(inst) if ha_alive else AgentProgress()
+        return ObservedState(
+            dir_exists=True,
+            has_lima_yaml=(inst / paths.LIMA_YAML).is_file(),
+            disks_ready=(inst / paths.BASEDISK).exists() and (inst / paths.DIFFDISK).exists(),
+            cidata_iid=iid,
+            hostagent_pid_alive=ha_alive,
+            qemu_pid_alive=qemu_alive,
+            markers_read=ha_alive,
+            ssh_ready_iid=iid if prog.ssh_ready else None,
+            boot_done_iid=iid if prog.provisioned else None,
+            boot_failed=None,
+            stored_generation=(
+                self._stored_generation(name) if self._stored_generation else None
+            ),
+            agent_errors=prog.errors if prog.running else (),
+        )
+
+    # --- execute ----------------------------------------------------------------------
+
+    def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
+        try:
+            return self._execute(name, action, desired)
+        except TemporaryError as exc:
+            return Outcome.temporary(str(exc), exc.delay)
+        except (PermanentError, SpecError, NotFoundError) as exc:
+            return Outcome.failure(str(exc))
+        except LimaError as exc:
+            return Outcome.temporary(str(exc))
+
+    def _execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
+        inst = paths.instance_dir(name)
+        match action:
+            case CreateInstance():
+                return self._create(name, desired)
+            case BuildCidata(iid=iid):
+                return self._build_cidata(name, inst, desired, iid)
+            case StartHostAgent(iid=iid):
+                return self._start(name, inst, desired, iid)
+            case WaitSSH(budget=budget):
+                return self._wait(inst, budget, lambda p: p.ssh_ready, "ssh")
+            case WaitProvisioned(budget=budget):
+                return self._wait(inst, budget, lambda p: p.provisioned, "provisioning")
+            case MarkRunning(budget=budget):
+                out = self._wait(inst, budget, lambda p: p.running, "the host agent")
+                if not out.ok:
+                    return out
+                return Outcome.success(errors=list(agent_progress(inst).errors))
+            case StopInstance(force=force):
+                return self._stop(inst, force)
+            case Abort(reason=reason):
+                log.warning("%s: aborting this boot: %s", name, reason)
+                return self._stop(inst, True)
+            case DeleteInstance():
+                if inst.exists():
+                    store.delete_instance_dir(inst)
+                return Outcome.success()
+        raise PermanentError(f"unknown action {action!r}")
+
+    def _spec(self, desired: DesiredState) -> Any:
+        if desired.spec is None:
+            raise PermanentError("no spec to act on (a bug: the verb must pass it)")
+        return desired.spec
+
+    def _create(self, name: str, desired: DesiredState) -> Outcome:
+        inst = paths.instance_dir(name)
+        if (inst / paths.LIMA_YAML).is_file():
+            return Outcome.success()
+        text = self.documents.get(name)
+        if text is None:
+            return Outcome.failure(f"instance {name!r} does not exist; create it first")
+        spec = self._spec(desired)
+        from lima.drivers.images import prepare_disks
+
+        store.create_instance(name, text, lambda tmp: prepare_disks(spec, tmp))
+        return Outcome.success()
+
+    def _build_cidata(self, name: str, inst: Path, desired: DesiredState, iid: str) -> Outcome:
+        from lima.drivers.cidata import build_cidata
+        from lima.drivers.identity import ensure_identity
+        from lima.drivers.sshconfig import write_ansible_inventory, write_ssh_config
+
+        spec = self._spec(desired)
+        identity = ensure_identity()
+        build_cidata(spec, inst, iid=iid, identity=identity)
+        port = hostagent.pick_ssh_port(spec.ssh.local_port)
+        write_ssh_config(spec, inst, port=port, identity=identity)
+        write_ansible_inventory(spec, inst)
+        meta = {"iid": iid, "sshLocalPort": port}
+        store.atomic_write(inst / paths.CIDATA_META, json.dumps(meta))
+        return Outcome.success()
+
+    def _start(self, name: str, inst: Path, desired: DesiredState, iid: str) -> Outcome:
+        spec = self._spec(desired)
+        meta = read_cidata_meta(inst)
+        port = meta.get("sshLocalPort")
+        if meta.get("iid") != iid or not isinstance(port, int):
+            return Outcome.temporary("cidata is not built for this boot", retry_after=0)
+        if not _hostagent_alive(inst):
+            for stale in (paths.QEMU_PID, paths.HA_PID):
+                (inst / stale).unlink(missing_ok=True)
+            hostagent.start_hostagent(name, iid=iid, ssh_port=port,
+                                      stop_timeout=STOP_TIMEOUT / 2)
+        deadline = time.monotonic() + QEMU_START_TIMEOUT
+        while procs.qemu_pid(inst) is None:
+            if not _hostagent_alive(inst) or time.monotonic() > deadline:
+                prog = agent_progress(inst)
+                why = "; ".join(prog.errors) or "qemu did not start"
+                hostagent.stop_hostagent(inst, force=True)
+                msg = f"{why}\n{failure_context(inst)}"
+                if "qemu-system" in why and "not found" in why:
+                    return Outcome.failure(msg)
+                return Outcome.temporary(msg)
+            time.sleep(0.05)
+        log.debug("%s: qemu is up (ssh port %d, spec cpus %d)", name, port, spec.cpus)
+        return Outcome.success()
+
+    def _wait(
+        self, inst: Path, budget: float, done: Callable[[AgentProgress], bool], what: str
+    ) -> Outcome:
+        deadline = time.monotonic() + max(0.0, budget)
+        while True:
+            alive = _hostagent_alive(inst)
+            prog = agent_progress(inst)
+            if done(prog):
+                return Outcome.success()
+            if not alive or prog.exited:
+                why = "; ".join(prog.errors) or "the host agent exited"
+                return Outcome.temporary(f"{why}\n{failure_context(inst)}")
+            if time.monotonic() >= deadline:
+                return Outcome.temporary(f"still waiting for {what}", retry_after=0)
+            time.sleep(_POLL)
+
+    def _stop(self, inst: Path, force: bool) -> Outcome:
+        if not inst.is_dir():
+            return Outcome.success()
+        hostagent.stop_hostagent(inst, timeout=STOP_TIMEOUT, force=force)
+        if procs.qemu_pid(inst) is not None:
+            procs.kill_qemu(inst, force=True)
+        if _hostagent_alive(inst) or procs.qemu_pid(inst) is not None:
+            return Outcome.temporary("the VM is still running after stop")
+        return Outcome.success()

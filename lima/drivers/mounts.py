@@ -1,0 +1,131 @@
+"""Reverse-sshfs mounts: host directories served to the guest over the host agent's ssh.
+
+Called by the host agent (through lima.drivers.ssh.SSHGuest's after_boot) once the guest
+is provisioned. For each mount, the guest runs `sshfs -o slave :LOCATION MOUNTPOINT` in an
+ssh exec channel whose stdin/stdout are piped to a local `sftp-server` (read-only with
+`-R` unless the mount is writable). The mount lives as long as that channel: when the
+guest unmounts or powers off, the channel closes and the local sftp-server exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import paramiko
+
+from lima.drivers import runner
+from lima.drivers.ssh import run
+from lima.errors import LimaError
+from lima.schemas.spec import Mount
+
+log = logging.getLogger(__name__)
+
+SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
+                "/usr/libexec/sftp-server")
+MOUNT_TIMEOUT = 20.0
+
+
+def sftp_server() -> str | None:
+    return next((p for p in SFTP_SERVERS if Path(p).exists()), None)
+
+
+def sshfs_command(mount: Mount) -> str:
+    """The guest command for one mount (pure; unit-testable)."""
+    mp = shlex.quote(mount.mount_point)
+    opts = ["slave", "allow_other"]
+    if not mount.writable:
+        opts.append("ro")
+    cache = mount.sshfs.get("cache")
+    if cache is not None:
+        opts.append(f"cache={'yes' if cache else 'no'}")
+    if mount.sshfs.get("followSymlinks"):
+        opts.append("follow_symlinks")
+    return (f"sudo mkdir -p {mp} && exec sudo sshfs -o {','.join(opts)} "
+            f"{shlex.quote(':' + mount.location)} {mp}")
+
+
+def _pump_in(chan: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
+    """guest sshfs -> local sftp-server; on EOF close the server's stdin so it exits."""
+    assert proc.stdin is not None
+    try:
+        while data := chan.recv(65536):
+            proc.stdin.write(data)
+            proc.stdin.flush()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _pump_out(chan: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
+    """local sftp-server -> guest sshfs."""
+    assert proc.stdout is not None
+    try:
+        while data := os.read(proc.stdout.fileno(), 65536):
+            chan.sendall(data)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    finally:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            chan.shutdown_write()
+
+
+def mount_one(client: paramiko.SSHClient, mount: Mount) -> None:
+    """Mount one host directory in the guest; LimaError when it does not come up."""
+    server = sftp_server()
+    if server is None:
+        raise LimaError("sftp-server not found on the host (install openssh-sftp-server)")
+    Path(mount.location).mkdir(parents=True, exist_ok=True)
+    transport = client.get_transport()
+    if transport is None:
+        raise LimaError("ssh connection is closed")
+    argv = [server] + ([] if mount.writable else ["-R"])
+    proc = runner.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL)
+    chan = transport.open_session(timeout=10)
+    chan.exec_command(sshfs_command(mount))
+    threading.Thread(target=_pump_in, args=(chan, proc), daemon=True).start()
+    threading.Thread(target=_pump_out, args=(chan, proc), daemon=True).start()
+    check = f"mountpoint -q {shlex.quote(mount.mount_point)}"
+    deadline = time.monotonic() + MOUNT_TIMEOUT
+    while time.monotonic() < deadline:
+        if chan.exit_status_ready():
+            err = b""
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            raise LimaError(f"sshfs exited with status {chan.recv_exit_status()}: "
+                            f"{err.decode(errors='replace').strip()}")
+        rc, _, _ = run(client, check, timeout=10)
+        if rc == 0:
+            return
+        time.sleep(0.25)
+    chan.close()
+    raise LimaError(f"not mounted after {MOUNT_TIMEOUT:g} s")
+
+
+def mount_all(client: paramiko.SSHClient, mounts: Sequence[Mount]) -> list[str]:
+    """Mount every spec mount; returns one error per mount that failed (degraded)."""
+    errors = []
+    for mount in mounts:
+        try:
+            mount_one(client, mount)
+            log.info("mounted %s on %s%s", mount.location, mount.mount_point,
+                     "" if mount.writable else " (read-only)")
+        except LimaError as exc:
+            log.error("mount %s on %s failed: %s", mount.location, mount.mount_point, exc)
+            errors.append(f"mount {mount.location} on {mount.mount_point} failed: {exc}")
+    return errors

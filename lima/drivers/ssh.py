@@ -1,0 +1,344 @@
+"""SSH to a guest with paramiko: readiness, login, commands and marker files.
+
+Called by the host agent (lima.drivers.hostagent) to decide when a guest is up, and by
+the controller's driver for scripts. `limactl shell` does not use this module: it execs
+the system `ssh` so terminals behave.
+
+Readiness works around QEMU user networking: the forwarded port accepts a TCP
+connection at once even when nothing listens in the guest, and a connection opened
+before the guest NIC is up stalls for seconds. Only an `SSH-` banner proves sshd is up,
+so `wait_banner` keeps several short, overlapping connection attempts in flight.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+import tenacity
+
+from lima.errors import TemporaryError
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+BANNER = b"SSH-"
+# How many probes may be in flight at once, and how long one may live: a probe that
+# raced the guest NIC stalls (about 3 s), newer probes overtake it.
+MAX_IN_FLIGHT = 8
+PROBE_LIFETIME = 3.0
+
+
+class _Probe:
+    """One non-blocking connection attempt waiting for the banner."""
+
+    def __init__(self, port: int, now: float) -> None:
+        self.started = now
+        self.connected = False
+        self.data = b""
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        rc = self.sock.connect_ex((HOST, port))
+        if rc not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            self.sock.close()
+            raise OSError(rc, "connect failed")
+        self.connected = rc == 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def step(self) -> bool | None:
+        """Advance after select() said the socket is ready.
+
+        True: the banner arrived. False: this probe is dead. None: keep waiting.
+        """
+        if not self.connected:
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                return False
+            self.connected = True
+            return None
+        try:
+            chunk = self.sock.recv(64)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        self.data += chunk
+        if len(self.data) < len(BANNER):
+            return None if BANNER.startswith(self.data) else False
+        return self.data.startswith(BANNER)
+
+
+def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
+    """Return once a connection to 127.0.0.1:`port` reads an `SSH-` banner.
+
+    `deadline` is a `time.monotonic()` value; past it, raise TemporaryError.
+    """
+    probes: list[_Probe] = []
+    next_start = 0.0
+    last_error = "no banner yet"
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise TemporaryError(
+                    f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline ({last_error})",
+                    delay=interval,
+                )
+            for probe in [p for p in probes if now - p.started > PROBE_LIFETIME]:
+                probe.close()
+                probes.remove(probe)
+            if now >= next_start:
+                if len(probes) >= MAX_IN_FLIGHT:
+                    probes.pop(0).close()
+                try:
+                    probes.append(_Probe(port, now))
+                except OSError as exc:
+                    last_error = f"connect: {exc.strerror or exc}"
+                next_start = now + interval
+            wait = max(0.0, min(next_start, deadline) - time.monotonic())
+            readers = [p.sock for p in probes if p.connected]
+            writers = [p.sock for p in probes if not p.connected]
+            if not readers and not writers:
+                time.sleep(wait)
+                continue
+            ready_r, ready_w, _ = select.select(readers, writers, [], wait)
+            ready = set(ready_r) | set(ready_w)
+            for probe in [p for p in probes if p.sock in ready]:
+                result = probe.step()
+                if result is True:
+                    return
+                if result is False:
+                    last_error = "connection closed before the banner"
+                    probe.close()
+                    probes.remove(probe)
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def connect(port: int, user: str, key_path: Path, *, timeout: float) -> paramiko.SSHClient:
+    """Log in as `user` with the instance key; failures are TemporaryError."""
+    client = paramiko.SSHClient()
+    # Guest host keys are new at every create; like Lima (StrictHostKeyChecking=no), accept.
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(
+            HOST,
+            port=port,
+            username=user,
+            key_filename=str(key_path),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+        )
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        raise TemporaryError(f"ssh login to {user}@127.0.0.1:{port} failed: {exc}") from exc
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(15)
+    return client
+
+
+def run(
+    client: paramiko.SSHClient,
+    command: str,
+    *,
+    timeout: float,
+    input: bytes | str | None = None,
+) -> tuple[int, str, str]:
+    """Run `command` in the guest: (exit status, stdout, stderr). A timeout is TemporaryError."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise TemporaryError("ssh connection is closed")
+    deadline = time.monotonic() + timeout
+    try:
+        chan = transport.open_session(timeout=timeout)
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        if input is not None:
+            chan.sendall(input.encode() if isinstance(input, str) else input)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        while True:
+            idle = True
+            if chan.recv_ready():
+                out += chan.recv(65536)
+                idle = False
+            if chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+                idle = False
+            if idle and chan.exit_status_ready() and not chan.recv_ready() \
+                    and not chan.recv_stderr_ready():
+                break
+            if time.monotonic() > deadline:
+                chan.close()
+                raise TemporaryError(f"ssh command timed out after {timeout:g} s: {command}")
+            if idle:
+                # paramiko only signals stdout on its pipe; a short poll covers stderr too.
+                chan.status_event.wait(0.02)
+        rc = chan.recv_exit_status()
+        chan.close()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise TemporaryError(f"ssh command failed: {command}: {exc}") from exc
+    return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def read_marker(client: paramiko.SSHClient, path: str) -> str | None:
+    """The stripped content of a guest file, or None when it does not exist (yet)."""
+    rc, out, _ = run(client, f"cat {path}", timeout=15)
+    return out.strip() if rc == 0 else None
+
+
+def _deadline_stop(deadline: float) -> Callable[[tenacity.RetryCallState], bool]:
+    def stop(_: tenacity.RetryCallState) -> bool:
+        return time.monotonic() >= deadline
+
+    return stop
+
+
+def wait_ssh(
+    port: int, user: str, key_path: Path, *, deadline: float, attempt_timeout: float = 10.0
+) -> paramiko.SSHClient:
+    """Wait for sshd (banner), then log in, retrying with backoff until `deadline`.
+
+    Logins fail for a while after the banner (cloud-init installs the key, restarts sshd
+    after generating host keys): those are retried too. Raises TemporaryError at the end.
+    """
+
+    def attempt() -> paramiko.SSHClient:
+        wait_banner(port, deadline=deadline)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TemporaryError(f"ssh on 127.0.0.1:{port}: deadline passed")
+        return connect(port, user, key_path, timeout=min(attempt_timeout, remaining))
+
+    retrying = tenacity.Retrying(
+        stop=_deadline_stop(deadline),
+        wait=tenacity.wait_random_exponential(multiplier=0.25, max=2.0),
+        retry=tenacity.retry_if_exception_type(TemporaryError),
+        before_sleep=lambda state: log.debug(
+            "ssh not ready (attempt %d): %s",
+            state.attempt_number,
+            state.outcome.exception() if state.outcome else "",
+        ),
+        reraise=True,
+    )
+    result: paramiko.SSHClient = retrying(attempt)
+    return result
+
+
+# --- boot readiness: the markers boot.sh writes ------------------------------------------
+
+SSH_READY_MARKER = "/run/lima-ssh-ready"
+BOOT_DONE_MARKER = "/run/lima-boot-done"
+BOOT_FAILED_MARKER = "/run/lima-boot-failed"
+_MARKER_POLL = 0.5
+
+AfterBoot = Callable[[paramiko.SSHClient], list[str]]
+
+
+class SSHGuest:
+    """The host agent's view of a booting guest, over ssh (lima.drivers.hostagent.Guest).
+
+    ready(): login, then `/run/lima-ssh-ready` == IID (else TemporaryError: the guest
+    never came up), then `/run/lima-boot-done` == IID or `/run/lima-boot-failed` (errors
+    that make the instance degraded), then `after_boot` (mounts) adds its own errors.
+    A dropped connection (sshd restarted by cloud-init) is re-established until `timeout`.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        user: str,
+        key_path: Path,
+        iid: str,
+        *,
+        timeout: float,
+        after_boot: AfterBoot | None = None,
+    ) -> None:
+        self.port = port
+        self.user = user
+        self.key_path = key_path
+        self.iid = iid
+        self.timeout = timeout
+        self.after_boot = after_boot
+        self.client: paramiko.SSHClient | None = None
+
+    def ready(
+        self, stop: threading.Event, progress: Callable[[str], None] = lambda _: None
+    ) -> list[str]:
+        deadline = time.monotonic() + self.timeout
+        if self._poll(stop, deadline, self._ssh_ready) is None:
+            raise TemporaryError(
+                f"the guest did not become ready within {self.timeout:g} s: no ssh login "
+                f"with {SSH_READY_MARKER} holding this boot's instance-id"
+            )
+        log.info("ssh is ready on port %d", self.port)
+        progress("ssh_ready")
+        errors: list[str] = []
+        outcome = self._poll(stop, deadline, self._boot_outcome)
+        if outcome is None:
+            errors.append(f"provisioning did not finish within {self.timeout:g} s "
+                          f"({BOOT_DONE_MARKER} not written)")
+        elif outcome:
+            errors.append(outcome)
+        else:
+            log.info("boot scripts and provisioning done")
+            progress("provisioned")
+        if self.after_boot is not None and self.client is not None:
+            errors += self.after_boot(self.client)
+        return errors
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:
+        return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None
+
+    def _boot_outcome(self, client: paramiko.SSHClient) -> str | None:
+        """"" when boot-done holds our IID, an error message when boot failed, else None."""
+        if read_marker(client, BOOT_DONE_MARKER) == self.iid:
+            return ""
+        failed = read_marker(client, BOOT_FAILED_MARKER)
+        if failed is not None:
+            return f"provisioning failed: {failed.replace(self.iid, '').strip() or 'see logs'}"
+        return None
+
+    def _poll(
+        self,
+        stop: threading.Event,
+        deadline: float,
+        check: Callable[[paramiko.SSHClient], str | None],
+    ) -> str | None:
+        """Run `check` until it returns a value, reconnecting as needed; None at the deadline."""
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                if self.client is None:
+                    self.client = wait_ssh(self.port, self.user, self.key_path,
+                                           deadline=deadline)
+                result = check(self.client)
+            except TemporaryError as exc:
+                log.debug("guest not ready yet: %s", exc)
+                self.close()
+                continue
+            if result is not None:
+                return result
+            stop.wait(_MARKER_POLL)
+        return None

@@ -1,0 +1,152 @@
+"""ssh options for one instance: ssh.config, `limactl shell` arguments, Ansible inventory.
+
+Called by the controller when it builds the seed of a boot (the port is known then)
+and by `limactl shell`. The options are the ones Lima writes (pkg/sshutil), so
+`ssh -F ~/.lima/NAME/ssh.config lima-NAME` behaves as with Lima.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+from lima import paths
+from lima.drivers import runner
+from lima.drivers.cloudconfig import hostname
+from lima.drivers.identity import Identity, dot_ssh_private_keys
+from lima.errors import PermanentError
+from lima.schemas.spec import InstanceSpec
+
+LOCALHOST = "127.0.0.1"
+
+
+def ssh_options(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identity) -> list[str]:
+    """`Key=Value` option strings, in Lima's order (IdentityFile first, Port last)."""
+    control = inst_dir / paths.SSH_SOCK
+    if len(str(control)) >= paths.UNIX_PATH_MAX:
+        raise PermanentError(
+            f"ssh control socket path {control} is too long (>= {paths.UNIX_PATH_MAX} bytes); "
+            "set LIMA_HOME to a shorter directory"
+        )
+    opts = [f'IdentityFile="{identity.private_key}"']
+    if spec.ssh.load_dot_ssh_pubkeys:
+        opts += [f'IdentityFile="{key}"' for key in dot_ssh_private_keys()]
+    opts += [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "NoHostAuthenticationForLocalhost=yes",
+        "GSSAPIAuthentication=no",
+        "PreferredAuthentications=publickey",
+        "Compression=no",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+    ]
+    ciphers = _preferred_ciphers()
+    if ciphers:
+        opts.append(f'Ciphers="{ciphers}"')
+    opts += [
+        f"User={spec.user.name}",
+        "ControlMaster=auto",
+        f'ControlPath="{control}"',
+        "ControlPersist=yes",
+    ]
+    if spec.ssh.forward_agent:
+        opts.append("ForwardAgent=yes")
+    if spec.ssh.forward_x11:
+        opts.append("ForwardX11=yes")
+    if spec.ssh.forward_x11_trusted:
+        opts.append("ForwardX11Trusted=yes")
+    opts += [f"Hostname={LOCALHOST}", f"Port={port}"]
+    return opts
+
+
+def ssh_args(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identity) -> list[str]:
+    """`ssh` arguments before the destination: `-F /dev/null` then `-o KEY=VALUE` pairs.
+
+    The caller appends the destination (`lima-NAME`; Hostname/Port are in the
+    options) and the command, e.g. `["ssh", *ssh_args(...), "-t", "lima-NAME", "--", cmd]`.
+    """
+    args = ["-F", "/dev/null"]
+    for opt in ssh_options(spec, inst_dir, port, identity):
+        args += ["-o", opt]
+    return args
+
+
+def ssh_config_text(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identity) -> str:
+    lines = [f"Host {hostname(spec)}"]
+    for opt in ssh_options(spec, inst_dir, port, identity):
+        key, _, value = opt.partition("=")
+        lines.append(f"  {key} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def write_ssh_config(spec: InstanceSpec, inst_dir: Path, *, port: int, identity: Identity) -> Path:
+    """Write inst_dir/ssh.config atomically and return its path."""
+    path = inst_dir / paths.SSH_CONFIG
+    _write_atomic(path, ssh_config_text(spec, inst_dir, port, identity))
+    return path
+
+
+def ansible_inventory_text(spec: InstanceSpec, inst_dir: Path) -> str:
+    """An inventory for real Ansible: one host that connects through ssh.config."""
+    config = inst_dir / paths.SSH_CONFIG
+    host = {
+        "ansible_connection": "ssh",
+        "ansible_host": hostname(spec),
+        "ansible_user": spec.user.name,
+        # Ansible splits this with shlex, so a quoted path survives spaces.
+        "ansible_ssh_common_args": f"-F {shlex.quote(str(config))}",
+    }
+    doc = {"all": {"hosts": {spec.name: host}}}
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def write_ansible_inventory(spec: InstanceSpec, inst_dir: Path) -> Path:
+    """Write inst_dir/ansible-inventory.yaml atomically and return its path."""
+    path = inst_dir / paths.ANSIBLE_INVENTORY
+    _write_atomic(path, ansible_inventory_text(spec, inst_dir))
+    return path
+
+
+@functools.cache
+def _preferred_ciphers() -> str:
+    """Lima puts AES-GCM first when the CPU has AES, else chacha20; needs OpenSSH >= 8.1."""
+    try:
+        result = runner.run(["ssh", "-V"], check=False, timeout=5)
+    except runner.CommandError:
+        return ""
+    match = re.search(r"OpenSSH_(\d+)\.(\d+)", result.stderr + result.stdout)
+    if not match or (int(match[1]), int(match[2])) < (8, 1):
+        return ""
+    if _cpu_has_aes():
+        return "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+    return "^chacha20-poly1305@openssh.com"
+
+
+def _cpu_has_aes() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and "aes" in value.split():
+            return True
+    return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,625 @@
+"""Builtin defaults, `_config/default.yaml` and `_config/override.yaml`: the filled document.
+
+`lima.schemas.resolve()` calls `fill()` on the merged document from `templates.py`; the
+result is what `limactl validate --fill` prints and what `build.build_spec()` reads. The
+rules are Lima's `FillDefault` (pkg/limayaml/defaults.go):
+- scalars: the instance's value, else default.yaml's, else the builtin; override.yaml wins;
+- lists: override + instance + default (builtins never add entries), except mounts and
+  networks, combined in default, instance, override order (later entries with the same
+  location / interface update the earlier one), and dns, taken whole from the highest
+  priority file that has any;
+- maps (env, param, hostResolver.hosts): default, then instance, then override.
+Host and guest `{{.X}}` templates are expanded (by `gotemplate.execute`) in the fields
+Lima expands: host ones (mount locations, hostSocket, copyToHost.host) see the host user,
+{{.Dir}}, {{.GlobalTempDir}}, {{.TempDir}}; guest ones (user.home, mountPoint, provision
+scripts and data, probes, guestSocket, copyToHost.guest) see the guest user, {{.Hostname}}.
+
+Pure: reading the host's facts (CPU count, RAM, user, time zone, machine id) is done once by
+`host_facts()`, and tests pass their own `HostFacts`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import os
+import platform
+import pwd
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lima.errors import Problem
+from lima.schemas import gotemplate
+from lima.schemas.yamlload import load_yaml
+
+FALLBACK_USER = "lima"
+FALLBACK_UID = 1000
+_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
+_ARCHES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64",
+           "armv7l": "armv7l", "riscv64": "riscv64", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+# Key order of the filled document: the order of Lima's templates/default.yaml.
+KEY_ORDER = (
+    "minimumLimaVersion", "base", "vmType", "arch", "images", "cpus", "memory", "disk",
+    "mounts", "mountTypesUnsupported", "mountType", "mountInotify", "additionalDisks", "ssh",
+    "caCerts", "upgradePackages", "containerd", "provision", "probes", "user", "vmOpts",
+    "os", "cpuType", "rosetta", "timezone", "firmware", "audio", "video", "networks",
+    "portForwards", "copyToHost", "message", "env", "param", "propagateProxyEnv",
+    "hostResolver", "dns", "guestInstallPrefix", "plain", "nestedVirtualization",
+)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the defaults depend on in the host; `host_facts()` reads the real ones."""
+
+    arch: str
+    cpus: int
+    memory: int  # bytes
+    user: str  # host user name, as is ({{.User}} in host templates)
+    uid: int
+    comment: str
+    home: str
+    timezone: str
+    machine_id: str
+    tempdir: str
+
+
+@functools.cache
+def host_facts() -> HostFacts:
+    entry = pwd.getpwuid(os.getuid())
+    machine = platform.machine().lower()
+    return HostFacts(
+        arch=_ARCHES.get(machine, machine),
+        cpus=os.cpu_count() or 1,
+        memory=_host_memory(),
+        user=entry.pw_name,
+        uid=entry.pw_uid,
+        comment=entry.pw_gecos.split(",")[0],
+        home=os.environ.get("HOME") or entry.pw_dir,
+        timezone=_host_timezone(),
+        machine_id=_read_text("/etc/machine-id") or _read_text("/var/lib/dbus/machine-id"),
+        tempdir=os.environ.get("TMPDIR") or "/tmp",
+    )
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _host_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+def _host_timezone() -> str:
+    # Lima: /etc/timezone, else the zoneinfo name the /etc/localtime symlink points to.
+    name = _read_text("/etc/timezone")
+    if name:
+        return name
+    try:
+        target = os.readlink("/etc/localtime")
+    except OSError:
+        return ""
+    _, sep, zone = target.partition("zoneinfo/")
+    return zone if sep else ""
+
+
+def bytes_size(n: int) -> str:
+    """go-units BytesSize: "4GiB", "11.72GiB" (4 significant digits, binary units)."""
+    value = float(n)
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    i = 0
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:.4g}{units[i]}"
+
+
+def hostname_of(name: str) -> str:
+    """The guest host name for an instance: `lima-NAME`, dots and underscores as dashes."""
+    return "lima-" + name.replace(".", "-").replace("_", "-")
+
+
+def lima_user(host: HostFacts) -> tuple[str, int, list[str]]:
+    """(user name, uid, warnings) for the guest user, as Lima's osutil.LimaUser picks them."""
+    warnings: list[str] = []
+    name, uid = host.user, host.uid
+    if name == "admin" or not _USERNAME.match(name):
+        warnings.append(
+            f"local user {name!r} is not a valid Linux user name; using {FALLBACK_USER!r}"
+        )
+        name = FALLBACK_USER
+    if uid == 0:
+        # root on the host: the guest user must not be root (user.uid 0 is invalid).
+        warnings.append(f"local user is root; the guest user will be {FALLBACK_USER!r} "
+                        f"(uid {FALLBACK_UID})")
+        name, uid = FALLBACK_USER, FALLBACK_UID
+    return name, uid, warnings
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """`_config/default.yaml` or `override.yaml`: empty when absent. Raises SpecError."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        from lima.errors import SpecError
+
+        raise SpecError(f"cannot read {path}: {exc.strerror}", str(path)) from None
+    if not text.strip():
+        return {}
+    data = load_yaml(text, str(path)).data
+    return data if isinstance(data, dict) else {}
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _m(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    node: Any = doc
+    for key in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _set(doc: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = doc
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[key] = nxt
+        node = nxt
+    node[keys[-1]] = value
+
+
+class _Filler:
+    def __init__(self, y: dict[str, Any], d: dict[str, Any], o: dict[str, Any],
+                 name: str, lima_home: Path, host: HostFacts) -> None:
+        self.y, self.d, self.o = y, d, o
+        self.name = name
+        self.lima_home = lima_home
+        self.inst_dir = str(lima_home / name)
+        self.host = host
+        self.out: dict[str, Any] = copy.deepcopy(y)
+        self.warnings: list[Problem] = []
+        self.param: dict[str, Any] = {}
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(Problem("", 0, path, message, warning=True))
+
+    def scalar(self, path: str, builtin: Any, empty: tuple[Any, ...] = ()) -> Any:
+        """Instance, else default.yaml; override.yaml wins; None (or an `empty` value)
+        falls back to the builtin."""
+        value = _get(self.y, path)
+        if value is None:
+            value = _get(self.d, path)
+        if _get(self.o, path) is not None:
+            value = _get(self.o, path)
+        if value is None or any(value == e and type(value) is type(e) for e in empty):
+            value = builtin
+        _set(self.out, path, copy.deepcopy(value))
+        return value
+
+    def concat(self, path: str) -> list[Any]:
+        """override + instance + default."""
+        items = _l(_get(self.o, path)) + _l(_get(self.y, path)) + _l(_get(self.d, path))
+        return copy.deepcopy(items)
+
+    def merged_map(self, path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for doc in (self.d, self.y, self.o):
+            out.update(_m(_get(doc, path)))
+        return copy.deepcopy(out)
+
+    # template data -------------------------------------------------------------------
+    def guest(self, text: str, path: str) -> str:
+        user = _m(self.out.get("user"))
+        data = {
+            "Name": self.name,
+            "Hostname": hostname_of(self.name),
+            "UID": user.get("uid"),
+            "User": user.get("name"),
+            "Home": user.get("home"),
+            "Param": self.param,
+        }
+        return self._expand(text, data, path)
+
+    def host_tmpl(self, text: str, path: str) -> str:
+        data = {
+            "Dir": self.inst_dir,
+            "Name": self.name,
+            "UID": str(self.host.uid),
+            "User": self.host.user,
+            "Home": self.host.home,
+            "Param": self.param,
+            "GlobalTempDir": "/tmp",
+            "TempDir": self.host.tempdir,
+            "Instance": self.name,  # deprecated in Lima, still accepted
+            "LimaHome": str(self.lima_home),
+        }
+        return self._expand(text, data, path)
+
+    def _expand(self, text: str, data: dict[str, Any], path: str) -> str:
+        try:
+            return gotemplate.execute(text, data)
+        except gotemplate.TemplateError as exc:
+            self.warn(path, f"cannot process the value as a template ({exc}); kept as is")
+            return text
+
+
+def fill(
+    data: dict[str, Any],
+    *,
+    name: str,
+    lima_home: Path,
+    host: HostFacts | None = None,
+    warnings: list[Problem] | None = None,
+) -> dict[str, Any]:
+    """The filled document for instance `name` (a new dict; `data` is not changed)."""
+    config = lima_home / "_config"
+    d = load_config(config / "default.yaml")
+    o = load_config(config / "override.yaml")
+    f = _Filler(data, d, o, name, lima_home, host or host_facts())
+    _fill_all(f)
+    if warnings is not None:
+        warnings.extend(f.warnings)
+    return order_keys(f.out)
+
+
+def order_keys(doc: dict[str, Any]) -> dict[str, Any]:
+    """Known keys in Lima's order, then unknown ones in their original order."""
+    out = {k: doc[k] for k in KEY_ORDER if k in doc}
+    out.update({k: v for k, v in doc.items() if k not in out})
+    return out
+
+
+def _fill_all(f: _Filler) -> None:
+    f.param = {str(k): v for k, v in f.merged_map("param").items()}
+    _fill_user(f)
+    vm_type = f.scalar("vmType", "qemu", ("", "default"))
+    f.scalar("os", "Linux", ("", "default"))
+    arch = f.scalar("arch", f.host.arch, ("", "default"))
+    _fill_images(f, arch)
+    _fill_vmopts(f)
+    f.scalar("cpus", min(4, f.host.cpus), (0,))
+    f.scalar("memory", bytes_size(min(4 << 30, f.host.memory // 2)), ("",))
+    f.scalar("disk", "100GiB", ("",))
+    f.out["additionalDisks"] = f.concat("additionalDisks")
+    f.scalar("audio.device", "")
+    f.scalar("video.display", "none", ("",))
+    f.scalar("video.vnc.display", "127.0.0.1:0,to=9")
+    f.scalar("firmware.legacyBIOS", False)
+    firmware_images = f.concat("firmware.images")
+    for image in firmware_images:
+        if isinstance(image, dict) and not image.get("arch"):
+            image["arch"] = arch
+    _set(f.out, "firmware.images", firmware_images)
+    f.scalar("timezone", f.host.timezone)
+    f.scalar("ssh.localPort", 0)
+    for key in ("loadDotSSHPubKeys", "forwardAgent", "forwardX11", "forwardX11Trusted"):
+        f.scalar(f"ssh.{key}", False)
+    _set(f.out, "hostResolver.hosts", f.merged_map("hostResolver.hosts"))
+    _fill_provision(f)
+    f.scalar("guestInstallPrefix", "/usr/local")
+    f.scalar("upgradePackages", False)
+    f.scalar("containerd.system", False)
+    f.scalar("containerd.user", False)  # Lima: true on x86_64/aarch64; limapy: opt-in
+    archives = f.concat("containerd.archives")
+    for archive in archives:
+        if isinstance(archive, dict) and not archive.get("arch"):
+            archive["arch"] = arch
+    _set(f.out, "containerd.archives", archives)
+    _fill_probes(f)
+    _fill_port_forwards(f)
+    _fill_copy_to_host(f)
+    f.scalar("hostResolver.enabled", True)
+    f.scalar("hostResolver.ipv6", False)
+    f.scalar("propagateProxyEnv", True)
+    _fill_networks(f)
+    f.out["mountTypesUnsupported"] = f.concat("mountTypesUnsupported")
+    default_mount = "virtiofs" if vm_type == "vz" else "reverse-sshfs"
+    if default_mount in f.out["mountTypesUnsupported"]:
+        default_mount = "9p"
+    f.scalar("mountType", default_mount, ("", "default"))
+    f.scalar("mountInotify", False)
+    _fill_mounts(f)
+    dns = _l(f.y.get("dns")) or _l(f.d.get("dns"))
+    if _l(f.o.get("dns")):
+        dns = _l(f.o.get("dns"))
+    f.out["dns"] = copy.deepcopy(dns)
+    f.out["env"] = f.merged_map("env")
+    f.out["param"] = dict(f.param)
+    f.scalar("caCerts.removeDefaults", False)
+    for key in ("files", "certs"):
+        items = _l(_get(f.d, f"caCerts.{key}")) + _l(_get(f.y, f"caCerts.{key}"))
+        items += _l(_get(f.o, f"caCerts.{key}"))
+        _set(f.out, f"caCerts.{key}", _unique(items))
+    # Rosetta exists only on Apple silicon hosts; everywhere else it is off.
+    _set(f.out, "rosetta.enabled", False)
+    f.scalar("rosetta.binfmt", False)
+    f.scalar("nestedVirtualization", False)
+    if f.scalar("plain", False) is True:
+        f.out["mounts"] = []
+        f.out["portForwards"] = []
+        _set(f.out, "containerd.system", False)
+        _set(f.out, "containerd.user", False)
+        _set(f.out, "rosetta.binfmt", False)
+        f.out["timezone"] = ""
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def _fill_user(f: _Filler) -> None:
+    name, uid, notes = lima_user(f.host)
+    for key, builtin in (("name", name), ("comment", f.host.comment),
+                         ("home", "/home/{{.User}}.guest"), ("shell", "/bin/bash"),
+                         ("uid", uid)):
+        used = f.scalar(f"user.{key}", None)
+        if used is None:
+            _set(f.out, f"user.{key}", builtin)
+            if key in ("name", "uid"):
+                for note in notes:
+                    if note not in [w.message for w in f.warnings]:
+                        f.warn("user", note)
+    home = _get(f.out, "user.home")
+    if isinstance(home, str):
+        _set(f.out, "user.home", f.guest(home, "user.home"))
+
+
+def _fill_images(f: _Filler, arch: Any) -> None:
+    images = f.concat("images")
+    for image in images:
+        if not isinstance(image, dict):
+            continue
+        if not image.get("arch"):
+            image["arch"] = arch
+        for key in ("kernel", "initrd"):
+            part = image.get(key)
+            if isinstance(part, dict) and not part.get("arch"):
+                part["arch"] = image["arch"]
+    f.out["images"] = images
+
+
+def _fill_vmopts(f: _Filler) -> None:
+    """vmOpts: maps merged default < instance < override; the deprecated top-level
+    cpuType moves into vmOpts.qemu.cpuType (which wins on conflicts), as in Lima."""
+    vmopts: dict[str, Any] = {}
+    for doc in (f.d, f.y, f.o):
+        _deep_update(vmopts, copy.deepcopy(_m(doc.get("vmOpts"))))
+    qemu = vmopts.setdefault("qemu", {})
+    if not isinstance(qemu, dict):
+        return
+    cpu_type = {k: v for k, v in _m(qemu.get("cpuType")).items()}
+    for arch, value in _m(f.y.get("cpuType")).items():
+        if value and not cpu_type.get(arch):
+            cpu_type[arch] = value
+    qemu["cpuType"] = cpu_type
+    qemu.setdefault("restrictNetwork", False)
+    if qemu.get("restrictNetwork") is None:
+        qemu["restrictNetwork"] = False
+    f.out["vmOpts"] = vmopts
+    f.out.pop("cpuType", None)
+
+
+def _deep_update(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if value is None and key in into:
+            continue  # null means "not set here"
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
+def _fill_provision(f: _Filler) -> None:
+    entries = f.concat("provision")
+    for i, p in enumerate(entries):
+        if not isinstance(p, dict):
+            continue
+        where = f"provision[{i}]"
+        if not p.get("mode"):
+            p["mode"] = "system"
+        if p["mode"] == "dependency" and p.get("skipDefaultDependencyResolution") is None:
+            p["skipDefaultDependencyResolution"] = False
+        if p["mode"] == "data":
+            if p.get("content") is None:
+                p["content"] = ""
+            elif isinstance(p["content"], str):
+                p["content"] = f.guest(p["content"], f"{where}.content")
+            if p.get("overwrite") is None:
+                p["overwrite"] = True
+            if p.get("owner") is None:
+                p["owner"] = "root:root"
+            elif isinstance(p["owner"], str):
+                p["owner"] = f.guest(p["owner"], f"{where}.owner")
+            if isinstance(p.get("path"), str):
+                p["path"] = f.guest(p["path"], f"{where}.path")
+            if p.get("permissions") is None:
+                p["permissions"] = "644"
+        if isinstance(p.get("script"), str) and p["script"]:
+            p["script"] = f.guest(p["script"], f"{where}.script")
+    f.out["provision"] = entries
+
+
+def _fill_probes(f: _Filler) -> None:
+    entries = f.concat("probes")
+    for i, probe in enumerate(entries):
+        if not isinstance(probe, dict):
+            continue
+        if not probe.get("mode"):
+            probe["mode"] = "readiness"
+        if not probe.get("description"):
+            probe["description"] = f"user probe {i + 1}/{len(entries)}"
+        if isinstance(probe.get("script"), str):
+            probe["script"] = f.guest(probe["script"], f"probes[{i}].script")
+    f.out["probes"] = entries
+
+
+def _fill_port_forwards(f: _Filler) -> None:
+    entries = f.concat("portForwards")
+    for i, rule in enumerate(entries):
+        if not isinstance(rule, dict):
+            continue
+        where = f"portForwards[{i}]"
+        if not rule.get("proto"):
+            rule["proto"] = "tcp"
+        if rule.get("guestIP") is None:
+            rule["guestIP"] = "0.0.0.0" if rule.get("guestIPMustBeZero") else "127.0.0.1"
+        if rule.get("hostIP") is None:
+            rule["hostIP"] = "127.0.0.1"
+        guest_range = rule.get("guestPortRange")
+        if not guest_range or guest_range == [0, 0]:
+            port = rule.get("guestPort") or 0
+            rule["guestPortRange"] = [port, port] if port else [1, 65535]
+        host_range = rule.get("hostPortRange")
+        if not host_range or host_range == [0, 0]:
+            port = rule.get("hostPort") or 0
+            rule["hostPortRange"] = [port, port] if port else list(rule["guestPortRange"])
+        if isinstance(rule.get("guestSocket"), str) and rule["guestSocket"]:
+            rule["guestSocket"] = f.guest(rule["guestSocket"], f"{where}.guestSocket")
+        if isinstance(rule.get("hostSocket"), str) and rule["hostSocket"]:
+            sock = f.host_tmpl(rule["hostSocket"], f"{where}.hostSocket")
+            if not os.path.isabs(sock):
+                sock = os.path.join(f.inst_dir, "sock", sock)
+            rule["hostSocket"] = sock
+    f.out["portForwards"] = entries
+
+
+def _fill_copy_to_host(f: _Filler) -> None:
+    entries = f.concat("copyToHost")
+    for i, rule in enumerate(entries):
+        if not isinstance(rule, dict):
+            continue
+        if isinstance(rule.get("guest"), str) and rule["guest"]:
+            rule["guest"] = f.guest(rule["guest"], f"copyToHost[{i}].guest")
+        if isinstance(rule.get("host"), str) and rule["host"]:
+            rule["host"] = f.host_tmpl(rule["host"], f"copyToHost[{i}].host")
+    f.out["copyToHost"] = entries
+
+
+def mac_address(unique_id: str, machine_id: str) -> str:
+    """Lima's MAC for a network entry: 52:55:55 + 3 bytes of sha256(machine-id + id)."""
+    digest = hashlib.sha256((machine_id + unique_id).encode()).digest()
+    return ":".join(f"{b:02x}" for b in bytes([0x52, 0x55, 0x55]) + digest[:3])
+
+
+def _fill_networks(f: _Filler) -> None:
+    networks: list[dict[str, Any]] = []
+    by_iface: dict[str, int] = {}
+    for nw in _l(f.d.get("networks")) + _l(f.y.get("networks")) + _l(f.o.get("networks")):
+        if not isinstance(nw, dict):
+            continue
+        iface = nw.get("interface") or ""
+        if iface and iface in by_iface:
+            target = networks[by_iface[iface]]
+            if nw.get("socket"):
+                target["socket"], target["lima"] = nw["socket"], ""
+            if nw.get("lima"):
+                target["lima"], target["socket"] = nw["lima"], ""
+            for key in ("macAddress", "metric"):
+                if nw.get(key):
+                    target[key] = nw[key]
+            continue
+        if iface:
+            by_iface[iface] = len(networks)
+        networks.append(copy.deepcopy(nw))
+    lima_yaml = os.path.join(f.inst_dir, "lima.yaml")
+    for i, nw in enumerate(networks):
+        if not nw.get("macAddress"):
+            nw["macAddress"] = mac_address(f"{lima_yaml}#{i}", f.host.machine_id)
+        if not nw.get("interface"):
+            nw["interface"] = f"lima{i}"
+        if nw.get("metric") is None:
+            nw["metric"] = 100
+    f.out["networks"] = networks
+
+
+def _fill_mounts(f: _Filler) -> None:
+    """default, instance, override; an entry whose mount point is already taken updates
+    that entry (so the higher priority file wins field by field)."""
+    mounts: list[dict[str, Any]] = []
+    by_point: dict[str, int] = {}
+    for raw in _l(f.d.get("mounts")) + _l(f.y.get("mounts")) + _l(f.o.get("mounts")):
+        if not isinstance(raw, dict) or not isinstance(raw.get("location"), str):
+            if isinstance(raw, dict):
+                mounts.append(copy.deepcopy(raw))  # invalid: validation reports it
+            continue
+        mount = copy.deepcopy(raw)
+        i = len(mounts)
+        location = f.host_tmpl(mount["location"], f"mounts[{i}].location")
+        location = os.path.normpath(location) if location else location
+        if location == "~" or location.startswith("~/"):
+            location = f.host.home + location[1:]
+        mount["location"] = location
+        if isinstance(mount.get("mountPoint"), str):
+            mount["mountPoint"] = f.guest(mount["mountPoint"], f"mounts[{i}].mountPoint")
+        elif mount.get("mountPoint") is None:
+            mount["mountPoint"] = location
+        point = mount["mountPoint"]
+        if isinstance(point, str) and point in by_point:
+            target = mounts[by_point[point]]
+            for group in ("sshfs", "9p", "virtiofs"):
+                for key, value in _m(mount.get(group)).items():
+                    if value is not None and isinstance(target.setdefault(group, {}), dict):
+                        target[group][key] = value
+            for key in ("location", "writable"):
+                if mount.get(key) is not None:
+                    target[key] = mount[key]
+            continue
+        if isinstance(point, str):
+            by_point[point] = len(mounts)
+        mounts.append(mount)
+    for mount in mounts:
+        sshfs = mount["sshfs"] = _m(mount.get("sshfs"))
+        # Lima also fills `sftpDriver: ""` (meaning "pick one"); limapy leaves it unset,
+        # which means the same and is what validate accepts.
+        for key, value in (("cache", True), ("followSymlinks", False)):
+            if sshfs.get(key) is None:
+                sshfs[key] = value
+        ninep = mount["9p"] = _m(mount.get("9p"))
+        for key, value in (("securityModel", "none"), ("protocolVersion", "9p2000.L"),
+                           ("msize", "128KiB")):
+            if ninep.get(key) is None:
+                ninep[key] = value
+        if mount.get("writable") is None:
+            mount["writable"] = False
+        if ninep.get("cache") is None:
+            ninep["cache"] = "mmap" if mount["writable"] is True else "fscache"
+    f.out["mounts"] = [_order_mount(m) for m in mounts]
+
+
+_MOUNT_ORDER = ("location", "mountPoint", "writable", "sshfs", "9p", "virtiofs")
+
+
+def _order_mount(mount: dict[str, Any]) -> dict[str, Any]:
+    out = {k: mount[k] for k in _MOUNT_ORDER if k in mount}
+    out.update({k: v for k, v in mount.items() if k not in out})
+    return out

@@ -1,0 +1,51 @@
+"""Timing policy of the lifecycle: per-phase deadlines, step budgets and backoff. Pure.
+
+`decide()` reads the deadlines and budgets; `advance` computes next-attempt times with
+`step_backoff()` (a step failed; retry soon) and `crash_backoff()` (a boot attempt failed or
+the VM crashed; back off like Kubernetes' CrashLoopBackOff: 10 s doubling to 5 min, reset
+after 10 min of stable running). Jitter is deterministic (a hash of a seed and the attempt),
+so the same inputs always give the same times and tests need no RNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from lima.states.phases import Phase
+
+# How long an instance may stay in a phase before the attempt is aborted (seconds).
+PHASE_DEADLINES: dict[Phase, float] = {
+    Phase.BOOTING: 300.0,  # ssh banner at ~45 s for Debian under TCG, ~3 s for tiny
+    Phase.SSH_READY: 600.0,  # provisioning scripts may install packages
+    Phase.PROVISIONED: 120.0,  # forwards, mounts, probes
+    Phase.STOPPING: 90.0,  # then the stop is forced (kill)
+}
+# The longest one driver call may block (wait steps poll inside it, with tenacity).
+STEP_BUDGET = 30.0
+# After this many consecutive temporary failures of one step, the attempt is failed.
+MAX_STEP_RETRIES = 8
+STEP_BACKOFF_BASE = 1.0
+STEP_BACKOFF_CAP = 30.0
+CRASH_BACKOFF_BASE = 10.0
+CRASH_BACKOFF_CAP = 300.0
+# Running this long without a crash forgets earlier restarts.
+STABLE_AFTER = 600.0
+JITTER = 0.2  # +-20 %
+
+
+def backoff(attempt: int, *, base: float, cap: float, seed: str = "") -> float:
+    """base * 2**(attempt-1), +-JITTER by a hash of (seed, attempt), never above cap."""
+    n = max(1, attempt)
+    raw = base * (2.0 ** min(n - 1, 30))
+    digest = hashlib.sha256(f"{seed}:{n}".encode()).digest()
+    fraction = int.from_bytes(digest[:4], "big") / 2**32  # in [0, 1)
+    jittered = raw * (1.0 - JITTER + 2 * JITTER * fraction)
+    return min(cap, jittered)
+
+
+def step_backoff(retries: int, seed: str = "") -> float:
+    return backoff(retries, base=STEP_BACKOFF_BASE, cap=STEP_BACKOFF_CAP, seed=seed)
+
+
+def crash_backoff(restarts: int, seed: str = "") -> float:
+    return backoff(restarts, base=CRASH_BACKOFF_BASE, cap=CRASH_BACKOFF_CAP, seed=seed)

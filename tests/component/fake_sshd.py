@@ -1,0 +1,97 @@
+"""A stand-in for "qemu + a booted guest" in host agent tests: a paramiko ssh server.
+
+Usage: python fake_sshd.py PORT IID PUBKEY_FILE MODE
+  ok:      after a short delay, serve ssh; the IID markers say boot done
+  failed:  like ok, but /run/lima-boot-failed is there instead of boot-done
+  exit:    print to stderr and exit 3 at once (qemu dying early)
+  silent:  accept TCP connections and never answer (no sshd in the guest)
+The only commands served are `cat PATH` on the marker files.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+
+
+def main() -> None:
+    port, iid, pubkey_file, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    if mode == "exit":
+        print("qemu-system-x86_64: fake failure", file=sys.stderr)
+        sys.exit(3)
+    files = {"/run/lima-ssh-ready": iid}
+    if mode == "failed":
+        files["/run/lima-boot-failed"] = f"{iid} provision.system/00 exited with status 1"
+    else:
+        files["/run/lima-boot-done"] = iid
+    authorized = Path(pubkey_file).read_text().split()[1]
+    host_key = paramiko.ECDSAKey.generate()
+    time.sleep(0.5)  # the guest boots: the port is not served yet
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(16)
+    while True:
+        conn, _ = listener.accept()
+        if mode == "silent":
+            continue
+        threading.Thread(target=serve, args=(conn, host_key, authorized, files),
+                         daemon=True).start()
+
+
+class Server(paramiko.ServerInterface):
+    def __init__(self, authorized: str, files: dict[str, str]) -> None:
+        self.authorized = authorized
+        self.files = files
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        if key.get_base64() == self.authorized:
+            return paramiko.AUTH_SUCCESSFUL
+        return paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if kind == "session":
+            return paramiko.OPEN_SUCCEEDED
+        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED_OPEN_REQUEST
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        threading.Thread(target=self.answer, args=(channel, command.decode()),
+                         daemon=True).start()
+        return True
+
+    def answer(self, channel: paramiko.Channel, command: str) -> None:
+        time.sleep(0.02)  # let the exec reply go out first
+        words = shlex.split(command)
+        content = self.files.get(words[1]) if len(words) == 2 and words[0] == "cat" else None
+        if content is None:
+            channel.sendall_stderr(f"{command}: No such file or directory\n".encode())
+            channel.send_exit_status(1)
+        else:
+            channel.sendall(f"{content}\n".encode())
+            channel.send_exit_status(0)
+        channel.close()
+
+
+def serve(conn: socket.socket, host_key: paramiko.PKey, authorized: str,
+          files: dict[str, str]) -> None:
+    transport = paramiko.Transport(conn)
+    transport.add_server_key(host_key)
+    try:
+        transport.start_server(server=Server(authorized, files))
+    except (paramiko.SSHException, EOFError, OSError):
+        return
+    while transport.is_active():
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()

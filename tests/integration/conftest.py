@@ -1,0 +1,115 @@
+"""Integration helpers: drive the real `limactl` CLI in a subprocess against a private
+LIMA_HOME, and always end every qemu and host agent that LIMA_HOME started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Limactl:
+    home: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LIMA_HOME": str(self.home)}
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 600, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lima.cli", *args],
+            env=self.env(), capture_output=True, text=True, timeout=timeout, input=input,
+            cwd=REPO,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"limactl {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lima.cli", *args], env=self.env(), cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+
+def _pid_from(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def kill_leftovers(home: Path) -> list[str]:
+    """SIGKILL every qemu / host agent whose pid file lives under `home`; return what was
+    killed. The cmdline check makes sure a recycled PID is never hit."""
+    killed: list[str] = []
+    if not home.is_dir():
+        return killed
+    for inst in home.iterdir():
+        for pidfile, needle in (("ha.pid", "hostagent"), ("qemu.pid", "qemu-system")):
+            pid = _pid_from(inst / pidfile)
+            if pid and needle in _cmdline(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(f"{inst.name}/{pidfile}={pid}")
+                except ProcessLookupError:
+                    pass
+    time.sleep(0.2)
+    return killed
+
+
+def qemu_pids_for(home: Path) -> list[int]:
+    """Every live qemu whose command line mentions this LIMA_HOME."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            cmd = _cmdline(int(p.name))
+            if "qemu-system" in cmd and str(home) in cmd:
+                pids.append(int(p.name))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """As the root conftest's, plus: every qemu / host agent started under it is ended."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="lh-", dir="/tmp"))
+    monkeypatch.setenv("LIMA_HOME", str(home))
+    try:
+        yield home
+    finally:
+        kill_leftovers(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def limactl(_isolated_home: Path) -> Iterator[Limactl]:
+    lc = Limactl(_isolated_home)
+    try:
+        yield lc
+    finally:
+        kill_leftovers(_isolated_home)

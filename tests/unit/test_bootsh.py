@@ -1,0 +1,255 @@
+"""boot.sh, run unprivileged-style against a fake mounted seed under busybox ash and dash.
+
+The markers, the order of the scripts, the user step and the failure contract are
+checked; nothing outside tmp_path is touched (run dir, log, /etc/environment and the
+run-as command are redirected by boot.sh's LIMA_BOOT_* overrides).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lima.drivers import cidata
+from lima.drivers.identity import ensure_identity
+from tests.unit.cidata_fixtures import Provision, extract_iso, make_spec
+
+BUSYBOX = shutil.which("busybox")
+DASH = shutil.which("dash")
+APPLETS = [
+    "sh",
+    "awk",
+    "basename",
+    "cat",
+    "chmod",
+    "chown",
+    "cp",
+    "date",
+    "dirname",
+    "grep",
+    "head",
+    "id",
+    "mkdir",
+    "mktemp",
+    "mv",
+    "rm",
+    "sed",
+    "sleep",
+    "tee",
+    "tr",
+    "hostname",
+    "printf",
+    "su",
+]
+
+SHELLS = [
+    pytest.param("busybox", marks=pytest.mark.skipif(not BUSYBOX, reason="no busybox")),
+    pytest.param("dash", marks=pytest.mark.skipif(not DASH, reason="no dash")),
+]
+
+
+def _shell_env(kind: str, tmp: Path) -> tuple[list[str], dict[str, str]]:
+    """The interpreter and a PATH: busybox applets only, like the tiny guest, or the host's."""
+    env = {"HOME": str(tmp), "LANG": "C"}
+    if kind == "busybox":
+        assert BUSYBOX
+        bb = tmp / "bb"
+        bb.mkdir()
+        for applet in APPLETS:
+            (bb / applet).symlink_to(BUSYBOX)
+        env["PATH"] = str(bb)
+        return [BUSYBOX, "sh"], env
+    assert DASH
+    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    return [DASH], env
+
+
+def _run(kind: str, tmp: Path, seed: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    argv, env = _shell_env(kind, tmp)
+    run_as = tmp / "run-as"
+    run_as.write_text('#!/bin/sh\necho "$1" >>"$(dirname "$0")/run-as.log"\nshift\nexec "$@"\n')
+    run_as.chmod(0o755)
+    (tmp / "run").mkdir(exist_ok=True)
+    env.update(
+        LIMA_CIDATA_MNT=str(seed),
+        LIMA_BOOT_RUN_DIR=str(tmp / "run"),
+        LIMA_BOOT_LOG=str(tmp / "log" / "lima-init.log"),
+        LIMA_BOOT_CONSOLE="/dev/null",
+        LIMA_BOOT_ETC_ENVIRONMENT=str(tmp / "environment"),
+        LIMA_BOOT_USER_TIMEOUT="2",
+        LIMA_BOOT_SYSTEMD_USER_TIMEOUT="0",
+        LIMA_BOOT_RUN_AS=str(run_as),
+    )
+    env.update(extra)
+    return subprocess.run(
+        [*argv, str(seed / "boot.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def _script(path: Path, body: str, shebang: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(("#!/bin/sh\n" if shebang else "") + body)
+    path.chmod(0o755)
+
+
+def _fake_seed(tmp: Path, user: str, *, fail_system: bool = False) -> Path:
+    seed = tmp / "seed"
+    seed.mkdir()
+    shutil.copy(cidata.ASSETS / "boot.sh", seed / "boot.sh")
+    order = tmp / "order"
+    (seed / "lima.env").write_text(
+        f"LIMA_CIDATA_NAME=demo\nLIMA_CIDATA_IID=iid-test\nLIMA_CIDATA_USER={user}\n"
+        f"LIMA_CIDATA_HOME={tmp}\nLIMA_CIDATA_MNT=/mnt/lima-cidata\nLIMA_CIDATA_COMMENT='A B'\n"
+    )
+    (seed / "param.env").write_text(f"PARAM_ORDER={order}\nPARAM_WORD='two words'\n")
+    (seed / "etc_environment").write_text('#LIMA-START\nFOO=bar\nQUOTED="x y"\n#LIMA-END\n')
+    (seed / "meta-data").write_text("instance-id: iid-test\nlocal-hostname: lima-demo\n")
+    rec = 'echo "$(basename "$(dirname "$0")")/$(basename "$0")" >>"$PARAM_ORDER"\n'
+    _script(
+        seed / "boot" / "10-first",
+        rec + 'echo "mnt=$LIMA_CIDATA_MNT foo=$FOO q=$QUOTED '
+        'c=$LIMA_CIDATA_COMMENT w=$PARAM_WORD" >"$PARAM_ORDER.env"\n',
+    )
+    _script(seed / "boot" / "50-provision-00000000", rec, shebang=False)
+    _script(seed / "provision.dependency" / "00000001", rec)
+    _script(seed / "provision.data" / "00000002.sh", rec)
+    (seed / "provision.data" / "00000002").write_text("data, not a script\n")
+    _script(seed / "provision.system" / "00000003", rec + ("exit 3\n" if fail_system else ""))
+    _script(seed / "provision.system" / "00000004", rec)
+    _script(
+        seed / "provision.user" / "00000005",
+        'echo user-script >>"$PARAM_ORDER"\n'
+        'echo "user=$USER home=$HOME w=$PARAM_WORD" >"$PARAM_ORDER.user"\n',
+    )
+    return seed
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_success_markers_order_and_env(kind: str, tmp_path: Path) -> None:
+    user = getpass.getuser()
+    seed = _fake_seed(tmp_path, user)
+    (tmp_path / "environment").write_text("KEEP=1\n#LIMA-START\nOLD=1\n#LIMA-END\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "lima-boot-failed").write_text("iid-old\nstale\n")
+    result = _run(kind, tmp_path, seed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "run"
+    assert (run / "lima-ssh-ready").read_text() == "iid-test\n"
+    assert (run / "lima-boot-done").read_text() == "iid-test\n"
+    assert not (run / "lima-boot-failed").exists()
+    assert (tmp_path / "order").read_text().split() == [
+        "boot/10-first",
+        "boot/50-provision-00000000",
+        "provision.dependency/00000001",
+        "provision.data/00000002.sh",
+        "provision.system/00000003",
+        "provision.system/00000004",
+        "user-script",
+    ]
+    assert (tmp_path / "order.env").read_text().strip() == (
+        f"mnt={seed} foo=bar q=x y c=A B w=two words"
+    )
+    assert (tmp_path / "order.user").read_text().strip() == (
+        f"user={user} home={tmp_path} w=two words"
+    )
+    assert (tmp_path / "run-as.log").read_text().split() == [user]
+    assert (tmp_path / "environment").read_text() == (
+        'KEEP=1\n#LIMA-START\nFOO=bar\nQUOTED="x y"\n#LIMA-END\n'
+    )
+    log = (tmp_path / "log" / "lima-init.log").read_text()
+    assert "Executing" in log and "provision.system/00000004" in log
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_failure_is_recorded_and_the_rest_still_runs(kind: str, tmp_path: Path) -> None:
+    seed = _fake_seed(tmp_path, getpass.getuser(), fail_system=True)
+    result = _run(kind, tmp_path, seed)
+    assert result.returncode != 0
+    run = tmp_path / "run"
+    assert (run / "lima-ssh-ready").read_text() == "iid-test\n"
+    assert not (run / "lima-boot-done").exists()
+    iid, failures = cidata.parse_boot_failed((run / "lima-boot-failed").read_text())
+    assert iid == "iid-test"
+    assert failures == [f"{seed}/provision.system/00000003: exit 3"]
+    order = (tmp_path / "order").read_text().split()
+    assert order[-2:] == ["provision.system/00000004", "user-script"]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_missing_user_is_a_bounded_failure(kind: str, tmp_path: Path) -> None:
+    seed = _fake_seed(tmp_path, "no-such-user-limapy")
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_USER_TIMEOUT="1")
+    assert result.returncode != 0
+    iid, failures = cidata.parse_boot_failed((tmp_path / "run" / "lima-boot-failed").read_text())
+    assert iid == "iid-test"
+    assert len(failures) == 1 and "no-such-user-limapy" in failures[0]
+    assert "user-script" not in (tmp_path / "order").read_text()
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_real_seed_runs_end_to_end(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ISO build_cidata writes, unpacked, runs under boot.sh: data, system and user steps."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    user = getpass.getuser()
+    owner = f"{os.getuid()}:{os.getgid()}"
+    out = tmp_path / "out"
+    spec = make_spec(
+        user=make_spec().user.__class__(
+            name=user, uid=os.getuid(), comment="", home=str(tmp_path), shell="/bin/sh"
+        ),
+        param={"OUT": str(out), "Q": 'it\'s "quoted" $HOME'},
+        env={"GREETING": "hi there"},
+        provision=(
+            Provision(
+                mode="data",
+                path=f"{out}/data.txt",
+                content="{{.Param.OUT}}\n",
+                owner=owner,
+                permissions="600",
+            ),
+            Provision(mode="system", script='#!/bin/sh\necho "sys $GREETING" >"$PARAM_OUT/sys"\n'),
+            Provision(
+                mode="user", script='#!/bin/sh\necho "usr $PARAM_OUT $PARAM_Q" >"$PARAM_OUT/usr"\n'
+            ),
+        ),
+    )
+    iso = cidata.build_cidata(
+        spec, tmp_path / "inst", iid="iid-e2e", identity=ensure_identity(), host_env={}
+    )
+    seed = tmp_path / "seed"
+    extract_iso(iso, seed)
+    # Our hostname boot script would rename this machine when run as root.
+    (seed / "boot" / "10-hostname.sh").unlink()
+    out.mkdir()
+    result = _run(kind, tmp_path, seed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "run" / "lima-boot-done").read_text() == "iid-e2e\n"
+    assert (out / "data.txt").read_text() == f"{out}\n"
+    assert oct((out / "data.txt").stat().st_mode & 0o777) == "0o600"
+    assert (out / "sys").read_text() == "sys hi there\n"
+    assert (out / "usr").read_text() == f'usr {out} it\'s "quoted" $HOME\n'
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.parametrize("kind", SHELLS)
+def test_real_user_switch(kind: str, tmp_path: Path) -> None:
+    """Without the test hook: runuser (dash, host PATH) or busybox su (busybox-only PATH)."""
+    seed = _fake_seed(tmp_path, "root")
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_RUN_AS="")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "order").read_text().split()[-1] == "user-script"
+    assert (tmp_path / "order.user").read_text().startswith("user=root ")
+    assert not (tmp_path / "run-as.log").exists()

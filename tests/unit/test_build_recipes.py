@@ -1,0 +1,131 @@
+"""Pure parts of the image builders: cache keys, .deb names, mirror discovery, cpio."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from lima.drivers.images import build, build_debian, build_tiny
+from lima.errors import PermanentError
+
+
+def test_cache_key_is_stable_and_input_sensitive() -> None:
+    a = build.cache_key({"recipe": "x-1", "packages": {"a": "1"}})
+    assert a == build.cache_key({"packages": {"a": "1"}, "recipe": "x-1"})
+    assert a != build.cache_key({"recipe": "x-1", "packages": {"a": "2"}})
+    assert len(a) == 16
+
+
+def test_deb_file_name_quotes_the_epoch() -> None:
+    assert (
+        build.deb_file_name("busybox-static", "1:1.35.0-4+deb12u1+b1")
+        == "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb"
+    )
+
+
+def test_kernel_release() -> None:
+    assert build.kernel_release("linux-image-6.1.0-56-cloud-amd64") == "6.1.0-56-cloud-amd64"
+
+
+def test_unknown_recipe_names_the_known_ones() -> None:
+    with pytest.raises(PermanentError, match=r"build:debian-12, build:tiny"):
+        build._recipe("windows")
+
+
+def test_mirror_from_deb822_skips_security_and_disabled() -> None:
+    text = """Types: deb
+URIs: http://security.example/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb
+URIs: http://off.example/debian
+Suites: bookworm
+Enabled: no
+
+Types: deb deb-src
+URIs: http://mirror.example/debian/
+Suites: bookworm bookworm-updates
+Components: main
+"""
+    assert build_debian._mirror_from_deb822(text) == "http://mirror.example/debian"
+
+
+def test_mirror_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIMA_DEBIAN_MIRROR", "http://local.example/debian/")
+    assert build_debian.configured_mirror() == "http://local.example/debian"
+
+
+def _parse_newc(data: bytes) -> dict[str, tuple[int, bytes, int, int]]:
+    out: dict[str, tuple[int, bytes, int, int]] = {}
+    pos = 0
+    while True:
+        assert data[pos : pos + 6] == b"070701"
+        f = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        name = data[pos + 110 : pos + 110 + f[11] - 1].decode()
+        pos += 110 + f[11]
+        pos += -pos % 4
+        body = data[pos : pos + f[6]]
+        pos += f[6] + (-f[6] % 4)
+        if name == "TRAILER!!!":
+            assert pos == len(data)
+            return out
+        out[name] = (f[1], body, f[9], f[10])
+
+
+def test_initramfs_cpio_round_trip() -> None:
+    fs = build_tiny.Initramfs()
+    fs.file("usr/bin/tool", b"abc", 0o4755)
+    fs.symlink("bin/sh", "/bin/busybox")
+    fs.node("dev/console", 0o600, 5, 1)
+    fs.dir("tmp", 0o1777)
+    got = _parse_newc(fs.to_cpio())
+    assert list(got) == sorted(got), "directories must precede their contents"
+    assert {"usr", "usr/bin", "bin", "dev"} <= set(got)
+    mode, body, _, _ = got["usr/bin/tool"]
+    assert stat.S_ISREG(mode) and mode & 0o7777 == 0o4755 and body == b"abc"
+    mode, body, _, _ = got["bin/sh"]
+    assert stat.S_ISLNK(mode) and body == b"/bin/busybox"
+    mode, _, major, minor = got["dev/console"]
+    assert stat.S_ISCHR(mode) and (major, minor) == (5, 1)
+    assert got["tmp"][0] & 0o7777 == 0o1777
+
+
+def test_tiny_init_asset_ships_with_the_package() -> None:
+    text = build_tiny.init_script().decode()
+    assert text.startswith("#!/bin/busybox sh")
+    assert "exec /sbin/init" in text
+
+
+def test_debian_cmdline_matches_the_fstab_label() -> None:
+    label = build_debian.ROOT_LABEL
+    assert f"root=LABEL={label}" in build_debian.CMDLINE
+    assert build_debian.FILES["etc/fstab"][1].startswith(f"LABEL={label}\t/\t")
+
+
+class _FakeRecipe:
+    name = "fake"
+    tools: tuple[tuple[str, str], ...] = (("sh", "dash"),)
+    needs_root = True
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+    def build(self, ctx: build.BuildContext) -> None:
+        raise AssertionError("not called")
+
+
+def test_missing_tools_name_their_debian_packages() -> None:
+    recipe = _FakeRecipe()
+    recipe.tools = (("sh", "dash"), ("no-such-tool-xyz", "xyz-utils"), ("no-such-2", "abc"))
+    with pytest.raises(PermanentError) as err:
+        build.check_tools(recipe)
+    assert "no-such-tool-xyz, no-such-2" in str(err.value)
+    assert "apt-get install abc xyz-utils" in str(err.value)
+
+
+def test_building_without_root_says_what_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build.os, "geteuid", lambda: 1000)
+    with pytest.raises(PermanentError, match="needs root: run the command as root"):
+        build.check_tools(_FakeRecipe())

@@ -1,0 +1,246 @@
+"""The generated seed texts: user-data, meta-data, network-config, lima.env, param.env, env."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+import yaml
+
+from lima.drivers import cloudconfig as cc
+from lima.errors import SpecError
+from tests.unit.cidata_fixtures import Mount, Provision, make_spec
+
+KEYS = ["ssh-ed25519 AAAA lima", "ssh-ed25519 BBBB other"]
+
+
+def _env(text: str) -> dict[str, str]:
+    """Parse KEY=value lines with shell quoting, as `. lima.env` would."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        assert sep, line
+        assert key not in out, f"duplicate {key}"
+        words = shlex.split(value)
+        assert len(words) <= 1, line
+        out[key] = words[0] if words else ""
+    return out
+
+
+def test_user_data_is_cloud_config_with_the_user() -> None:
+    text = cc.user_data(make_spec(timezone="Europe/Paris"), keys=KEYS)
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    (user,) = doc["users"]
+    assert user["name"] == "alice"
+    assert user["uid"] == 1001 and isinstance(user["uid"], int)
+    assert user["homedir"] == "/home/alice.linux"
+    assert user["shell"] == "/bin/bash"
+    assert user["gecos"] == "Alice A"
+    assert user["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
+    assert user["lock_passwd"] is True
+    assert user["ssh_authorized_keys"] == KEYS
+    assert doc["ssh_genkeytypes"] == ["ed25519"]
+    assert doc["ssh_pwauth"] is False
+    assert doc["package_update"] is False
+    assert doc["hostname"] == "lima-demo"
+    assert doc["timezone"] == "Europe/Paris"
+    assert doc["growpart"]["mode"] == "auto"
+    assert "mounts" not in doc
+
+
+def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
+    doc = yaml.safe_load(cc.user_data(make_spec(), keys=KEYS))
+    (hook,) = doc["bootcmd"]
+    assert "/dev/disk/by-label/cidata" in hook
+    assert "ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0" in hook
+    assert "/mnt/lima-cidata" in hook
+    assert "systemd-run --no-block" in hook  # never blocks cloud-init on boot.sh
+    assert "setsid" in hook and "&\n" in hook
+
+
+def test_reference_copy_has_no_boot_hook() -> None:
+    doc = yaml.safe_load(cc.user_data(make_spec(), keys=KEYS, boot_hook=False))
+    assert "bootcmd" not in doc
+    assert doc["users"][0]["ssh_authorized_keys"] == KEYS
+
+
+def test_no_keys_is_an_error() -> None:
+    with pytest.raises(SpecError):
+        cc.user_data(make_spec(), keys=[])
+
+
+def test_upgrade_packages() -> None:
+    doc = yaml.safe_load(cc.user_data(make_spec(upgrade_packages=True), keys=KEYS))
+    assert doc["package_update"] is True and doc["package_upgrade"] is True
+
+
+def test_9p_mounts_go_to_cloud_init_mounts() -> None:
+    spec = make_spec(
+        mount_type="9p",
+        mounts=(
+            Mount(
+                location="/h",
+                mount_point="/h",
+                writable=False,
+                nine_p={"protocolVersion": "9p2000.L", "msize": "128KiB", "cache": "fscache"},
+            ),
+            Mount(location="/tmp/lima", mount_point="/tmp/lima", writable=True, nine_p={}),
+        ),
+    )
+    doc = yaml.safe_load(cc.user_data(spec, keys=KEYS))
+    assert doc["mounts"][0] == [
+        "mount0",
+        "/h",
+        "9p",
+        "ro,trans=virtio,version=9p2000.L,msize=131072,cache=fscache,nofail",
+        "0",
+        "0",
+    ]
+    assert doc["mounts"][1][3].startswith("rw,") and "cache=mmap" in doc["mounts"][1][3]
+
+
+def test_meta_data() -> None:
+    doc = yaml.safe_load(cc.meta_data(make_spec(name="my_vm.x"), iid="iid-1"))
+    assert doc == {"instance-id": "iid-1", "local-hostname": "lima-my-vm-x"}
+
+
+def test_network_config_pins_gateway_and_dns() -> None:
+    doc = yaml.safe_load(cc.network_config(make_spec()))
+    assert doc["version"] == 2
+    assert set(doc["ethernets"]) == {"eth0", "en*"}
+    for nic in doc["ethernets"].values():
+        assert nic["addresses"] == ["192.168.5.15/24"]
+        assert nic["gateway4"] == "192.168.5.2"
+        assert nic["nameservers"]["addresses"] == ["192.168.5.3"]
+
+
+def test_network_config_custom_dns() -> None:
+    doc = yaml.safe_load(cc.network_config(make_spec(dns=("10.0.0.1",))))
+    assert doc["ethernets"]["eth0"]["nameservers"]["addresses"] == ["10.0.0.1"]
+
+
+def test_lima_env_has_every_variable() -> None:
+    spec = make_spec(
+        mounts=(
+            Mount(location="/home/host", mount_point="/home/host"),
+            Mount(location="/tmp/lima", mount_point="/tmp/lima", writable=True),
+        ),
+        containerd_user=True,
+        provision=(
+            Provision(mode="dependency", script="x", skip_default_dependency_resolution=True),
+        ),
+    )
+    env = _env(cc.lima_env(spec, iid="iid-7", host_home="/home/host"))
+    expected = {
+        "LIMA_CIDATA_DEBUG": "false",
+        "LIMA_CIDATA_NAME": "demo",
+        "LIMA_CIDATA_MNT": "/mnt/lima-cidata",
+        "LIMA_CIDATA_IID": "iid-7",
+        "LIMA_CIDATA_USER": "alice",
+        "LIMA_CIDATA_UID": "1001",
+        "LIMA_CIDATA_COMMENT": "Alice A",
+        "LIMA_CIDATA_HOME": "/home/alice.linux",
+        "LIMA_CIDATA_SHELL": "/bin/bash",
+        "LIMA_CIDATA_HOSTHOME_MOUNTPOINT": "/home/host",
+        "LIMA_CIDATA_MOUNTS": "2",
+        "LIMA_CIDATA_MOUNTS_0_MOUNTPOINT": "/home/host",
+        "LIMA_CIDATA_MOUNTS_1_MOUNTPOINT": "/tmp/lima",
+        "LIMA_CIDATA_MOUNTTYPE": "reverse-sshfs",
+        "LIMA_CIDATA_CONTAINERD_USER": "1",
+        "LIMA_CIDATA_CONTAINERD_SYSTEM": "",
+        "LIMA_CIDATA_CONTAINERD_ARCHIVE": "nerdctl-full.tgz",
+        "LIMA_CIDATA_SLIRP_GATEWAY": "192.168.5.2",
+        "LIMA_CIDATA_SLIRP_DNS": "192.168.5.3",
+        "LIMA_CIDATA_SLIRP_IP_ADDRESS": "192.168.5.15",
+        "LIMA_CIDATA_UDP_DNS_LOCAL_PORT": "0",
+        "LIMA_CIDATA_TCP_DNS_LOCAL_PORT": "0",
+        "LIMA_CIDATA_SKIP_DEFAULT_DEPENDENCY_RESOLUTION": "1",
+        "LIMA_CIDATA_VMTYPE": "qemu",
+        "LIMA_CIDATA_PLAIN": "",
+    }
+    for key, value in expected.items():
+        assert env.get(key) == value, key
+
+
+def test_lima_env_without_mounts_or_containerd() -> None:
+    env = _env(cc.lima_env(make_spec(), iid="i", debug=True))
+    assert env["LIMA_CIDATA_DEBUG"] == "true"
+    assert env["LIMA_CIDATA_MOUNTS"] == "0"
+    assert env["LIMA_CIDATA_HOSTHOME_MOUNTPOINT"] == ""
+    assert "LIMA_CIDATA_CONTAINERD_ARCHIVE" not in env
+    assert not any(k.startswith("LIMA_CIDATA_MOUNTS_") for k in env)
+
+
+def test_param_env_sorted_and_validated() -> None:
+    assert cc.param_env(make_spec(param={"B": "2", "A": "x y"})) == "PARAM_A='x y'\nPARAM_B=2\n"
+    with pytest.raises(SpecError):
+        cc.param_env(make_spec(param={"A": "two\nlines"}))
+    with pytest.raises(SpecError):
+        cc.param_env(make_spec(param={"1bad": "x"}))
+
+
+def test_etc_environment_env_and_proxies() -> None:
+    spec = make_spec(env={"FOO": "bar", "SPACED": "a b"})
+    host = {
+        "http_proxy": "http://localhost:3128",
+        "HTTPS_PROXY": "http://proxy:8080",
+        "PATH": "/host/bin",
+    }
+    text = cc.etc_environment(spec, host)
+    lines = text.splitlines()
+    assert lines[0] == "#LIMA-START" and lines[-1] == "#LIMA-END"
+    body = dict(line.split("=", 1) for line in lines[1:-1])
+    assert body["FOO"] == "bar"
+    assert body["SPACED"] == '"a b"'
+    assert body["http_proxy"] == body["HTTP_PROXY"] == "http://192.168.5.2:3128"
+    assert body["https_proxy"] == body["HTTPS_PROXY"] == "http://proxy:8080"
+    assert "PATH" not in body
+
+
+def test_proxies_not_propagated_when_disabled() -> None:
+    spec = make_spec(propagate_proxy_env=False, env={"no_proxy": "x"})
+    body = cc.etc_environment(spec, {"http_proxy": "http://p:1"})
+    assert "http_proxy" not in body
+    assert "NO_PROXY=x" in body and "no_proxy=x" in body
+
+
+def test_expand_params() -> None:
+    params = {"A": "1", "LONG_NAME": "v"}
+    assert cc.expand_params("x={{.Param.A}} y={{ .Param.LONG_NAME }}", params) == "x=1 y=v"
+    assert cc.expand_params("{{.Other}} $A", params) == "{{.Other}} $A"
+    with pytest.raises(SpecError, match="MISSING"):
+        cc.expand_params("{{.Param.MISSING}}", params)
+
+
+def test_data_writer_script() -> None:
+    p = Provision(
+        mode="data",
+        path="/etc/my conf",
+        content="x",
+        owner="bob:bob",
+        permissions="600",
+        overwrite=False,
+    )
+    script = cc.data_writer_script(p, 3)
+    assert script.startswith("#!/bin/sh\n")
+    assert "dest='/etc/my conf'" in script
+    assert "chown bob:bob" in script and "chmod 600" in script
+    assert 'if [ -e "$dest" ]' in script
+    with pytest.raises(SpecError):
+        cc.data_writer_script(Provision(mode="data", path="/x", permissions="rwx"), 0)
+
+
+def test_env_files_source_in_sh_exactly() -> None:
+    spec = make_spec(
+        user=make_spec().user.__class__(
+            name="bob", uid=5, comment="O'Brien $HOME `x`", home="/h b", shell="/bin/sh"
+        ),
+        param={"P": 'a\'b "c" $d'},
+    )
+    script = cc.lima_env(spec, iid="i") + cc.param_env(spec)
+    script += 'printf "%s|%s|%s" "$LIMA_CIDATA_COMMENT" "$LIMA_CIDATA_HOME" "$PARAM_P"\n'
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout == "O'Brien $HOME `x`|/h b|a'b \"c\" $d"
+    assert "LIMA_CIDATA_NAME=demo\n" in cc.lima_env(spec, iid="i")  # plain values unquoted

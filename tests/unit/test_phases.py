@@ -1,0 +1,91 @@
+"""The lifecycle table and the Machine built from it: every legal move, illegal ones refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lima.states.machine import IllegalTransition, Lifecycle
+from lima.states.phases import TRANSITIONS, TRIGGERS, Phase, legal, render_mermaid, transition
+
+LEGAL = [(t.trigger, s, t.dest) for t in TRANSITIONS for s in t.sources]
+ILLEGAL = [(trig, p) for trig in TRIGGERS for p in Phase if not legal(trig, p)]
+
+
+@pytest.mark.parametrize(("trigger", "source", "dest"), LEGAL)
+def test_every_legal_move(trigger: str, source: Phase, dest: Phase) -> None:
+    lc = Lifecycle(source, since=1.0)
+    assert lc.fire(trigger, now=5.0) is dest
+    assert lc.phase is dest
+    assert lc.since == 5.0
+    assert lc.history == [(trigger, source, dest)]
+
+
+@pytest.mark.parametrize(("trigger", "source"), ILLEGAL)
+def test_illegal_moves_are_refused(trigger: str, source: Phase) -> None:
+    lc = Lifecycle(source, since=1.0)
+    assert not lc.can(trigger)
+    with pytest.raises(IllegalTransition) as exc:
+        lc.fire(trigger, now=5.0)
+    assert lc.phase is source and lc.since == 1.0
+    assert f"cannot '{trigger}' from phase '{source.value}'" in str(exc.value)
+
+
+def test_illegal_list_is_not_empty_and_covers_key_cases() -> None:
+    assert ("boot", Phase.ABSENT) in ILLEGAL
+    assert ("ready", Phase.BOOTING) in ILLEGAL
+    assert ("delete", Phase.RUNNING) in ILLEGAL  # stop first
+    assert ("create", Phase.RUNNING) in ILLEGAL
+
+
+def test_happy_path_of_design_section_3() -> None:
+    lc = Lifecycle(Phase.ABSENT)
+    path = ["create", "build_cidata", "boot", "ssh_up", "provisioned", "ready", "stop", "halted"]
+    for i, trig in enumerate(path):
+        lc.fire(trig, now=float(i))
+    assert lc.phase is Phase.STOPPED
+    assert lc.fire("build_cidata", 10.0) is Phase.CIDATA_BUILT  # restart with a new IID
+    assert [h[2] for h in lc.history][:6] == [
+        Phase.CREATED, Phase.CIDATA_BUILT, Phase.BOOTING, Phase.SSH_READY,
+        Phase.PROVISIONED, Phase.RUNNING,
+    ]
+
+
+def test_fail_from_everywhere_and_crash_only_from_live() -> None:
+    assert set(transition("fail").sources) == set(Phase)
+    assert set(transition("crashed").sources) == {
+        Phase.BOOTING, Phase.SSH_READY, Phase.PROVISIONED, Phase.RUNNING,
+    }
+
+
+def test_unknown_trigger() -> None:
+    with pytest.raises(IllegalTransition):
+        Lifecycle(Phase.ABSENT).fire("explode", 0.0)
+    with pytest.raises(KeyError):
+        transition("explode")
+
+
+def test_adopt_is_recorded() -> None:
+    lc = Lifecycle(Phase.RUNNING, since=1.0)
+    lc.adopt(Phase.CREATED, now=3.0)
+    assert lc.phase is Phase.CREATED and lc.since == 3.0
+    assert lc.history == [("adopt", Phase.RUNNING, Phase.CREATED)]
+    assert lc.fire("build_cidata", 4.0) is Phase.CIDATA_BUILT
+
+
+def test_docs_lifecycle_is_current() -> None:
+    """docs/lifecycle.md is generated from the table; regenerate it when this fails:
+    python -c 'import lima.states.phases as p; print(p.render_mermaid(), end="")' \
+        > docs/lifecycle.md
+    """
+    doc = Path(__file__).resolve().parents[2] / "docs" / "lifecycle.md"
+    assert doc.read_text(encoding="utf-8") == render_mermaid(), "docs/lifecycle.md is stale"
+
+
+def test_diagram_has_every_edge() -> None:
+    text = render_mermaid()
+    for trig, src, dest in LEGAL:
+        if trig != "fail":
+            assert f"{src.value} --> {dest.value}: {trig}" in text
+    assert "any --> failed: fail" in text

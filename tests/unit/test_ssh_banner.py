@@ -1,0 +1,116 @@
+"""ssh.wait_banner against local TCP servers that behave like QEMU's forwarded port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lima.drivers.ssh import wait_banner
+from lima.errors import TemporaryError
+
+Handler = Callable[[socket.socket, int], None]
+
+
+class Server:
+    """Accepts on 127.0.0.1 and hands each connection (with its index) to a handler."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(32)
+        self.listener.settimeout(0.1)
+        self.port: int = self.listener.getsockname()[1]
+        self.handler = handler
+        self.stop = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.conns.append(conn)
+            threading.Thread(target=self.handler, args=(conn, n), daemon=True).start()
+            n += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.listener.close()
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Handler], Server]]:
+    servers: list[Server] = []
+
+    def start(handler: Handler) -> Server:
+        server = Server(handler)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_banner_after_silence(serve: Callable[[Handler], Server]) -> None:
+    def handler(conn: socket.socket, _: int) -> None:
+        time.sleep(0.3)
+        # The prober may already have moved on to a newer connection.
+        with contextlib.suppress(OSError):
+            conn.sendall(b"SSH-2.0-x\r\n")
+
+    server = serve(handler)
+    wait_banner(server.port, deadline=time.monotonic() + 20)
+
+
+def test_stalled_early_connections_are_overtaken(serve: Callable[[Handler], Server]) -> None:
+    """Like a probe sent before the guest NIC is up: the first connections never answer.
+
+    A single blocking attempt would hang on connection 0 until the deadline.
+    """
+    def handler(conn: socket.socket, n: int) -> None:
+        if n >= 3:
+            conn.sendall(b"SSH-2.0-dropbear\r\n")
+
+    server = serve(handler)
+    wait_banner(server.port, deadline=time.monotonic() + 20, interval=0.05)
+    assert len(server.conns) >= 4
+
+
+def test_silent_server_times_out(serve: Callable[[Handler], Server]) -> None:
+    server = serve(lambda conn, n: None)
+    with pytest.raises(TemporaryError, match="no SSH banner"):
+        wait_banner(server.port, deadline=time.monotonic() + 0.6)
+    assert len(server.conns) >= 2  # attempts overlapped instead of waiting on one
+
+
+def test_closing_server_is_not_a_banner(serve: Callable[[Handler], Server]) -> None:
+    server = serve(lambda conn, n: conn.close())
+    with pytest.raises(TemporaryError):
+        wait_banner(server.port, deadline=time.monotonic() + 0.4)
+
+
+def test_wrong_greeting_is_not_a_banner(serve: Callable[[Handler], Server]) -> None:
+    server = serve(lambda conn, n: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n"))
+    with pytest.raises(TemporaryError):
+        wait_banner(server.port, deadline=time.monotonic() + 0.4)
+
+
+def test_refused_port_times_out() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TemporaryError):
+        wait_banner(port, deadline=time.monotonic() + 0.6)
