@@ -82,6 +82,8 @@ def limactl(ctx: click.Context, debug: bool, log_level: str | None) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # The lifecycle machine's library narrates every transition at INFO.
+    logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 def _debug_requested(argv: list[str]) -> bool:

@@ -107,9 +107,12 @@ def instance_record(name: str) -> dict[str, Any]:
         if isinstance(st, dict):
             rec["phase"] = st.get("phase", "")
             rec["conditions"] = st.get("conditions", [])
-            port = st.get("sshLocalPort")
-            if rec["status"] == store.STATUS_RUNNING and isinstance(port, int) and port:
-                rec["sshLocalPort"] = port
+    if rec["status"] == store.STATUS_RUNNING:
+        from lima.drivers.instance import read_cidata_meta
+
+        port = read_cidata_meta(inst_dir).get("sshLocalPort")
+        if isinstance(port, int) and port:
+            rec["sshLocalPort"] = port
     if not rec["errors"]:
         del rec["errors"]
     return rec

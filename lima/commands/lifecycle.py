@@ -134,10 +134,11 @@ def apply(files: tuple[str, ...], name: str | None, timeout: float) -> None:
         inst_name = name or schemas.name_from_locator(locator)
         store.validate_name(inst_name)
         resolved = schemas.resolve(locator, name=inst_name, stdin=stdin)
-        for w in resolved.warnings:
-            _say(str(w))
         gen = schemas.generation(resolved.filled)
-        if (paths.instance_dir(inst_name) / paths.LIMA_YAML).is_file():
+        exists = (paths.instance_dir(inst_name) / paths.LIMA_YAML).is_file()
+        for w in () if exists else resolved.warnings:
+            _say(str(w))
+        if exists:
             stored = _stored_generation(inst_name)
             if stored is not None and stored != gen:
                 click.echo(f"{inst_name}: changed; restart needed")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -77,6 +78,15 @@ def agent_progress(inst_dir: Path) -> AgentProgress:
         if isinstance(errs, list):
             errors = [str(e) for e in errs] if errs else errors
     return AgentProgress(True, ssh_ready, provisioned, running, exited, tuple(errors))
+
+
+_QEMU_REFUSED = re.compile(r"qemu exited with status [1-9][0-9]*: .*qemu-system-[\w-]+: ")
+
+
+def qemu_refused(errors: tuple[str, ...]) -> bool:
+    """qemu exited on its own with an error about its configuration (a missing disk, a bad
+    option): booting again cannot help, so it is permanent rather than a crash to retry."""
+    return any(_QEMU_REFUSED.search(e) for e in errors)
 
 
 def read_cidata_meta(inst_dir: Path) -> dict[str, Any]:
@@ -261,7 +271,10 @@ class QemuDriver:
                 return Outcome.success()
             if not alive or prog.exited:
                 why = "; ".join(prog.errors) or "the host agent exited"
-                return Outcome.temporary(f"{why}\n{failure_context(inst)}")
+                msg = f"{why}\n{failure_context(inst)}"
+                if qemu_refused(prog.errors):
+                    return Outcome.failure(msg)
+                return Outcome.temporary(msg)
             if time.monotonic() >= deadline:
                 return Outcome.temporary(f"still waiting for {what}", retry_after=0)
             time.sleep(_POLL)

@@ -208,7 +208,8 @@ def test_first_download_cache_layout_and_disks(server: Server, tmp_path: Path) -
     assert (d / "basedisk").read_bytes() == data
     diff = info(d / "diffdisk")
     assert diff["format"] == "qcow2"
-    assert diff["backing-filename"] == str((d / "basedisk").absolute())
+    assert diff["backing-filename"] == "basedisk"
+    assert Path(diff["full-backing-filename"]).resolve() == (d / "basedisk").resolve()
     assert diff["backing-filename-format"] == "qcow2"
     assert diff["virtual-size"] == GiB
     assert not list(d.glob(".*.tmp"))

@@ -268,7 +268,10 @@ def create_diffdisk(inst_dir: Path, size: int) -> None:
         info = qemu_img_info(basedisk)
         fmt = str(info.get("format", "raw"))
         virtual = int(info.get("virtual-size", 0))
-        argv = ["qemu-img", "create", "-f", "qcow2", "-F", fmt, "-b", basedisk, tmp,
+        # A relative backing name (resolved from diffdisk's own directory): the instance
+        # is assembled in a temporary directory and renamed into place, and LIMA_HOME may
+        # move later.
+        argv = ["qemu-img", "create", "-f", "qcow2", "-F", fmt, "-b", paths.BASEDISK, tmp,
                 str(max(size, virtual))]
     try:
         runner.run(argv)
