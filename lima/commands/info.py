@@ -1,4 +1,8 @@
-"""`limactl info`: version, LIMA_HOME, templates and the filled default template, as JSON."""
+"""`limactl info`: version, LIMA_HOME, templates and the filled default template, as JSON.
+
+Called by `lima.cli` (lazily). The keys are Lima's (`limactl info` of Lima 2.x) where we
+have an equivalent, plus `limapyVersion`.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,15 @@ import click
 
 from lima import LIMA_COMPAT_VERSION, __version__, paths
 
+_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # macOS says arm64 where Lima says aarch64
+
 
 def _templates() -> list[dict[str, str]]:
     """Templates visible to `template:NAME`, first in search order wins."""
-    import os
+    from lima.schemas.templates import template_dirs
 
-    dirs = [Path(p) for p in os.environ.get("LIMA_TEMPLATES_PATH", "").split(":") if p]
-    dirs += [paths.templates_dir(), paths.builtin_templates_dir()]
     found: dict[str, str] = {}
-    for d in dirs:
+    for d in template_dirs():
         for f in sorted(d.rglob("*.yaml")) if d.is_dir() else []:
             rel = f.relative_to(d).with_suffix("").as_posix()
             if not any(part.startswith("_") for part in rel.split("/")):
@@ -39,8 +43,10 @@ def info() -> None:
         "defaultTemplate": default.filled,
         "limaHome": str(paths.lima_home()),
         "vmTypes": ["qemu"],
+        "vmTypesEx": {"qemu": {}},  # built in: no external driver location, as Lima's qemu
         "identityFile": str(paths.user_identity()),
-        "hostOS": platform.system(),
-        "hostArch": platform.machine(),
+        # Lima prints Go's names: GOOS ("linux", "darwin") and its arch spelling.
+        "hostOS": platform.system().lower(),
+        "hostArch": _ARCH.get(platform.machine().lower(), platform.machine()),
     }
     click.echo(json.dumps(doc))

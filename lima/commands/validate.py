@@ -1,4 +1,9 @@
-"""`limactl validate FILE|template:NAME... [--fill]`: every problem at once, or OK."""
+"""`limactl validate FILE|template:NAME... [--fill]`: every problem at once, or OK.
+
+Called by `lima.cli` (lazily: this module is only imported for this verb). It resolves each
+locator through `lima.schemas.resolve()` and reports warnings as they come and all errors,
+sorted, at the end (raised as one SpecError, which `cli.main` prints with exit code 1).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,15 @@ from lima.errors import Problem, SpecError
 
 
 def read_stdin_once(locators: tuple[str, ...]) -> bytes | None:
-    return sys.stdin.buffer.read() if "-" in locators else None
+    """stdin's content when `-` is among the locators (read once, shared by all of them).
+
+    One byte more than the loader accepts is read, so an oversized stdin is refused by the
+    loader's own size check instead of being read to its end (which may never come)."""
+    if "-" not in locators:
+        return None
+    from lima.schemas.yamlload import MAX_BYTES
+
+    return sys.stdin.buffer.read(MAX_BYTES + 1)
 
 
 @click.command()
@@ -21,6 +34,9 @@ def validate(files: tuple[str, ...], fill: bool) -> None:
     from lima import schemas
 
     stdin = read_stdin_once(files)
+    # Like Lima, several filled documents are printed as a YAML stream (`---` ... `...`),
+    # so the output of `validate --fill a b` still parses.
+    stream = len(files) > 1
     problems: list[Problem] = []
     for locator in files:
         try:
@@ -31,7 +47,8 @@ def validate(files: tuple[str, ...], fill: bool) -> None:
         for warning in resolved.warnings:
             click.echo(str(warning), err=True)
         if fill:
-            click.echo(schemas.dump_yaml(resolved.filled), nl=False)
+            text = schemas.dump_yaml(resolved.filled)
+            click.echo(f"---\n{text}...\n" if stream else text, nl=False)
         else:
             click.echo(f"{resolved.document.source}: OK")
     if problems:

@@ -8,7 +8,6 @@ filled document -> build.build_spec. Every verb that reads a lima.yaml goes thro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -119,6 +118,8 @@ def name_from_locator(locator: str) -> str:
 
 def generation(filled: dict[str, Any]) -> str:
     """The sha256 of the canonical JSON of a filled document: equal specs, equal hashes."""
+    import hashlib  # deferred: OpenSSL's hashlib costs ~3 ms of start-up
+
     canonical = json.dumps(filled, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                            default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import os
 import platform
 import pwd
@@ -33,6 +32,7 @@ from typing import Any
 
 from lima.errors import Problem
 from lima.schemas import gotemplate
+from lima.schemas.lines import format_path, from_loaded, line_of
 from lima.schemas.yamlload import load_yaml
 
 FALLBACK_USER = "lima"
@@ -158,7 +158,22 @@ def load_config(path: Path) -> dict[str, Any]:
         raise SpecError(f"cannot read {path}: {exc.strerror}", str(path)) from None
     if not text.strip():
         return {}
-    data = load_yaml(text, str(path)).data
+    loaded = load_yaml(text, str(path))
+    # Lima unmarshals these files like a lima.yaml, so a wrong type in them is an error at
+    # their own file and line. Unchecked, fill() would drop such a value (`provision: x`)
+    # or the later check would blame the instance's file for it (`cpus: two` in override).
+    from lima.schemas.schemacheck import schema_problems
+
+    lines = from_loaded(loaded.lines, str(path))
+    errors = [
+        Problem(*line_of(lines, where, str(path)), format_path(where), message)
+        for where, message, warning in schema_problems(loaded.data) if not warning
+    ]
+    if errors:
+        from lima.errors import SpecError
+
+        raise SpecError(errors)
+    data = loaded.data
     return data if isinstance(data, dict) else {}
 
 
@@ -527,6 +542,8 @@ def _fill_copy_to_host(f: _Filler) -> None:
 
 def mac_address(unique_id: str, machine_id: str) -> str:
     """Lima's MAC for a network entry: 52:55:55 + 3 bytes of sha256(machine-id + id)."""
+    import hashlib  # deferred: OpenSSL's hashlib costs ~3 ms of start-up
+
     digest = hashlib.sha256((machine_id + unique_id).encode()).digest()
     return ":".join(f"{b:02x}" for b in bytes([0x52, 0x55, 0x55]) + digest[:3])
 

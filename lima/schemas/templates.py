@@ -15,7 +15,6 @@ which stands for a minimal template booting that image.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import re
@@ -357,6 +356,8 @@ def _read_script(locator: str, parent: _Source, where: Origin | None, path: str)
 
 
 def _check_digest(text: bytes, digest: Any, where: Origin | None, path: str) -> None:
+    import hashlib  # deferred: OpenSSL's hashlib costs ~3 ms of start-up
+
     if not isinstance(digest, str) or ":" not in digest:
         raise _fail(f"invalid digest {digest!r} (expected ALGO:HEX)", where, path)
     algo, expected = digest.split(":", 1)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lima import paths
-from lima.drivers import procs
+from lima.drivers import procs, runner
 from lima.drivers.hostagent import (
     HostAgent,
     hostagent_info,
@@ -224,22 +224,32 @@ def test_stop_powers_down_then_kills(inst_dir: Path, run_agent: Callable[..., Ru
 
 
 def test_refuses_a_second_agent(inst_dir: Path) -> None:
-    other = procs_spawn([sys.executable, "-c", "import time; time.sleep(60)", "hostagent"])
+    other = runner.spawn([sys.executable, "-c", "import time; time.sleep(60)", "hostagent"])
     try:
+        # Until it has exec'd, /proc/PID/cmdline is still pytest's.
+        wait_for(lambda: "hostagent" in procs.cmdline(other.pid))
         (inst_dir / paths.HA_PID).write_text(f"{other.pid}\n")
-        agent = HostAgent(inst_dir, ssh_port=1, qemu_argv=SLEEPER, guest=FakeGuest([]))
-        with pytest.raises(BusyError):
-            agent.run(install_signals=False)
+        agent = HostAgent(inst_dir, ssh_port=1, qemu_argv=SLEEPER, guest=FakeGuest([]),
+                          powerdown=no_qmp)
+        errors: list[Exception] = []
+
+        def run() -> None:
+            try:
+                agent.run(install_signals=False)
+            except Exception as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(30)
+        if thread.is_alive():  # the bug this test looks for: it started anyway
+            agent.request_stop()
+            thread.join(30)
+        assert len(errors) == 1 and isinstance(errors[0], BusyError)
         assert (inst_dir / paths.HA_PID).read_text() == f"{other.pid}\n"
     finally:
         other.kill()
         other.wait()
-
-
-def procs_spawn(argv: list[str]) -> Any:
-    from lima.drivers import runner
-
-    return runner.spawn(argv)
 
 
 # --- as a daemon, with the real ssh readiness against a fake sshd ------------------------------
@@ -272,8 +282,9 @@ def daemon(inst_dir: Path, identity: Path) -> Iterator[Callable[[str], int]]:
 
 
 def fake_qemu_pid(agent_pid: int) -> int:
-    children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
-    return int(children[0])
+    """The agent's child (it answers on ha.sock a moment before it starts qemu)."""
+    children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children")
+    return int(wait_for(lambda: children.read_text().split())[0])
 
 
 def test_daemon_boot_and_stop(inst_dir: Path, daemon: Callable[[str], int]) -> None:

@@ -84,6 +84,7 @@ def _run(kind: str, tmp: Path, seed: Path, **extra: str) -> subprocess.Completed
         LIMA_BOOT_USER_TIMEOUT="2",
         LIMA_BOOT_SYSTEMD_USER_TIMEOUT="0",
         LIMA_BOOT_RUN_AS=str(run_as),
+        LIMA_BOOT_CLOUD_INIT_RUN=str(tmp / "no-cloud-init"),
     )
     env.update(extra)
     return subprocess.run(
@@ -184,6 +185,31 @@ def test_failure_is_recorded_and_the_rest_still_runs(kind: str, tmp_path: Path) 
     assert failures == [f"{seed}/provision.system/00000003: exit 3"]
     order = (tmp_path / "order").read_text().split()
     assert order[-2:] == ["provision.system/00000004", "user-script"]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize(
+    ("result_json", "done"),
+    [('{"v1": {"datasource": "x", "errors": []}}', True),
+     ('{"v1": {"datasource": "x", "errors": ["boom"]}}', False),
+     (None, False)],
+)
+def test_waits_for_cloud_init_final_stage(
+    kind: str, tmp_path: Path, result_json: str | None, done: bool
+) -> None:
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    if result_json is not None:
+        (ci / "result.json").write_text(result_json)
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                  LIMA_BOOT_CLOUD_INIT_TIMEOUT="1")
+    run = tmp_path / "run"
+    assert (run / "lima-boot-done").exists() == done
+    assert (result.returncode == 0) == done
+    if not done:
+        _, failures = cidata.parse_boot_failed((run / "lima-boot-failed").read_text())
+        assert failures and "cloud-init" in failures[0]
 
 
 @pytest.mark.parametrize("kind", SHELLS)

@@ -34,6 +34,9 @@ CONSOLE="${LIMA_BOOT_CONSOLE:-/dev/console}"
 ETC_ENVIRONMENT="${LIMA_BOOT_ETC_ENVIRONMENT:-/etc/environment}"
 USER_TIMEOUT="${LIMA_BOOT_USER_TIMEOUT:-300}"
 SYSTEMD_USER_TIMEOUT="${LIMA_BOOT_SYSTEMD_USER_TIMEOUT:-30}"
+# cloud-init's per-boot run directory; its result.json appears when the final stage ends.
+CLOUD_INIT_RUN="${LIMA_BOOT_CLOUD_INIT_RUN:-/run/cloud-init}"
+CLOUD_INIT_TIMEOUT="${LIMA_BOOT_CLOUD_INIT_TIMEOUT:-600}"
 RUN_AS="${LIMA_BOOT_RUN_AS:-}"
 export LIMA_CIDATA_MNT
 
@@ -127,6 +130,25 @@ wait_for_user() {
 		waited=$((waited + 1))
 	done
 	return 0
+}
+
+# "Provisioned" includes cloud-init's own work (users, keys, growpart, packages): on a
+# guest that runs cloud-init, wait (bounded) for its final stage of this boot to report.
+wait_for_cloud_init() {
+	[ -d "$CLOUD_INIT_RUN" ] || return 0
+	waited=0
+	until [ -f "$CLOUD_INIT_RUN/result.json" ]; do
+		if [ "$waited" -ge "$CLOUD_INIT_TIMEOUT" ]; then
+			record_failure "cloud-init did not finish within ${CLOUD_INIT_TIMEOUT}s"
+			return 0
+		fi
+		[ "$waited" -eq 0 ] && INFO "Waiting for cloud-init to finish"
+		sleep 1
+		waited=$((waited + 1))
+	done
+	if ! tr -d ' \n' <"$CLOUD_INIT_RUN/result.json" | grep -q '"errors":\[\]'; then
+		record_failure "cloud-init reported errors (see: cloud-init status --long)"
+	fi
 }
 
 # Give user scripts a systemd user instance (systemctl --user) when the guest has one.
@@ -249,6 +271,8 @@ main() {
 			done
 		fi
 	fi
+
+	wait_for_cloud_init
 
 	if [ -n "$FAILURES" ]; then
 		write_marker lima-boot-failed "$IID

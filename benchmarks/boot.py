@@ -1,0 +1,728 @@
+"""Boot figures of issue 4: limapy's `limactl apply` against a plain qemu + ssh script.
+
+For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_HOME under
+/tmp (unix socket paths are short), this prints:
+1. limapy: `limactl apply FILE` start -> ssh_ready and -> running, read from the progress
+   lines apply prints on stderr (`[tiny] ssh_ready   4.8 s`), stamped when each line
+   arrives; plus the host agent's event times (ha.stdout.log) and qemu's start time
+   (/proc/PID/stat) for the breakdown. One cold run (create included), then runs from a
+   stopped instance (apply / stop cycles).
+2. baseline: the SAME qemu command line (lima.drivers.qemu.qemu_argv on a copy of the
+   instance's files: kernel/initrd/basedisk linked, a fresh qcow2 overlay over the stopped
+   instance's diffdisk, cidata rebuilt with a new instance-id) started directly, with ssh
+   polled by the system `ssh -F ssh.config` every 0.25 s (attempts overlap, ConnectTimeout
+   3 s, because a connection opened before the guest NIC is up stalls until it times out):
+   qemu start -> first login that reads this boot's IID in /run/lima-ssh-ready, and
+   -> /run/lima-boot-done holds the IID. limapy and baseline runs are interleaved
+   (ABAB..., order alternating) so machine load hits both alike.
+3. a converged `limactl apply` (instance running, nothing to do): median of 10 runs,
+   process start-up included.
+4. stop: `limactl stop NAME` wall time; QMP `system_powerdown` -> qemu exit, measured on
+   the baseline's qemu (and read from the host agent's log for limapy's).
+
+Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3]
+Guests use user networking with restrict=on (nothing leaves the machine). Every qemu and
+host agent started here is stopped by PID, and the benchmark LIMA_HOME is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+EXAMPLES = {"tiny": REPO / "examples" / "tiny.yaml", "default": REPO / "examples" / "default.yaml"}
+APPLY_TIMEOUT = {"tiny": 180.0, "default": 900.0}
+PROBE_INTERVAL = 0.25
+PROBE_MAX_IN_FLIGHT = 32
+PROBE_TIMEOUT = 15.0
+CONVERGED_RUNS = 10
+SSH_READY_MARKER = "/run/lima-ssh-ready"
+BOOT_DONE_MARKER = "/run/lima-boot-done"
+# One ssh command reads both markers: "<ssh-ready>|<boot-done>" (empty when missing).
+PROBE_COMMAND = (
+    f"echo \"$(cat {SSH_READY_MARKER} 2>/dev/null)|$(cat {BOOT_DONE_MARKER} 2>/dev/null)\""
+)
+
+
+# --- pure helpers (tests/unit/test_boot_benchmark.py) ---------------------------------------
+
+def parse_progress_line(line: str) -> tuple[str, str, float] | None:
+    """`[tiny] ssh_ready        4.8 s` -> ("tiny", "ssh_ready", 4.8); None for other lines."""
+    parts = line.strip().split()
+    if len(parts) != 4 or parts[3] != "s":
+        return None
+    if not (parts[0].startswith("[") and parts[0].endswith("]")) or len(parts[0]) < 3:
+        return None
+    try:
+        elapsed = float(parts[2])
+    except ValueError:
+        return None
+    return parts[0][1:-1], parts[1], elapsed
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 time (events, JSON logs) -> Unix seconds."""
+    return datetime.fromisoformat(text).timestamp()
+
+
+def event_times(events: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """First Unix time of each boot milestone in the host agent's events.
+
+    Keys: "started" (first event), "ssh_ready", "provisioned", "running".
+    """
+    out: dict[str, float] = {}
+    for event in events:
+        status = event.get("status")
+        if not isinstance(status, dict) or not isinstance(event.get("time"), str):
+            continue
+        t = parse_time(event["time"])
+        out.setdefault("started", t)
+        phase = status.get("phase")
+        if phase in ("ssh_ready", "provisioned"):
+            out.setdefault(phase, t)
+        if status.get("running"):
+            out.setdefault("running", t)
+    return out
+
+
+def read_jsonl(text: str) -> list[dict[str, Any]]:
+    """JSON objects of a JSON-lines text; other lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                out.append(value)
+    return out
+
+
+def agent_stop_seconds(log_entries: Sequence[dict[str, Any]]) -> float | None:
+    """From the host agent's last "signal N: shutting the guest down" to "qemu exited"."""
+    start = end = None
+    for entry in log_entries:
+        msg = str(entry.get("msg", ""))
+        when = entry.get("time")
+        if not isinstance(when, str):
+            continue
+        if msg.startswith("signal ") and "shutting the guest down" in msg:
+            start, end = parse_time(when), None
+        elif msg.startswith("qemu exited") and start is not None:
+            end = parse_time(when)
+    return end - start if start is not None and end is not None else None
+
+
+def stat_start_ticks(stat_text: str) -> int:
+    """Field 22 (starttime, clock ticks after boot) of /proc/PID/stat; comm may hold spaces."""
+    rest = stat_text[stat_text.rindex(")") + 2:].split()
+    return int(rest[19])  # rest[0] is field 3 (state)
+
+
+def probe_result(stdout: str, iid: str) -> tuple[bool, bool]:
+    """(ssh-ready marker holds iid, boot-done marker holds iid) from PROBE_COMMAND's output."""
+    ready, _, done = stdout.strip().partition("|")
+    return ready.strip() == iid, done.strip() == iid
+
+
+def normalize_argv(argv: Sequence[str], inst_dir: str, port: int) -> list[str]:
+    """qemu argv with the instance directory, ssh port and MAC replaced by placeholders, so
+    limapy's and the baseline's command lines can be compared."""
+    out = []
+    for arg in argv:
+        arg = arg.replace(inst_dir.rstrip("/"), "DIR")
+        arg = arg.replace(f"127.0.0.1:{port}-", "127.0.0.1:PORT-")
+        if arg.startswith("virtio-net-pci,") and ",mac=" in arg:
+            head, _, tail = arg.partition(",mac=")
+            arg = head + ",mac=MAC" + ("," + tail.split(",", 1)[1] if "," in tail else "")
+        out.append(arg)
+    return out
+
+
+def first_seen(times: dict[str, float], phases: Iterable[str]) -> float | None:
+    """The earliest time among `phases` present in `times`."""
+    found = [times[p] for p in phases if p in times]
+    return min(found) if found else None
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    real = [v for v in values if v is not None]
+    return statistics.median(real) if real else None
+
+
+def fmt(value: float | None, unit: str = "s") -> str:
+    if value is None:
+        return "   -  "
+    if unit == "ms":
+        return f"{value * 1000:6.0f}ms"
+    return f"{value:6.2f}s"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+
+# --- process bookkeeping ---------------------------------------------------------------------
+
+@dataclass
+class Home:
+    """The private LIMA_HOME and every process started here (stopped by PID at the end)."""
+
+    path: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+    def limactl(self, *args: str) -> list[str]:
+        exe = Path(sys.executable).with_name("limactl")
+        base = [str(exe)] if exe.exists() else [sys.executable, "-m", "lima.cli"]
+        return [*base, *args]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _kill_pid(pid: int, must_contain: str) -> None:
+    """SIGTERM, then SIGKILL, a PID whose command line mentions `must_contain` (our home)."""
+    if not _pid_alive(pid) or not any(must_contain in a for a in _cmdline(pid)):
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        for _ in range(50):
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.1)
+
+
+def _process_start_unix(pid: int) -> float | None:
+    """When `pid` started, in Unix seconds (10 ms resolution: clock ticks)."""
+    try:
+        ticks = stat_start_ticks(Path(f"/proc/{pid}/stat").read_text())
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def cleanup(home: Home) -> None:
+    """Stop every instance of the benchmark home, kill what is left by PID, delete the home."""
+    for proc in home.procs:
+        if proc.poll() is None:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+    for inst in [p for p in home.path.iterdir() if (p / "lima.yaml").is_file()] \
+            if home.path.is_dir() else []:
+        if _pid_alive(_read_pid(inst / "ha.pid") or 0) or \
+                _pid_alive(_read_pid(inst / "qemu.pid") or 0):
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                subprocess.run(home.limactl("stop", "-f", inst.name), env=home.env,
+                               capture_output=True, timeout=60)
+        for pidfile in ("ha.pid", "qemu.pid"):
+            pid = _read_pid(inst / pidfile)
+            if pid:
+                _kill_pid(pid, str(home.path))
+    shutil.rmtree(home.path, ignore_errors=True)
+
+
+# --- limapy --------------------------------------------------------------------------------
+
+@dataclass
+class ApplyRun:
+    """Seconds after `limactl apply` started (None when not seen)."""
+
+    ok: bool
+    error: str = ""
+    lines: dict[str, float] = field(default_factory=dict)  # phase -> stderr line arrival
+    printed: dict[str, float] = field(default_factory=dict)  # phase -> elapsed apply printed
+    events: dict[str, float] = field(default_factory=dict)  # host agent event times
+    qemu_start: float | None = None
+    exit: float | None = None
+    qemu_argv: list[str] = field(default_factory=list)
+    ssh_port: int = 0
+    stderr: str = ""
+
+    def seen(self, *phases: str) -> float | None:
+        """When apply first showed any of `phases` (it skips a line when one pass moves the
+        instance through two phases, so a later phase's line counts for an earlier one)."""
+        return first_seen(self.lines, phases)
+
+    @property
+    def ssh_ready(self) -> float | None:
+        return self.seen("ssh_ready", "provisioned", "running", "reported")
+
+    @property
+    def running(self) -> float | None:
+        return self.seen("running", "reported")
+
+
+def limapy_apply(home: Home, example: str, name: str) -> ApplyRun:
+    argv = home.limactl("apply", "--timeout", str(APPLY_TIMEOUT[example] - 30),
+                        str(EXAMPLES[example]))
+    lines: dict[str, float] = {}
+    printed: dict[str, float] = {}
+    err_text: list[str] = []
+    out_text: list[str] = []
+    t0_unix, t0 = time.time(), time.monotonic()
+    proc = subprocess.Popen(argv, env=home.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    home.procs.append(proc)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            now = time.monotonic() - t0
+            err_text.append(line)
+            parsed = parse_progress_line(line)
+            if parsed is not None and parsed[0] == name:
+                lines.setdefault(parsed[1], now)
+                printed.setdefault(parsed[1], parsed[2])
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out_text.append(line)
+            if line.strip() == f"{name}: running":
+                lines.setdefault("reported", time.monotonic() - t0)
+
+    readers = [threading.Thread(target=read_stderr, daemon=True),
+               threading.Thread(target=read_stdout, daemon=True)]
+    for reader in readers:
+        reader.start()
+    try:
+        proc.wait(timeout=APPLY_TIMEOUT[example])
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    exit_at = time.monotonic() - t0
+    for reader in readers:
+        reader.join(timeout=5)
+    run = ApplyRun(ok=proc.returncode == 0, lines=lines, printed=printed, exit=exit_at,
+                   stderr="".join(err_text))
+    if not run.ok:
+        run.error = (f"limactl apply exited with {proc.returncode}: "
+                     + "".join(err_text[-15:]) + "".join(out_text)).strip()
+    inst = home.path / name
+    with contextlib.suppress(OSError):
+        events = read_jsonl((inst / "ha.stdout.log").read_text())
+        run.events = {k: v - t0_unix for k, v in event_times(events).items()}
+        if events:
+            run.ssh_port = int(events[0].get("status", {}).get("sshLocalPort") or 0)
+    qpid = _read_pid(inst / "qemu.pid")
+    if qpid and _pid_alive(qpid):
+        started = _process_start_unix(qpid)
+        run.qemu_start = started - t0_unix if started is not None else None
+        run.qemu_argv = _cmdline(qpid)
+    return run
+
+
+def limapy_stop(home: Home, name: str) -> tuple[float, float | None]:
+    """(`limactl stop` wall seconds, the host agent's powerdown -> qemu exit seconds)."""
+    t0 = time.monotonic()
+    res = subprocess.run(home.limactl("stop", name), env=home.env, capture_output=True,
+                         text=True, timeout=180)
+    wall = time.monotonic() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"limactl stop {name} failed: {res.stderr.strip()}")
+    try:
+        entries = read_jsonl((home.path / name / "ha.stderr.log").read_text())
+    except OSError:
+        entries = []
+    return wall, agent_stop_seconds(entries)
+
+
+def converged_applies(home: Home, example: str, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        res = subprocess.run(home.limactl("apply", str(EXAMPLES[example])), env=home.env,
+                             capture_output=True, text=True, timeout=120)
+        times.append(time.monotonic() - t0)
+        if res.returncode != 0 or "unchanged" not in res.stdout:
+            raise RuntimeError(f"converged apply did not say unchanged: {res.stdout!r} "
+                               f"{res.stderr[-500:]!r}")
+    return times
+
+
+# --- baseline: plain qemu + ssh polling ------------------------------------------------------
+
+@dataclass
+class BaselineRun:
+    ok: bool
+    error: str = ""
+    login: float | None = None  # qemu start -> ssh login reading this boot's ssh-ready IID
+    done: float | None = None  # qemu start -> boot-done marker holds the IID
+    powerdown: float | None = None  # QMP system_powerdown -> qemu exit
+    argv: list[str] = field(default_factory=list)
+    port: int = 0
+    probes: list[tuple[float, float, int, str]] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def prepare_baseline(home: Home, name: str, bdir: Path) -> tuple[list[str], str, int]:
+    """Lay out `bdir` like the (stopped) instance and return (qemu argv, iid, ssh port).
+
+    Uses limapy's own builders (outside the timed region) so the guest boots exactly the
+    same way: qemu_argv, a fresh cidata with a new IID, ssh.config.
+    """
+    from lima.drivers.accel import detect_accel
+    from lima.drivers.cidata import build_cidata, new_iid
+    from lima.drivers.identity import ensure_identity
+    from lima.drivers.qemu import qemu_argv, qemu_binary
+    from lima.drivers.sshconfig import write_ssh_config
+    from lima.schemas import load_instance
+
+    inst = home.path / name
+    shutil.rmtree(bdir, ignore_errors=True)
+    bdir.mkdir()
+    for fname in ("kernel", "initrd", "kernel.cmdline", "basedisk"):
+        if (inst / fname).exists():
+            (bdir / fname).symlink_to(inst / fname)
+    # A throw-away overlay over the stopped instance's disk: same contents, nothing kept.
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(inst / "diffdisk"), str(bdir / "diffdisk")], check=True)
+    spec = load_instance(name).spec
+    identity = ensure_identity()
+    iid = new_iid()
+    build_cidata(spec, bdir, iid=iid, identity=identity)
+    port = _free_port()
+    write_ssh_config(spec, bdir, port=port, identity=identity)
+    binary = qemu_binary(spec.arch)
+    accel = detect_accel(spec.arch, binary=binary)
+    return qemu_argv(spec, bdir, ssh_port=port, accel=accel.name, binary=binary), iid, port
+
+
+def _probe_argv(bdir: Path, name: str) -> list[str]:
+    # No ControlMaster: a persisting master would outlive the benchmark.
+    return ["ssh", "-F", str(bdir / "ssh.config"), "-o", "ControlMaster=no",
+            "-o", "ControlPath=none", "-o", "ConnectTimeout=3", f"lima-{name}", PROBE_COMMAND]
+
+
+def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
+             qemu: subprocess.Popen[bytes], probes: list[tuple[float, float, int, str]],
+             ) -> tuple[float | None, float | None]:
+    """Start an ssh attempt every PROBE_INTERVAL s until one sees boot-done == iid.
+
+    Returns (login, done) in seconds after t0 (None if never seen before the deadline);
+    `probes` gets (start, end, exit status, stdout) of every attempt.
+    """
+    login: float | None = None
+    done: float | None = None
+    lock = threading.Lock()
+    in_flight: list[subprocess.Popen[str]] = []
+    finished = threading.Event()
+
+    def attempt(proc: subprocess.Popen[str], started: float) -> None:
+        nonlocal login, done
+        try:
+            out, _ = proc.communicate(timeout=PROBE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            out = ""
+        now = time.monotonic() - t0
+        with lock:
+            in_flight.remove(proc)
+            probes.append((started, now, proc.returncode, out.strip()))
+            if proc.returncode == 0:
+                ready, booted = probe_result(out, iid)
+                if ready and (login is None or now < login):
+                    login = now
+                if booted and (done is None or now < done):
+                    done = now
+                    finished.set()
+
+    try:
+        while not finished.is_set() and time.monotonic() < deadline and qemu.poll() is None:
+            with lock:
+                if len(in_flight) < PROBE_MAX_IN_FLIGHT:
+                    proc = subprocess.Popen(_probe_argv(bdir, name), stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL,
+                                            stdin=subprocess.DEVNULL, text=True)
+                    in_flight.append(proc)
+                    threading.Thread(target=attempt, args=(proc, time.monotonic() - t0),
+                                     daemon=True).start()
+            finished.wait(PROBE_INTERVAL)
+    finally:
+        with lock:
+            leftovers = list(in_flight)
+        for proc in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    return login, done
+
+
+def qmp_powerdown(sock_path: Path, qemu: subprocess.Popen[bytes], timeout: float) -> float | None:
+    """QMP system_powerdown, then wait for qemu to exit; seconds, or None (then killed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(sock_path))
+        f = s.makefile("rwb")
+        f.readline()  # greeting
+        t0 = time.monotonic()
+        for cmd in ("qmp_capabilities", "system_powerdown"):
+            t0 = time.monotonic()
+            f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+            f.flush()
+            while b'"return"' not in (line := f.readline()):
+                if not line or b'"error"' in line:
+                    raise RuntimeError(f"QMP {cmd}: {line!r}")
+    try:
+        qemu.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        qemu.kill()
+        qemu.wait()
+        return None
+    return time.monotonic() - t0
+
+
+def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
+    bdir = home.path / "bl"
+    argv, iid, port = prepare_baseline(home, name, bdir)
+    run = BaselineRun(ok=False, argv=argv, port=port)
+    out = open(bdir / "qemu.stdout.log", "wb")  # noqa: SIM115
+    err = open(bdir / "qemu.stderr.log", "wb")  # noqa: SIM115
+    t0 = time.monotonic()
+    qemu = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                            cwd=bdir, start_new_session=True)
+    home.procs.append(qemu)
+    out.close()
+    err.close()
+    try:
+        run.login, run.done = poll_ssh(bdir, name, iid, t0,
+                                       t0 + APPLY_TIMEOUT[example] - 30, qemu, run.probes)
+        if qemu.poll() is not None:
+            run.error = f"qemu exited with {qemu.returncode}: " + \
+                (bdir / "qemu.stderr.log").read_text(errors="replace")[-500:]
+        elif run.done is None:
+            run.error = "boot-done marker not seen before the deadline"
+        else:
+            run.ok = True
+            run.powerdown = qmp_powerdown(bdir / "qmp.sock", qemu, 60)
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        shutil.rmtree(bdir, ignore_errors=True)
+    return run
+
+
+# --- the report ----------------------------------------------------------------------------
+
+def _say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def _limapy_line(tag: str, r: ApplyRun) -> str:
+    if not r.ok:
+        return f"  {tag:<12} FAILED: {r.error.splitlines()[0] if r.error else '?'}"
+    return (f"  {tag:<12} qemu start {fmt(r.qemu_start)}  ssh_ready {fmt(r.ssh_ready)}"
+            f" (event {fmt(r.events.get('ssh_ready'))})  running {fmt(r.running)}"
+            f" (event {fmt(r.events.get('running'))})  exit {fmt(r.exit)}")
+
+
+def _baseline_line(tag: str, r: BaselineRun) -> str:
+    if not r.ok:
+        return f"  {tag:<12} FAILED: {r.error}"
+    return (f"  {tag:<12} qemu start   0.00s  login     {fmt(r.login)}"
+            f"                  boot-done {fmt(r.done)}"
+            f"                  powerdown {fmt(r.powerdown)}")
+
+
+def bench_example(home: Home, example: str, runs: int) -> None:
+    name = example  # the examples are named after their file
+    _say(f"== {example}: {EXAMPLES[example].relative_to(REPO)}, {runs} runs "
+         f"(times in seconds after `limactl apply` / qemu start) ==")
+    cold = limapy_apply(home, example, name)
+    _say(_limapy_line("cold+create", cold))
+    if not cold.ok:
+        _say(cold.error)
+        return
+    _say(f"  (create: {fmt(cold.lines.get('created'))}, "
+         f"cidata_built {fmt(cold.lines.get('cidata_built'))})")
+    conv = converged_applies(home, example, CONVERGED_RUNS)
+    stops: list[float] = []
+    agent_stops: list[float | None] = []
+    wall, agent = limapy_stop(home, name)
+    stops.append(wall)
+    agent_stops.append(agent)
+
+    lp: list[ApplyRun] = []
+    bl: list[BaselineRun] = []
+    for i in range(runs):
+        order = ("limapy", "baseline") if i % 2 == 0 else ("baseline", "limapy")
+        for which in order:
+            if which == "limapy":
+                r = limapy_apply(home, example, name)
+                lp.append(r)
+                _say(_limapy_line(f"limapy #{i + 1}", r))
+                if not r.ok:
+                    _say(r.error)
+                    return
+                if i == 0:
+                    _compare_argv(home, name, r)
+                wall, agent = limapy_stop(home, name)
+                stops.append(wall)
+                agent_stops.append(agent)
+            else:
+                b = baseline_boot(home, example, name)
+                bl.append(b)
+                _say(_baseline_line(f"baseline #{i + 1}", b))
+                if not b.ok:
+                    return
+    _summary(example, lp, bl, conv, stops, agent_stops)
+
+
+_COMPARED: dict[str, list[str]] = {}
+
+
+def _compare_argv(home: Home, name: str, r: ApplyRun) -> None:
+    """Check once that the baseline boots the very command line limapy ran."""
+    if not r.qemu_argv:
+        return
+    from lima.drivers.accel import detect_accel
+    from lima.drivers.qemu import qemu_argv, qemu_binary
+    from lima.schemas import load_instance
+
+    spec = load_instance(name).spec
+    binary = qemu_binary(spec.arch)
+    accel = detect_accel(spec.arch, binary=binary)
+    port = r.ssh_port or 22
+    ours = qemu_argv(spec, home.path / name, ssh_port=port, accel=accel.name, binary=binary)
+    a = normalize_argv(r.qemu_argv, str(home.path / name), port)
+    b = normalize_argv(ours, str(home.path / name), port)
+    # The running qemu shows its binary's resolved name; compare from the first option.
+    same = a[1:] == b[1:]
+    _say(f"  qemu argv of limapy's qemu {'==' if same else '!='} qemu_argv() rebuilt for "
+         "the baseline (paths, port, MAC aside)")
+    if not same:
+        _say(f"    limapy:   {' '.join(a)}\n    rebuilt:  {' '.join(b)}")
+
+
+def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list[float],
+             stops: list[float], agent_stops: list[float | None]) -> None:
+    m = {"ssh_ready": median([r.ssh_ready for r in lp]),
+         "running": median([r.running for r in lp])}
+    ev = {k: median([r.events.get(k) for r in lp]) for k in
+          ("started", "ssh_ready", "provisioned", "running")}
+    q = median([r.qemu_start for r in lp])
+    ex = median([r.exit for r in lp])
+    b_login = median([b.login for b in bl])
+    b_done = median([b.done for b in bl])
+    b_pd = median([b.powerdown for b in bl])
+    _say(f"-- {example}: medians over {len(lp)} warm runs --")
+    _say(f"  limapy   apply -> ssh_ready {fmt(m['ssh_ready'])}   apply -> running "
+         f"{fmt(m['running'])}   (apply exits {fmt(ex)})")
+    _say(f"  baseline qemu  -> login     {fmt(b_login)}   qemu  -> boot-done "
+         f"{fmt(b_done)}")
+    _say(f"  ratio limapy/baseline: ssh_ready {ratio(m['ssh_ready'], b_login)}, "
+         f"running {ratio(m['running'], b_done)}   (target <= 1.15)")
+    q_ssh = median([_diff(r.events.get("ssh_ready"), r.qemu_start) for r in lp])
+    q_run = median([_diff(r.events.get("running"), r.qemu_start) for r in lp])
+    _say("  limapy breakdown (from ha.stdout.log event times and qemu's /proc start time):")
+    _say(f"    apply start -> host agent first event {fmt(ev['started'])}, -> qemu start "
+         f"{fmt(q)}")
+    _say(f"    qemu start -> ssh_ready event {fmt(q_ssh)} (baseline login {fmt(b_login)}), "
+         f"-> running event {fmt(q_run)} (baseline boot-done {fmt(b_done)})")
+    lag_ssh = median([_diff(r.ssh_ready, r.events.get("ssh_ready")) for r in lp])
+    lag_run = median([_diff(r.running, r.events.get("running")) for r in lp])
+    tail = median([_diff(r.exit, r.running) for r in lp])
+    _say(f"    event -> apply's stderr line: ssh_ready {fmt(lag_ssh)}, running {fmt(lag_run)}; "
+         f"running line -> apply exit {fmt(tail)}")
+    _say(f"  converged apply (x{len(conv)}): median {fmt(statistics.median(conv), 'ms')}, "
+         f"min {fmt(min(conv), 'ms')}, max {fmt(max(conv), 'ms')}   (target <= 300ms)")
+    _say(f"  limactl stop: median {fmt(statistics.median(stops))} (x{len(stops)}); "
+         f"QMP system_powerdown -> qemu exit: baseline {fmt(b_pd)}, "
+         f"host agent {fmt(median(agent_stops))}")
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+@contextlib.contextmanager
+def bench_home() -> Iterator[Home]:
+    path = Path(tempfile.mkdtemp(prefix="lbk", dir="/tmp"))
+    env = dict(os.environ, LIMA_HOME=str(path))
+    os.environ["LIMA_HOME"] = str(path)  # for the lima builders used by the baseline
+    home = Home(path, env)
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield home
+    finally:
+        cleanup(home)
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--only", choices=sorted(EXAMPLES), default=None)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args(argv)
+    # The baseline's builders would repeat the "using TCG" warning the host agent logs.
+    logging.getLogger("lima").setLevel(logging.ERROR)
+    examples = [args.only] if args.only else ["tiny", "default"]
+    _say(f"limapy boot benchmark: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+         f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+    for example in examples:
+        try:
+            with bench_home() as home:
+                _say(f"LIMA_HOME={home.path}")
+                bench_example(home, example, args.runs)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            _say(f"  {example}: FAILED: {exc}")
+        except Exception as exc:  # keep going with the next example, but show what broke
+            _say(f"  {example}: FAILED ({type(exc).__name__}): {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

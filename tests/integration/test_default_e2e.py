@@ -1,0 +1,43 @@
+"""End to end on examples/default.yaml: the real cloud-init Debian guest built here
+(`build:debian-12`), with the home mount, provisioning, stop, start again and delete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.integration.conftest import REPO, Limactl, qemu_pids_for
+
+
+def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:
+    f = tmp_path / "deb.yaml"
+    shutil.copy(REPO / "examples" / "default.yaml", f)
+    out = limactl("apply", str(f), timeout=900)
+    assert "deb: running" in out.stdout, out.stderr
+    rec = json.loads(limactl("list", "--format", "json", "deb").stdout)
+    assert rec["status"] == "Running"
+    assert rec["cpus"] == 2
+
+    status = limactl("shell", "deb", "cloud-init", "status", "--long").stdout
+    assert "status: done" in status
+    assert "DataSourceNoCloud" in status
+    provisioned = limactl("shell", "deb", "cat", "/etc/limapy-provisioned").stdout
+    assert provisioned.startswith("provisioned for ")
+    mounts = limactl("shell", "deb", "mount").stdout
+    home = str(Path.home())
+    assert any(f" on {home} type fuse.sshfs (ro," in line for line in mounts.splitlines())
+    first_iid = json.loads((limactl.home / "deb" / "status.json").read_text())["iid"]
+
+    limactl("stop", "deb", timeout=300)
+    assert json.loads(limactl("list", "--format", "json", "deb").stdout)["status"] == "Stopped"
+    assert qemu_pids_for(limactl.home) == []
+
+    limactl("start", "deb", timeout=900)
+    assert json.loads((limactl.home / "deb" / "status.json").read_text())["iid"] != first_iid
+    again = limactl("shell", "deb", "cat", "/etc/limapy-provisioned").stdout
+    assert again.startswith("provisioned for ")
+
+    limactl("delete", "-f", "deb", timeout=300)
+    assert not (limactl.home / "deb").exists()
+    assert qemu_pids_for(limactl.home) == []
