@@ -85,7 +85,10 @@ def reconcile_pass(
         log.debug("%s: %s -> %s", name, status.phase.value, action)
         outcome = _execute(driver, name, action, desired)
         if not outcome.ok:
-            log.info("%s: %s failed: %s", name, type(action).__name__, outcome.error)
+            # A wait step whose budget ran out (retry_after == 0) is progress, not a failure.
+            level = logging.DEBUG if outcome.retry_after == 0 else logging.INFO
+            first_line = (outcome.error or "").split("\n", 1)[0]
+            log.log(level, "%s: %s failed: %s", name, type(action).__name__, first_line)
         status = apply_outcome(status, action, outcome, desired, clock.now())
         store.save(name, status)
         return Pass(status, action, outcome)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lima.errors import Problem
+from lima.errors import Problem, SpecError
 from lima.schemas import gotemplate
 from lima.schemas.lines import format_path, from_loaded, line_of
 from lima.schemas.yamlload import load_yaml
@@ -153,8 +153,6 @@ def load_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        from lima.errors import SpecError
-
         raise SpecError(f"cannot read {path}: {exc.strerror}", str(path)) from None
     if not text.strip():
         return {}
@@ -170,8 +168,6 @@ def load_config(path: Path) -> dict[str, Any]:
         for where, message, warning in schema_problems(loaded.data) if not warning
     ]
     if errors:
-        from lima.errors import SpecError
-
         raise SpecError(errors)
     data = loaded.data
     return data if isinstance(data, dict) else {}
@@ -294,8 +290,16 @@ def fill(
 ) -> dict[str, Any]:
     """The filled document for instance `name` (a new dict; `data` is not changed)."""
     config = lima_home / "_config"
-    d = load_config(config / "default.yaml")
-    o = load_config(config / "override.yaml")
+    configs: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for file_name in ("default.yaml", "override.yaml"):  # report both files' problems
+        try:
+            configs.append(load_config(config / file_name))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    d, o = configs
     f = _Filler(data, d, o, name, lima_home, host or host_facts())
     _fill_all(f)
     if warnings is not None:

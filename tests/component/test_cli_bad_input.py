@@ -235,7 +235,7 @@ def test_problems_of_several_files_all_reported(
 def test_debug_reraises_in_process(in_dir: Path) -> None:
     (in_dir / "bad.yaml").write_bytes(b"cpus: [\n")
     for args in (["--debug", "validate", "bad.yaml"], ["validate", "--debug", "bad.yaml"]):
-        with pytest.raises(SpecError, match="bad.yaml:2"):
+        with pytest.raises(SpecError, match=r"bad\.yaml:2"):
             main(args)
 
 
@@ -373,6 +373,7 @@ def test_create_from_stdin(
            "memory: 512MiB\ndisk: 1GiB\nmounts: []\nvmOpts:\n  qemu:\n    restrictNetwork: true\n")
     feed_stdin(monkeypatch, doc.encode())
     code, out, err = run_cli(["create", "--name", "piped", "-"], capsys)
+    assert "piped" in out
     assert code == 0, err
     inst = _isolated_home / "piped"
     stored = yaml.safe_load((inst / "lima.yaml").read_text())
@@ -410,3 +411,22 @@ def test_create_bad_name_writes_nothing(
     assert home_entries(_isolated_home) == []
     assert not (_isolated_home.parent / "escape").exists()
 
+
+
+@pytest.mark.parametrize("verb", ["validate", "create"])
+def test_bad_config_files_named_with_their_lines(
+    verb: str, capsys: pytest.CaptureFixture[str], _isolated_home: Path
+) -> None:
+    config = _isolated_home / "_config"
+    config.mkdir()
+    (config / "default.yaml").write_text("cpus: 2\nprovision: not-a-list\n")
+    (config / "override.yaml").write_text("# override\ncpus: two\n")
+    code, _, err = run_cli([verb, "template:tiny"], capsys)
+    assert code == 1
+    problems = [ln for ln in err.splitlines() if "warning:" not in ln]
+    assert problems == [
+        f"{config / 'default.yaml'}:2: provision: expected a list, got 'not-a-list'",
+        f"{config / 'override.yaml'}:2: cpus: expected an integer, got 'two'",
+    ]
+    assert home_entries(_isolated_home) == ["_config"]
+    assert sorted(p.name for p in config.iterdir()) == ["default.yaml", "override.yaml"]
