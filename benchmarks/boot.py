@@ -116,19 +116,37 @@ def read_jsonl(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def agent_stop_seconds(log_entries: Sequence[dict[str, Any]]) -> float | None:
-    """From the host agent's last "signal N: shutting the guest down" to "qemu exited"."""
-    start = end = None
+@dataclass
+class AgentStop:
+    """Unix times of the host agent's last shutdown, from its JSON log (None when absent)."""
+
+    signal: float | None = None  # "signal N: shutting the guest down"
+    qemu_exited: float | None = None  # "qemu exited with status N"
+    exiting: float | None = None  # "host agent exiting (N)"
+
+    @property
+    def powerdown(self) -> float | None:
+        """Seconds from the agent's signal (then QMP system_powerdown) to qemu's exit."""
+        if self.signal is None or self.qemu_exited is None:
+            return None
+        return self.qemu_exited - self.signal
+
+
+def agent_stop(log_entries: Sequence[dict[str, Any]]) -> AgentStop:
+    """The times of the last stop in the host agent's log entries."""
+    out = AgentStop()
     for entry in log_entries:
         msg = str(entry.get("msg", ""))
         when = entry.get("time")
         if not isinstance(when, str):
             continue
         if msg.startswith("signal ") and "shutting the guest down" in msg:
-            start, end = parse_time(when), None
-        elif msg.startswith("qemu exited") and start is not None:
-            end = parse_time(when)
-    return end - start if start is not None and end is not None else None
+            out = AgentStop(signal=parse_time(when))
+        elif msg.startswith("qemu exited") and out.signal is not None:
+            out.qemu_exited = parse_time(when)
+        elif msg.startswith("host agent exiting") and out.signal is not None:
+            out.exiting = parse_time(when)
+    return out
 
 
 def stat_start_ticks(stat_text: str) -> int:
@@ -354,19 +372,35 @@ def limapy_apply(home: Home, example: str, name: str) -> ApplyRun:
     return run
 
 
-def limapy_stop(home: Home, name: str) -> tuple[float, float | None]:
-    """(`limactl stop` wall seconds, the host agent's powerdown -> qemu exit seconds)."""
-    t0 = time.monotonic()
+@dataclass
+class StopRun:
+    """`limactl stop`: wall seconds, and its steps in seconds after the command started."""
+
+    wall: float
+    signal: float | None = None  # the host agent got SIGTERM
+    qemu_exited: float | None = None
+    agent_exit: float | None = None
+
+    @property
+    def powerdown(self) -> float | None:
+        return _diff(self.qemu_exited, self.signal)
+
+
+def limapy_stop(home: Home, name: str) -> StopRun:
+    t0_unix, t0 = time.time(), time.monotonic()
     res = subprocess.run(home.limactl("stop", name), env=home.env, capture_output=True,
                          text=True, timeout=180)
-    wall = time.monotonic() - t0
+    run = StopRun(time.monotonic() - t0)
     if res.returncode != 0:
         raise RuntimeError(f"limactl stop {name} failed: {res.stderr.strip()}")
     try:
-        entries = read_jsonl((home.path / name / "ha.stderr.log").read_text())
+        found = agent_stop(read_jsonl((home.path / name / "ha.stderr.log").read_text()))
     except OSError:
-        entries = []
-    return wall, agent_stop_seconds(entries)
+        return run
+    run.signal = _diff(found.signal, t0_unix)
+    run.qemu_exited = _diff(found.qemu_exited, t0_unix)
+    run.agent_exit = _diff(found.exiting, t0_unix)
+    return run
 
 
 def converged_applies(home: Home, example: str, n: int) -> list[float]:
@@ -585,11 +619,7 @@ def bench_example(home: Home, example: str, runs: int) -> None:
     _say(f"  (create: {fmt(cold.lines.get('created'))}, "
          f"cidata_built {fmt(cold.lines.get('cidata_built'))})")
     conv = converged_applies(home, example, CONVERGED_RUNS)
-    stops: list[float] = []
-    agent_stops: list[float | None] = []
-    wall, agent = limapy_stop(home, name)
-    stops.append(wall)
-    agent_stops.append(agent)
+    stops = [limapy_stop(home, name)]
 
     lp: list[ApplyRun] = []
     bl: list[BaselineRun] = []
@@ -605,16 +635,14 @@ def bench_example(home: Home, example: str, runs: int) -> None:
                     return
                 if i == 0:
                     _compare_argv(home, name, r)
-                wall, agent = limapy_stop(home, name)
-                stops.append(wall)
-                agent_stops.append(agent)
+                stops.append(limapy_stop(home, name))
             else:
                 b = baseline_boot(home, example, name)
                 bl.append(b)
                 _say(_baseline_line(f"baseline #{i + 1}", b))
                 if not b.ok:
                     return
-    _summary(example, lp, bl, conv, stops, agent_stops)
+    _summary(example, lp, bl, conv, stops)
 
 
 _COMPARED: dict[str, list[str]] = {}
@@ -644,7 +672,7 @@ def _compare_argv(home: Home, name: str, r: ApplyRun) -> None:
 
 
 def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list[float],
-             stops: list[float], agent_stops: list[float | None]) -> None:
+             stops: list[StopRun]) -> None:
     m = {"ssh_ready": median([r.ssh_ready for r in lp]),
          "running": median([r.running for r in lp])}
     ev = {k: median([r.events.get(k) for r in lp]) for k in
@@ -675,9 +703,14 @@ def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list
          f"running line -> apply exit {fmt(tail)}")
     _say(f"  converged apply (x{len(conv)}): median {fmt(statistics.median(conv), 'ms')}, "
          f"min {fmt(min(conv), 'ms')}, max {fmt(max(conv), 'ms')}   (target <= 300ms)")
-    _say(f"  limactl stop: median {fmt(statistics.median(stops))} (x{len(stops)}); "
+    _say(f"  limactl stop: median {fmt(median([s.wall for s in stops]))} (x{len(stops)}); "
          f"QMP system_powerdown -> qemu exit: baseline {fmt(b_pd)}, "
-         f"host agent {fmt(median(agent_stops))}")
+         f"host agent {fmt(median([s.powerdown for s in stops]))}")
+    _say(f"    stop steps (median, after `limactl stop` started): agent gets SIGTERM "
+         f"{fmt(median([s.signal for s in stops]))}, qemu exited "
+         f"{fmt(median([s.qemu_exited for s in stops]))}, agent exits "
+         f"{fmt(median([s.agent_exit for s in stops]))}, limactl exits "
+         f"{fmt(median([s.wall for s in stops]))}")
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -685,9 +718,18 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 @contextlib.contextmanager
-def bench_home() -> Iterator[Home]:
+def bench_home(*, pycache: bool = False) -> Iterator[Home]:
+    """A fresh LIMA_HOME under /tmp, cleaned up at the end (even on errors or SIGTERM).
+
+    `pycache`: let the limactl and host agent processes cache bytecode (in the home, not
+    in the source tree) even when PYTHONDONTWRITEBYTECODE is set, as an installed
+    limapy has .pyc files; the cold run fills the cache.
+    """
     path = Path(tempfile.mkdtemp(prefix="lbk", dir="/tmp"))
     env = dict(os.environ, LIMA_HOME=str(path))
+    if pycache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(path / "_pycache")
     os.environ["LIMA_HOME"] = str(path)  # for the lima builders used by the baseline
     home = Home(path, env)
 
@@ -706,6 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--only", choices=sorted(EXAMPLES), default=None)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pycache", action="store_true",
+                    help="cache bytecode for limactl (under the benchmark home) even when "
+                         "PYTHONDONTWRITEBYTECODE is set")
     args = ap.parse_args(argv)
     # The baseline's builders would repeat the "using TCG" warning the host agent logs.
     logging.getLogger("lima").setLevel(logging.ERROR)
@@ -714,8 +759,10 @@ def main(argv: Sequence[str] | None = None) -> int:
          f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
     for example in examples:
         try:
-            with bench_home() as home:
-                _say(f"LIMA_HOME={home.path}")
+            with bench_home(pycache=args.pycache) as home:
+                bytecode = "cached" if "PYTHONPYCACHEPREFIX" in home.env else (
+                    "not cached" if home.env.get("PYTHONDONTWRITEBYTECODE") else "default")
+                _say(f"LIMA_HOME={home.path}  limactl bytecode: {bytecode}")
                 bench_example(home, example, args.runs)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             _say(f"  {example}: FAILED: {exc}")

@@ -15,9 +15,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
 from lima.errors import SpecError
+from lima.schemas import yamldump
 from lima.schemas.spec import InstanceSpec, Mount, Provision
 
 # QEMU user networking as Lima sets it up (192.168.5.0/24): the guest, the host side
@@ -409,25 +408,6 @@ def data_writer_script(p: Provision, index: int) -> str:
 # --- YAML -------------------------------------------------------------------------
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style for multi-line strings so user-data stays readable."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    if "\n" in data:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
 def _dump(doc: Mapping[str, Any]) -> str:
-    return yaml.dump(
-        dict(doc),
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        width=4096,
-        allow_unicode=True,
-    )
+    # Wide lines: long ssh keys and commands must not be folded.
+    return yamldump.dump(doc, width=4096)

@@ -13,12 +13,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lima import LIMA_COMPAT_VERSION, paths
+from lima.drivers import procs
 from lima.errors import LimaError, NotFoundError, SpecError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
@@ -109,27 +110,6 @@ def require_instance(name: str) -> Path:
     return d
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True for a live, non-zombie process."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state follows the parenthesised command name, which may itself hold spaces.
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
-
-
 def is_protected(inst_dir: Path) -> bool:
     return (inst_dir / paths.PROTECTED).exists()
 
@@ -151,9 +131,10 @@ class Inspection:
 
 def inspect_processes(name: str, inst_dir: Path) -> Inspection:
     """Status from pid files: both alive = Running, none = Stopped, else Broken."""
-    ha = read_pid(inst_dir / paths.HA_PID)
-    qemu = read_pid(inst_dir / paths.QEMU_PID)
-    ha_alive, qemu_alive = pid_alive(ha), pid_alive(qemu)
+    ha = procs.read_pid(inst_dir / paths.HA_PID)
+    qemu = procs.read_pid(inst_dir / paths.QEMU_PID)
+    ha_alive = ha is not None and procs.pid_alive(ha)
+    qemu_alive = qemu is not None and procs.pid_alive(qemu)
     ins = Inspection(name=name, dir=inst_dir, status=STATUS_STOPPED)
     ins.protected = is_protected(inst_dir)
     with contextlib.suppress(OSError):
@@ -180,9 +161,3 @@ def delete_instance_dir(inst_dir: Path) -> None:
     trash = inst_dir.parent / f".deleting-{inst_dir.name}-{os.getpid()}"
     os.rename(inst_dir, trash)
     shutil.rmtree(trash, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def suppress_missing() -> Iterator[None]:
-    with contextlib.suppress(FileNotFoundError):
-        yield

@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from lima import paths
 from lima.errors import NotFoundError, Problem, SpecError
+from lima.schemas import yamldump
 from lima.schemas.build import build_spec
 from lima.schemas.defaults import fill, order_keys
 from lima.schemas.lines import line_of
@@ -125,30 +124,6 @@ def generation(filled: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block style; multi-line strings as `|` literals; lists indented under their key."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    if "\n" in value:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
 def dump_yaml(filled: dict[str, Any]) -> str:
     """Stable, human-readable YAML: top-level keys in Lima's default.yaml order."""
-    text: str = yaml.dump(
-        order_keys(filled),
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=100,
-    )
-    return text
+    return yamldump.dump(order_keys(filled))
