@@ -4,9 +4,10 @@ For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_H
 /tmp (unix socket paths are short), this prints:
 1. limapy: `limactl apply FILE` start -> ssh_ready and -> running, read from the progress
    lines apply prints on stderr (`[tiny] ssh_ready   4.8 s`), stamped when each line
-   arrives; plus the host agent's event times (ha.stdout.log) and qemu's start time
-   (/proc/PID/stat) for the breakdown. One cold run (create included), then runs from a
-   stopped instance (apply / stop cycles).
+   arrives (apply skips a line when one pass crosses two phases: a later phase's line, or
+   its final `NAME: running` on stdout, then counts); plus the host agent's event times
+   (ha.stdout.log) and the agent's and qemu's start times (/proc/PID/stat) for the
+   breakdown. One cold run (create included), then runs from a stopped instance.
 2. baseline: the SAME qemu command line (lima.drivers.qemu.qemu_argv on a copy of the
    instance's files: kernel/initrd/basedisk linked, a fresh qcow2 overlay over the stopped
    instance's diffdisk, cidata rebuilt with a new instance-id) started directly, with ssh
@@ -20,7 +21,9 @@ For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_H
 4. stop: `limactl stop NAME` wall time; QMP `system_powerdown` -> qemu exit, measured on
    the baseline's qemu (and read from the host agent's log for limapy's).
 
-Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3]
+Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3] [--pycache]
+(--pycache: limactl caches bytecode under the benchmark home even when the environment
+sets PYTHONDONTWRITEBYTECODE, as an installed limapy would have .pyc files.)
 Guests use user networking with restrict=on (nothing leaves the machine). Every qemu and
 host agent started here is stopped by PID, and the benchmark LIMA_HOME is deleted.
 """
@@ -293,6 +296,7 @@ class ApplyRun:
     printed: dict[str, float] = field(default_factory=dict)  # phase -> elapsed apply printed
     events: dict[str, float] = field(default_factory=dict)  # host agent event times
     qemu_start: float | None = None
+    agent_start: float | None = None  # the host agent process's start
     exit: float | None = None
     qemu_argv: list[str] = field(default_factory=list)
     ssh_port: int = 0
@@ -364,6 +368,10 @@ def limapy_apply(home: Home, example: str, name: str) -> ApplyRun:
         run.events = {k: v - t0_unix for k, v in event_times(events).items()}
         if events:
             run.ssh_port = int(events[0].get("status", {}).get("sshLocalPort") or 0)
+    apid = _read_pid(inst / "ha.pid")
+    if apid and _pid_alive(apid):
+        started = _process_start_unix(apid)
+        run.agent_start = started - t0_unix if started is not None else None
     qpid = _read_pid(inst / "qemu.pid")
     if qpid and _pid_alive(qpid):
         started = _process_start_unix(qpid)
@@ -692,8 +700,9 @@ def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list
     q_ssh = median([_diff(r.events.get("ssh_ready"), r.qemu_start) for r in lp])
     q_run = median([_diff(r.events.get("running"), r.qemu_start) for r in lp])
     _say("  limapy breakdown (from ha.stdout.log event times and qemu's /proc start time):")
-    _say(f"    apply start -> host agent first event {fmt(ev['started'])}, -> qemu start "
-         f"{fmt(q)}")
+    _say(f"    apply start -> host agent process starts "
+         f"{fmt(median([r.agent_start for r in lp]))}, -> its first event {fmt(ev['started'])}"
+         f", -> qemu starts {fmt(q)}")
     _say(f"    qemu start -> ssh_ready event {fmt(q_ssh)} (baseline login {fmt(b_login)}), "
          f"-> running event {fmt(q_run)} (baseline boot-done {fmt(b_done)})")
     lag_ssh = median([_diff(r.ssh_ready, r.events.get("ssh_ready")) for r in lp])
