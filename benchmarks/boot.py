@@ -478,18 +478,36 @@ def prepare_baseline(home: Home, name: str, bdir: Path) -> tuple[list[str], str,
     return qemu_argv(spec, bdir, ssh_port=port, accel=accel.name, binary=binary), iid, port
 
 
-def _probe_argv(bdir: Path, name: str) -> list[str]:
-    # No ControlMaster: a persisting master would outlive the benchmark.
-    return ["ssh", "-F", str(bdir / "ssh.config"), "-o", "ControlMaster=no",
-            "-o", "ControlPath=none", "-o", "ConnectTimeout=3", f"lima-{name}", PROBE_COMMAND]
+def _probe_argv(bdir: Path, name: str, *, mux: bool) -> list[str]:
+    """ssh reading both markers. Before the first login: no connection sharing (attempts
+    overlap). After it: through one ControlMaster connection, as ssh.config intends, so
+    polling does not log in again every 0.25 s (full logins keep a TCG guest busy: a
+    Debian guest then boots several times slower)."""
+    control = (["-o", "ControlMaster=auto", "-o", f"ControlPath={bdir / 'ssh.sock'}",
+                "-o", "ControlPersist=30"] if mux else
+               ["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+    return ["ssh", "-F", str(bdir / "ssh.config"), *control, "-o", "ConnectTimeout=3",
+            f"lima-{name}", PROBE_COMMAND]
+
+
+def close_master(bdir: Path, name: str) -> None:
+    """Stop the ControlMaster the probes may have left (ControlPersist)."""
+    if (bdir / "ssh.sock").exists():
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run(["ssh", "-F", str(bdir / "ssh.config"), "-o",
+                            f"ControlPath={bdir / 'ssh.sock'}", "-O", "exit", f"lima-{name}"],
+                           capture_output=True, timeout=10)
 
 
 def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
              qemu: subprocess.Popen[bytes], probes: list[tuple[float, float, int, str]],
              ) -> tuple[float | None, float | None]:
-    """Start an ssh attempt every PROBE_INTERVAL s until one sees boot-done == iid.
+    """Poll ssh every PROBE_INTERVAL s until boot-done holds `iid`.
 
-    Returns (login, done) in seconds after t0 (None if never seen before the deadline);
+    Until the first login reads this boot's ssh-ready marker, a new attempt starts every
+    PROBE_INTERVAL s (they overlap: an attempt made before the guest NIC is up stalls
+    until ConnectTimeout); after it, one attempt at a time through a shared connection.
+    Returns (login, done) in seconds after t0 (None if not seen before the deadline);
     `probes` gets (start, end, exit status, stdout) of every attempt.
     """
     login: float | None = None
@@ -518,17 +536,31 @@ def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
                     done = now
                     finished.set()
 
+    def launch(mux: bool) -> threading.Thread:
+        proc = subprocess.Popen(_probe_argv(bdir, name, mux=mux), stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                text=True)
+        in_flight.append(proc)
+        thread = threading.Thread(target=attempt, args=(proc, time.monotonic() - t0),
+                                  daemon=True)
+        thread.start()
+        return thread
+
     try:
         while not finished.is_set() and time.monotonic() < deadline and qemu.poll() is None:
+            tick = time.monotonic() + PROBE_INTERVAL
             with lock:
-                if len(in_flight) < PROBE_MAX_IN_FLIGHT:
-                    proc = subprocess.Popen(_probe_argv(bdir, name), stdout=subprocess.PIPE,
-                                            stderr=subprocess.DEVNULL,
-                                            stdin=subprocess.DEVNULL, text=True)
-                    in_flight.append(proc)
-                    threading.Thread(target=attempt, args=(proc, time.monotonic() - t0),
-                                     daemon=True).start()
-            finished.wait(PROBE_INTERVAL)
+                logged_in = login is not None
+                if logged_in:
+                    for proc in in_flight:  # phase-1 stragglers
+                        proc.kill()
+                elif len(in_flight) < PROBE_MAX_IN_FLIGHT:
+                    launch(mux=False)
+            if logged_in:
+                with lock:
+                    thread = launch(mux=True)
+                thread.join()
+            finished.wait(max(0.0, tick - time.monotonic()))
     finally:
         with lock:
             leftovers = list(in_flight)
@@ -584,8 +616,10 @@ def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
             run.error = "boot-done marker not seen before the deadline"
         else:
             run.ok = True
+            close_master(bdir, name)  # as limapy closes its ssh session before stopping
             run.powerdown = qmp_powerdown(bdir / "qmp.sock", qemu, 60)
     finally:
+        close_master(bdir, name)
         if qemu.poll() is None:
             qemu.kill()
             qemu.wait()
@@ -699,12 +733,14 @@ def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list
          f"running {ratio(m['running'], b_done)}   (target <= 1.15)")
     q_ssh = median([_diff(r.events.get("ssh_ready"), r.qemu_start) for r in lp])
     q_run = median([_diff(r.events.get("running"), r.qemu_start) for r in lp])
+    q_prov = median([_diff(r.events.get("provisioned"), r.qemu_start) for r in lp])
     _say("  limapy breakdown (from ha.stdout.log event times and qemu's /proc start time):")
     _say(f"    apply start -> host agent process starts "
          f"{fmt(median([r.agent_start for r in lp]))}, -> its first event {fmt(ev['started'])}"
          f", -> qemu starts {fmt(q)}")
     _say(f"    qemu start -> ssh_ready event {fmt(q_ssh)} (baseline login {fmt(b_login)}), "
-         f"-> running event {fmt(q_run)} (baseline boot-done {fmt(b_done)})")
+         f"-> provisioned event {fmt(q_prov)} (baseline boot-done {fmt(b_done)}), "
+         f"-> running event {fmt(q_run)} (after mounts, if any)")
     lag_ssh = median([_diff(r.ssh_ready, r.events.get("ssh_ready")) for r in lp])
     lag_run = median([_diff(r.running, r.events.get("running")) for r in lp])
     tail = median([_diff(r.exit, r.running) for r in lp])
@@ -743,6 +779,7 @@ def bench_home(*, pycache: bool = False) -> Iterator[Home]:
     home = Home(path, env)
 
     def on_term(signum: int, _frame: Any) -> None:
+        print(f"signal {signum}: cleaning up {path}", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     old = signal.signal(signal.SIGTERM, on_term)

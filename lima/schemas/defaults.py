@@ -353,7 +353,8 @@ def _fill_all(f: _Filler) -> None:
     _fill_probes(f)
     _fill_port_forwards(f)
     _fill_copy_to_host(f)
-    f.scalar("hostResolver.enabled", True)
+    # Lima's hcs driver (Windows hosts) turns the host resolver off unless it is set.
+    f.scalar("hostResolver.enabled", vm_type != "hcs")
     f.scalar("hostResolver.ipv6", False)
     f.scalar("propagateProxyEnv", True)
     _fill_networks(f)

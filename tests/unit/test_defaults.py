@@ -265,7 +265,7 @@ def test_gotemplate(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["{{if .X}}y{{end}}", "{{.User.Name}}", "{{ .User", "{{.Param.A.B}}"]
+    "text", ["{{range .X}}{{end}}", "{{.User.Name}}", "{{ .User", "{{$x := 1}}"]
 )
 def test_gotemplate_errors(text: str) -> None:
     with pytest.raises(gotemplate.TemplateError):
