@@ -20,8 +20,8 @@ from lima.schemas.sizes import parse_size
 ARCHES = ("x86_64", "aarch64", "armv7l", "ppc64le", "riscv64", "s390x")
 EXPERIMENTAL_ARCHES = ("riscv64", "armv7l", "s390x", "ppc64le")
 OSES = ("Linux", "Darwin", "FreeBSD")
-# Lima v2 drivers, experimental ones included (ac, dc, hcs templates ship with Lima).
-VM_TYPES = ("qemu", "vz", "wsl2", "krunkit", "ac", "dc", "hcs")
+# Lima v2 drivers, experimental ones included (ac, dc, hcs, ext templates ship with Lima).
+VM_TYPES = ("qemu", "vz", "wsl2", "krunkit", "ac", "dc", "hcs", "ext")
 MOUNT_TYPES = ("reverse-sshfs", "9p", "virtiofs", "wsl2")
 PROVISION_MODES = ("system", "user", "boot", "dependency", "data", "yq", "ansible")
 PROTOS = ("tcp", "udp", "any")

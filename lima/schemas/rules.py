@@ -85,7 +85,9 @@ def os_arch_vmtype(ctx: Ctx) -> None:
 def images(ctx: Ctx) -> None:
     listed = ctx.data.get("images")
     if not isinstance(listed, list) or not listed:
-        if listed is None or listed == []:
+        # vmType "ext" drives a machine that already runs (Lima's raspberrypi template):
+        # it boots no image, so Lima's own template lists none.
+        if (listed is None or listed == []) and ctx.data.get("vmType") != "ext":
             ctx.error(("images",), "at least one image must be set")
         return
     for i, image in ctx.entries("images"):

@@ -197,7 +197,14 @@ def _open(
         locator = file_path
     elif _has_scheme(locator):
         scheme = locator.split(":", 1)[0]
-        raise _fail(f"{locator}: unsupported locator scheme {scheme!r}", where, path)
+        # Lima >= 2.0 hands unknown schemes to a `limactl-url-SCHEME` plugin program; the
+        # spec layer runs no processes, so say what Lima would have needed.
+        raise _fail(
+            f"{locator}: unsupported locator scheme {scheme!r} (Lima would run a "
+            f"limactl-url-{scheme} plugin; limapy has no URL plugins)",
+            where,
+            path,
+        )
     if locator == "-":
         if stdin is None:
             raise _fail("reading a template from stdin ('-') is not possible here", where, path)

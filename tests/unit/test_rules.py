@@ -272,6 +272,13 @@ def test_images_are_required() -> None:
     assert errors("images: []\n", base="")[0].line == 1
 
 
+def test_ext_vmtype_needs_no_image_like_lima() -> None:
+    # Lima's experimental/raspberrypi template: an existing machine reached by ssh.address.
+    doc = "vmType: ext\narch: aarch64\nssh:\n  address: pi.local\n"
+    assert problems(doc, base="") == []
+    assert [p.path for p in errors("vmType: qemu\n", base="")] == ["images"]
+
+
 def test_filled_documents_require_image_arch() -> None:
     doc = "images:\n- location: /a.img\n"
     assert errors(doc, base="") == []

@@ -78,6 +78,14 @@ def test_base_as_url_map(tmp_path: Path) -> None:
     assert load_document(str(main)).data == {"cpus": 3}
 
 
+def test_unknown_base_scheme_names_the_lima_url_plugin(tmp_path: Path) -> None:
+    # Lima's experimental/fedora-rawhide uses `fedora-rawhide:` (a limactl-url-* plugin).
+    main = write(tmp_path / "m.yaml", "base:\n- myscheme:some/thing\n")
+    with pytest.raises(SpecError, match="limactl-url-myscheme plugin") as info:
+        load_document(str(main))
+    assert len(info.value.problems) == 1
+
+
 def test_base_digest_is_not_supported_yet(tmp_path: Path) -> None:
     write(tmp_path / "b.yaml", "cpus: 3\n")
     main = write(tmp_path / "m.yaml", "cpus: 1\nbase:\n- url: b.yaml\n  digest: sha256:00\n")
