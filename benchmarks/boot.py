@@ -11,8 +11,9 @@ For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_H
 2. baseline: the SAME qemu command line (lima.drivers.qemu.qemu_argv on a copy of the
    instance's files: kernel/initrd/basedisk linked, a fresh qcow2 overlay over the stopped
    instance's diffdisk, cidata rebuilt with a new instance-id) started directly, with ssh
-   polled by the system `ssh -F ssh.config` every 0.25 s (attempts overlap, ConnectTimeout
-   3 s, because a connection opened before the guest NIC is up stalls until it times out):
+   polled by the system `ssh -F ssh.config` every 0.25 s (attempts overlap until the first
+   login, because a connection opened before the guest NIC is up stalls until
+   ConnectTimeout; then one at a time through a ControlMaster connection):
    qemu start -> first login that reads this boot's IID in /run/lima-ssh-ready, and
    -> /run/lima-boot-done holds the IID. limapy and baseline runs are interleaved
    (ABAB..., order alternating) so machine load hits both alike.
@@ -58,6 +59,7 @@ APPLY_TIMEOUT = {"tiny": 180.0, "default": 900.0}
 PROBE_INTERVAL = 0.25
 PROBE_MAX_IN_FLIGHT = 32
 PROBE_TIMEOUT = 15.0
+CONNECT_TIMEOUT = 3.0  # ssh's ConnectTimeout (also bounds the banner exchange)
 CONVERGED_RUNS = 10
 SSH_READY_MARKER = "/run/lima-ssh-ready"
 BOOT_DONE_MARKER = "/run/lima-boot-done"
@@ -486,8 +488,8 @@ def _probe_argv(bdir: Path, name: str, *, mux: bool) -> list[str]:
     control = (["-o", "ControlMaster=auto", "-o", f"ControlPath={bdir / 'ssh.sock'}",
                 "-o", "ControlPersist=30"] if mux else
                ["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-    return ["ssh", "-F", str(bdir / "ssh.config"), *control, "-o", "ConnectTimeout=3",
-            f"lima-{name}", PROBE_COMMAND]
+    return ["ssh", "-F", str(bdir / "ssh.config"), *control,
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT:g}", f"lima-{name}", PROBE_COMMAND]
 
 
 def close_master(bdir: Path, name: str) -> None:
@@ -505,8 +507,11 @@ def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
     """Poll ssh every PROBE_INTERVAL s until boot-done holds `iid`.
 
     Until the first login reads this boot's ssh-ready marker, a new attempt starts every
-    PROBE_INTERVAL s (they overlap: an attempt made before the guest NIC is up stalls
-    until ConnectTimeout); after it, one attempt at a time through a shared connection.
+    PROBE_INTERVAL s (they overlap: one made before the guest NIC is up stalls until
+    ConnectTimeout, and a SYN lost then is only retried by slirp seconds later); after
+    it, one attempt at a time through a shared connection. On a slow guest (Debian under
+    TCG) the overlapping logins while sshd is up but the user is not yet set up cost the
+    guest CPU: that baseline is then slower than limapy's banner probe + one login.
     Returns (login, done) in seconds after t0 (None if not seen before the deadline);
     `probes` gets (start, end, exit status, stdout) of every attempt.
     """
@@ -538,8 +543,7 @@ def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
 
     def launch(mux: bool) -> threading.Thread:
         proc = subprocess.Popen(_probe_argv(bdir, name, mux=mux), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                text=True)
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
         in_flight.append(proc)
         thread = threading.Thread(target=attempt, args=(proc, time.monotonic() - t0),
                                   daemon=True)
