@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ from lima import paths
 from lima.errors import NotFoundError, SpecError
 
 if TYPE_CHECKING:
+    from lima.drivers.ssh import SSHGuest
     from lima.schemas.spec import InstanceSpec
 
 
@@ -68,6 +71,37 @@ def _read_argv(path: str) -> list[str]:
     return argv
 
 
+class _LazyGuest:
+    """The SSHGuest, built in the readiness thread: paramiko's import and the spec (for the
+    mounts) load while qemu boots instead of delaying its start."""
+
+    def __init__(self, name: str, port: int, user: str, iid: str, timeout: float,
+                 spec: InstanceSpec | None) -> None:
+        self.name, self.port, self.user, self.iid = name, port, user, iid
+        self.timeout, self.spec = timeout, spec
+        self.inner: SSHGuest | None = None
+
+    def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
+        from lima.drivers.mounts import mount_all
+        from lima.drivers.ssh import SSHGuest
+
+        spec = self.spec
+        if spec is None and (paths.instance_dir(self.name) / paths.LIMA_YAML).is_file():
+            from lima.schemas import load_instance
+
+            spec = load_instance(self.name).spec
+        mounts = spec.mounts if spec is not None else ()
+        self.inner = SSHGuest(
+            self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
+            after_boot=(lambda client: mount_all(client, mounts)) if mounts else None,
+        )
+        return self.inner.ready(stop, progress)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
 @click.command(hidden=True)
 @click.option("--iid", required=True, help="Instance-id of this boot (the IID markers hold it).")
 @click.option("--ssh-port", type=int, default=0, help="Host port forwarded to the guest's 22.")
@@ -87,8 +121,6 @@ def hostagent(
 ) -> int:
     """Run the host agent of instance NAME (started by `limactl start`)."""
     from lima.drivers.hostagent import HostAgent, pick_ssh_port
-    from lima.drivers.mounts import mount_all
-    from lima.drivers.ssh import SSHGuest
 
     setup_json_logging()
     inst_dir = paths.instance_dir(name)
@@ -108,11 +140,7 @@ def hostagent(
         assert spec is not None
         argv = _qemu_command(spec, inst_dir, ssh_port)
     user = ssh_user or (spec.user.name if spec else "")
-    mounts = spec.mounts if spec is not None else ()
-    guest = SSHGuest(
-        ssh_port, user, paths.user_identity(), iid, timeout=boot_timeout,
-        after_boot=(lambda client: mount_all(client, mounts)) if mounts else None,
-    )
+    guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec)
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
                       stop_timeout=stop_timeout)
     return agent.run()

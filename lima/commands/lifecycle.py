@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from lima.states.model import DesiredState, ObservedState
 
 
+_BOOT_PATH = ("created", "cidata_built", "booting", "ssh_ready", "provisioned", "running")
+
+
 def _say(msg: str) -> None:
     click.echo(msg, err=True)
 
@@ -79,9 +82,17 @@ def converge(
 
     def on_phase(phase: object, elapsed: float) -> None:
         label = str(getattr(phase, "value", phase))
-        if driver.actions or label not in ("running", "stopped", "absent"):
-            shown.append(label)
-            _say(f"[{name}] {label:<13} {time.monotonic() - start:6.1f} s")
+        if not driver.actions and label in ("running", "stopped", "absent"):
+            return
+        # One pass can cross several phases of the boot path (the facts showed the later
+        # one already): name each phase passed, so every run prints the same lines.
+        if shown and shown[-1] in _BOOT_PATH and label in _BOOT_PATH:
+            passed = _BOOT_PATH[_BOOT_PATH.index(shown[-1]) + 1:_BOOT_PATH.index(label)]
+        else:
+            passed = ()
+        for step in (*passed, label):
+            shown.append(step)
+            _say(f"[{name}] {step:<13} {time.monotonic() - start:6.1f} s")
 
     with instance_lock(name, wait=wait_lock, timeout=timeout):
         try:

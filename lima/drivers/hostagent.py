@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 QEMU_STDOUT = "qemu.stdout.log"
 QEMU_STDERR = "qemu.stderr.log"
-_POLL = 0.2  # main loop tick: signals are noticed within this time
+_POLL = 0.05  # main loop tick: signals are noticed within this time
 
 
 # --- events -------------------------------------------------------------------------------
@@ -133,7 +133,8 @@ def serve_info(sock_path: Path, info: Callable[[], dict[str, Any]]) -> _UnixHTTP
         sock_path.unlink()
     server = _UnixHTTPServer(str(sock_path), _InfoHandler)
     server.info = info
-    threading.Thread(target=server.serve_forever, name="ha-api", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ha-api",
+                     daemon=True).start()
     return server
 
 

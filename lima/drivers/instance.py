@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lima import paths
 from lima.drivers import hostagent, procs, store
@@ -38,9 +38,12 @@ from lima.states.actions import (
 )
 from lima.states.model import DesiredState, ObservedState
 
+if TYPE_CHECKING:
+    from lima.schemas.spec import InstanceSpec
+
 log = logging.getLogger(__name__)
 
-_POLL = 0.2
+_POLL = 0.05  # reading ha.stdout.log is cheap; progress shows with little lag
 QEMU_START_TIMEOUT = 30.0
 STOP_TIMEOUT = 90.0
 
@@ -202,7 +205,7 @@ class QemuDriver:
                 return Outcome.success()
         raise PermanentError(f"unknown action {action!r}")
 
-    def _spec(self, desired: DesiredState) -> Any:
+    def _spec(self, desired: DesiredState) -> InstanceSpec:
         if desired.spec is None:
             raise PermanentError("no spec to act on (a bug: the verb must pass it)")
         return desired.spec
@@ -244,8 +247,12 @@ class QemuDriver:
         if not _hostagent_alive(inst):
             for stale in (paths.QEMU_PID, paths.HA_PID):
                 (inst / stale).unlink(missing_ok=True)
-            hostagent.start_hostagent(name, iid=iid, ssh_port=port,
-                                      stop_timeout=STOP_TIMEOUT / 2)
+            hostagent.start_hostagent(
+                name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
+                # The agent need not load the spec before it starts qemu.
+                qemu_argv=self._qemu_command(spec, inst, port),
+                extra_args=("--ssh-user", spec.user.name),
+            )
         deadline = time.monotonic() + QEMU_START_TIMEOUT
         while procs.qemu_pid(inst) is None:
             if not _hostagent_alive(inst) or time.monotonic() > deadline:
@@ -259,6 +266,16 @@ class QemuDriver:
             time.sleep(0.05)
         log.debug("%s: qemu is up (ssh port %d, spec cpus %d)", name, port, spec.cpus)
         return Outcome.success()
+
+    @staticmethod
+    def _qemu_command(spec: InstanceSpec, inst: Path, port: int) -> list[str]:
+        from lima.drivers.accel import detect_accel
+        from lima.drivers.qemu import cpu_model, qemu_argv, qemu_binary
+
+        binary = qemu_binary(spec.arch)
+        # detect_accel logs the one-line warning when it falls back to TCG.
+        accel = detect_accel(spec.arch, binary=binary, cpu=cpu_model(spec, "kvm"))
+        return qemu_argv(spec, inst, ssh_port=port, accel=accel.name, binary=binary)
 
     def _wait(
         self, inst: Path, budget: float, done: Callable[[AgentProgress], bool], what: str

@@ -229,7 +229,9 @@ def wait_ssh(
 
     retrying = tenacity.Retrying(
         stop=_deadline_stop(deadline),
-        wait=tenacity.wait_random_exponential(multiplier=0.25, max=2.0),
+        # Once sshd answers, a refused login (key not installed yet) clears within a second:
+        # retry soon rather than backing off for seconds.
+        wait=tenacity.wait_random_exponential(multiplier=0.1, max=0.5),
         retry=tenacity.retry_if_exception_type(TemporaryError),
         before_sleep=lambda state: log.debug(
             "ssh not ready (attempt %d): %s",
@@ -247,7 +249,7 @@ def wait_ssh(
 SSH_READY_MARKER = "/run/lima-ssh-ready"
 BOOT_DONE_MARKER = "/run/lima-boot-done"
 BOOT_FAILED_MARKER = "/run/lima-boot-failed"
-_MARKER_POLL = 0.5
+_MARKER_POLL = 0.2
 
 AfterBoot = Callable[[paramiko.SSHClient], list[str]]
 
