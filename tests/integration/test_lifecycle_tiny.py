@@ -57,6 +57,24 @@ def test_apply_shell_stop_apply_delete(limactl: Limactl, tiny_yaml: Path) -> Non
     assert ssh.returncode == 0, ssh.stderr
     assert "unchanged" in limactl("apply", str(tiny_yaml)).stdout
 
+    # A changed spec is reported, and the running instance is left as it was.
+    original = tiny_yaml.read_text()
+    tiny_yaml.write_text(original + "cpus: 2\n")
+    changed = limactl("apply", str(tiny_yaml))
+    assert "t: changed; restart needed" in changed.stdout
+    assert record(limactl)["status"] == "Running"
+    assert record(limactl)["cpus"] == 1
+    assert status_json(limactl.home)["iid"] == first_iid
+    # An invalid spec fails with file:line and touches nothing.
+    tiny_yaml.write_text(original + "cpus: -1\n")
+    bad = limactl("apply", str(tiny_yaml), check=False)
+    assert bad.returncode == 1
+    assert "t.yaml:" in bad.stderr and "cpus" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert record(limactl)["status"] == "Running"
+    assert status_json(limactl.home)["iid"] == first_iid
+    tiny_yaml.write_text(original)
+
     limactl("stop", "t", timeout=120)
     assert record(limactl)["status"] == "Stopped"
     assert qemu_pids_for(limactl.home) == []
