@@ -34,7 +34,6 @@ HA_STDERR = "ha.stderr.log"
 STATUS_JSON = "status.json"
 # Ours: the instance-id and ssh port the current cidata.iso was built for.
 CIDATA_META = "cidata.json"
-LOCK_FILE = "lock"
 
 # Unix socket paths are limited to 108 bytes on Linux (sun_path), NUL included.
 UNIX_PATH_MAX = 104

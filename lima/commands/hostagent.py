@@ -50,17 +50,6 @@ def setup_json_logging(level: int = logging.INFO) -> None:
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
-def _qemu_command(spec: InstanceSpec, inst_dir: Path, ssh_port: int) -> list[str]:
-    from lima.drivers.accel import detect_accel
-    from lima.drivers.qemu import qemu_argv, qemu_binary
-
-    binary = qemu_binary(spec.arch)
-    accel = detect_accel(spec.arch, binary=binary)
-    if accel.name != "kvm":
-        logging.getLogger(__name__).warning("using %s (slow): %s", accel.name, accel.reason)
-    return qemu_argv(spec, inst_dir, ssh_port=ssh_port, accel=accel.name, binary=binary)
-
-
 def _read_argv(path: str) -> list[str]:
     try:
         argv = json.loads(Path(path).read_text())
@@ -138,7 +127,9 @@ def hostagent(
         argv = _read_argv(qemu_argv_json)
     else:
         assert spec is not None
-        argv = _qemu_command(spec, inst_dir, ssh_port)
+        from lima.drivers.qemu import qemu_command
+
+        argv = qemu_command(spec, inst_dir, ssh_port)
     user = ssh_user or (spec.user.name if spec else "")
     guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec)
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,

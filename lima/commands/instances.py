@@ -15,7 +15,7 @@ from lima.drivers import store
 from lima.errors import LimaError, NotFoundError
 
 
-def _prepare_disks_if_available(spec: Any) -> Any:
+def _disk_preparer(spec: Any) -> Any:
     """The disk preparation step of `create` (basedisk, diffdisk, kernel, initrd)."""
     from lima.drivers.images import prepare_disks
 
@@ -37,7 +37,10 @@ def create_from_locator(locator: str, name: str | None, stdin: bytes | None) -> 
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)
     text = schemas.dump_yaml(resolved.document.data)
-    return store.create_instance(name, text, _prepare_disks_if_available(resolved.spec))
+    from lima.controller.lock import instance_lock
+
+    with instance_lock(name, wait=False):
+        return store.create_instance(name, text, _disk_preparer(resolved.spec))
 
 
 @click.command()
@@ -95,6 +98,7 @@ def instance_record(name: str) -> dict[str, Any]:
             rec.update(
                 vmType=spec.vm_type, arch=spec.arch, cpuType=spec.cpu_type, cpus=spec.cpus,
                 memory=spec.memory, disk=spec.disk, sshLocalPort=spec.ssh.local_port,
+                config=dict(spec.raw),
             )
             if spec.message:
                 rec["message"] = spec.message
@@ -113,8 +117,10 @@ def instance_record(name: str) -> dict[str, Any]:
         port = read_cidata_meta(inst_dir).get("sshLocalPort")
         if isinstance(port, int) and port:
             rec["sshLocalPort"] = port
-    if not rec["errors"]:
-        del rec["errors"]
+    # Lima omits these keys when they are zero or empty (`omitempty`).
+    for key in ("cpus", "memory", "disk", "sshLocalPort", "hostAgentPID", "driverPID", "errors"):
+        if not rec.get(key):
+            rec.pop(key, None)
     return rec
 
 
@@ -122,15 +128,15 @@ _COLUMNS = ("NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY", "DISK",
 
 
 def _table_row(rec: dict[str, Any]) -> list[str]:
-    ssh = f"127.0.0.1:{rec['sshLocalPort']}" if rec["sshLocalPort"] else "127.0.0.1:0"
+    ssh = f"127.0.0.1:{rec.get('sshLocalPort', 0)}"
     home = str(Path.home())
     d = rec["dir"]
     if d.startswith(home + "/"):
         d = "~" + d[len(home):]
     return [
-        rec["name"], rec["status"], ssh, rec["vmType"], rec["arch"], str(rec["cpus"]),
-        _size(rec["memory"]) if rec["memory"] else "0B",
-        _size(rec["disk"]) if rec["disk"] else "0B", d,
+        rec["name"], rec["status"], ssh, rec["vmType"], rec["arch"], str(rec.get("cpus", 0)),
+        _size(rec.get("memory", 0)) if rec.get("memory") else "0B",
+        _size(rec.get("disk", 0)) if rec.get("disk") else "0B", d,
     ]
 
 
@@ -173,6 +179,8 @@ def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool) -> None:
 @click.option("--force", "-f", is_flag=True, help="Stop the instance first if it is running.")
 def delete(names: tuple[str, ...], force: bool) -> None:
     """Delete instances (their disks and everything in their directory)."""
+    from lima.controller.lock import instance_lock
+
     for name in names:
         inst_dir = store.require_instance(name)
         if store.is_protected(inst_dir):
@@ -180,15 +188,18 @@ def delete(names: tuple[str, ...], force: bool) -> None:
                 f"instance {name!r} is protected (run `limactl unprotect {name}` first)"
             )
         ins = store.inspect_processes(name, inst_dir)
-        if ins.hostagent_pid or ins.driver_pid:
-            if not force:
-                raise LimaError(
-                    f"instance {name!r} is running; stop it first or use `limactl delete -f`"
-                )
+        running = bool(ins.hostagent_pid or ins.driver_pid)
+        if running and not force:
+            raise LimaError(
+                f"instance {name!r} is running; stop it first or use `limactl delete -f`"
+            )
+        if running:
             from lima.commands.lifecycle import stop_instance
 
             stop_instance(name, force=True)
-        store.delete_instance_dir(inst_dir)
+        # Nobody else may be driving it while its directory goes away.
+        with instance_lock(name, wait=False):
+            store.delete_instance_dir(inst_dir)
         click.echo(f"Deleted {name!r} ({inst_dir})")
 
 

@@ -44,6 +44,13 @@ class _Counting:
 
 
 def _stored_generation(name: str) -> str | None:
+    """The generation the instance was last driven with (status.json), else the one of its
+    stored lima.yaml (a created, never started instance)."""
+    from lima.controller.status_store import StatusStore
+
+    status = StatusStore().load(name)
+    if status is not None and status.generation:
+        return status.generation
     from lima import schemas
     from lima.errors import SpecError
 
@@ -76,7 +83,7 @@ def converge(
     from lima.states.model import DesiredState, RunState
 
     desired = DesiredState(spec=spec, generation=generation, run_state=RunState(run_state))
-    driver = _Counting(QemuDriver(documents, stored_generation=None))
+    driver = _Counting(QemuDriver(documents))
     start = time.monotonic()
     shown: list[str] = []
 
@@ -151,7 +158,9 @@ def apply(files: tuple[str, ...], name: str | None, timeout: float) -> None:
             _say(str(w))
         if exists:
             stored = _stored_generation(inst_name)
-            if stored is not None and stored != gen:
+            # An unreadable stored spec counts as changed: booting the new one would leave
+            # lima.yaml and the VM disagreeing.
+            if stored != gen:
                 click.echo(f"{inst_name}: changed; restart needed")
                 continue
         text = schemas.dump_yaml(resolved.document.data)

@@ -138,8 +138,7 @@ def ssh_port(name: str, inst_dir: Path) -> int:
     port = info.get("sshLocalPort") if info else None
     if isinstance(port, int) and port > 0:
         return port
-    pid = procs.read_pid(inst_dir / paths.HA_PID)
-    if pid is not None and procs.pid_alive(pid):
+    if procs.hostagent_pid(inst_dir) is not None:
         # The agent runs but did not answer in time: ssh.config has the same port.
         fallback = _config_port(inst_dir)
         if fallback:

@@ -68,15 +68,25 @@ def reconcile_pass(
     *,
     rearm_first: bool = False,
     budget_cap: float | None = None,
+    previous: Status | None = None,
 ) -> Pass:
-    """One pass, returning the decision too (reconcile_until needs it)."""
+    """One pass, returning the decision too (reconcile_until needs it).
+
+    `previous`: the status of the caller's last pass, used when nothing is stored (an
+    instance without a directory, e.g. after a create that failed: its Stalled reason is
+    kept in memory, never written into a directory that must not exist).
+    """
     now = clock.now()
     loaded = store.load(name)
-    status = loaded if loaded is not None else Status(since=now)
+    status = loaded if loaded is not None else (previous or Status(since=now))
     if rearm_first:
         status = rearm(status, now, desired.generation)
     observed = driver.observe(name)
     status = resync(status, observed, desired, now)
+    if rearm_first:
+        # resync may just have recorded a crash (a guest that powered off, a host reboot)
+        # and armed the crash-loop backoff: a user asking now should not wait it out.
+        status = rearm(status, now, desired.generation)
     decision = decide(desired, observed, status, now)
     if not isinstance(decision, Wait | Done | Stalled):
         if status != loaded:
@@ -130,7 +140,7 @@ def reconcile_until(
         left = deadline - clock.now()
         p = reconcile_pass(
             name, desired, driver, store, clock, rearm_first=rearm_first and i == 0,
-            budget_cap=max(1.0, left),
+            budget_cap=max(1.0, left), previous=status if i else None,
         )
         status = p.status
         if on_phase is not None and status.phase is not last:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from lima import paths
 from lima.states.model import Status
-from lima.states.phases import Phase
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +47,15 @@ class StatusStore:
             return None
 
     def save(self, name: str, status: Status) -> bool:
-        """Write atomically; False (nothing written) for an absent instance without a dir.
+        """Write atomically; False (nothing written) when the instance has no directory.
 
-        The directory is created only for a status worth keeping (phase other than absent,
-        e.g. a create that failed before writing anything: its Stalled reason and backoff
-        must survive). An absent status never creates it: a delete must not resurrect it.
+        The store never creates an instance directory: a failed create must leave nothing
+        behind (its reason reaches the user through the verb's error), and a delete must
+        not be resurrected.
         """
         p = self.path(name)
         if not p.parent.is_dir():
-            if status.phase is Phase.ABSENT:
-                return False
-            p.parent.mkdir(parents=True, exist_ok=True)
+            return False
         data = json.dumps(status.to_json(), indent=2, sort_keys=False) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=p.parent)
         try:

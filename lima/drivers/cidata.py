@@ -1,8 +1,9 @@
 """Build cidata.iso, the NoCloud seed of one boot (label `cidata`, Rock Ridge names).
 
 Called by the controller's build_cidata step before every boot, with a fresh
-instance-id (`new_iid()`): cloud-init then treats each boot as a new instance and
-re-applies network and users, and boot.sh's markers can be told apart per boot.
+instance-id (chosen by `lima.states.decide.new_iid`): cloud-init then treats each boot
+as a new instance and re-applies network and users, and boot.sh's markers can be told
+apart per boot.
 The file contents come from `lima.drivers.cloudconfig` (pure) and the shipped
 assets in lima/assets/cidata; this module only lays them out and writes the ISO.
 
@@ -19,8 +20,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,11 +53,6 @@ class SeedFile:
     path: str  # "boot/10-hostname.sh"
     data: bytes
     executable: bool = False
-
-
-def new_iid() -> str:
-    """A fresh instance-id: Lima's `iid-<unix time>` plus random bits (two boots a second)."""
-    return f"iid-{int(time.time())}-{secrets.token_hex(3)}"
 
 
 def parse_boot_failed(text: str) -> tuple[str, list[str]]:

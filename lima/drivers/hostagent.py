@@ -201,11 +201,6 @@ def write_pidfile(path: Path, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def _is_hostagent(pid: int) -> bool:
-    argv = procs.cmdline(pid)
-    return procs.pid_alive(pid) and "hostagent" in argv
-
-
 class HostAgent:
     """Runs one instance: qemu as a child, the API, the events, the guest readiness.
 
@@ -244,8 +239,8 @@ class HostAgent:
     def run(self, *, install_signals: bool = True) -> int:
         """Run until qemu exits or a stop is requested; returns the exit code."""
         pid_path = self.inst_dir / paths.HA_PID
-        other = procs.read_pid(pid_path)
-        if other and other != os.getpid() and _is_hostagent(other):
+        other = procs.hostagent_pid(self.inst_dir)
+        if other and other != os.getpid():
             raise BusyError(f"a host agent (pid {other}) already runs for {self.inst_dir}")
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
@@ -405,7 +400,8 @@ def pick_ssh_port(preferred: int = 0) -> int:
     return port
 
 
-def _tail(path: Path, n: int = 10) -> str:
+def tail_lines(path: Path, n: int = 10) -> str:
+    """The last `n` lines of a log file ("" when unreadable)."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
@@ -458,13 +454,13 @@ def start_hostagent(
         if proc.poll() is not None:
             raise TemporaryError(
                 f"host agent exited with status {proc.returncode} before it answered\n"
-                f"{_tail(stderr_path)}"
+                f"{tail_lines(stderr_path)}"
             )
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait()
             raise TemporaryError(f"host agent did not answer on ha.sock within {timeout:g} s\n"
-                                 f"{_tail(stderr_path)}")
+                                 f"{tail_lines(stderr_path)}")
         time.sleep(0.05)
     return proc.pid
 
@@ -497,9 +493,7 @@ def stop_hostagent(inst_dir: Path, *, timeout: float = 90.0, force: bool = False
     without its agent is stopped too (SIGTERM, or SIGKILL with `force`).
     Raises TemporaryError when the agent is still there after `timeout`.
     """
-    pid_path = inst_dir / paths.HA_PID
-    pid = procs.read_pid(pid_path)
-    agent = pid if pid is not None and _is_hostagent(pid) else None
+    agent = procs.hostagent_pid(inst_dir)
     if agent is not None and not force:
         with contextlib.suppress(ProcessLookupError):
             os.kill(agent, signal.SIGTERM)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from lima import paths
 from lima.drivers import hostagent, procs, store
+from lima.drivers.qemu import qemu_command
 from lima.errors import LimaError, NotFoundError, PermanentError, SpecError, TemporaryError
 from lima.states.actions import (
     Abort,
@@ -77,19 +78,22 @@ def agent_progress(inst_dir: Path) -> AgentProgress:
             ssh_ready = provisioned = running = True
         if st.get("exiting"):
             exited = True
-        errs = st.get("errors") or []
+        errs = st.get("errors")
         if isinstance(errs, list):
-            errors = [str(e) for e in errs] if errs else errors
+            errors = [str(e) for e in errs]  # the latest event tells the current errors
     return AgentProgress(True, ssh_ready, provisioned, running, exited, tuple(errors))
 
 
 _QEMU_REFUSED = re.compile(r"qemu exited with status [1-9][0-9]*: .*qemu-system-[\w-]+: ")
+# Refusals that another attempt can get past: a forwarded port taken between picking it
+# and qemu binding it, or a disk still locked by a qemu that is going away.
+_QEMU_TRANSIENT = re.compile(r"host forwarding rule|Address already in use|Failed to get .* lock")
 
 
 def qemu_refused(errors: tuple[str, ...]) -> bool:
     """qemu exited on its own with an error about its configuration (a missing disk, a bad
     option): booting again cannot help, so it is permanent rather than a crash to retry."""
-    return any(_QEMU_REFUSED.search(e) for e in errors)
+    return any(_QEMU_REFUSED.search(e) and not _QEMU_TRANSIENT.search(e) for e in errors)
 
 
 def read_cidata_meta(inst_dir: Path) -> dict[str, Any]:
@@ -101,23 +105,14 @@ def read_cidata_meta(inst_dir: Path) -> dict[str, Any]:
 
 
 def _hostagent_alive(inst_dir: Path) -> bool:
-    pid = procs.read_pid(inst_dir / paths.HA_PID)
-    return pid is not None and procs.pid_alive(pid) and "hostagent" in procs.cmdline(pid)
-
-
-def _tail(path: Path, n: int = 8) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
+    return procs.hostagent_pid(inst_dir) is not None
 
 
 def failure_context(inst_dir: Path) -> str:
     """The last lines of serial.log and ha.stderr.log, for a failure message."""
     parts = []
     for name in (paths.SERIAL_LOG, paths.HA_STDERR, hostagent.QEMU_STDERR):
-        tail = _tail(inst_dir / name)
+        tail = hostagent.tail_lines(inst_dir / name, 8)
         if tail.strip():
             parts.append(f"--- last lines of {inst_dir / name}:\n{tail}")
     return "\n".join(parts)
@@ -127,14 +122,8 @@ class QemuDriver:
     """Driver over real QEMU guests. `documents` maps an instance name to the lima.yaml
     text CreateInstance writes (apply/create know it; other verbs never create)."""
 
-    def __init__(
-        self,
-        documents: Mapping[str, str] | None = None,
-        *,
-        stored_generation: Callable[[str], str | None] | None = None,
-    ) -> None:
+    def __init__(self, documents: Mapping[str, str] | None = None) -> None:
         self.documents = dict(documents or {})
-        self._stored_generation = stored_generation
 
     # --- observe ----------------------------------------------------------------------
 
@@ -157,10 +146,6 @@ class QemuDriver:
             markers_read=ha_alive,
             ssh_ready_iid=iid if prog.ssh_ready else None,
             boot_done_iid=iid if prog.provisioned else None,
-            boot_failed=None,
-            stored_generation=(
-                self._stored_generation(name) if self._stored_generation else None
-            ),
             agent_errors=prog.errors if prog.running else (),
         )
 
@@ -211,15 +196,18 @@ class QemuDriver:
         return desired.spec
 
     def _create(self, name: str, desired: DesiredState) -> Outcome:
+        from lima.drivers.images import prepare_disks
+
         inst = paths.instance_dir(name)
         if (inst / paths.LIMA_YAML).is_file():
+            # An instance whose disks went missing gets them again (prepare is idempotent).
+            if not ((inst / paths.BASEDISK).exists() and (inst / paths.DIFFDISK).exists()):
+                prepare_disks(self._spec(desired), inst)
             return Outcome.success()
         text = self.documents.get(name)
         if text is None:
             return Outcome.failure(f"instance {name!r} does not exist; create it first")
         spec = self._spec(desired)
-        from lima.drivers.images import prepare_disks
-
         store.create_instance(name, text, lambda tmp: prepare_disks(spec, tmp))
         return Outcome.success()
 
@@ -250,7 +238,7 @@ class QemuDriver:
             hostagent.start_hostagent(
                 name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
                 # The agent need not load the spec before it starts qemu.
-                qemu_argv=self._qemu_command(spec, inst, port),
+                qemu_argv=qemu_command(spec, inst, port),
                 extra_args=("--ssh-user", spec.user.name),
             )
         deadline = time.monotonic() + QEMU_START_TIMEOUT
@@ -266,16 +254,6 @@ class QemuDriver:
             time.sleep(0.05)
         log.debug("%s: qemu is up (ssh port %d, spec cpus %d)", name, port, spec.cpus)
         return Outcome.success()
-
-    @staticmethod
-    def _qemu_command(spec: InstanceSpec, inst: Path, port: int) -> list[str]:
-        from lima.drivers.accel import detect_accel
-        from lima.drivers.qemu import cpu_model, qemu_argv, qemu_binary
-
-        binary = qemu_binary(spec.arch)
-        # detect_accel logs the one-line warning when it falls back to TCG.
-        accel = detect_accel(spec.arch, binary=binary, cpu=cpu_model(spec, "kvm"))
-        return qemu_argv(spec, inst, ssh_port=port, accel=accel.name, binary=binary)
 
     def _wait(
         self, inst: Path, budget: float, done: Callable[[AgentProgress], bool], what: str

@@ -125,7 +125,7 @@ def mount_all(client: paramiko.SSHClient, mounts: Sequence[Mount]) -> list[str]:
             mount_one(client, mount)
             log.info("mounted %s on %s%s", mount.location, mount.mount_point,
                      "" if mount.writable else " (read-only)")
-        except LimaError as exc:
+        except (LimaError, OSError, paramiko.SSHException) as exc:
             log.error("mount %s on %s failed: %s", mount.location, mount.mount_point, exc)
             errors.append(f"mount {mount.location} on {mount.mount_point} failed: {exc}")
     return errors

@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from lima.paths import QEMU_PID
+from lima.paths import HA_PID, QEMU_PID
 
 _POLL = 0.05  # seconds between liveness checks while waiting for an exit
 
@@ -90,6 +90,28 @@ def qemu_pid(inst_dir: Path) -> int | None:
     """The PID of this instance's live qemu, from qemu.pid, checked; None when not running."""
     pid = read_pid(inst_dir / QEMU_PID)
     if pid is None or not pid_alive(pid) or not is_instance_qemu(pid, inst_dir):
+        return None
+    return pid
+
+
+def is_instance_hostagent(pid: int, inst_dir: Path) -> bool:
+    """True when `pid` is the host agent of this instance: a `hostagent` command whose
+    last argument is the instance's name and whose cwd is its directory (the agent is
+    started there), so a recycled PID, or another instance's agent, never matches."""
+    argv = cmdline(pid)
+    if "hostagent" not in argv or argv[-1] != inst_dir.name:
+        return False
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return _same_file(cwd, inst_dir)
+
+
+def hostagent_pid(inst_dir: Path) -> int | None:
+    """The PID of this instance's live host agent, from ha.pid, checked; else None."""
+    pid = read_pid(inst_dir / HA_PID)
+    if pid is None or not pid_alive(pid) or not is_instance_hostagent(pid, inst_dir):
         return None
     return pid
 

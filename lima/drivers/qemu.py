@@ -218,6 +218,16 @@ def _read_cmdline(path: Path) -> str:
         return ""
 
 
+def qemu_command(spec: InstanceSpec, inst_dir: Path, ssh_port: int) -> list[str]:
+    """The full qemu command for an instance on this host: binary (QEMU_SYSTEM_* honoured),
+    accelerator (probed; detect_accel warns once when it falls back to TCG), then argv."""
+    from lima.drivers.accel import detect_accel
+
+    binary = qemu_binary(spec.arch)
+    accel = detect_accel(spec.arch, binary=binary, cpu=cpu_model(spec, "kvm"))
+    return qemu_argv(spec, inst_dir, ssh_port=ssh_port, accel=accel.name, binary=binary)
+
+
 def qemu_argv(
     spec: InstanceSpec,
     inst_dir: Path,

@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lima import LIMA_COMPAT_VERSION, paths
 from lima.drivers import procs
@@ -126,15 +125,13 @@ class Inspection:
     driver_pid: int = 0
     protected: bool = False
     lima_version: str = ""
-    status_json: dict[str, Any] = field(default_factory=dict)
 
 
 def inspect_processes(name: str, inst_dir: Path) -> Inspection:
     """Status from pid files: both alive = Running, none = Stopped, else Broken."""
-    ha = procs.read_pid(inst_dir / paths.HA_PID)
-    qemu = procs.read_pid(inst_dir / paths.QEMU_PID)
-    ha_alive = ha is not None and procs.pid_alive(ha)
-    qemu_alive = qemu is not None and procs.pid_alive(qemu)
+    ha = procs.hostagent_pid(inst_dir)
+    qemu = procs.qemu_pid(inst_dir)
+    ha_alive, qemu_alive = ha is not None, qemu is not None
     ins = Inspection(name=name, dir=inst_dir, status=STATUS_STOPPED)
     ins.protected = is_protected(inst_dir)
     with contextlib.suppress(OSError):

@@ -224,7 +224,9 @@ def test_stop_powers_down_then_kills(inst_dir: Path, run_agent: Callable[..., Ru
 
 
 def test_refuses_a_second_agent(inst_dir: Path) -> None:
-    other = runner.spawn([sys.executable, "-c", "import time; time.sleep(60)", "hostagent"])
+    # Looks like this instance's agent: `hostagent NAME` running in the instance directory.
+    other = runner.spawn([sys.executable, "-c", "import time; time.sleep(60)", "hostagent",
+                          inst_dir.name], cwd=inst_dir)
     try:
         # Until it has exec'd, /proc/PID/cmdline is still pytest's.
         wait_for(lambda: "hostagent" in procs.cmdline(other.pid))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from lima import paths
 from lima.controller.clock import FakeClock
 from lima.controller.fake import FakeDriver
 from lima.controller.reconcile import (
@@ -119,7 +120,8 @@ def test_permanent_failure_stalls(driver: FakeDriver, clock: FakeClock) -> None:
     assert s.last_error is not None and "digest mismatch" in s.last_error
     assert kinds(driver) == [CreateInstance]  # never retried
     # The controller (no rearm) leaves it alone; a user asking again retries once it is fixed.
-    assert reconcile_pass("vm", RUN, driver, StatusStore(), clock).outcome is None
+    assert reconcile_pass("vm", RUN, driver, StatusStore(), clock, previous=s).outcome is None
+    assert not (paths.instance_dir("vm")).exists()  # the failed create left nothing behind
     driver.digest_mismatch = False
     assert until("vm", RUN, driver, clock).phase is Phase.RUNNING
 

@@ -135,11 +135,6 @@ def test_unknown_param_in_script_is_a_spec_error(tmp_path: Path) -> None:
         _build(tmp_path, provision=(Provision(mode="system", script="{{.Param.NOPE}}"),))
 
 
-def test_new_iid_unique() -> None:
-    a, b = cidata.new_iid(), cidata.new_iid()
-    assert a != b and a.startswith("iid-")
-
-
 def test_parse_boot_failed() -> None:
     assert cidata.parse_boot_failed("iid-1\n/x/a: exit 2\n") == ("iid-1", ["/x/a: exit 2"])
     assert cidata.parse_boot_failed("") == ("", [])

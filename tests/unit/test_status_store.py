@@ -51,7 +51,10 @@ def test_missing_dir_and_file(_isolated_home: Path) -> None:
     assert store.save("nope", Status(phase=Phase.ABSENT)) is False
     assert not (_isolated_home / "nope").exists()  # a save never resurrects a deleted instance
     failed = Status(phase=Phase.FAILED, last_error="digest mismatch")
-    assert store.save("nope", failed) is True  # a failed create keeps its reason
+    assert store.save("nope", failed) is False  # a failed create leaves no directory
+    assert not (_isolated_home / "nope").exists()
+    (_isolated_home / "nope").mkdir()
+    assert store.save("nope", failed) is True
     assert store.load("nope") == failed
 
 

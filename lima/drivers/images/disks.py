@@ -276,6 +276,9 @@ def create_diffdisk(inst_dir: Path, size: int) -> None:
     try:
         runner.run(argv)
         os.replace(tmp, inst_dir / paths.DIFFDISK)
+    except runner.CommandError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PermanentError(f"cannot create diffdisk: {exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
