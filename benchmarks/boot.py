@@ -54,6 +54,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lima.drivers import procs  # noqa: E402 (after the sys.path line above)
+
 EXAMPLES = {"tiny": REPO / "examples" / "tiny.yaml", "default": REPO / "examples" / "default.yaml"}
 APPLY_TIMEOUT = {"tiny": 180.0, "default": 900.0}
 PROBE_INTERVAL = 0.25
@@ -219,27 +221,10 @@ class Home:
         return [*base, *args]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+# Process facts come from the driver's own helpers (zombies count as dead).
+_pid_alive = procs.pid_alive
+_read_pid = procs.read_pid
+_cmdline = procs.cmdline
 
 
 def _kill_pid(pid: int, must_contain: str) -> None:
@@ -454,11 +439,12 @@ def prepare_baseline(home: Home, name: str, bdir: Path) -> tuple[list[str], str,
     same way: qemu_argv, a fresh cidata with a new IID, ssh.config.
     """
     from lima.drivers.accel import detect_accel
-    from lima.drivers.cidata import build_cidata, new_iid
+    from lima.drivers.cidata import build_cidata
     from lima.drivers.identity import ensure_identity
     from lima.drivers.qemu import qemu_argv, qemu_binary
     from lima.drivers.sshconfig import write_ssh_config
     from lima.schemas import load_instance
+    from lima.states.decide import new_iid
 
     inst = home.path / name
     shutil.rmtree(bdir, ignore_errors=True)
@@ -471,7 +457,7 @@ def prepare_baseline(home: Home, name: str, bdir: Path) -> tuple[list[str], str,
                     str(inst / "diffdisk"), str(bdir / "diffdisk")], check=True)
     spec = load_instance(name).spec
     identity = ensure_identity()
-    iid = new_iid()
+    iid = new_iid(time.time(), None)
     build_cidata(spec, bdir, iid=iid, identity=identity)
     port = _free_port()
     write_ssh_config(spec, bdir, port=port, identity=identity)

@@ -502,13 +502,7 @@ def test_build_scheme_uses_the_builder(tmp_path: Path, monkeypatch: pytest.Monke
     (built / "kernel").write_bytes(b"kernel")
     (built / "initrd").write_bytes(b"initrd")
     calls: list[str] = []
-
-    @dataclass(frozen=True)
-    class BuiltImage:
-        image: Path
-        kernel: Path | None
-        initrd: Path | None
-        cmdline: str | None
+    from lima.drivers.images.build import BuiltImage
 
     def build_image(name: str) -> BuiltImage:
         calls.append(name)
