@@ -13,6 +13,7 @@ import yaml
 from lima import paths
 from lima.drivers import store
 from lima.errors import LimaError, NotFoundError
+from lima.names import guest_hostname
 
 
 def _disk_preparer(spec: Any) -> Any:
@@ -67,7 +68,7 @@ def instance_record(name: str) -> dict[str, Any]:
     ins = store.inspect_processes(name, inst_dir)
     rec: dict[str, Any] = {
         "name": name,
-        "hostname": f"lima-{name}",
+        "hostname": guest_hostname(name),
         "status": ins.status,
         "dir": str(inst_dir),
         "vmType": "",

@@ -20,6 +20,7 @@ import click
 
 from lima import paths
 from lima.errors import LimaError, NotFoundError
+from lima.names import guest_hostname
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def ssh_argv(
     config = inst_dir / paths.SSH_CONFIG
     if config.exists():
         argv = [ssh, "-F", str(config)]
-        host = f"lima-{name}"
+        host = guest_hostname(name)
     else:
         # Same options ssh.config would carry (Lima's defaults).
         argv = [ssh, "-i", str(paths.user_identity()),

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lima.errors import SpecError
+from lima.names import guest_hostname
 from lima.schemas import yamldump
 from lima.schemas.spec import InstanceSpec, Mount, Provision
 
@@ -42,7 +43,7 @@ _PARAM_REF = re.compile(r"\{\{-?\s*\.Param\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
 
 def hostname(spec: InstanceSpec) -> str:
     """`lima-NAME`, with the characters a hostname cannot hold turned into dashes."""
-    return "lima-" + spec.name.replace(".", "-").replace("_", "-")
+    return guest_hostname(spec.name)
 
 
 # --- user-data -------------------------------------------------------------------

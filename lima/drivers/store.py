@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,31 +18,14 @@ from pathlib import Path
 
 from lima import LIMA_COMPAT_VERSION, paths
 from lima.drivers import procs
-from lima.errors import LimaError, NotFoundError, SpecError
+from lima.errors import LimaError, NotFoundError
+from lima.names import validate_name
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
-# The longest socket path we place in an instance directory (ssh's ControlPath gets a
-# random suffix appended while it is being created, as OpenSSH does).
-_LONGEST_SOCKET = "ssh.sock.XXXXXXXXXXXXXXXX"
+__all__ = ["validate_name"]  # re-exported: callers predating lima.names use it here
 
 STATUS_RUNNING = "Running"
 STATUS_STOPPED = "Stopped"
 STATUS_BROKEN = "Broken"
-
-
-def validate_name(name: str) -> None:
-    """Lima's instance name rules, plus the unix socket path limit."""
-    if not _NAME_RE.match(name):
-        raise SpecError(
-            f"invalid instance name {name!r}: use letters, digits, and '.', '_' or '-' "
-            "between them (it must start and end with a letter or digit)"
-        )
-    sock = paths.instance_dir(name) / _LONGEST_SOCKET
-    if len(str(sock).encode()) >= paths.UNIX_PATH_MAX:
-        raise SpecError(
-            f"instance name {name!r} is too long: the socket path {sock} would exceed "
-            f"{paths.UNIX_PATH_MAX} bytes; use a shorter name or LIMA_HOME"
-        )
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lima.errors import Problem, SpecError
+from lima.names import guest_hostname
 from lima.schemas import gotemplate
 from lima.schemas.lines import format_path, from_loaded, line_of
 from lima.schemas.yamlload import load_yaml
@@ -125,8 +126,8 @@ def bytes_size(n: int) -> str:
 
 
 def hostname_of(name: str) -> str:
-    """The guest host name for an instance: `lima-NAME`, dots and underscores as dashes."""
-    return "lima-" + name.replace(".", "-").replace("_", "-")
+    """The guest host name for an instance (lima.names.guest_hostname)."""
+    return guest_hostname(name)
 
 
 def lima_user(host: HostFacts) -> tuple[str, int, list[str]]:
