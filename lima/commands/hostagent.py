@@ -90,6 +90,9 @@ class _LazyGuest:
         if self.inner is not None:
             self.inner.close()
 
+    def alive(self, timeout: float) -> bool:
+        return self.inner is not None and self.inner.alive(timeout)
+
 
 @click.command(hidden=True)
 @click.option("--iid", required=True, help="Instance-id of this boot (the IID markers hold it).")
@@ -98,6 +101,8 @@ class _LazyGuest:
 @click.option("--ssh-user", default=None, help="Guest user (default: the spec's user).")
 @click.option("--boot-timeout", type=float, default=600.0, show_default=True)
 @click.option("--stop-timeout", type=float, default=60.0, show_default=True)
+@click.option("--attach", is_flag=True,
+              help="Take over the instance's running qemu instead of starting one.")
 @click.argument("name")
 def hostagent(
     iid: str,
@@ -106,6 +111,7 @@ def hostagent(
     ssh_user: str | None,
     boot_timeout: float,
     stop_timeout: float,
+    attach: bool,
     name: str,
 ) -> int:
     """Run the host agent of instance NAME (started by `limactl start`)."""
@@ -133,5 +139,5 @@ def hostagent(
     user = ssh_user or (spec.user.name if spec else "")
     guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec)
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
-                      stop_timeout=stop_timeout)
+                      stop_timeout=stop_timeout, attach=attach, iid=iid)
     return agent.run()

@@ -120,6 +120,14 @@ def converge(
 
     cond = status.condition(DEGRADED)
     if cond is not None and cond.status.value == "True":
+        from lima.states.advance import GUEST_UNRESPONSIVE
+
+        if cond.reason == GUEST_UNRESPONSIVE and run_state == "running":
+            # Not Ready, and not killed either: a hung or paused guest may come back.
+            raise LimaError(
+                f"instance {name!r} is not ready: {cond.message}. It was left running as it "
+                f"is; wait for it, or run `limactl stop -f {name}` and apply again"
+            )
         _say(f"[{name}] degraded: {cond.message}")
     return driver.actions
 

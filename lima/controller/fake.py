@@ -40,6 +40,7 @@ class FakeVM:
     booted_iid: str | None = None
     boot_started: float = 0.0
     boots: int = 0
+    attaches: int = 0  # host agents started for a qemu that kept running
 
 
 @dataclass
@@ -86,6 +87,8 @@ class FakeDriver:
             hostagent_pid_alive=vm.agent_alive,
             qemu_pid_alive=alive,
             qmp_answers=alive,
+            # As the real driver: the guest's markers are known only through its host agent.
+            markers_read=vm.agent_alive,
             ssh_ready_iid=vm.booted_iid if ssh_ready else None,
             boot_done_iid=vm.booted_iid if boot_done else None,
             boot_failed=self.provision_error if boot_done else None,
@@ -106,6 +109,12 @@ class FakeDriver:
                 return Outcome.success()
             case BuildCidata(iid=iid):
                 vm.cidata_iid = iid
+                return Outcome.success()
+            case StartHostAgent(attach=True):
+                if not vm.qemu_alive:
+                    return Outcome.temporary("the qemu to attach to is gone", retry_after=0)
+                vm.agent_alive = True
+                vm.attaches += 1
                 return Outcome.success()
             case StartHostAgent():
                 if vm.qemu_alive:

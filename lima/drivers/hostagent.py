@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lima import paths
-from lima.drivers import procs, runner
+from lima.drivers import ports, procs, runner
+from lima.drivers.heartbeat import Heartbeat
+from lima.drivers.qemuproc import QemuProcess
 from lima.errors import BusyError, LimaError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 QEMU_STDOUT = "qemu.stdout.log"
 QEMU_STDERR = "qemu.stderr.log"
 _POLL = 0.05  # main loop tick: signals are noticed within this time
+# The error the host agent reports while the heartbeat gets no answer from the guest.
+UNRESPONSIVE = "the guest does not answer"
 
 
 # --- events -------------------------------------------------------------------------------
@@ -183,6 +187,9 @@ class Guest(Protocol):
     def close(self) -> None:
         """Release sessions (mounts, ssh) before qemu is stopped."""
 
+    def alive(self, timeout: float) -> bool:
+        """Whether the running guest answers within `timeout` seconds (the heartbeat)."""
+
 
 # (inst_dir, timeout) -> whether qemu is gone; see lima.drivers.qmp.powerdown.
 PowerDown = Callable[[Path, float], bool]
@@ -205,7 +212,9 @@ class HostAgent:
     """Runs one instance: qemu as a child, the API, the events, the guest readiness.
 
     `qemu_argv` is any command (tests use a dummy process); `guest` decides readiness;
-    `powerdown` asks qemu to shut the guest down (QMP by default).
+    `powerdown` asks qemu to shut the guest down (QMP by default). `attach`: do not start
+    qemu, take over the instance's running one (its previous host agent died); the guest
+    is not rebooted, readiness is checked again from the guest's own facts.
     """
 
     def __init__(
@@ -217,6 +226,8 @@ class HostAgent:
         guest: Guest,
         powerdown: PowerDown = qmp_powerdown,
         stop_timeout: float = 60.0,
+        attach: bool = False,
+        iid: str = "",
     ) -> None:
         self.inst_dir = inst_dir
         self.ssh_port = ssh_port
@@ -228,8 +239,16 @@ class HostAgent:
         self._stop_guest = threading.Event()
         self._wake = threading.Event()
         self._ready: list[str] | LimaError | None = None
-        self._qemu: subprocess.Popen[bytes] | None = None
+        self._qemu: QemuProcess | None = None
         self._server: _UnixHTTPServer | None = None
+        self.attach = attach
+        self.iid = iid
+        # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
+        # file anyone can truncate); "responsive" comes from the heartbeat.
+        self._state: dict[str, Any] = {"phase": "booting", "running": False,
+                                       "degraded": False, "errors": [], "responsive": True}
+        self._responsive: tuple[bool, float] | None = None  # a change not yet announced
+        self._lock = threading.Lock()
 
     # The signal handler only records the signal; the main loop polls it, so no lock is
     # ever taken inside a handler.
@@ -256,23 +275,49 @@ class HostAgent:
             self._cleanup(pid_path)
 
     def info(self) -> dict[str, Any]:
-        return {"sshLocalPort": self.ssh_port}
+        with self._lock:
+            state = dict(self._state)
+        qemu = self._qemu
+        return {"sshLocalPort": self.ssh_port, "iid": self.iid, "attached": self.attach,
+                "qemuPID": qemu.pid if qemu is not None else 0, **state}
 
     def _emit(self, **status: Any) -> None:
+        with self._lock:
+            if status.get("phase"):
+                self._state["phase"] = status["phase"]
+            if status.get("running"):
+                self._state.update(phase="running", running=True)
+            if "errors" in status or status.get("running"):
+                self._state["errors"] = list(status.get("errors") or [])
+                self._state["degraded"] = bool(status.get("degraded"))
+            if status.get("exiting"):
+                self._state.update(phase="exiting", running=False)
         append_event(self.inst_dir, make_event(ssh_port=self.ssh_port, **status))
 
     def _supervise(self) -> int:
-        try:
-            self._qemu = self._start_qemu()
-        except LimaError as exc:
-            log.error("qemu did not start: %s", exc)
-            self._emit(errors=[f"qemu did not start: {exc}"])
-            self._emit(exiting=True)
-            return 1
+        if self.attach:
+            self._qemu = QemuProcess.attach(self.inst_dir)
+            if self._qemu is None:
+                msg = "no running qemu of this instance to attach to"
+                log.error("%s", msg)
+                self._emit(errors=[msg])
+                self._emit(exiting=True)
+                return 1
+            log.info("attached to the running qemu (pid %d); the guest is not rebooted",
+                     self._qemu.pid)
+        else:
+            try:
+                self._qemu = QemuProcess.started(self._start_qemu(), self.inst_dir)
+            except LimaError as exc:
+                log.error("qemu did not start: %s", exc)
+                self._emit(errors=[f"qemu did not start: {exc}"])
+                self._emit(exiting=True)
+                return 1
         threading.Thread(target=self._watch_qemu, name="qemu-wait", daemon=True).start()
         threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
         announced = False
         rc = 0
+        errors: list[str] = []
         while True:
             self._wake.wait(_POLL)
             self._wake.clear()
@@ -294,7 +339,12 @@ class HostAgent:
                     rc = 1
                     break
                 log.info("guest is running%s", f" (degraded: {ready})" if ready else "")
+                errors = list(ready)
                 self._emit(running=True, degraded=bool(ready), errors=ready)
+                self._start_heartbeat()
+            change, self._responsive = self._responsive, None
+            if change is not None and announced:
+                self._announce_responsive(*change, errors)
         self._stop_guest.set()
         with contextlib.suppress(Exception):
             self.guest.close()
@@ -302,6 +352,29 @@ class HostAgent:
         self._emit(exiting=True)
         log.info("host agent exiting (%d)", rc)
         return rc
+
+    def _start_heartbeat(self) -> None:
+        probe = getattr(self.guest, "alive", None)
+        if probe is None:
+            return
+
+        def changed(responsive: bool, since: float) -> None:
+            self._responsive = (responsive, since)
+            self._wake.set()
+
+        beat = Heartbeat(probe, changed)
+        threading.Thread(target=beat.run, args=(self._stop_guest,), name="heartbeat",
+                         daemon=True).start()
+
+    def _announce_responsive(self, responsive: bool, since: float, errors: list[str]) -> None:
+        with self._lock:
+            self._state["responsive"] = responsive
+        if responsive:
+            self._emit(running=True, degraded=bool(errors), errors=errors)
+            return
+        when = datetime.fromtimestamp(since).astimezone().isoformat(timespec="seconds")
+        self._emit(running=True, degraded=True,
+                   errors=[*errors, f"{UNRESPONSIVE}: no answer over ssh since {when}"])
 
     def _start_qemu(self) -> subprocess.Popen[bytes]:
         out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
@@ -331,7 +404,9 @@ class HostAgent:
             self._ready = LimaError(f"readiness failed: {type(exc).__name__}: {exc}")
         self._wake.set()
 
-    def _qemu_exit_message(self, rc: int) -> str:
+    def _qemu_exit_message(self, rc: int | None) -> str:
+        if self._qemu is not None and self._qemu.attached:
+            return "qemu (attached) exited"
         try:
             lines = (self.inst_dir / QEMU_STDERR).read_text(errors="replace").strip()
         except OSError:
@@ -352,12 +427,9 @@ class HostAgent:
             except (LimaError, OSError, ImportError) as exc:
                 log.warning("QMP powerdown failed (%s); killing qemu", exc)
                 deadline = time.monotonic()
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if not proc.wait(timeout=max(0.0, deadline - time.monotonic())):
                 log.warning("qemu still runs after powerdown; killing it")
                 proc.kill()
-                proc.wait()
         log.info("qemu exited with status %s", proc.returncode)
         qemu_pid_path = self.inst_dir / paths.QEMU_PID
         if procs.read_pid(qemu_pid_path) == proc.pid:
@@ -388,16 +460,7 @@ def _reap() -> None:
             del _CHILDREN[pid]
 
 
-def pick_ssh_port(preferred: int = 0) -> int:
-    """`preferred` when it is free (TemporaryError when busy), else a free 127.0.0.1 port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-        except OSError as exc:
-            raise TemporaryError(f"ssh.localPort {preferred} is busy: {exc.strerror}",
-                                 delay=5.0) from exc
-        port: int = s.getsockname()[1]
-    return port
+pick_ssh_port = ports.pick_ssh_port  # moved to lima.drivers.ports; callers still import it here
 
 
 def tail_lines(path: Path, n: int = 10) -> str:
@@ -418,11 +481,13 @@ def start_hostagent(
     stop_timeout: float = 60.0,
     timeout: float = 30.0,
     extra_args: Sequence[str] = (),
+    attach: bool = False,
 ) -> int:
     """Start `limactl hostagent NAME` in its own session; return its PID once ha.sock answers.
 
     ha.stdout.log and ha.stderr.log start empty, as in Lima. `qemu_argv` overrides the
-    command built from the spec (tests use a dummy). Raises TemporaryError when the agent
+    command built from the spec (tests use a dummy). `attach`: the new agent takes over
+    the instance's running qemu (see HostAgent). Raises TemporaryError when the agent
     exits early or does not answer within `timeout` seconds (it is killed then).
     """
     _reap()
@@ -435,7 +500,9 @@ def start_hostagent(
         "--boot-timeout", str(boot_timeout), "--stop-timeout", str(stop_timeout),
         *extra_args,
     ]
-    if qemu_argv is not None:
+    if attach:
+        argv.append("--attach")
+    elif qemu_argv is not None:
         argv_file = inst_dir / "ha.qemu-argv.json"
         argv_file.write_text(json.dumps(list(qemu_argv)))
         argv += ["--qemu-argv-json", str(argv_file)]
@@ -484,41 +551,88 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-def stop_hostagent(inst_dir: Path, *, timeout: float = 90.0, force: bool = False) -> None:
-    """Stop the instance's host agent: SIGTERM and wait (it powers the guest down).
+def _stopped(pid: int) -> bool:
+    """A process stopped by a signal (SIGSTOP, a debugger): it cannot act on SIGTERM."""
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+        return stat[stat.rfind(")") + 2:].startswith(("T", "t"))
+    return False
 
-    `force`: SIGKILL the agent's process group and this instance's qemu (both PIDs checked
-    against /proc/PID/cmdline first, so a recycled PID is never signalled), then remove
-    the stale files and append the exiting event the agent could not write. A qemu left
-    without its agent is stopped too (SIGTERM, or SIGKILL with `force`).
-    Raises TemporaryError when the agent is still there after `timeout`.
+
+# How long a host agent may take to begin its shutdown before the caller powers the guest
+# down itself: the agent's main loop notices SIGTERM within 50 ms.
+AGENT_GRACE = 5.0
+# After a graceful attempt failed: how long the guest gets for ACPI power-down through
+# QMP directly, before qemu is killed.
+POWERDOWN_GRACE = 15.0
+
+
+def stop_hostagent(inst_dir: Path, *, timeout: float = 90.0, force: bool = False) -> None:
+    """Stop the instance's host agent and its qemu; returns within about `timeout` s.
+
+    Graceful: SIGTERM the agent, which powers the guest down (QMP system_powerdown) and
+    exits. When the agent cannot do it (stopped by a signal, hung, or gone while qemu runs)
+    the guest is powered down through QMP from here, and only when that fails within
+    POWERDOWN_GRACE is qemu killed; every wait is capped, so a stuck agent never makes
+    stop hang. `force`: SIGKILL the agent's process group and this instance's qemu at once
+    (both PIDs checked against /proc first, so a recycled PID is never signalled).
+    Afterwards the stale files are removed and the exiting event the agent could not write
+    is appended.
     """
+    deadline = time.monotonic() + max(timeout, AGENT_GRACE + POWERDOWN_GRACE)
     agent = procs.hostagent_pid(inst_dir)
+    killed_agent = False
     if agent is not None and not force:
         with contextlib.suppress(ProcessLookupError):
             os.kill(agent, signal.SIGTERM)
-        if not _wait_gone(agent, timeout):
-            raise TemporaryError(
-                f"host agent (pid {agent}) still runs {timeout:g} s after SIGTERM; "
-                "use `limactl stop -f`"
-            )
+        # The agent gets the whole budget less what the fallbacks need, but a stopped
+        # agent none of it.
+        agent_deadline = deadline - POWERDOWN_GRACE
+        while not _wait_gone(agent, min(AGENT_GRACE, max(0.0, agent_deadline - time.monotonic()))):
+            if _stopped(agent) or time.monotonic() >= agent_deadline:
+                log.warning("host agent (pid %d) %s; powering the guest down from here",
+                            agent, "is stopped" if _stopped(agent) else "did not finish")
+                _powerdown_direct(inst_dir, max(1.0, min(POWERDOWN_GRACE,
+                                                         deadline - time.monotonic())))
+                _kill_agent(agent)
+                killed_agent = True
+                break
     elif agent is not None:
-        doomed = [agent, *_children_of(agent)]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            # The agent leads its own session: its group holds qemu and its helpers.
-            if os.getpgid(agent) == agent:
-                os.killpg(agent, signal.SIGKILL)
-            else:
-                os.kill(agent, signal.SIGKILL)
-        for pid in doomed:
-            _wait_gone(pid, 5.0)
-    qemu_gone = procs.kill_qemu(inst_dir, force=force)
+        _kill_agent(agent)
+        killed_agent = True
+    elif not force and procs.qemu_pid(inst_dir) is not None:
+        # A qemu without its agent: still a guest with a file system to flush.
+        _powerdown_direct(inst_dir, max(1.0, min(POWERDOWN_GRACE, deadline - time.monotonic())))
+    qemu_gone = procs.kill_qemu(inst_dir, force=True)
     stale = [paths.HA_PID, paths.HA_SOCK] + ([paths.QEMU_PID] if qemu_gone else [])
     for name in stale:
         with contextlib.suppress(FileNotFoundError):
             (inst_dir / name).unlink()
-    events = read_events(inst_dir) if agent is not None and force else []
+    events = read_events(inst_dir) if agent is not None and killed_agent else []
     if events and not events[-1]["status"].get("exiting"):
         port = events[-1]["status"].get("sshLocalPort", 0)
         append_event(inst_dir, make_event(ssh_port=int(port or 0), exiting=True,
                                           errors=["host agent was killed"]))
+
+
+def _powerdown_direct(inst_dir: Path, timeout: float) -> bool:
+    """QMP system_powerdown from this process; whether qemu is gone within `timeout`."""
+    try:
+        return qmp_powerdown(inst_dir, timeout)
+    except (LimaError, OSError) as exc:
+        log.warning("QMP powerdown failed: %s", exc)
+        return procs.qemu_pid(inst_dir) is None
+
+
+def _kill_agent(agent: int) -> None:
+    """SIGKILL a host agent (its process group: its helpers go with it; qemu is handled by
+    the caller, by PID, as qemu may have been re-attached from an earlier agent)."""
+    doomed = [agent, *_children_of(agent)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        # The agent leads its own session: its group holds qemu and its helpers.
+        if os.getpgid(agent) == agent:
+            os.killpg(agent, signal.SIGKILL)
+        else:
+            os.kill(agent, signal.SIGKILL)
+    for pid in doomed:
+        _wait_gone(pid, 5.0)

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 _POLL = 0.05  # reading ha.stdout.log is cheap; progress shows with little lag
 QEMU_START_TIMEOUT = 30.0
 STOP_TIMEOUT = 90.0
+ABORT_TIMEOUT = 20.0  # a failed boot's guest gets this long to power down before a kill
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,35 @@ class AgentProgress:
     running: bool = False
     exited: bool = False
     errors: tuple[str, ...] = ()
+    responsive: bool = True
 
 
 def agent_progress(inst_dir: Path) -> AgentProgress:
+    """The boot's progress as the running host agent knows it (`GET /v1/info`: its own view
+    from ssh and the guest's IID markers), else folded from ha.stdout.log.
+
+    The agent's answer wins over the log: the log is a file that can be truncated or
+    garbled, and a healthy guest must never be rebooted because of that.
+    """
+    info = hostagent.hostagent_info(inst_dir, timeout=2.0)
+    if info is not None and isinstance(info.get("phase"), str):
+        phase = info["phase"]
+        running = bool(info.get("running"))
+        provisioned = running or phase == "provisioned"
+        errs = info.get("errors")
+        return AgentProgress(
+            alive=True,
+            ssh_ready=provisioned or phase == "ssh_ready",
+            provisioned=provisioned,
+            running=running,
+            exited=phase == "exiting",
+            errors=tuple(str(e) for e in errs) if isinstance(errs, list) else (),
+            responsive=info.get("responsive") is not False,
+        )
+    return events_progress(inst_dir)
+
+
+def events_progress(inst_dir: Path) -> AgentProgress:
     """Fold ha.stdout.log (truncated at each agent start) into the boot's progress."""
     ssh_ready = provisioned = running = exited = False
     errors: list[str] = []
@@ -147,6 +174,7 @@ class QemuDriver:
             ssh_ready_iid=iid if prog.ssh_ready else None,
             boot_done_iid=iid if prog.provisioned else None,
             agent_errors=prog.errors if prog.running else (),
+            guest_responsive=prog.responsive,
         )
 
     # --- execute ----------------------------------------------------------------------
@@ -168,8 +196,8 @@ class QemuDriver:
                 return self._create(name, desired)
             case BuildCidata(iid=iid):
                 return self._build_cidata(name, inst, desired, iid)
-            case StartHostAgent(iid=iid):
-                return self._start(name, inst, desired, iid)
+            case StartHostAgent(iid=iid, attach=attach):
+                return self._start(name, inst, desired, iid, attach=attach)
             case WaitSSH(budget=budget):
                 return self._wait(inst, budget, lambda p: p.ssh_ready, "ssh")
             case WaitProvisioned(budget=budget):
@@ -183,7 +211,8 @@ class QemuDriver:
                 return self._stop(inst, force)
             case Abort(reason=reason):
                 log.warning("%s: aborting this boot: %s", name, reason)
-                return self._stop(inst, True)
+                # Still a power-down first: a guest is killed only when it does not obey.
+                return self._stop(inst, False, timeout=ABORT_TIMEOUT)
             case DeleteInstance():
                 if inst.exists():
                     store.delete_instance_dir(inst)
@@ -226,20 +255,28 @@ class QemuDriver:
         store.atomic_write(inst / paths.CIDATA_META, json.dumps(meta))
         return Outcome.success()
 
-    def _start(self, name: str, inst: Path, desired: DesiredState, iid: str) -> Outcome:
+    def _start(
+        self, name: str, inst: Path, desired: DesiredState, iid: str, *, attach: bool = False
+    ) -> Outcome:
         spec = self._spec(desired)
         meta = read_cidata_meta(inst)
         port = meta.get("sshLocalPort")
         if meta.get("iid") != iid or not isinstance(port, int):
             return Outcome.temporary("cidata is not built for this boot", retry_after=0)
+        if attach and procs.qemu_pid(inst) is None:
+            return Outcome.temporary("the qemu to attach to is gone", retry_after=0)
         if not _hostagent_alive(inst):
-            for stale in (paths.QEMU_PID, paths.HA_PID):
-                (inst / stale).unlink(missing_ok=True)
+            (inst / paths.HA_PID).unlink(missing_ok=True)
+            if attach:
+                log.warning("%s: the host agent is gone while qemu runs; starting one that "
+                            "attaches to it (the guest is not rebooted)", name)
+            else:
+                (inst / paths.QEMU_PID).unlink(missing_ok=True)
             hostagent.start_hostagent(
                 name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
                 # The agent need not load the spec before it starts qemu.
                 qemu_argv=qemu_command(spec, inst, port),
-                extra_args=("--ssh-user", spec.user.name),
+                extra_args=("--ssh-user", spec.user.name), attach=attach,
             )
         deadline = time.monotonic() + QEMU_START_TIMEOUT
         while procs.qemu_pid(inst) is None:
@@ -274,10 +311,10 @@ class QemuDriver:
                 return Outcome.temporary(f"still waiting for {what}", retry_after=0)
             time.sleep(_POLL)
 
-    def _stop(self, inst: Path, force: bool) -> Outcome:
+    def _stop(self, inst: Path, force: bool, *, timeout: float = STOP_TIMEOUT) -> Outcome:
         if not inst.is_dir():
             return Outcome.success()
-        hostagent.stop_hostagent(inst, timeout=STOP_TIMEOUT, force=force)
+        hostagent.stop_hostagent(inst, timeout=timeout, force=force)
         if procs.qemu_pid(inst) is not None:
             procs.kill_qemu(inst, force=True)
         if _hostagent_alive(inst) or procs.qemu_pid(inst) is not None:

@@ -48,7 +48,10 @@ def sshfs_command(mount: Mount) -> str:
         opts.append(f"cache={'yes' if cache else 'no'}")
     if mount.sshfs.get("followSymlinks"):
         opts.append("follow_symlinks")
-    return (f"sudo mkdir -p {mp} && exec sudo sshfs -o {','.join(opts)} "
+    # A mount left by a host agent that died is a dead FUSE mount ("Transport endpoint
+    # is not connected"): detach it first, or the new sshfs cannot mount there.
+    return (f"{{ sudo umount -l {mp} 2>/dev/null || true; }} && "
+            f"sudo mkdir -p {mp} && exec sudo sshfs -o {','.join(opts)} "
             f"{shlex.quote(':' + mount.location)} {mp}")
 
 

@@ -280,6 +280,7 @@ class SSHGuest:
         self.timeout = timeout
         self.after_boot = after_boot
         self.client: paramiko.SSHClient | None = None
+        self._beat: paramiko.SSHClient | None = None  # the heartbeat's own connection
 
     def ready(
         self, stop: threading.Event, progress: Callable[[str], None] = lambda _: None
@@ -310,6 +311,26 @@ class SSHGuest:
         if self.client is not None:
             self.client.close()
             self.client = None
+        if self._beat is not None:
+            self._beat.close()
+            self._beat = None
+
+    def alive(self, timeout: float) -> bool:
+        """One heartbeat: log in (on a connection of its own, so a hung check never touches
+        the sessions the mounts run on) and run `true`, all within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        try:
+            if self._beat is None:
+                self._beat = wait_ssh(self.port, self.user, self.key_path, deadline=deadline,
+                                      attempt_timeout=timeout)
+            rc, _, _ = run(self._beat, "true", timeout=max(0.5, deadline - time.monotonic()))
+        except TemporaryError as exc:
+            log.debug("heartbeat: %s", exc)
+            if self._beat is not None:
+                self._beat.close()
+                self._beat = None
+            return False
+        return rc == 0
 
     def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:
         return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None

@@ -26,9 +26,13 @@ class BuildCidata:
 
 @dataclass(frozen=True)
 class StartHostAgent:
-    """Start `limactl hostagent NAME`; return once ha.pid and qemu.pid are alive."""
+    """Start `limactl hostagent NAME`; return once ha.pid and qemu.pid are alive.
+
+    `attach`: qemu still runs but its host agent is gone: start an agent that takes over
+    that qemu (no reboot)."""
 
     iid: str
+    attach: bool = False
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ from lima.states.policy import (
 )
 
 T, F = CondStatus.TRUE, CondStatus.FALSE
+# Degraded's reason while the host agent's heartbeat gets no answer from the guest.
+GUEST_UNRESPONSIVE = "GuestUnresponsive"
+UNRESPONSIVE_HINT = "does not answer"
 
 
 def rearm(status: Status, now: float, generation: str | None = None) -> Status:
@@ -152,6 +155,8 @@ def _success_triggers(action: Action, phase: Phase) -> list[str]:
             return ["create"]
         case BuildCidata():
             return ["build_cidata"]
+        case StartHostAgent(attach=True):
+            return []  # the guest kept running: its phase does not change
         case StartHostAgent():
             return ["boot"]
         case WaitSSH():
@@ -217,6 +222,12 @@ def _fact_conditions(
         s = s.with_condition(DEGRADED, F, "NotRunning", "", now, gen)
     elif observed.boot_failed and s.phase in (Phase.PROVISIONED, Phase.RUNNING):
         s = s.with_condition(DEGRADED, T, "ProvisionFailed", observed.boot_failed, now, gen)
+    elif not observed.guest_responsive and s.phase is Phase.RUNNING:
+        why = "; ".join(e for e in observed.agent_errors if UNRESPONSIVE_HINT in e)
+        s = s.with_condition(
+            DEGRADED, T, GUEST_UNRESPONSIVE, why or "the guest does not answer over ssh",
+            now, gen,
+        )
     elif observed.agent_errors and s.phase is Phase.RUNNING:
         s = s.with_condition(
             DEGRADED, T, "HostAgentErrors", "; ".join(observed.agent_errors), now, gen

@@ -101,8 +101,11 @@ def decide(desired: DesiredState, observed: ObservedState, status: Status, now: 
             and observed.qemu_pid_alive
             and phase not in (Phase.FAILED, Phase.STOPPING)
         ):
-            return Abort("the host agent is gone while qemu still runs")
-        return StopInstance(force=True)  # clean up the half that is left
+            # The guest is fine; only its keeper died: a new one takes over, no reboot.
+            iid = observed.cidata_iid or status.iid or ""
+            return _gated(StartHostAgent(iid, attach=True), status, now)
+        # A qemu left alone still gets a power-down; a lone host agent has no guest.
+        return StopInstance(force=not observed.qemu_pid_alive)
     if desired.run_state is RunState.STOPPED:
         return _toward_stopped(desired, observed, status, phase, now)
     if desired.spec is None:

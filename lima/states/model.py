@@ -66,6 +66,7 @@ class ObservedState:
     boot_failed: str | None = None  # the guest's failure report for the current IID
     stored_generation: str | None = None  # generation of the lima.yaml in the instance dir
     agent_errors: tuple[str, ...] = ()  # errors the host agent reports (forwards, mounts)
+    guest_responsive: bool = True  # False: the host agent's heartbeat gets no answer
 
     @property
     def created(self) -> bool:

@@ -144,8 +144,13 @@ def test_events_api_and_cleanup(inst_dir: Path, run_agent: Callable[..., Running
     r = run_agent(SLEEPER, guest)
     wait_for(lambda: "running" in kinds(inst_dir))
     assert (inst_dir / paths.HA_PID).read_text() == f"{os.getpid()}\n"
-    assert hostagent_info(inst_dir) == {"sshLocalPort": 2222}
+    info = hostagent_info(inst_dir)
+    assert info is not None
+    assert info["sshLocalPort"] == 2222
+    # The agent's own view of the boot, which outranks ha.stdout.log.
+    assert (info["phase"], info["running"], info["responsive"]) == ("running", True, True)
     qemu = r.agent._qemu
+    assert qemu is not None and info["qemuPID"] == qemu.pid
     assert qemu is not None and qemu.poll() is None
     assert r.stop() == 0
     assert kinds(inst_dir) == ["booting", "ssh_ready", "provisioned", "running", "exiting"]
@@ -295,7 +300,9 @@ def test_daemon_boot_and_stop(inst_dir: Path, daemon: Callable[[str], int]) -> N
     wait_for(lambda: "running" in kinds(inst_dir))
     assert kinds(inst_dir) == ["booting", "ssh_ready", "provisioned", "running"]
     port = statuses(inst_dir)[0]["sshLocalPort"]
-    assert hostagent_info(inst_dir) == {"sshLocalPort": port}
+    info = hostagent_info(inst_dir)
+    assert info is not None
+    assert (info["sshLocalPort"], info["iid"], info["phase"]) == (port, "iid-1", "running")
     qemu = fake_qemu_pid(pid)
     stop_hostagent(inst_dir, timeout=60)
     assert kinds(inst_dir)[-1] == "exiting"

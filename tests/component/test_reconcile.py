@@ -136,13 +136,23 @@ def test_qemu_dies_and_the_next_reconcile_recovers(driver: FakeDriver, clock: Fa
     assert s.phase is Phase.RUNNING and driver.vm("vm").boots == 2
 
 
-def test_orphan_qemu_without_agent_is_aborted(driver: FakeDriver, clock: FakeClock) -> None:
+def test_orphan_qemu_gets_a_new_agent_not_a_reboot(driver: FakeDriver, clock: FakeClock) -> None:
     until("vm", RUN, driver, clock)
     driver.vm("vm").agent_alive = False
     s = until("vm", RUN, driver, clock)
     assert s.phase is Phase.RUNNING
-    assert Abort("the host agent is gone while qemu still runs") in driver.executed
-    assert driver.vm("vm").boots == 2
+    assert not any(isinstance(a, Abort | StopInstance) for a in driver.executed)
+    assert (driver.vm("vm").boots, driver.vm("vm").attaches) == (1, 1)
+
+
+def test_orphan_qemu_is_powered_down_when_stop_is_wanted(
+    driver: FakeDriver, clock: FakeClock
+) -> None:
+    until("vm", RUN, driver, clock)
+    driver.vm("vm").agent_alive = False
+    s = until("vm", STOP, driver, clock)
+    assert s.phase is Phase.STOPPED
+    assert StopInstance(force=False) in driver.executed
 
 
 def test_crash_loop_backs_off_like_kubernetes(driver: FakeDriver, clock: FakeClock) -> None:

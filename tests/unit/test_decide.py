@@ -91,11 +91,11 @@ CASES: list[tuple[str, str, ObservedState, Status, object]] = [
      st(Phase.RUNNING, iid="other"), WaitSSH(IID, STEP_BUDGET)),
     # Broken pairs.
     ("agent died, qemu runs", "running", replace(DONE, hostagent_pid_alive=False),
-     st(Phase.RUNNING), Abort("the host agent is gone while qemu still runs")),
+     st(Phase.RUNNING), StartHostAgent(IID, attach=True)),
     ("qemu died, agent lingers", "running", replace(SEEDED, hostagent_pid_alive=True),
      st(Phase.RUNNING), StopInstance(force=True)),
     ("broken while stopping wanted", "stopped", replace(DONE, hostagent_pid_alive=False),
-     st(Phase.RUNNING), StopInstance(force=True)),
+     st(Phase.RUNNING), StopInstance(force=False)),
     # Failed attempts.
     ("failed with VM left", "running", UP, st(Phase.FAILED), StopInstance(force=True)),
     ("failed, backoff over", "running", SEEDED, st(Phase.FAILED, next_attempt=NOW - 1),
