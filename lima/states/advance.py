@@ -232,9 +232,16 @@ def _fact_conditions(
         s = s.with_condition(
             DEGRADED, T, "HostAgentErrors", "; ".join(observed.agent_errors), now, gen
         )
+    elif s.phase is Phase.RUNNING and _reason_is(s, DEGRADED, GUEST_UNRESPONSIVE):
+        s = s.with_condition(DEGRADED, F, "Responsive", "the guest answers again", now, gen)
     if s.condition(STALLED) is None:
         s = s.with_condition(STALLED, F, "Progressing", "", now, gen)
     return _ready(s, now)
+
+
+def _reason_is(s: Status, cond_type: str, reason: str) -> bool:
+    cond = s.condition(cond_type)
+    return cond is not None and cond.status is T and cond.reason == reason
 
 
 def _ready(s: Status, now: float) -> Status:

@@ -167,3 +167,24 @@ def test_wait_steps_are_bounded_by_the_phase_deadline_not_the_retry_count() -> N
     out = apply_outcome(s, WaitSSH(IID, 30), Outcome.temporary("not yet", retry_after=0.0),
                         WANT, NOW)
     assert out.phase is Phase.BOOTING and out.retries == MAX_STEP_RETRIES + 6
+
+
+def test_unresponsive_guest_is_not_ready_until_it_answers_again() -> None:
+    hung = replace(DONE, guest_responsive=False,
+                   agent_errors=("the guest does not answer: no answer over ssh since 10:00",))
+    s = resync(st(Phase.RUNNING), hung, WANT, NOW)
+    assert s.phase is Phase.RUNNING  # not killed, not rebooted: still the same boot
+    cond = s.condition(DEGRADED)
+    assert cond is not None and cond.reason == "GuestUnresponsive"
+    assert "does not answer" in cond.message
+    assert not s.is_true(READY)
+    back = resync(s, DONE, WANT, NOW + 5)
+    assert not back.is_true(DEGRADED) and back.is_true(READY)
+
+
+def test_reattached_agent_keeps_the_phase() -> None:
+    from lima.states.actions import StartHostAgent
+
+    s = apply_outcome(st(Phase.RUNNING), StartHostAgent(IID, attach=True), Outcome.success(),
+                      WANT, NOW)
+    assert s.phase is Phase.RUNNING and s.restarts == 0

@@ -1,0 +1,141 @@
+"""Faults around the host agent, on the tiny guest through the real CLI: a healthy guest is
+never rebooted or killed because its agent died, its event log was garbled, its agent got
+stuck, or the guest stopped answering for a while; and every command returns in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from lima.drivers.qmp import QMPClient
+from tests.integration.conftest import REPO, Limactl, qemu_pids_for
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = REPO / "examples" / "tiny.yaml"
+
+
+@pytest.fixture
+def running(limactl: Limactl, tmp_path: Path) -> Path:
+    """A running tiny instance `t`; returns its lima.yaml."""
+    f = tmp_path / "t.yaml"
+    shutil.copy(EXAMPLE, f)
+    limactl("apply", str(f), timeout=300)
+    return f
+
+
+def _pid(home: Path, name: str) -> int:
+    return int((home / "t" / name).read_text().strip())
+
+
+def _boot_id(limactl: Limactl) -> str:
+    return limactl("shell", "t", "cat", "/proc/sys/kernel/random/boot_id",
+                   timeout=60).stdout.strip()
+
+
+def _record(limactl: Limactl) -> dict[str, object]:
+    rec: dict[str, object] = json.loads(limactl("list", "--format", "json", "t").stdout)
+    return rec
+
+
+def _condition(rec: dict[str, object], kind: str) -> dict[str, str]:
+    conds = rec.get("conditions")
+    assert isinstance(conds, list)
+    found = [c for c in conds if c.get("type") == kind]
+    assert found, conds
+    cond: dict[str, str] = found[0]
+    return cond
+
+
+def _timed(limactl: Limactl, *args: str, timeout: float = 300) -> tuple[float, object]:
+    start = time.monotonic()
+    proc = limactl(*args, check=False, timeout=timeout)
+    return time.monotonic() - start, proc
+
+
+def test_lost_host_agent_is_replaced_without_a_reboot(limactl: Limactl, running: Path) -> None:
+    qemu, boot = _pid(limactl.home, "qemu.pid"), _boot_id(limactl)
+    os.kill(_pid(limactl.home, "ha.pid"), signal.SIGKILL)
+    time.sleep(0.5)
+    assert _record(limactl)["status"] == "Broken"  # the truth: qemu without its keeper
+    elapsed, proc = _timed(limactl, "apply", str(running))
+    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
+    assert elapsed < 60
+    assert _pid(limactl.home, "qemu.pid") == qemu
+    assert qemu_pids_for(limactl.home) == [qemu]
+    assert _boot_id(limactl) == boot  # the same boot of the same guest
+    assert _record(limactl)["status"] == "Running"
+    assert "attach" in (limactl.home / "t" / "ha.stderr.log").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_damaged_event_log_never_kills_the_guest(
+    limactl: Limactl, running: Path, damage: str
+) -> None:
+    qemu, boot = _pid(limactl.home, "qemu.pid"), _boot_id(limactl)
+    log = limactl.home / "t" / "ha.stdout.log"
+    if damage == "truncate":
+        log.write_bytes(b"")
+    else:
+        log.write_bytes(b'{"time": "x", "status": \x00\xff not json\n' * 50)
+    elapsed, proc = _timed(limactl, "apply", str(running))
+    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
+    assert "t: unchanged" in proc.stdout  # type: ignore[attr-defined]
+    assert elapsed < 10
+    assert qemu_pids_for(limactl.home) == [qemu]
+    assert _boot_id(limactl) == boot
+
+
+def test_stop_with_a_stuck_host_agent_returns_in_time(limactl: Limactl, running: Path) -> None:
+    agent = _pid(limactl.home, "ha.pid")
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        elapsed, proc = _timed(limactl, "stop", "t", timeout=200)
+    finally:
+        try:
+            os.kill(agent, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
+    assert elapsed < 45
+    assert qemu_pids_for(limactl.home) == []
+    assert _record(limactl)["status"] == "Stopped"
+    # The guest was asked to power down before anything was killed.
+    assert "powering the guest down" in proc.stderr  # type: ignore[attr-defined]
+
+
+def test_guest_that_stops_answering_is_not_ready_and_not_killed(
+    limactl: Limactl, running: Path
+) -> None:
+    qemu = _pid(limactl.home, "qemu.pid")
+    qmp_sock = limactl.home / "t" / "qmp.sock"
+    with QMPClient(qmp_sock) as qmp:
+        qmp.execute("stop")  # the guest freezes; qemu and its user networking do not
+    try:
+        deadline = time.monotonic() + 90
+        while _condition(_record(limactl), "Ready")["status"] == "True":
+            assert time.monotonic() < deadline, "a frozen guest still counts as Ready"
+            time.sleep(1)
+        elapsed, proc = _timed(limactl, "apply", str(running))
+        assert proc.returncode == 1
+        assert "does not answer" in proc.stderr  # type: ignore[attr-defined]
+        assert elapsed < 15
+        assert qemu_pids_for(limactl.home) == [qemu]  # left as it was
+    finally:
+        with QMPClient(qmp_sock) as qmp:
+            qmp.execute("cont")
+    deadline = time.monotonic() + 90
+    while True:
+        proc = limactl("apply", str(running), check=False, timeout=120)
+        if proc.returncode == 0:
+            break
+        assert time.monotonic() < deadline, proc.stderr
+        time.sleep(2)
+    assert _condition(_record(limactl), "Ready")["status"] == "True"
+    assert qemu_pids_for(limactl.home) == [qemu]
