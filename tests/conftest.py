@@ -1,8 +1,14 @@
 """Test tiers by folder: tests/unit -> unit, tests/component -> component,
-tests/integration -> integration. `pytest -m "not integration"` skips the VMs."""
+tests/integration -> integration. `pytest -m "not integration"` skips the VMs.
+
+The whole session runs with LIMAPY_CHECK_PROGRAMS=1 (see lima.hostprograms): every
+program limapy starts, here or in the limactl and host-agent processes the tests start
+(they inherit the environment), must be in the host programs table; misses are collected
+in LIMAPY_PROGRAMS_LOG and fail the session at its end."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +16,43 @@ from pathlib import Path
 
 import pytest
 
+from lima import hostprograms
+
 ROOT = Path(__file__).parent
+_PROGRAMS_LOG = pytest.StashKey[Path]()
+_UNLISTED = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A log per session: several sessions may run on one machine at once.
+    fd, name = tempfile.mkstemp(prefix="limapy-programs-", suffix=".log")
+    os.close(fd)
+    os.environ[hostprograms.CHECK_ENV] = "1"
+    os.environ[hostprograms.LOG_ENV] = name
+    config.stash[_PROGRAMS_LOG] = Path(name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    log = session.config.stash.get(_PROGRAMS_LOG, None)
+    lines = log.read_text().splitlines() if log and log.exists() else []
+    session.config.stash[_UNLISTED] = lines
+    if lines:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = terminalreporter.config.stash.get(_UNLISTED, [])
+    if lines:
+        terminalreporter.section("programs missing from lima.hostprograms", red=True)
+        for line in lines:
+            terminalreporter.line(line, red=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    log = config.stash.get(_PROGRAMS_LOG, None)
+    if log is not None:
+        log.unlink(missing_ok=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

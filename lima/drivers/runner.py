@@ -2,7 +2,9 @@
 
 Every process limapy starts goes through `run()` (wait for it) or `spawn()` (leave it
 running). A failure raises `CommandError` carrying the command, the exit code and the
-tail of stderr, and the log gets a line that can be pasted into a shell.
+tail of stderr, and the log gets a line that can be pasted into a shell. Under the test
+suite (LIMAPY_CHECK_PROGRAMS=1) a program missing from lima.hostprograms is refused here,
+as it would be missing on a fresh machine that scripts/bootstrap set up.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lima import hostprograms
 from lima.errors import LimaError
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,15 @@ def shell_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str
     return f"{prefix} {cmd}" if prefix else cmd
 
 
+def _check_listed(args: Sequence[str]) -> None:
+    # A CommandError like a missing program's, so callers handle it as they would on a
+    # machine without it.
+    try:
+        hostprograms.check_program(args[0] if args else "")
+    except hostprograms.UnlistedProgramError as exc:
+        raise CommandError(args, 127, str(exc)) from exc
+
+
 def run(
     argv: Sequence[str | Path],
     *,
@@ -64,6 +76,7 @@ def run(
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
     log.debug("run: %s", shell_line(args, env))
+    _check_listed(args)
     try:
         proc = subprocess.run(
             args,
@@ -102,6 +115,7 @@ def spawn(
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
     log.debug("spawn: %s", shell_line(args, env))
+    _check_listed(args)
     try:
         return subprocess.Popen(
             args,
