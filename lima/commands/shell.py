@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from lima import paths
+from lima import hostprograms, paths
 from lima.errors import LimaError, NotFoundError
 from lima.names import guest_hostname
 
@@ -223,6 +223,7 @@ def shell(
     sys.stdout.flush()
     sys.stderr.flush()
     try:
+        hostprograms.check_program(argv[0])
         os.execvp(argv[0], argv)
     except OSError as exc:
         raise LimaError(f"cannot run {argv[0]}: {exc.strerror}") from exc
