@@ -1,9 +1,14 @@
-"""Instance verbs: create, list, delete, protect, unprotect."""
+"""Instance verbs: create, list, delete, protect, unprotect.
+
+Reached through `lima.cli`. Every NAME a user gives (or a file name implies) goes through
+`lima.names` before anything is read or written, so no verb reaches outside
+`$LIMA_HOME/NAME`. `delete` records its request (see lima.controller.lock) and removes only
+what an instance directory is known to hold (`lima.drivers.store.delete_instance_dir`).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +17,28 @@ import yaml
 
 from lima import paths
 from lima.drivers import store
-from lima.errors import LimaError, NotFoundError
-from lima.names import guest_hostname
+from lima.errors import LimaError, NotFoundError, SpecError
+from lima.names import guest_hostname, validate_name
+
+# How long a delete waits for the instance lock (a converging apply gives up before its
+# next pass once the delete's request is recorded).
+DELETE_LOCK_WAIT = 120.0
+
+
+def instance_name(name: str | None, locator: str) -> str:
+    """`--name` when given (even empty: that is an error, not "use the default"), else the
+    name the locator implies; checked either way."""
+    if name is not None:
+        validate_name(name)
+        return name
+    from lima import schemas
+
+    derived = schemas.name_from_locator(locator)
+    try:
+        validate_name(derived)
+    except SpecError as exc:
+        raise SpecError(f"{exc} (the name comes from {locator!r}; pass --name NAME)") from None
+    return derived
 
 
 def _disk_preparer(spec: Any) -> Any:
@@ -30,17 +55,18 @@ def create_from_locator(locator: str, name: str | None, stdin: bytes | None) -> 
     """Resolve, validate, then write the instance directory atomically (with disks)."""
     from lima import schemas
 
-    name = name or schemas.name_from_locator(locator)
-    store.validate_name(name)
+    name = instance_name(name, locator)
     if paths.instance_dir(name).exists():
         raise LimaError(f"instance {name!r} already exists ({paths.instance_dir(name)})")
     resolved = schemas.resolve(locator, name=name, stdin=stdin)
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)
     text = schemas.dump_yaml(resolved.document.data)
-    from lima.controller.lock import instance_lock
+    from lima.controller.lock import instance_lock, write_request
 
     with instance_lock(name, wait=False):
+        # Under the lock: a create interrupts nobody, it only records what was asked last.
+        write_request(name, "stopped", "limactl create")
         return store.create_instance(name, text, _disk_preparer(resolved.spec))
 
 
@@ -50,7 +76,10 @@ def create_from_locator(locator: str, name: str | None, stdin: bytes | None) -> 
 @click.argument("locator", default="template:default")
 def create(name: str | None, tty: bool, locator: str) -> None:
     """Create an instance from FILE, template:NAME or - (stdin)."""
-    stdin = sys.stdin.buffer.read() if locator == "-" else None
+    from lima.schemas.templates import read_stdin
+
+    instance_name(name, locator)  # a bad name is refused before stdin is read
+    stdin = read_stdin() if locator == "-" else None
     inst = create_from_locator(locator, name, stdin)
     click.echo(f"Created instance {inst.name!r} in {inst}")
     click.echo(f"Run `limactl start {inst.name}` to start it.", err=True)
@@ -113,6 +142,7 @@ def instance_record(name: str) -> dict[str, Any]:
             rec["phase"] = st.get("phase", "")
             rec["conditions"] = st.get("conditions", [])
     if rec["status"] == store.STATUS_RUNNING:
+        _live_readiness(inst_dir, rec)
         from lima.drivers.instance import read_cidata_meta
 
         port = read_cidata_meta(inst_dir).get("sshLocalPort")
@@ -123,6 +153,23 @@ def instance_record(name: str) -> dict[str, Any]:
         if not rec.get(key):
             rec.pop(key, None)
     return rec
+
+
+def _live_readiness(inst_dir: Path, rec: dict[str, Any]) -> None:
+    """Ask the host agent, which checks the guest itself: status.json is only as fresh as
+    the last command, and a guest that stopped answering since then is not Ready."""
+    from lima.drivers.hostagent import hostagent_info
+
+    info = hostagent_info(inst_dir, timeout=1.0)
+    if info is None or info.get("responsive") is not False:
+        return
+    errs = [str(e) for e in info.get("errors") or [] if "does not answer" in str(e)]
+    why = errs[0] if errs else "the guest does not answer"
+    rec["errors"].append(why)
+    conds = [c for c in rec.get("conditions", []) if c.get("type") != "Ready"]
+    conds.append({"type": "Ready", "status": "False", "reason": "GuestUnresponsive",
+                  "message": why})
+    rec["conditions"] = conds
 
 
 _COLUMNS = ("NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY", "DISK", "DIR")
@@ -151,6 +198,8 @@ def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool) -> None:
     """List instances."""
     if as_json:
         fmt = "json"
+    for n in names:
+        validate_name(n)
     existing = store.instance_names()
     wanted = list(names) or existing
     unknown = [n for n in wanted if n not in existing]
@@ -179,32 +228,54 @@ def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--force", "-f", is_flag=True, help="Stop the instance first if it is running.")
 def delete(names: tuple[str, ...], force: bool) -> None:
-    """Delete instances (their disks and everything in their directory)."""
-    from lima.controller.lock import instance_lock
-
+    """Delete instances (what limactl put in their directory; other files are kept)."""
     for name in names:
+        validate_name(name)
+    for name in names:
+        _delete_one(name, force)
+
+
+def _running_pids(inst_dir: Path) -> str:
+    """"host agent PID N, qemu PID M" for what of the instance runs, "" when nothing does."""
+    ins = store.inspect_processes(inst_dir.name, inst_dir)
+    parts = [f"host agent PID {ins.hostagent_pid}"] if ins.hostagent_pid else []
+    parts += [f"qemu PID {ins.driver_pid}"] if ins.driver_pid else []
+    return ", ".join(parts)
+
+
+def _delete_one(name: str, force: bool) -> None:
+    from lima.commands.lifecycle import kill_vm
+    from lima.controller.lock import instance_lock, write_request
+
+    inst_dir = store.require_instance(name)
+    store.require_deletable(inst_dir)
+    if store.is_protected(inst_dir):
+        raise LimaError(f"instance {name!r} is protected (run `limactl unprotect {name}` first)")
+    if _running_pids(inst_dir) and not force:
+        raise LimaError(f"instance {name!r} is running; stop it first or use `limactl delete -f`")
+    # Recorded before the lock is awaited: an apply holding it gives up at its next pass.
+    write_request(name, "absent", "limactl delete -f" if force else "limactl delete")
+    if force:
+        kill_vm(name)  # interrupts a hung apply; its next step then fails at once
+    # Nobody else may be driving it while its directory goes away.
+    with instance_lock(name, wait=True, timeout=DELETE_LOCK_WAIT):
         inst_dir = store.require_instance(name)
         if store.is_protected(inst_dir):
-            raise LimaError(
-                f"instance {name!r} is protected (run `limactl unprotect {name}` first)"
-            )
-        ins = store.inspect_processes(name, inst_dir)
-        running = bool(ins.hostagent_pid or ins.driver_pid)
-        if running and not force:
-            raise LimaError(
-                f"instance {name!r} is running; stop it first or use `limactl delete -f`"
-            )
+            raise LimaError(f"instance {name!r} was protected meanwhile; not deleted")
+        if force:
+            kill_vm(name)  # the holder's last step may have started it again
+        running = _running_pids(inst_dir)
         if running:
-            from lima.commands.lifecycle import stop_instance
-
-            stop_instance(name, force=True)
-        # Nobody else may be driving it while its directory goes away.
-        with instance_lock(name, wait=False):
-            store.delete_instance_dir(inst_dir)
-        click.echo(f"Deleted {name!r} ({inst_dir})")
+            how = "it survived being killed" if force else "it was started meanwhile"
+            raise LimaError(f"instance {name!r} is still running ({running}): {how}; "
+                            "nothing was deleted")
+        store.delete_instance_dir(inst_dir)
+    click.echo(f"Deleted {name!r} ({inst_dir})")
 
 
 def _set_protected(names: tuple[str, ...], protected: bool) -> None:
+    for name in names:
+        validate_name(name)
     for name in names:
         inst_dir = store.require_instance(name)
         marker = inst_dir / paths.PROTECTED
