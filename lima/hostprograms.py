@@ -91,6 +91,10 @@ _TABLE = (
     HostProgram("sleep", "coreutils", "a stand-in child process", lima=False, tests=True),
     HostProgram("true", "coreutils", "a child that exits at once", lima=False, tests=True),
     HostProgram("curl", "curl", "the download benchmark's baseline", lima=False, tests=True),
+    HostProgram("head", "coreutils", "endless stdin in the faults benchmark",
+                lima=False, tests=True),
+    HostProgram("git", "git", "the faults benchmark names the commit it measured",
+                lima=False, tests=True),
 )  # fmt: skip
 
 PROGRAMS: dict[str, HostProgram] = {p.name: p for p in _TABLE}
