@@ -22,10 +22,15 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 _LONGEST_SOCKET = "ssh.sock.XXXXXXXXXXXXXXXX"
 
 
+def is_valid_name(name: str) -> bool:
+    """Lima's naming rule alone (no length check): what `list` counts as an instance."""
+    return isinstance(name, str) and name.isascii() and _NAME_RE.fullmatch(name) is not None
+
+
 def validate_name(name: str) -> None:
     """Raise SpecError unless `name` is a valid instance name (Lima's rules, ASCII only,
     and short enough for the unix sockets placed in its directory)."""
-    if not isinstance(name, str) or not name.isascii() or not _NAME_RE.fullmatch(name):
+    if not is_valid_name(name):
         raise SpecError(
             f"invalid instance name {name!r}: use letters, digits, and '.', '_' or '-' "
             "between them (it must start and end with a letter or digit)"

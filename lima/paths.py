@@ -1,11 +1,16 @@
 """Every on-disk name limapy uses: LIMA_HOME, instance directories, _config, cache.
 
-Pure path arithmetic plus reading the environment; nothing here creates files.
+Pure path arithmetic plus reading the environment; nothing here creates files. Also the
+table of what an instance directory may hold (`is_known_instance_entry`), which
+`lima.drivers.store` consults before deleting anything, and the names of the hidden
+work directories create and delete leave in LIMA_HOME when they are killed.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 # Files in an instance directory (Lima's names; see DESIGN.md section 5).
@@ -34,6 +39,38 @@ HA_STDERR = "ha.stderr.log"
 STATUS_JSON = "status.json"
 # Ours: the instance-id and ssh port the current cidata.iso was built for.
 CIDATA_META = "cidata.json"
+# Ours: sha256 and size of the basedisk diffdisk was laid over (lima.drivers.images.baserecord).
+BASEDISK_RECORD = "basedisk.json"
+QEMU_STDOUT = "qemu.stdout.log"
+QEMU_STDERR = "qemu.stderr.log"
+HA_QEMU_ARGV = "ha.qemu-argv.json"
+
+# Directories in LIMA_HOME that are not instances (they start with `_`).
+CONFIG = "_config"
+LOCKS = "_locks"
+
+# Everything an instance directory may hold: ours, and Lima's (an instance made by Lima,
+# or by a newer limapy, must be deletable too). `delete` removes only these, so a file a
+# user put there (a disk image, notes) is never lost.
+INSTANCE_ENTRIES = frozenset({
+    LIMA_YAML, LIMA_VERSION, PROTECTED, CLOUD_CONFIG, CIDATA_ISO, ANSIBLE_INVENTORY,
+    BASEDISK, DIFFDISK, KERNEL, KERNEL_CMDLINE, INITRD, QEMU_PID, QMP_SOCK, SERIAL_LOG,
+    SERIAL_SOCK, SSH_SOCK, SSH_CONFIG, GA_SOCK, HA_PID, HA_SOCK, HA_STDOUT, HA_STDERR,
+    STATUS_JSON, CIDATA_META, QEMU_STDOUT, QEMU_STDERR, HA_QEMU_ARGV, BASEDISK_RECORD,
+    # Lima's own names (Lima 2 calls the disks `disk` and `iso`; vz and EFI files).
+    "disk", "iso", "qemu-efi-code.fd", "vz-identifier", "vz-efi", "vz.stdout.log",
+    "vz.stderr.log",
+})
+INSTANCE_ENTRY_PATTERNS = (
+    "serial*.log", "serial*.sock", "*.sock", "*.pid",
+    "ssh.sock.*",  # ssh's ControlMaster socket while it is being created
+    ".status.*.tmp",  # status.json's atomic-write temp
+)
+
+# `.creating-NAME@PID-XXXX` / `.deleting-NAME@PID-XXXX`: the hidden work directories of
+# create and delete. `@` cannot occur in a name, so the name and the PID parse back
+# unambiguously; the PID says whether their maker is still at work.
+_WORK_DIR = re.compile(r"^\.(?P<kind>creating|deleting)-(?P<name>[^@/]+)@(?P<pid>[0-9]+)-")
 
 # Unix socket paths are limited to 108 bytes on Linux (sun_path), NUL included.
 UNIX_PATH_MAX = 104
@@ -48,11 +85,20 @@ def lima_home() -> Path:
 
 
 def instance_dir(name: str) -> Path:
-    return lima_home() / name
+    """`$LIMA_HOME/NAME` after `lima.names.validate_name` (SpecError for any other name):
+    kept so that no caller can build an instance path from an unchecked name."""
+    from lima.names import instance_dir_for  # lima.names imports this module
+
+    return instance_dir_for(name)
 
 
 def config_dir() -> Path:
-    return lima_home() / "_config"
+    return lima_home() / CONFIG
+
+
+def locks_dir() -> Path:
+    """`$LIMA_HOME/_locks`: instance locks and requests (see lima.controller.lock)."""
+    return lima_home() / LOCKS
 
 
 def templates_dir() -> Path:
@@ -85,5 +131,31 @@ def builtin_templates_dir() -> Path:
 
 
 def is_instance_dir(path: Path) -> bool:
-    """Instance directories are every directory in LIMA_HOME not starting with `_` or `.`."""
-    return path.is_dir() and not path.name.startswith(("_", "."))
+    """Instance directories are the directories in LIMA_HOME named like an instance (so
+    never `_config`, `.creating-...` or a directory a user made with a space in its name)."""
+    from lima.names import is_valid_name
+
+    return is_valid_name(path.name) and path.is_dir()
+
+
+def is_known_instance_entry(entry: str) -> bool:
+    """Whether `entry` (a name in an instance directory) is one limactl or Lima writes:
+    the table above, or an atomic-write temp of one of them (`.NAME.<anything>`)."""
+    if entry in INSTANCE_ENTRIES or any(fnmatchcase(entry, p) for p in INSTANCE_ENTRY_PATTERNS):
+        return True
+    if entry.startswith("."):
+        return any(entry.startswith(f".{known}.") for known in INSTANCE_ENTRIES)
+    return False
+
+
+def work_dir_name(kind: str, name: str, pid: int, unique: str) -> str:
+    """`.creating-NAME@PID-UNIQUE` (kind "creating") or `.deleting-...`."""
+    return f".{kind}-{name}@{pid}-{unique}"
+
+
+def parse_work_dir(entry: str) -> tuple[str, str, int] | None:
+    """(kind, instance name, PID of its maker) of a create/delete work directory."""
+    m = _WORK_DIR.match(entry)
+    if m is None:
+        return None
+    return m["kind"], m["name"], int(m["pid"])

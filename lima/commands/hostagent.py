@@ -20,6 +20,7 @@ import click
 
 from lima import paths
 from lima.errors import NotFoundError, SpecError
+from lima.names import instance_dir_for
 
 if TYPE_CHECKING:
     from lima.drivers.ssh import SSHGuest
@@ -117,8 +118,8 @@ def hostagent(
     """Run the host agent of instance NAME (started by `limactl start`)."""
     from lima.drivers.hostagent import HostAgent, pick_ssh_port
 
+    inst_dir = instance_dir_for(name)  # never a directory outside LIMA_HOME
     setup_json_logging()
-    inst_dir = paths.instance_dir(name)
     if not inst_dir.is_dir():
         raise NotFoundError(f"instance {name!r} does not exist")
     spec: InstanceSpec | None = None

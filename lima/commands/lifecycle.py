@@ -4,8 +4,8 @@ reconciler (lima.controller.reconcile) under the instance lock; none starts anyt
 
 from __future__ import annotations
 
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +15,9 @@ from lima import paths
 from lima.errors import LimaError, NotFoundError
 
 if TYPE_CHECKING:
+    from lima.controller.clock import Clock
     from lima.controller.driver import Driver
+    from lima.controller.lock import Request
     from lima.schemas.spec import InstanceSpec
     from lima.states.actions import Action, Outcome
     from lima.states.model import DesiredState, ObservedState
@@ -69,21 +71,42 @@ def converge(
     documents: dict[str, str] | None = None,
     timeout: float = 600.0,
     wait_lock: bool = True,
+    verb: str = "apply",
+    request: Request | None = None,
+    before: Callable[[], None] | None = None,
+    lock_timeout: float | None = None,
+    driver: Driver | None = None,
+    clock: Clock | None = None,
 ) -> list[str]:
     """Drive instance `name` to `run_state`; print one line per phase; return the actions.
 
-    Raises LimaError (with the reason and the last lines of the logs) when it stalls or
-    times out.
+    The verb's request is recorded first (`request`, when the caller already wrote it) and
+    re-read before every pass: when another process asks meanwhile for the instance to be
+    stopped or deleted (`stop -f`, `delete -f`), this gives up at once. `before` runs
+    under the lock, before the first pass. `driver` and `clock` are for tests.
+
+    Raises LimaError (with the reason and the last lines of the logs) when it stalls, times
+    out or is superseded.
     """
     from lima.controller.clock import SystemClock
-    from lima.controller.lock import instance_lock
+    from lima.controller.lock import instance_lock, superseded_by, write_request
     from lima.controller.reconcile import WaitTimeout, reconcile_until
     from lima.controller.status_store import StatusStore
     from lima.drivers.instance import QemuDriver, failure_context
     from lima.states.model import DesiredState, RunState
 
+    mine = request or write_request(name, run_state, f"limactl {verb}")
+
+    def superseded() -> str | None:
+        newer = superseded_by(name, mine)
+        if newer is None:
+            return None
+        what = "deleted" if newer.run_state == "absent" else "stopped"
+        return (f"instance {name} was {what} by `{newer.command}` (PID {newer.pid}) while "
+                f"this {verb} ran")
+
     desired = DesiredState(spec=spec, generation=generation, run_state=RunState(run_state))
-    driver = _Counting(QemuDriver(documents))
+    driver = _Counting(driver or QemuDriver(documents))
     start = time.monotonic()
     shown: list[str] = []
 
@@ -101,11 +124,14 @@ def converge(
             shown.append(step)
             _say(f"[{name}] {step:<13} {time.monotonic() - start:6.1f} s")
 
-    with instance_lock(name, wait=wait_lock, timeout=timeout):
+    with instance_lock(name, wait=wait_lock,
+                       timeout=timeout if lock_timeout is None else lock_timeout):
+        if before is not None:
+            before()
         try:
             status = reconcile_until(
-                name, desired, driver, StatusStore(), SystemClock(),
-                timeout=timeout, on_phase=on_phase,
+                name, desired, driver, StatusStore(), clock or SystemClock(),
+                timeout=timeout, on_phase=on_phase, superseded=superseded,
             )
         except WaitTimeout as exc:
             ctx = failure_context(paths.instance_dir(name))
@@ -132,15 +158,18 @@ def converge(
     return driver.actions
 
 
-def _resolve_target(target: str) -> tuple[str, bool]:
-    """NAME or FILE -> (name, is_file)."""
+def _resolve_target(target: str, name: str | None) -> tuple[str, bool]:
+    """NAME or FILE (and --name) -> (checked instance name, is_file)."""
+    from lima.commands.instances import instance_name
+    from lima.names import validate_name
+
     p = Path(target)
     if target == "-" or target.startswith("template:") or target.endswith((".yaml", ".yml")) \
             or (p.is_file() and "/" in target):
-        from lima import schemas
-
-        return schemas.name_from_locator(target), True
-    return target, False
+        return instance_name(name, target), True
+    inst_name = target if name is None else name
+    validate_name(inst_name)
+    return inst_name, False
 
 
 @click.command()
@@ -151,14 +180,15 @@ def _resolve_target(target: str) -> tuple[str, bool]:
 def apply(files: tuple[str, ...], name: str | None, timeout: float) -> None:
     """Create each instance when missing, then drive it to Running."""
     from lima import schemas
-    from lima.drivers import store
+    from lima.commands.instances import instance_name
+    from lima.schemas.templates import read_stdin
 
-    if name and len(files) > 1:
+    if name is not None and len(files) > 1:
         raise LimaError("--name can only be used with a single file")
-    stdin = sys.stdin.buffer.read() if "-" in files else None
-    for locator in files:
-        inst_name = name or schemas.name_from_locator(locator)
-        store.validate_name(inst_name)
+    # Every name is checked before anything is read or touched.
+    names = [instance_name(name, locator) for locator in files]
+    stdin = read_stdin() if "-" in files else None
+    for locator, inst_name in zip(files, names, strict=True):
         resolved = schemas.resolve(locator, name=inst_name, stdin=stdin)
         gen = schemas.generation(resolved.filled)
         exists = (paths.instance_dir(inst_name) / paths.LIMA_YAML).is_file()
@@ -187,15 +217,15 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
     """Start an instance (NAME), or create and start one from FILE / template:NAME."""
     from lima import schemas
     from lima.drivers import store
+    from lima.schemas.templates import read_stdin
 
-    inst_name, is_file = _resolve_target(target)
-    inst_name = name or inst_name
+    inst_name, is_file = _resolve_target(target, name)
     documents: dict[str, str] = {}
     if is_file:
         if paths.instance_dir(inst_name).exists():
             raise LimaError(f"instance {inst_name!r} already exists; run `limactl start "
                             f"{inst_name}`")
-        stdin = sys.stdin.buffer.read() if target == "-" else None
+        stdin = read_stdin() if target == "-" else None
         resolved = schemas.resolve(target, name=inst_name, stdin=stdin)
         documents[inst_name] = schemas.dump_yaml(resolved.document.data)
     else:
@@ -203,21 +233,41 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
         resolved = schemas.load_instance(inst_name)
     gen = schemas.generation(resolved.filled)
     converge(inst_name, "running", spec=resolved.spec, generation=gen, documents=documents,
-             timeout=timeout)
+             timeout=timeout, verb="start")
     click.echo(f"{inst_name}: running")
 
 
-def stop_instance(name: str, *, force: bool, timeout: float = 300.0) -> None:
-    """Drive `name` to stopped (force: kill at once, then record the stopped status)."""
-    if force:
-        from lima.drivers.instance import QemuDriver
-        from lima.states.actions import StopInstance
-        from lima.states.model import DesiredState, RunState
+# How long `stop -f` and `delete -f` wait for the instance lock after killing the VM: the
+# holder gives up before its next pass, which comes at once once its VM is gone.
+FORCE_LOCK_WAIT = 120.0
 
-        desired = DesiredState(spec=None, generation="", run_state=RunState.STOPPED)
-        QemuDriver().execute(name, StopInstance(force=True), desired)
+
+def kill_vm(name: str) -> None:
+    """SIGKILL the host agent and qemu of `name` at once (no clean shutdown). Needs no
+    lock: it is what interrupts a hung apply that holds it."""
+    from lima.drivers.instance import QemuDriver
+    from lima.states.actions import StopInstance
+    from lima.states.model import DesiredState, RunState
+
+    desired = DesiredState(spec=None, generation="", run_state=RunState.STOPPED)
+    out = QemuDriver().execute(name, StopInstance(force=True), desired)
+    if not out.ok:
+        raise LimaError(f"could not kill instance {name!r}: {out.error}")
+
+
+def stop_instance(name: str, *, force: bool, timeout: float = 300.0) -> None:
+    """Drive `name` to stopped. The request is recorded first, so an apply or start that
+    holds the lock gives up; with `force` the VM is killed at once (before and again
+    under the lock, in case the holder's last step started it again)."""
+    from lima.controller.lock import write_request
+
+    req = write_request(name, "stopped", "limactl stop -f" if force else "limactl stop")
+    if force:
+        kill_vm(name)
     converge(name, "stopped", spec=None, generation=_stored_generation(name) or "",
-             timeout=timeout)
+             timeout=timeout, verb="stop", request=req,
+             before=(lambda: kill_vm(name)) if force else None,
+             lock_timeout=min(timeout, FORCE_LOCK_WAIT) if force else timeout)
 
 
 @click.command()

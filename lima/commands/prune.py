@@ -1,10 +1,11 @@
 """`limactl prune [--keep-referred]`: empty the download cache.
 
-Reached through `lima.cli` (verb "prune"). With --keep-referred, entries that an
-instance's lima.yaml or a template (built-in or `$LIMA_HOME/_templates`) still names
-(images, kernels, initrds, containerd archives, firmware images) stay. Entries being
-downloaded right now are left alone. The build cache (images built on this machine)
-is not touched: rebuilding one costs minutes.
+Reached through `lima.cli` (verb "prune"). It also removes the hidden work directories
+of killed creates and deletes (see `lima.drivers.store.remove_leftovers`). With
+--keep-referred, entries that an instance's lima.yaml or a template (built-in or
+`$LIMA_HOME/_templates`) still names (images, kernels, initrds, containerd archives,
+firmware images) stay. Entries being downloaded right now are left alone. The build
+cache (images built on this machine) is not touched: rebuilding one costs minutes.
 """
 
 from __future__ import annotations
@@ -92,11 +93,29 @@ def referred_keys() -> set[str]:
     return {download.cache_key(loc) for loc in found if not download.is_local(loc)}
 
 
+def remove_leftovers() -> None:
+    """The work directories of killed creates and deletes (`.creating-NAME@PID-*`): taking
+    an instance's lock removes those whose maker is dead, which otherwise happens only
+    when that instance is used again, and a failed create's name may never be."""
+    from lima.controller.lock import instance_lock
+    from lima.names import is_valid_name
+
+    home = paths.lima_home()
+    found = [paths.parse_work_dir(p.name) for p in home.iterdir()] if home.is_dir() else []
+    for name in sorted({w[1] for w in found if w is not None and is_valid_name(w[1])}):
+        try:
+            with instance_lock(name, wait=False):
+                pass
+        except BusyError:
+            log.info("%s is in use; its leftovers stay for now", name)
+
+
 @click.command("prune")
 @click.option("--keep-referred", is_flag=True,
               help="Keep objects that are referred by some instances or templates.")
 def prune(keep_referred: bool) -> None:
-    """Prune garbage objects (the download cache)."""
+    """Prune garbage objects (the download cache, and what killed commands left)."""
+    remove_leftovers()
     keep = referred_keys() if keep_referred else set()
     log.info("Pruning %s", paths.download_dir())
     removed, busy = download.prune(keep)

@@ -1,4 +1,5 @@
-"""One lock per instance, so two limactl processes never drive the same instance at once.
+"""One lock per instance, so two limactl processes never drive the same instance at once,
+and the newest request for it, so a forced stop or delete can interrupt the holder.
 
 Verbs and the controller take `instance_lock(name)` around their reconcile calls. The lock
 is an flock on `$LIMA_HOME/_locks/NAME.lock`, not a file in the instance directory: at
@@ -6,38 +7,75 @@ create time that directory does not exist yet, and delete removes it while the l
 (`_locks` starts with `_`, so it is never mistaken for an instance.) The holder writes its
 PID and command line into the file, so a second process can say who is in the way. The
 kernel drops an flock when its process dies: a crashed holder never leaves a stale lock.
+Whoever takes the lock first removes what killed creates and deletes of that instance left
+behind (`lima.drivers.store.remove_leftovers`).
+
+`_locks` is 0700 and lock files are opened without following symlinks and checked to be
+regular files of ours: LIMA_HOME may be in a shared directory, and a planted symlink must
+not make limactl (perhaps root) truncate the file it points to.
+
+`_locks/NAME.request` records the newest request for the instance (`write_request`): the
+run state a verb wants, its PID and command. `apply` and `start` hold the lock for a whole
+convergence, so `stop -f` and `delete -f` cannot wait for it: they write their request,
+kill the VM, then wait for the lock, and the converging verb, which reads the request
+before each pass (`superseded_by`), gives up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lima import paths
+from lima.drivers import safefs
 from lima.errors import BusyError
+from lima.names import validate_name
+
+log = logging.getLogger(__name__)
 
 POLL = 0.05
+# Run states whose request interrupts another process's convergence (see superseded_by).
+_INTERRUPTING = ("stopped", "absent")
 
 
 def lock_path(name: str) -> Path:
-    return paths.lima_home() / "_locks" / f"{name}.lock"
+    """`$LIMA_HOME/_locks/NAME.lock`, for a valid instance name only (SpecError else)."""
+    validate_name(name)
+    return paths.locks_dir() / f"{name}.lock"
+
+
+def request_path(name: str) -> Path:
+    validate_name(name)
+    return paths.locks_dir() / f"{name}.request"
 
 
 def holder(name: str) -> str:
     """'PID N (command)' as the current holder wrote it, or '' when unknown."""
     try:
-        text = lock_path(name).read_text(encoding="utf-8", errors="replace").strip()
+        raw = safefs.read_private_file(lock_path(name), 4096)
     except OSError:
         return ""
+    text = (raw or b"").decode("utf-8", errors="replace").strip()
     pid, _, cmd = text.partition(" ")
     if not pid.isdigit():
         return ""
     return f"PID {pid} ({cmd})" if cmd else f"PID {pid}"
+
+
+def _open_lock(name: str) -> int:
+    p = lock_path(name)
+    safefs.ensure_owned_dir(p.parent)
+    return safefs.open_private_file(p)
 
 
 @contextmanager
@@ -48,12 +86,11 @@ def instance_lock(
 
     wait=False: raise BusyError at once when another process (or another open of the file in
     this process) holds it. wait=True: poll until it is free, or until `timeout` seconds,
-    then raise BusyError. The message names the holder.
+    then raise BusyError. The message names the holder. Once held, leftovers of killed
+    creates and deletes of this instance are removed.
     """
-    p = lock_path(name)
-    p.parent.mkdir(parents=True, exist_ok=True)
     # No O_TRUNC: the current holder's line must survive until we own the lock.
-    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open_lock(name)
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -71,6 +108,7 @@ def instance_lock(
                 time.sleep(POLL)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
+        _clean(name)
         try:
             yield
         finally:
@@ -79,5 +117,80 @@ def instance_lock(
         os.close(fd)
 
 
+def _clean(name: str) -> None:
+    # Deferred: the store pulls in the process helpers, which the lock alone does not need.
+    from lima.drivers.store import remove_leftovers
+
+    try:
+        removed = remove_leftovers(name)
+    except OSError as exc:  # cleaning up is a courtesy; the verb's own work comes first
+        log.warning("%s: could not remove leftovers of killed commands: %s", name, exc)
+        return
+    for path in removed:
+        log.info("%s: removed %s, left by a killed limactl", name, path)
+
+
 def _command() -> str:
     return " ".join([os.path.basename(sys.argv[0]) if sys.argv else "python", *sys.argv[1:]])
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a verb asked of an instance: `run_state` ("running", "stopped", "absent"),
+    by which process and command, at which time (epoch seconds)."""
+
+    run_state: str
+    pid: int
+    command: str
+    time: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"runState": self.run_state, "pid": self.pid, "command": self.command,
+                "time": self.time}
+
+    @classmethod
+    def from_json(cls, d: Any) -> Request | None:
+        if not isinstance(d, dict):
+            return None
+        state, pid, cmd, at = (d.get(k) for k in ("runState", "pid", "command", "time"))
+        if not (isinstance(state, str) and isinstance(pid, int) and isinstance(cmd, str)
+                and isinstance(at, int | float)):
+            return None
+        return cls(state, pid, cmd, float(at))
+
+
+def write_request(name: str, run_state: str, command: str) -> Request:
+    """Record this process's request for `name` (atomically; a symlink there is replaced,
+    never written through). Every verb calls it before acting on the instance."""
+    req = Request(run_state, os.getpid(), command, time.time())
+    p = request_path(name)
+    safefs.ensure_owned_dir(p.parent)
+    safefs.write_private_file(p, (json.dumps(req.to_json()) + "\n").encode())
+    return req
+
+
+def read_request(name: str) -> Request | None:
+    """The newest request for `name`; None when there is none or it is unreadable (an
+    unreadable request interrupts nobody)."""
+    try:
+        raw = safefs.read_private_file(request_path(name))
+    except (OSError, safefs.UnsafeFileError) as exc:
+        log.warning("%s: ignoring the request file: %s", name, exc)
+        return None
+    if raw is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return Request.from_json(json.loads(raw))
+    return None
+
+
+def superseded_by(name: str, mine: Request) -> Request | None:
+    """The request that should make the holder of `mine` give up: a newer one from another
+    process asking for the instance to be stopped or deleted (other than what `mine`
+    asks). A newer "running" request only queues behind the lock."""
+    newest = read_request(name)
+    if newest is None or newest == mine or newest.pid == mine.pid:
+        return None
+    if newest.run_state in _INTERRUPTING and newest.run_state != mine.run_state:
+        return newest
+    return None

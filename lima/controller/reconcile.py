@@ -40,6 +40,10 @@ DEFAULT_TIMEOUT = 600.0  # `--timeout` default: 10 min for the whole wait
 MAX_PASSES = 10_000  # a loop that makes no progress is a bug; fail loudly instead of spinning
 
 PhaseCallback = Callable[[Phase, float], None]
+# Asked before each pass and during waits: a message when a newer request took over the
+# instance (the caller knows what that means; this module only stops), else None.
+SupersededCheck = Callable[[], str | None]
+SUPERSEDED_POLL = 0.5  # seconds between checks while waiting out a backoff
 
 
 class WaitTimeout(TemporaryError):
@@ -47,6 +51,14 @@ class WaitTimeout(TemporaryError):
 
     def __init__(self, message: str, status: Status) -> None:
         super().__init__(message, delay=0.0)
+        self.status = status
+
+
+class Superseded(LimaError):
+    """A newer request took over the instance mid-convergence; `.status` is the last one."""
+
+    def __init__(self, message: str, status: Status) -> None:
+        super().__init__(message)
         self.status = status
 
 
@@ -124,12 +136,16 @@ def reconcile_until(
     timeout: float = DEFAULT_TIMEOUT,
     on_phase: PhaseCallback | None = None,
     rearm_first: bool = True,
+    superseded: SupersededCheck | None = None,
 ) -> Status:
     """Pass after pass until Done or Stalled (returned), or `timeout` s (WaitTimeout).
 
     `on_phase(phase, elapsed)` is called whenever the phase changes (and once at the start).
     `rearm_first`: a user's command is a new request, so an earlier Stalled condition and any
     pending backoff are forgotten on the first pass (the controller passes False).
+    `superseded()` is asked before every pass, after the last one and every
+    SUPERSEDED_POLL s of a wait; a message from it ends the loop with Superseded, so no
+    further step (a reboot after a crash backoff) runs for a request nobody holds any more.
     A Stalled result is returned, not raised: check `status.stalled` / `status.last_error`.
     """
     start = clock.now()
@@ -137,6 +153,7 @@ def reconcile_until(
     last: Phase | None = None
     status = Status(since=start)
     for i in range(MAX_PASSES):
+        _check(superseded, status)
         left = deadline - clock.now()
         p = reconcile_pass(
             name, desired, driver, store, clock, rearm_first=rearm_first and i == 0,
@@ -147,15 +164,36 @@ def reconcile_until(
             on_phase(status.phase, clock.now() - start)
         last = status.phase
         if isinstance(p.decision, Done | Stalled):
+            # The VM may have been killed while this pass ran: not a success to report.
+            _check(superseded, status)
             return status
         now = clock.now()
         if isinstance(p.decision, Wait):
             if p.decision.until >= deadline:
                 raise _timeout(name, desired, status, timeout, p.decision.reason)
-            clock.sleep(p.decision.until - now)
+            _sleep(clock, p.decision.until - now, superseded, status)
         elif now >= deadline:
             raise _timeout(name, desired, status, timeout, status.last_error)
     raise RuntimeError(f"{name}: no convergence after {MAX_PASSES} passes (a reconcile bug)")
+
+
+def _check(superseded: SupersededCheck | None, status: Status) -> None:
+    why = superseded() if superseded is not None else None
+    if why:
+        raise Superseded(why, status)
+
+
+def _sleep(
+    clock: Clock, seconds: float, superseded: SupersededCheck | None, status: Status
+) -> None:
+    """Sleep, in slices when someone may take the instance over meanwhile."""
+    if superseded is None:
+        clock.sleep(seconds)
+        return
+    end = clock.now() + seconds
+    while (left := end - clock.now()) > 0:
+        clock.sleep(min(left, SUPERSEDED_POLL))
+        _check(superseded, status)
 
 
 def _timeout(

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lima import paths
+from lima.drivers import safefs
 from lima.errors import PermanentError
 from lima.schemas.spec import InstanceSpec
 
@@ -43,7 +44,7 @@ def ensure_identity() -> Identity:
     private = paths.user_identity()
     public = private.with_name(private.name + ".pub")
     if not (private.exists() and public.exists()):
-        private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        safefs.make_private_dir(private.parent)  # LIMA_HOME too: 0700 whatever the umask
         # The lock serialises first-time creation: without it two processes could each
         # rename their own pair into place and leave a private key that does not match
         # the public one.

@@ -1,27 +1,36 @@
-"""The instance store: instance directories in LIMA_HOME, created atomically, listed, inspected.
+"""The instance store: instance directories in LIMA_HOME, created atomically, listed,
+inspected, deleted without losing anything that is not ours.
 
-Called by the verbs (create, list, delete, protect) and by the controller. `create_instance`
-builds the directory under a temporary name and renames it into place, so a failure leaves
-nothing behind; `inspect` derives the status from facts (pid files, live processes,
-ha.sock), never from memory.
+Called by the verbs (create, list, delete, protect), by the QEMU driver and by
+`lima.controller.lock` (leftovers). `create_instance` builds the directory under a hidden
+work name and renames it into place, so a failure leaves no instance behind; `inspect`
+derives the status from facts (pid files, live processes, ha.sock), never from memory.
+`delete_instance_dir` removes only the entries `paths.is_known_instance_entry` lists.
+Work directories and temp files a killed limactl left are removed by `remove_leftovers`
+once their maker is dead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
-import shutil
+import re
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima import LIMA_COMPAT_VERSION, paths
-from lima.drivers import procs
+from lima.drivers import procs, safefs
 from lima.errors import LimaError, NotFoundError
-from lima.names import validate_name
+from lima.names import instance_dir_for, validate_name
 
 __all__ = ["validate_name"]  # re-exported: callers predating lima.names use it here
+
+log = logging.getLogger(__name__)
 
 STATUS_RUNNING = "Running"
 STATUS_STOPPED = "Stopped"
@@ -31,7 +40,9 @@ STATUS_BROKEN = "Broken"
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     """Write a file by temp + fsync + rename, so readers see the old or the new content."""
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # The PID in the temp's name lets `remove_leftovers` tell a killed writer's temp from a
+    # live one's.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
@@ -53,13 +64,13 @@ def create_instance(
     Everything happens in a hidden temporary directory renamed into place at the end, so
     a failure (or an interrupt) leaves no instance directory behind.
     """
-    validate_name(name)
-    home = paths.lima_home()
-    final = home / name
+    final = instance_dir_for(name)
+    home = final.parent
     if final.exists():
         raise LimaError(f"instance {name!r} already exists ({final})")
-    home.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".creating-{name}-", dir=home))
+    safefs.make_private_dir(home)
+    tmp = Path(tempfile.mkdtemp(prefix=paths.work_dir_name("creating", name, os.getpid(), ""),
+                                dir=home))
     try:
         atomic_write(tmp / paths.LIMA_YAML, lima_yaml)
         atomic_write(tmp / paths.LIMA_VERSION, LIMA_COMPAT_VERSION)
@@ -72,7 +83,10 @@ def create_instance(
                 raise LimaError(f"instance {name!r} already exists ({final})") from exc
             raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        kept = _remove_known_entries(tmp)
+        if not kept:
+            with contextlib.suppress(OSError):
+                os.rmdir(tmp)
         raise
     return final
 
@@ -85,7 +99,8 @@ def instance_names() -> list[str]:
 
 
 def require_instance(name: str) -> Path:
-    d = paths.instance_dir(name)
+    """The directory of instance `name` (the name checked first); NotFoundError if none."""
+    d = instance_dir_for(name)
     if not d.is_dir() or not paths.is_instance_dir(d):
         raise NotFoundError(f"instance {name!r} does not exist, run `limactl create --name={name}`")
     return d
@@ -135,8 +150,159 @@ def inspect_processes(name: str, inst_dir: Path) -> Inspection:
     return ins
 
 
+def require_deletable(inst_dir: Path) -> None:
+    """Refuse to delete what is not an instance directory limactl (or Lima) made: a
+    symlink (its target is not ours to empty) or a directory without lima.yaml."""
+    try:
+        st = os.lstat(inst_dir)
+    except FileNotFoundError:
+        raise NotFoundError(f"instance {inst_dir.name!r} does not exist") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise LimaError(
+            f"{inst_dir} is a symbolic link, not an instance directory; nothing was deleted"
+            " (remove the link yourself if it is no longer needed)"
+        )
+    yaml_st = None
+    with contextlib.suppress(OSError):
+        yaml_st = os.lstat(inst_dir / paths.LIMA_YAML)
+    if yaml_st is None or not stat.S_ISREG(yaml_st.st_mode):
+        raise LimaError(
+            f"{inst_dir} has no {paths.LIMA_YAML}, so it is not an instance limactl made (it"
+            " may hold a user's disk); nothing was deleted. Look inside and remove it"
+            " yourself if it is garbage"
+        )
+
+
 def delete_instance_dir(inst_dir: Path) -> None:
-    """Remove an instance directory; renamed first so a half-deleted one is never listed."""
-    trash = inst_dir.parent / f".deleting-{inst_dir.name}-{os.getpid()}"
+    """Delete an instance directory, removing only the entries an instance holds.
+
+    It is renamed to a hidden work name first, so a half-deleted instance is never listed
+    and a killed delete leaves a directory `remove_leftovers` finishes. When entries
+    limactl did not make are left (a user's file), the directory goes back under its name
+    with only those, and LimaError says which were kept.
+    """
+    require_deletable(inst_dir)
+    name = inst_dir.name
+    trash = inst_dir.parent / paths.work_dir_name(
+        "deleting", name, os.getpid(), os.urandom(4).hex())
     os.rename(inst_dir, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    kept = _remove_known_entries(trash)
+    if not kept:
+        try:
+            os.rmdir(trash)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            kept = _remove_known_entries(trash)  # something appeared meanwhile
+    place = _put_back(trash, inst_dir)
+    raise LimaError(
+        f"instance {name!r} was deleted, but {place} is kept: it holds entries limactl did"
+        f" not create: {', '.join(kept)}. Move them elsewhere, then remove the directory"
+    )
+
+
+def _put_back(work: Path, inst_dir: Path) -> Path:
+    """Give a directory whose unknown entries were kept its instance name back, so the user
+    finds it where it was (unless that name was taken meanwhile)."""
+    try:
+        os.rename(work, inst_dir)
+    except OSError:
+        return work
+    return inst_dir
+
+
+def _remove_known_entries(directory: Path) -> list[str]:
+    """Unlink every entry of `directory` that `paths.is_known_instance_entry` lists; return
+    the names of the others, sorted (subdirectories are never ours: kept, with a `/`).
+
+    Works through a file descriptor of the directory opened without following a symlink,
+    so a directory swapped under it cannot redirect the unlinks.
+    """
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    kept: list[str] = []
+    try:
+        with os.scandir(dfd) as entries:
+            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for entry, is_dir in names:
+            if is_dir or not paths.is_known_instance_entry(entry):
+                kept.append(entry + "/" if is_dir else entry)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    return sorted(kept)
+
+
+# Temps in an instance directory with their writer's PID: `.NAME.PID.XXXX` (atomic_write),
+# `.NAME.PID.tmp` (host agent), `.NAME.tmp.PID` (cidata, ssh.config).
+_PID_TOKEN = re.compile(r"^[0-9]+$")
+_PID_MAX = 4_194_304  # Linux's PID_MAX_LIMIT
+
+
+def _maybe_alive(pid: int) -> bool:
+    """False only when `pid` is surely dead; a number that cannot be a PID counts as alive
+    (then its work is not ours to judge)."""
+    return not 0 < pid <= _PID_MAX or procs.pid_alive(pid)
+
+
+def remove_leftovers(name: str) -> list[str]:
+    """Remove what a killed create or delete of instance `name` left: its `.creating-*` /
+    `.deleting-*` work directories in LIMA_HOME and the atomic-write temps in its
+    directory, but only those whose maker (the PID in their name) is dead.
+
+    The caller holds the instance lock: `.status.*.tmp` (no PID in its name) is written
+    only under that lock, so none of those can belong to a live writer. Returns what was
+    removed; a work directory holding entries that are not ours is left (a `.deleting-`
+    one is put back under the instance name when that is free) and logged.
+    """
+    home = paths.lima_home()
+    removed: list[str] = []
+    try:
+        with os.scandir(home) as it:
+            entries = list(it)
+    except OSError:
+        return removed
+    for entry in entries:
+        parsed = paths.parse_work_dir(entry.name)
+        if parsed is None or parsed[1] != name or _maybe_alive(parsed[2]):
+            continue
+        work = Path(entry.path)
+        kept = _remove_known_entries(work)
+        if not kept:
+            with contextlib.suppress(OSError):
+                os.rmdir(work)
+                removed.append(str(work))
+            continue
+        place = _put_back(work, home / name) if parsed[0] == "deleting" else work
+        log.warning("%s: kept %s left by a killed limactl (PID %d): it holds %s", name,
+                    place, parsed[2], ", ".join(kept))
+    removed.extend(_remove_stale_temps(home / name))
+    return removed
+
+
+def _remove_stale_temps(inst_dir: Path) -> list[str]:
+    removed: list[str] = []
+    try:
+        with os.scandir(inst_dir) as it:
+            entries = [e for e in it if e.name.startswith(".")]
+    except OSError:
+        return removed
+    for entry in entries:
+        if not paths.is_known_instance_entry(entry.name) or entry.is_dir(follow_symlinks=False):
+            continue
+        if entry.name.startswith(".status.") and entry.name.endswith(".tmp"):
+            stale = True  # see remove_leftovers: written only under the instance lock
+        else:
+            pids = [int(t) for t in entry.name.split(".") if _PID_TOKEN.match(t)]
+            pids = [p for p in pids if 0 < p <= _PID_MAX]  # the rest are random suffixes
+            stale = bool(pids) and not any(_maybe_alive(p) for p in pids)
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.path)
+    return removed

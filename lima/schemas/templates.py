@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import platform
 import re
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lima import paths
 from lima.errors import Problem, SpecError
@@ -122,15 +124,45 @@ def find_template(name: str, where: Origin | None = None, path: str = "") -> Pat
     )
 
 
+_LIMIT = f"the {MAX_BYTES // (1024 * 1024)} MiB limit"
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket"}
+
+
+def read_stdin(stream: BinaryIO | None = None) -> bytes:
+    """The document behind the locator `-`: at most MAX_BYTES + 1 bytes are read, so an
+    endless stdin (`< /dev/zero`) is refused at once instead of filling memory."""
+    data = (stream if stream is not None else sys.stdin.buffer).read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise SpecError(f"-: stdin is larger than {_LIMIT}; nothing was created")
+    return data
+
+
 def _read_bytes(file: Path, display: str, where: Origin | None, path: str) -> bytes:
+    """At most MAX_BYTES of a regular file. Anything else is refused before a byte is read:
+    opening a FIFO blocks until someone writes, and a device never ends."""
     try:
-        with file.open("rb") as handle:
+        # O_NONBLOCK: the open itself must not wait for a FIFO's writer.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise _fail(f"cannot read {display}: {reason}", where, path) from None
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind != stat.S_IFREG:
+            what = _KINDS.get(kind, "not a regular file")
+            raise _fail(f"cannot read {display}: it is {what}, not a regular file", where, path)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise _fail(f"cannot read {display}: {reason}", where, path) from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_BYTES:
-        raise _fail(f"{display} is larger than the 4 MiB limit", where, path)
+        raise _fail(f"{display} is larger than {_LIMIT}", where, path)
     return data
 
 
@@ -209,7 +241,7 @@ def _open(
         if stdin is None:
             raise _fail("reading a template from stdin ('-') is not possible here", where, path)
         if len(stdin) > MAX_BYTES:
-            raise _fail("stdin is larger than the 4 MiB limit", where, path)
+            raise _fail(f"stdin is larger than {_LIMIT}", where, path)
         return _Source("-", "-", stdin, None)
     file = Path(locator).expanduser()
     display = locator if parent is None else str(file)
