@@ -1,9 +1,22 @@
 """`limactl shell [--workdir D] [--shell S] NAME [CMD...]` (and `lima CMD...`): a shell in a guest.
 
 Reads the ssh port from the host agent (ha.sock), builds the system `ssh` command with the
-instance's options (`-F <inst>/ssh.config lima-NAME`: ControlMaster on ssh.sock) and execs
-it, so terminals, signals and exit codes behave as with plain ssh. The argv and the remote
-script are built by pure functions (`remote_script`, `ssh_argv`), unit-tested.
+instance's options (`-F <inst>/ssh.config lima-NAME`: ControlMaster on ssh.sock, plus
+`sshconfig.LIVENESS_OPTIONS` so ssh gives up on a guest that stopped answering). The argv
+and the remote script are built by pure functions (`remote_script`, `ssh_argv`),
+unit-tested.
+
+ssh runs as a child in our process group, on our terminal, and its exit status is passed
+on. It is not exec'd, so that a failure can be explained: when ssh exits 255 (its "could
+not connect / lost the connection", which a remote command or `~.` can also produce),
+`diagnose_ssh_failure` asks qemu and the guest's sshd, and a guest that does not answer
+gets a message saying so and what to do. Exec was tried first: on a paused guest an
+interactive session then ended after ~20 s with status 255 and nothing on the terminal
+(every session is a client of the ControlPersist master, and with LogLevel=ERROR a
+client whose master timed out prints nothing). Terminal behaviour stays ssh's: keys
+reach ssh through the shared process group (in raw mode they are plain bytes anyway),
+signals sent to limactl alone are passed on, and job control works because limactl
+stops with ssh on Ctrl-Z (ssh's own `~^Z` is refused for master clients).
 """
 
 from __future__ import annotations
@@ -12,13 +25,16 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from lima import hostprograms, paths
+from lima import paths
+from lima.drivers.sshconfig import LIVENESS_OPTIONS
 from lima.errors import LimaError, NotFoundError
 from lima.names import guest_hostname
 
@@ -29,6 +45,21 @@ _TYPO_VERBS = ("create", "start", "stop", "delete", "shell")
 
 # (host location, guest mount point)
 MountPair = tuple[str, str]
+
+SSH_FAILED = 255  # ssh's exit status when it could not connect or lost the connection
+# How long a guest that qemu reports running gets to send an ssh banner once ssh failed:
+# a healthy sshd answers a fresh connection within a second or two even under TCG (qemu
+# accepts the connection for the guest, so only the banner tells).
+BANNER_PROBE = 3.0
+# The qemu run state (QMP query-status) in which the guest's CPUs run; in any other
+# (paused, guest-panicked, internal-error, shutdown, ...) it cannot answer at all.
+_RUNNING = "running"
+
+
+class ShellConnectionError(LimaError):
+    """ssh failed because the guest does not answer or the instance went away."""
+
+    exit_code = SSH_FAILED
 
 
 def map_to_guest(cwd: str, mounts: Sequence[MountPair]) -> str | None:
@@ -118,6 +149,10 @@ def ssh_argv(
         argv.append("-t")
     if colorterm:
         argv += ["-o", "SendEnv=COLORTERM"]
+    # Given on the command line too (it beats ssh.config), so an ssh.config written before
+    # these options existed cannot leave a shell waiting forever on a hung guest.
+    for opt in LIVENESS_OPTIONS:
+        argv += ["-o", opt]
     return [*argv, "-o", "LogLevel=ERROR", "-p", str(port), host, "--", script]
 
 
@@ -183,6 +218,64 @@ def _host_cwd() -> str | None:
     return real
 
 
+def run_ssh_child(argv: Sequence[str]) -> tuple[int, bool]:
+    """Run ssh as a child on our stdin/stdout/stderr; return (exit status, interrupted).
+
+    The child stays in our process group, so keys typed at a terminal (Ctrl-C, Ctrl-\\)
+    reach ssh directly; we only must not die of them. Signals sent to us alone are passed
+    on, so `timeout 10 limactl shell ...` ends ssh too (ssh getting a key's signal twice
+    is harmless). SIGTSTP keeps its default, so Ctrl-Z stops us along with ssh. A child
+    killed by a signal is reported as a shell would (128 + signal). `interrupted` says
+    that a signal was received, so an exit status of 255 is not the guest's fault.
+    """
+    from lima.drivers import runner
+
+    proc = runner.spawn(argv, stdin=None, stdout=None, stderr=None)
+    received: list[int] = []
+
+    def relay(signum: int, _frame: object) -> None:
+        received.append(signum)
+        proc.send_signal(signum)
+
+    relayed = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, relay) for sig in relayed}
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return (128 - rc if rc < 0 else rc), bool(received)
+
+
+def diagnose_ssh_failure(name: str, inst_dir: Path, port: int) -> str | None:
+    """Why ssh exited 255, when the guest is to blame; None when the guest answers (ssh
+    already said what failed, or the remote command itself exited 255).
+
+    qemu's run state answers at once for a paused, crashed or shut-down guest; only when
+    qemu says "running" (or cannot be asked) does a fresh connection wait for a banner.
+    """
+    from lima.drivers import procs, qmp
+    from lima.drivers import ssh as guest_ssh
+    from lima.errors import TemporaryError
+
+    if procs.hostagent_pid(inst_dir) is None and procs.qemu_pid(inst_dir) is None:
+        return f"instance {name} stopped while the shell ran; run `limactl start {name}`"
+    state = qmp.query_status(inst_dir / paths.QMP_SOCK)
+    if state is not None and state != _RUNNING:
+        why = f"qemu reports the guest as {state}"
+    else:
+        try:
+            guest_ssh.wait_banner(port, deadline=time.monotonic() + BANNER_PROBE)
+        except TemporaryError:
+            why = f"a new connection got no ssh banner within {BANNER_PROBE:g} s"
+        else:
+            return None
+    return (
+        f"instance {name} does not answer over ssh ({why}); the guest is hung or paused. "
+        f"Run `limactl stop -f {name}` to stop it, then `limactl start {name}`"
+    )
+
+
 @click.command(
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
@@ -197,7 +290,7 @@ def _host_cwd() -> str | None:
 def shell(
     workdir: str | None, shell_: str | None, tty: bool | None, name: str,
     command: tuple[str, ...],
-) -> None:
+) -> int:
     """Execute a shell (or COMMAND) in instance NAME over ssh."""
     args = list(command)
     if args and args[0] == "--":
@@ -219,11 +312,12 @@ def shell(
                     user=None if has_config else _user(name),
                     ssh=os.environ.get("SSH") or "ssh",
                     colorterm="COLORTERM" in os.environ)
-    log.debug("exec: %s", shlex.join(argv))
+    log.debug("run: %s", shlex.join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        hostprograms.check_program(argv[0])
-        os.execvp(argv[0], argv)
-    except OSError as exc:
-        raise LimaError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    rc, interrupted = run_ssh_child(argv)
+    if rc == SSH_FAILED and not interrupted:
+        why = diagnose_ssh_failure(name, inst_dir, port)
+        if why:
+            raise ShellConnectionError(why)
+    return rc

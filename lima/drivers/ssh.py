@@ -1,8 +1,9 @@
 """SSH to a guest with paramiko: readiness, login, commands and marker files.
 
 Called by the host agent (lima.drivers.hostagent) to decide when a guest is up, and by
-the controller's driver for scripts. `limactl shell` does not use this module: it execs
-the system `ssh` so terminals behave.
+the controller's driver for scripts. `limactl shell` runs the system `ssh` (so terminals
+behave) and uses only `wait_banner` here, to tell a guest that does not answer from
+other ssh failures.
 
 Readiness works around QEMU user networking: the forwarded port accepts a TCP
 connection at once even when nothing listens in the guest, and a connection opened

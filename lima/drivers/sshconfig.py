@@ -2,7 +2,10 @@
 
 Called by the controller when it builds the seed of a boot (the port is known then)
 and by `limactl shell`. The options are the ones Lima writes (pkg/sshutil), so
-`ssh -F ~/.lima/NAME/ssh.config lima-NAME` behaves as with Lima.
+`ssh -F ~/.lima/NAME/ssh.config lima-NAME` behaves as with Lima, plus `LIVENESS_OPTIONS`,
+which Lima lacks, so that ssh gives up on a guest that stopped answering. Imports are
+kept light (yaml, the runner and the identity module load on use) because `limactl
+shell` imports this module on every call.
 """
 
 from __future__ import annotations
@@ -12,21 +15,52 @@ import os
 import re
 import shlex
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from lima import paths
-from lima.drivers import runner
-from lima.drivers.cloudconfig import hostname
-from lima.drivers.identity import Identity, dot_ssh_private_keys
 from lima.errors import PermanentError
-from lima.schemas.spec import InstanceSpec
+from lima.names import guest_hostname
+
+if TYPE_CHECKING:
+    from lima.drivers.identity import Identity
+    from lima.schemas.spec import InstanceSpec
 
 LOCALHOST = "127.0.0.1"
 
+# Why these exist: ssh's peer on 127.0.0.1:PORT is qemu's user-mode network (slirp) on the
+# host, not the guest. slirp accepts the TCP connection and acknowledges data even when
+# the guest is paused or hung, so neither the kernel's connect timeout nor TCPKeepAlive
+# ever fires, and ssh (Lima writes none of these options) waits forever. Only checks
+# inside the ssh protocol reach the guest's sshd:
+# - ConnectTimeout bounds the TCP connect and the wait for sshd's banner (OpenSSH
+#   applies it to both). A healthy sshd sends its banner within a second or two even
+#   under TCG on a busy host; 10 s leaves a wide margin.
+# - ServerAliveInterval/CountMax: after 5 s without a packet from sshd, ssh asks for a
+#   reply, and after 3 unanswered asks in a row (15-20 s of silence) it ends the
+#   connection ("Timeout, server ... not responding", exit 255). ssh also uses the
+#   product as the packet timeout of key exchange and login. An idle interactive
+#   session is never silent that long, since sshd answers each ask in milliseconds of
+#   guest time; only a guest that cannot run sshd for 15 s is cut. A host suspend does
+#   not cut a session either: ssh asks once per interval, and the guest (frozen with its
+#   host) answers the first ask after wake-up.
+# A master (ControlMaster=auto) carries these into every session multiplexed over it.
+CONNECT_TIMEOUT = 10
+SERVER_ALIVE_INTERVAL = 5
+SERVER_ALIVE_COUNT_MAX = 3
+LIVENESS_OPTIONS = (
+    f"ConnectTimeout={CONNECT_TIMEOUT}",
+    f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
+    f"ServerAliveCountMax={SERVER_ALIVE_COUNT_MAX}",
+)
+# The longest ssh takes to give up on a silent guest, in seconds: a session through a
+# master waits until the master's asks run out, then ssh falls back to a connection of
+# its own, which waits ConnectTimeout for a banner.
+GIVE_UP_AFTER = SERVER_ALIVE_INTERVAL * (SERVER_ALIVE_COUNT_MAX + 1) + CONNECT_TIMEOUT
+
 
 def ssh_options(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identity) -> list[str]:
-    """`Key=Value` option strings, in Lima's order (IdentityFile first, Port last)."""
+    """`Key=Value` option strings, in Lima's order (IdentityFile first, Port last), with
+    LIVENESS_OPTIONS before the user's."""
     control = inst_dir / paths.SSH_SOCK
     if len(str(control)) >= paths.UNIX_PATH_MAX:
         raise PermanentError(
@@ -35,6 +69,8 @@ def ssh_options(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identit
         )
     opts = [f'IdentityFile="{identity.private_key}"']
     if spec.ssh.load_dot_ssh_pubkeys:
+        from lima.drivers.identity import dot_ssh_private_keys
+
         opts += [f'IdentityFile="{key}"' for key in dot_ssh_private_keys()]
     opts += [
         "StrictHostKeyChecking=no",
@@ -49,6 +85,7 @@ def ssh_options(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identit
     ciphers = _preferred_ciphers()
     if ciphers:
         opts.append(f'Ciphers="{ciphers}"')
+    opts += LIVENESS_OPTIONS
     opts += [
         f"User={spec.user.name}",
         "ControlMaster=auto",
@@ -78,7 +115,8 @@ def ssh_args(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identity) 
 
 
 def ssh_config_text(spec: InstanceSpec, inst_dir: Path, port: int, identity: Identity) -> str:
-    lines = [f"Host {hostname(spec)}"]
+    """ssh.config: one `Host lima-NAME` block (the name `limactl shell` asks ssh for)."""
+    lines = [f"Host {guest_hostname(spec.name)}"]
     for opt in ssh_options(spec, inst_dir, port, identity):
         key, _, value = opt.partition("=")
         lines.append(f"  {key} {value}")
@@ -94,10 +132,12 @@ def write_ssh_config(spec: InstanceSpec, inst_dir: Path, *, port: int, identity:
 
 def ansible_inventory_text(spec: InstanceSpec, inst_dir: Path) -> str:
     """An inventory for real Ansible: one host that connects through ssh.config."""
+    import yaml
+
     config = inst_dir / paths.SSH_CONFIG
     host = {
         "ansible_connection": "ssh",
-        "ansible_host": hostname(spec),
+        "ansible_host": guest_hostname(spec.name),
         "ansible_user": spec.user.name,
         # Ansible splits this with shlex, so a quoted path survives spaces.
         "ansible_ssh_common_args": f"-F {shlex.quote(str(config))}",
@@ -116,6 +156,8 @@ def write_ansible_inventory(spec: InstanceSpec, inst_dir: Path) -> Path:
 @functools.cache
 def _preferred_ciphers() -> str:
     """Lima puts AES-GCM first when the CPU has AES, else chacha20; needs OpenSSH >= 8.1."""
+    from lima.drivers import runner
+
     try:
         result = runner.run(["ssh", "-V"], check=False, timeout=5)
     except runner.CommandError:

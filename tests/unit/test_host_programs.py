@@ -39,8 +39,7 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     # sftp_server(): the first of SFTP_SERVERS that exists.
     ("lima/drivers/mounts.py", "mount_one"): {os.path.basename(p) for p in mounts.SFTP_SERVERS},
     ("lima/drivers/qemu.py", "qemu_binary"): QEMU_SYSTEMS,
-    # ssh_argv(..., ssh=$SSH or "ssh"): exec'd, or run as a child without a terminal.
-    ("lima/commands/shell.py", "shell"): {"ssh"},
+    # ssh_argv(..., ssh=$SSH or "ssh"), run as a child.
     ("lima/commands/shell.py", "run_ssh_child"): {"ssh"},
     # check_tools: `shutil.which` of each recipe's tools (added by lima_programs).
     ("lima/drivers/images/build.py", "check_tools"): set(),

@@ -86,7 +86,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setattr(shell_mod, "ssh_port", lambda name, inst_dir: 40022)
     monkeypatch.setattr(shell_mod, "_mounts", lambda name: [("/host/proj", "/guest/proj")])
     monkeypatch.setattr(shell_mod, "_host_cwd", lambda: "/host/proj/sub")
-    monkeypatch.setattr(shell_mod.os, "execvp", lambda file, argv: calls.append(argv))
+    monkeypatch.setattr(shell_mod, "run_ssh_child",
+                        lambda argv: (calls.append(argv), (0, False))[1])
     monkeypatch.delenv("LIMA_SHELL", raising=False)
     monkeypatch.delenv("LIMA_WORKDIR", raising=False)
     monkeypatch.delenv("COLORTERM", raising=False)
