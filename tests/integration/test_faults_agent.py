@@ -4,6 +4,7 @@ stuck, or the guest stopped answering for a while; and every command returns in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -98,10 +99,8 @@ def test_stop_with_a_stuck_host_agent_returns_in_time(limactl: Limactl, running:
     try:
         elapsed, proc = _timed(limactl, "stop", "t", timeout=200)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(agent, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
     assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
     assert elapsed < 45
     assert qemu_pids_for(limactl.home) == []
