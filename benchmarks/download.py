@@ -5,8 +5,9 @@ Serves a generated file (200 MiB by default) on 127.0.0.1 with sendfile, then pr
   - lima.drivers.images.download.download() into an empty cache (MB/s, best of N;
     it writes the file, hashes sha256+sha512 and fsyncs),
   - the ratios,
-  - a cache hit: download() alone, and prepare_disks() of a new instance (hard link
-    + qemu-img info + qemu-img create).
+  - a cache hit: download() alone (it re-hashes the cached data against its recorded
+    digest), and prepare_disks() of a new instance (a copy of the data, the image check
+    and qemu-img create; benchmarks/image_cache.py breaks the build-cache case down).
 
 Usage: .venv/bin/python benchmarks/download.py [--size-mib 200] [--runs 3]
 Nothing leaves this machine; everything lives in a temporary directory.
@@ -131,7 +132,7 @@ def main() -> None:
         print(f"ratio limapy / curl file   : {ours / curl_file:8.2f}")
         print(f"cache hit, download()      : {hit_s * 1000:8.1f} ms")
         print(f"cache hit, prepare_disks() : {prepare_s * 1000:8.1f} ms "
-              "(hard link + qemu-img info + qemu-img create)")
+              "(re-hash + copy + qemu-img info + qemu-img create)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -37,7 +37,7 @@ from lima import paths
 from lima.drivers import ports, procs, runner
 from lima.drivers.heartbeat import Heartbeat
 from lima.drivers.qemuproc import QemuProcess
-from lima.errors import BusyError, LimaError, TemporaryError
+from lima.errors import BusyError, LimaError, PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
 
@@ -513,16 +513,14 @@ def start_hostagent(
     (inst_dir / paths.HA_STDOUT).write_bytes(b"")
     stderr_path = inst_dir / paths.HA_STDERR
     # Events are written by the daemon itself; stray output on its stdout lands in the log.
+    spawned = time.time()
     with open(stderr_path, "wb") as err:
         proc = runner.spawn(argv, stdout=err, stderr=err, cwd=inst_dir, new_session=True)
     _CHILDREN[proc.pid] = proc
     deadline = time.monotonic() + timeout
     while hostagent_info(inst_dir, timeout=1.0) is None:
         if proc.poll() is not None:
-            raise TemporaryError(
-                f"host agent exited with status {proc.returncode} before it answered\n"
-                f"{tail_lines(stderr_path)}"
-            )
+            raise _early_exit_error(inst_dir, proc.returncode, stderr_path, spawned)
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait()
@@ -530,6 +528,38 @@ def start_hostagent(
                                  f"{tail_lines(stderr_path)}")
         time.sleep(0.05)
     return proc.pid
+
+
+def _early_exit_error(inst_dir: Path, rc: int, stderr_path: Path, spawned: float) -> LimaError:
+    """Why an agent died before ha.sock answered: the errors its events carried (e.g.
+    qemu's refusal, which it can report in a few ms, before the first poll here) and
+    qemu's stderr. Permanent when qemu refused its configuration: a retry fails alike."""
+    # Lazily: the driver imports this module.
+    from lima.drivers.instance import qemu_refused
+
+    errors: list[str] = []
+    for event in read_events(inst_dir):
+        for err in event["status"].get("errors") or []:
+            if str(err) not in errors:
+                errors.append(str(err))
+    qemu_stderr = inst_dir / QEMU_STDERR
+    try:
+        # Older than this agent: a previous boot's words, not why this one failed.
+        fresh = qemu_stderr.stat().st_mtime >= spawned
+    except OSError:
+        fresh = False
+    qemu_said = tail_lines(qemu_stderr, 5).strip() if fresh else ""
+    lines = [f"host agent exited with status {rc} before it answered"
+             + (f": {'; '.join(errors)}" if errors else "")]
+    if qemu_said and not any(qemu_said.splitlines()[-1] in e for e in errors):
+        lines.append(f"qemu said: {qemu_said}")
+    if not errors:
+        # No reason in its events (e.g. it crashed): its own log is all there is.
+        lines.append(tail_lines(stderr_path))
+    message = "\n".join(line for line in lines if line)
+    if qemu_refused(tuple(errors)):
+        return PermanentError(message)
+    return TemporaryError(message)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -106,12 +106,17 @@ def events_progress(inst_dir: Path) -> AgentProgress:
         if st.get("exiting"):
             exited = True
         errs = st.get("errors")
-        if isinstance(errs, list):
-            errors = [str(e) for e in errs]  # the latest event tells the current errors
+        # The latest event tells the current errors; the bare `exiting` event that ends
+        # every run does not clear why it ended (e.g. qemu's refusal just before it).
+        if isinstance(errs, list) and (errs or not st.get("exiting")):
+            errors = [str(e) for e in errs]
     return AgentProgress(True, ssh_ready, provisioned, running, exited, tuple(errors))
 
 
-_QEMU_REFUSED = re.compile(r"qemu exited with status [1-9][0-9]*: .*qemu-system-[\w-]+: ")
+# qemu prefixes its errors with its program name, or with plain "qemu:" on some paths
+# (e.g. "qemu: linux kernel too old to load a ram disk" for a bad -kernel).
+_QEMU_REFUSED = re.compile(
+    r"qemu exited with status [1-9][0-9]*: .*\bqemu(-system-[\w-]+)?: ")
 # Refusals that another attempt can get past: a forwarded port taken between picking it
 # and qemu binding it, or a disk still locked by a qemu that is going away.
 _QEMU_TRANSIENT = re.compile(r"host forwarding rule|Address already in use|Failed to get .* lock")
@@ -258,7 +263,13 @@ class QemuDriver:
     def _start(
         self, name: str, inst: Path, desired: DesiredState, iid: str, *, attach: bool = False
     ) -> Outcome:
+        from lima.drivers.images import check_instance_disks
+
         spec = self._spec(desired)
+        if not attach:
+            # A damaged or swapped basedisk fails here, permanently, naming the file with
+            # qemu-img's words, rather than as a qemu that exits at once and is retried.
+            check_instance_disks(inst)
         meta = read_cidata_meta(inst)
         port = meta.get("sshLocalPort")
         if meta.get("iid") != iid or not isinstance(port, int):
@@ -285,7 +296,7 @@ class QemuDriver:
                 why = "; ".join(prog.errors) or "qemu did not start"
                 hostagent.stop_hostagent(inst, force=True)
                 msg = f"{why}\n{failure_context(inst)}"
-                if "qemu-system" in why and "not found" in why:
+                if ("qemu-system" in why and "not found" in why) or qemu_refused(prog.errors):
                     return Outcome.failure(msg)
                 return Outcome.temporary(msg)
             time.sleep(0.05)

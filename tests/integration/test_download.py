@@ -202,9 +202,11 @@ def test_first_download_cache_layout_and_disks(server: Server, tmp_path: Path) -
     assert (entry / "time").read_text() == LM1
     assert (entry / "type").read_text() == "application/octet-stream"
     assert not (entry / "data.tmp").exists()
-    # basedisk shares the cached inode when both sit on one filesystem; diffdisk sits on it
+    # basedisk is the instance's own inode, never a hard link into the cache; diffdisk
+    # sits on it
     base, cached = os.stat(d / "basedisk"), os.stat(entry / "data")
-    assert (base.st_ino == cached.st_ino) == (base.st_dev == cached.st_dev)
+    assert (base.st_dev, base.st_ino) != (cached.st_dev, cached.st_ino)
+    assert base.st_nlink == 1 and cached.st_nlink == 1
     assert (d / "basedisk").read_bytes() == data
     diff = info(d / "diffdisk")
     assert diff["format"] == "qcow2"
@@ -533,15 +535,16 @@ def test_iso_gets_a_blank_diffdisk(tmp_path: Path) -> None:
     assert "backing-filename" not in diff and diff["virtual-size"] == 8 * MiB
 
 
-def test_copy_when_hard_link_is_refused(server: Server, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_copy_when_reflink_is_refused(server: Server, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     data = qcow2(tmp_path)
     url = server.add("/img.qcow2", data)
 
-    def no_link(src: object, dst: object) -> None:
+    def no_reflink(fd: int, request: int, arg: int) -> None:
+        assert request == disks.FICLONE
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(disks.os, "link", no_link)
+    monkeypatch.setattr(disks.fcntl, "ioctl", no_reflink)
     d = inst(tmp_path)
     prepare_disks(spec(image(url)), d)
     assert (d / "basedisk").read_bytes() == data

@@ -7,9 +7,15 @@ build_tiny.py and build_debian.py; this module owns what they share: the cache e
 lock, the progress lines, the build log, tool checks and the apt helpers.
 
 Cache layout: cache_dir()/build/<recipe>-<key>/{image.qcow2,kernel,initrd,cmdline,build.log,
-done}, where key is a short sha256 of the recipe's inputs and `done` is written last. A build
-runs in a temporary directory beside it and is renamed into place, under a flock, so two
+sha256sums,done}, where key is a short sha256 of the recipe's inputs and `done` is written last.
+A build runs in a temporary directory beside it and is renamed into place, under a flock, so two
 concurrent builds of one recipe produce one build.
+
+An entry is immutable once done: its products are made read-only and their sha256 recorded in
+`sha256sums` (the format `sha256sum -c` reads). Every cache hit re-hashes them (about 0.13 s per
+124 MiB here) and an entry that no longer matches is built again instead of used: instances get
+copies (see disks.clone_file), so a change can only come from outside, and as root a 0444 mode
+does not stop it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,12 +39,17 @@ from lima import paths
 from lima.drivers import runner
 from lima.errors import PermanentError
 
+log = logging.getLogger(__name__)
+
 IMAGE = "image.qcow2"
 KERNEL = "kernel"
 INITRD = "initrd"
 CMDLINE = "cmdline"
 BUILD_LOG = "build.log"
+SHA256SUMS = "sha256sums"
 DONE = "done"
+# What an instance gets from an entry, so what sha256sums covers.
+PRODUCTS = (IMAGE, KERNEL, INITRD, CMDLINE)
 
 # The Debian cloud kernel: virtio built as modules, small, no 9p (fine for now).
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
@@ -327,11 +339,84 @@ def _product(entry: Path) -> BuiltImage:
     return BuiltImage(entry / IMAGE, opt(KERNEL), opt(INITRD), cmdline)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def seal_entry(entry: Path) -> None:
+    """Make an entry's products read-only and record their sha256 in sha256sums."""
+    lines = []
+    for name in PRODUCTS:
+        path = entry / name
+        if path.is_file():
+            path.chmod(0o444)
+            lines.append(f"{_sha256(path)}  {name}\n")
+    tmp = entry / f".{SHA256SUMS}.{os.getpid()}"
+    tmp.write_text("".join(lines))
+    os.replace(tmp, entry / SHA256SUMS)
+
+
+def entry_problems(entry: Path) -> list[str]:
+    """How an entry's products differ from its sha256sums ([] when they all match)."""
+    try:
+        recorded = (entry / SHA256SUMS).read_text().splitlines()
+    except OSError as exc:
+        return [f"{SHA256SUMS}: {exc.strerror or exc}"]
+    want: dict[str, str] = {}
+    for line in recorded:
+        digest, _, name = line.partition("  ")
+        if name:
+            want[name] = digest
+    problems = []
+    for name in PRODUCTS:
+        path = entry / name
+        if name not in want:
+            if path.exists():
+                problems.append(f"{name} is not in {SHA256SUMS}")
+            continue
+        try:
+            got = _sha256(path)
+        except OSError as exc:
+            problems.append(f"{name}: {exc.strerror or exc}")
+            continue
+        if got != want[name]:
+            problems.append(f"{name} has sha256 {got}, built as {want[name]}")
+    return problems
+
+
+def _checked_product(entry: Path) -> BuiltImage | None:
+    """The entry's product when it still is what was built, else None (to build again).
+
+    An entry from before sha256sums existed is sealed as it is now, once.
+    """
+    if not (entry / SHA256SUMS).exists():
+        log.info("%s: recording the sha256 of its products (an entry from an older limapy)",
+                 entry)
+        try:
+            seal_entry(entry)
+        except OSError as exc:
+            # A cache we may not write (another user's): nor may our instances, and a
+            # rebuild could not be written either.
+            log.warning("%s: cannot record its digests (%s): using it unverified", entry, exc)
+        return _product(entry)
+    problems = entry_problems(entry)
+    if problems:
+        log.warning("%s was changed after it was built (%s): building it again",
+                    entry, "; ".join(problems))
+        return None
+    return _product(entry)
+
+
 def cached_image(name: str) -> BuiltImage | None:
-    """The finished build for the recipe's current inputs, without building."""
+    """The finished build for the recipe's current inputs, without building (None when
+    there is none, or it no longer matches its digests)."""
     recipe = _recipe(name)
     entry = build_root() / f"{name}-{cache_key(recipe.inputs())}"
-    return _product(entry) if (entry / DONE).exists() else None
+    return _checked_product(entry) if (entry / DONE).exists() else None
 
 
 def _recipe(name: str) -> Recipe:
@@ -351,7 +436,9 @@ def build_image(name: str, *, progress: bool = True) -> BuiltImage:
     root = build_root()
     entry = root / f"{name}-{key}"
     if (entry / DONE).exists():
-        return _product(entry)
+        product = _checked_product(entry)
+        if product is not None:
+            return product
     check_tools(recipe)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{name}-{key}.lock", "w") as lock:
@@ -366,8 +453,10 @@ def build_image(name: str, *, progress: bool = True) -> BuiltImage:
 
 def _build_locked(recipe: Recipe, entry: Path, progress: bool) -> BuiltImage:
     if (entry / DONE).exists():  # another process built it while we waited
-        return _product(entry)
-    remove_tree(entry)  # a half-written entry without `done`
+        product = _checked_product(entry)
+        if product is not None:
+            return product
+    remove_tree(entry)  # a half-written entry without `done`, or a changed one
     work = entry.parent / f".tmp-{entry.name}-{os.getpid()}"
     remove_tree(work)
     work.mkdir(parents=True)
@@ -389,6 +478,7 @@ def _build_locked(recipe: Recipe, entry: Path, progress: bool) -> BuiltImage:
             raise
     if progress:
         print(f"build:{recipe.name}: done in {ctx.elapsed():.0f} s", file=sys.stderr)
+    seal_entry(work)
     (work / DONE).write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
     os.rename(work, entry)
     _remove_superseded(recipe.name, entry)
@@ -396,7 +486,7 @@ def _build_locked(recipe: Recipe, entry: Path, progress: bool) -> BuiltImage:
 
 
 def _remove_superseded(recipe: str, keep: Path) -> None:
-    """Drop older builds of the recipe (instances hold their own copy or hard link).
+    """Drop older builds of the recipe (instances hold their own copies).
 
     An entry whose lock someone holds is being used or rebuilt right now: left alone.
     """

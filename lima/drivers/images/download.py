@@ -13,7 +13,10 @@ Lima's own, so limactl and limapy can share one cache:
 
 One writer per entry: the entry directory itself is flock()ed, as Lima's lockutil
 does, so a concurrent limactl also waits. Bytes land in `data.tmp` and are renamed to
-`data` only once complete and verified, so `data` is never partial.
+`data` only once complete and verified, so `data` is never partial. `data` is read-only
+and instances get copies of it; still, a cache hit re-hashes it against the digest
+recorded when it was downloaded (as Lima re-hashes a cached file when a digest is
+given), and data that no longer matches is downloaded again instead of used.
 """
 
 from __future__ import annotations
@@ -425,13 +428,25 @@ def _cached(url: str, entry: Path, expected: tuple[str, str] | None,
         return None
     hit = Fetched(data, "used-cache", _digests(entry), _read_text(entry / TIME),
                   _read_text(entry / TYPE))
+    # One pass over data: the algorithm asked for, and one recorded at download time to
+    # prove the bytes are still the ones downloaded.
+    check = expected[0] if expected and expected[0] in hit.digests else \
+        next(iter(sorted(hit.digests)), None)
+    algos = {a for a in (check, expected[0] if expected else None) if a}
+    actual = hash_file(data, algos) if algos else {}
+    if check is not None and actual[check] != hit.digests[check]:
+        log.warning("%s: the cached %s has %s, not the %s recorded when it was downloaded "
+                    "(changed since): downloading again", url, data, actual[check],
+                    hit.digests[check])
+        _forget(entry)
+        return None
     if expected is not None:
         algo, hexd = expected
         want = f"{algo}:{hexd}"
         recorded = hit.digests.get(algo, "")
         if not recorded:
-            # Written by a tool that did not record this algorithm: hash it once.
-            recorded = hash_file(data, [algo])[algo]
+            # Written by a tool that did not record this algorithm: record it now.
+            recorded = actual[algo]
             _write_text(entry / f"{algo}.digest", recorded)
             hit = Fetched(data, hit.status, _digests(entry), hit.last_modified,
                           hit.content_type)
@@ -505,7 +520,7 @@ def _fetch(url: str, entry: Path, expected: tuple[str, str] | None, description:
     # Facts of the old data go first, so a crash in between leaves data without facts
     # (revalidated or re-hashed next time), never facts that lie about data.
     _forget(entry)
-    tmp.chmod(0o444)  # basedisks hard-link to it: nobody may write through a link
+    tmp.chmod(0o444)  # instances get copies; this keeps a non-root writer off it too
     os.replace(tmp, entry / DATA)
     for name, value in digests.items():
         _write_text(entry / f"{name}.digest", value)
