@@ -61,6 +61,28 @@ def _read_argv(path: str) -> list[str]:
     return argv
 
 
+def _spec_for_mounts(name: str) -> tuple[InstanceSpec | None, str | None]:
+    """The stored spec, for its mounts (None without a lima.yaml: nothing to mount), or
+    None and the problem of a damaged one.
+
+    The guest boots from a command line the driver built from a checked spec, and the verb
+    refused a damaged lima.yaml before: one damaged since must not kill the guest and make
+    the driver boot it again and again. It runs without mounts instead, Degraded with the
+    file's problem, which `limactl list` and the verb show.
+    """
+    from lima.schemas import load_instance
+
+    where = paths.instance_dir(name) / paths.LIMA_YAML
+    if not where.is_file():
+        return None, None
+    try:
+        return load_instance(name).spec, None
+    except (SpecError, NotFoundError) as exc:
+        problems = "; ".join(str(exc).splitlines())
+        return None, (f"mounts not set up: {problems} (fix {where}, then restart the"
+                      f" instance)")
+
+
 class _LazyGuest:
     """The SSHGuest, built in the readiness thread: paramiko's import and the spec (for the
     mounts) load while qemu boots instead of delaying its start."""
@@ -75,17 +97,15 @@ class _LazyGuest:
         from lima.drivers.mounts import mount_all
         from lima.drivers.ssh import SSHGuest
 
-        spec = self.spec
-        if spec is None and (paths.instance_dir(self.name) / paths.LIMA_YAML).is_file():
-            from lima.schemas import load_instance
-
-            spec = load_instance(self.name).spec
+        spec, problem = (self.spec, None) if self.spec is not None else _spec_for_mounts(
+            self.name)
         mounts = spec.mounts if spec is not None else ()
         self.inner = SSHGuest(
             self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
             after_boot=(lambda client: mount_all(client, mounts)) if mounts else None,
         )
-        return self.inner.ready(stop, progress)
+        errors = self.inner.ready(stop, progress)
+        return [problem, *errors] if problem else errors
 
     def close(self) -> None:
         if self.inner is not None:

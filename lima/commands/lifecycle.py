@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lima.controller.clock import Clock
     from lima.controller.driver import Driver
     from lima.controller.lock import Request
+    from lima.schemas import Resolved
     from lima.schemas.spec import InstanceSpec
     from lima.states.actions import Action, Outcome
     from lima.states.model import DesiredState, ObservedState
@@ -45,19 +46,50 @@ class _Counting:
         return self.inner.execute(name, action, desired)
 
 
-def _stored_generation(name: str) -> str | None:
-    """The generation the instance was last driven with (status.json), else the one of its
-    stored lima.yaml (a created, never started instance)."""
-    from lima.controller.status_store import StatusStore
+def load_stored(name: str) -> Resolved:
+    """The instance's stored lima.yaml, resolved. A damaged one (garbage, invalid YAML,
+    empty, unreadable) is a LimaError at once: its problems at FILE:LINE, then what to do.
 
-    status = StatusStore().load(name)
-    if status is not None and status.generation:
-        return status.generation
+    Nothing may boot from it: the host agent reads it again, and booting a spec other
+    than the stored one would leave lima.yaml and the VM disagreeing.
+    """
     from lima import schemas
+    from lima.drivers import procs
     from lima.errors import SpecError
 
     try:
-        return schemas.generation(schemas.load_instance(name).filled)
+        return schemas.load_instance(name)
+    except SpecError as exc:
+        inst = paths.instance_dir(name)
+        if procs.qemu_pid(inst) is not None:
+            state = (f"instance {name!r} is running, but its {paths.LIMA_YAML} is damaged (see"
+                     f" above), so nothing was checked or changed; the VM is left as it is"
+                     f" (`limactl stop {name}` still works)")
+        else:
+            state = (f"instance {name!r} cannot be started: its {paths.LIMA_YAML} is damaged"
+                     f" (see above)")
+        raise LimaError(
+            f"{exc}\n{state}. Fix {inst / paths.LIMA_YAML}, or start over with `limactl delete"
+            f" {name}` and apply again (that deletes the instance's disk, and its data)"
+        ) from None
+
+
+def _stored_generation(name: str, *, strict: bool = False) -> str | None:
+    """The generation the instance was last driven with (status.json), else the one of its
+    stored lima.yaml (a created, never started instance). `strict`: a damaged stored
+    lima.yaml is an error (see `load_stored`) even when status.json has a generation;
+    else it gives None (a stop needs no spec)."""
+    from lima import schemas
+    from lima.controller.status_store import StatusStore
+
+    resolved = load_stored(name) if strict else None
+    status = StatusStore().load(name)
+    if status is not None and status.generation:
+        return status.generation
+    from lima.errors import SpecError
+
+    try:
+        return schemas.generation((resolved or schemas.load_instance(name)).filled)
     except (SpecError, NotFoundError, OSError):
         return None
 
@@ -195,9 +227,8 @@ def apply(files: tuple[str, ...], name: str | None, timeout: float) -> None:
         for w in () if exists else resolved.warnings:
             _say(str(w))
         if exists:
-            stored = _stored_generation(inst_name)
-            # An unreadable stored spec counts as changed: booting the new one would leave
-            # lima.yaml and the VM disagreeing.
+            # A damaged stored spec fails here, at once: booting on it would loop.
+            stored = _stored_generation(inst_name, strict=True)
             if stored != gen:
                 click.echo(f"{inst_name}: changed; restart needed")
                 continue
@@ -230,7 +261,7 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
         documents[inst_name] = schemas.dump_yaml(resolved.document.data)
     else:
         store.require_instance(inst_name)
-        resolved = schemas.load_instance(inst_name)
+        resolved = load_stored(inst_name)
     gen = schemas.generation(resolved.filled)
     converge(inst_name, "running", spec=resolved.spec, generation=gen, documents=documents,
              timeout=timeout, verb="start")
@@ -259,9 +290,13 @@ def stop_instance(name: str, *, force: bool, timeout: float = 300.0) -> None:
     """Drive `name` to stopped. The request is recorded first, so an apply or start that
     holds the lock gives up; with `force` the VM is killed at once (before and again
     under the lock, in case the holder's last step started it again)."""
-    from lima.controller.lock import write_request
+    from lima.controller.lock import RequestNotRecorded, write_request
 
-    req = write_request(name, "stopped", "limactl stop -f" if force else "limactl stop")
+    try:
+        req = write_request(name, "stopped", "limactl stop -f" if force else "limactl stop")
+    except RequestNotRecorded as exc:  # a full disk must not keep a VM from stopping
+        _say(f"[{name}] warning: {exc}; stopping anyway")
+        req = exc.request
     if force:
         kill_vm(name)
     converge(name, "stopped", spec=None, generation=_stored_generation(name) or "",

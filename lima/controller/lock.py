@@ -24,6 +24,7 @@ before each pass (`superseded_by`), gives up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -38,7 +39,7 @@ from typing import Any
 
 from lima import paths
 from lima.drivers import safefs
-from lima.errors import BusyError
+from lima.errors import BusyError, LimaError
 from lima.names import validate_name
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,13 @@ def holder(name: str) -> str:
 def _open_lock(name: str) -> int:
     p = lock_path(name)
     safefs.ensure_owned_dir(p.parent)
-    return safefs.open_private_file(p)
+    try:
+        return safefs.open_private_file(p)
+    except OSError as exc:
+        # A read-only LIMA_HOME: an flock needs no write access, and a stop must still work.
+        if exc.errno not in (errno.EROFS, errno.EACCES):
+            raise
+        return safefs.open_private_file(p, os.O_RDONLY, create=False)
 
 
 @contextmanager
@@ -106,13 +113,16 @@ def instance_lock(
                         "try again when it is done"
                     ) from None
                 time.sleep(POLL)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
+        # The holder's line is a courtesy: a full or read-only disk must not stop a stop.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
         _clean(name)
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)  # the kernel releases the flock itself when fd closes
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # the kernel releases the flock itself when fd closes
     finally:
         os.close(fd)
 
@@ -165,8 +175,19 @@ def write_request(name: str, run_state: str, command: str) -> Request:
     req = Request(run_state, os.getpid(), command, time.time())
     p = request_path(name)
     safefs.ensure_owned_dir(p.parent)
-    safefs.write_private_file(p, (json.dumps(req.to_json()) + "\n").encode())
+    try:
+        safefs.write_private_file(p, (json.dumps(req.to_json()) + "\n").encode())
+    except OSError as exc:  # a full or read-only disk: no bug, and the user must act
+        raise RequestNotRecorded(f"cannot write {p}: {exc.strerror or exc}", req) from None
     return req
+
+
+class RequestNotRecorded(LimaError):
+    """`write_request` could not write the file; `.request` is what it would have held."""
+
+    def __init__(self, message: str, request: Request) -> None:
+        super().__init__(message)
+        self.request = request
 
 
 def read_request(name: str) -> Request | None:

@@ -5,39 +5,54 @@ through these two functions; they differ only in the DesiredState they pass. Cal
 `lima.controller.lock.instance_lock(name)` around them. `reconcile_once()` is one pass
 (the controller's unit of work); `reconcile_until()` repeats passes until the instance
 converges, stalls, or the overall timeout passes, reporting each new phase.
+
+Two guards keep a fault from turning into a spin or an internal error: a status.json the OS
+will not write (disk full, read-only LIMA_HOME) is reported with its path and the OS's
+reason, after the VM was still brought down when that was asked; and a step that keeps
+coming back with the same result while the status does not move stalls the instance with
+the step's name instead of repeating it thousands of times.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from lima.controller.clock import Clock
 from lima.controller.driver import Driver
-from lima.controller.status_store import StatusStore
+from lima.controller.status_store import StatusStore, StatusWriteError
 from lima.errors import LimaError, NotFoundError, PermanentError, SpecError, TemporaryError
 from lima.states.actions import (
+    Abort,
     Action,
     Decision,
     Done,
     MarkRunning,
     Outcome,
     Stalled,
+    StopInstance,
     Wait,
     WaitProvisioned,
     WaitSSH,
 )
-from lima.states.advance import apply_outcome, rearm, resync
+from lima.states.advance import apply_outcome, rearm, resync, stall
 from lima.states.decide import decide
-from lima.states.model import DesiredState, Status
+from lima.states.model import DesiredState, RunState, Status
 from lima.states.phases import Phase
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0  # `--timeout` default: 10 min for the whole wait
 MAX_PASSES = 10_000  # a loop that makes no progress is a bug; fail loudly instead of spinning
+# The same step with the same result and the same status this many times in one run: the
+# facts do not follow what the step did (a bug, or something outside undoing it). Retrying
+# cannot help, so the instance stalls with the step's name.
+MAX_REPEATS = 5
+# OS errors that stay until the user acts (free space, fix permissions or the mount).
+_USER_MUST_ACT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 PhaseCallback = Callable[[Phase, float], None]
 # Asked before each pass and during waits: a message when a newer request took over the
@@ -51,6 +66,19 @@ class WaitTimeout(TemporaryError):
 
     def __init__(self, message: str, status: Status) -> None:
         super().__init__(message, delay=0.0)
+        self.status = status
+
+
+class StatusNotRecorded(LimaError):
+    """status.json could not be written; `.status` is what should have been recorded.
+
+    Raised once a stop or delete is done (the VM is down; only the record is missing), or
+    at once for a start, before any further step: booting on with nothing recorded would
+    forget retries and backoff.
+    """
+
+    def __init__(self, message: str, status: Status) -> None:
+        super().__init__(message)
         self.status = status
 
 
@@ -69,6 +97,7 @@ class Pass:
     status: Status
     decision: Decision
     outcome: Outcome | None
+    unsaved: StatusWriteError | None = None  # the status of this pass is not on disk
 
 
 def reconcile_pass(
@@ -81,16 +110,25 @@ def reconcile_pass(
     rearm_first: bool = False,
     budget_cap: float | None = None,
     previous: Status | None = None,
+    trust_previous: bool = False,
 ) -> Pass:
     """One pass, returning the decision too (reconcile_until needs it).
 
     `previous`: the status of the caller's last pass, used when nothing is stored (an
     instance without a directory, e.g. after a create that failed: its Stalled reason is
-    kept in memory, never written into a directory that must not exist).
+    kept in memory, never written into a directory that must not exist), or always with
+    `trust_previous` (the last save failed, so the file is stale).
+
+    A status the OS will not write does not stop a pass that brings the VM down (that is
+    what a user needs most when the disk is full); it ends one that would start or build
+    something before the step runs. Either way `Pass.unsaved` says so.
     """
     now = clock.now()
     loaded = store.load(name)
-    status = loaded if loaded is not None else (previous or Status(since=now))
+    if trust_previous and previous is not None:
+        status = previous
+    else:
+        status = loaded if loaded is not None else (previous or Status(since=now))
     if rearm_first:
         status = rearm(status, now, desired.generation)
     observed = driver.observe(name)
@@ -101,8 +139,12 @@ def reconcile_pass(
         status = rearm(status, now, desired.generation)
     decision = decide(desired, observed, status, now)
     if not isinstance(decision, Wait | Done | Stalled):
+        unsaved = None
         if status != loaded:
-            store.save(name, status)  # `limactl list` sees the fact-based phase during long steps
+            # `limactl list` sees the fact-based phase during long steps.
+            unsaved = _save(store, name, status)
+            if unsaved is not None and desired.run_state is RunState.RUNNING:
+                return Pass(status, decision, None, unsaved)
         action = _cap_budget(decision, budget_cap)
         log.debug("%s: %s -> %s", name, status.phase.value, action)
         outcome = _execute(driver, name, action, desired)
@@ -112,18 +154,33 @@ def reconcile_pass(
             first_line = (outcome.error or "").split("\n", 1)[0]
             log.log(level, "%s: %s failed: %s", name, type(action).__name__, first_line)
         status = apply_outcome(status, action, outcome, desired, clock.now())
-        store.save(name, status)
-        return Pass(status, action, outcome)
+        return Pass(status, action, outcome, _save(store, name, status))
     if status != loaded:  # a converged pass writes nothing (and fsyncs nothing)
-        store.save(name, status)
+        return Pass(status, decision, None, _save(store, name, status))
     return Pass(status, decision, None)
+
+
+def _save(store: StatusStore, name: str, status: Status) -> StatusWriteError | None:
+    try:
+        store.save(name, status)
+    except StatusWriteError as e:
+        log.debug("%s: %s", name, e)
+        return e
+    return None
 
 
 def reconcile_once(
     name: str, desired: DesiredState, driver: Driver, store: StatusStore, clock: Clock
 ) -> Status:
-    """One pass of the pipeline; returns the saved status (the controller's unit of work)."""
-    return reconcile_pass(name, desired, driver, store, clock).status
+    """One pass of the pipeline; returns the saved status (the controller's unit of work).
+
+    StatusWriteError when the status could not be saved (the pass's step did run, unless
+    it would have started something: see `reconcile_pass`).
+    """
+    p = reconcile_pass(name, desired, driver, store, clock)
+    if p.unsaved is not None:
+        raise p.unsaved
+    return p.status
 
 
 def reconcile_until(
@@ -147,25 +204,45 @@ def reconcile_until(
     SUPERSEDED_POLL s of a wait; a message from it ends the loop with Superseded, so no
     further step (a reboot after a crash backoff) runs for a request nobody holds any more.
     A Stalled result is returned, not raised: check `status.stalled` / `status.last_error`.
+    The same step ending the same way MAX_REPEATS times with the status unmoved stalls the
+    instance (see `_repeats`). A status.json that cannot be written raises
+    StatusNotRecorded: at once when bringing the instance up, at the end when bringing it
+    down (the VM is stopped first).
     """
     start = clock.now()
     deadline = start + timeout
     last: Phase | None = None
     status = Status(since=start)
+    seen: dict[tuple[object, ...], int] = {}
+    unsaved: StatusWriteError | None = None
     for i in range(MAX_PASSES):
         _check(superseded, status)
         left = deadline - clock.now()
         p = reconcile_pass(
             name, desired, driver, store, clock, rearm_first=rearm_first and i == 0,
             budget_cap=max(1.0, left), previous=status if i else None,
+            trust_previous=unsaved is not None,
         )
         status = p.status
+        unsaved = p.unsaved
         if on_phase is not None and status.phase is not last:
             on_phase(status.phase, clock.now() - start)
         last = status.phase
+        if unsaved is not None and desired.run_state is RunState.RUNNING:
+            raise _not_recorded(name, desired, p, unsaved)
+        if p.outcome is not None and not isinstance(p.decision, Wait | Done | Stalled):
+            key = _fingerprint(p)
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] >= MAX_REPEATS:
+                status = stall(status, _no_progress(p, seen[key]), clock.now(),
+                               desired.generation)
+                unsaved = _save(store, name, status)
+                p = Pass(status, Stalled(status.last_error or ""), p.outcome, unsaved)
         if isinstance(p.decision, Done | Stalled):
             # The VM may have been killed while this pass ran: not a success to report.
             _check(superseded, status)
+            if unsaved is not None:
+                raise _not_recorded(name, desired, p, unsaved)
             return status
         now = clock.now()
         if isinstance(p.decision, Wait):
@@ -175,6 +252,53 @@ def reconcile_until(
         elif now >= deadline:
             raise _timeout(name, desired, status, timeout, status.last_error)
     raise RuntimeError(f"{name}: no convergence after {MAX_PASSES} passes (a reconcile bug)")
+
+
+def _fingerprint(p: Pass) -> tuple[object, ...]:
+    """What says a pass got nowhere new: the step's kind (not its arguments: a fresh IID
+    each time is no progress either), its result, and the status it left, times aside.
+    A step still waiting or failing counts a retry, so it never repeats a fingerprint;
+    its phase deadline bounds it instead."""
+    out = p.outcome
+    result = (out.ok, out.permanent, out.error) if out is not None else None
+    s = p.status
+    return (type(p.decision).__name__, result, s.phase, s.retries, s.restarts, s.stalled)
+
+
+def _no_progress(p: Pass, times: int) -> str:
+    step = type(p.decision).__name__
+    out = p.outcome
+    if out is None or out.ok:
+        result = "it succeeded each time"
+    else:
+        result = f"it failed the same way each time: {(out.error or '').splitlines()[0]}"
+    return (
+        f"no progress: {step} ran {times} times and the instance stayed {p.status.phase.value}"
+        f" ({result}); what the step did does not show in the instance's files, so doing it"
+        " again cannot help. Look at the instance directory and `limactl list`, then run the"
+        " command again (with --debug for details)"
+    )
+
+
+def _not_recorded(
+    name: str, desired: DesiredState, p: Pass, err: StatusWriteError
+) -> StatusNotRecorded:
+    s = p.status
+    if isinstance(p.decision, Done):
+        head = f"instance {name!r} is {desired.run_state.value}, but its status was not recorded"
+    elif desired.run_state is RunState.RUNNING:
+        head = f"instance {name!r} was not started further: its status cannot be recorded"
+        out = p.outcome
+        if out is not None and not out.ok and out.error:
+            step = type(p.decision).__name__
+            head += f" (and {step} failed: {out.error.splitlines()[0]})"
+    else:  # a stop or delete that stalled
+        why = (s.last_error or "").split("\n", 1)[0]
+        head = f"instance {name!r} is stalled ({why}), and that could not be recorded"
+    return StatusNotRecorded(
+        f"{head}: {err}. Free space or make {err.path.parent} writable, then run the"
+        " command again", s,
+    )
 
 
 def _check(superseded: SupersededCheck | None, status: Status) -> None:
@@ -225,3 +349,11 @@ def _execute(driver: Driver, name: str, action: Action, desired: DesiredState) -
         return Outcome(False, error=str(e), permanent=True)
     except LimaError as e:
         return Outcome(False, error=str(e))
+    except OSError as e:
+        # A write refused by the OS (disk full, read-only LIMA_HOME) is no bug: name the
+        # file. Starting anything cannot succeed until the user acts, so it stalls; a step
+        # that brings the VM down is retried, and the next pass reads what really happened.
+        where = f"{e.filename}: " if e.filename else ""
+        msg = f"{type(action).__name__}: {where}{e.strerror or e}"
+        down = isinstance(action, StopInstance | Abort)
+        return Outcome(False, error=msg, permanent=e.errno in _USER_MUST_ACT and not down)

@@ -2,23 +2,46 @@
 
 `lima.controller.reconcile` loads it at the start of a pass and saves it at the end; `limactl
 list` reads it. A missing or corrupt file is not an error: the reconciler rebuilds the phase
-from facts, so `load()` then returns None. Writes go to a temp file in the same directory,
-are fsync'd, then renamed over the old file, so a reader sees the old or the new status,
-never half of one.
+from facts, so `load()` then returns None (after one warning when the file was there but
+unusable: garbage, not UTF-8, a directory, unreadable). Writes go to a temp file in the same
+directory, are fsync'd, then renamed over the old file, so a reader sees the old or the new
+status, never half of one. A write the OS refuses (disk full, read-only or foreign-owned
+LIMA_HOME) is a `StatusWriteError` naming the file and the OS's reason, never a bare OSError.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from lima import paths
+from lima.errors import LimaError
 from lima.states.model import Status
 
 log = logging.getLogger(__name__)
+
+# A directory found where status.json belongs is renamed to this (plus a time stamp), never
+# removed: it is not ours, and whatever is inside may matter to someone.
+ASIDE_SUFFIX = ".aside-"
+
+# Unusable files already reported, for the whole process: a reconcile loads status.json
+# every pass, and a verb may use more than one store. A successful save forgets its path.
+_warned: set[tuple[Path, str]] = set()
+
+
+class StatusWriteError(LimaError):
+    """status.json could not be written; `path` and the OS's `reason` say why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class StatusStore:
@@ -34,16 +57,16 @@ class StatusStore:
     def load(self, name: str) -> Status | None:
         p = self.path(name)
         try:
-            raw = p.read_text(encoding="utf-8")
+            raw = p.read_bytes()
         except FileNotFoundError:
             return None
-        except OSError as e:
-            log.warning("%s: cannot read (%s); rebuilding the status from facts", p, e)
+        except OSError as e:  # a directory, EACCES, EIO: facts still tell the phase
+            self._warn(p, _os_reason(e))
             return None
         try:
-            return Status.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("%s: unusable (%s); rebuilding the status from facts", p, e)
+            return Status.from_json(json.loads(raw.decode("utf-8")))
+        except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError is a ValueError
+            self._warn(p, f"unusable: {e}")
             return None
 
     def save(self, name: str, status: Status) -> bool:
@@ -51,24 +74,61 @@ class StatusStore:
 
         The store never creates an instance directory: a failed create must leave nothing
         behind (its reason reaches the user through the verb's error), and a delete must
-        not be resurrected.
+        not be resurrected. StatusWriteError when the OS refuses the write; the old file
+        is then left as it was.
         """
         p = self.path(name)
         if not p.parent.is_dir():
             return False
-        data = json.dumps(status.to_json(), indent=2, sort_keys=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=p.parent)
+        data = (json.dumps(status.to_json(), indent=2, sort_keys=False) + "\n").encode()
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=p.parent)
+        except OSError as e:
+            raise StatusWriteError(p, _os_reason(e)) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, p)
+            self._replace(tmp, p)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise StatusWriteError(p, _os_reason(e)) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(p.parent)
+        for seen in [w for w in _warned if w[0] == p]:
+            _warned.discard(seen)
         return True
+
+    def _replace(self, tmp: str, p: Path) -> None:
+        try:
+            os.replace(tmp, p)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST) or not p.is_dir():
+                raise
+        aside = p.with_name(f"{p.name}{ASIDE_SUFFIX}{time.strftime('%Y%m%d-%H%M%S')}")
+        n = 1
+        while aside.exists() or aside.is_symlink():
+            aside = aside.with_name(f"{aside.name.split('~')[0]}~{n}")
+            n += 1
+        os.rename(p, aside)
+        log.warning("%s was a directory; moved it aside to %s (look inside, then remove it)",
+                    p, aside)
+        os.replace(tmp, p)
+
+    def _warn(self, p: Path, reason: str) -> None:
+        if (p, reason) not in _warned:
+            _warned.add((p, reason))
+            log.warning("%s: %s; rebuilding the status from facts (the next save replaces it)",
+                        p, reason)
+
+
+def _os_reason(e: OSError) -> str:
+    """The OS's words without Python's `[Errno N]` and file-name decoration."""
+    return e.strerror or str(e)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -77,9 +137,6 @@ def _fsync_dir(d: Path) -> None:
         fd = os.open(d, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    os.close(fd)

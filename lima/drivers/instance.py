@@ -231,13 +231,19 @@ class QemuDriver:
 
     def _create(self, name: str, desired: DesiredState) -> Outcome:
         from lima.drivers.images import prepare_disks
+        from lima.drivers.images.repair import repair_disks
 
         inst = paths.instance_dir(name)
         if (inst / paths.LIMA_YAML).is_file():
-            # An instance whose disks went missing gets them again (prepare is idempotent).
-            if not ((inst / paths.BASEDISK).exists() and (inst / paths.DIFFDISK).exists()):
-                prepare_disks(self._spec(desired), inst)
+            # Disks that went missing are made again only when no data is lost by it; else
+            # a PermanentError says what is gone (never a blank disk without a word).
+            repair_disks(self._spec(desired), inst)
             return Outcome.success()
+        if inst.exists() or inst.is_symlink():
+            # Not ours to fill in or replace, and retrying will not change that.
+            return Outcome.failure(
+                f"{inst} exists but holds no {paths.LIMA_YAML} file, so it is no instance "
+                f"limactl can use; look inside, move it away, then apply again")
         text = self.documents.get(name)
         if text is None:
             return Outcome.failure(f"instance {name!r} does not exist; create it first")

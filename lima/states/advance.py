@@ -59,6 +59,14 @@ def rearm(status: Status, now: float, generation: str | None = None) -> Status:
     return s
 
 
+def stall(status: Status, reason: str, now: float, generation: str | None) -> Status:
+    """Stalled=True with `reason`, the phase as it is: nothing is tried again until the spec
+    changes or a user asks again (`rearm`). For a loop that gets nowhere (the reconciler
+    notices it), where no single step failed for good."""
+    s = replace(status, next_attempt=None, last_error=reason)
+    return _ready(s.with_condition(STALLED, T, "NoProgress", reason, now, generation), now)
+
+
 def resync(status: Status, observed: ObservedState, desired: DesiredState, now: float) -> Status:
     """Move the recorded phase to the one the facts prove, and refresh fact-based conditions.
 

@@ -124,12 +124,14 @@ def _toward_absent(observed: ObservedState) -> Decision:
 def _toward_stopped(
     desired: DesiredState, observed: ObservedState, status: Status, phase: Phase, now: float
 ) -> Decision:
+    if observed.vm_alive:
+        # First, even when a disk or lima.yaml went missing under the running VM: a stop
+        # must still bring it down.
+        return StopInstance(force=_overdue(status, phase, now))
     if not observed.created:
         if desired.spec is None:
             return Done("not created")
         return _gated(CreateInstance(), status, now)  # `limactl create`: create, do not start
-    if observed.vm_alive:
-        return StopInstance(force=_overdue(status, phase, now))
     return Done("stopped")
 
 

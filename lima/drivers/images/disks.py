@@ -24,6 +24,7 @@ from pathlib import Path
 from lima import paths
 from lima.drivers import runner
 from lima.drivers.images import decompress, download
+from lima.drivers.images.baserecord import record_basedisk
 from lima.drivers.images.imagecheck import check_base_image, is_iso, qemu_img_info
 from lima.errors import LimaError, PermanentError, TemporaryError
 from lima.schemas.spec import Image, InstanceSpec
@@ -83,6 +84,9 @@ def prepare_disks(spec: InstanceSpec, inst_dir: Path) -> None:
     try:
         for name, tmp in staged.files.items():
             os.replace(tmp, inst_dir / name)
+        # Before diffdisk exists, so every diffdisk has it: what lets `repair` prove a
+        # fresh copy of a lost basedisk to be the bytes diffdisk was laid over.
+        record_basedisk(inst_dir)
         create_diffdisk(inst_dir, spec.disk)
     except BaseException:
         staged.discard()
