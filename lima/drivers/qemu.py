@@ -332,7 +332,7 @@ def _disk_args(inst_dir: Path) -> list[str]:
     diffdisk = inst_dir / paths.DIFFDISK
     cidata = inst_dir / paths.CIDATA_ISO
     return [
-        "-drive", f"file={_esc(diffdisk)},if=virtio,discard=on",
+        "-drive", f"file={_esc(diffdisk)},format=qcow2,if=virtio,discard=on",
         # cidata as a SCSI CD-ROM, as Lima attaches it (the guest finds it by label).
         "-drive", f"id=cdrom0,if=none,format=raw,readonly=on,file={_esc(cidata)}",
         "-device", "virtio-scsi-pci,id=scsi0",

@@ -205,7 +205,7 @@ def test_qemu_binary_missing_is_permanent(monkeypatch: pytest.MonkeyPatch) -> No
 def test_diffdisk_is_virtio_and_cidata_is_a_scsi_cdrom(inst: Path) -> None:
     argv = build(inst)
     drives = values(argv, "-drive")
-    assert f"file={inst.absolute()}/diffdisk,if=virtio,discard=on" in drives
+    assert f"file={inst.absolute()}/diffdisk,format=qcow2,if=virtio,discard=on" in drives
     assert f"id=cdrom0,if=none,format=raw,readonly=on,file={inst.absolute()}/cidata.iso" in drives
     devices = values(argv, "-device")
     assert "virtio-scsi-pci,id=scsi0" in devices
@@ -216,7 +216,7 @@ def test_commas_in_paths_are_escaped(tmp_path: Path) -> None:
     d = tmp_path / "a,b"
     d.mkdir()
     argv = build(d)
-    assert f"file={tmp_path}/a,,b/diffdisk,if=virtio,discard=on" in values(argv, "-drive")
+    assert f"file={tmp_path}/a,,b/diffdisk,format=qcow2,if=virtio,discard=on" in values(argv, "-drive")
     assert one(argv, "-pidfile") == f"{d}/qemu.pid"  # a plain path, not an option list
 
 
