@@ -141,7 +141,8 @@ def _toward_running(observed: ObservedState, status: Status, phase: Phase, now: 
     iid = observed.cidata_iid or status.iid or ""
     match phase:
         case Phase.FAILED if observed.vm_alive:
-            return StopInstance(force=True)  # leftover of the failed attempt; no backoff
+            # Leftover of the failed attempt, no backoff; still a power-down first.
+            return StopInstance(force=False)
         case Phase.STOPPING:
             return StopInstance(force=_overdue(status, phase, now))  # finish it, then boot
         case Phase.FAILED | Phase.CREATED | Phase.STOPPED | Phase.ABSENT:

@@ -97,7 +97,7 @@ CASES: list[tuple[str, str, ObservedState, Status, object]] = [
     ("broken while stopping wanted", "stopped", replace(DONE, hostagent_pid_alive=False),
      st(Phase.RUNNING), StopInstance(force=False)),
     # Failed attempts.
-    ("failed with VM left", "running", UP, st(Phase.FAILED), StopInstance(force=True)),
+    ("failed with VM left", "running", UP, st(Phase.FAILED), StopInstance(force=False)),
     ("failed, backoff over", "running", SEEDED, st(Phase.FAILED, next_attempt=NOW - 1),
      BuildCidata(new_iid(NOW, IID))),
     ("failed create, backoff over", "running", obs(dir_exists=True),
