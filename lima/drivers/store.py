@@ -147,6 +147,14 @@ def inspect_processes(name: str, inst_dir: Path) -> Inspection:
     if not (inst_dir / paths.LIMA_YAML).is_file():
         ins.status = STATUS_BROKEN
         ins.errors.append(f"{inst_dir / paths.LIMA_YAML} is missing")
+    elif not (inst_dir / paths.DIFFDISK).exists():
+        from lima.drivers.images.repair import has_booted
+
+        if has_booted(inst_dir):
+            # Not "Stopped": starting it would need the disk that held the guest's data.
+            ins.status = STATUS_BROKEN
+            ins.errors.append(f"{inst_dir / paths.DIFFDISK} is missing: the instance's disk "
+                              "(its data) is gone")
     return ins
 
 

@@ -140,3 +140,14 @@ def test_a_directory_without_lima_yaml_is_not_retried(
     assert out.error == (f"{d} exists but holds no lima.yaml file, so it is no instance limactl"
                          " can use; look inside, move it away, then apply again")
     assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]
+
+
+def test_list_calls_a_booted_instance_without_its_diffdisk_broken(inst: Path) -> None:
+    from lima.drivers import store
+
+    (inst / paths.CIDATA_META).write_text("{}")
+    assert store.inspect_processes("vm", inst).status == store.STATUS_STOPPED
+    (inst / paths.DIFFDISK).unlink()
+    ins = store.inspect_processes("vm", inst)
+    assert ins.status == store.STATUS_BROKEN
+    assert any("is gone" in e for e in ins.errors)
