@@ -37,7 +37,9 @@ def fake_qemu(stderr_line: str, rc: int = 1) -> list[str]:
 def inst_dir(_isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = paths.instance_dir("ha")
     d.mkdir(parents=True)
-    monkeypatch.setattr(hostagent, "hostagent_info", lambda *a, **kw: None)
+    from lima.drivers.hostagent import client
+
+    monkeypatch.setattr(client, "hostagent_info", lambda *a, **kw: None)
     return d
 
 

@@ -34,7 +34,7 @@ QEMU_SYSTEMS = {f"qemu-system-{suffix}" for suffix in qemu.QEMU_ARCH.values()}
 # A new such site fails test_every_lima_process_site_is_known until it is added here.
 DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     # qemu_binary(arch): qemu-system-<QEMU_ARCH[arch]> or $QEMU_SYSTEM_*.
-    ("lima/drivers/hostagent.py", "HostAgent._start_qemu"): QEMU_SYSTEMS,
+    ("lima/drivers/hostagent/daemon.py", "HostAgent._start_qemu"): QEMU_SYSTEMS,
     ("lima/drivers/accel.py", "probe_kvm"): QEMU_SYSTEMS,
     # sftp_server(): the first of SFTP_SERVERS that exists.
     ("lima/drivers/mounts.py", "mount_one"): {os.path.basename(p) for p in mounts.SFTP_SERVERS},

@@ -1,0 +1,310 @@
+"""The host agent daemon: one per running instance, owning (or attached to) its qemu.
+
+`limactl hostagent NAME` (lima.commands.hostagent) builds a `HostAgent` and runs it. It
+writes ha.pid, serves /v1/info (lima.drivers.hostagent.api), appends events to
+ha.stdout.log (lima.drivers.hostagent.events), waits for the guest's readiness, checks
+the running guest with a heartbeat, and on SIGTERM powers the guest down through QMP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from lima import paths
+from lima.drivers import procs, runner
+from lima.drivers.hostagent.api import UnixHTTPServer, serve_info
+from lima.drivers.hostagent.events import QEMU_STDERR, QEMU_STDOUT, append_event, make_event
+from lima.drivers.hostagent.heartbeat import Heartbeat
+from lima.drivers.hostagent.qemuproc import QemuProcess
+from lima.errors import BusyError, LimaError
+
+_POLL = 0.05  # main loop tick: signals are noticed within this time
+# The error the host agent reports while the heartbeat gets no answer from the guest.
+UNRESPONSIVE = "the guest does not answer"
+
+log = logging.getLogger(__name__)
+
+# --- the daemon -------------------------------------------------------------------------------
+
+class Guest(Protocol):
+    """What the daemon waits on once qemu runs; the real one is lima.drivers.ssh.SSHGuest."""
+
+    def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
+        """Block until the guest is up; return errors that make it degraded.
+
+        Call `progress(phase)` on the way ("ssh_ready", "provisioned"); give up when `stop`
+        is set. Raise LimaError when it never came up (the daemon then shuts qemu down).
+        """
+
+    def close(self) -> None:
+        """Release sessions (mounts, ssh) before qemu is stopped."""
+
+    def alive(self, timeout: float) -> bool:
+        """Whether the running guest answers within `timeout` seconds (the heartbeat)."""
+
+
+# (inst_dir, timeout) -> whether qemu is gone; see lima.drivers.qmp.powerdown.
+PowerDown = Callable[[Path, float], bool]
+
+
+def qmp_powerdown(inst_dir: Path, timeout: float) -> bool:
+    """ACPI power button through QMP, then wait for qemu (lima.drivers.qmp.powerdown)."""
+    from lima.drivers import qmp  # only the stopping agent needs it
+
+    return qmp.powerdown(inst_dir, timeout=timeout)
+
+
+def write_pidfile(path: Path, pid: int) -> None:
+    tmp = path.with_name(f".{path.name}.{pid}.tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+class HostAgent:
+    """Runs one instance: qemu as a child, the API, the events, the guest readiness.
+
+    `qemu_argv` is any command (tests use a dummy process); `guest` decides readiness;
+    `powerdown` asks qemu to shut the guest down (QMP by default). `attach`: do not start
+    qemu, take over the instance's running one (its previous host agent died); the guest
+    is not rebooted, readiness is checked again from the guest's own facts.
+    """
+
+    def __init__(
+        self,
+        inst_dir: Path,
+        *,
+        ssh_port: int,
+        qemu_argv: Sequence[str],
+        guest: Guest,
+        powerdown: PowerDown = qmp_powerdown,
+        stop_timeout: float = 60.0,
+        attach: bool = False,
+        iid: str = "",
+    ) -> None:
+        self.inst_dir = inst_dir
+        self.ssh_port = ssh_port
+        self.qemu_argv = list(qemu_argv)
+        self.guest = guest
+        self.powerdown = powerdown
+        self.stop_timeout = stop_timeout
+        self._signal: int | None = None
+        self._stop_guest = threading.Event()
+        self._wake = threading.Event()
+        self._ready: list[str] | LimaError | None = None
+        self._qemu: QemuProcess | None = None
+        self._server: UnixHTTPServer | None = None
+        self.attach = attach
+        self.iid = iid
+        # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
+        # file anyone can truncate); "responsive" comes from the heartbeat.
+        self._state: dict[str, Any] = {"phase": "booting", "running": False,
+                                       "degraded": False, "errors": [], "responsive": True}
+        self._responsive: tuple[bool, float] | None = None  # a change not yet announced
+        self._lock = threading.Lock()
+
+    # The signal handler only records the signal; the main loop polls it, so no lock is
+    # ever taken inside a handler.
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        self._signal = signum
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Run until qemu exits or a stop is requested; returns the exit code."""
+        pid_path = self.inst_dir / paths.HA_PID
+        other = procs.hostagent_pid(self.inst_dir)
+        if other and other != os.getpid():
+            raise BusyError(f"a host agent (pid {other}) already runs for {self.inst_dir}")
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        write_pidfile(pid_path, os.getpid())
+        try:
+            self._server = serve_info(self.inst_dir / paths.HA_SOCK, self.info)
+            self._emit()
+            log.info("host agent started: pid %d, ssh port %d", os.getpid(), self.ssh_port)
+            return self._supervise()
+        finally:
+            self._cleanup(pid_path)
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            state = dict(self._state)
+        qemu = self._qemu
+        return {"sshLocalPort": self.ssh_port, "iid": self.iid, "attached": self.attach,
+                "qemuPID": qemu.pid if qemu is not None else 0, **state}
+
+    def _emit(self, **status: Any) -> None:
+        with self._lock:
+            if status.get("phase"):
+                self._state["phase"] = status["phase"]
+            if status.get("running"):
+                self._state.update(phase="running", running=True)
+            if "errors" in status or status.get("running"):
+                self._state["errors"] = list(status.get("errors") or [])
+                self._state["degraded"] = bool(status.get("degraded"))
+            if status.get("exiting"):
+                self._state.update(phase="exiting", running=False)
+        append_event(self.inst_dir, make_event(ssh_port=self.ssh_port, **status))
+
+    def _supervise(self) -> int:
+        if self.attach:
+            self._qemu = QemuProcess.attach(self.inst_dir)
+            if self._qemu is None:
+                msg = "no running qemu of this instance to attach to"
+                log.error("%s", msg)
+                self._emit(errors=[msg])
+                self._emit(exiting=True)
+                return 1
+            log.info("attached to the running qemu (pid %d); the guest is not rebooted",
+                     self._qemu.pid)
+        else:
+            try:
+                self._qemu = QemuProcess.started(self._start_qemu(), self.inst_dir)
+            except LimaError as exc:
+                log.error("qemu did not start: %s", exc)
+                self._emit(errors=[f"qemu did not start: {exc}"])
+                self._emit(exiting=True)
+                return 1
+        threading.Thread(target=self._watch_qemu, name="qemu-wait", daemon=True).start()
+        threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
+        announced = False
+        rc = 0
+        errors: list[str] = []
+        while True:
+            self._wake.wait(_POLL)
+            self._wake.clear()
+            if self._signal is not None:
+                log.info("signal %d: shutting the guest down", self._signal)
+                break
+            if self._qemu.poll() is not None:
+                msg = self._qemu_exit_message(self._qemu.returncode)
+                log.error("%s", msg)
+                self._emit(errors=[msg])
+                rc = 1
+                break
+            ready = self._ready
+            if ready is not None and not announced:
+                announced = True
+                if isinstance(ready, LimaError):
+                    log.error("guest did not become ready: %s", ready)
+                    self._emit(errors=[str(ready)])
+                    rc = 1
+                    break
+                log.info("guest is running%s", f" (degraded: {ready})" if ready else "")
+                errors = list(ready)
+                self._emit(running=True, degraded=bool(ready), errors=ready)
+                self._start_heartbeat()
+            change, self._responsive = self._responsive, None
+            if change is not None and announced:
+                self._announce_responsive(*change, errors)
+        self._stop_guest.set()
+        with contextlib.suppress(Exception):
+            self.guest.close()
+        self._stop_qemu()
+        self._emit(exiting=True)
+        log.info("host agent exiting (%d)", rc)
+        return rc
+
+    def _start_heartbeat(self) -> None:
+        probe = getattr(self.guest, "alive", None)
+        if probe is None:
+            return
+
+        def changed(responsive: bool, since: float) -> None:
+            self._responsive = (responsive, since)
+            self._wake.set()
+
+        beat = Heartbeat(probe, changed)
+        threading.Thread(target=beat.run, args=(self._stop_guest,), name="heartbeat",
+                         daemon=True).start()
+
+    def _announce_responsive(self, responsive: bool, since: float, errors: list[str]) -> None:
+        with self._lock:
+            self._state["responsive"] = responsive
+        if responsive:
+            self._emit(running=True, degraded=bool(errors), errors=errors)
+            return
+        when = datetime.fromtimestamp(since).astimezone().isoformat(timespec="seconds")
+        self._emit(running=True, degraded=True,
+                   errors=[*errors, f"{UNRESPONSIVE}: no answer over ssh since {when}"])
+
+    def _start_qemu(self) -> subprocess.Popen[bytes]:
+        out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
+        err = open(self.inst_dir / QEMU_STDERR, "wb")  # noqa: SIM115
+        try:
+            return runner.spawn(self.qemu_argv, stdout=out, stderr=err, cwd=self.inst_dir)
+        finally:
+            out.close()
+            err.close()
+
+    def _progress(self, phase: str) -> None:
+        if self._signal is None:
+            self._emit(phase=phase)
+
+    def _watch_qemu(self) -> None:
+        assert self._qemu is not None
+        self._qemu.wait()
+        self._wake.set()
+
+    def _wait_guest(self) -> None:
+        try:
+            self._ready = self.guest.ready(self._stop_guest, self._progress)
+        except LimaError as exc:
+            self._ready = exc
+        except Exception as exc:  # a bug in readiness must not leave the agent hanging
+            log.exception("readiness failed")
+            self._ready = LimaError(f"readiness failed: {type(exc).__name__}: {exc}")
+        self._wake.set()
+
+    def _qemu_exit_message(self, rc: int | None) -> str:
+        if self._qemu is not None and self._qemu.attached:
+            return "qemu (attached) exited"
+        try:
+            lines = (self.inst_dir / QEMU_STDERR).read_text(errors="replace").strip()
+        except OSError:
+            lines = ""
+        tail = " | ".join(lines.splitlines()[-5:])
+        return f"qemu exited with status {rc}" + (f": {tail}" if tail else "")
+
+    def _stop_qemu(self) -> None:
+        proc = self._qemu
+        if proc is None:
+            return
+        if proc.poll() is None:
+            deadline = time.monotonic() + self.stop_timeout
+            try:
+                if self.powerdown(self.inst_dir, self.stop_timeout) and proc.poll() is None:
+                    # QMP saw no qemu of this instance (e.g. no qemu.pid): ours is not it.
+                    deadline = min(deadline, time.monotonic() + 1.0)
+            except (LimaError, OSError, ImportError) as exc:
+                log.warning("QMP powerdown failed (%s); killing qemu", exc)
+                deadline = time.monotonic()
+            if not proc.wait(timeout=max(0.0, deadline - time.monotonic())):
+                log.warning("qemu still runs after powerdown; killing it")
+                proc.kill()
+        log.info("qemu exited with status %s", proc.returncode)
+        qemu_pid_path = self.inst_dir / paths.QEMU_PID
+        if procs.read_pid(qemu_pid_path) == proc.pid:
+            with contextlib.suppress(FileNotFoundError):
+                qemu_pid_path.unlink()
+
+    def _cleanup(self, pid_path: Path) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            with contextlib.suppress(FileNotFoundError):
+                (self.inst_dir / paths.HA_SOCK).unlink()
+        if procs.read_pid(pid_path) == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                pid_path.unlink()
+
