@@ -400,8 +400,7 @@ def f_backing_file(lab: Lab, variant: str) -> Row:
     subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw",
                     str(img), "64M"], check=True, capture_output=True)
     spec = lab.work / "b.yaml"
-    spec.write_text(f"base: template:tiny\nimages:\n- location: {img}\n  arch: x86_64\n"
-                    "vmOpts:\n  qemu:\n    restrictNetwork: true\n")
+    spec.write_text(_tiny_with_image(lab.tree.path, img))
     r = lab.run("create", "--name", "b", str(spec))
     disk = lab.inst("b") / "basedisk"
     if r.rc == 0 and disk.exists():
@@ -410,13 +409,27 @@ def f_backing_file(lab: Lab, variant: str) -> Row:
         backing = "?"
         with contextlib.suppress(ValueError):
             backing = json.loads(info.stdout).get("backing-filename") or "none"
-        state = f"ACCEPTED: b/basedisk backing file: {backing}"
+        state = (f"ACCEPTED: b/basedisk backs onto {backing}" if backing == "/etc/hostname"
+                 else f"created, but b/basedisk backing file: {backing}")
     elif r.rc == 0:
         state = "ACCEPTED (no basedisk yet)"
     else:
         state = f"refused; instance b exists: {_yes(lab.inst('b').exists())}"
     return Row("", "create --name b b.yaml (image backed by /etc/hostname)", r.secs(), r.code(),
                state, [r.tail()])
+
+
+def _tiny_with_image(tree: Path, image: Path) -> str:
+    """The tree's tiny template with its images list replaced by `image` alone: with `base:`
+    the template's own image would stay as a fallback candidate and hide a refusal."""
+    import yaml  # PyYAML: a limapy dependency, so in the venv this script runs with
+
+    template = tree / "lima" / "templates" / "tiny.yaml"
+    spec = yaml.safe_load(template.read_text()) if template.is_file() else {}
+    spec = spec if isinstance(spec, dict) else {}
+    spec["images"] = [{"location": str(image), "arch": "x86_64"}]
+    spec.setdefault("vmOpts", {"qemu": {"restrictNetwork": True}})
+    return str(yaml.safe_dump(spec, sort_keys=False))
 
 
 def f_cache_immutable(lab: Lab, variant: str) -> Row:
@@ -518,7 +531,8 @@ def f_corrupt_yaml(lab: Lab, variant: str) -> Row:
     low = r.stderr.lower()
     names_file = "lima.yaml" in low
     problem = any(w in low for w in ("pars", "decod", "utf", "invalid", "binary", "character",
-                                     "corrupt", "unreadable", "not valid", "cannot read"))
+                                     "corrupt", "unreadable", "not valid", "cannot read",
+                                     "not a text", "nul byte", "damaged"))
     state = (f"message shows parse error: {_yes(names_file and problem)}; "
              f"{lab.status()}; instance lima.yaml readable now: "
              f"{_yes(_is_text(target))}")
@@ -553,7 +567,12 @@ def f_missing_diffdisk(lab: Lab, variant: str) -> Row:
     said = [ln for ln in r.output.splitlines()
             if "disk" in ln.lower() and any(w in ln.lower() for w in words)]
     loud = any(w in ln for ln in said for w in ("WARNING", "ERROR", "limactl:"))
-    verdict = "no" if not said else ("yes (WARNING/ERROR)" if loud else "yes (quietly)")
+    if not said:
+        verdict = "no"
+    elif r.rc not in (0, None):
+        verdict = f"yes, and refuses (exit {r.rc})"
+    else:
+        verdict = "yes, as a WARNING" if loud else "yes, but only at INFO"
     state = f"says the data is gone: {verdict}; {lab.status()}"
     return Row("", "rm t/diffdisk (stopped, booted once); apply", r.secs(), r.code(), state,
                said[-2:] or [r.tail()])
@@ -668,12 +687,13 @@ def f_killed_create(lab: Lab, variant: str) -> Row:
         lab.finish(bg, 5)
         if not seen and lab.inst().exists():  # it finished first: try again from scratch
             lab.run("delete", "-f", "t")
-    before = len(lab.work_dirs())
+    after_kill = len(lab.work_dirs())
     rl = lab.run("list")
+    after_list = len(lab.work_dirs())
     ra = lab.run("apply", str(lab.yaml))
     left = lab.work_dirs()
-    state = (f"leftover .creating-*/.deleting-* dirs: {len(left)} (before list: {before}); "
-             f"{lab.status()}")
+    state = (f"leftover .creating-*/.deleting-* dirs: {len(left)} (after the kill "
+             f"{after_kill}, after list {after_list}); {lab.status()}")
     if not seen:
         state = f"create always finished before the kill ({attempts} tries); " + state
     return Row("", "kill -9 create mid-build; list; apply", f"{rl.secs()} / {ra.secs()}",
