@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 from tests.integration.conftest import REPO, Limactl, qemu_pids_for
@@ -28,6 +30,20 @@ def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:
     home = str(Path.home())
     assert any(f" on {home} type fuse.sshfs (ro," in line for line in mounts.splitlines())
     first_iid = json.loads((limactl.home / "deb" / "status.json").read_text())["iid"]
+
+    # The host agent dies (kill -9): the next apply attaches a new one to the same qemu,
+    # the guest is not rebooted, and the home mount works again.
+    boot_id = limactl("shell", "deb", "cat", "/proc/sys/kernel/random/boot_id").stdout
+    qemu = qemu_pids_for(limactl.home)
+    os.kill(int((limactl.home / "deb" / "ha.pid").read_text()), signal.SIGKILL)
+    out = limactl("apply", str(f), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert qemu_pids_for(limactl.home) == qemu
+    assert limactl("shell", "deb", "cat", "/proc/sys/kernel/random/boot_id").stdout == boot_id
+    listing = limactl("shell", "deb", "ls", "-d", home + "/.").stdout
+    assert listing.strip() == home + "/."
+    mounts = limactl("shell", "deb", "mount").stdout
+    assert sum(f" on {home} type fuse.sshfs (ro," in line for line in mounts.splitlines()) == 1
 
     limactl("stop", "deb", timeout=300)
     assert json.loads(limactl("list", "--format", "json", "deb").stdout)["status"] == "Stopped"
