@@ -72,8 +72,11 @@ INSTANCE_ENTRY_PATTERNS = (
 # unambiguously; the PID says whether their maker is still at work.
 _WORK_DIR = re.compile(r"^\.(?P<kind>creating|deleting)-(?P<name>[^@/]+)@(?P<pid>[0-9]+)-")
 
-# Unix socket paths are limited to 108 bytes on Linux (sun_path), NUL included.
-UNIX_PATH_MAX = 104
+# The size of sun_path in Linux's struct sockaddr_un: a socket path must be shorter than
+# this, since QEMU, ssh and the kernel's own users want room for the terminating NUL.
+# (Lima uses 104 on macOS, where sun_path is smaller; limapy runs on Linux only.)
+# tests/unit/test_facts_once.py checks the value against a real bind().
+UNIX_PATH_MAX = 108
 
 
 def lima_home() -> Path:
@@ -104,10 +107,6 @@ def locks_dir() -> Path:
 def templates_dir() -> Path:
     """`$LIMA_HOME/_templates`: user templates found by `template:NAME`."""
     return lima_home() / "_templates"
-
-
-def disks_dir() -> Path:
-    return lima_home() / "_disk"
 
 
 def user_identity() -> Path:

@@ -20,7 +20,7 @@ from lima.schemas.build import build_spec
 from lima.schemas.defaults import fill, order_keys
 from lima.schemas.lines import line_of
 from lima.schemas.spec import InstanceSpec
-from lima.schemas.templates import Document, load_document, split_template_name
+from lima.schemas.templates import IMAGE_SUFFIX, Document, load_document, split_template_name
 
 __all__ = [
     "Document",
@@ -92,9 +92,6 @@ def load_instance(name: str) -> Resolved:
     return resolve(str(path), name=name)
 
 
-_IMAGE_SUFFIX = re.compile(r"\.(img|qcow2|raw|iso)(\.(gz|xz|bz2|zstd))?$")
-
-
 def name_from_locator(locator: str) -> str:
     """Lima's default instance name: `template:docker` -> docker, `dir/foo.yaml` -> foo,
     `-` -> default, an image file -> its name without the format suffix."""
@@ -105,8 +102,8 @@ def name_from_locator(locator: str) -> str:
         base = template.rstrip("/").rsplit("/", 1)[-1]
     else:
         base = locator.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        if _IMAGE_SUFFIX.search(base.lower()):
-            return _IMAGE_SUFFIX.sub("", base.lower())
+        if IMAGE_SUFFIX.search(base.lower()):
+            return IMAGE_SUFFIX.sub("", base.lower())
     base = base.lower()
     for suffix in (".yml", ".yaml"):
         if base.endswith(suffix):

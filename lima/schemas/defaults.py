@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import platform
 import pwd
 import re
 from dataclasses import dataclass
@@ -33,14 +32,14 @@ from typing import Any
 from lima.errors import Problem, SpecError
 from lima.names import guest_hostname
 from lima.schemas import gotemplate
+from lima.schemas.arch import host_arch
 from lima.schemas.lines import format_path, from_loaded, line_of
+from lima.schemas.macaddr import mac_address
 from lima.schemas.yamlload import load_yaml
 
 FALLBACK_USER = "lima"
 FALLBACK_UID = 1000
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
-_ARCHES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64",
-           "armv7l": "armv7l", "riscv64": "riscv64", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 # Key order of the filled document: the order of Lima's templates/default.yaml.
 KEY_ORDER = (
@@ -72,9 +71,8 @@ class HostFacts:
 @functools.cache
 def host_facts() -> HostFacts:
     entry = pwd.getpwuid(os.getuid())
-    machine = platform.machine().lower()
     return HostFacts(
-        arch=_ARCHES.get(machine, machine),
+        arch=host_arch(),
         cpus=os.cpu_count() or 1,
         memory=_host_memory(),
         user=entry.pw_name,
@@ -544,14 +542,6 @@ def _fill_copy_to_host(f: _Filler) -> None:
         if isinstance(rule.get("host"), str) and rule["host"]:
             rule["host"] = f.host_tmpl(rule["host"], f"copyToHost[{i}].host")
     f.out["copyToHost"] = entries
-
-
-def mac_address(unique_id: str, machine_id: str) -> str:
-    """Lima's MAC for a network entry: 52:55:55 + 3 bytes of sha256(machine-id + id)."""
-    import hashlib  # deferred: OpenSSL's hashlib costs ~3 ms of start-up
-
-    digest = hashlib.sha256((machine_id + unique_id).encode()).digest()
-    return ":".join(f"{b:02x}" for b in bytes([0x52, 0x55, 0x55]) + digest[:3])
 
 
 def _fill_networks(f: _Filler) -> None:

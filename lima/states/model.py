@@ -86,7 +86,6 @@ class ObservedState:
 class CondStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 # The condition types status.json carries (Kubernetes form).

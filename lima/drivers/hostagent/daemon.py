@@ -27,6 +27,7 @@ from lima.drivers.hostagent.events import QEMU_STDERR, QEMU_STDOUT, append_event
 from lima.drivers.hostagent.heartbeat import Heartbeat
 from lima.drivers.hostagent.qemuproc import QemuProcess
 from lima.errors import BusyError, LimaError
+from lima.fsutil import atomic_write
 
 _POLL = 0.05  # main loop tick: signals are noticed within this time
 # The error the host agent reports while the heartbeat gets no answer from the guest.
@@ -65,9 +66,8 @@ def qmp_powerdown(inst_dir: Path, timeout: float) -> bool:
 
 
 def write_pidfile(path: Path, pid: int) -> None:
-    tmp = path.with_name(f".{path.name}.{pid}.tmp")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, path)
+    # Readers (lima.drivers.procs) must never see an empty or half-written pid file.
+    atomic_write(path, f"{pid}\n")
 
 
 class HostAgent:
