@@ -34,6 +34,7 @@ VERBS: dict[str, str] = {
     "start": "lifecycle:start",
     "stop": "lifecycle:stop",
     "shell": "shell:shell",
+    "controller": "controller:controller",
     "hostagent": "hostagent:hostagent",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove"}

@@ -305,6 +305,20 @@ def stop_instance(name: str, *, force: bool, timeout: float = 300.0) -> None:
              lock_timeout=min(timeout, FORCE_LOCK_WAIT) if force else timeout)
 
 
+def _refuse_managed(name: str) -> None:
+    """A controller would start a stopped managed instance again at its next pass."""
+    from lima.controller import managed
+
+    owner = managed.ownership(name)
+    if owner is None or managed.is_paused(name):
+        return
+    raise LimaError(
+        f"instance {name!r} is managed by {owner.managed_by} (from {owner.file}), which would"
+        f" start it again; run `limactl controller pause {name}` first (and `limactl"
+        f" controller resume {name}` when done), or remove its file from the folder"
+    )
+
+
 @click.command()
 @click.argument("name", default="default")
 @click.option("--force", "-f", is_flag=True, help="Kill the VM at once (no clean shutdown).")
@@ -314,5 +328,6 @@ def stop(name: str, force: bool, timeout: float) -> None:
     from lima.drivers import store
 
     store.require_instance(name)
+    _refuse_managed(name)
     stop_instance(name, force=force, timeout=timeout)
     click.echo(f"{name}: stopped")

@@ -31,11 +31,15 @@ class RunState(StrEnum):
 
 @dataclass(frozen=True)
 class DesiredState:
-    """`spec` may be None when only stopping or deleting (nothing needs the spec then)."""
+    """`spec` may be None when only stopping or deleting (nothing needs the spec then).
+    `restart`: a running boot built from another generation is stopped and booted again
+    with this spec (`apply --restart=auto`); without it such a boot is left running and
+    RestartRequired says so."""
 
     spec: InstanceSpec | None
     generation: str
     run_state: RunState
+    restart: bool = False
 
     def __post_init__(self) -> None:
         # Accept the plain strings the CLI has at hand ("running"); store the Enum.

@@ -182,7 +182,7 @@ def test_param_env_sorted_and_validated() -> None:
 
 
 def test_etc_environment_env_and_proxies() -> None:
-    spec = make_spec(env={"FOO": "bar", "SPACED": "a b"})
+    spec = make_spec(env={"FOO": "bar", "SPACED": "a b"}, propagate_proxy_env=True)
     host = {
         "http_proxy": "http://localhost:3128",
         "HTTPS_PROXY": "http://proxy:8080",
