@@ -31,6 +31,7 @@ VERBS: dict[str, str] = {
     "unprotect": "instances:unprotect",
     "prune": "prune:prune",
     "apply": "lifecycle:apply",
+    "diff": "diff:diff",
     "start": "lifecycle:start",
     "stop": "lifecycle:stop",
     "shell": "shell:shell",
