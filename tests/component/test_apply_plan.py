@@ -147,7 +147,8 @@ def test_stage_records_and_applies_at_the_next_start(
     assert "cpus: 2" in (running / "lima.yaml").read_text()
     assert status(running)["RestartRequired"]["status"] == "True"
     code, out, _ = run_cli(["list", "--format", "json"], capsys)
-    assert code == 0 and "RestartRequired" in out
+    listed = {c["type"]: c["status"] for c in json.loads(out)["conditions"]}
+    assert code == 0 and listed["RestartRequired"] == "True"
     # start on the running instance keeps it running; stop + start boots the staged spec.
     assert run_cli(["start", "vm"], capsys)[0] == 0
     assert not any(isinstance(a, StopInstance) for a in fake.executed)
