@@ -96,6 +96,7 @@ class _Memory:
     guard: RepeatGuard = field(default_factory=RepeatGuard)
     guard_key: str = ""
     previous: Any = None  # the last Status, for an instance without a directory
+    resolved: tuple[tuple[object, ...], Any] | None = None  # (cache key, schemas.Resolved)
     last: tuple[str, str] = ("", "")  # (decision, phase) last logged
 
 
@@ -242,7 +243,7 @@ class FolderController:
         try:
             if len(data) > MAX_FILE:
                 raise SpecError(f"{path}: larger than {MAX_FILE} bytes; not a lima.yaml")
-            resolved = schemas.resolve(str(path), name=name)
+            resolved = self._resolve(name, path, digest, mem)
         except LimaError as exc:
             # The instance is left exactly as it is; the next version of the file decides.
             if self._once(mem, "invalid", digest):
@@ -274,8 +275,9 @@ class FolderController:
         still restarts it as it was)."""
         gen = schemas.generation(resolved.filled)
         if stored_gen is None or stored_gen == gen:
-            return (DesiredState(resolved.spec, gen, RunState.RUNNING),
-                    schemas.dump_yaml(resolved.document.data))
+            # The text to create the instance with is only needed before it has a status.
+            text = schemas.dump_yaml(resolved.document.data) if stored_gen is None else None
+            return DesiredState(resolved.spec, gen, RunState.RUNNING), text
         if self._once(mem, "changed", digest):
             self.decisions.emit(name, "changed", digest=digest[:12],
                                 action="none; restart needed (changes are not applied yet)")
@@ -284,6 +286,18 @@ class FolderController:
         except LimaError:
             return None  # nothing stored to keep running on; wait for the file
         return DesiredState(stored.spec, stored_gen, RunState.RUNNING), None
+
+    def _resolve(self, name: str, path: Path, digest: str, mem: _Memory) -> schemas.Resolved:
+        """schemas.resolve, skipped when neither the file nor the user's default and
+        override files changed since the last pass (a resync of many instances)."""
+        cfg = paths.config_dir()
+        key: tuple[object, ...] = (digest, *(_mtime(cfg / f) for f in _CONFIG_FILES))
+        if mem.resolved is not None and mem.resolved[0] == key:
+            cached: schemas.Resolved = mem.resolved[1]
+            return cached
+        resolved = schemas.resolve(str(path), name=name)
+        mem.resolved = (key, resolved)
+        return resolved
 
     def _prune(self, name: str, mem: _Memory) -> float | None:
         owner = managed.ownership(name)
@@ -405,6 +419,16 @@ class FolderController:
 
     def _purpose(self) -> str:
         return f"limactl controller {self.folder} ({threading.current_thread().name})"
+
+
+_CONFIG_FILES = ("default.yaml", "override.yaml")
+
+
+def _mtime(p: Path) -> float | None:
+    try:
+        return p.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _problems(exc: LimaError, path: Path) -> list[dict[str, Any]]:
