@@ -18,7 +18,6 @@ import os
 import platform
 import re
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -232,13 +231,13 @@ def probe_kvm(
         argv = probe_argv(binary[0], firmware, cpu)
         started = time.monotonic()
         try:
-            proc = runner.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = runner.spawn(argv, stdout=runner.PIPE, stderr=runner.PIPE)
         except runner.CommandError as exc:
             return False, str(exc)
         hung = False
         try:
             out, err = proc.communicate(timeout=deadline)
-        except subprocess.TimeoutExpired:
+        except runner.TimeoutExpired:
             hung = True
             proc.kill()  # SIGKILL to this probe's own PID
             out, err = proc.communicate()

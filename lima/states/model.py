@@ -63,13 +63,12 @@ class ObservedState:
     cidata_iid: str | None = None
     hostagent_pid_alive: bool = False
     qemu_pid_alive: bool = False
-    qmp_answers: bool | None = None  # None: not asked
     markers_read: bool = True
     ssh_ready_iid: str | None = None
     boot_done_iid: str | None = None
-    boot_failed: str | None = None  # the guest's failure report for the current IID
-    stored_generation: str | None = None  # generation of the lima.yaml in the instance dir
-    agent_errors: tuple[str, ...] = ()  # errors the host agent reports (forwards, mounts)
+    # Errors the host agent reports once the boot runs: a failed provisioning script
+    # (the guest's /run/lima-boot-failed), port forwards, mounts. Empty before running.
+    agent_errors: tuple[str, ...] = ()
     guest_responsive: bool = True  # False: the host agent's heartbeat gets no answer
 
     @property

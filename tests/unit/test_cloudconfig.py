@@ -232,6 +232,7 @@ def test_data_writer_script() -> None:
         cc.data_writer_script(Provision(mode="data", path="/x", permissions="rwx"), 0)
 
 
+@pytest.mark.processes  # sh itself reads the env files
 def test_env_files_source_in_sh_exactly() -> None:
     spec = make_spec(
         user=make_spec().user.__class__(

@@ -94,6 +94,7 @@ def test_wait_timeout_raises_busy() -> None:
     assert len(errors) == 1 and "waited" in str(errors[0])
 
 
+@pytest.mark.processes  # the lock is held by another real process
 def test_other_process_holding_the_lock(_isolated_home: Path) -> None:
     code = (
         "import sys, time\n"
@@ -121,6 +122,7 @@ def test_other_process_holding_the_lock(_isolated_home: Path) -> None:
         pass
 
 
+@pytest.mark.processes  # a real holder is killed -9
 def test_killed_holder_leaves_no_stale_lock(_isolated_home: Path) -> None:
     code = (
         "import time\n"

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -238,7 +237,7 @@ class HostAgent:
         self._emit(running=True, degraded=True,
                    errors=[*errors, f"{UNRESPONSIVE}: no answer over ssh since {when}"])
 
-    def _start_qemu(self) -> subprocess.Popen[bytes]:
+    def _start_qemu(self) -> runner.Popen[bytes]:
         out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
         err = open(self.inst_dir / QEMU_STDERR, "wb")  # noqa: SIM115
         try:
