@@ -31,9 +31,11 @@ VERBS: dict[str, str] = {
     "unprotect": "instances:unprotect",
     "prune": "prune:prune",
     "apply": "lifecycle:apply",
+    "diff": "diff:diff",
     "start": "lifecycle:start",
     "stop": "lifecycle:stop",
     "shell": "shell:shell",
+    "controller": "controller:controller",
     "hostagent": "hostagent:hostagent",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove"}

@@ -44,6 +44,8 @@ BASEDISK_RECORD = "basedisk.json"
 QEMU_STDOUT = "qemu.stdout.log"
 QEMU_STDERR = "qemu.stderr.log"
 HA_QEMU_ARGV = "ha.qemu-argv.json"
+# Ours: the filled spec the instance last applied, and its intent generation (drift's "old").
+APPLIED_SPEC = "lima.applied.json"
 
 # Directories in LIMA_HOME that are not instances (they start with `_`).
 CONFIG = "_config"
@@ -57,6 +59,7 @@ INSTANCE_ENTRIES = frozenset({
     BASEDISK, DIFFDISK, KERNEL, KERNEL_CMDLINE, INITRD, QEMU_PID, QMP_SOCK, SERIAL_LOG,
     SERIAL_SOCK, SSH_SOCK, SSH_CONFIG, GA_SOCK, HA_PID, HA_SOCK, HA_STDOUT, HA_STDERR,
     STATUS_JSON, CIDATA_META, QEMU_STDOUT, QEMU_STDERR, HA_QEMU_ARGV, BASEDISK_RECORD,
+    APPLIED_SPEC,
     # Lima's own names (Lima 2 calls the disks `disk` and `iso`; vz and EFI files).
     "disk", "iso", "qemu-efi-code.fd", "vz-identifier", "vz-efi", "vz.stdout.log",
     "vz.stderr.log",
@@ -72,8 +75,11 @@ INSTANCE_ENTRY_PATTERNS = (
 # unambiguously; the PID says whether their maker is still at work.
 _WORK_DIR = re.compile(r"^\.(?P<kind>creating|deleting)-(?P<name>[^@/]+)@(?P<pid>[0-9]+)-")
 
-# Unix socket paths are limited to 108 bytes on Linux (sun_path), NUL included.
-UNIX_PATH_MAX = 104
+# The size of sun_path in Linux's struct sockaddr_un: a socket path must be shorter than
+# this, since QEMU, ssh and the kernel's own users want room for the terminating NUL.
+# (Lima uses 104 on macOS, where sun_path is smaller; limapy runs on Linux only.)
+# tests/unit/test_facts_once.py checks the value against a real bind().
+UNIX_PATH_MAX = 108
 
 
 def lima_home() -> Path:
@@ -104,10 +110,6 @@ def locks_dir() -> Path:
 def templates_dir() -> Path:
     """`$LIMA_HOME/_templates`: user templates found by `template:NAME`."""
     return lima_home() / "_templates"
-
-
-def disks_dir() -> Path:
-    return lima_home() / "_disk"
 
 
 def user_identity() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +20,19 @@ import pytest
 from lima import hostprograms
 
 ROOT = Path(__file__).parent
+# Unit tests are pure and take milliseconds; one that hangs should say so quickly rather
+# than after pyproject's 900 s meant for integration tests.
+UNIT_TIMEOUT = 20
+# What starts a process: Popen (subprocess.run and the runner sit on it), exec and fork.
+_PROCESS_STARTERS = ("execv", "execve", "execvp", "execvpe", "execl", "execlp", "fork",
+                     "forkpty", "system", "posix_spawn", "posix_spawnp")
 _PROGRAMS_LOG = pytest.StashKey[Path]()
 _UNLISTED = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "processes: a unit test that may start real processes (it says why)")
     # A log per session: several sessions may run on one machine at once.
     fd, name = tempfile.mkstemp(prefix="limapy-programs-", suffix=".log")
     os.close(fd)
@@ -61,6 +70,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = rel.parts[0] if rel.parts else ""
         if tier in ("unit", "component", "integration"):
             item.add_marker(getattr(pytest.mark, tier))
+        if tier == "unit" and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT))
 
 
 @pytest.fixture(autouse=True)
@@ -73,3 +84,24 @@ def _isolated_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         yield home
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_processes_in_unit_tests(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test starts no process (CONVENTIONS: unit tests are pure), unless it is
+    marked `processes`. Popen's fork is refused rather than Popen itself, so no alias
+    (lima.drivers.runner re-exports Popen) slips through."""
+    node = request.node
+    if node.get_closest_marker("unit") is None or node.get_closest_marker("processes"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"{node.nodeid} started a process; unit tests must not "
+            "(mark it @pytest.mark.processes if it has to, or make it a component test)")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    for name in _PROCESS_STARTERS:
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)

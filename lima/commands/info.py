@@ -12,8 +12,7 @@ import platform
 import click
 
 from lima import LIMA_COMPAT_VERSION, __version__, paths
-
-_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # macOS says arm64 where Lima says aarch64
+from lima.schemas.arch import host_arch
 
 
 def _templates() -> list[dict[str, str]]:
@@ -46,6 +45,6 @@ def info() -> None:
         "identityFile": str(paths.user_identity()),
         # Lima prints Go's names: GOOS ("linux", "darwin") and its arch spelling.
         "hostOS": platform.system().lower(),
-        "hostArch": _ARCH.get(platform.machine().lower(), platform.machine()),
+        "hostArch": host_arch(),
     }
     click.echo(json.dumps(doc))

@@ -148,6 +148,9 @@ def instance_record(name: str) -> dict[str, Any]:
         port = read_cidata_meta(inst_dir).get("sshLocalPort")
         if isinstance(port, int) and port:
             rec["sshLocalPort"] = port
+    from lima.controller import managed
+
+    rec.update(managed.describe(name))  # managedBy, controllerPaused (limapy's own keys)
     # Lima omits these keys when they are zero or empty (`omitempty`).
     for key in ("cpus", "memory", "disk", "sshLocalPort", "hostAgentPID", "driverPID", "errors"):
         if not rec.get(key):
@@ -188,6 +191,13 @@ def _table_row(rec: dict[str, Any]) -> list[str]:
     ]
 
 
+def _managed_cell(rec: dict[str, Any]) -> str:
+    by = str(rec.get("managedBy", ""))
+    if rec.get("controllerPaused"):
+        return f"{by} (paused)" if by else "paused"
+    return by or "-"
+
+
 @click.command(name="list")
 @click.argument("names", nargs=-1)
 @click.option("--format", "-f", "fmt", type=click.Choice(["table", "json", "yaml"]),
@@ -216,8 +226,16 @@ def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool) -> None:
     elif not wanted and not unknown:
         click.echo("No instance found. Run `limactl create` to create an instance.", err=True)
     elif wanted:
-        rows = [list(_COLUMNS)] + [_table_row(instance_record(n)) for n in wanted]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+        recs = [instance_record(n) for n in wanted]
+        cols = list(_COLUMNS)
+        rows = [_table_row(rec) for rec in recs]
+        if any("managedBy" in rec or rec.get("controllerPaused") for rec in recs):
+            # Only then: Lima's columns stay as they are for everyone else's scripts.
+            cols.append("MANAGED")
+            for row, rec in zip(rows, recs, strict=True):
+                row.append(_managed_cell(rec))
+        rows = [cols, *rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
         for r in rows:
             click.echo("    ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if unknown:

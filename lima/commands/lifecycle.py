@@ -15,6 +15,7 @@ from lima import paths
 from lima.errors import LimaError, NotFoundError
 
 if TYPE_CHECKING:
+    from lima.commands.diff import InstancePlan
     from lima.controller.clock import Clock
     from lima.controller.driver import Driver
     from lima.controller.lock import Request
@@ -109,6 +110,7 @@ def converge(
     lock_timeout: float | None = None,
     driver: Driver | None = None,
     clock: Clock | None = None,
+    restart: bool = False,
 ) -> list[str]:
     """Drive instance `name` to `run_state`; print one line per phase; return the actions.
 
@@ -137,7 +139,8 @@ def converge(
         return (f"instance {name} was {what} by `{newer.command}` (PID {newer.pid}) while "
                 f"this {verb} ran")
 
-    desired = DesiredState(spec=spec, generation=generation, run_state=RunState(run_state))
+    desired = DesiredState(spec=spec, generation=generation, run_state=RunState(run_state),
+                           restart=restart)
     driver = _Counting(driver or QemuDriver(documents))
     start = time.monotonic()
     shown: list[str] = []
@@ -209,33 +212,133 @@ def _resolve_target(target: str, name: str | None) -> tuple[str, bool]:
 @click.option("--name", default=None, help="Instance name (only with a single FILE).")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds to wait for the instance to be running.")
-def apply(files: tuple[str, ...], name: str | None, timeout: float) -> None:
-    """Create each instance when missing, then drive it to Running."""
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (one row per changed field) and change nothing; exit 0 "
+                   "when nothing would change, 2 when something would.")
+@click.option("--restart", "restart_policy", type=click.Choice(["auto", "stage"]),
+              default="auto", show_default=True,
+              help="Changes that need a restart: auto stops and boots the instance with the "
+                   "new spec; stage records them (RestartRequired), applied at the next start.")
+@click.option("--recreate", is_flag=True,
+              help="Allow changes that rebuild the disk (images, arch, vmType, os): the "
+                   "instance's disk and all data in it are lost.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="The plan's format with --dry-run (json: see "
+                                      "`limactl diff --help` for its shape).")
+def apply(files: tuple[str, ...], name: str | None, timeout: float, dry_run: bool,
+          restart_policy: str, recreate: bool, fmt: str) -> int:
+    """Create each instance when missing, then drive it to Running with FILE's spec.
+
+    Every FILE is validated and planned before anything is stopped: a change is live
+    (applied without a restart), restart, recreate (needs --recreate) or reject (a disk
+    shrink; nothing is touched). Exit 1 on any error, with every instance left as it was.
+    """
     from lima import schemas
+    from lima.commands.diff import DIFFERENT, SAME, plan_instance, render, would_change
     from lima.commands.instances import instance_name
     from lima.schemas.templates import read_stdin
 
     if name is not None and len(files) > 1:
         raise LimaError("--name can only be used with a single file")
-    # Every name is checked before anything is read or touched.
+    # Every name is checked, every file validated and every plan made before anything is
+    # touched: a bad second file must not leave the first instance restarted.
     names = [instance_name(name, locator) for locator in files]
     stdin = read_stdin() if "-" in files else None
-    for locator, inst_name in zip(files, names, strict=True):
-        resolved = schemas.resolve(locator, name=inst_name, stdin=stdin)
-        gen = schemas.generation(resolved.filled)
-        exists = (paths.instance_dir(inst_name) / paths.LIMA_YAML).is_file()
-        for w in () if exists else resolved.warnings:
+    resolved = [schemas.resolve(locator, name=inst_name, stdin=stdin)
+                for locator, inst_name in zip(files, names, strict=True)]
+    plans = [plan_instance(n, r, restart=restart_policy, recreate=recreate)
+             for n, r in zip(names, resolved, strict=True)]
+    if dry_run:
+        click.echo(render(plans, fmt))
+        return DIFFERENT if any(would_change(p) for p in plans) else SAME
+    _refuse(plans, recreate)
+    for plan, new in zip(plans, resolved, strict=True):
+        for w in () if plan.exists else new.warnings:
             _say(str(w))
-        if exists:
-            # A damaged stored spec fails here, at once: booting on it would loop.
-            stored = _stored_generation(inst_name, strict=True)
-            if stored != gen:
-                click.echo(f"{inst_name}: changed; restart needed")
-                continue
-        text = schemas.dump_yaml(resolved.document.data)
-        actions = converge(inst_name, "running", spec=resolved.spec, generation=gen,
-                           documents={inst_name: text}, timeout=timeout)
-        click.echo(f"{inst_name}: {'unchanged' if not actions else 'running'}")
+        click.echo(f"{plan.name}: {_apply_one(plan, new, restart_policy, timeout)}")
+    return 0
+
+
+def _refuse(plans: list[InstancePlan], recreate: bool) -> None:
+    """LimaError naming every change apply will not make (nothing has been touched yet)."""
+    from lima.schemas.fields import Drift
+
+    problems = []
+    for p in plans:
+        if p.plan is None or not p.changed:
+            continue
+        for c in p.plan.of(Drift.REJECT):
+            problems.append(f"{p.name}: {c.path}: {_short(c.old)} -> {_short(c.new)}: {c.action}")
+        if not recreate:
+            fields = [c.path for c in p.plan.of(Drift.RECREATE)]
+            if fields:
+                problems.append(
+                    f"{p.name}: {', '.join(fields)} changed: that needs a new disk; pass "
+                    f"--recreate to delete instance {p.name}'s disk (and all its data) and "
+                    f"build it again")
+    if problems:
+        raise LimaError("nothing was changed:\n  " + "\n  ".join(problems))
+
+
+def _short(value: object) -> str:
+    from lima.commands.diff import _short as short
+
+    return short(value, 60)
+
+
+def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: float) -> str:
+    """Carry out one instance's plan; the word for its final state."""
+    from lima import schemas
+
+    name = plan.name
+    text = schemas.dump_yaml(new.document.data)
+    verdict = plan.verdict
+    if verdict in ("create", "nothing"):
+        actions = converge(name, "running", spec=new.spec, generation=plan.generation,
+                           documents={name: text}, timeout=timeout)
+        return "unchanged" if not actions else "running"
+    if verdict == "recreate":
+        _say(f"[{name}] RECREATING: the disk of instance {name!r} is deleted and built again "
+             f"from its images; ALL DATA IN THE GUEST IS LOST")
+        if (paths.instance_dir(name) / paths.PROTECTED).exists():
+            raise LimaError(f"instance {name!r} is protected; `limactl unprotect {name}` first")
+        converge(name, "absent", spec=None, generation="", timeout=timeout, verb="apply")
+        converge(name, "running", spec=new.spec, generation=new.generation,
+                 documents={name: text}, timeout=timeout)
+        return "recreated; running"
+    inst = paths.instance_dir(name)
+
+    def record() -> None:
+        # Under the instance lock, and only now that everything validated.
+        from lima.fsutil import atomic_write
+
+        atomic_write(inst / paths.LIMA_YAML, text)
+        if verdict == "live":
+            _record_live(name, new)
+
+    stage = verdict == "restart" and restart_policy == "stage"
+    converge(name, "running", spec=new.spec, generation=new.generation,
+             documents={name: text}, timeout=timeout, before=record,
+             restart=verdict == "restart" and not stage)
+    if stage and plan.running:
+        paths_changed = ", ".join(c.path for c in plan.plan.changes) if plan.plan else ""
+        return (f"running; restart required to apply {paths_changed} (staged: applied at the "
+                f"next start; `limactl stop {name}` then `limactl start {name}`)")
+    return "running (changes applied)" if verdict == "live" else "running (restarted)"
+
+
+def _record_live(name: str, new: Resolved) -> None:
+    """A change that needs no restart: the running boot now counts as built from `new`."""
+    from dataclasses import replace
+
+    from lima.controller.status_store import StatusStore
+    from lima.drivers.applied import write_applied
+
+    write_applied(paths.instance_dir(name), new.generation, new.filled)
+    store = StatusStore()
+    status = store.load(name)
+    if status is not None and status.generation:
+        store.save(name, replace(status, generation=new.generation))
 
 
 @click.command()
@@ -259,10 +362,15 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
         stdin = read_stdin() if target == "-" else None
         resolved = schemas.resolve(target, name=inst_name, stdin=stdin)
         documents[inst_name] = schemas.dump_yaml(resolved.document.data)
+        gen = resolved.generation
     else:
+        from lima.commands.diff import plan_instance
+
         store.require_instance(inst_name)
         resolved = load_stored(inst_name)
-    gen = schemas.generation(resolved.filled)
+        # A change staged by `apply --restart=stage` boots here; a running instance keeps
+        # running (RestartRequired says what waits).
+        gen = plan_instance(inst_name, resolved).generation
     converge(inst_name, "running", spec=resolved.spec, generation=gen, documents=documents,
              timeout=timeout, verb="start")
     click.echo(f"{inst_name}: running")
@@ -305,6 +413,20 @@ def stop_instance(name: str, *, force: bool, timeout: float = 300.0) -> None:
              lock_timeout=min(timeout, FORCE_LOCK_WAIT) if force else timeout)
 
 
+def _refuse_managed(name: str) -> None:
+    """A controller would start a stopped managed instance again at its next pass."""
+    from lima.controller import managed
+
+    owner = managed.ownership(name)
+    if owner is None or managed.is_paused(name):
+        return
+    raise LimaError(
+        f"instance {name!r} is managed by {owner.managed_by} (from {owner.file}), which would"
+        f" start it again; run `limactl controller pause {name}` first (and `limactl"
+        f" controller resume {name}` when done), or remove its file from the folder"
+    )
+
+
 @click.command()
 @click.argument("name", default="default")
 @click.option("--force", "-f", is_flag=True, help="Kill the VM at once (no clean shutdown).")
@@ -314,5 +436,6 @@ def stop(name: str, force: bool, timeout: float) -> None:
     from lima.drivers import store
 
     store.require_instance(name)
+    _refuse_managed(name)
     stop_instance(name, force=force, timeout=timeout)
     click.echo(f"{name}: stopped")

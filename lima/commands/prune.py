@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from lima import paths
 from lima.drivers.images import download
 from lima.errors import BusyError, LimaError
+from lima.schemas.yamlload import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +55,20 @@ def _location(item: Any) -> Iterator[str]:
 
 
 def _instance_document(inst: Path) -> Any:
-    """The filled document when the spec layer can give it (defaults add containerd
-    archives), else the file as written."""
-    try:
-        from lima.schemas import load_instance  # type: ignore[attr-defined, unused-ignore]
+    """The filled document (defaults add containerd archives), else, for a lima.yaml that
+    no longer resolves, the file as written: its images must not vanish either."""
+    from lima.schemas import load_instance
 
+    try:
         return load_instance(inst.name).filled
-    except (ImportError, AttributeError, LimaError) as exc:
+    except LimaError as exc:
         log.debug("%s: using lima.yaml as written (%s)", inst.name, exc)
-    return yaml.safe_load((inst / paths.LIMA_YAML).read_text())
+    return _read_document(inst / paths.LIMA_YAML)
+
+
+def _read_document(path: Path) -> Any:
+    """A YAML file read as lima.yaml is read (YAML 1.2 scalars, limapy's limits)."""
+    return load_yaml(path.read_bytes(), str(path)).data
 
 
 def referred_keys() -> set[str]:
@@ -80,15 +85,15 @@ def referred_keys() -> set[str]:
                             "set up (it has no lima.yaml yet)")
         try:
             doc = _instance_document(inst)
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, LimaError) as exc:
             log.warning("skipping instance %s: cannot read its lima.yaml: %s", inst.name, exc)
             continue
         found.update(locations(doc))
     for root in (paths.builtin_templates_dir(), paths.templates_dir()):
         for template in sorted(root.rglob("*.yaml")) if root.is_dir() else []:
             try:
-                found.update(locations(yaml.safe_load(template.read_text())))
-            except (OSError, yaml.YAMLError) as exc:
+                found.update(locations(_read_document(template)))
+            except (OSError, LimaError) as exc:
                 log.warning("skipping template %s: %s", template, exc)
     return {download.cache_key(loc) for loc in found if not download.is_local(loc)}
 

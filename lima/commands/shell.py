@@ -187,7 +187,7 @@ def _mounts(name: str) -> list[MountPair]:
         from lima.schemas import load_instance
 
         spec = load_instance(name).spec
-    except (LimaError, ImportError) as exc:
+    except LimaError as exc:
         log.debug("no mounts for the working directory: %s", exc)
         return []
     return [(m.location, m.mount_point) for m in spec.mounts]
@@ -198,7 +198,7 @@ def _user(name: str) -> str | None:
         from lima.schemas import load_instance
 
         return load_instance(name).spec.user.name
-    except (LimaError, ImportError):
+    except LimaError:
         return None
 
 

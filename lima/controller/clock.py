@@ -1,11 +1,14 @@
 """Time for the reconciler, injected: `SystemClock` for real runs, `FakeClock` for tests.
 
-`lima.controller.reconcile` reads `now()` for every decision and calls `sleep()` between
-passes; status.json stores absolute times, so `now()` is wall-clock time (epoch seconds).
+`lima.controller.reconcile` reads `now()` for every decision and waits between passes with
+`wait()`; the folder controller (`lima.controller.folder`) shares that one sleep, so a new
+file event or a shutdown wakes a waiting instance at once (kopf's `sleep(wakeup=...)`).
+status.json stores absolute times, so `now()` is wall-clock time (epoch seconds).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol
 
@@ -15,6 +18,10 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
+    def wait(self, seconds: float, wakeup: threading.Event | None = None) -> bool:
+        """Sleep up to `seconds`; True at once when `wakeup` is (or becomes) set."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -23,6 +30,12 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, seconds: float, wakeup: threading.Event | None = None) -> bool:
+        if wakeup is None:
+            self.sleep(seconds)
+            return False
+        return wakeup.wait(max(0.0, seconds))
 
 
 class FakeClock:
@@ -39,6 +52,14 @@ class FakeClock:
         seconds = max(0.0, seconds)
         self.slept.append(seconds)
         self._now += seconds
+
+    def wait(self, seconds: float, wakeup: threading.Event | None = None) -> bool:
+        # A set wakeup ends the wait before any fake time passes; else the whole wait
+        # passes through sleep(), so subclasses that hook sleep() still see it.
+        if wakeup is not None and wakeup.is_set():
+            return True
+        self.sleep(seconds)
+        return wakeup is not None and wakeup.is_set()
 
     def advance(self, seconds: float) -> None:
         self._now += seconds

@@ -33,7 +33,6 @@ from lima.states.model import DesiredState, ObservedState
 @dataclass
 class FakeVM:
     created: bool = False
-    generation: str | None = None
     cidata_iid: str | None = None
     qemu_alive: bool = False
     agent_alive: bool = False
@@ -86,14 +85,13 @@ class FakeDriver:
             cidata_iid=vm.cidata_iid,
             hostagent_pid_alive=vm.agent_alive,
             qemu_pid_alive=alive,
-            qmp_answers=alive,
             # As the real driver: the guest's markers are known only through its host agent.
             markers_read=vm.agent_alive,
             ssh_ready_iid=vm.booted_iid if ssh_ready else None,
             boot_done_iid=vm.booted_iid if boot_done else None,
-            boot_failed=self.provision_error if boot_done else None,
-            stored_generation=vm.generation,
-            agent_errors=self.agent_errors if alive else (),
+            # As the real host agent: errors are reported once the boot runs (a failed
+            # provisioning script among them), and only by a live agent.
+            agent_errors=self._running_errors() if boot_done and vm.agent_alive else (),
         )
 
     def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
@@ -105,7 +103,7 @@ class FakeDriver:
                 if self.digest_mismatch:
                     return Outcome.failure("basedisk: sha256 digest mismatch (image changed?)")
                 paths.instance_dir(name).mkdir(parents=True, exist_ok=True)
-                vm.created, vm.generation = True, desired.generation
+                vm.created = True
                 return Outcome.success()
             case BuildCidata(iid=iid):
                 vm.cidata_iid = iid
@@ -130,12 +128,9 @@ class FakeDriver:
                     return Outcome.temporary("ssh: connection refused")
                 return self._wait_until(vm, iid, budget, self._ready_times(vm)[0], "ssh")
             case WaitProvisioned(iid=iid, budget=budget):
-                out = self._wait_until(vm, iid, budget, self._ready_times(vm)[1], "boot-done")
-                if out.ok and self.provision_error:
-                    return Outcome.success(errors=[self.provision_error])
-                return out
+                return self._wait_until(vm, iid, budget, self._ready_times(vm)[1], "boot-done")
             case MarkRunning():
-                return Outcome.success(errors=list(self.agent_errors))
+                return Outcome.success(errors=list(self._running_errors()))
             case StopInstance(force=force):
                 if vm.qemu_alive and not force:
                     self.clock.sleep(self.stop_delay)
@@ -151,6 +146,12 @@ class FakeDriver:
         raise AssertionError(f"FakeDriver: unknown action {action!r}")  # pragma: no cover
 
     # --- internals ----------------------------------------------------------------------
+    def _running_errors(self) -> tuple[str, ...]:
+        """What the real host agent reports once running: "provisioning failed: ..." for
+        a guest that wrote /run/lima-boot-failed, then its other errors."""
+        failed = (f"provisioning failed: {self.provision_error}",) if self.provision_error else ()
+        return failed + self.agent_errors
+
     def _ready_times(self, vm: FakeVM) -> tuple[float, float]:
         ssh_at = vm.boot_started + self.ssh_delay
         return ssh_at, ssh_at + self.provision_delay

@@ -19,6 +19,13 @@ run state a verb wants, its PID and command. `apply` and `start` hold the lock f
 convergence, so `stop -f` and `delete -f` cannot wait for it: they write their request,
 kill the VM, then wait for the lock, and the converging verb, which reads the request
 before each pass (`superseded_by`), gives up.
+
+A long-running process (the folder controller, `lima.controller.folder`) takes the lock per
+pass with `wait=False` and requeues the instance when it is busy, so no worker thread ever
+blocks on it. Inside one process the lock is reentrant per thread: a per-name
+`threading.Lock` registry admits one thread, which may take the same lock again (a helper
+called under it) without a second flock, which would conflict with the first open of the
+file. `holder()` and the in-process registry (`held_here`) say who holds it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +53,22 @@ from lima.names import validate_name
 log = logging.getLogger(__name__)
 
 POLL = 0.05
+
+
+@dataclass
+class _Hold:
+    """A lock this process holds: by which thread, how many times nested, for what."""
+
+    thread: int
+    thread_name: str
+    depth: int
+    purpose: str
+    since: float
+
+
+_registry = threading.Lock()  # guards the two dicts below
+_threads: dict[str, threading.Lock] = {}  # one per instance name, never removed (cheap)
+_holds: dict[str, _Hold] = {}
 # Run states whose request interrupts another process's convergence (see superseded_by).
 _INTERRUPTING = ("stopped", "absent")
 
@@ -87,37 +111,100 @@ def _open_lock(name: str) -> int:
 
 @contextmanager
 def instance_lock(
-    name: str, *, wait: bool = True, timeout: float | None = None
+    name: str, *, wait: bool = True, timeout: float | None = None, purpose: str | None = None
 ) -> Iterator[None]:
     """Hold instance `name`'s lock for the `with` block.
 
-    wait=False: raise BusyError at once when another process (or another open of the file in
-    this process) holds it. wait=True: poll until it is free, or until `timeout` seconds,
-    then raise BusyError. The message names the holder. Once held, leftovers of killed
-    creates and deletes of this instance are removed.
+    wait=False: raise BusyError at once when another process or another thread of this one
+    holds it. wait=True: poll until it is free, or until `timeout` seconds, then raise
+    BusyError. The message names the holder. The thread that holds it may take it again
+    (nested blocks share the one flock). `purpose` is written as the holder's description
+    (default: this process's command line). Once held, leftovers of killed creates and
+    deletes of this instance are removed.
     """
+    me = threading.get_ident()
+    with _registry:
+        hold = _holds.get(name)
+        if hold is not None and hold.thread == me:
+            hold.depth += 1
+            reentered = True
+        else:
+            reentered = False
+            tlock = _threads.setdefault(name, threading.Lock())
+    if reentered and hold is not None:
+        try:
+            yield
+        finally:
+            with _registry:
+                hold.depth -= 1
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if not _acquire_thread_lock(tlock, wait, deadline):
+        raise _busy(name, wait, timeout, _in_process_holder(name))
+    try:
+        with _flock(name, wait, deadline, timeout, purpose):
+            with _registry:
+                _holds[name] = _Hold(me, threading.current_thread().name, 1,
+                                     purpose or _command(), time.time())
+            try:
+                _clean(name)
+                yield
+            finally:
+                with _registry:
+                    _holds.pop(name, None)
+    finally:
+        tlock.release()
+
+
+def held_here(name: str) -> str:
+    """'thread T (purpose) for N s' when a thread of this process holds `name`'s lock."""
+    who = _in_process_holder(name)
+    return who or ""
+
+
+def _in_process_holder(name: str) -> str:
+    with _registry:
+        h = _holds.get(name)
+        if h is None:
+            return ""
+        return f"thread {h.thread_name} of this process ({h.purpose})"
+
+
+def _acquire_thread_lock(tlock: threading.Lock, wait: bool, deadline: float | None) -> bool:
+    if not wait:
+        return tlock.acquire(blocking=False)
+    if deadline is None:
+        return tlock.acquire()
+    return tlock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _busy(name: str, wait: bool, timeout: float | None, who: str) -> BusyError:
+    waited = "" if not wait or timeout is None else f" (waited {timeout:.0f} s)"
+    return BusyError(
+        f"instance {name!r} is busy: {who or 'another process'} is working on it{waited}; "
+        "try again when it is done"
+    )
+
+
+@contextmanager
+def _flock(
+    name: str, wait: bool, deadline: float | None, timeout: float | None, purpose: str | None
+) -> Iterator[None]:
     # No O_TRUNC: the current holder's line must survive until we own the lock.
     fd = _open_lock(name)
     try:
-        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if not wait or (deadline is not None and time.monotonic() >= deadline):
-                    who = holder(name) or "another process"
-                    waited = "" if not wait else f" (waited {timeout:.0f} s)"
-                    raise BusyError(
-                        f"instance {name!r} is busy: {who} is working on it{waited}; "
-                        "try again when it is done"
-                    ) from None
+                    raise _busy(name, wait, timeout, holder(name)) from None
                 time.sleep(POLL)
         # The holder's line is a courtesy: a full or read-only disk must not stop a stop.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
-        _clean(name)
+            os.pwrite(fd, f"{os.getpid()} {purpose or _command()}\n".encode(), 0)
         try:
             yield
         finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -194,6 +195,7 @@ def reconcile_until(
     on_phase: PhaseCallback | None = None,
     rearm_first: bool = True,
     superseded: SupersededCheck | None = None,
+    wakeup: threading.Event | None = None,
 ) -> Status:
     """Pass after pass until Done or Stalled (returned), or `timeout` s (WaitTimeout).
 
@@ -203,6 +205,8 @@ def reconcile_until(
     `superseded()` is asked before every pass, after the last one and every
     SUPERSEDED_POLL s of a wait; a message from it ends the loop with Superseded, so no
     further step (a reboot after a crash backoff) runs for a request nobody holds any more.
+    `wakeup` set during a wait ends the wait at once and runs the next pass (it is cleared
+    first): a caller that learns of a change (a file event) needs no backoff to pass.
     A Stalled result is returned, not raised: check `status.stalled` / `status.last_error`.
     The same step ending the same way MAX_REPEATS times with the status unmoved stalls the
     instance (see `_repeats`). A status.json that cannot be written raises
@@ -213,7 +217,7 @@ def reconcile_until(
     deadline = start + timeout
     last: Phase | None = None
     status = Status(since=start)
-    seen: dict[tuple[object, ...], int] = {}
+    guard = RepeatGuard()
     unsaved: StatusWriteError | None = None
     for i in range(MAX_PASSES):
         _check(superseded, status)
@@ -230,14 +234,8 @@ def reconcile_until(
         last = status.phase
         if unsaved is not None and desired.run_state is RunState.RUNNING:
             raise _not_recorded(name, desired, p, unsaved)
-        if p.outcome is not None and not isinstance(p.decision, Wait | Done | Stalled):
-            key = _fingerprint(p)
-            seen[key] = seen.get(key, 0) + 1
-            if seen[key] >= MAX_REPEATS:
-                status = stall(status, _no_progress(p, seen[key]), clock.now(),
-                               desired.generation)
-                unsaved = _save(store, name, status)
-                p = Pass(status, Stalled(status.last_error or ""), p.outcome, unsaved)
+        p = guard.check(name, p, desired, store, clock)
+        status, unsaved = p.status, p.unsaved
         if isinstance(p.decision, Done | Stalled):
             # The VM may have been killed while this pass ran: not a success to report.
             _check(superseded, status)
@@ -248,10 +246,34 @@ def reconcile_until(
         if isinstance(p.decision, Wait):
             if p.decision.until >= deadline:
                 raise _timeout(name, desired, status, timeout, p.decision.reason)
-            _sleep(clock, p.decision.until - now, superseded, status)
+            _sleep(clock, p.decision.until - now, superseded, status, wakeup)
         elif now >= deadline:
             raise _timeout(name, desired, status, timeout, status.last_error)
     raise RuntimeError(f"{name}: no convergence after {MAX_PASSES} passes (a reconcile bug)")
+
+
+class RepeatGuard:
+    """Counts passes that got nowhere new (see `_fingerprint`); the MAX_REPEATS-th stalls
+    the instance with the step's name instead of running it again. One per convergence
+    (reconcile_until) or per instance and file version (the folder controller)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[object, ...], int] = {}
+
+    def check(
+        self, name: str, p: Pass, desired: DesiredState, store: StatusStore, clock: Clock
+    ) -> Pass:
+        """`p`, or a Stalled pass (saved) when it repeats a step once too often."""
+        if p.outcome is None or isinstance(p.decision, Wait | Done | Stalled):
+            return p
+        key = _fingerprint(p)
+        self.seen[key] = self.seen.get(key, 0) + 1
+        if self.seen[key] < MAX_REPEATS:
+            return p
+        status = stall(p.status, _no_progress(p, self.seen[key]), clock.now(),
+                       desired.generation)
+        return Pass(status, Stalled(status.last_error or ""), p.outcome,
+                    _save(store, name, status))
 
 
 def _fingerprint(p: Pass) -> tuple[object, ...]:
@@ -308,16 +330,25 @@ def _check(superseded: SupersededCheck | None, status: Status) -> None:
 
 
 def _sleep(
-    clock: Clock, seconds: float, superseded: SupersededCheck | None, status: Status
+    clock: Clock,
+    seconds: float,
+    superseded: SupersededCheck | None,
+    status: Status,
+    wakeup: threading.Event | None = None,
 ) -> None:
-    """Sleep, in slices when someone may take the instance over meanwhile."""
+    """Sleep (one `clock.wait`), in slices when someone may take the instance over
+    meanwhile; a set `wakeup` ends it early (and is cleared for the next wait)."""
     if superseded is None:
-        clock.sleep(seconds)
+        if clock.wait(seconds, wakeup) and wakeup is not None:
+            wakeup.clear()
         return
     end = clock.now() + seconds
     while (left := end - clock.now()) > 0:
-        clock.sleep(min(left, SUPERSEDED_POLL))
+        woken = clock.wait(min(left, SUPERSEDED_POLL), wakeup)
         _check(superseded, status)
+        if woken and wakeup is not None:
+            wakeup.clear()
+            return
 
 
 def _timeout(

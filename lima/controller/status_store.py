@@ -11,17 +11,15 @@ LIMA_HOME) is a `StatusWriteError` naming the file and the OS's reason, never a 
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from lima import paths
 from lima.errors import LimaError
+from lima.fsutil import atomic_write
 from lima.states.model import Status
 
 log = logging.getLogger(__name__)
@@ -82,33 +80,19 @@ class StatusStore:
             return False
         data = (json.dumps(status.to_json(), indent=2, sort_keys=False) + "\n").encode()
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=p.parent)
+            self._move_aside_directory(p)
+            # The reconciler trusts status.json after a crash: the rename must be durable.
+            atomic_write(p, data, sync_dir=True)
         except OSError as e:
             raise StatusWriteError(p, _os_reason(e)) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            self._replace(tmp, p)
-        except OSError as e:
-            Path(tmp).unlink(missing_ok=True)
-            raise StatusWriteError(p, _os_reason(e)) from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(p.parent)
         for seen in [w for w in _warned if w[0] == p]:
             _warned.discard(seen)
         return True
 
-    def _replace(self, tmp: str, p: Path) -> None:
-        try:
-            os.replace(tmp, p)
+    def _move_aside_directory(self, p: Path) -> None:
+        """A directory where status.json belongs cannot be replaced by a rename."""
+        if p.is_symlink() or not p.is_dir():
             return
-        except OSError as e:
-            if e.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST) or not p.is_dir():
-                raise
         aside = p.with_name(f"{p.name}{ASIDE_SUFFIX}{time.strftime('%Y%m%d-%H%M%S')}")
         n = 1
         while aside.exists() or aside.is_symlink():
@@ -117,7 +101,6 @@ class StatusStore:
         os.rename(p, aside)
         log.warning("%s was a directory; moved it aside to %s (look inside, then remove it)",
                     p, aside)
-        os.replace(tmp, p)
 
     def _warn(self, p: Path, reason: str) -> None:
         if (p, reason) not in _warned:
@@ -129,14 +112,3 @@ class StatusStore:
 def _os_reason(e: OSError) -> str:
     """The OS's words without Python's `[Errno N]` and file-name decoration."""
     return e.strerror or str(e)
-
-
-def _fsync_dir(d: Path) -> None:
-    # Makes the rename itself durable; harmless where directories cannot be opened.
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    with contextlib.suppress(OSError):
-        os.fsync(fd)
-    os.close(fd)

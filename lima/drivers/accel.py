@@ -12,14 +12,12 @@ cache_dir()/accel.json; LIMA_QEMU_ACCEL=kvm|tcg (or `force`) skips the probe.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import platform
 import re
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +28,9 @@ from typing import Any
 from lima.drivers import runner
 from lima.drivers.qemu import binary_accel, qemu_arch, qemu_binary
 from lima.errors import PermanentError
+from lima.fsutil import atomic_write
 from lima.paths import cache_dir
+from lima.schemas.arch import host_arch
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,8 @@ class Accel:
     cached: bool = False
 
 
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+def _host_arch() -> str:  # a seam: tests pretend to run on another host
+    return host_arch()
 
 
 def _kvm_device_problem() -> str | None:
@@ -169,19 +168,12 @@ def _cache_put(key: str, accel: Accel) -> None:
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".accel.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"entries": entries}, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        text = json.dumps({"entries": entries}, indent=2, sort_keys=True) + "\n"
+        atomic_write(path, text, sync=False)  # a lost cache costs one probe
     except OSError as exc:
         # A cache we cannot write only costs another probe next time.
         log.debug("cannot write %s: %s", path, exc)
 
-
-def clear_cache() -> None:
-    with contextlib.suppress(FileNotFoundError):
-        cache_path().unlink()
 
 
 # ---- the probe ---------------------------------------------------------------------------
@@ -239,13 +231,13 @@ def probe_kvm(
         argv = probe_argv(binary[0], firmware, cpu)
         started = time.monotonic()
         try:
-            proc = runner.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = runner.spawn(argv, stdout=runner.PIPE, stderr=runner.PIPE)
         except runner.CommandError as exc:
             return False, str(exc)
         hung = False
         try:
             out, err = proc.communicate(timeout=deadline)
-        except subprocess.TimeoutExpired:
+        except runner.TimeoutExpired:
             hung = True
             proc.kill()  # SIGKILL to this probe's own PID
             out, err = proc.communicate()

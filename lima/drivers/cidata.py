@@ -30,6 +30,7 @@ from lima import paths
 from lima.drivers import cloudconfig
 from lima.drivers.identity import Identity, authorized_keys
 from lima.errors import SpecError
+from lima.fsutil import atomic_write, atomic_writer
 from lima.schemas.spec import InstanceSpec
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "cidata"
@@ -38,11 +39,6 @@ EXEC_MODE = 0o100755
 FILE_MODE = 0o100644
 DIR_MODE = 0o040755
 
-# Guest paths of the markers boot.sh writes (see lima/assets/cidata/boot.sh).
-SSH_READY_MARKER = "/run/lima-ssh-ready"
-BOOT_DONE_MARKER = "/run/lima-boot-done"
-BOOT_FAILED_MARKER = "/run/lima-boot-failed"
-BOOT_LOG = "/var/log/lima-init.log"
 
 # Where `mode: boot` provision scripts go in boot/: after our own 00-49 scripts.
 _BOOT_PROVISION_PREFIX = "50-provision"
@@ -143,7 +139,7 @@ def build_cidata(
     iso_path = inst_dir / paths.CIDATA_ISO
     write_iso(files, iso_path)
     reference = cloudconfig.user_data(spec, keys=keys, boot_hook=False, host_home=host_home)
-    _write_text_atomic(inst_dir / paths.CLOUD_CONFIG, reference, 0o444)
+    atomic_write(inst_dir / paths.CLOUD_CONFIG, reference, mode=0o444)
     return iso_path
 
 
@@ -180,16 +176,8 @@ def write_iso(files: list[SeedFile], dest: Path) -> None:
                 file_mode=EXEC_MODE if f.executable else FILE_MODE,
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp.{os.getpid()}")
-        try:
-            with open(tmp, "wb") as out:
-                iso.write_fp(out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_writer(dest) as out:
+            iso.write_fp(out)
     finally:
         iso.close()
 
@@ -229,15 +217,3 @@ class _IsoNames:
             candidate = stem[: MAX_NAME - len(ext) - 1 - len(suffix)] + suffix
         taken.add(f"{candidate}.{ext}")
         return candidate
-
-
-def _write_text_atomic(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

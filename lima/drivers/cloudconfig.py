@@ -15,24 +15,22 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lima.drivers.guest import (
+    GUEST_AGENT_PORT,
+    SLIRP_DNS,
+    SLIRP_GATEWAY,
+    SLIRP_IP_ADDRESS,
+    SLIRP_PREFIX_LENGTH,
+)
 from lima.errors import SpecError
 from lima.names import guest_hostname
 from lima.schemas import yamldump
+from lima.schemas.sizes import parse_size
 from lima.schemas.spec import InstanceSpec, Mount, Provision
-
-# QEMU user networking as Lima sets it up (192.168.5.0/24): the guest, the host side
-# gateway and the slirp DNS forwarder. With restrict=on the slirp DHCP server hands out
-# no router and no DNS, so network-config pins them.
-SLIRP_NETWORK_PREFIX = 24
-SLIRP_GATEWAY = "192.168.5.2"
-SLIRP_DNS = "192.168.5.3"
-SLIRP_IP_ADDRESS = "192.168.5.15"
 
 CIDATA_MOUNT_POINT = "/mnt/lima-cidata"
 CIDATA_DEVICE = "/dev/disk/by-label/cidata"
 CIDATA_MOUNT_OPTIONS = "ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0"
-# The virtio serial port the guest agent talks on (QEMU driver and guest agent agree).
-GUEST_AGENT_VIRTIO_PORT = "io.lima-vm.guest_agent.0"
 GUEST_INSTALL_PREFIX = "/usr/local"
 CONTAINERD_ARCHIVE = "nerdctl-full.tgz"
 
@@ -143,25 +141,19 @@ def mount_options(spec: InstanceSpec, m: Mount) -> str:
         nine = dict(m.nine_p)
         opts += ",trans=virtio"
         opts += f",version={nine.get('protocolVersion', '9p2000.L')}"
-        opts += f",msize={parse_size(nine.get('msize', '128KiB'))}"
+        opts += f",msize={_size(nine.get('msize', '128KiB'))}"
         cache = nine.get("cache") or ("mmap" if m.writable else "fscache")
         opts += f",cache={cache}"
     # A missing virtfs device must not fail the boot.
     return opts + ",nofail"
 
 
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
-
-
-def parse_size(value: object) -> int:
-    """`128KiB` / `4k` / 131072 -> bytes (binary units, as Lima's RAMInBytes)."""
-    if isinstance(value, int):
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise SpecError(f"invalid size {value!r}")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    return int(number * 1024 ** "_KMGT".index(unit)) if unit else int(number)
+def _size(value: str | int) -> int:
+    # The spec was validated, so this fails only for a spec built by hand (tests).
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 # --- meta-data, network-config ------------------------------------------------------
@@ -183,7 +175,7 @@ def network_config(spec: InstanceSpec) -> str:
     nic = {
         "dhcp4": False,
         "dhcp6": False,
-        "addresses": [f"{SLIRP_IP_ADDRESS}/{SLIRP_NETWORK_PREFIX}"],
+        "addresses": [f"{SLIRP_IP_ADDRESS}/{SLIRP_PREFIX_LENGTH}"],
         "gateway4": SLIRP_GATEWAY,
         "nameservers": {"addresses": nameservers},
     }
@@ -239,7 +231,7 @@ def lima_env(
         ("SKIP_DEFAULT_DEPENDENCY_RESOLUTION", "1" if _skip_dependency(spec) else ""),
         ("VMTYPE", spec.vm_type),
         ("VSOCK_PORT", "0"),
-        ("VIRTIO_PORT", GUEST_AGENT_VIRTIO_PORT),
+        ("VIRTIO_PORT", GUEST_AGENT_PORT),
         ("PLAIN", "1" if spec.plain else ""),
     ]
     return "".join(f"LIMA_CIDATA_{k}={_shell_value(k, v)}\n" for k, v in lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lima import paths
 from lima.drivers import safefs
 from lima.errors import PermanentError
+from lima.fsutil import atomic_write
 from lima.schemas.spec import InstanceSpec
 
 KEY_COMMENT = "lima"
@@ -77,23 +77,8 @@ def _generate(private: Path, public: Path) -> None:
     )
     # Both files must exist for the identity to count as present, so a crash between
     # the two renames only means the pair is generated again next time.
-    _write_atomic(public, public_bytes + b" " + KEY_COMMENT.encode() + b"\n", 0o644)
-    _write_atomic(private, private_bytes, 0o600)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # os.open's mode is filtered by the umask; be exact
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(public, public_bytes + b" " + KEY_COMMENT.encode() + b"\n", mode=0o644)
+    atomic_write(private, private_bytes, mode=0o600)
 
 
 def is_public_key(text: str) -> bool:

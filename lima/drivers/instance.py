@@ -150,6 +150,27 @@ def failure_context(inst_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def grow_diffdisk(inst: Path, size: int) -> bool:
+    """Grow diffdisk to `size` bytes before qemu opens it (`disk:` was raised by apply);
+    the guest's cloud-init (growpart, resizefs) grows the root file system at boot. Never
+    shrinks: apply refuses that before anything stops. True when it grew."""
+    from lima.drivers import runner
+    from lima.drivers.images.imagecheck import qemu_img_info
+
+    disk = inst / paths.DIFFDISK
+    if not disk.is_file():
+        return False
+    current = int(qemu_img_info(disk).get("virtual-size", 0))
+    if current <= 0 or size <= current:
+        return False
+    log.info("%s: growing %s from %d to %d bytes", inst.name, disk, current, size)
+    try:
+        runner.run(["qemu-img", "resize", "-f", "qcow2", disk.absolute(), str(size)])
+    except runner.CommandError as exc:
+        raise PermanentError(f"cannot grow {disk} to {size} bytes: {exc}") from exc
+    return True
+
+
 class QemuDriver:
     """Driver over real QEMU guests. `documents` maps an instance name to the lima.yaml
     text CreateInstance writes (apply/create know it; other verbs never create)."""
@@ -264,6 +285,11 @@ class QemuDriver:
         write_ansible_inventory(spec, inst)
         meta = {"iid": iid, "sshLocalPort": port}
         store.atomic_write(inst / paths.CIDATA_META, json.dumps(meta))
+        if desired.generation:
+            # This boot is bound to this spec from here on: it is what `apply` diffs against.
+            from lima.drivers.applied import write_applied
+
+            write_applied(inst, desired.generation, dict(spec.raw))
         return Outcome.success()
 
     def _start(
@@ -276,6 +302,7 @@ class QemuDriver:
             # A damaged or swapped basedisk fails here, permanently, naming the file with
             # qemu-img's words, rather than as a qemu that exits at once and is retried.
             check_instance_disks(inst)
+            grow_diffdisk(inst, spec.disk)
         meta = read_cidata_meta(inst)
         port = meta.get("sshLocalPort")
         if meta.get("iid") != iid or not isinstance(port, int):

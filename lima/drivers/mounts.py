@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -55,7 +54,7 @@ def sshfs_command(mount: Mount) -> str:
             f"{shlex.quote(':' + mount.location)} {mp}")
 
 
-def _pump_in(chan: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
+def _pump_in(chan: paramiko.Channel, proc: runner.Popen[bytes]) -> None:
     """guest sshfs -> local sftp-server; on EOF close the server's stdin so it exits."""
     assert proc.stdin is not None
     try:
@@ -69,12 +68,12 @@ def _pump_in(chan: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
             proc.stdin.close()
         try:
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        except runner.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
-def _pump_out(chan: paramiko.Channel, proc: subprocess.Popen[bytes]) -> None:
+def _pump_out(chan: paramiko.Channel, proc: runner.Popen[bytes]) -> None:
     """local sftp-server -> guest sshfs."""
     assert proc.stdout is not None
     try:
@@ -97,8 +96,8 @@ def mount_one(client: paramiko.SSHClient, mount: Mount) -> None:
     if transport is None:
         raise LimaError("ssh connection is closed")
     argv = [server] + ([] if mount.writable else ["-R"])
-    proc = runner.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                        stderr=subprocess.DEVNULL)
+    proc = runner.spawn(argv, stdin=runner.PIPE, stdout=runner.PIPE,
+                        stderr=runner.DEVNULL)
     chan = transport.open_session(timeout=10)
     chan.exec_command(sshfs_command(mount))
     threading.Thread(target=_pump_in, args=(chan, proc), daemon=True).start()

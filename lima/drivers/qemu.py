@@ -10,7 +10,6 @@ slirp 192.168.5.0/24, serial/QMP/guest-agent sockets in the instance directory).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shlex
@@ -20,29 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
+from lima.drivers.guest import GUEST_AGENT_PORT, SLIRP_IP_ADDRESS, SLIRP_NETWORK
 from lima.errors import PermanentError
+from lima.schemas.arch import QEMU_ARCH
+from lima.schemas.macaddr import mac_address
 from lima.schemas.spec import InstanceSpec
 
 log = logging.getLogger(__name__)
 
-# lima.yaml arch -> the suffix of qemu-system-<suffix> (and of QEMU_SYSTEM_<SUFFIX>).
-QEMU_ARCH = {
-    "x86_64": "x86_64",
-    "aarch64": "aarch64",
-    "armv7l": "arm",
-    "riscv64": "riscv64",
-    "ppc64le": "ppc64",
-    "s390x": "s390x",
-}
 _MACHINE = {"x86_64": "q35", "aarch64": "virt", "armv7l": "virt", "riscv64": "virt"}
 
-# QEMU's user-mode network, as in Lima: every instance has its own private 192.168.5.0/24.
-SLIRP_NETWORK = "192.168.5.0/24"
-SLIRP_GATEWAY = "192.168.5.2"
-SLIRP_DNS = "192.168.5.3"
-SLIRP_IP_ADDRESS = "192.168.5.15"
-
-GUEST_AGENT_PORT = "io.lima-vm.guest_agent.0"
 # The longest socket name in an instance directory: ssh's ControlPath plus the suffix
 # ssh appends while it creates the master socket (Lima's LongestSock).
 LONGEST_SOCK = paths.SSH_SOCK + ".1234567890123456"
@@ -161,15 +147,6 @@ def host_files(arch: str) -> HostFiles:
     return HostFiles(machine_id=machine_id, qboot=qboot, uefi_code=uefi)
 
 
-def mac_address(inst_dir: Path, machine_id: str) -> str:
-    """A stable, locally administered MAC for the instance, derived as Lima does.
-
-    52:55:55 (Lima's prefix) + the first 3 bytes of sha256(machine id + instance dir).
-    """
-    digest = hashlib.sha256((machine_id + str(inst_dir)).encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x52, 0x55, 0x55, *digest[:3]))
-
-
 def check_socket_paths(inst_dir: Path, names: Sequence[str] = (LONGEST_SOCK,)) -> None:
     """Fail clearly when a unix socket in the instance directory would be too long to bind."""
     for name in names:
@@ -200,15 +177,6 @@ def cpu_model(spec: InstanceSpec, accel: str) -> str:
 def tcg_tb_size_mib(memory_mib: int) -> int:
     """TCG translation cache: QEMU's 1 GiB default is more than a small guest needs."""
     return max(256, min(1024, memory_mib // 4))
-
-
-def _is_iso9660(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            f.seek(0x8001)
-            return f.read(5) == b"CD001"
-    except OSError:
-        return False
 
 
 def _read_cmdline(path: Path) -> str:
@@ -320,7 +288,11 @@ def _boot_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, add: _Add) -
             raise PermanentError(f"no UEFI firmware found for {spec.arch}{hint}")
         out += ["-drive", f"if=pflash,format=raw,readonly=on,file={_esc(host.uefi_code)}"]
     basedisk = inst_dir / paths.BASEDISK
-    if _is_iso9660(basedisk):
+    # Deferred: the images package costs ~140 ms to import, and the host agent's argv
+    # needs only this one check from it.
+    from lima.drivers.images.imagecheck import is_iso
+
+    if is_iso(basedisk):
         add("-boot", "order=d,splash-time=0,menu=on")
         out += ["-drive", f"file={_esc(basedisk)},format=raw,media=cdrom,readonly=on"]
     else:
@@ -348,7 +320,7 @@ def _net_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, ssh_port: int
     if spec.qemu.restrict_network:
         # The guest reaches nothing but the host's forwards (and slirp's own services).
         netdev += ",restrict=on"
-    mac = mac_address(inst_dir, host.machine_id)
+    mac = mac_address(str(inst_dir), host.machine_id)  # Lima: keyed by the instance dir
     # romfile= (empty): no iPXE option ROM, nothing to network-boot from.
     return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=net0,mac={mac},romfile="]
 

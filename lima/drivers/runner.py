@@ -16,6 +16,13 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# Re-exported: what the callers of spawn() need to talk to their child. They take it from
+# here, so no other module imports subprocess (tests/unit/test_layering.py pins that).
+from subprocess import DEVNULL as DEVNULL
+from subprocess import PIPE as PIPE
+from subprocess import Popen as Popen
+from subprocess import TimeoutExpired as TimeoutExpired
 from typing import IO, Any
 
 from lima import hostprograms

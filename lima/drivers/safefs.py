@@ -9,13 +9,13 @@ directories limactl makes must not be writable by anyone else, whatever the umas
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
 from pathlib import Path
 
 from lima.errors import LimaError
+from lima.fsutil import atomic_write
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -146,23 +146,7 @@ def read_private_file(path: Path, limit: int = 65536) -> bytes | None:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with a 0600 file holding `data`.
-
-    The temp file is created O_EXCL|O_NOFOLLOW next to it and renamed over it: a rename
-    replaces a symlink planted at `path` instead of writing through it.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, PRIVATE_FILE_MODE)
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Replace `path` atomically with a 0600 file holding `data`. The temp is created
+    O_EXCL beside it and renamed over it: a rename replaces a symlink planted at `path`
+    instead of writing through it (see lima.fsutil)."""
+    atomic_write(path, data, mode=PRIVATE_FILE_MODE)

@@ -25,6 +25,7 @@ from pathlib import Path
 import paramiko
 import tenacity
 
+from lima.drivers.guest import BOOT_DONE_MARKER, BOOT_FAILED_MARKER, SSH_READY_MARKER
 from lima.errors import TemporaryError
 
 log = logging.getLogger(__name__)
@@ -247,9 +248,6 @@ def wait_ssh(
 
 # --- boot readiness: the markers boot.sh writes ------------------------------------------
 
-SSH_READY_MARKER = "/run/lima-ssh-ready"
-BOOT_DONE_MARKER = "/run/lima-boot-done"
-BOOT_FAILED_MARKER = "/run/lima-boot-failed"
 _MARKER_POLL = 0.2
 
 AfterBoot = Callable[[paramiko.SSHClient], list[str]]

@@ -11,7 +11,6 @@ shell` imports this module on every call.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from lima import paths
 from lima.errors import PermanentError
+from lima.fsutil import atomic_write
 from lima.names import guest_hostname
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def ssh_config_text(spec: InstanceSpec, inst_dir: Path, port: int, identity: Ide
 def write_ssh_config(spec: InstanceSpec, inst_dir: Path, *, port: int, identity: Identity) -> Path:
     """Write inst_dir/ssh.config atomically and return its path."""
     path = inst_dir / paths.SSH_CONFIG
-    _write_atomic(path, ssh_config_text(spec, inst_dir, port, identity))
+    _write_file(path, ssh_config_text(spec, inst_dir, port, identity))
     return path
 
 
@@ -149,7 +149,7 @@ def ansible_inventory_text(spec: InstanceSpec, inst_dir: Path) -> str:
 def write_ansible_inventory(spec: InstanceSpec, inst_dir: Path) -> Path:
     """Write inst_dir/ansible-inventory.yaml atomically and return its path."""
     path = inst_dir / paths.ANSIBLE_INVENTORY
-    _write_atomic(path, ansible_inventory_text(spec, inst_dir))
+    _write_file(path, ansible_inventory_text(spec, inst_dir))
     return path
 
 
@@ -182,13 +182,6 @@ def _cpu_has_aes() -> bool:
     return False
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_file(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)

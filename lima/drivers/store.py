@@ -26,34 +26,17 @@ from pathlib import Path
 from lima import LIMA_COMPAT_VERSION, paths
 from lima.drivers import procs, safefs
 from lima.errors import LimaError, NotFoundError
+from lima.fsutil import atomic_write
 from lima.names import instance_dir_for, validate_name
 
-__all__ = ["validate_name"]  # re-exported: callers predating lima.names use it here
+# Re-exported: callers predating lima.names and lima.fsutil use them here.
+__all__ = ["atomic_write", "validate_name"]
 
 log = logging.getLogger(__name__)
 
 STATUS_RUNNING = "Running"
 STATUS_STOPPED = "Stopped"
 STATUS_BROKEN = "Broken"
-
-
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write a file by temp + fsync + rename, so readers see the old or the new content."""
-    raw = data.encode() if isinstance(data, str) else data
-    # The PID in the temp's name lets `remove_leftovers` tell a killed writer's temp from a
-    # live one's.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def create_instance(

@@ -17,10 +17,10 @@ from lima import paths
 from lima.errors import NotFoundError, Problem, SpecError
 from lima.schemas import yamldump
 from lima.schemas.build import build_spec
-from lima.schemas.defaults import fill, order_keys
+from lima.schemas.defaults import fill, load_configs, order_keys
 from lima.schemas.lines import line_of
 from lima.schemas.spec import InstanceSpec
-from lima.schemas.templates import Document, load_document, split_template_name
+from lima.schemas.templates import IMAGE_SUFFIX, Document, load_document, split_template_name
 
 __all__ = [
     "Document",
@@ -39,6 +39,14 @@ class Resolved:
     filled: dict[str, Any]  # defaults filled: what `validate --fill` prints
     spec: InstanceSpec
     warnings: list[Problem] = field(default_factory=list)
+    # The user's intent: the document and _config/{default,override}.yaml, before any host
+    # fact (time zone, user, RAM) is filled in. `generation` hashes it.
+    intent: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def generation(self) -> str:
+        """What decides "changed": equal intents, equal generations, whatever the host."""
+        return generation(self.intent)
 
 
 def _check(data: dict[str, Any], lines: Any, source: str) -> list[Problem]:
@@ -57,7 +65,9 @@ def resolve(locator: str, *, name: str | None = None, stdin: bytes | None = None
     if errors:
         raise SpecError(problems)
     fill_notes: list[Problem] = []
-    filled = fill(document.data, name=name, lima_home=paths.lima_home(), warnings=fill_notes)
+    configs = load_configs(paths.lima_home())
+    filled = fill(document.data, name=name, lima_home=paths.lima_home(), warnings=fill_notes,
+                  configs=configs)
     for note in fill_notes:
         file, line = line_of(document.lines, _parse_path(note.path), document.source)
         warnings.append(Problem(file, line, note.path, note.message, True))
@@ -73,7 +83,9 @@ def resolve(locator: str, *, name: str | None = None, stdin: bytes | None = None
     for problem in after:
         if problem not in warnings:
             warnings.append(problem)
-    return Resolved(document, filled, build_spec(filled, name), sorted(set(warnings)))
+    intent = {"document": document.data, "default.yaml": configs[0],
+              "override.yaml": configs[1]}
+    return Resolved(document, filled, build_spec(filled, name), sorted(set(warnings)), intent)
 
 
 def _parse_path(text: str) -> tuple[str | int, ...]:
@@ -92,9 +104,6 @@ def load_instance(name: str) -> Resolved:
     return resolve(str(path), name=name)
 
 
-_IMAGE_SUFFIX = re.compile(r"\.(img|qcow2|raw|iso)(\.(gz|xz|bz2|zstd))?$")
-
-
 def name_from_locator(locator: str) -> str:
     """Lima's default instance name: `template:docker` -> docker, `dir/foo.yaml` -> foo,
     `-` -> default, an image file -> its name without the format suffix."""
@@ -105,8 +114,8 @@ def name_from_locator(locator: str) -> str:
         base = template.rstrip("/").rsplit("/", 1)[-1]
     else:
         base = locator.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        if _IMAGE_SUFFIX.search(base.lower()):
-            return _IMAGE_SUFFIX.sub("", base.lower())
+        if IMAGE_SUFFIX.search(base.lower()):
+            return IMAGE_SUFFIX.sub("", base.lower())
     base = base.lower()
     for suffix in (".yml", ".yaml"):
         if base.endswith(suffix):
@@ -116,7 +125,9 @@ def name_from_locator(locator: str) -> str:
 
 
 def generation(filled: dict[str, Any]) -> str:
-    """The sha256 of the canonical JSON of a filled document: equal specs, equal hashes."""
+    """The sha256 of the canonical JSON of a document: equal documents, equal hashes.
+    `Resolved.generation` is this over the intent; over the filled document it is what
+    limapy before the applied spec (lima.applied.json) recorded in status.json."""
     import hashlib  # deferred: OpenSSL's hashlib costs ~3 ms of start-up
 
     canonical = json.dumps(filled, sort_keys=True, separators=(",", ":"), ensure_ascii=False,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import platform
 import pwd
 import re
 from dataclasses import dataclass
@@ -32,15 +31,15 @@ from typing import Any
 
 from lima.errors import Problem, SpecError
 from lima.names import guest_hostname
-from lima.schemas import gotemplate
+from lima.schemas import fields, gotemplate
+from lima.schemas.arch import host_arch
 from lima.schemas.lines import format_path, from_loaded, line_of
+from lima.schemas.macaddr import mac_address
 from lima.schemas.yamlload import load_yaml
 
 FALLBACK_USER = "lima"
 FALLBACK_UID = 1000
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
-_ARCHES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64",
-           "armv7l": "armv7l", "riscv64": "riscv64", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 # Key order of the filled document: the order of Lima's templates/default.yaml.
 KEY_ORDER = (
@@ -72,9 +71,8 @@ class HostFacts:
 @functools.cache
 def host_facts() -> HostFacts:
     entry = pwd.getpwuid(os.getuid())
-    machine = platform.machine().lower()
     return HostFacts(
-        arch=_ARCHES.get(machine, machine),
+        arch=host_arch(),
         cpus=os.cpu_count() or 1,
         memory=_host_memory(),
         user=entry.pw_name,
@@ -234,6 +232,14 @@ class _Filler:
         _set(self.out, path, copy.deepcopy(value))
         return value
 
+    def field(self, path: str, derived: Any = None) -> Any:
+        """`scalar()` with the builtin and the "unset" values of lima.schemas.fields; a
+        field whose builtin is Derived from others passes the value it derives."""
+        row = fields.field(path)
+        builtin = derived if isinstance(row.default, fields.Derived) else \
+            fields.builtin(path, self.host)
+        return self.scalar(path, builtin, row.empty)
+
     def concat(self, path: str) -> list[Any]:
         """override + instance + default."""
         items = _l(_get(self.o, path)) + _l(_get(self.y, path)) + _l(_get(self.d, path))
@@ -288,8 +294,21 @@ def fill(
     lima_home: Path,
     host: HostFacts | None = None,
     warnings: list[Problem] | None = None,
+    configs: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The filled document for instance `name` (a new dict; `data` is not changed)."""
+    """The filled document for instance `name` (a new dict; `data` is not changed).
+    `configs`: default.yaml and override.yaml as `load_configs` gave them (else read)."""
+    d, o = configs if configs is not None else load_configs(lima_home)
+    f = _Filler(data, d, o, name, lima_home, host or host_facts())
+    _fill_all(f)
+    if warnings is not None:
+        warnings.extend(f.warnings)
+    return order_keys(f.out)
+
+
+def load_configs(lima_home: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`_config/default.yaml` and `_config/override.yaml`; SpecError names the problems of
+    both files at once."""
     config = lima_home / "_config"
     configs: list[dict[str, Any]] = []
     problems: list[Problem] = []
@@ -300,12 +319,7 @@ def fill(
             problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
-    d, o = configs
-    f = _Filler(data, d, o, name, lima_home, host or host_facts())
-    _fill_all(f)
-    if warnings is not None:
-        warnings.extend(f.warnings)
-    return order_keys(f.out)
+    return configs[0], configs[1]
 
 
 def order_keys(doc: dict[str, Any]) -> dict[str, Any]:
@@ -318,34 +332,34 @@ def order_keys(doc: dict[str, Any]) -> dict[str, Any]:
 def _fill_all(f: _Filler) -> None:
     f.param = {str(k): v for k, v in f.merged_map("param").items()}
     _fill_user(f)
-    vm_type = f.scalar("vmType", "qemu", ("", "default"))
-    f.scalar("os", "Linux", ("", "default"))
-    arch = f.scalar("arch", f.host.arch, ("", "default"))
+    vm_type = f.field("vmType")
+    f.field("os")
+    arch = f.field("arch")
     _fill_images(f, arch)
     _fill_vmopts(f)
-    f.scalar("cpus", min(4, f.host.cpus), (0,))
-    f.scalar("memory", bytes_size(min(4 << 30, f.host.memory // 2)), ("",))
-    f.scalar("disk", "100GiB", ("",))
+    f.field("cpus")
+    f.field("memory")
+    f.field("disk")
     f.out["additionalDisks"] = f.concat("additionalDisks")
-    f.scalar("audio.device", "")
-    f.scalar("video.display", "none", ("",))
-    f.scalar("video.vnc.display", "127.0.0.1:0,to=9")
-    f.scalar("firmware.legacyBIOS", False)
+    f.field("audio.device")
+    f.field("video.display")
+    f.field("video.vnc.display")
+    f.field("firmware.legacyBIOS")
     firmware_images = f.concat("firmware.images")
     for image in firmware_images:
         if isinstance(image, dict) and not image.get("arch"):
             image["arch"] = arch
     _set(f.out, "firmware.images", firmware_images)
-    f.scalar("timezone", f.host.timezone)
-    f.scalar("ssh.localPort", 0)
+    f.field("timezone")
+    f.field("ssh.localPort")
     for key in ("loadDotSSHPubKeys", "forwardAgent", "forwardX11", "forwardX11Trusted"):
-        f.scalar(f"ssh.{key}", False)
+        f.field(f"ssh.{key}")
     _set(f.out, "hostResolver.hosts", f.merged_map("hostResolver.hosts"))
     _fill_provision(f)
-    f.scalar("guestInstallPrefix", "/usr/local")
-    f.scalar("upgradePackages", False)
-    f.scalar("containerd.system", False)
-    f.scalar("containerd.user", False)  # Lima: true on x86_64/aarch64; limapy: opt-in
+    f.field("guestInstallPrefix")
+    f.field("upgradePackages")
+    f.field("containerd.system")
+    f.field("containerd.user")  # Lima: true on x86_64/aarch64; limapy: opt-in
     archives = f.concat("containerd.archives")
     for archive in archives:
         if isinstance(archive, dict) and not archive.get("arch"):
@@ -355,16 +369,16 @@ def _fill_all(f: _Filler) -> None:
     _fill_port_forwards(f)
     _fill_copy_to_host(f)
     # Lima's hcs driver (Windows hosts) turns the host resolver off unless it is set.
-    f.scalar("hostResolver.enabled", vm_type != "hcs")
-    f.scalar("hostResolver.ipv6", False)
-    f.scalar("propagateProxyEnv", True)
+    f.field("hostResolver.enabled", vm_type != "hcs")
+    f.field("hostResolver.ipv6")
+    f.field("propagateProxyEnv")
     _fill_networks(f)
     f.out["mountTypesUnsupported"] = f.concat("mountTypesUnsupported")
     default_mount = "virtiofs" if vm_type == "vz" else "reverse-sshfs"
     if default_mount in f.out["mountTypesUnsupported"]:
         default_mount = "9p"
-    f.scalar("mountType", default_mount, ("", "default"))
-    f.scalar("mountInotify", False)
+    f.field("mountType", default_mount)
+    f.field("mountInotify")
     _fill_mounts(f)
     dns = _l(f.y.get("dns")) or _l(f.d.get("dns"))
     if _l(f.o.get("dns")):
@@ -372,16 +386,16 @@ def _fill_all(f: _Filler) -> None:
     f.out["dns"] = copy.deepcopy(dns)
     f.out["env"] = f.merged_map("env")
     f.out["param"] = dict(f.param)
-    f.scalar("caCerts.removeDefaults", False)
+    f.field("caCerts.removeDefaults")
     for key in ("files", "certs"):
         items = _l(_get(f.d, f"caCerts.{key}")) + _l(_get(f.y, f"caCerts.{key}"))
         items += _l(_get(f.o, f"caCerts.{key}"))
         _set(f.out, f"caCerts.{key}", _unique(items))
     # Rosetta exists only on Apple silicon hosts; everywhere else it is off.
-    _set(f.out, "rosetta.enabled", False)
-    f.scalar("rosetta.binfmt", False)
-    f.scalar("nestedVirtualization", False)
-    if f.scalar("plain", False) is True:
+    _set(f.out, "rosetta.enabled", fields.field("rosetta.enabled").default)
+    f.field("rosetta.binfmt")
+    f.field("nestedVirtualization")
+    if f.field("plain") is True:
         f.out["mounts"] = []
         f.out["portForwards"] = []
         _set(f.out, "containerd.system", False)
@@ -400,11 +414,13 @@ def _unique(items: list[Any]) -> list[Any]:
 
 def _fill_user(f: _Filler) -> None:
     name, uid, notes = lima_user(f.host)
-    for key, builtin in (("name", name), ("comment", f.host.comment),
-                         ("home", "/home/{{.User}}.guest"), ("shell", "/bin/bash"),
-                         ("uid", uid)):
+    derived = {"name": name, "uid": uid}
+    for key in ("name", "comment", "home", "shell", "uid"):
         used = f.scalar(f"user.{key}", None)
         if used is None:
+            row = fields.field(f"user.{key}")
+            builtin = derived[key] if isinstance(row.default, fields.Derived) else \
+                fields.builtin(row.path, f.host)
             _set(f.out, f"user.{key}", builtin)
             if key in ("name", "uid"):
                 for note in notes:
@@ -544,14 +560,6 @@ def _fill_copy_to_host(f: _Filler) -> None:
         if isinstance(rule.get("host"), str) and rule["host"]:
             rule["host"] = f.host_tmpl(rule["host"], f"copyToHost[{i}].host")
     f.out["copyToHost"] = entries
-
-
-def mac_address(unique_id: str, machine_id: str) -> str:
-    """Lima's MAC for a network entry: 52:55:55 + 3 bytes of sha256(machine-id + id)."""
-    import hashlib  # deferred: OpenSSL's hashlib costs ~3 ms of start-up
-
-    digest = hashlib.sha256((machine_id + unique_id).encode()).digest()
-    return ":".join(f"{b:02x}" for b in bytes([0x52, 0x55, 0x55]) + digest[:3])
 
 
 def _fill_networks(f: _Filler) -> None:

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lima.errors import Problem
+from lima.schemas.arch import ARCHES
 from lima.schemas.lines import LineMap, Path, format_path, line_of
 from lima.schemas.sizes import parse_size
 
-ARCHES = ("x86_64", "aarch64", "armv7l", "ppc64le", "riscv64", "s390x")
-EXPERIMENTAL_ARCHES = ("riscv64", "armv7l", "s390x", "ppc64le")
 OSES = ("Linux", "Darwin", "FreeBSD")
 # Lima v2 drivers, experimental ones included (ac, dc, hcs, ext templates ship with Lima).
 VM_TYPES = ("qemu", "vz", "wsl2", "krunkit", "ac", "dc", "hcs", "ext")
@@ -27,7 +26,6 @@ PROVISION_MODES = ("system", "user", "boot", "dependency", "data", "yq", "ansibl
 PROTOS = ("tcp", "udp", "any")
 SYSTEM_DIRS = ("/", "/bin", "/dev", "/etc", "/home", "/opt", "/sbin", "/tmp", "/usr", "/var")
 DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
-UNIX_PATH_MAX = 108  # Linux sun_path
 SLIRP_NIC = "eth0"
 
 _DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")

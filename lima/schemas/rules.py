@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from lima import LIMA_COMPAT_VERSION
+from lima.schemas.arch import ARCHES, EXPERIMENTAL_ARCHES
 from lima.schemas.lines import Path
 from lima.schemas.rulebase import (
-    ARCHES,
-    EXPERIMENTAL_ARCHES,
     MOUNT_TYPES,
     OSES,
     PROVISION_MODES,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lima.paths import UNIX_PATH_MAX
 from lima.schemas.lines import Path
 from lima.schemas.rulebase import (
     PROTOS,
     SLIRP_NIC,
-    UNIX_PATH_MAX,
     Ctx,
     Rule,
     check_enum,

@@ -3,6 +3,10 @@
 Built once by `lima.schemas.build_spec()` from the filled (defaulted, template-expanded)
 document; `raw` keeps that document so it round-trips to JSON/YAML and hashes to the
 generation. Field names follow Lima's keys in snake_case; sizes are bytes.
+
+The builtin defaults live in lima.schemas.fields (filled by defaults.fill()); a default
+here is only ever the empty value of its type (False, 0, "", None, empty), for specs built
+by hand in tests. tests/unit/test_fields.py holds that line.
 """
 
 from __future__ import annotations
@@ -77,16 +81,16 @@ class Probe:
 
 @dataclass(frozen=True)
 class PortForward:
-    guest_ip: str = "127.0.0.1"
+    guest_ip: str
+    host_ip: str
+    proto: str
     guest_ip_must_be_zero: bool = False
     guest_port: int | None = None
     guest_port_range: tuple[int, int] | None = None
     guest_socket: str | None = None
-    host_ip: str = "127.0.0.1"
     host_port: int | None = None
     host_port_range: tuple[int, int] | None = None
     host_socket: str | None = None
-    proto: str = "tcp"
     reverse: bool = False
     ignore: bool = False
     static: bool = False
@@ -94,7 +98,7 @@ class PortForward:
 
 @dataclass(frozen=True)
 class SSHConfig:
-    local_port: int = 0  # 0: pick a free port at each start
+    local_port: int = 0  # 0: pick a free port at each start (also the builtin)
     load_dot_ssh_pubkeys: bool = False
     forward_agent: bool = False
     forward_x11: bool = False
@@ -139,14 +143,14 @@ class InstanceSpec:
     cpu_type: str = ""
     qemu: QemuOptions = field(default_factory=QemuOptions)
     firmware_legacy_bios: bool = False
-    video_display: str = "none"
+    video_display: str = ""
     timezone: str = ""
     plain: bool = False
     containerd_system: bool = False
     containerd_user: bool = False
     upgrade_packages: bool = False
-    host_resolver_enabled: bool = True
-    propagate_proxy_env: bool = True
+    host_resolver_enabled: bool = False
+    propagate_proxy_env: bool = False
     message: str = ""
     # The filled document, exactly as `limactl validate --fill` prints it.
     raw: Mapping[str, Any] = field(default_factory=dict)

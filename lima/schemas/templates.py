@@ -16,7 +16,6 @@ which stands for a minimal template booting that image.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import stat
 import sys
@@ -27,24 +26,15 @@ from typing import Any, BinaryIO
 from lima import paths
 from lima.errors import Problem, SpecError
 from lima.schemas import merge
+from lima.schemas.arch import WORDS, host_arch
 from lima.schemas.merge import LineMap, Origin
 from lima.schemas.yamlload import MAX_BYTES, load_yaml
 
 MAX_DEPTH = 32  # nesting of base templates; real ones nest 2-3 deep
 
-_IMAGE_RE = re.compile(r"\.(img|qcow2|raw|iso)(\.(gz|xz|bz2|zstd))?$")
-_ARCH_WORDS = {
-    "aarch64": "aarch64",
-    "amd64": "x86_64",
-    "arm64": "aarch64",
-    "armhf": "armv7l",
-    "armv7l": "armv7l",
-    "ppc64el": "ppc64le",
-    "ppc64le": "ppc64le",
-    "riscv64": "riscv64",
-    "s390x": "s390x",
-    "x86_64": "x86_64",
-}
+# A locator naming a disk image instead of a template (Lima: qcow2, raw, iso, img,
+# optionally compressed); `name_from_locator` strips it to name the instance.
+IMAGE_SUFFIX = re.compile(r"\.(img|qcow2|raw|iso)(\.(gz|xz|bz2|zstd))?$")
 
 
 @dataclass(frozen=True)
@@ -245,7 +235,7 @@ def _open(
         return _Source("-", "-", stdin, None)
     file = Path(locator).expanduser()
     display = locator if parent is None else str(file)
-    if _IMAGE_RE.search(locator):
+    if IMAGE_SUFFIX.search(locator):
         return _Source(display, str(file.absolute()), _image_template(locator), None)
     text = _read_bytes(file, display, where, path)
     absolute = file.absolute()
@@ -254,11 +244,10 @@ def _open(
 
 def image_arch(locator: str) -> str:
     """The architecture an image file name suggests, else the host's."""
-    for word, arch in _ARCH_WORDS.items():
+    for word, arch in WORDS.items():
         if re.search(rf"\b{word}\b", locator):
             return arch
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return host_arch()
 
 
 def _image_template(locator: str) -> bytes:

@@ -228,8 +228,6 @@ def _fact_conditions(
         s = s.with_condition(RESTART_REQUIRED, F, "UpToDate", "", now, gen)
     if not observed.vm_alive:
         s = s.with_condition(DEGRADED, F, "NotRunning", "", now, gen)
-    elif observed.boot_failed and s.phase in (Phase.PROVISIONED, Phase.RUNNING):
-        s = s.with_condition(DEGRADED, T, "ProvisionFailed", observed.boot_failed, now, gen)
     elif not observed.guest_responsive and s.phase is Phase.RUNNING:
         why = "; ".join(e for e in observed.agent_errors if UNRESPONSIVE_HINT in e)
         s = s.with_condition(

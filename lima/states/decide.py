@@ -110,7 +110,7 @@ def decide(desired: DesiredState, observed: ObservedState, status: Status, now: 
         return _toward_stopped(desired, observed, status, phase, now)
     if desired.spec is None:
         raise ValueError("decide: a running instance needs a spec")
-    return _toward_running(observed, status, phase, now)
+    return _toward_running(desired, observed, status, phase, now)
 
 
 def _toward_absent(observed: ObservedState) -> Decision:
@@ -135,9 +135,16 @@ def _toward_stopped(
     return Done("stopped")
 
 
-def _toward_running(observed: ObservedState, status: Status, phase: Phase, now: float) -> Decision:
+def _toward_running(
+    desired: DesiredState, observed: ObservedState, status: Status, phase: Phase, now: float
+) -> Decision:
     if not observed.created:
         return _gated(CreateInstance(), status, now)
+    if (desired.restart and observed.vm_alive and phase in _RESTARTABLE
+            and status.generation not in (None, desired.generation)):
+        # The running boot was built from another spec: power it down; the passes after
+        # boot it again from this one (BuildCidata records the new generation).
+        return StopInstance(force=False)
     iid = observed.cidata_iid or status.iid or ""
     match phase:
         case Phase.FAILED if observed.vm_alive:
@@ -164,6 +171,9 @@ def _toward_running(observed: ObservedState, status: Status, phase: Phase, now: 
         case Phase.RUNNING:
             return Done("running")
     raise AssertionError(f"unhandled phase {phase}")  # pragma: no cover
+
+
+_RESTARTABLE = frozenset({Phase.BOOTING, Phase.SSH_READY, Phase.PROVISIONED, Phase.RUNNING})
 
 
 def _gated(action: Action, status: Status, now: float) -> Decision:

@@ -31,11 +31,15 @@ class RunState(StrEnum):
 
 @dataclass(frozen=True)
 class DesiredState:
-    """`spec` may be None when only stopping or deleting (nothing needs the spec then)."""
+    """`spec` may be None when only stopping or deleting (nothing needs the spec then).
+    `restart`: a running boot built from another generation is stopped and booted again
+    with this spec (`apply --restart=auto`); without it such a boot is left running and
+    RestartRequired says so."""
 
     spec: InstanceSpec | None
     generation: str
     run_state: RunState
+    restart: bool = False
 
     def __post_init__(self) -> None:
         # Accept the plain strings the CLI has at hand ("running"); store the Enum.
@@ -59,13 +63,12 @@ class ObservedState:
     cidata_iid: str | None = None
     hostagent_pid_alive: bool = False
     qemu_pid_alive: bool = False
-    qmp_answers: bool | None = None  # None: not asked
     markers_read: bool = True
     ssh_ready_iid: str | None = None
     boot_done_iid: str | None = None
-    boot_failed: str | None = None  # the guest's failure report for the current IID
-    stored_generation: str | None = None  # generation of the lima.yaml in the instance dir
-    agent_errors: tuple[str, ...] = ()  # errors the host agent reports (forwards, mounts)
+    # Errors the host agent reports once the boot runs: a failed provisioning script
+    # (the guest's /run/lima-boot-failed), port forwards, mounts. Empty before running.
+    agent_errors: tuple[str, ...] = ()
     guest_responsive: bool = True  # False: the host agent's heartbeat gets no answer
 
     @property
@@ -86,7 +89,6 @@ class ObservedState:
 class CondStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 # The condition types status.json carries (Kubernetes form).

@@ -42,10 +42,6 @@ class Phase(StrEnum):
 LIVE_PHASES: frozenset[Phase] = frozenset(
     {Phase.BOOTING, Phase.SSH_READY, Phase.PROVISIONED, Phase.RUNNING, Phase.STOPPING}
 )
-# Phases from which the instance can be deleted without stopping anything first.
-AT_REST_PHASES: frozenset[Phase] = frozenset(
-    {Phase.CREATED, Phase.CIDATA_BUILT, Phase.STOPPED, Phase.FAILED}
-)
 
 
 @dataclass(frozen=True)

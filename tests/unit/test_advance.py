@@ -79,11 +79,12 @@ def test_resync_conditions() -> None:
     assert s.observed_generation == "g1"
     changed = resync(st(Phase.RUNNING), DONE, replace(WANT, generation="g2"), NOW)
     assert changed.is_true(RESTART_REQUIRED)
-    failed = resync(st(Phase.RUNNING), replace(DONE, boot_failed="provision.system/00 exit 1"),
-                    WANT, NOW)
+    # A failed provisioning script reaches us as the host agent reports it once running.
+    why = "provisioning failed: provision.system/00 exit 1"
+    failed = resync(st(Phase.RUNNING), replace(DONE, agent_errors=(why,)), WANT, NOW)
     assert failed.is_true(DEGRADED) and not failed.is_true(READY)
     cond = failed.condition(DEGRADED)
-    assert cond is not None and cond.message == "provision.system/00 exit 1"
+    assert cond is not None and cond.message == why
 
 
 def test_success_moves_and_clears_retries() -> None:

@@ -19,6 +19,9 @@ from lima.drivers import cidata
 from lima.drivers.identity import ensure_identity
 from tests.unit.cidata_fixtures import Provision, extract_iso, make_spec
 
+# boot.sh runs under the real dash and busybox sh: that is what it is tested against.
+pytestmark = pytest.mark.processes
+
 BUSYBOX = shutil.which("busybox")
 DASH = shutil.which("dash")
 APPLETS = [

@@ -182,7 +182,7 @@ def test_param_env_sorted_and_validated() -> None:
 
 
 def test_etc_environment_env_and_proxies() -> None:
-    spec = make_spec(env={"FOO": "bar", "SPACED": "a b"})
+    spec = make_spec(env={"FOO": "bar", "SPACED": "a b"}, propagate_proxy_env=True)
     host = {
         "http_proxy": "http://localhost:3128",
         "HTTPS_PROXY": "http://proxy:8080",
@@ -232,6 +232,7 @@ def test_data_writer_script() -> None:
         cc.data_writer_script(Provision(mode="data", path="/x", permissions="rwx"), 0)
 
 
+@pytest.mark.processes  # sh itself reads the env files
 def test_env_files_source_in_sh_exactly() -> None:
     spec = make_spec(
         user=make_spec().user.__class__(

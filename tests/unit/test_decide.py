@@ -177,9 +177,22 @@ def test_running_needs_a_spec() -> None:
         decide(want("running", spec=None), SEEDED, st(Phase.STOPPED), NOW)
 
 
-def test_decide_is_deterministic() -> None:
-    args = (want("running"), UP, st(Phase.BOOTING), NOW)
-    assert decide(*args) == decide(*args)
+def test_decide_reads_no_clock_and_no_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """decide() is pure: with the clock and the file system gone it still decides, and
+    the time it acts on is the `now` it is given."""
+    import os
+    import time
+
+    def forbidden(*_: object, **__: object) -> None:
+        raise AssertionError("decide() touched the world")
+
+    desired, status = want("running"), st(Phase.BOOTING)
+    with monkeypatch.context() as m:
+        for mod, attr in ((time, "time"), (time, "monotonic"), (os, "stat"), (os, "open")):
+            m.setattr(mod, attr, forbidden)
+        early = decide(desired, UP, status, NOW)
+        late = decide(desired, UP, status, NOW + 1)
+    assert isinstance(early, WaitSSH) and isinstance(late, WaitSSH)
 
 
 @pytest.mark.parametrize(

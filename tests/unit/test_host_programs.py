@@ -47,10 +47,9 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     ("lima/hostprograms.py", "check_program"): set(),
     # Wrappers that pass their argv on: their callers are scanned (WRAPPERS below).
     ("lima/drivers/images/build.py", "BuildContext.run"): set(),
-    ("lima/drivers/images/build.py", "_plain_run"): set(),
 }
-# Calls through those wrappers: `ctx.run([...])` and `_plain_run([...])`.
-WRAPPERS = {("ctx", "run"), ("", "_plain_run")}
+# Calls through those wrappers: `ctx.run([...])`.
+WRAPPERS = {("ctx", "run")}
 
 SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output", "getoutput",
                     "getstatusoutput"}

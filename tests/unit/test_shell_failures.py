@@ -21,6 +21,9 @@ import pytest
 from lima import paths
 from lima.commands import shell as shell_mod
 
+# `limactl shell`'s child handling is checked with real child processes (exit codes, signals).
+pytestmark = pytest.mark.processes
+
 
 class _FakeSshd:
     """Accepts connections; sends an ssh banner only when `answers`."""

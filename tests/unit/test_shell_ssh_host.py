@@ -19,6 +19,9 @@ from lima.drivers import sshconfig
 from lima.drivers.identity import Identity
 from tests.unit.cidata_fixtures import make_spec
 
+# `ssh -G` evaluates the generated ssh.config without connecting: ssh's own reading of it.
+pytestmark = pytest.mark.processes
+
 NAMES = ["my_vm", "a.b", "x-y", "my_vm.1", "dev"]
 
 

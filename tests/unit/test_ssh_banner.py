@@ -72,7 +72,14 @@ def test_banner_after_silence(serve: Callable[[Handler], Server]) -> None:
             conn.sendall(b"SSH-2.0-x\r\n")
 
     server = serve(handler)
-    wait_banner(server.port, deadline=time.monotonic() + 20)
+    start = time.monotonic()
+    wait_banner(server.port, deadline=start + 20)
+    elapsed = time.monotonic() - start
+    # It waited out the silence, no longer than a few probe rounds after the banner came.
+    assert 0.3 <= elapsed < 3.0
+    # The first connection's banner arrives 0.3 s in; a prober that reconnects in a busy
+    # loop instead of waiting on its connections would have made hundreds.
+    assert 1 <= len(server.conns) <= 10
 
 
 def test_stalled_early_connections_are_overtaken(serve: Callable[[Handler], Server]) -> None:

@@ -15,6 +15,14 @@ from lima.errors import PermanentError
 from tests.unit.cidata_fixtures import make_spec, with_ssh
 
 
+@pytest.fixture(autouse=True)
+def _no_ssh_version_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssh.config's Ciphers line depends on `ssh -V` (a process); these tests are about
+    the rest of the file, so they get an OpenSSH >= 8.1 on an AES host."""
+    monkeypatch.setattr(sshconfig, "_preferred_ciphers",
+                        lambda: "^aes128-gcm@openssh.com,aes256-gcm@openssh.com")
+
+
 @pytest.fixture
 def ident(tmp_path: Path) -> Identity:
     return Identity(private_key=tmp_path / "cfg dir" / "user", public_key="ssh-ed25519 AAAA lima")

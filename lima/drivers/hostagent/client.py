@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 # Host agents this process started: kept so they can be reaped (no zombies in a long-lived
 # controller, and a zombie would look alive to a pid check). Workers of one process share
 # it, hence the lock.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_CHILDREN: dict[int, runner.Popen[bytes]] = {}
 _CHILDREN_LOCK = threading.Lock()
 
 

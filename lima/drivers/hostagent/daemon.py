@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from lima.drivers.hostagent.events import QEMU_STDERR, QEMU_STDOUT, append_event
 from lima.drivers.hostagent.heartbeat import Heartbeat
 from lima.drivers.hostagent.qemuproc import QemuProcess
 from lima.errors import BusyError, LimaError
+from lima.fsutil import atomic_write
 
 _POLL = 0.05  # main loop tick: signals are noticed within this time
 # The error the host agent reports while the heartbeat gets no answer from the guest.
@@ -65,9 +65,8 @@ def qmp_powerdown(inst_dir: Path, timeout: float) -> bool:
 
 
 def write_pidfile(path: Path, pid: int) -> None:
-    tmp = path.with_name(f".{path.name}.{pid}.tmp")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, path)
+    # Readers (lima.drivers.procs) must never see an empty or half-written pid file.
+    atomic_write(path, f"{pid}\n")
 
 
 class HostAgent:
@@ -238,7 +237,7 @@ class HostAgent:
         self._emit(running=True, degraded=True,
                    errors=[*errors, f"{UNRESPONSIVE}: no answer over ssh since {when}"])
 
-    def _start_qemu(self) -> subprocess.Popen[bytes]:
+    def _start_qemu(self) -> runner.Popen[bytes]:
         out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
         err = open(self.inst_dir / QEMU_STDERR, "wb")  # noqa: SIM115
         try:

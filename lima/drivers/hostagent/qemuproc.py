@@ -9,11 +9,10 @@ wait for it, kill it; only a child we started has an exit status to report.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
-from lima.drivers import procs
+from lima.drivers import procs, runner
 
 _POLL = 0.2  # an attached qemu is not our child: its exit is noticed by polling /proc
 
@@ -22,13 +21,13 @@ class QemuProcess:
     """A running qemu: `popen` when this agent started it, else attached by `pid`."""
 
     def __init__(self, pid: int, inst_dir: Path,
-                 popen: subprocess.Popen[bytes] | None = None) -> None:
+                 popen: runner.Popen[bytes] | None = None) -> None:
         self.pid = pid
         self.inst_dir = inst_dir
         self.popen = popen
 
     @classmethod
-    def started(cls, popen: subprocess.Popen[bytes], inst_dir: Path) -> QemuProcess:
+    def started(cls, popen: runner.Popen[bytes], inst_dir: Path) -> QemuProcess:
         return cls(popen.pid, inst_dir, popen)
 
     @classmethod
@@ -58,7 +57,7 @@ class QemuProcess:
         if self.popen is not None:
             try:
                 self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            except runner.TimeoutExpired:
                 return False
             return True
         deadline = None if timeout is None else time.monotonic() + timeout

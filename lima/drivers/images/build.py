@@ -38,6 +38,7 @@ from typing import IO, Protocol
 from lima import paths
 from lima.drivers import runner
 from lima.errors import PermanentError
+from lima.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -251,11 +252,9 @@ def _load_apt_memo(stamp: str) -> dict[str, dict[str, str]]:
 
 def _save_apt_memo(stamp: str) -> None:
     path = build_root() / "apt-show.json"
-    tmp = path.with_name(f".apt-show.{os.getpid()}.json")
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # a memo we cannot write only costs an apt-cache run
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"stamp": stamp, "packages": _APT_SHOW}))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"stamp": stamp, "packages": _APT_SHOW}), sync=False)
 
 
 def kernel_release(kernel_pkg: str) -> str:
@@ -291,13 +290,6 @@ def fetch_debs(ctx: BuildContext, versions: Mapping[str, str]) -> dict[str, Path
                 raise PermanentError(f"build:{ctx.recipe}: apt-get download left no {name}")
             found[name] = hit
     return found
-
-
-def _plain_run(argv: Sequence[str]) -> runner.Result:
-    try:
-        return runner.run(argv)
-    except runner.CommandError as exc:
-        raise PermanentError(str(exc)) from exc
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -355,9 +347,7 @@ def seal_entry(entry: Path) -> None:
         if path.is_file():
             path.chmod(0o444)
             lines.append(f"{_sha256(path)}  {name}\n")
-    tmp = entry / f".{SHA256SUMS}.{os.getpid()}"
-    tmp.write_text("".join(lines))
-    os.replace(tmp, entry / SHA256SUMS)
+    atomic_write(entry / SHA256SUMS, "".join(lines))
 
 
 def entry_problems(entry: Path) -> list[str]:

@@ -144,9 +144,7 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
     cmdline_from_image: str | None = None
     if image.location.startswith(BUILD_SCHEME):
         # Imported lazily: the builders pull in their own dependencies.
-        from lima.drivers.images.build import (  # type: ignore[import-not-found, unused-ignore]
-            build_image,
-        )
+        from lima.drivers.images.build import build_image
 
         built = build_image(image.location[len(BUILD_SCHEME):])
         clone_file(built.image, staged.path(inst_dir, paths.BASEDISK))

@@ -45,6 +45,7 @@ from typing import Any, BinaryIO
 from lima import __version__, paths
 from lima.drivers.images import progress
 from lima.errors import LimaError, PermanentError, TemporaryError
+from lima.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +244,7 @@ def _read_text(path: Path) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def _forget(entry: Path) -> None:

@@ -1,0 +1,135 @@
+"""Which instances a folder controller manages, and which of them a user paused.
+
+`$LIMA_HOME/_controller/NAME.json` says who manages instance NAME (`managedBy:
+controller:DIR`), from which file, and the digest of the file version last seen, so a
+controller that restarts knows which versions are new (a new version resets the backoff;
+an old one does not) and which instances it must prune when their file is gone. Only the
+controller writes it, under the instance lock. `_controller/NAME.paused` is the pause
+marker (`limactl controller pause NAME`): the controller leaves the instance alone while
+it exists. `limactl list` shows both; `limactl stop` refuses a managed, unpaused instance
+(the controller would start it again). `_controller` starts with `_`: never an instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lima import paths
+from lima.drivers import safefs
+from lima.errors import SpecError
+from lima.names import validate_name
+
+CONTROL_DIR = "_controller"
+PAUSED_SUFFIX = ".paused"
+OWNER_SUFFIX = ".json"
+
+
+def control_dir() -> Path:
+    return paths.lima_home() / CONTROL_DIR
+
+
+def owner_label(folder: Path) -> str:
+    return f"controller:{folder}"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    managed_by: str  # "controller:/abs/DIR"
+    file: str  # the lima.yaml in DIR
+    digest: str  # sha256 of the file version last seen ("" when none was readable)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"managedBy": self.managed_by, "file": self.file, "digest": self.digest}
+
+
+def ownership(name: str) -> Ownership | None:
+    validate_name(name)
+    p = control_dir() / f"{name}{OWNER_SUFFIX}"
+    try:
+        raw = safefs.read_private_file(p, 64 * 1024)
+    except (OSError, safefs.UnsafeFileError):
+        return None
+    if raw is None:
+        return None
+    try:
+        d = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or not all(isinstance(d.get(k), str)
+                                          for k in ("managedBy", "file", "digest")):
+        return None
+    return Ownership(d["managedBy"], d["file"], d["digest"])
+
+
+def set_ownership(name: str, owner: Ownership | None) -> None:
+    """Record (or, with None, forget) who manages `name`. Caller holds the instance lock."""
+    validate_name(name)
+    p = control_dir() / f"{name}{OWNER_SUFFIX}"
+    if owner is None:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+        return
+    safefs.ensure_owned_dir(p.parent)
+    safefs.write_private_file(p, (json.dumps(owner.to_json()) + "\n").encode())
+
+
+def owned_by(label: str) -> list[str]:
+    """Names of the instances whose record says `label` manages them."""
+    d = control_dir()
+    try:
+        entries = sorted(os.listdir(d))
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        if entry.endswith(OWNER_SUFFIX):
+            name = entry[: -len(OWNER_SUFFIX)]
+            try:
+                rec = ownership(name)
+            except SpecError:  # a stray file there names no instance
+                continue
+            if rec is not None and rec.managed_by == label:
+                out.append(name)
+    return out
+
+
+def paused_path(name: str) -> Path:
+    validate_name(name)
+    return control_dir() / f"{name}{PAUSED_SUFFIX}"
+
+
+def is_paused(name: str) -> bool:
+    return paused_path(name).is_file()
+
+
+def pause(name: str, command: str = "limactl controller pause") -> None:
+    p = paused_path(name)
+    safefs.ensure_owned_dir(p.parent)
+    safefs.write_private_file(p, f"{os.getpid()} {time.time():.0f} {command}\n".encode())
+
+
+def resume(name: str) -> bool:
+    """Remove the pause marker; False when there was none."""
+    try:
+        paused_path(name).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def describe(name: str) -> dict[str, Any]:
+    """For `limactl list`: {"managedBy": ..., "controllerPaused": bool}, or {} if unmanaged."""
+    rec = ownership(name)
+    paused = is_paused(name)
+    if rec is None and not paused:
+        return {}
+    out: dict[str, Any] = {"controllerPaused": paused}
+    if rec is not None:
+        out["managedBy"] = rec.managed_by
+    return out
