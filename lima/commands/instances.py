@@ -151,6 +151,15 @@ def instance_record(name: str) -> dict[str, Any]:
     from lima.controller import managed
 
     rec.update(managed.describe(name))  # managedBy, controllerPaused (limapy's own keys)
+    if "conditions" in rec:
+        # limapy's own keys, after Lima's (whose order stays as Lima prints it): a summary
+        # for scripts that want "is it usable, and if not why" without walking conditions.
+        rec["ready"], rec["reason"] = readiness(rec["conditions"])
+        if rec["ready"] and rec["status"] != store.STATUS_RUNNING:
+            # status.json is as old as the last pass; the pid files are now: a VM that
+            # died or was killed since is not Ready, whatever the file still says.
+            rec["ready"] = False
+            rec["reason"] = f"NotReady (status.json says Ready but the VM is {rec['status']})"
     # Lima omits these keys when they are zero or empty (`omitempty`).
     for key in ("cpus", "memory", "disk", "sshLocalPort", "hostAgentPID", "driverPID", "errors"):
         if not rec.get(key):
@@ -175,7 +184,55 @@ def _live_readiness(inst_dir: Path, rec: dict[str, Any]) -> None:
     rec["conditions"] = conds
 
 
+# Conditions that say something is wrong or pending, most urgent first (Ready is the
+# summary of the others and of the phase, so it is not listed here).
+_PROBLEMS = ("Stalled", "Degraded", "RestartRequired")
+
+
+def _true_conditions(conditions: Any) -> list[dict[str, Any]]:
+    conds = [c for c in conditions if isinstance(c, dict)] if isinstance(conditions, list) else []
+    return [c for t in _PROBLEMS for c in conds if c.get("type") == t and c.get("status") == "True"]
+
+
+def _why(cond: dict[str, Any]) -> str:
+    reason, message = str(cond.get("reason") or ""), str(cond.get("message") or "")
+    return f"{reason}: {message}" if reason and message else reason or message
+
+
+def readiness(conditions: Any) -> tuple[bool, str]:
+    """(ready, reason) from status.json's conditions: ready is the Ready condition being
+    True; reason names each problem condition that holds, with its reason and message
+    ("Degraded (MountFailed: ...); RestartRequired (...)"), else why it is not Ready,
+    else ""."""
+    conds = [c for c in conditions if isinstance(c, dict)] if isinstance(conditions, list) else []
+    ready_cond = next((c for c in conds if c.get("type") == "Ready"), None)
+    ready = ready_cond is not None and ready_cond.get("status") == "True"
+    parts = [f"{c['type']} ({_why(c)})" if _why(c) else str(c["type"])
+             for c in _true_conditions(conds)]
+    if not parts and ready_cond is not None and not ready:
+        parts = [f"NotReady ({_why(ready_cond)})" if _why(ready_cond) else "NotReady"]
+    return ready, "; ".join(parts)
+
+
+def _state_cell(rec: dict[str, Any]) -> str:
+    """READY column of `list --wide`: Ready, or the problem conditions that hold
+    (Stalled,Degraded,RestartRequired: RestartRequired can hold while Ready), or NotReady;
+    "-" when there is no status.json (an instance no limapy verb has driven)."""
+    if "conditions" not in rec:
+        return "-"
+    names = [str(c["type"]) for c in _true_conditions(rec["conditions"])]
+    if rec.get("ready"):
+        return ",".join(["Ready", *names])
+    return ",".join(names) or "NotReady"
+
+
 _COLUMNS = ("NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY", "DISK", "DIR")
+# `--wide` only (limapy's own flag; kubectl's `-o wide` idea). Lima's table is parsed by
+# scripts (`awk '$2 == "Running"'`, `tail -n +2 | cut`), so the default keeps Lima's columns
+# and STATUS values exactly: "Running (Degraded)" would break `$2 == "Running"`, and Lima's
+# `--all-fields` already means "hide no column on a narrow terminal", not "more columns".
+# REASON is free text with spaces, so it comes last.
+_WIDE_COLUMNS = ("READY", "MANAGED", "REASON")
 
 
 def _table_row(rec: dict[str, Any]) -> list[str]:
@@ -204,8 +261,13 @@ def _managed_cell(rec: dict[str, Any]) -> str:
               default="table", help="Output format.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--quiet", "-q", is_flag=True, help="Only show names.")
-def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool) -> None:
-    """List instances."""
+@click.option("--wide", "-w", is_flag=True,
+              help="Add READY, MANAGED and REASON columns to the table (limapy's own).")
+@click.option("--all-fields", is_flag=True,
+              help="Accepted for Lima compat: no column is ever hidden here.")
+def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool, wide: bool,
+          all_fields: bool) -> None:
+    """List instances (`--wide`: also readiness and the reason when not Ready)."""
     if as_json:
         fmt = "json"
     for n in names:
@@ -229,7 +291,11 @@ def list_(names: tuple[str, ...], fmt: str, as_json: bool, quiet: bool) -> None:
         recs = [instance_record(n) for n in wanted]
         cols = list(_COLUMNS)
         rows = [_table_row(rec) for rec in recs]
-        if any("managedBy" in rec or rec.get("controllerPaused") for rec in recs):
+        if wide:
+            cols.extend(_WIDE_COLUMNS)
+            for row, rec in zip(rows, recs, strict=True):
+                row.extend([_state_cell(rec), _managed_cell(rec), rec.get("reason") or "-"])
+        elif any("managedBy" in rec or rec.get("controllerPaused") for rec in recs):
             # Only then: Lima's columns stay as they are for everyone else's scripts.
             cols.append("MANAGED")
             for row, rec in zip(rows, recs, strict=True):
