@@ -327,11 +327,26 @@ def _running_pids(inst_dir: Path) -> str:
     return ", ".join(parts)
 
 
+def _refuse_managed(name: str) -> None:
+    """A controller would create a deleted managed instance again (with an empty disk)."""
+    from lima.controller import managed
+
+    owner = managed.ownership(name)
+    if owner is None or managed.is_paused(name):
+        return
+    raise LimaError(
+        f"instance {name!r} is managed by {owner.managed_by} (from {owner.file}), which would"
+        f" create it again; run `limactl controller pause {name}` first, or remove its file"
+        f" from the folder (the controller prunes it by its --prune policy)"
+    )
+
+
 def _delete_one(name: str, force: bool) -> None:
     from lima.commands.lifecycle import kill_vm
     from lima.controller.lock import instance_lock, write_request
 
     inst_dir = store.require_instance(name)
+    _refuse_managed(name)
     store.require_deletable(inst_dir)
     if store.is_protected(inst_dir):
         raise LimaError(f"instance {name!r} is protected (run `limactl unprotect {name}` first)")

@@ -5,8 +5,9 @@
 - `lima.controller.queue.WorkQueue` (one serialized queue per instance, N workers),
 - `lima.controller.schedule.Ticker` (the periodic resync: level-triggered, so what no event
   reports, e.g. an instance stopped by hand, is still seen),
-and `sync(name)`, one worker pass for one instance: read DIR/NAME.yaml, resolve it, take the
-instance lock without waiting, run one `reconcile_pass`, and say when to come back.
+and `sync(name)`, one worker pass for one instance: read DIR/NAME.yaml, resolve it, plan
+it against what the instance applied (`plan()`: the drift classes `limactl apply` uses), take
+the instance lock without waiting, run one `reconcile_pass`, and say when to come back.
 
 Everything that must survive a restart is on disk: status.json (retries, next attempt,
 crash-loop restarts), `_controller/NAME.json` (owner and the file version last seen:
@@ -18,6 +19,8 @@ running passes finish and never stops a VM: host agents live in their own sessio
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -25,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,9 +43,14 @@ from lima.controller.reconcile import Pass, RepeatGuard, reconcile_pass
 from lima.controller.schedule import Ticker
 from lima.controller.status_store import StatusStore
 from lima.controller.watch import SUFFIX, EventRouter, FolderWatch, instance_of_file
+from lima.drivers.applied import read_applied, write_applied
 from lima.errors import BusyError, LimaError, SpecError
+from lima.fsutil import atomic_write
+from lima.schemas.fields import Drift
 from lima.states.actions import Done, Stalled, Wait
-from lima.states.model import DesiredState, RunState
+from lima.states.drift import FieldChange, Plan, action_for, classify
+from lima.states.model import RESTART_REQUIRED, DesiredState, RunState, Status
+from lima.states.phases import Phase
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ MAX_FILE = 1 << 20  # a lima.yaml larger than this is no lima.yaml
 class Options:
     folder: Path
     prune: str = "stop"
-    restart: str = "auto"  # used once changed specs are applied with a plan
+    restart: str = "auto"  # restart-class changes: one restart (auto) or staged (stage)
     workers: int = 4
     resync: float = 30.0  # seconds between passes over every known instance
     settle: float = 0.1  # a file event waits this long for the rest of the write
@@ -98,6 +106,22 @@ class _Memory:
     previous: Any = None  # the last Status, for an instance without a directory
     resolved: tuple[tuple[object, ...], Any] | None = None  # (cache key, schemas.Resolved)
     last: tuple[str, str] = ("", "")  # (decision, phase) last logged
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What one pass drives the instance to: the desired state, the lima.yaml text to
+    create it with (only before it exists), and what to do first under the lock."""
+
+    desired: DesiredState
+    document: str | None
+    before: Callable[[], None] | None = None
+
+
+# An instance with a status but neither lima.applied.json nor a readable stored lima.yaml
+# (it never booted to the end): nothing to compare with, so the new version is booted.
+_UNKNOWN_OLD = Plan((FieldChange("(no applied spec to compare with)", None, None,
+                                 Drift.RESTART, action_for(Drift.RESTART)),))
 
 
 # (instance name, lima.yaml text CreateInstance writes or None) -> the driver of one pass
@@ -252,40 +276,114 @@ class FolderController:
                                     action="none; the instance is left as it is")
             return None
         mem.reported.pop("invalid", None)
-        status = self.store.load(name)
-        target = self.plan(name, resolved, status.generation if status else None, digest, mem)
+        target = self.plan(name, path, resolved, self.store.load(name), digest, mem)
         if target is None:
             return None
-        desired, document = target
         new_version = owner is None or owner.digest != digest
         record = managed.Ownership(self.label, str(path), digest)
-        return self._pass(name, desired, document, mem, rearm=new_version, key=digest,
-                          after=lambda p: self._record(name, owner, record))
+
+        def after(p: Pass) -> None:
+            self._record(name, owner, record)
+            self._note_applied(name, resolved, target.desired, p)
+
+        return self._pass(name, target.desired, target.document, mem, rearm=new_version,
+                          key=digest, after=after, before=target.before)
 
     def plan(
-        self, name: str, resolved: schemas.Resolved, stored_gen: str | None, digest: str,
-        mem: _Memory,
-    ) -> tuple[DesiredState, str | None] | None:
-        """What a file version asks of the instance: (desired state, the lima.yaml text to
-        create it with), or None to leave it alone.
+        self, name: str, path: Path, resolved: schemas.Resolved, status: Status | None,
+        digest: str, mem: _Memory,
+    ) -> _Target | None:
+        """What a file version asks of the instance, or None to leave it alone.
 
-        The one place that decides what a changed spec does. Until changes are applied
-        with a plan, it does what `limactl apply` does: report "changed; restart needed"
-        once per file version and keep the instance running on its stored spec (a crash
-        still restarts it as it was)."""
-        gen = schemas.generation(resolved.filled)
-        if stored_gen is None or stored_gen == gen:
-            # The text to create the instance with is only needed before it has a status.
-            text = schemas.dump_yaml(resolved.document.data) if stored_gen is None else None
-            return DesiredState(resolved.spec, gen, RunState.RUNNING), text
-        if self._once(mem, "changed", digest):
-            self.decisions.emit(name, "changed", digest=digest[:12],
-                                action="none; restart needed (changes are not applied yet)")
-        try:
-            stored = schemas.load_instance(name)
-        except LimaError:
-            return None  # nothing stored to keep running on; wait for the file
-        return DesiredState(stored.spec, stored_gen, RunState.RUNNING), None
+        The one place that decides what a changed spec does, with the plan `limactl apply`
+        uses (lima.states.drift.classify against lima.applied.json): live changes are
+        recorded without a restart; restart changes are applied with one restart
+        (--restart=auto) or staged as RestartRequired (--restart=stage); recreate and
+        reject changes are never done here: reported once per file version, the instance
+        kept running on the spec it has."""
+        new_gen = resolved.generation
+        text = schemas.dump_yaml(resolved.document.data)
+        if status is None or not status.generation:
+            # Never booted (or its status is lost): the reconciler creates what is missing.
+            return _Target(DesiredState(resolved.spec, new_gen, RunState.RUNNING), text)
+        inst = paths.instance_dir(name)
+        applied = read_applied(inst)
+        old_filled: dict[str, Any] | None = None
+        if applied is not None:
+            old_gen, old_filled = applied.generation, applied.filled
+            changed = old_gen != new_gen
+        else:
+            # Booted before lima.applied.json existed: status.json holds the filled spec's
+            # hash or the intent's; the stored lima.yaml is the old side.
+            old_gen = status.generation
+            changed = old_gen not in (new_gen, schemas.generation(resolved.filled))
+            if changed:
+                with contextlib.suppress(LimaError):
+                    old_filled = schemas.load_instance(name).filled
+        if not changed:
+            desired = DesiredState(resolved.spec, old_gen, RunState.RUNNING)
+            before = None
+            if status.is_true(RESTART_REQUIRED):
+                # A staged version was taken back: the stored lima.yaml must follow.
+                before = functools.partial(_write_spec, inst, text)
+            return _Target(desired, None, before)
+        plan = (classify(old_filled, resolved.filled, restart=self.opts.restart)
+                if old_filled is not None else _UNKNOWN_OLD)
+        verdict = plan.verdict if plan.changes else Drift.LIVE.value
+        fields: dict[str, Any] = {"verdict": verdict, "file": str(path), "digest": digest[:12],
+                                  "changes": plan.to_json()["changes"]}
+        if verdict in (Drift.RECREATE.value, Drift.REJECT.value):
+            if verdict == Drift.RECREATE.value:
+                action = (f"none; the controller never rebuilds a disk: run `limactl apply "
+                          f"--recreate {path}` by hand (the disk is rebuilt, its data lost)")
+            else:
+                action = "none; the instance is left as it is (fix the file)"
+            if self._once(mem, "plan", digest):
+                self.decisions.emit(name, "plan", **fields, action=action)
+            try:
+                stored = schemas.load_instance(name)
+            except LimaError:
+                return None  # nothing stored to keep running on; wait for the file
+            return _Target(DesiredState(stored.spec, old_gen, RunState.RUNNING), None)
+        stage = verdict == Drift.RESTART.value and self.opts.restart == "stage"
+        if verdict == Drift.LIVE.value:
+            action = "recorded; no restart"
+            before = functools.partial(self._record_live, name, inst, resolved, text)
+        else:
+            action = ("staged; RestartRequired until the next start" if stage
+                      else "one restart with the new spec")
+            before = functools.partial(_write_spec, inst, text)
+        if self._once(mem, "plan", digest):
+            self.decisions.emit(name, "plan", **fields, restart=self.opts.restart,
+                                action=action)
+        desired = DesiredState(resolved.spec, new_gen, RunState.RUNNING,
+                               restart=verdict == Drift.RESTART.value and not stage)
+        return _Target(desired, None, before)
+
+    def _record_live(self, name: str, inst: Path, new: schemas.Resolved, text: str) -> None:
+        """Under the lock: the running boot now counts as built from `new` (as apply's
+        live path: lima.yaml, lima.applied.json, status.json's generation)."""
+        _write_spec(inst, text)
+        write_applied(inst, new.generation, new.filled)
+        status = self.store.load(name)
+        if status is not None and status.generation:
+            self.store.save(name, replace(status, generation=new.generation))
+
+    @staticmethod
+    def _note_applied(name: str, resolved: schemas.Resolved, desired: DesiredState,
+                      p: Pass) -> None:
+        """A boot of this file version runs: make sure lima.applied.json says so. The qemu
+        driver writes it when it builds the boot; a driver that does not (the fake) gets
+        it here, so the next version is planned against what runs."""
+        gen = desired.generation
+        if gen != resolved.generation or p.status.generation != gen:
+            return
+        if p.status.phase is not Phase.RUNNING:
+            return
+        inst = paths.instance_dir(name)
+        applied = read_applied(inst)
+        if (applied is None or applied.generation != gen) and inst.is_dir():
+            write_applied(inst, gen, resolved.filled)
 
     def _resolve(self, name: str, path: Path, digest: str, mem: _Memory) -> schemas.Resolved:
         """schemas.resolve, skipped when neither the file nor the user's default and
@@ -333,12 +431,21 @@ class FolderController:
     def _pass(
         self, name: str, desired: DesiredState, document: str | None, mem: _Memory, *,
         rearm: bool, key: str, after: Callable[[Pass], None], why: str = "",
+        before: Callable[[], None] | None = None,
     ) -> float | None:
         driver = self.driver(name, document)
         if mem.guard_key != key:
             mem.guard, mem.guard_key = RepeatGuard(), key
         try:
             with instance_lock(name, wait=False, purpose=self._purpose()):
+                if before is not None:
+                    try:
+                        before()
+                    except (OSError, LimaError) as exc:
+                        # Nothing was started; the same plan is tried again after a while.
+                        self.decisions.emit(name, "record-failed", error=str(exc),
+                                            retryIn=self.opts.busy_delay)
+                        return self.opts.busy_delay
                 p = reconcile_pass(name, desired, driver, self.store, self.clock,
                                    rearm_first=rearm, budget_cap=self.opts.budget,
                                    previous=mem.previous)
@@ -391,12 +498,16 @@ class FolderController:
 
     # --- helpers ------------------------------------------------------------------------
     def _record(self, name: str, old: managed.Ownership | None, new: managed.Ownership) -> None:
-        if old != new:
-            try:
+        try:
+            if old != new:
                 managed.set_ownership(name, new)
-            except OSError as exc:
-                log.warning("%s: cannot record that this controller manages it: %s", name, exc)
-                return
+            elif self.store.managed_by(name) != self.label:
+                # status.json came after the record (or was rebuilt): say it there too.
+                self.store.set_managed_by(name, self.label)
+        except (OSError, LimaError) as exc:
+            log.warning("%s: cannot record that this controller manages it: %s", name, exc)
+            return
+        if old != new:
             with self._lock:
                 self._owned.add(name)
 
@@ -422,6 +533,17 @@ class FolderController:
 
 
 _CONFIG_FILES = ("default.yaml", "override.yaml")
+
+
+def _write_spec(inst: Path, text: str) -> None:
+    """The stored lima.yaml the next boot (and the host agent) reads; unchanged text is
+    not written again (a staged plan is looked at every resync)."""
+    p = inst / paths.LIMA_YAML
+    with contextlib.suppress(OSError):
+        if p.read_text() == text:
+            return
+    if inst.is_dir():
+        atomic_write(p, text)
 
 
 def _mtime(p: Path) -> float | None:

@@ -7,7 +7,9 @@ an old one does not) and which instances it must prune when their file is gone. 
 controller writes it, under the instance lock. `_controller/NAME.paused` is the pause
 marker (`limactl controller pause NAME`): the controller leaves the instance alone while
 it exists. `limactl list` shows both; `limactl stop` refuses a managed, unpaused instance
-(the controller would start it again). `_controller` starts with `_`: never an instance.
+(the controller would start it again), and so does `limactl delete`. `_controller` starts
+with `_`: never an instance. `set_ownership` also writes `managedBy` into the instance's
+status.json (lima.controller.status_store), so the instance's own status says who drives it.
 """
 
 from __future__ import annotations
@@ -69,14 +71,17 @@ def ownership(name: str) -> Ownership | None:
 
 def set_ownership(name: str, owner: Ownership | None) -> None:
     """Record (or, with None, forget) who manages `name`. Caller holds the instance lock."""
+    from lima.controller.status_store import StatusStore
+
     validate_name(name)
     p = control_dir() / f"{name}{OWNER_SUFFIX}"
     if owner is None:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
-        return
-    safefs.ensure_owned_dir(p.parent)
-    safefs.write_private_file(p, (json.dumps(owner.to_json()) + "\n").encode())
+    else:
+        safefs.ensure_owned_dir(p.parent)
+        safefs.write_private_file(p, (json.dumps(owner.to_json()) + "\n").encode())
+    StatusStore().set_managed_by(name, owner.managed_by if owner is not None else None)
 
 
 def owned_by(label: str) -> list[str]:

@@ -7,6 +7,10 @@ unusable: garbage, not UTF-8, a directory, unreadable). Writes go to a temp file
 directory, are fsync'd, then renamed over the old file, so a reader sees the old or the new
 status, never half of one. A write the OS refuses (disk full, read-only or foreign-owned
 LIMA_HOME) is a `StatusWriteError` naming the file and the OS's reason, never a bare OSError.
+
+One key is not the reconciler's: `managedBy` ("controller:DIR"), set by the folder
+controller (lima.controller.managed, `set_managed_by`) so status.json says who manages the
+instance. Every save carries it over from the file it replaces.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 # A directory found where status.json belongs is renamed to this (plus a time stamp), never
 # removed: it is not ours, and whatever is inside may matter to someone.
 ASIDE_SUFFIX = ".aside-"
+MANAGED_BY = "managedBy"
 
 # Unusable files already reported, for the whole process: a reconcile loads status.json
 # every pass, and a verb may use more than one store. A successful save forgets its path.
@@ -78,7 +83,11 @@ class StatusStore:
         p = self.path(name)
         if not p.parent.is_dir():
             return False
-        data = (json.dumps(status.to_json(), indent=2, sort_keys=False) + "\n").encode()
+        doc = status.to_json()
+        owner = self.managed_by(name)
+        if owner is not None:
+            doc[MANAGED_BY] = owner
+        data = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
         try:
             self._move_aside_directory(p)
             # The reconciler trusts status.json after a crash: the rename must be durable.
@@ -87,6 +96,36 @@ class StatusStore:
             raise StatusWriteError(p, _os_reason(e)) from None
         for seen in [w for w in _warned if w[0] == p]:
             _warned.discard(seen)
+        return True
+
+    def managed_by(self, name: str) -> str | None:
+        """The `managedBy` key of status.json; None when absent or unreadable."""
+        try:
+            doc = json.loads(self.path(name).read_bytes().decode("utf-8"))
+        except (OSError, ValueError):
+            return None
+        value = doc.get(MANAGED_BY) if isinstance(doc, dict) else None
+        return value if isinstance(value, str) else None
+
+    def set_managed_by(self, name: str, owner: str | None) -> bool:
+        """Set (or, with None, drop) `managedBy` in an existing, usable status.json; False
+        when there is none to set it in (the next save of a status carries the key only
+        once it is there). Caller holds the instance lock."""
+        p = self.path(name)
+        try:
+            doc = json.loads(p.read_bytes().decode("utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(doc, dict) or doc.get(MANAGED_BY) == owner:
+            return isinstance(doc, dict)
+        if owner is None:
+            doc.pop(MANAGED_BY, None)
+        else:
+            doc[MANAGED_BY] = owner
+        try:
+            atomic_write(p, (json.dumps(doc, indent=2) + "\n").encode(), sync_dir=True)
+        except OSError as e:
+            raise StatusWriteError(p, _os_reason(e)) from None
         return True
 
     def _move_aside_directory(self, p: Path) -> None:

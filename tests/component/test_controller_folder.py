@@ -103,15 +103,7 @@ def test_an_invalid_version_is_reported_once_and_the_vm_left_alone(world: World)
     assert world.log.events("web").count("invalid") == 2
 
 
-def test_a_changed_spec_is_reported_once_and_not_applied_yet(world: World) -> None:
-    world.write("web")
-    world.converge("web")
-    n = len(world.fake.executed)
-    world.write("web", TINY + "cpus: 3\n")
-    for _ in range(3):
-        world.ctl.sync("web")
-    assert world.log.events("web").count("changed") == 1
-    assert len(world.fake.executed) == n and world.fake.vm("web").qemu_alive
+# A changed spec goes through the plan: tests/component/test_controller_plan.py.
 
 
 @pytest.mark.parametrize(("policy", "alive", "exists"), [
