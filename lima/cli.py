@@ -36,6 +36,7 @@ VERBS: dict[str, str] = {
     "stop": "lifecycle:stop",
     "shell": "shell:shell",
     "controller": "controller:controller",
+    "watch": "watch:watch",
     "hostagent": "hostagent:hostagent",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove"}
