@@ -69,29 +69,36 @@ class FakeDriver:
         if agent_too:
             vm.agent_alive = False
 
+    def kill_agent(self, name: str) -> None:
+        """As if the host agent were killed -9: qemu keeps running, unwatched."""
+        self.vm(name).agent_alive = False
+
     # --- Driver -------------------------------------------------------------------------
     def observe(self, name: str) -> ObservedState:
+        if not paths.instance_dir(name).is_dir():
+            return ObservedState()  # as the real driver: no directory, no other facts
         vm = self.vm(name)
         self._tick(vm)
         ssh_at, done_at = self._ready_times(vm)
         now = self.clock.now()
-        alive = vm.qemu_alive
+        # As the real driver: the guest's markers are known only through its live host
+        # agent (it holds the ssh session); without one they read as absent.
+        alive = vm.qemu_alive and vm.agent_alive
         ssh_ready = alive and not self.ssh_never and now >= ssh_at
         boot_done = ssh_ready and now >= done_at
         return ObservedState(
-            dir_exists=paths.instance_dir(name).is_dir(),
+            dir_exists=True,
             has_lima_yaml=vm.created,
             disks_ready=vm.created,
             cidata_iid=vm.cidata_iid,
             hostagent_pid_alive=vm.agent_alive,
-            qemu_pid_alive=alive,
-            # As the real driver: the guest's markers are known only through its host agent.
+            qemu_pid_alive=vm.qemu_alive,
             markers_read=vm.agent_alive,
             ssh_ready_iid=vm.booted_iid if ssh_ready else None,
             boot_done_iid=vm.booted_iid if boot_done else None,
             # As the real host agent: errors are reported once the boot runs (a failed
             # provisioning script among them), and only by a live agent.
-            agent_errors=self._running_errors() if boot_done and vm.agent_alive else (),
+            agent_errors=self._running_errors() if boot_done else (),
         )
 
     def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
