@@ -27,7 +27,6 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -300,15 +299,22 @@ def human_lines(rec: dict[str, Any]) -> list[str]:
 
 
 def run(watcher: Watcher, out: TextIO, err: TextIO, as_json: bool,
-        stop: threading.Event, poll: float = POLL,
-        on_tick: Callable[[], None] | None = None) -> None:
-    """Tick until `stop` is set; print records on `out` and notes on `err`."""
-    err.write(f"{_stamp(_now())} Watching for events...\n")
-    err.flush()
-    while not stop.is_set():
+        stop: threading.Event, poll: float = POLL) -> None:
+    """Tick until `stop` is set; print records on `out` and notes on `err`.
+
+    "Watching for events..." comes after the first tick, as Lima prints it after it has
+    started following every instance: a caller that waits for it knows that anything
+    written from then on is shown."""
+    first = True
+    while True:
+        # After Ctrl-C one more tick: what was written before it is still shown.
+        last = stop.is_set()
         records, notes = watcher.tick()
         for note in notes:
             err.write(f"{_stamp(_now())} {note}\n")
+        if first:
+            err.write(f"{_stamp(_now())} Watching for events...\n")
+            first = False
         err.flush()
         for rec in records:
             if as_json:
@@ -316,8 +322,8 @@ def run(watcher: Watcher, out: TextIO, err: TextIO, as_json: bool,
             else:
                 out.writelines(line + "\n" for line in human_lines(rec))
         out.flush()
-        if on_tick is not None:
-            on_tick()
+        if last:
+            return
         stop.wait(poll)
 
 

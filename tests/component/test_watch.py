@@ -4,17 +4,19 @@ once each. Most tests drive `Watcher.tick()` directly (no sleeps); one runs the 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lima.commands.watch import Watcher, human_lines
+from lima.commands.watch import Watcher, human_lines, run
 from lima.drivers.hostagent.events import append_event, make_event
 
 
@@ -151,6 +153,19 @@ def test_controller_managed_and_paused(_isolated_home: Path) -> None:
     assert rec["controller"]["paused"] is True
     assert human_lines(rec)[0].endswith("a | managed by controller:/f (paused)")
     assert w.tick()[0] == []
+
+
+def test_stop_still_prints_what_was_written(_isolated_home: Path) -> None:
+    d = make_instance(_isolated_home, "a")
+    w = Watcher(["a"])
+    append_event(d, make_event(ssh_port=3, running=True))
+    stop = threading.Event()
+    stop.set()  # Ctrl-C came before the next tick
+    out, err = io.StringIO(), io.StringIO()
+    run(w, out, err, True, stop)
+    assert [json.loads(ln)["event"]["status"]["sshLocalPort"] for ln in
+            out.getvalue().splitlines()] == [3]
+    assert "Watching for events..." in err.getvalue()
 
 
 def readline(pipe: Any, timeout: float = 15.0) -> str:
