@@ -9,10 +9,13 @@ watchdog observer and work queue:
   - idle: CPU seconds and voluntary context switches (wake-ups) per minute, measured over
     --idle seconds with no events (target ~0: no busy polling).
 With --qemu, also on the tiny guest with a real `limactl controller`: qemu killed -9 under
-the running controller to the instance Running again.
+the running controller to the instance Running again. With --restart, on the tiny guest: a
+restart-class edit (cpus 1 -> 2, saved as editors do: temp file + rename) to the instance
+Ready again with a new boot, against a `limactl stop` + `limactl start` by hand (paused),
+(target: <= 1.2x the stop + start).
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/controller.py [--instances 200] [--idle 20]
-       [--qemu]
+       [--qemu] [--restart] [--no-fake]
 """
 
 from __future__ import annotations
@@ -135,6 +138,68 @@ def qemu_figure() -> None:
     finally:
         ctl.send_signal(signal.SIGTERM)
         ctl.wait(60)
+        # Still managed by the (stopped) controller: `delete` wants it paused first.
+        subprocess.run([*cmd, "controller", "pause", "tiny"], env=env, capture_output=True)
+        subprocess.run([*cmd, "delete", "-f", "tiny"], env=env, capture_output=True)
+
+
+def restart_figure() -> None:
+    """A restart-class edit under a running controller -> Ready again, vs stop + start."""
+    home = Path(tempfile.mkdtemp(prefix="lhr-", dir="/tmp"))
+    folder = Path(tempfile.mkdtemp(prefix="vmr-", dir="/tmp"))
+    env = {**os.environ, "LIMA_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    log = open(folder.parent / f"{folder.name}.log", "w")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "lima.cli"]
+    text = (ROOT / "examples" / "tiny.yaml").read_text()
+    ctl = subprocess.Popen([*cmd, "controller", "--resync=30", str(folder)], env=env,
+                           stdout=log, stderr=log, start_new_session=True)
+
+    def status() -> dict[str, object]:
+        try:
+            doc = json.loads((home / "tiny" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def ready_with_new_boot(old_iid: object) -> bool:
+        st = status()
+        return st.get("iid") not in (None, old_iid) and st.get("phase") == "running" and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in st.get("conditions") or [] if isinstance(c, dict))
+
+    def until(pred: object, timeout: float) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if pred():  # type: ignore[operator]
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        raise SystemExit("timed out")
+
+    def run(*args: str) -> None:
+        subprocess.run([*cmd, *args], env=env, capture_output=True, check=True)
+
+    try:
+        (folder / "tiny.yaml").write_text(text)
+        print(f"tiny: file dropped -> Ready {until(lambda: ready_with_new_boot(None), 300):.1f} s")
+        iid = status().get("iid")
+        tmp = folder / ".tiny.yaml.swp"
+        tmp.write_text(text + "cpus: 2\n")
+        t0 = time.monotonic()
+        os.rename(tmp, folder / "tiny.yaml")
+        until(lambda: ready_with_new_boot(iid), 300)
+        edit = time.monotonic() - t0
+        print(f"tiny: cpus 1 -> 2 saved -> Ready again (one restart): {edit:.1f} s")
+        run("controller", "pause", "tiny")
+        t0 = time.monotonic()
+        run("stop", "tiny")
+        run("start", "tiny")
+        by_hand = time.monotonic() - t0
+        print(f"tiny: limactl stop + limactl start by hand: {by_hand:.1f} s")
+        print(f"ratio: {edit / by_hand:.2f}x (target <= 1.2x)")
+    finally:
+        ctl.send_signal(signal.SIGTERM)
+        ctl.wait(60)
+        subprocess.run([*cmd, "controller", "pause", "tiny"], env=env, capture_output=True)
         subprocess.run([*cmd, "delete", "-f", "tiny"], env=env, capture_output=True)
 
 
@@ -143,10 +208,15 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=200)
     ap.add_argument("--idle", type=float, default=20.0)
     ap.add_argument("--qemu", action="store_true")
+    ap.add_argument("--restart", action="store_true")
+    ap.add_argument("--no-fake", action="store_true", help="Skip the fake-driver figures.")
     args = ap.parse_args()
-    fake_figures(args.instances, args.idle)
+    if not args.no_fake:
+        fake_figures(args.instances, args.idle)
     if args.qemu:
         qemu_figure()
+    if args.restart:
+        restart_figure()
 
 
 if __name__ == "__main__":

@@ -302,10 +302,13 @@ class FolderController:
         reject changes are never done here: reported once per file version, the instance
         kept running on the spec it has."""
         new_gen = resolved.generation
-        text = schemas.dump_yaml(resolved.document.data)
+
+        def text() -> str:  # the lima.yaml text: built only when written, not every resync
+            return schemas.dump_yaml(resolved.document.data)
+
         if status is None or not status.generation:
             # Never booted (or its status is lost): the reconciler creates what is missing.
-            return _Target(DesiredState(resolved.spec, new_gen, RunState.RUNNING), text)
+            return _Target(DesiredState(resolved.spec, new_gen, RunState.RUNNING), text())
         inst = paths.instance_dir(name)
         applied = read_applied(inst)
         old_filled: dict[str, Any] | None = None
@@ -360,7 +363,8 @@ class FolderController:
                                restart=verdict == Drift.RESTART.value and not stage)
         return _Target(desired, None, before)
 
-    def _record_live(self, name: str, inst: Path, new: schemas.Resolved, text: str) -> None:
+    def _record_live(self, name: str, inst: Path, new: schemas.Resolved,
+                     text: Callable[[], str]) -> None:
         """Under the lock: the running boot now counts as built from `new` (as apply's
         live path: lima.yaml, lima.applied.json, status.json's generation)."""
         _write_spec(inst, text)
@@ -535,15 +539,15 @@ class FolderController:
 _CONFIG_FILES = ("default.yaml", "override.yaml")
 
 
-def _write_spec(inst: Path, text: str) -> None:
+def _write_spec(inst: Path, text: Callable[[], str]) -> None:
     """The stored lima.yaml the next boot (and the host agent) reads; unchanged text is
     not written again (a staged plan is looked at every resync)."""
-    p = inst / paths.LIMA_YAML
+    p, data = inst / paths.LIMA_YAML, text()
     with contextlib.suppress(OSError):
-        if p.read_text() == text:
+        if p.read_text() == data:
             return
     if inst.is_dir():
-        atomic_write(p, text)
+        atomic_write(p, data)
 
 
 def _mtime(p: Path) -> float | None:
