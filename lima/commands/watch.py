@@ -7,8 +7,9 @@ without NAME every instance is followed, including ones created while watching; 
 from after the start unless `--history`; `--verbose` also passes the host agent's
 ha.stderr.log lines to stderr. limapy adds (its own top-level keys, so a script reading
 Lima's `.event` can `select(.event)`):
-- `lifecycle`: status.json changed phase or a condition (Ready, Degraded, RestartRequired,
-  Stalled); this is where the reconciler's and the folder controller's progress shows;
+- `lifecycle`: status.json changed phase, a condition (Ready, Degraded, RestartRequired,
+  Stalled) or its retry record (retries, restarts, nextAttempt, lastError); this is where
+  the reconciler's and the folder controller's progress and backoff show;
 - `controller`: the instance became managed or unmanaged, paused or resumed.
 The controller's decision lines go to its own stderr only (no per-instance file), so they
 are not followed here.
@@ -39,6 +40,9 @@ from lima import paths
 from lima.names import validate_name
 
 POLL = 0.25  # seconds between ticks: at most 4 wake-ups a second, even when idle
+# status.json's record of failures and backoff (lima.states.model.Status): how a verb's or
+# the controller's retry decisions show, as no per-instance file holds the decision lines.
+RETRY_KEYS = ("retries", "restarts", "nextAttempt", "lastError")
 HEAD = 128  # bytes of a followed file remembered to notice that it was rewritten
 MAX_READ = 4 << 20  # per file per tick: a huge log is caught up over a few ticks
 
@@ -113,6 +117,7 @@ class Follower:
     status_sig: tuple[int, int, int] | None = None
     phase: str = ""
     conds: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    retry: dict[str, Any] = field(default_factory=dict)
     ctl_sig: tuple[Any, ...] | None = None
     ctl: dict[str, Any] = field(default_factory=dict)
 
@@ -170,7 +175,10 @@ class Follower:
             ev.update(phase=phase or "absent", previousPhase=self.phase or None)
         if changed:
             ev["conditions"] = changed
-        self.phase, self.conds = phase, conds
+        retry = {k: data.get(k) for k in RETRY_KEYS} if isinstance(data, dict) else {}
+        if retry != self.retry and (any(retry.values()) or any(self.retry.values())):
+            ev["retry"] = retry  # the whole set: "what is the backoff now" in one record
+        self.phase, self.conds, self.retry = phase, conds, retry
         return [{"instance": self.name, "lifecycle": ev}] if len(ev) > 1 else []
 
     def _controller_events(self) -> list[dict[str, Any]]:
@@ -286,6 +294,12 @@ def human_lines(rec: dict[str, Any]) -> list[str]:
             why = f" ({c['reason']})" if c.get("reason") else ""
             msgs.append(f"{c['type']}={c['status']}{why}"
                         + (f": {c['message']}" if c.get("message") else ""))
+        if "retry" in ev:
+            r = ev["retry"]
+            nxt = _parse_time(r.get("nextAttempt")) if r.get("nextAttempt") else None
+            msgs.append(f"retries {r.get('retries') or 0}, restarts {r.get('restarts') or 0}"
+                        + (f", next attempt at {_stamp(nxt)}" if nxt else "")
+                        + (f": {r['lastError']}" if r.get("lastError") else ""))
     else:
         ev = rec["controller"]
         when = _parse_time(ev.get("time")) or _now()

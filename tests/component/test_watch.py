@@ -112,6 +112,31 @@ def test_lifecycle_changes_from_status_json(_isolated_home: Path) -> None:
          "message": "Stalled CrashLoop"}]
 
 
+def test_retry_record_from_status_json(_isolated_home: Path) -> None:
+    d = make_instance(_isolated_home, "a")
+    write_status(d, "booting", [])
+    w = Watcher(["a"])
+    w.tick()
+    data = json.loads((d / "status.json").read_text())
+    data.update(retries=2, restarts=1, nextAttempt="2026-01-01T10:00:05+00:00",
+                lastError="qemu exited 1")
+    (d / "status.json").write_text(json.dumps(data))
+    (rec,) = w.tick()[0]
+    assert rec["lifecycle"]["retry"] == {"retries": 2, "restarts": 1,
+                                         "nextAttempt": "2026-01-01T10:00:05+00:00",
+                                         "lastError": "qemu exited 1"}
+    line = human_lines(rec)[0].split(" | ", 1)[1]
+    assert line.startswith("retries 2, restarts 1, next attempt at 2026-01-01 ")
+    assert line.endswith(": qemu exited 1")
+    write_status(d, "running", [])  # a success resets the record: said once
+    (rec,) = w.tick()[0]
+    assert rec["lifecycle"]["retry"] == dict.fromkeys(("retries", "restarts", "nextAttempt",
+                                                        "lastError"))
+    write_status(d, "stopped", [])
+    (rec,) = w.tick()[0]
+    assert "retry" not in rec["lifecycle"]
+
+
 def test_all_instances_including_new_ones(_isolated_home: Path) -> None:
     a = make_instance(_isolated_home, "a")
     w = Watcher([])
