@@ -147,8 +147,20 @@ class Follower:
                 continue
             records.append({"instance": self.name, "event": ev})
         records += self._status_events() + self._controller_events()
-        errs = self.stderr.lines() if self.verbose else []
+        errs = [ln for ln in self.stderr.lines() if self._recent(ln)] if self.verbose else []
         return records, errs
+
+    def _recent(self, line: str) -> bool:
+        """A host agent log line (JSON with a time, as Lima's) from after the start; lines
+        without a readable time are shown."""
+        if self.begin is None:
+            return True
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return True
+        when = _parse_time(entry.get("time")) if isinstance(entry, dict) else None
+        return when is None or when >= self.begin
 
     def _status_events(self) -> list[dict[str, Any]]:
         p = paths.instance_dir(self.name) / paths.STATUS_JSON

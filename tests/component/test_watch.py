@@ -220,3 +220,47 @@ def test_cli_json_and_ctrl_c(_isolated_home: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_deleted_then_created_again(_isolated_home: Path) -> None:
+    import shutil
+
+    d = make_instance(_isolated_home, "a")
+    write_status(d, "stopped", [])
+    w = Watcher([])
+    w.tick()
+    shutil.rmtree(d)
+    (rec,) = w.tick()[0]
+    assert (rec["lifecycle"]["phase"], rec["lifecycle"]["previousPhase"]) == ("absent",
+                                                                              "stopped")
+    assert w.tick() == ([], [])
+    d = make_instance(_isolated_home, "a")
+    append_event(d, make_event(ssh_port=6))
+    records, notes = w.tick()
+    assert notes == ["New instance detected: a"]
+    assert [r["event"]["status"]["sshLocalPort"] for r in records] == [6]
+
+
+def test_verbose_passes_host_agent_stderr(_isolated_home: Path) -> None:
+    d = make_instance(_isolated_home, "a")
+    quiet, verbose = Watcher(["a"]), Watcher(["a"], verbose=True)
+    quiet.tick()
+    verbose.tick()
+    old = (datetime.now().astimezone() - timedelta(minutes=5)).isoformat()
+    (d / "ha.stderr.log").write_text(
+        json.dumps({"level": "info", "msg": "old", "time": old}) + "\n"
+        + '{"level":"info","msg":"booting"}\nplain text\n')
+    assert quiet.tick() == ([], [])
+    assert verbose.tick() == ([], ['a: {"level":"info","msg":"booting"}', "a: plain text"])
+
+
+def test_bad_name_is_refused(_isolated_home: Path, capsys: Any) -> None:
+    import pytest
+
+    from lima.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["watch", "../etc"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "../etc" in err and "Traceback" not in err
