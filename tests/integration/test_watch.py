@@ -1,6 +1,6 @@
 """`limactl watch t --json` on a real tiny guest: started before `limactl apply` creates and
 boots `t`, it shows the boot (status.json's phases, the host agent's events) up to running,
-in order, and Ctrl-C ends it with exit 0."""
+in order, and Ctrl-C ends it with exit 0; `limactl list` then says Ready."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def test_watch_shows_booting_then_running(limactl: Limactl, tmp_path: Path) -> N
         assert ready and "Waiting for instance 't' to be created" in watch.stderr.readline()
         assert "Watching for events..." in watch.stderr.readline()
         limactl("apply", str(spec), timeout=400)
+        # While it runs, list agrees with what the watch saw: Ready, and why not when not.
+        rec = json.loads(limactl("list", "--json", "t").stdout)
+        assert (rec["status"], rec["ready"], rec["reason"]) == ("Running", True, "")
+        wide = limactl("list", "--wide", "t").stdout.splitlines()
+        assert wide[0].split()[-3:] == ["READY", "MANAGED", "REASON"]
+        assert wide[1].split()[-3:] == ["Ready", "-", "-"]
         # apply has returned, so everything is written: Ctrl-C right away must still show
         # it (the watch ticks once more before it exits).
         watch.send_signal(signal.SIGINT)
