@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 
 import pytest
+import yaml
 
 from lima.drivers.images import build, build_debian, build_tiny
 from lima.errors import PermanentError
@@ -102,6 +103,16 @@ def test_debian_cmdline_matches_the_fstab_label() -> None:
     label = build_debian.ROOT_LABEL
     assert f"root=LABEL={label}" in build_debian.CMDLINE
     assert build_debian.FILES["etc/fstab"][1].startswith(f"LABEL={label}\t/\t")
+
+
+def test_debian_root_grows_with_the_disk() -> None:
+    # `disk:` growth reaches / through cloud-init's resizefs at each boot (resize2fs on
+    # the whole disk: the image has no partition table, so no growpart is needed).
+    # tests/integration/test_disk_grow_debian.py shows it on a real guest.
+    cfg = yaml.safe_load(build_debian.CLOUD_CFG)
+    assert cfg.get("resize_rootfs", True) is True
+    assert "resizefs" in cfg.get("cloud_init_modules", ["resizefs"])
+    assert "root=/dev/vda1" not in build_debian.CMDLINE  # the file system is vda itself
 
 
 class _FakeRecipe:

@@ -23,6 +23,8 @@ RECIPE_VERSION = "debian-12-1"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 ROOT_LABEL = "lima-root"
+# The ext4 file system is the whole disk (no partition table): when `disk:` is larger,
+# cloud-init's resizefs (each boot) runs resize2fs /dev/vda and / grows; no growpart.
 ROOT_SIZE = "4G"
 CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=ttyS0 net.ifnames=0 quiet"
 
