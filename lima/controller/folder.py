@@ -146,6 +146,8 @@ class FolderController:
     ) -> None:
         if opts.prune not in PRUNE_POLICIES:
             raise ValueError(f"prune must be one of {PRUNE_POLICIES}")
+        if opts.restart not in RESTART_POLICIES:
+            raise ValueError(f"restart must be one of {RESTART_POLICIES}")
         self.opts = opts
         self.folder = opts.folder
         self.label = managed.owner_label(opts.folder)

@@ -173,3 +173,8 @@ def test_delete_of_a_managed_instance_says_to_pause_first(
     code, out = _cli(["delete", "web"], capsys)
     assert code == 0, out
     assert not inst.exists()
+
+
+def test_an_unknown_restart_policy_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="restart must be one of"):
+        World(tmp_path, restart="later")
