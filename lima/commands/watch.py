@@ -25,6 +25,7 @@ Ctrl-C or SIGTERM ends it with exit 0.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -64,7 +65,7 @@ class Tail:
 
     def lines(self) -> list[str]:
         try:
-            st = self.path.stat()
+            st = os.stat(self.path)
         except OSError:
             self.offset, self.head, self.partial, self.sig = 0, b"", b"", None
             return []
@@ -114,6 +115,9 @@ class Follower:
     verbose: bool = False
     stdout: Tail = field(init=False)
     stderr: Tail = field(init=False)
+    dir: Path = field(init=False)
+    status_path: Path = field(init=False)
+    ctl_paths: tuple[Path, ...] = field(init=False)
     status_sig: tuple[int, int, int] | None = None
     phase: str = ""
     conds: dict[str, tuple[str, str, str]] = field(default_factory=dict)
@@ -122,8 +126,16 @@ class Follower:
     ctl: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        d = paths.instance_dir(self.name)
-        self.stdout, self.stderr = Tail(d / paths.HA_STDOUT), Tail(d / paths.HA_STDERR)
+        from lima.controller import managed
+
+        # Paths built once: a tick is a few stat()s per instance and nothing else.
+        self.dir = paths.instance_dir(self.name)
+        self.stdout = Tail(self.dir / paths.HA_STDOUT)
+        self.stderr = Tail(self.dir / paths.HA_STDERR)
+        self.status_path = self.dir / paths.STATUS_JSON
+        base = managed.control_dir() / self.name
+        self.ctl_paths = tuple(base.with_name(base.name + suffix)
+                               for suffix in (managed.OWNER_SUFFIX, managed.PAUSED_SUFFIX))
 
     def prime(self) -> None:
         """Take status.json and the controller markers as they are now, silently: only
@@ -163,9 +175,9 @@ class Follower:
         return when is None or when >= self.begin
 
     def _status_events(self) -> list[dict[str, Any]]:
-        p = paths.instance_dir(self.name) / paths.STATUS_JSON
+        p = self.status_path
         try:
-            st = p.stat()
+            st = os.stat(p)
         except OSError:
             st = None
         sig = (st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None
@@ -196,9 +208,7 @@ class Follower:
     def _controller_events(self) -> list[dict[str, Any]]:
         from lima.controller import managed
 
-        base = managed.control_dir() / self.name
-        sig = tuple(_sig(base.with_name(base.name + s))
-                    for s in (managed.OWNER_SUFFIX, managed.PAUSED_SUFFIX))
+        sig = tuple(_sig(p) for p in self.ctl_paths)
         if sig == self.ctl_sig:
             return []
         self.ctl_sig = sig
@@ -213,7 +223,7 @@ class Follower:
 
 def _sig(p: Path) -> tuple[int, int, int] | None:
     try:
-        st = p.stat()
+        st = os.stat(p)
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -268,7 +278,7 @@ class Watcher:
             recs, lines = self.followers[name].poll()
             records += recs
             errs += [f"{name}: {ln}" for ln in lines]
-            if not paths.instance_dir(name).is_dir():
+            if not os.path.isdir(self.followers[name].dir):
                 # Deleted: followed afresh (from its first event) if created again.
                 del self.followers[name]
         notes, self.notes = self.notes + errs, []
