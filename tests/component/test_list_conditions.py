@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lima.cli import main
 from lima.drivers import store
@@ -145,3 +146,24 @@ def test_no_status_json_has_no_readiness(
     assert "ready" not in rec and "conditions" not in rec
     code, out, _ = run_cli(["list", "--wide", "fine"], capsys)
     assert out.splitlines()[1].split()[-3:] == ["-", "-", "-"]
+
+
+def test_managed_instance_in_wide_and_default_tables(
+    instances: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lima.controller import managed
+
+    managed.set_ownership("deg", managed.Ownership("controller:/f", "/f/deg.yaml", "x"))
+    (managed.control_dir() / "deg.paused").write_text("")
+    code, out, _ = run_cli(["list", "--wide", "deg", "fine"], capsys)
+    assert code == 0
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:]}
+    assert rows["deg"][9:11] == ["Degraded", "controller:/f"]
+    assert rows["deg"][11] == "(paused)"
+    assert rows["fine"][9:12] == ["Ready", "-", "-"]
+    # Without --wide, MANAGED is the one column added, and only when something is managed.
+    code, out, _ = run_cli(["list", "deg"], capsys)
+    assert out.splitlines()[0].split() == [*LIMA_COLUMNS, "MANAGED"]
+    code, out, _ = run_cli(["list", "--format", "yaml", "deg"], capsys)
+    doc = yaml.safe_load(out)
+    assert (doc["ready"], doc["reason"]) == (False, "Degraded (MountFailed: mount /x failed)")
