@@ -309,8 +309,12 @@ def test_daemon_boot_and_stop(inst_dir: Path, daemon: Callable[[str], int]) -> N
     assert not procs.pid_alive(pid) and not procs.pid_alive(qemu)
     assert not (inst_dir / paths.HA_PID).exists()
     assert not (inst_dir / paths.HA_SOCK).exists()
-    logs = [json.loads(line) for line in (inst_dir / paths.HA_STDERR).read_text().splitlines()]
-    assert {"level", "msg", "time"} <= set(logs[0])
+    # The agent's own log lines are JSON; the interpreter may add a plain line of its own
+    # at exit under load (seen once: not the agent's), which is not what is checked here.
+    lines = (inst_dir / paths.HA_STDERR).read_text().splitlines()
+    logs = [json.loads(line) for line in lines if line.startswith("{")]
+    assert logs, lines
+    assert all({"level", "msg", "time"} <= set(entry) for entry in logs)
 
 
 def test_daemon_boot_failed_is_degraded(inst_dir: Path, daemon: Callable[[str], int]) -> None:
