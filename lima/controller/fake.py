@@ -94,8 +94,11 @@ class FakeDriver:
             hostagent_pid_alive=vm.agent_alive,
             qemu_pid_alive=vm.qemu_alive,
             markers_read=vm.agent_alive,
-            ssh_ready_iid=vm.booted_iid if ssh_ready else None,
-            boot_done_iid=vm.booted_iid if boot_done else None,
+            # As the real driver: the markers are read for the IID of the current cidata
+            # (the host agent was started with it); decide() never rebuilds cidata under a
+            # live qemu, so this is the booted IID whenever it matters.
+            ssh_ready_iid=vm.cidata_iid if ssh_ready else None,
+            boot_done_iid=vm.cidata_iid if boot_done else None,
             # As the real host agent: errors are reported once the boot runs (a failed
             # provisioning script among them), and only by a live agent.
             agent_errors=self._running_errors() if boot_done else (),
