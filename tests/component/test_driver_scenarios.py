@@ -1,5 +1,6 @@
-"""One scenario table, run against both drivers: the FakeDriver the reconciler's component
-tests use (lima/controller/fake.py) and the real QemuDriver (lima/drivers/instance.py).
+"""Scenario tables (a lifecycle, a failed provisioning), each run against both drivers:
+the FakeDriver the reconciler's component tests use (lima/controller/fake.py) and the real
+QemuDriver (lima/drivers/instance.py).
 After each event both must report the same ObservedState (REVIEW.md C2): the fake may not
 see a world the real driver cannot.
 
@@ -48,7 +49,8 @@ NAME = "sc"
 IID = "iid-scenario-1"
 FAKE_SSHD = Path(__file__).with_name("fake_sshd.py")
 
-# The stand-in qemu: argv is `-pidfile PATH -qmp SOCK -gates DIR -ssh PORT IID PUBKEY`.
+# The stand-in qemu: argv is `-pidfile PATH -qmp SOCK -gates DIR -ssh PORT IID PUBKEY MODE`
+# (MODE is fake_sshd's: "ok", or "failed" when a provisioning script failed).
 # Its QMP socket answers every command; system_powerdown or quit make it exit, as a guest
 # that obeys the power button does.
 FAKE_QEMU = """
@@ -56,7 +58,7 @@ import json, os, socket, sys, threading, time
 from pathlib import Path
 args = sys.argv[1:]
 pidfile, gates = args[args.index("-pidfile") + 1], Path(args[args.index("-gates") + 1])
-port, iid, pubkey = args[args.index("-ssh") + 1: args.index("-ssh") + 4]
+port, iid, pubkey, mode = args[args.index("-ssh") + 1: args.index("-ssh") + 5]
 
 def qmp(conn):
     conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\\n')
@@ -87,12 +89,12 @@ def answer(self, channel, command):
     if command == "true":  # the host agent's heartbeat
         channel.send_exit_status(0)
         channel.close()
-    elif "lima-boot-done" in command and not (gates / "provision").exists():
+    elif "lima-boot-" in command and not (gates / "provision").exists():
         served(self, channel, "cat /run/not-yet")  # provisioning still runs
     else:
         served(self, channel, command)
 fake_sshd.Server.answer = answer
-sys.argv = ["fake_sshd", port, iid, pubkey, "ok"]
+sys.argv = ["fake_sshd", port, iid, pubkey, mode]
 fake_sshd.main()
 """
 
@@ -103,6 +105,7 @@ class Harness(Protocol):
     def open_gate(self, gate: str) -> None: ...
     def kill_qemu(self) -> None: ...
     def kill_agent(self) -> None: ...
+    def fail_provisioning(self) -> None: ...
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -143,6 +146,19 @@ SCENARIO: tuple[Step, ...] = (
     ("stopped", nothing, (StopInstance(force=False),), DOWN),
 )
 
+# A provisioning script fails: the boot still counts as done (the host agent reports it
+# running, degraded) and the failure is among the agent's errors.
+FAILED = "provisioning failed: provision.system/00 exited with status 1"
+PROVISION_FAILS: tuple[Step, ...] = (
+    ("created", lambda h: h.fail_provisioning(), (CreateInstance(), BuildCidata(IID)), DOWN),
+    ("booted", nothing, (StartHostAgent(IID),), UP),
+    ("ssh ready", lambda h: h.open_gate("ssh"), (WaitSSH(IID, 30),), READY),
+    ("provisioning failed", lambda h: h.open_gate("provision"),
+     (WaitProvisioned(IID, 30), MarkRunning(IID, 30)), {**RUNNING, "agent_errors": (FAILED,)}),
+    ("stopped", nothing, (StopInstance(force=False),), DOWN),
+)
+SCENARIOS = {"lifecycle": SCENARIO, "provision-fails": PROVISION_FAILS}
+
 
 # --- the two harnesses -------------------------------------------------------------------
 
@@ -159,11 +175,15 @@ class FakeHarness:
     def kill_agent(self) -> None:
         self.driver.kill_agent(NAME)
 
+    def fail_provisioning(self) -> None:
+        self.driver.provision_error = FAILED.removeprefix("provisioning failed: ")
+
 
 @dataclasses.dataclass
 class RealHarness:
     driver: QemuDriver
     gates: Path
+    mode: str = "ok"  # fake_sshd's
 
     def open_gate(self, gate: str) -> None:
         (self.gates / gate).touch()
@@ -177,6 +197,9 @@ class RealHarness:
         pid = procs.hostagent_pid(paths.instance_dir(NAME))
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
+
+    def fail_provisioning(self) -> None:
+        self.mode = "failed"
 
 
 def document(tmp_path: Path) -> Path:
@@ -217,14 +240,16 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path, _isolated_home: Path
     monkeypatch.setenv("FAKE_SSHD_DIR", str(FAKE_SSHD.parent))
     monkeypatch.setenv("LIMA_QEMU_ACCEL", "tcg")  # no KVM probe: qemu is a stand-in
 
+    real = RealHarness(QemuDriver({NAME: document(tmp_path).read_text()}), gates)
+
     def fake_qemu_command(spec: object, inst: Path, port: int) -> list[str]:
         pubkey = paths.user_identity().with_name(paths.user_identity().name + ".pub")
         return [str(qemu), str(script), "-pidfile", str(inst / paths.QEMU_PID),
                 "-qmp", str(inst / paths.QMP_SOCK),
-                "-gates", str(gates), "-ssh", str(port), IID, str(pubkey)]
+                "-gates", str(gates), "-ssh", str(port), IID, str(pubkey), real.mode]
 
     monkeypatch.setattr("lima.drivers.instance.qemu_command", fake_qemu_command)
-    yield RealHarness(QemuDriver({NAME: document(tmp_path).read_text()}), gates)
+    yield real
     inst = paths.instance_dir(NAME)
     stop_hostagent(inst, force=True)
     pid = procs.qemu_pid(inst)
@@ -245,15 +270,17 @@ def settled(driver: Any, want: dict[str, Any], timeout: float = 20.0) -> dict[st
 
 def test_table_covers_every_observed_field() -> None:
     fields = {f.name for f in dataclasses.fields(ObservedState)}
-    for event, _, _, want in SCENARIO:
-        assert set(want) == fields, event
+    for steps in SCENARIOS.values():
+        for event, _, _, want in steps:
+            assert set(want) == fields, event
 
 
-def test_scenario(harness: Harness, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_scenario(harness: Harness, scenario: str, tmp_path: Path) -> None:
     desired = desired_state(document(tmp_path))
     assert dataclasses.asdict(harness.driver.observe(NAME)) == dataclasses.asdict(
         ObservedState())
-    for event, do, actions, want in SCENARIO:
+    for event, do, actions, want in SCENARIOS[scenario]:
         do(harness)
         for action in actions:
             out = harness.driver.execute(NAME, action, desired)
