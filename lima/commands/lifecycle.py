@@ -1,11 +1,13 @@
 """Lifecycle verbs: apply, start, stop. Each builds a DesiredState and hands it to the
-reconciler (lima.controller.reconcile) under the instance lock; none starts anything itself.
+reconciler (lima.controller.reconcile), which takes the instance lock for each pass (never
+across the waits between passes); none starts anything itself.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,8 +118,10 @@ def converge(
 
     The verb's request is recorded first (`request`, when the caller already wrote it) and
     re-read before every pass: when another process asks meanwhile for the instance to be
-    stopped or deleted (`stop -f`, `delete -f`), this gives up at once. `before` runs
-    under the lock, before the first pass. `driver` and `clock` are for tests.
+    stopped or deleted (`stop -f`, `delete -f`), this gives up at once. The instance lock
+    is taken for each pass (waiting up to `lock_timeout`, default `timeout`, when another
+    process holds it) and released between passes. `before` runs under the lock, before
+    the first pass. `driver` and `clock` are for tests.
 
     Raises LimaError (with the reason and the last lines of the logs) when it stalls, times
     out or is superseded.
@@ -159,18 +163,28 @@ def converge(
             shown.append(step)
             _say(f"[{name}] {step:<13} {time.monotonic() - start:6.1f} s")
 
-    with instance_lock(name, wait=wait_lock,
-                       timeout=timeout if lock_timeout is None else lock_timeout):
-        if before is not None:
-            before()
-        try:
-            status = reconcile_until(
-                name, desired, driver, StatusStore(), clock or SystemClock(),
-                timeout=timeout, on_phase=on_phase, superseded=superseded,
-            )
-        except WaitTimeout as exc:
-            ctx = failure_context(paths.instance_dir(name))
-            raise LimaError(f"{exc}\n{ctx}".rstrip()) from exc
+    pending = [before] if before is not None else []
+
+    @contextmanager
+    def hold() -> Iterator[None]:
+        # One pass under the lock; the waits between passes leave it to others (another
+        # verb, a controller worker). Busy: retry with a backoff (lock.py), then BusyError
+        # naming the holder.
+        with instance_lock(name, wait=wait_lock,
+                           timeout=timeout if lock_timeout is None else lock_timeout):
+            while pending:
+                pending[0]()
+                pending.pop()
+            yield
+
+    try:
+        status = reconcile_until(
+            name, desired, driver, StatusStore(), clock or SystemClock(),
+            timeout=timeout, on_phase=on_phase, superseded=superseded, hold=hold,
+        )
+    except WaitTimeout as exc:
+        ctx = failure_context(paths.instance_dir(name))
+        raise LimaError(f"{exc}\n{ctx}".rstrip()) from exc
     if status.stalled:
         ctx = failure_context(paths.instance_dir(name))
         raise LimaError(
@@ -324,7 +338,9 @@ def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: 
         paths_changed = ", ".join(c.path for c in plan.plan.changes) if plan.plan else ""
         return (f"running; restart required to apply {paths_changed} (staged: applied at the "
                 f"next start; `limactl stop {name}` then `limactl start {name}`)")
-    return "running (changes applied)" if verdict == "live" else "running (restarted)"
+    if verdict == "live":
+        return "running (changes applied)"
+    return "running (restarted)" if plan.running else "running (started with the new spec)"
 
 
 def _record_live(name: str, new: Resolved) -> None:

@@ -15,10 +15,10 @@ regular files of ours: LIMA_HOME may be in a shared directory, and a planted sym
 not make limactl (perhaps root) truncate the file it points to.
 
 `_locks/NAME.request` records the newest request for the instance (`write_request`): the
-run state a verb wants, its PID and command. `apply` and `start` hold the lock for a whole
-convergence, so `stop -f` and `delete -f` cannot wait for it: they write their request,
-kill the VM, then wait for the lock, and the converging verb, which reads the request
-before each pass (`superseded_by`), gives up.
+run state a verb wants, its PID and command. Verbs take the lock per reconcile pass, not
+for a whole convergence, and a waiting verb polls with a short backoff: `stop` and
+`delete` write their request, then wait for the lock (at most one step), and the
+converging verb, which reads the request before each pass (`superseded_by`), gives up.
 
 A long-running process (the folder controller, `lima.controller.folder`) takes the lock per
 pass with `wait=False` and requeues the instance when it is busy, so no worker thread ever
@@ -53,6 +53,7 @@ from lima.names import validate_name
 log = logging.getLogger(__name__)
 
 POLL = 0.05
+MAX_POLL = 0.5  # the longest pause between two tries for a busy lock
 
 
 @dataclass
@@ -192,6 +193,7 @@ def _flock(
 ) -> Iterator[None]:
     # No O_TRUNC: the current holder's line must survive until we own the lock.
     fd = _open_lock(name)
+    delay = POLL / 2
     try:
         while True:
             try:
@@ -200,7 +202,11 @@ def _flock(
             except BlockingIOError:
                 if not wait or (deadline is not None and time.monotonic() >= deadline):
                     raise _busy(name, wait, timeout, holder(name)) from None
-                time.sleep(POLL)
+                # A short backoff: the holder releases between passes, within a step.
+                delay = min(delay * 2, MAX_POLL)
+                if deadline is not None:
+                    delay = max(0.0, min(delay, deadline - time.monotonic()))
+                time.sleep(delay)
         # The holder's line is a courtesy: a full or read-only disk must not stop a stop.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)

@@ -1,10 +1,13 @@
 """The reconcile loop: load status, observe, decide, execute, advance, save.
 
 Every verb (create, start, stop, delete, apply) and the folder controller drive instances
-through these two functions; they differ only in the DesiredState they pass. Callers hold
-`lima.controller.lock.instance_lock(name)` around them. `reconcile_once()` is one pass
-(the controller's unit of work); `reconcile_until()` repeats passes until the instance
-converges, stalls, or the overall timeout passes, reporting each new phase.
+through these two functions; they differ only in the DesiredState they pass. The instance
+lock (`lima.controller.lock.instance_lock`) is held per pass, never across the waits
+between passes: callers hold it around `reconcile_once()` (the controller's unit of work),
+and hand `reconcile_until()` a `hold` that takes it for each pass, so another verb or a
+controller worker gets its turn while this one waits. `reconcile_until()` repeats passes
+until the instance converges, stalls, or the overall timeout passes, reporting each new
+phase.
 
 Two guards keep a fault from turning into a spin or an internal error: a status.json the OS
 will not write (disk full, read-only LIMA_HOME) is reported with its path and the OS's
@@ -20,6 +23,7 @@ import errno
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from lima.controller.clock import Clock
@@ -60,6 +64,8 @@ PhaseCallback = Callable[[Phase, float], None]
 # instance (the caller knows what that means; this module only stops), else None.
 SupersededCheck = Callable[[], str | None]
 SUPERSEDED_POLL = 0.5  # seconds between checks while waiting out a backoff
+# Takes the instance lock for one pass (raising BusyError when it cannot).
+PassHold = Callable[[], AbstractContextManager[object]]
 
 
 class WaitTimeout(TemporaryError):
@@ -196,6 +202,7 @@ def reconcile_until(
     rearm_first: bool = True,
     superseded: SupersededCheck | None = None,
     wakeup: threading.Event | None = None,
+    hold: PassHold | None = None,
 ) -> Status:
     """Pass after pass until Done or Stalled (returned), or `timeout` s (WaitTimeout).
 
@@ -207,6 +214,8 @@ def reconcile_until(
     further step (a reboot after a crash backoff) runs for a request nobody holds any more.
     `wakeup` set during a wait ends the wait at once and runs the next pass (it is cleared
     first): a caller that learns of a change (a file event) needs no backoff to pass.
+    `hold()` is entered around each pass alone (the instance lock): the waits between
+    passes run without it.
     A Stalled result is returned, not raised: check `status.stalled` / `status.last_error`.
     The same step ending the same way MAX_REPEATS times with the status unmoved stalls the
     instance (see `_repeats`). A status.json that cannot be written raises
@@ -221,21 +230,24 @@ def reconcile_until(
     unsaved: StatusWriteError | None = None
     for i in range(MAX_PASSES):
         _check(superseded, status)
-        left = deadline - clock.now()
-        p = reconcile_pass(
-            name, desired, driver, store, clock, rearm_first=rearm_first and i == 0,
-            budget_cap=max(1.0, left), previous=status if i else None,
-            trust_previous=unsaved is not None,
-        )
-        status = p.status
-        unsaved = p.unsaved
-        if on_phase is not None and status.phase is not last:
-            on_phase(status.phase, clock.now() - start)
-        last = status.phase
-        if unsaved is not None and desired.run_state is RunState.RUNNING:
-            raise _not_recorded(name, desired, p, unsaved)
-        p = guard.check(name, p, desired, store, clock)
-        status, unsaved = p.status, p.unsaved
+        with (hold or nullcontext)():
+            # Asked again once the lock is ours: the request may have come while we waited.
+            _check(superseded, status)
+            left = deadline - clock.now()
+            p = reconcile_pass(
+                name, desired, driver, store, clock, rearm_first=rearm_first and i == 0,
+                budget_cap=max(1.0, left), previous=status if i else None,
+                trust_previous=unsaved is not None,
+            )
+            status = p.status
+            unsaved = p.unsaved
+            if on_phase is not None and status.phase is not last:
+                on_phase(status.phase, clock.now() - start)
+            last = status.phase
+            if unsaved is not None and desired.run_state is RunState.RUNNING:
+                raise _not_recorded(name, desired, p, unsaved)
+            p = guard.check(name, p, desired, store, clock)
+            status, unsaved = p.status, p.unsaved
         if isinstance(p.decision, Done | Stalled):
             # The VM may have been killed while this pass ran: not a success to report.
             _check(superseded, status)
