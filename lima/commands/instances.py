@@ -369,6 +369,9 @@ def _delete_one(name: str, force: bool) -> None:
             raise LimaError(f"instance {name!r} is still running ({running}): {how}; "
                             "nothing was deleted")
         store.delete_instance_dir(inst_dir)
+        from lima.controller import managed
+
+        managed.remove_logs(name)  # a controller's decision lines go with the instance
     click.echo(f"Deleted {name!r} ({inst_dir})")
 
 

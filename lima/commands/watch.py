@@ -10,9 +10,11 @@ Lima's `.event` can `select(.event)`):
 - `lifecycle`: status.json changed phase, a condition (Ready, Degraded, RestartRequired,
   Stalled) or its retry record (retries, restarts, nextAttempt, lastError); this is where
   the reconciler's and the folder controller's progress and backoff show;
-- `controller`: the instance became managed or unmanaged, paused or resumed.
-The controller's decision lines go to its own stderr only (no per-instance file), so they
-are not followed here.
+- `controller`: the instance became managed or unmanaged, paused or resumed
+  (`{"managedBy": ..., "paused": ...}`), or a folder controller decided something about it:
+  its decision line from `$LIMA_HOME/_controller/NAME.log` (lima.controller.folder
+  .DecisionLog), as it was logged (`{"event": "plan", "verdict": ..., "changes": [...]}`,
+  `{"event": "pass", "decision": "Wait", ...}`, ...) without the instance key.
 
 A cheap poll (POLL: four wake-ups a second at most) rather than inotify: a few stat()s per
 instance per tick, no thread per file, and no event lost to the truncation a start does
@@ -42,7 +44,7 @@ from lima.names import validate_name
 
 POLL = 0.25  # seconds between ticks: at most 4 wake-ups a second, even when idle
 # status.json's record of failures and backoff (lima.states.model.Status): how a verb's or
-# the controller's retry decisions show, as no per-instance file holds the decision lines.
+# the controller's retries show (the controller's own lines come from _controller/NAME.log).
 RETRY_KEYS = ("retries", "restarts", "nextAttempt", "lastError")
 HEAD = 128  # bytes of a followed file remembered to notice that it was rewritten
 MAX_READ = 4 << 20  # per file per tick: a huge log is caught up over a few ticks
@@ -72,6 +74,8 @@ class Tail:
         size, sig = st.st_size, (st.st_ino, st.st_size, st.st_mtime_ns)
         if sig == self.sig:
             return []  # untouched since the last read: no open() on an idle tick
+        if self.sig is not None and sig[0] != self.sig[0]:
+            self.offset, self.head, self.partial = 0, b"", b""  # replaced (a rotated log)
         self.sig = sig
         try:
             with self.path.open("rb") as f:
@@ -115,6 +119,7 @@ class Follower:
     verbose: bool = False
     stdout: Tail = field(init=False)
     stderr: Tail = field(init=False)
+    decisions: Tail = field(init=False)
     dir: Path = field(init=False)
     status_path: Path = field(init=False)
     ctl_paths: tuple[Path, ...] = field(init=False)
@@ -134,6 +139,7 @@ class Follower:
         self.stderr = Tail(self.dir / paths.HA_STDERR)
         self.status_path = self.dir / paths.STATUS_JSON
         base = managed.control_dir() / self.name
+        self.decisions = Tail(base.with_name(base.name + managed.LOG_SUFFIX))
         self.ctl_paths = tuple(base.with_name(base.name + suffix)
                                for suffix in (managed.OWNER_SUFFIX, managed.PAUSED_SUFFIX))
 
@@ -159,6 +165,7 @@ class Follower:
                 continue
             records.append({"instance": self.name, "event": ev})
         records += self._status_events() + self._controller_events()
+        records += self._decision_events()
         errs = [ln for ln in self.stderr.lines() if self._recent(ln)] if self.verbose else []
         return records, errs
 
@@ -219,6 +226,25 @@ class Follower:
         if state == before:
             return []
         return [{"instance": self.name, "controller": {"time": _now().isoformat(), **state}}]
+
+
+    def _decision_events(self) -> list[dict[str, Any]]:
+        """The folder controller's decision lines about this instance since the last tick
+        (a rotated log is read from the start of the new file)."""
+        out: list[dict[str, Any]] = []
+        for line in self.decisions.lines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("event"), str):
+                continue
+            when = _parse_time(rec.get("time"))
+            if self.begin is not None and when is not None and when < self.begin:
+                continue
+            rec.pop("instance", None)
+            out.append({"instance": self.name, "controller": rec})
+        return out
 
 
 def _sig(p: Path) -> tuple[int, int, int] | None:
@@ -325,13 +351,45 @@ def human_lines(rec: dict[str, Any]) -> list[str]:
     else:
         ev = rec["controller"]
         when = _parse_time(ev.get("time")) or _now()
-        if ev.get("managedBy"):
+        if "event" in ev:
+            msgs.append(f"controller: {decision_text(ev)}")
+        elif ev.get("managedBy"):
             msgs.append(f"managed by {ev['managedBy']}" + (" (paused)" if ev.get("paused")
                                                             else ""))
         else:
             msgs.append("not managed by a controller" + (" (paused)" if ev.get("paused")
                                                           else ""))
     return [f"{_stamp(when)} {name} | {m}" for m in msgs]
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def decision_text(ev: dict[str, Any]) -> str:
+    """One controller decision in a line: its event, then the plan's changed fields
+    (`path old -> new (class)`), a validation problem's file:line field, and the rest as
+    key=value; `time` is in the line's date already."""
+    parts = [str(ev.get("event"))]
+    if ev.get("event") == "pass" and ev.get("decision"):
+        parts.append(str(ev["decision"]))
+    skip = {"time", "event", "changes", "problems", "action", "reason", "error"}
+    skip |= {"decision"} if ev.get("event") == "pass" else set()
+    parts += [f"{k}={_short(v)}" for k, v in ev.items() if k not in skip]
+    text = " ".join(parts)
+    changes = [c for c in ev.get("changes") or [] if isinstance(c, dict)]
+    if changes:
+        text += ": " + "; ".join(f"{c.get('path')} {_short(c.get('old'))} -> "
+                                 f"{_short(c.get('new'))} ({c.get('class')})" for c in changes)
+    problems = [p for p in ev.get("problems") or [] if isinstance(p, dict)]
+    if problems:
+        text += ": " + "; ".join(f"{p.get('file')}:{p.get('line')} {p.get('field')}: "
+                                 f"{p.get('message')}" for p in problems)
+    for key in ("reason", "error", "action"):
+        if ev.get(key):
+            text += f"; {key}: {ev[key]}"
+    return text
 
 
 def run(watcher: Watcher, out: TextIO, err: TextIO, as_json: bool,

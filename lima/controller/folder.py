@@ -6,8 +6,10 @@
 - `lima.controller.schedule.Ticker` (the periodic resync: level-triggered, so what no event
   reports, e.g. an instance stopped by hand, is still seen),
 and `sync(name)`, one worker pass for one instance: read DIR/NAME.yaml, resolve it, plan
-it against what the instance applied (`plan()`: the drift classes `limactl apply` uses), take
-the instance lock without waiting, run one `reconcile_pass`, and say when to come back.
+it against what the instance applied (lima.controller.planner: the drift classes `limactl
+apply` uses), take the instance lock without waiting, run one `reconcile_pass`, and say
+when to come back. Every decision is one JSON line (`DecisionLog`): on stderr, and for an
+instance also in `_controller/NAME.log`, which `limactl watch` follows.
 
 Everything that must survive a restart is on disk: status.json (retries, next attempt,
 crash-loop restarts), `_controller/NAME.json` (owner and the file version last seen:
@@ -19,8 +21,6 @@ running passes finish and never stops a VM: host agents live in their own sessio
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,19 +38,15 @@ from lima.controller import managed
 from lima.controller.clock import Clock, SystemClock
 from lima.controller.driver import Driver
 from lima.controller.lock import instance_lock
+from lima.controller.planner import Planner, note_applied
 from lima.controller.queue import WorkQueue
 from lima.controller.reconcile import Pass, RepeatGuard, reconcile_pass
 from lima.controller.schedule import Ticker
 from lima.controller.status_store import StatusStore
 from lima.controller.watch import SUFFIX, EventRouter, FolderWatch, instance_of_file
-from lima.drivers.applied import read_applied, write_applied
 from lima.errors import BusyError, LimaError, SpecError
-from lima.fsutil import atomic_write
-from lima.schemas.fields import Drift
 from lima.states.actions import Done, Stalled, Wait
-from lima.states.drift import FieldChange, Plan, action_for, classify
-from lima.states.model import RESTART_REQUIRED, DesiredState, RunState, Status
-from lima.states.phases import Phase
+from lima.states.model import DesiredState, RunState
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +70,17 @@ class Options:
 
 
 class DecisionLog:
-    """One JSON line per decision on `stream` (stderr); `records` keeps them for tests."""
+    """One JSON line per decision on `stream` (stderr) and, for a decision about an
+    instance, appended to `$LIMA_HOME/_controller/NAME.log` (lima.controller.managed:
+    size-capped, 0600) so `limactl watch NAME` shows it; `records` keeps them for tests.
+    `files=False` writes the stream only."""
 
-    def __init__(self, stream: TextIO | None = None, *, keep: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, *, keep: bool = False,
+                 files: bool = True) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._lock = threading.Lock()
+        self._files = files
+        self._file_error = ""  # the last error writing a NAME.log, warned about once
         self.records: list[dict[str, Any]] | None = [] if keep else None
 
     def emit(self, name: str, event: str, **fields: Any) -> None:
@@ -90,6 +92,18 @@ class DecisionLog:
                 self.records.append(rec)
             self._stream.write(line + "\n")
             self._stream.flush()
+            if self._files and name:
+                self._append(name, line)
+
+    def _append(self, name: str, line: str) -> None:
+        # A log file that cannot be written must never stop a decision from being acted
+        # on: stderr still has the line; the problem is said once, not per decision.
+        try:
+            managed.append_log(name, line)
+        except (OSError, LimaError) as exc:
+            if str(exc) != self._file_error:
+                self._file_error = str(exc)
+                log.warning("%s: cannot append to the controller's log: %s", name, exc)
 
     def events(self, name: str | None = None) -> list[str]:
         return [r["event"] for r in self.records or () if name in (None, r["instance"])]
@@ -107,21 +121,6 @@ class _Memory:
     resolved: tuple[tuple[object, ...], Any] | None = None  # (cache key, schemas.Resolved)
     last: tuple[str, str] = ("", "")  # (decision, phase) last logged
 
-
-@dataclass(frozen=True)
-class _Target:
-    """What one pass drives the instance to: the desired state, the lima.yaml text to
-    create it with (only before it exists), and what to do first under the lock."""
-
-    desired: DesiredState
-    document: str | None
-    before: Callable[[], None] | None = None
-
-
-# An instance with a status but neither lima.applied.json nor a readable stored lima.yaml
-# (it never booted to the end): nothing to compare with, so the new version is booted.
-_UNKNOWN_OLD = Plan((FieldChange("(no applied spec to compare with)", None, None,
-                                 Drift.RESTART, action_for(Drift.RESTART)),))
 
 
 # (instance name, lima.yaml text CreateInstance writes or None) -> the driver of one pass
@@ -155,6 +154,7 @@ class FolderController:
         self.clock = clock or SystemClock()
         self.store = store or StatusStore()
         self.decisions = decisions or DecisionLog()
+        self.planner = Planner(opts.restart, self.store)
         self.queue = WorkQueue(self.sync, opts.workers)
         self._lock = threading.Lock()
         self._index: dict[str, set[Path]] = {}
@@ -278,7 +278,12 @@ class FolderController:
                                     action="none; the instance is left as it is")
             return None
         mem.reported.pop("invalid", None)
-        target = self.plan(name, path, resolved, self.store.load(name), digest, mem)
+        def report(**fields: Any) -> None:  # a plan is logged once per file version
+            if self._once(mem, "plan", digest):
+                self.decisions.emit(name, "plan", **fields)
+
+        target = self.planner.plan(name, path, resolved, self.store.load(name), digest,
+                                   report)
         if target is None:
             return None
         new_version = owner is None or owner.digest != digest
@@ -286,110 +291,11 @@ class FolderController:
 
         def after(p: Pass) -> None:
             self._record(name, owner, record)
-            self._note_applied(name, resolved, target.desired, p)
+            note_applied(name, resolved, target.desired, p)
 
         return self._pass(name, target.desired, target.document, mem, rearm=new_version,
                           key=digest, after=after, before=target.before)
 
-    def plan(
-        self, name: str, path: Path, resolved: schemas.Resolved, status: Status | None,
-        digest: str, mem: _Memory,
-    ) -> _Target | None:
-        """What a file version asks of the instance, or None to leave it alone.
-
-        The one place that decides what a changed spec does, with the plan `limactl apply`
-        uses (lima.states.drift.classify against lima.applied.json): live changes are
-        recorded without a restart; restart changes are applied with one restart
-        (--restart=auto) or staged as RestartRequired (--restart=stage); recreate and
-        reject changes are never done here: reported once per file version, the instance
-        kept running on the spec it has."""
-        new_gen = resolved.generation
-
-        def text() -> str:  # the lima.yaml text: built only when written, not every resync
-            return schemas.dump_yaml(resolved.document.data)
-
-        if status is None or not status.generation:
-            # Never booted (or its status is lost): the reconciler creates what is missing.
-            return _Target(DesiredState(resolved.spec, new_gen, RunState.RUNNING), text())
-        inst = paths.instance_dir(name)
-        applied = read_applied(inst)
-        old_filled: dict[str, Any] | None = None
-        if applied is not None:
-            old_gen, old_filled = applied.generation, applied.filled
-            changed = old_gen != new_gen
-        else:
-            # Booted before lima.applied.json existed: status.json holds the filled spec's
-            # hash or the intent's; the stored lima.yaml is the old side.
-            old_gen = status.generation
-            changed = old_gen not in (new_gen, schemas.generation(resolved.filled))
-            if changed:
-                with contextlib.suppress(LimaError):
-                    old_filled = schemas.load_instance(name).filled
-        if not changed:
-            desired = DesiredState(resolved.spec, old_gen, RunState.RUNNING)
-            before = None
-            if status.is_true(RESTART_REQUIRED):
-                # A staged version was taken back: the stored lima.yaml must follow.
-                before = functools.partial(_write_spec, inst, text)
-            return _Target(desired, None, before)
-        plan = (classify(old_filled, resolved.filled, restart=self.opts.restart)
-                if old_filled is not None else _UNKNOWN_OLD)
-        verdict = plan.verdict if plan.changes else Drift.LIVE.value
-        fields: dict[str, Any] = {"verdict": verdict, "file": str(path), "digest": digest[:12],
-                                  "changes": plan.to_json()["changes"]}
-        if verdict in (Drift.RECREATE.value, Drift.REJECT.value):
-            if verdict == Drift.RECREATE.value:
-                action = (f"none; the controller never rebuilds a disk: run `limactl apply "
-                          f"--recreate {path}` by hand (the disk is rebuilt, its data lost)")
-            else:
-                action = "none; the instance is left as it is (fix the file)"
-            if self._once(mem, "plan", digest):
-                self.decisions.emit(name, "plan", **fields, action=action)
-            try:
-                stored = schemas.load_instance(name)
-            except LimaError:
-                return None  # nothing stored to keep running on; wait for the file
-            return _Target(DesiredState(stored.spec, old_gen, RunState.RUNNING), None)
-        stage = verdict == Drift.RESTART.value and self.opts.restart == "stage"
-        if verdict == Drift.LIVE.value:
-            action = "recorded; no restart"
-            before = functools.partial(self._record_live, name, inst, resolved, text)
-        else:
-            action = ("staged; RestartRequired until the next start" if stage
-                      else "one restart with the new spec")
-            before = functools.partial(_write_spec, inst, text)
-        if self._once(mem, "plan", digest):
-            self.decisions.emit(name, "plan", **fields, restart=self.opts.restart,
-                                action=action)
-        desired = DesiredState(resolved.spec, new_gen, RunState.RUNNING,
-                               restart=verdict == Drift.RESTART.value and not stage)
-        return _Target(desired, None, before)
-
-    def _record_live(self, name: str, inst: Path, new: schemas.Resolved,
-                     text: Callable[[], str]) -> None:
-        """Under the lock: the running boot now counts as built from `new` (as apply's
-        live path: lima.yaml, lima.applied.json, status.json's generation)."""
-        _write_spec(inst, text)
-        write_applied(inst, new.generation, new.filled)
-        status = self.store.load(name)
-        if status is not None and status.generation:
-            self.store.save(name, replace(status, generation=new.generation))
-
-    @staticmethod
-    def _note_applied(name: str, resolved: schemas.Resolved, desired: DesiredState,
-                      p: Pass) -> None:
-        """A boot of this file version runs: make sure lima.applied.json says so. The qemu
-        driver writes it when it builds the boot; a driver that does not (the fake) gets
-        it here, so the next version is planned against what runs."""
-        gen = desired.generation
-        if gen != resolved.generation or p.status.generation != gen:
-            return
-        if p.status.phase is not Phase.RUNNING:
-            return
-        inst = paths.instance_dir(name)
-        applied = read_applied(inst)
-        if (applied is None or applied.generation != gen) and inst.is_dir():
-            write_applied(inst, gen, resolved.filled)
 
     def _resolve(self, name: str, path: Path, digest: str, mem: _Memory) -> schemas.Resolved:
         """schemas.resolve, skipped when neither the file nor the user's default and
@@ -431,6 +337,8 @@ class FolderController:
                            after=release, why=f"{owner.file} was removed")
         if managed.ownership(name) is None:
             self.decisions.emit(name, "pruned", prune=policy, file=owner.file)
+            if policy == "delete":
+                managed.remove_logs(name)  # gone with the instance, as `limactl delete` does
             self._forget(name)
         return delay
 
@@ -540,16 +448,6 @@ class FolderController:
 
 _CONFIG_FILES = ("default.yaml", "override.yaml")
 
-
-def _write_spec(inst: Path, text: Callable[[], str]) -> None:
-    """The stored lima.yaml the next boot (and the host agent) reads; unchanged text is
-    not written again (a staged plan is looked at every resync)."""
-    p, data = inst / paths.LIMA_YAML, text()
-    with contextlib.suppress(OSError):
-        if p.read_text() == data:
-            return
-    if inst.is_dir():
-        atomic_write(p, data)
 
 
 def _mtime(p: Path) -> float | None:

@@ -10,6 +10,11 @@ it exists. `limactl list` shows both; `limactl stop` refuses a managed, unpaused
 (the controller would start it again), and so does `limactl delete`. `_controller` starts
 with `_`: never an instance. `set_ownership` also writes `managedBy` into the instance's
 status.json (lima.controller.status_store), so the instance's own status says who drives it.
+`_controller/NAME.log` holds the controller's decision lines about NAME (`append_log`,
+from lima.controller.folder.DecisionLog) for `limactl watch`: here, not in the instance
+directory, so a guest-visible or user-shared directory never holds them and a controller
+can log about an instance that does not exist yet. `remove_logs` drops them with the
+instance (`limactl delete`, a prune by deletion).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from lima.names import validate_name
 CONTROL_DIR = "_controller"
 PAUSED_SUFFIX = ".paused"
 OWNER_SUFFIX = ".json"
+LOG_SUFFIX = ".log"
+LOG_MAX = 256 * 1024  # past this NAME.log becomes NAME.log.1 (one old file is kept)
 
 
 def control_dir() -> Path:
@@ -138,3 +145,39 @@ def describe(name: str) -> dict[str, Any]:
     if rec is not None:
         out["managedBy"] = rec.managed_by
     return out
+
+
+def log_path(name: str) -> Path:
+    validate_name(name)
+    return control_dir() / f"{name}{LOG_SUFFIX}"
+
+
+def append_log(name: str, line: str) -> None:
+    """Append one decision line to `_controller/NAME.log` (created 0600) in a single
+    O_APPEND write, so readers never see half a line from a concurrent writer. Past
+    LOG_MAX the file is renamed to NAME.log.1 first (replacing the older one)."""
+    p = log_path(name)
+    data = (line.rstrip("\n") + "\n").encode()
+    safefs.ensure_owned_dir(p.parent)
+    fd = safefs.open_private_file(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        if size and size + len(data) > LOG_MAX:
+            os.close(fd)
+            fd = -1
+            # A rotation, not a write: the full log becomes the one old file kept (rename
+            # drops the previous NAME.log.1); the next line starts a new 0600 NAME.log.
+            os.rename(p, p.with_name(p.name + ".1"))
+            fd = safefs.open_private_file(p, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, data)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def remove_logs(name: str) -> None:
+    """Forget the decision lines about `name` (NAME.log and NAME.log.1)."""
+    p = log_path(name)
+    for q in (p, p.with_name(p.name + ".1")):
+        with contextlib.suppress(FileNotFoundError):
+            q.unlink()

@@ -1,7 +1,8 @@
-"""A changed file version through the controller's plan (`FolderController.plan`), over the
+"""A changed file version through the controller's plan (lima.controller.planner), over the
 fake driver and a fake clock: each drift class (live, restart under --restart=auto and
 =stage, recreate, reject), one decision line per plan, `managedBy` in status.json, and
-`limactl delete` refused on a managed instance. No threads, no sleeps."""
+`limactl delete` refused on a managed instance (and, once paused, removing the
+controller's decision log with it). No threads, no sleeps."""
 
 from __future__ import annotations
 
@@ -169,10 +170,12 @@ def test_delete_of_a_managed_instance_says_to_pause_first(
     assert code == 1, out
     assert "limactl controller pause web" in out and "Traceback" not in out
     assert inst.is_dir()
+    assert managed.log_path("web").is_file()  # the controller's decision lines
     managed.pause("web")
     code, out = _cli(["delete", "web"], capsys)
     assert code == 0, out
     assert not inst.exists()
+    assert not managed.log_path("web").exists()  # gone with the instance
 
 
 def test_an_unknown_restart_policy_is_refused(tmp_path: Path) -> None:

@@ -264,3 +264,45 @@ def test_bad_name_is_refused(_isolated_home: Path, capsys: Any) -> None:
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "../etc" in err and "Traceback" not in err
+
+
+def test_controller_decisions_and_plans(_isolated_home: Path) -> None:
+    from lima.controller import managed
+    from lima.controller.folder import DecisionLog
+
+    make_instance(_isolated_home, "a")
+    log = DecisionLog(io.StringIO())
+    log.emit("a", "pass", want="running", phase="running", decision="Done")  # before watch
+    w = Watcher(["a"])
+    assert w.tick()[0] == []  # history
+    log.emit("a", "plan", verdict="restart", file="/f/a.yaml", digest="abc",
+             changes=[{"path": "cpus", "old": 1, "new": 2, "class": "restart",
+                       "action": "stop, then boot with the new spec"}],
+             restart="auto", action="one restart with the new spec")
+    log.emit("b", "pass", decision="Done")  # another instance's line: not a's
+    log.emit("a", "invalid", file="/f/a.yaml", digest="def", action="none",
+             problems=[{"file": "/f/a.yaml", "line": 2, "field": "cpus",
+                        "message": "must be at least 1"}])
+    plan, invalid = w.tick()[0]
+    assert kinds([plan, invalid]) == ["controller", "controller"]
+    assert plan["instance"] == "a" and "instance" not in plan["controller"]
+    assert plan["controller"]["event"] == "plan"
+    assert plan["controller"]["changes"][0]["new"] == 2
+    (line,) = human_lines(plan)
+    assert line.split(" a | ", 1)[1] == (
+        "controller: plan verdict=restart file=/f/a.yaml digest=abc restart=auto: "
+        "cpus 1 -> 2 (restart); action: one restart with the new spec")
+    assert human_lines(invalid)[0].endswith(
+        "a | controller: invalid file=/f/a.yaml digest=def: /f/a.yaml:2 cpus: must be at "
+        "least 1; action: none")
+    assert w.tick()[0] == []  # each line once
+    # --history shows the earlier pass too; a rotated log is followed from its new start.
+    hist = Watcher(["a"], history=True)
+    assert [r["controller"]["event"] for r in hist.tick()[0]] == ["pass", "plan", "invalid"]
+    os.replace(managed.log_path("a"), managed.control_dir() / "a.log.1")
+    log.emit("a", "pass", want="running", phase="booting", decision="Wait", until=2.0,
+             reason="waiting for ssh")
+    (rec,) = hist.tick()[0]
+    assert human_lines(rec)[0].endswith(
+        "a | controller: pass Wait want=running phase=booting until=2.0; reason: waiting "
+        "for ssh")
