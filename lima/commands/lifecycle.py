@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import click
 
 from lima import paths
-from lima.errors import LimaError, NotFoundError
+from lima.errors import BusyError, LimaError, NotFoundError
+from lima.states.policy import STEP_BUDGET
 
 if TYPE_CHECKING:
     from lima.commands.diff import InstancePlan
@@ -113,6 +114,7 @@ def converge(
     driver: Driver | None = None,
     clock: Clock | None = None,
     restart: bool = False,
+    force: bool = False,
 ) -> list[str]:
     """Drive instance `name` to `run_state`; print one line per phase; return the actions.
 
@@ -144,7 +146,7 @@ def converge(
                 f"this {verb} ran")
 
     desired = DesiredState(spec=spec, generation=generation, run_state=RunState(run_state),
-                           restart=restart)
+                           restart=restart, force=force)
     driver = _Counting(driver or QemuDriver(documents))
     start = time.monotonic()
     shown: list[str] = []
@@ -392,28 +394,34 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
     click.echo(f"{inst_name}: running")
 
 
-# How long `stop -f` and `delete -f` wait for the instance lock after killing the VM: the
-# holder gives up before its next pass, which comes at once once its VM is gone.
-FORCE_LOCK_WAIT = 120.0
+# How long `stop -f` and `delete -f` wait for the instance lock. A verb holds it for one
+# pass, and no step runs longer than its budget (lima.states.policy.STEP_BUDGET), so a
+# holder that keeps it longer is hung: the VM is then killed without the lock.
+FORCE_LOCK_WAIT = 2 * STEP_BUDGET
 
 
 def kill_vm(name: str) -> None:
-    """SIGKILL the host agent and qemu of `name` at once (no clean shutdown). Needs no
-    lock: it is what interrupts a hung apply that holds it."""
+    """SIGKILL the host agent and qemu of `name` at once (no clean shutdown), without the
+    lock: only for a holder that kept the lock beyond any step's budget."""
     from lima.drivers.instance import QemuDriver
     from lima.states.actions import StopInstance
     from lima.states.model import DesiredState, RunState
 
-    desired = DesiredState(spec=None, generation="", run_state=RunState.STOPPED)
+    desired = DesiredState(spec=None, generation="", run_state=RunState.STOPPED, force=True)
     out = QemuDriver().execute(name, StopInstance(force=True), desired)
     if not out.ok:
         raise LimaError(f"could not kill instance {name!r}: {out.error}")
 
 
-def stop_instance(name: str, *, force: bool, timeout: float = 300.0) -> None:
-    """Drive `name` to stopped. The request is recorded first, so an apply or start that
-    holds the lock gives up; with `force` the VM is killed at once (before and again
-    under the lock, in case the holder's last step started it again)."""
+def stop_instance(
+    name: str, *, force: bool, timeout: float = 300.0, driver: Driver | None = None,
+    clock: Clock | None = None,
+) -> None:
+    """Drive `name` to stopped through the reconciler, under the lock (per pass). The
+    request is recorded first, so an apply or start that holds the lock gives up before
+    its next pass; this waits for its current step. With `force` the reconciler kills the
+    VM (StopInstance(force=True)); a holder hung beyond FORCE_LOCK_WAIT does not keep a
+    forced stop from killing it. `driver` and `clock` are for tests."""
     from lima.controller.lock import RequestNotRecorded, write_request
 
     try:
@@ -421,12 +429,16 @@ def stop_instance(name: str, *, force: bool, timeout: float = 300.0) -> None:
     except RequestNotRecorded as exc:  # a full disk must not keep a VM from stopping
         _say(f"[{name}] warning: {exc}; stopping anyway")
         req = exc.request
-    if force:
+    try:
+        converge(name, "stopped", spec=None, generation=_stored_generation(name) or "",
+                 timeout=timeout, verb="stop", request=req, force=force, driver=driver,
+                 clock=clock,
+                 lock_timeout=min(timeout, FORCE_LOCK_WAIT) if force else timeout)
+    except BusyError as exc:
+        if not force:
+            raise
+        _say(f"[{name}] warning: {exc}; killing the VM without the lock")
         kill_vm(name)
-    converge(name, "stopped", spec=None, generation=_stored_generation(name) or "",
-             timeout=timeout, verb="stop", request=req,
-             before=(lambda: kill_vm(name)) if force else None,
-             lock_timeout=min(timeout, FORCE_LOCK_WAIT) if force else timeout)
 
 
 def _refuse_managed(name: str) -> None:

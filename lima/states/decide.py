@@ -105,7 +105,7 @@ def decide(desired: DesiredState, observed: ObservedState, status: Status, now: 
             iid = observed.cidata_iid or status.iid or ""
             return _gated(StartHostAgent(iid, attach=True), status, now)
         # A qemu left alone still gets a power-down; a lone host agent has no guest.
-        return StopInstance(force=not observed.qemu_pid_alive)
+        return StopInstance(force=desired.force or not observed.qemu_pid_alive)
     if desired.run_state is RunState.STOPPED:
         return _toward_stopped(desired, observed, status, phase, now)
     if desired.spec is None:
@@ -127,7 +127,7 @@ def _toward_stopped(
     if observed.vm_alive:
         # First, even when a disk or lima.yaml went missing under the running VM: a stop
         # must still bring it down.
-        return StopInstance(force=_overdue(status, phase, now))
+        return StopInstance(force=desired.force or _overdue(status, phase, now))
     if not observed.created:
         if desired.spec is None:
             return Done("not created")

@@ -34,12 +34,14 @@ class DesiredState:
     """`spec` may be None when only stopping or deleting (nothing needs the spec then).
     `restart`: a running boot built from another generation is stopped and booted again
     with this spec (`apply --restart=auto`); without it such a boot is left running and
-    RestartRequired says so."""
+    RestartRequired says so. `force`: bring the VM down by killing it, no clean shutdown
+    (`stop -f`)."""
 
     spec: InstanceSpec | None
     generation: str
     run_state: RunState
     restart: bool = False
+    force: bool = False
 
     def __post_init__(self) -> None:
         # Accept the plain strings the CLI has at hand ("running"); store the Enum.

@@ -10,12 +10,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lima.commands.lifecycle import converge
+import pytest
+
+from lima.commands.lifecycle import converge, stop_instance
+from lima.controller import lock
 from lima.controller.clock import FakeClock
 from lima.controller.fake import FakeDriver
 from lima.controller.lock import held_here, holder, instance_lock
-from lima.errors import BusyError
-from lima.states.actions import Action, Outcome
+from lima.errors import BusyError, LimaError
+from lima.states.actions import Action, Outcome, StopInstance, WaitSSH
 from lima.states.model import DesiredState
 
 SPEC: Any = object()
@@ -105,3 +108,68 @@ def test_a_verb_waiting_for_a_busy_lock_says_who_holds_it(_isolated_home: Path) 
     assert msg == ("instance 'vm' is busy: thread worker-1 of this process (limactl controller"
                    " /srv/vms) is working on it (waited 0 s); try again when it is done")
     assert driver.executed == []
+
+
+class LongStep(FakeDriver):
+    """The first WaitSSH blocks (real time) until `release` is set: a long step that holds
+    the lock while another verb arrives."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.in_step, self.release = threading.Event(), threading.Event()
+
+    def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
+        if isinstance(action, WaitSSH) and not self.in_step.is_set():
+            self.in_step.set()
+            assert self.release.wait(30)
+        return super().execute(name, action, desired)
+
+
+def test_stop_f_during_an_apply_is_served_after_the_current_step(
+    _isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    driver = LongStep(clock)
+    errors: list[BaseException] = []
+
+    def apply() -> None:
+        try:
+            converge("vm", "running", spec=SPEC, generation="g1", driver=driver, clock=clock)
+        except BaseException as exc:  # what the apply ends with
+            errors.append(exc)
+
+    t = threading.Thread(target=apply, name="apply")
+    t.start()
+    try:
+        assert driver.in_step.wait(10)
+        assert not free_from_another_thread("vm")  # the step runs under the lock
+        # The stop comes from "another process": its request carries another PID.
+        monkeypatch.setattr(lock.os, "getpid", lambda: 4242)
+        timer = threading.Timer(0.3, driver.release.set)
+        timer.start()
+        stop_instance("vm", force=True, timeout=60, driver=driver, clock=clock)
+    finally:
+        driver.release.set()
+        t.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], LimaError)
+    assert str(errors[0]) == ("instance vm was stopped by `limactl stop -f` (PID 4242) while "
+                              "this apply ran")
+    kinds = [type(a).__name__ for a in driver.executed]
+    # The apply's step ended, then the stop's kill came next: nothing of the apply after it.
+    assert kinds[kinds.index("WaitSSH"):] == ["WaitSSH", "StopInstance"]
+    assert driver.executed[-1] == StopInstance(force=True)
+    assert not driver.vm("vm").qemu_alive
+
+
+def test_stop_without_force_asks_for_a_clean_shutdown(_isolated_home: Path) -> None:
+    clock = FakeClock()
+    driver = FakeDriver(clock)
+    converge("vm", "running", spec=SPEC, generation="g1", driver=driver, clock=clock)
+    stop_instance("vm", force=False, driver=driver, clock=clock)
+    assert driver.executed[-1] == StopInstance(force=False)
+    stop_instance("vm", force=True, driver=driver, clock=clock)  # already down: nothing
+    assert driver.executed[-1] == StopInstance(force=False)
+    converge("vm", "running", spec=SPEC, generation="g1", driver=driver, clock=clock)
+    stop_instance("vm", force=True, driver=driver, clock=clock)
+    assert driver.executed[-1] == StopInstance(force=True)
+    assert not driver.vm("vm").qemu_alive
