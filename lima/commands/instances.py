@@ -2,7 +2,8 @@
 
 Reached through `lima.cli`. Every NAME a user gives (or a file name implies) goes through
 `lima.names` before anything is read or written, so no verb reaches outside
-`$LIMA_HOME/NAME`. `delete` records its request (see lima.controller.lock) and removes only
+`$LIMA_HOME/NAME`. `delete` records its request (see lima.controller.lock), then drives the
+instance to absent through the reconciler like every verb; its DeleteInstance removes only
 what an instance directory is known to hold (`lima.drivers.store.delete_instance_dir`).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -20,9 +21,15 @@ from lima.drivers import store
 from lima.errors import LimaError, NotFoundError, SpecError
 from lima.names import guest_hostname, validate_name
 
+if TYPE_CHECKING:
+    from lima.controller.driver import Driver
+    from lima.states.actions import Action, Outcome
+    from lima.states.model import DesiredState, ObservedState
+
 # How long a delete waits for the instance lock (a converging apply gives up before its
-# next pass once the delete's request is recorded).
+# next pass once the delete's request is recorded), and for the whole delete.
 DELETE_LOCK_WAIT = 120.0
+DELETE_TIMEOUT = 300.0
 
 
 def instance_name(name: str | None, locator: str) -> str:
@@ -341,9 +348,49 @@ def _refuse_managed(name: str) -> None:
     )
 
 
-def _delete_one(name: str, force: bool) -> None:
-    from lima.commands.lifecycle import kill_vm
-    from lima.controller.lock import instance_lock, write_request
+class _Refused(Exception):
+    """The safe delete's refusal, carried out of the reconciler as it is: no retry can
+    change it, and a Stalled status would be written into the directory kept for the
+    user."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _SafeDelete:
+    """`delete`'s driver: `inner` for every step, except that the safe delete's refusal
+    (entries limactl did not make, not an instance directory) ends the delete at once with
+    its own message."""
+
+    def __init__(self, inner: Driver) -> None:
+        self.inner = inner
+
+    def observe(self, name: str) -> ObservedState:
+        return self.inner.observe(name)
+
+    def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
+        from lima.states.actions import DeleteInstance, Outcome
+
+        if not isinstance(action, DeleteInstance):
+            return self.inner.execute(name, action, desired)
+        try:
+            store.delete_instance_dir(paths.instance_dir(name))
+        except (LimaError, OSError) as exc:
+            raise _Refused(exc) from None
+        from lima.controller import managed
+
+        managed.remove_logs(name)  # a controller's decision lines go with the instance
+        return Outcome.success()
+
+
+def _delete_one(name: str, force: bool, driver: Driver | None = None) -> None:
+    """Refuse what must not be deleted, then drive the instance to absent through the
+    reconciler under the lock (per pass): StopInstance(force=True) when running (-f),
+    then DeleteInstance (the safe delete). `driver` is for tests."""
+    from lima.commands.lifecycle import FORCE_LOCK_WAIT, converge
+    from lima.controller.lock import write_request
+    from lima.drivers.instance import QemuDriver
 
     inst_dir = store.require_instance(name)
     _refuse_managed(name)
@@ -353,25 +400,27 @@ def _delete_one(name: str, force: bool) -> None:
     if _running_pids(inst_dir) and not force:
         raise LimaError(f"instance {name!r} is running; stop it first or use `limactl delete -f`")
     # Recorded before the lock is awaited: an apply holding it gives up at its next pass.
-    write_request(name, "absent", "limactl delete -f" if force else "limactl delete")
-    if force:
-        kill_vm(name)  # interrupts a hung apply; its next step then fails at once
-    # Nobody else may be driving it while its directory goes away.
-    with instance_lock(name, wait=True, timeout=DELETE_LOCK_WAIT):
-        inst_dir = store.require_instance(name)
-        if store.is_protected(inst_dir):
-            raise LimaError(f"instance {name!r} was protected meanwhile; not deleted")
-        if force:
-            kill_vm(name)  # the holder's last step may have started it again
-        running = _running_pids(inst_dir)
-        if running:
-            how = "it survived being killed" if force else "it was started meanwhile"
-            raise LimaError(f"instance {name!r} is still running ({running}): {how}; "
-                            "nothing was deleted")
-        store.delete_instance_dir(inst_dir)
-        from lima.controller import managed
+    req = write_request(name, "absent", "limactl delete -f" if force else "limactl delete")
 
-        managed.remove_logs(name)  # a controller's decision lines go with the instance
+    def recheck() -> None:
+        # Under the lock, before the first pass: what may have changed while we waited.
+        inst = store.require_instance(name)
+        if store.is_protected(inst):
+            raise LimaError(f"instance {name!r} was protected meanwhile; not deleted")
+        running = _running_pids(inst)
+        if running and not force:
+            raise LimaError(f"instance {name!r} is still running ({running}): it was started"
+                            " meanwhile; nothing was deleted")
+
+    try:
+        converge(name, "absent", spec=None, generation="", timeout=DELETE_TIMEOUT,
+                 verb="delete", request=req, before=recheck,
+                 lock_timeout=FORCE_LOCK_WAIT if force else DELETE_LOCK_WAIT,
+                 driver=_SafeDelete(driver or QemuDriver()))
+    except _Refused as exc:
+        if isinstance(exc.error, LimaError):
+            raise exc.error from None
+        raise LimaError(f"instance {name!r} could not be deleted: {exc.error}") from None
     click.echo(f"Deleted {name!r} ({inst_dir})")
 
 

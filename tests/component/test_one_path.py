@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 
+from lima import paths
+from lima.commands.instances import _delete_one
 from lima.commands.lifecycle import converge, stop_instance
 from lima.controller import lock
 from lima.controller.clock import FakeClock
 from lima.controller.fake import FakeDriver
 from lima.controller.lock import held_here, holder, instance_lock
+from lima.drivers import store
 from lima.errors import BusyError, LimaError
 from lima.states.actions import Action, Outcome, StopInstance, WaitSSH
 from lima.states.model import DesiredState
@@ -173,3 +176,38 @@ def test_stop_without_force_asks_for_a_clean_shutdown(_isolated_home: Path) -> N
     stop_instance("vm", force=True, driver=driver, clock=clock)
     assert driver.executed[-1] == StopInstance(force=True)
     assert not driver.vm("vm").qemu_alive
+
+
+def _running_instance(clock: FakeClock) -> FakeDriver:
+    """A booted fake instance whose directory holds a lima.yaml, as `delete` wants."""
+    driver = FakeDriver(clock)
+    converge("vm", "running", spec=SPEC, generation="g1", driver=driver, clock=clock)
+    (paths.instance_dir("vm") / paths.LIMA_YAML).write_text("images: []\n")
+    return driver
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_delete_goes_through_the_reconciler(
+    running: bool, _isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    driver = _running_instance(clock)
+    if not running:
+        stop_instance("vm", force=False, driver=driver, clock=clock)
+    seen: list[str] = []
+    real = store.delete_instance_dir
+
+    def delete_dir(inst: Path) -> None:
+        seen.append(f"DeleteInstance held={held_here('vm') != ''}")
+        real(inst)
+
+    monkeypatch.setattr(store, "delete_instance_dir", delete_dir)
+    before = len(driver.executed)
+    _delete_one("vm", force=running, driver=driver)
+    stops = driver.executed[before:]
+    assert stops == ([StopInstance(force=True)] if running else [])
+    assert seen == ["DeleteInstance held=True"]  # the safe delete, under the lock
+    assert not paths.instance_dir("vm").exists()
+    req = lock.read_request("vm")
+    assert req is not None and req.run_state == "absent"
+    assert req.command == ("limactl delete -f" if running else "limactl delete")
