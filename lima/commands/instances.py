@@ -10,6 +10,8 @@ what an instance directory is known to hold (`lima.drivers.store.delete_instance
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,9 +60,16 @@ def _disk_preparer(spec: Any) -> Any:
     return prepare
 
 
-def create_from_locator(locator: str, name: str | None, stdin: bytes | None) -> Path:
-    """Resolve, validate, then write the instance directory atomically (with disks)."""
+def create_from_locator(
+    locator: str, name: str | None, stdin: bytes | None, driver: Driver | None = None
+) -> Path:
+    """Resolve and validate, then drive the new instance to stopped through the reconciler
+    (CreateInstance writes the directory atomically, with its disks). A failed create
+    leaves nothing and is not retried: its error is the verb's. `driver` is for tests."""
     from lima import schemas
+    from lima.commands.lifecycle import converge
+    from lima.controller.lock import Request, write_request
+    from lima.drivers.instance import QemuDriver
 
     name = instance_name(name, locator)
     if paths.instance_dir(name).exists():
@@ -69,12 +78,24 @@ def create_from_locator(locator: str, name: str | None, stdin: bytes | None) -> 
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)
     text = schemas.dump_yaml(resolved.document.data)
-    from lima.controller.lock import instance_lock, write_request
+    inst = paths.instance_dir(name)
 
-    with instance_lock(name, wait=False):
-        # Under the lock: a create interrupts nobody, it only records what was asked last.
+    def recheck() -> None:
+        # Under the lock: another create may have made it while this one resolved.
+        if inst.exists():
+            raise LimaError(f"instance {name!r} already exists ({inst})")
+        # Under the lock, so a create never interrupts an apply of the same name that
+        # holds it: it only records what was asked last.
         write_request(name, "stopped", "limactl create")
-        return store.create_instance(name, text, _disk_preparer(resolved.spec))
+
+    req = Request("stopped", os.getpid(), "limactl create", time.time())  # written above
+    try:
+        converge(name, "stopped", spec=resolved.spec, generation=resolved.generation,
+                 verb="create", request=req, before=recheck, wait_lock=False,
+                 driver=_OneShot(driver or QemuDriver({name: text})))
+    except _Ended as exc:
+        raise exc.error from None
+    return inst
 
 
 @click.command()
@@ -348,20 +369,20 @@ def _refuse_managed(name: str) -> None:
     )
 
 
-class _Refused(Exception):
-    """The safe delete's refusal, carried out of the reconciler as it is: no retry can
-    change it, and a Stalled status would be written into the directory kept for the
-    user."""
+class _Ended(Exception):
+    """A create or delete that failed, carried out of the reconciler as it is: these
+    one-shot verbs do not retry (as before), and a Stalled status would be written into
+    a directory kept for the user."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: LimaError) -> None:
         super().__init__(str(error))
         self.error = error
 
 
-class _SafeDelete:
-    """`delete`'s driver: `inner` for every step, except that the safe delete's refusal
-    (entries limactl did not make, not an instance directory) ends the delete at once with
-    its own message."""
+class _OneShot:
+    """`create`'s and `delete`'s driver: `inner` for every step, except that a failed
+    CreateInstance, or the safe delete's refusal (entries limactl did not make, not an
+    instance directory), ends the verb at once with its own message."""
 
     def __init__(self, inner: Driver) -> None:
         self.inner = inner
@@ -370,14 +391,21 @@ class _SafeDelete:
         return self.inner.observe(name)
 
     def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
-        from lima.states.actions import DeleteInstance, Outcome
+        from lima.states.actions import CreateInstance, DeleteInstance, Outcome
 
+        if isinstance(action, CreateInstance):
+            out = self.inner.execute(name, action, desired)
+            if not out.ok:
+                raise _Ended(LimaError(out.error or "the instance could not be created"))
+            return out
         if not isinstance(action, DeleteInstance):
             return self.inner.execute(name, action, desired)
         try:
             store.delete_instance_dir(paths.instance_dir(name))
-        except (LimaError, OSError) as exc:
-            raise _Refused(exc) from None
+        except LimaError as exc:
+            raise _Ended(exc) from None
+        except OSError as exc:
+            raise _Ended(LimaError(f"instance {name!r} could not be deleted: {exc}")) from None
         from lima.controller import managed
 
         managed.remove_logs(name)  # a controller's decision lines go with the instance
@@ -416,11 +444,9 @@ def _delete_one(name: str, force: bool, driver: Driver | None = None) -> None:
         converge(name, "absent", spec=None, generation="", timeout=DELETE_TIMEOUT,
                  verb="delete", request=req, before=recheck,
                  lock_timeout=FORCE_LOCK_WAIT if force else DELETE_LOCK_WAIT,
-                 driver=_SafeDelete(driver or QemuDriver()))
-    except _Refused as exc:
-        if isinstance(exc.error, LimaError):
-            raise exc.error from None
-        raise LimaError(f"instance {name!r} could not be deleted: {exc.error}") from None
+                 driver=_OneShot(driver or QemuDriver()))
+    except _Ended as exc:
+        raise exc.error from None
     click.echo(f"Deleted {name!r} ({inst_dir})")
 
 

@@ -16,7 +16,10 @@ import pytest
 from lima.cli import main
 from lima.controller.clock import FakeClock
 from lima.controller.fake import FakeDriver
+from lima.drivers.instance import QemuDriver
 from lima.states.actions import BuildCidata, StopInstance
+
+REAL_DRIVER = QemuDriver  # the `fake` fixture replaces it
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -64,7 +67,10 @@ def running(tmp_path: Path, image: Path, fake: FakeDriver, _isolated_home: Path,
             capsys: pytest.CaptureFixture[str]) -> Path:
     """Instance `vm`, created for real (lima.yaml, disks) and running in the fake world."""
     f = spec_file(tmp_path, image)
-    code, _, err = run_cli(["create", str(f)], capsys)
+    with pytest.MonkeyPatch.context() as m:
+        # `create` runs CreateInstance through the driver: the real one writes the disks.
+        m.setattr("lima.drivers.instance.QemuDriver", REAL_DRIVER)
+        code, _, err = run_cli(["create", str(f)], capsys)
     assert code == 0, err
     fake.vm("vm").created = True
     code, _out, err = run_cli(["apply", str(f)], capsys)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lima import paths
-from lima.commands.instances import _delete_one
+from lima.commands.instances import _delete_one, create_from_locator
 from lima.commands.lifecycle import converge, stop_instance
 from lima.controller import lock
 from lima.controller.clock import FakeClock
@@ -21,7 +21,7 @@ from lima.controller.fake import FakeDriver
 from lima.controller.lock import held_here, holder, instance_lock
 from lima.drivers import store
 from lima.errors import BusyError, LimaError
-from lima.states.actions import Action, Outcome, StopInstance, WaitSSH
+from lima.states.actions import Action, CreateInstance, Outcome, StopInstance, WaitSSH
 from lima.states.model import DesiredState
 
 SPEC: Any = object()
@@ -211,3 +211,48 @@ def test_delete_goes_through_the_reconciler(
     req = lock.read_request("vm")
     assert req is not None and req.run_state == "absent"
     assert req.command == ("limactl delete -f" if running else "limactl delete")
+
+
+def test_create_goes_through_the_reconciler(_isolated_home: Path) -> None:
+    clock = FakeClock()
+    driver = FakeDriver(clock)
+    inst = create_from_locator("template:tiny", "vm", None, driver=driver)
+    assert inst == paths.instance_dir("vm") and inst.is_dir()
+    assert driver.executed == [CreateInstance()]  # created, not started
+    req = lock.read_request("vm")
+    assert req is not None and (req.run_state, req.command) == ("stopped", "limactl create")
+    with pytest.raises(LimaError, match=r"^instance 'vm' already exists"):
+        create_from_locator("template:tiny", "vm", None, driver=driver)
+    assert driver.executed == [CreateInstance()]
+
+
+def test_a_failed_create_is_not_retried_and_leaves_nothing(_isolated_home: Path) -> None:
+    clock = FakeClock()
+    driver = FakeDriver(clock, digest_mismatch=True)
+    with pytest.raises(LimaError) as exc:
+        create_from_locator("template:tiny", "vm", None, driver=driver)
+    assert str(exc.value) == "basedisk: sha256 digest mismatch (image changed?)"
+    assert driver.executed == [CreateInstance()]
+    assert clock.slept == []  # no backoff waited out
+    assert not paths.instance_dir("vm").exists()
+
+
+def test_create_of_a_busy_name_says_who_holds_it(_isolated_home: Path) -> None:
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with instance_lock("vm", wait=False, purpose="limactl apply vm.yaml"):
+            taken.set()
+            done.wait(30)
+
+    t = threading.Thread(target=hold, name="other")
+    t.start()
+    try:
+        assert taken.wait(10)
+        driver = FakeDriver(FakeClock())
+        with pytest.raises(BusyError, match=r"thread other of this process \(limactl apply"):
+            create_from_locator("template:tiny", "vm", None, driver=driver)
+    finally:
+        done.set()
+        t.join(10)
+    assert driver.executed == [] and not paths.instance_dir("vm").exists()
