@@ -256,3 +256,36 @@ def test_create_of_a_busy_name_says_who_holds_it(_isolated_home: Path) -> None:
         done.set()
         t.join(10)
     assert driver.executed == [] and not paths.instance_dir("vm").exists()
+
+
+def test_a_holder_hung_beyond_a_step_does_not_keep_stop_f_from_killing(
+    _isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lima.commands import lifecycle
+
+    killed: list[str] = []
+    monkeypatch.setattr(lifecycle, "FORCE_LOCK_WAIT", 0.2)
+    monkeypatch.setattr(lifecycle, "kill_vm", killed.append)
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with instance_lock("vm", wait=False, purpose="limactl apply hung.yaml"):
+            taken.set()
+            done.wait(30)
+
+    t = threading.Thread(target=hold, name="hung")
+    t.start()
+    try:
+        assert taken.wait(10)
+        driver = FakeDriver(FakeClock())
+        with pytest.raises(BusyError):  # a plain stop waits its timeout, then gives up
+            stop_instance("vm", force=False, timeout=0.2, driver=driver)
+        assert killed == []
+        stop_instance("vm", force=True, driver=driver)
+    finally:
+        done.set()
+        t.join(10)
+    assert killed == ["vm"] and driver.executed == []
+    err = capsys.readouterr().err
+    assert "thread hung of this process (limactl apply hung.yaml)" in err
+    assert "killing the VM without the lock" in err

@@ -1,10 +1,11 @@
 """`stop -f` / `delete -f` racing an `apply` on the real tiny guest, through the real CLI.
 
-The apply holds the instance lock for its whole convergence; the forced verb records its
-request, kills the VM, then waits for the lock. The apply must notice before its next
-pass, exit 1 naming who stopped it, and never boot the VM again; afterwards no qemu or
-host agent of the instance may run. (The old code rebooted the VM after the crash backoff
-and reported success for an instance being deleted.)
+The apply holds the instance lock for one reconcile pass at a time; the forced verb records
+its request, waits for the apply's current step, then kills the VM through the reconciler
+under the lock. The apply must notice before its next pass, exit 1 naming who stopped it,
+and never boot the VM again; afterwards no qemu or host agent of the instance may run.
+(The old code rebooted the VM after the crash backoff and reported success for an
+instance being deleted.)
 """
 
 from __future__ import annotations
