@@ -359,14 +359,10 @@ def _refuse_managed(name: str) -> None:
     """A controller would create a deleted managed instance again (with an empty disk)."""
     from lima.controller import managed
 
-    owner = managed.ownership(name)
-    if owner is None or managed.is_paused(name):
-        return
-    raise LimaError(
-        f"instance {name!r} is managed by {owner.managed_by} (from {owner.file}), which would"
-        f" create it again; run `limactl controller pause {name}` first, or remove its file"
-        f" from the folder (the controller prunes it by its --prune policy)"
-    )
+    managed.refuse_if_managed(
+        name, undone_by="create it again",
+        advice=f"run `limactl controller pause {name}` first, or remove its file from the"
+        " folder (the controller prunes it by its --prune policy)")
 
 
 class _Ended(Exception):

@@ -445,14 +445,10 @@ def _refuse_managed(name: str) -> None:
     """A controller would start a stopped managed instance again at its next pass."""
     from lima.controller import managed
 
-    owner = managed.ownership(name)
-    if owner is None or managed.is_paused(name):
-        return
-    raise LimaError(
-        f"instance {name!r} is managed by {owner.managed_by} (from {owner.file}), which would"
-        f" start it again; run `limactl controller pause {name}` first (and `limactl"
-        f" controller resume {name}` when done), or remove its file from the folder"
-    )
+    managed.refuse_if_managed(
+        name, undone_by="start it again",
+        advice=f"run `limactl controller pause {name}` first (and `limactl controller resume"
+        f" {name}` when done), or remove its file from the folder")
 
 
 @click.command()

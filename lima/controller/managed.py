@@ -29,7 +29,7 @@ from typing import Any
 
 from lima import paths
 from lima.drivers import safefs
-from lima.errors import SpecError
+from lima.errors import LimaError, SpecError
 from lima.names import validate_name
 
 CONTROL_DIR = "_controller"
@@ -181,3 +181,15 @@ def remove_logs(name: str) -> None:
     for q in (p, p.with_name(p.name + ".1")):
         with contextlib.suppress(FileNotFoundError):
             q.unlink()
+
+
+def refuse_if_managed(name: str, *, undone_by: str, advice: str) -> None:
+    """LimaError when a controller manages `name` and is not paused: a verb done by hand
+    would be undone (`undone_by`: what the controller would do; `advice`: what to do)."""
+    owner = ownership(name)
+    if owner is None or is_paused(name):
+        return
+    raise LimaError(
+        f"instance {name!r} is managed by {owner.managed_by} (from {owner.file}), which would"
+        f" {undone_by}; {advice}"
+    )

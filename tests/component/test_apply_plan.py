@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from lima.cli import main
 from lima.controller.clock import FakeClock
 from lima.controller.fake import FakeDriver
 from lima.drivers.instance import QemuDriver
 from lima.states.actions import BuildCidata, StopInstance
+from tests.component.cli import run_cli
 
 REAL_DRIVER = QemuDriver  # the `fake` fixture replaces it
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 @pytest.fixture

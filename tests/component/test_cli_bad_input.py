@@ -25,17 +25,10 @@ import yaml
 from lima import paths
 from lima.cli import hoist_global_flags, main
 from lima.errors import SpecError
+from tests.component.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def run_subprocess(args: list[str], cwd: Path, stdin: bytes | None = None

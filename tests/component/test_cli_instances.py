@@ -9,15 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lima.cli import main
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out, err
+from tests.component.cli import run_cli
 
 
 @pytest.fixture

@@ -11,18 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from lima.cli import main
 from lima.drivers import store
+from tests.component.cli import run_cli
 
 LIMA_COLUMNS = ["NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY", "DISK", "DIR"]
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def cond(type_: str, status: str, reason: str, message: str = "") -> dict[str, Any]:

@@ -18,18 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from lima.cli import main
 from lima.controller.lock import instance_lock
 from lima.drivers import store
+from tests.component import cli
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out, err
+    capsys.readouterr()  # only what this command prints
+    return cli.run_cli(args, capsys)
 
 
 def make_instance(home: Path, name: str = "vm", extra: tuple[str, ...] = ()) -> Path:

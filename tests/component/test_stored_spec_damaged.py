@@ -11,21 +11,13 @@ from pathlib import Path
 import pytest
 
 from lima import paths
-from lima.cli import main
+from tests.component.cli import run_cli
 
 DAMAGE = {
     "invalid YAML": (b"cpus: [1,\n", ":2: YAML syntax error"),
     "binary": (b"\x00\x01\xff\xfe\x7fELF", ":1: not a text file"),
     "empty": (b"", ": empty document"),
 }
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 @pytest.fixture
