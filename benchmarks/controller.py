@@ -64,7 +64,7 @@ def fake_figures(n: int, idle: float) -> None:
     fake = Timed(clock)
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the benchmark
     ctl = FolderController(Options(folder, workers=4, resync=3600, settle=0.1),
-                           driver=lambda name, doc: fake, clock=clock,
+                           driver=lambda name: fake, clock=clock,
                            decisions=DecisionLog(devnull))
     ctl.start()
     try:

@@ -91,8 +91,8 @@ def create_from_locator(
     req = Request("stopped", os.getpid(), "limactl create", time.time())  # written above
     try:
         converge(name, "stopped", spec=resolved.spec, generation=resolved.generation,
-                 verb="create", request=req, before=recheck, wait_lock=False,
-                 driver=_OneShot(driver or QemuDriver({name: text})))
+                 verb="create", request=req, before=recheck, wait_lock=False, document=text,
+                 driver=_OneShot(driver or QemuDriver()))
     except _Ended as exc:
         raise exc.error from None
     return inst
@@ -412,9 +412,8 @@ def _delete_one(name: str, force: bool, driver: Driver | None = None) -> None:
     """Refuse what must not be deleted, then drive the instance to absent through the
     reconciler under the lock (per pass): StopInstance(force=True) when running (-f),
     then DeleteInstance (the safe delete). `driver` is for tests."""
-    from lima.commands.lifecycle import FORCE_LOCK_WAIT, converge
+    from lima.commands.lifecycle import FORCE_LOCK_WAIT
     from lima.controller.lock import write_request
-    from lima.drivers.instance import QemuDriver
 
     inst_dir = store.require_instance(name)
     _refuse_managed(name)
@@ -436,14 +435,24 @@ def _delete_one(name: str, force: bool, driver: Driver | None = None) -> None:
             raise LimaError(f"instance {name!r} is still running ({running}): it was started"
                             " meanwhile; nothing was deleted")
 
+    drive_absent(name, timeout=DELETE_TIMEOUT, verb="delete", request=req, before=recheck,
+                 lock_timeout=FORCE_LOCK_WAIT if force else DELETE_LOCK_WAIT, driver=driver)
+    click.echo(f"Deleted {name!r} ({inst_dir})")
+
+
+def drive_absent(name: str, *, timeout: float, verb: str, driver: Driver | None = None,
+                 **kwargs: Any) -> None:
+    """`lifecycle.converge(name, "absent")` with the one-shot driver: the safe delete's
+    refusal (entries limactl did not make) ends the verb at once with its own message,
+    never retried until the timeout. `kwargs` go to converge (request, before, ...)."""
+    from lima.commands.lifecycle import converge
+    from lima.drivers.instance import QemuDriver
+
     try:
-        converge(name, "absent", spec=None, generation="", timeout=DELETE_TIMEOUT,
-                 verb="delete", request=req, before=recheck,
-                 lock_timeout=FORCE_LOCK_WAIT if force else DELETE_LOCK_WAIT,
-                 driver=_OneShot(driver or QemuDriver()))
+        converge(name, "absent", spec=None, generation="", timeout=timeout, verb=verb,
+                 driver=_OneShot(driver or QemuDriver()), **kwargs)
     except _Ended as exc:
         raise exc.error from None
-    click.echo(f"Deleted {name!r} ({inst_dir})")
 
 
 def _set_protected(names: tuple[str, ...], protected: bool) -> None:

@@ -104,7 +104,7 @@ def converge(
     *,
     spec: InstanceSpec | None,
     generation: str,
-    documents: dict[str, str] | None = None,
+    document: str | None = None,
     timeout: float = 600.0,
     wait_lock: bool = True,
     verb: str = "apply",
@@ -146,8 +146,8 @@ def converge(
                 f"this {verb} ran")
 
     desired = DesiredState(spec=spec, generation=generation, run_state=RunState(run_state),
-                           restart=restart, force=force)
-    driver = _Counting(driver or QemuDriver(documents))
+                           restart=restart, force=force, document=document)
+    driver = _Counting(driver or QemuDriver())
     start = time.monotonic()
     shown: list[str] = []
 
@@ -292,8 +292,31 @@ def _refuse(plans: list[InstancePlan], recreate: bool) -> None:
                     f"{p.name}: {', '.join(fields)} changed: that needs a new disk; pass "
                     f"--recreate to delete instance {p.name}'s disk (and all its data) and "
                     f"build it again")
+        if recreate and p.plan.of(Drift.RECREATE):
+            problems += _recreate_refusals(p.name)
     if problems:
         raise LimaError("nothing was changed:\n  " + "\n  ".join(problems))
+
+
+def _recreate_refusals(name: str) -> list[str]:
+    """Why instance `name` cannot be deleted to be built again, found before anything
+    stops: protected, not an instance directory, or holding files limactl did not make
+    (a delete keeps those, and a directory left with them could not be created again)."""
+    from lima.drivers import store
+
+    inst = paths.instance_dir(name)
+    try:
+        store.require_deletable(inst)
+    except LimaError as exc:
+        return [f"{name}: {exc}"]
+    out = []
+    if store.is_protected(inst):
+        out.append(f"{name}: instance {name!r} is protected; `limactl unprotect {name}` first")
+    kept = store.unknown_entries(inst)
+    if kept:
+        out.append(f"{name}: {inst} holds entries limactl did not create: {', '.join(kept)};"
+                   f" move them elsewhere before --recreate deletes the instance")
+    return out
 
 
 def _short(value: object) -> str:
@@ -311,16 +334,16 @@ def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: 
     verdict = plan.verdict
     if verdict in ("create", "nothing"):
         actions = converge(name, "running", spec=new.spec, generation=plan.generation,
-                           documents={name: text}, timeout=timeout)
+                           document=text, timeout=timeout)
         return "unchanged" if not actions else "running"
     if verdict == "recreate":
         _say(f"[{name}] RECREATING: the disk of instance {name!r} is deleted and built again "
              f"from its images; ALL DATA IN THE GUEST IS LOST")
-        if (paths.instance_dir(name) / paths.PROTECTED).exists():
-            raise LimaError(f"instance {name!r} is protected; `limactl unprotect {name}` first")
-        converge(name, "absent", spec=None, generation="", timeout=timeout, verb="apply")
+        from lima.commands.instances import drive_absent
+
+        drive_absent(name, timeout=timeout, verb="apply")
         converge(name, "running", spec=new.spec, generation=new.generation,
-                 documents={name: text}, timeout=timeout)
+                 document=text, timeout=timeout)
         return "recreated; running"
     inst = paths.instance_dir(name)
 
@@ -330,11 +353,11 @@ def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: 
 
         atomic_write(inst / paths.LIMA_YAML, text)
         if verdict == "live":
-            _record_live(name, new)
+            _record_live(name, new, text)
 
     stage = verdict == "restart" and restart_policy == "stage"
     converge(name, "running", spec=new.spec, generation=new.generation,
-             documents={name: text}, timeout=timeout, before=record,
+             document=text, timeout=timeout, before=record,
              restart=verdict == "restart" and not stage)
     if stage and plan.running:
         paths_changed = ", ".join(c.path for c in plan.plan.changes) if plan.plan else ""
@@ -345,14 +368,14 @@ def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: 
     return "running (restarted)" if plan.running else "running (started with the new spec)"
 
 
-def _record_live(name: str, new: Resolved) -> None:
+def _record_live(name: str, new: Resolved, text: str) -> None:
     """A change that needs no restart: the running boot now counts as built from `new`."""
     from dataclasses import replace
 
     from lima.controller.status_store import StatusStore
     from lima.drivers.applied import write_applied
 
-    write_applied(paths.instance_dir(name), new.generation, new.filled)
+    write_applied(paths.instance_dir(name), new.generation, new.filled, document=text)
     store = StatusStore()
     status = store.load(name)
     if status is not None and status.generation:
@@ -372,14 +395,14 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
     from lima.schemas.templates import read_stdin
 
     inst_name, is_file = _resolve_target(target, name)
-    documents: dict[str, str] = {}
+    document: str | None = None
     if is_file:
         if paths.instance_dir(inst_name).exists():
             raise LimaError(f"instance {inst_name!r} already exists; run `limactl start "
                             f"{inst_name}`")
         stdin = read_stdin() if target == "-" else None
         resolved = schemas.resolve(target, name=inst_name, stdin=stdin)
-        documents[inst_name] = schemas.dump_yaml(resolved.document.data)
+        document = schemas.dump_yaml(resolved.document.data)
         gen = resolved.generation
     else:
         from lima.commands.diff import plan_instance
@@ -389,7 +412,7 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
         # A change staged by `apply --restart=stage` boots here; a running instance keeps
         # running (RestartRequired says what waits).
         gen = plan_instance(inst_name, resolved).generation
-    converge(inst_name, "running", spec=resolved.spec, generation=gen, documents=documents,
+    converge(inst_name, "running", spec=resolved.spec, generation=gen, document=document,
              timeout=timeout, verb="start")
     click.echo(f"{inst_name}: running")
 

@@ -112,7 +112,10 @@ class FakeDriver:
             case CreateInstance():
                 if self.digest_mismatch:
                     return Outcome.failure("basedisk: sha256 digest mismatch (image changed?)")
-                paths.instance_dir(name).mkdir(parents=True, exist_ok=True)
+                inst = paths.instance_dir(name)
+                inst.mkdir(parents=True, exist_ok=True)
+                if desired.document is not None and not (inst / paths.LIMA_YAML).exists():
+                    (inst / paths.LIMA_YAML).write_text(desired.document)  # as QemuDriver
                 vm.created = True
                 return Outcome.success()
             case BuildCidata(iid=iid):

@@ -123,14 +123,14 @@ class _Memory:
 
 
 
-# (instance name, lima.yaml text CreateInstance writes or None) -> the driver of one pass
-DriverFactory = Callable[[str, str | None], Driver]
+# instance name -> the driver of one pass
+DriverFactory = Callable[[str], Driver]
 
 
-def qemu_driver(name: str, document: str | None) -> Driver:
+def qemu_driver(name: str) -> Driver:
     from lima.drivers.instance import QemuDriver  # deferred: qemu, ssh, images
 
-    return QemuDriver({name: document} if document is not None else None)
+    return QemuDriver()
 
 
 class FolderController:
@@ -293,7 +293,7 @@ class FolderController:
             self._record(name, owner, record)
             note_applied(name, resolved, target.desired, p)
 
-        return self._pass(name, target.desired, target.document, mem, rearm=new_version,
+        return self._pass(name, target.desired, mem, rearm=new_version,
                           key=digest, after=after, before=target.before)
 
 
@@ -333,7 +333,7 @@ class FolderController:
             if isinstance(p.decision, Done):
                 managed.set_ownership(name, None)
 
-        delay = self._pass(name, desired, None, mem, rearm=True, key="prune:" + policy,
+        delay = self._pass(name, desired, mem, rearm=True, key="prune:" + policy,
                            after=release, why=f"{owner.file} was removed")
         if managed.ownership(name) is None:
             self.decisions.emit(name, "pruned", prune=policy, file=owner.file)
@@ -343,11 +343,11 @@ class FolderController:
         return delay
 
     def _pass(
-        self, name: str, desired: DesiredState, document: str | None, mem: _Memory, *,
+        self, name: str, desired: DesiredState, mem: _Memory, *,
         rearm: bool, key: str, after: Callable[[Pass], None], why: str = "",
         before: Callable[[], None] | None = None,
     ) -> float | None:
-        driver = self.driver(name, document)
+        driver = self.driver(name)
         if mem.guard_key != key:
             mem.guard, mem.guard_key = RepeatGuard(), key
         try:

@@ -21,7 +21,7 @@ from typing import Any
 from lima import paths, schemas
 from lima.controller.reconcile import Pass
 from lima.controller.status_store import StatusStore
-from lima.drivers.applied import read_applied, write_applied
+from lima.drivers.applied import Applied, read_applied, write_applied
 from lima.errors import LimaError
 from lima.fsutil import atomic_write
 from lima.schemas.fields import Drift
@@ -32,11 +32,10 @@ from lima.states.phases import Phase
 
 @dataclass(frozen=True)
 class Target:
-    """What one pass drives the instance to: the desired state, the lima.yaml text to
-    create it with (only before it exists), and what to do first under the lock."""
+    """What one pass drives the instance to: the desired state (with the lima.yaml text to
+    create it with, only before it exists), and what to do first under the lock."""
 
     desired: DesiredState
-    document: str | None
     before: Callable[[], None] | None = None
 
 
@@ -72,7 +71,8 @@ class Planner:
 
         if status is None or not status.generation:
             # Never booted (or its status is lost): the reconciler creates what is missing.
-            return Target(DesiredState(resolved.spec, new_gen, RunState.RUNNING), text())
+            return Target(DesiredState(resolved.spec, new_gen, RunState.RUNNING,
+                                       document=text()))
         inst = paths.instance_dir(name)
         applied = read_applied(inst)
         old_filled: dict[str, Any] | None = None
@@ -93,7 +93,7 @@ class Planner:
             if status.is_true(RESTART_REQUIRED):
                 # A staged version was taken back: the stored lima.yaml must follow.
                 before = functools.partial(write_spec, inst, text)
-            return Target(desired, None, before)
+            return Target(desired, before)
         plan = (classify(old_filled, resolved.filled, restart=self.restart)
                 if old_filled is not None else _UNKNOWN_OLD)
         verdict = plan.verdict if plan.changes else Drift.LIVE.value
@@ -106,11 +106,7 @@ class Planner:
             else:
                 action = "none; the instance is left as it is (fix the file)"
             report(**fields, action=action)
-            try:
-                stored = schemas.load_instance(name)
-            except LimaError:
-                return None  # nothing stored to keep running on; wait for the file
-            return Target(DesiredState(stored.spec, old_gen, RunState.RUNNING), None)
+            return _keep(name, inst, applied, old_gen)
         stage = verdict == Drift.RESTART.value and self.restart == "stage"
         if verdict == Drift.LIVE.value:
             action = "recorded; no restart"
@@ -122,17 +118,38 @@ class Planner:
         report(**fields, restart=self.restart, action=action)
         desired = DesiredState(resolved.spec, new_gen, RunState.RUNNING,
                                restart=verdict == Drift.RESTART.value and not stage)
-        return Target(desired, None, before)
+        return Target(desired, before)
 
     def _record_live(self, name: str, inst: Path, new: schemas.Resolved,
                      text: Callable[[], str]) -> None:
         """Under the lock: the running boot now counts as built from `new` (as apply's
         live path: lima.yaml, lima.applied.json, status.json's generation)."""
         write_spec(inst, text)
-        write_applied(inst, new.generation, new.filled)
+        write_applied(inst, new.generation, new.filled, document=text())
         status = self.store.load(name)
         if status is not None and status.generation:
             self.store.save(name, replace(status, generation=new.generation))
+
+
+def _keep(name: str, inst: Path, applied: Applied | None, old_gen: str) -> Target | None:
+    """A refused version (recreate, reject): the instance keeps the spec its boot was built
+    from. A version staged earlier (the stored lima.yaml ahead of that spec) is superseded
+    by the file that replaced it, so the stored lima.yaml goes back to the applied text and
+    no later boot (a crash, a hand-made restart) picks the staged one up."""
+    if applied is not None and applied.document is not None:
+        text = applied.document
+        try:
+            kept = schemas.resolve("-", name=name, stdin=text.encode())
+        except LimaError:
+            kept = None  # it no longer resolves here (a template gone): keep what is stored
+        if kept is not None:
+            return Target(DesiredState(kept.spec, old_gen, RunState.RUNNING),
+                          functools.partial(write_spec, inst, lambda: text))
+    try:
+        stored = schemas.load_instance(name)
+    except LimaError:
+        return None  # nothing stored to keep running on; wait for the file
+    return Target(DesiredState(stored.spec, old_gen, RunState.RUNNING))
 
 
 def note_applied(name: str, resolved: schemas.Resolved, desired: DesiredState,
@@ -148,7 +165,8 @@ def note_applied(name: str, resolved: schemas.Resolved, desired: DesiredState,
     inst = paths.instance_dir(name)
     applied = read_applied(inst)
     if (applied is None or applied.generation != gen) and inst.is_dir():
-        write_applied(inst, gen, resolved.filled)
+        write_applied(inst, gen, resolved.filled,
+                      document=schemas.dump_yaml(resolved.document.data))
 
 
 def write_spec(inst: Path, text: Callable[[], str]) -> None:

@@ -6,7 +6,9 @@ apply` takes a change that needs no restart; read by `apply` / `diff` as the "ol
 not the file that may since have been edited. An instance made before this file existed
 has none; callers then fall back to the stored lima.yaml and status.json's generation.
 
-Shape: {"version": 1, "generation": "<sha256 of the intent>", "filled": {...}}.
+Shape: {"version": 1, "generation": "<sha256 of the intent>", "filled": {...},
+"document": "<the lima.yaml text the boot was built from>"} ("document" is absent when
+written without one: a live change, or a file from before it was recorded).
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ VERSION = 1
 class Applied:
     generation: str
     filled: dict[str, Any]
+    document: str | None = None  # the stored lima.yaml text this spec came from
 
 
-def write_applied(inst: Path, generation: str, filled: dict[str, Any]) -> None:
-    doc = {"version": VERSION, "generation": generation, "filled": filled}
+def write_applied(inst: Path, generation: str, filled: dict[str, Any],
+                  document: str | None = None) -> None:
+    doc: dict[str, Any] = {"version": VERSION, "generation": generation, "filled": filled}
+    if document is not None:
+        doc["document"] = document
     atomic_write(inst / paths.APPLIED_SPEC,
                  json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
 
@@ -46,4 +52,5 @@ def read_applied(inst: Path) -> Applied | None:
     gen, filled = doc.get("generation"), doc.get("filled")
     if not isinstance(gen, str) or not isinstance(filled, dict):
         return None
-    return Applied(gen, filled)
+    document = doc.get("document")
+    return Applied(gen, filled, document if isinstance(document, str) else None)

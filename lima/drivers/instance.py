@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,12 +171,17 @@ def grow_diffdisk(inst: Path, size: int) -> bool:
     return True
 
 
-class QemuDriver:
-    """Driver over real QEMU guests. `documents` maps an instance name to the lima.yaml
-    text CreateInstance writes (apply/create know it; other verbs never create)."""
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
-    def __init__(self, documents: Mapping[str, str] | None = None) -> None:
-        self.documents = dict(documents or {})
+
+class QemuDriver:
+    """Driver over real QEMU guests. The lima.yaml text CreateInstance writes comes with
+    the desired state (`DesiredState.document`: apply and create know it; other verbs
+    never create)."""
 
     # --- observe ----------------------------------------------------------------------
 
@@ -265,7 +270,7 @@ class QemuDriver:
             return Outcome.failure(
                 f"{inst} exists but holds no {paths.LIMA_YAML} file, so it is no instance "
                 f"limactl can use; look inside, move it away, then apply again")
-        text = self.documents.get(name)
+        text = desired.document
         if text is None:
             return Outcome.failure(f"instance {name!r} does not exist; create it first")
         spec = self._spec(desired)
@@ -289,7 +294,8 @@ class QemuDriver:
             # This boot is bound to this spec from here on: it is what `apply` diffs against.
             from lima.drivers.applied import write_applied
 
-            write_applied(inst, desired.generation, dict(spec.raw))
+            write_applied(inst, desired.generation, dict(spec.raw),
+                          document=_read_text(inst / paths.LIMA_YAML))
         return Outcome.success()
 
     def _start(

@@ -193,6 +193,18 @@ def delete_instance_dir(inst_dir: Path) -> None:
     )
 
 
+def unknown_entries(inst_dir: Path) -> list[str]:
+    """The entries of an instance directory a delete would keep (limactl did not make
+    them), sorted, subdirectories with a `/`; nothing is removed."""
+    try:
+        with os.scandir(inst_dir) as entries:
+            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+    except FileNotFoundError:
+        return []
+    return sorted(entry + "/" if is_dir else entry for entry, is_dir in names
+                  if is_dir or not paths.is_known_instance_entry(entry))
+
+
 def _put_back(work: Path, inst_dir: Path) -> Path:
     """Give a directory whose unknown entries were kept its instance name back, so the user
     finds it where it was (unless that name was taken meanwhile)."""

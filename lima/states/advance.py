@@ -52,8 +52,9 @@ UNRESPONSIVE_HINT = "does not answer"
 
 
 def rearm(status: Status, now: float, generation: str | None = None) -> Status:
-    """A user asked again: forget Stalled and any backoff (the facts are re-read anyway)."""
-    s = replace(status, retries=0, next_attempt=None)
+    """A user asked again, or the spec changed: forget Stalled and any backoff, the
+    crash-loop count with it (the facts are re-read anyway)."""
+    s = replace(status, retries=0, restarts=0, next_attempt=None)
     if s.stalled:
         s = s.with_condition(STALLED, F, "Rearmed", "asked again", now, generation)
     return s

@@ -35,13 +35,15 @@ class DesiredState:
     `restart`: a running boot built from another generation is stopped and booted again
     with this spec (`apply --restart=auto`); without it such a boot is left running and
     RestartRequired says so. `force`: bring the VM down by killing it, no clean shutdown
-    (`stop -f`)."""
+    (`stop -f`). `document`: the lima.yaml text `spec` was resolved from, which
+    CreateInstance stores when the instance does not exist yet (None: nothing to create)."""
 
     spec: InstanceSpec | None
     generation: str
     run_state: RunState
     restart: bool = False
     force: bool = False
+    document: str | None = None
 
     def __post_init__(self) -> None:
         # Accept the plain strings the CLI has at hand ("running"); store the Enum.
@@ -147,7 +149,8 @@ class Status:
     `generation` is the spec generation the current (or last) boot was built from;
     `observedGeneration` the desired generation the controller last acted on. `retries`
     counts consecutive failures of the current step (reset when a step succeeds);
-    `restarts` counts failed or crashed boots since the last stable run (crash-loop backoff).
+    `restarts` counts failed or crashed boots since the last stable run, the last new file
+    version or the last request of a user (crash-loop backoff).
     """
 
     phase: Phase = Phase.ABSENT

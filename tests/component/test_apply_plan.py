@@ -196,7 +196,7 @@ def test_recreate_rebuilds_when_asked(
     tmp_path: Path, image: Path, running: Path, fake: FakeDriver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    (running / "marker").write_text("data")
+    (running / "serial.log").write_text("the old boot")  # an entry limactl makes
     f = spec_file(tmp_path, image, arch="aarch64")
     code, out, err = run_cli(["apply", "--recreate", "--dry-run", str(f)], capsys)
     assert code == 2 and "data lost" in out
@@ -204,8 +204,30 @@ def test_recreate_rebuilds_when_asked(
     assert code == 0, err
     assert "ALL DATA IN THE GUEST IS LOST" in err
     kinds = [type(a).__name__ for a in fake.executed]
-    assert kinds[:2] == ["StopInstance", "DeleteInstance"] and "CreateInstance" in kinds
-    assert not (running / "marker").exists()  # the old instance directory is gone
+    # The delete between them is the safe delete itself (drive_absent's one-shot driver).
+    assert kinds[0] == "StopInstance" and "CreateInstance" in kinds
+    assert not (running / "serial.log").exists()  # the old instance directory is gone
+
+
+@pytest.mark.parametrize(("setup", "words"), [
+    (lambda d: (d / "notes.txt").write_text("mine"), "notes.txt"),
+    (lambda d: (d / "protected").touch(), "is protected"),
+])
+def test_recreate_that_cannot_delete_is_refused_before_anything_stops(
+    tmp_path: Path, image: Path, running: Path, fake: FakeDriver,
+    capsys: pytest.CaptureFixture[str], setup: object, words: str,
+) -> None:
+    """A file limactl did not make (a delete keeps it) or a protected instance: refused
+    at once with the reason, the instance left running; never a stop, then a delete retried
+    until the timeout."""
+    setup(running)  # type: ignore[operator]
+    before = (running / "lima.yaml").read_text()
+    f = spec_file(tmp_path, image, arch="aarch64")
+    code, _, err = run_cli(["apply", "--recreate", "--timeout", "30", str(f)], capsys)
+    assert code == 1 and words in err and "nothing was changed" in err
+    assert "Traceback" not in err
+    assert fake.executed == [] and fake.vm("vm").qemu_alive
+    assert (running / "lima.yaml").read_text() == before
 
 
 def test_diff_errors_exit_1(

@@ -35,7 +35,7 @@ class World:
         self.ctl = self.controller()
 
     def controller(self, **opts: object) -> FolderController:
-        def factory(name: str, document: str | None) -> Driver:
+        def factory(name: str) -> Driver:
             return self.fake
 
         merged = {**self.opts, **opts}
@@ -193,6 +193,14 @@ def test_crash_loop_backoff_grows_to_the_cap_and_is_counted(world: World) -> Non
     assert 240 <= delays[-1] <= 300  # CRASH_BACKOFF_CAP
     st = StatusStore().load("web")
     assert st is not None and st.restarts == 7
+    # A new file version starts the count again: its first crash waits the first delay.
+    world.write("web", TINY + "# fixed?\n")
+    world.converge("web")
+    assert world.fake.vm("web").qemu_alive
+    [delay] = _crash_delays(world, "web", 1)
+    assert delay < min(delays[2:])  # (the jitter differs: it is seeded by the boot's IID)
+    st = StatusStore().load("web")
+    assert st is not None and st.restarts == 1
 
 
 def test_backoff_survives_a_controller_crash_and_a_new_version_resets_it(

@@ -93,6 +93,35 @@ def test_a_restart_class_change_is_staged_under_stage(tmp_path: Path) -> None:
     assert applied is not None and applied.filled["memory"] == "512MiB"
 
 
+def test_a_refused_version_supersedes_a_staged_one(tmp_path: Path) -> None:
+    """Staged memory, then a recreate-class version: the staged spec is no one's intent
+    any more, so the next boot (a crash) is the one that ran, and lima.yaml says so."""
+    world = World(tmp_path, restart="stage")
+    _running(world, "web")
+    inst = paths.instance_dir("web")
+    first = (inst / paths.LIMA_YAML).read_text()
+    gen = _status("web").generation
+    _edit(world, "web", TINY + "memory: 512MiB\n")
+    assert _status("web").is_true(RESTART_REQUIRED)
+    assert "512MiB" in (inst / paths.LIMA_YAML).read_text()
+    _edit(world, "web", TINY + "memory: 512MiB\narch: aarch64\nimages:\n"
+          "- location: build:tiny\n  arch: aarch64\n")
+    assert [p["verdict"] for p in _plans(world, "web")] == ["restart", "recreate"]
+    assert (inst / paths.LIMA_YAML).read_text() == first
+    assert not _status("web").is_true(RESTART_REQUIRED)
+    vm = world.fake.vm("web")
+    world.fake.kill_qemu("web")
+    for _ in range(20):
+        world.converge("web")
+        if vm.qemu_alive:
+            break
+        world.clock.advance(300)
+    assert vm.boots == 2 and _status("web").generation == gen
+    applied = read_applied(inst)
+    assert applied is not None and applied.filled["memory"] != "512MiB"
+    assert applied.filled["arch"] == "x86_64" and applied.document == first
+
+
 def test_a_live_change_is_recorded_without_a_restart(world: World) -> None:
     _running(world, "web")
     n = len(world.fake.executed)

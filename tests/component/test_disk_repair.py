@@ -48,7 +48,9 @@ def inst(desired: DesiredState, _isolated_home: Path) -> Path:
 
 
 def create(desired: DesiredState) -> Outcome:
-    return QemuDriver({"vm": "images: []\n"}).execute("vm", CreateInstance(), desired)
+    from dataclasses import replace
+
+    return QemuDriver().execute("vm", CreateInstance(), replace(desired, document="images: []\n"))
 
 
 def test_create_records_the_basedisk_diffdisk_is_laid_over(inst: Path, image: Path) -> None:

@@ -216,7 +216,8 @@ def document(tmp_path: Path) -> Path:
 
 def desired_state(doc: Path) -> DesiredState:
     resolved = schemas.resolve(str(doc), name=NAME)
-    return DesiredState(resolved.spec, schemas.generation(resolved.filled), RunState.RUNNING)
+    return DesiredState(resolved.spec, schemas.generation(resolved.filled), RunState.RUNNING,
+                        document=doc.read_text())
 
 
 @pytest.fixture(params=["fake", "real"])
@@ -240,7 +241,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path, _isolated_home: Path
     monkeypatch.setenv("FAKE_SSHD_DIR", str(FAKE_SSHD.parent))
     monkeypatch.setenv("LIMA_QEMU_ACCEL", "tcg")  # no KVM probe: qemu is a stand-in
 
-    real = RealHarness(QemuDriver({NAME: document(tmp_path).read_text()}), gates)
+    real = RealHarness(QemuDriver(), gates)
 
     def fake_qemu_command(spec: object, inst: Path, port: int) -> list[str]:
         pubkey = paths.user_identity().with_name(paths.user_identity().name + ".pub")
