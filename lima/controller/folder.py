@@ -12,7 +12,8 @@ when to come back. Every decision is one JSON line (`DecisionLog`): on stderr, a
 instance also in `_controller/NAME.log`, which `limactl watch` follows.
 
 Everything that must survive a restart is on disk: status.json (retries, next attempt,
-crash-loop restarts), `_controller/NAME.json` (owner and the file version last seen:
+crash-loop restarts; `_controller/NAME.status.json` while a create keeps failing, so there
+is no instance directory to hold it), `_controller/NAME.json` (owner and the file version last seen:
 lima.controller.managed). What is kept in memory is only what keeps the log quiet (each
 problem is reported once per file version) and the repeat guard. So a controller killed
 at any moment is replaced by one that resumes from facts. Stopping it (`stop()`) lets the
@@ -152,7 +153,7 @@ class FolderController:
         self.label = managed.owner_label(opts.folder)
         self.driver = driver
         self.clock = clock or SystemClock()
-        self.store = store or StatusStore()
+        self.store = store or StatusStore(dirless=True)
         self.decisions = decisions or DecisionLog()
         self.planner = Planner(opts.restart, self.store)
         self.queue = WorkQueue(self.sync, opts.workers)
@@ -323,6 +324,7 @@ class FolderController:
                 self.decisions.emit(name, "busy", holder=str(exc))
                 return self.opts.busy_delay
             self.decisions.emit(name, "released", file=owner.file, prune="none")
+            self._forget_dirless(name)
             self._forget(name)
             return None
         status = self.store.load(name)
@@ -339,8 +341,14 @@ class FolderController:
             self.decisions.emit(name, "pruned", prune=policy, file=owner.file)
             if policy == "delete":
                 managed.remove_logs(name)  # gone with the instance, as `limactl delete` does
+            self._forget_dirless(name)
             self._forget(name)
         return delay
+
+    def _forget_dirless(self, name: str) -> None:
+        """A pruned instance that never got a directory: its kept status goes too."""
+        if not paths.instance_dir(name).is_dir():
+            self.store.forget_dirless(name)
 
     def _pass(
         self, name: str, desired: DesiredState, mem: _Memory, *,

@@ -176,9 +176,12 @@ def append_log(name: str, line: str) -> None:
 
 
 def remove_logs(name: str) -> None:
-    """Forget the decision lines about `name` (NAME.log and NAME.log.1)."""
+    """Forget the decision lines about `name` (NAME.log and NAME.log.1) and the status
+    kept while it had no directory (NAME.status.json, lima.controller.status_store)."""
+    from lima.controller.status_store import DIRLESS_SUFFIX
+
     p = log_path(name)
-    for q in (p, p.with_name(p.name + ".1")):
+    for q in (p, p.with_name(p.name + ".1"), p.with_name(name + DIRLESS_SUFFIX)):
         with contextlib.suppress(FileNotFoundError):
             q.unlink()
 

@@ -8,6 +8,11 @@ directory, are fsync'd, then renamed over the old file, so a reader sees the old
 status, never half of one. A write the OS refuses (disk full, read-only or foreign-owned
 LIMA_HOME) is a `StatusWriteError` naming the file and the OS's reason, never a bare OSError.
 
+An instance without a directory (a create that failed under the folder controller) has
+its status kept under `$LIMA_HOME/_controller/NAME.status.json` instead, when the store is
+made with `dirless=True` (the controller's): its backoff and Stalled condition survive a
+controller restart. The first save into a real instance directory removes that file.
+
 One key is not the reconciler's: `managedBy` ("controller:DIR"), set by the folder
 controller (lima.controller.managed, `set_managed_by`) so status.json says who manages the
 instance. Every save carries it over from the file it replaces.
@@ -15,6 +20,7 @@ instance. Every save carries it over from the file it replaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,18 +53,32 @@ class StatusWriteError(LimaError):
         self.reason = reason
 
 
-class StatusStore:
-    """One status.json per instance under `home` (default: $LIMA_HOME, read at each call)."""
+DIRLESS_SUFFIX = ".status.json"
 
-    def __init__(self, home: Path | None = None) -> None:
+
+class StatusStore:
+    """One status.json per instance under `home` (default: $LIMA_HOME, read at each call);
+    with `dirless`, also the status of an instance that has no directory (see above)."""
+
+    def __init__(self, home: Path | None = None, *, dirless: bool = False) -> None:
         self._home = home
+        self._dirless = dirless
+
+    def _lima_home(self) -> Path:
+        return self._home if self._home is not None else paths.lima_home()
 
     def path(self, name: str) -> Path:
-        home = self._home if self._home is not None else paths.lima_home()
-        return home / name / paths.STATUS_JSON
+        return self._lima_home() / name / paths.STATUS_JSON
+
+    def dirless_path(self, name: str) -> Path:
+        from lima.controller.managed import CONTROL_DIR
+
+        return self._lima_home() / CONTROL_DIR / f"{name}{DIRLESS_SUFFIX}"
 
     def load(self, name: str) -> Status | None:
         p = self.path(name)
+        if self._dirless and not p.parent.is_dir():
+            p = self.dirless_path(name)
         try:
             raw = p.read_bytes()
         except FileNotFoundError:
@@ -82,7 +102,7 @@ class StatusStore:
         """
         p = self.path(name)
         if not p.parent.is_dir():
-            return False
+            return self._dirless and self._save_dirless(name, status)
         doc = status.to_json()
         owner = self.managed_by(name)
         if owner is not None:
@@ -96,7 +116,28 @@ class StatusStore:
             raise StatusWriteError(p, _os_reason(e)) from None
         for seen in [w for w in _warned if w[0] == p]:
             _warned.discard(seen)
+        if self._dirless:
+            self.forget_dirless(name)
         return True
+
+    def _save_dirless(self, name: str, status: Status) -> bool:
+        from lima.drivers import safefs
+
+        p = self.dirless_path(name)
+        data = (json.dumps(status.to_json(), indent=2) + "\n").encode()
+        try:
+            safefs.ensure_owned_dir(p.parent)
+            atomic_write(p, data, sync_dir=True)
+        except OSError as e:
+            raise StatusWriteError(p, _os_reason(e)) from None
+        except safefs.UnsafeFileError as e:
+            raise StatusWriteError(p, str(e)) from None
+        return True
+
+    def forget_dirless(self, name: str) -> None:
+        """Remove the dir-less status of `name` (its directory exists now, or it is pruned)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.dirless_path(name).unlink()
 
     def managed_by(self, name: str) -> str | None:
         """The `managedBy` key of status.json; None when absent or unreadable."""

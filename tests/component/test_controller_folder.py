@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lima import schemas
+from lima import paths, schemas
 from lima.controller import managed
 from lima.controller.clock import FakeClock
 from lima.controller.driver import Driver
@@ -236,3 +236,30 @@ def test_the_instance_name_is_limas_name_for_the_file(world: World) -> None:
     world.write("Db-1")
     world.converge("db-1")
     assert world.fake.vm("db-1").qemu_alive
+
+
+def test_a_failed_create_keeps_its_status_across_a_controller_restart(world: World) -> None:
+    """No instance directory to hold status.json: the status (Stalled, the failure) is kept
+    under _controller/, so a new controller does not retry a permanent failure until the
+    file changes; once created, the instance's own status.json takes over."""
+    world.fake.digest_mismatch = True
+    world.write("web")
+    assert world.converge("web") is None
+    kept = StatusStore(dirless=True)
+    dirless = kept.dirless_path("web")
+    assert not paths.instance_dir("web").exists()  # a failed create leaves nothing
+    st = kept.load("web")
+    assert dirless.is_file() and st is not None and st.stalled
+    assert "digest mismatch" in (st.last_error or "")
+    creates = sum(type(a).__name__ == "CreateInstance" for a in world.fake.executed)
+    world.ctl = world.controller()  # a restarted controller: nothing in memory
+    for _ in range(3):
+        world.ctl.sync("web")
+    assert sum(type(a).__name__ == "CreateInstance" for a in world.fake.executed) == creates
+    world.fake.digest_mismatch = False
+    world.write("web", TINY + "# a new version\n")
+    world.converge("web")
+    assert world.fake.vm("web").qemu_alive
+    assert not dirless.exists()
+    own = StatusStore().load("web")
+    assert own is not None and own.phase is Phase.RUNNING and not own.stalled
