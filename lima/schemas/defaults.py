@@ -25,6 +25,7 @@ import functools
 import os
 import pwd
 import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,7 +228,7 @@ class _Filler:
             value = _get(self.d, path)
         if _get(self.o, path) is not None:
             value = _get(self.o, path)
-        if value is None or any(value == e and type(value) is type(e) for e in empty):
+        if fields.is_unset(value, empty):
             value = builtin
         _set(self.out, path, copy.deepcopy(value))
         return value
@@ -346,9 +347,9 @@ def _fill_all(f: _Filler) -> None:
     f.field("video.vnc.display")
     f.field("firmware.legacyBIOS")
     firmware_images = f.concat("firmware.images")
-    for image in firmware_images:
-        if isinstance(image, dict) and not image.get("arch"):
-            image["arch"] = arch
+    for i, image in enumerate(firmware_images):
+        if isinstance(image, dict):
+            _fill_entry(image, i, "firmware.images", {"arch": lambda _e, _i: arch})
     _set(f.out, "firmware.images", firmware_images)
     f.field("timezone")
     f.field("ssh.localPort")
@@ -361,9 +362,9 @@ def _fill_all(f: _Filler) -> None:
     f.field("containerd.system")
     f.field("containerd.user")  # Lima: true on x86_64/aarch64; limapy: opt-in
     archives = f.concat("containerd.archives")
-    for archive in archives:
-        if isinstance(archive, dict) and not archive.get("arch"):
-            archive["arch"] = arch
+    for i, archive in enumerate(archives):
+        if isinstance(archive, dict):
+            _fill_entry(archive, i, "containerd.archives", {"arch": lambda _e, _i: arch})
     _set(f.out, "containerd.archives", archives)
     _fill_probes(f)
     _fill_port_forwards(f)
@@ -433,15 +434,11 @@ def _fill_user(f: _Filler) -> None:
 
 def _fill_images(f: _Filler, arch: Any) -> None:
     images = f.concat("images")
-    for image in images:
-        if not isinstance(image, dict):
-            continue
-        if not image.get("arch"):
-            image["arch"] = arch
-        for key in ("kernel", "initrd"):
-            part = image.get(key)
-            if isinstance(part, dict) and not part.get("arch"):
-                part["arch"] = image["arch"]
+    of_image: _Derive = {"arch": lambda _e, _i: arch, "kernel.arch": lambda e, _i: e["arch"],
+                         "initrd.arch": lambda e, _i: e["arch"]}
+    for i, image in enumerate(images):
+        if isinstance(image, dict):
+            _fill_entry(image, i, "images", of_image)
     f.out["images"] = images
 
 
@@ -476,48 +473,79 @@ def _deep_update(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
+# Computes a Derived entry builtin from the entry (filled so far) and its index.
+_Derive = Mapping[str, Callable[[dict[str, Any], int], Any]]
+_NOTHING: _Derive = {}
+
+
+def _fill_entry(entry: dict[str, Any], index: int, list_path: str, derive: _Derive = _NOTHING,
+                *, only: Collection[str] | None = None, skip: Collection[str] = ()) -> None:
+    """Set the keys that `entry`, number `index` of `list_path`, leaves unset, from the
+    Entry rows of lima.schemas.fields (or `only` those / all but `skip`), in table order:
+    a fixed builtin as it is there, a Derived one as `derive[key](entry, index)` computes
+    it. A computation without a Derived row, or the reverse, raises ValueError."""
+    rows = [row for row in fields.entry_rows(list_path)
+            if (only is None or row.key in only) and row.key not in skip]
+    derived = {row.key for row in rows if isinstance(row.default, fields.Derived)}
+    if set(derive) != derived:
+        raise ValueError(f"{list_path}: the fill computes {sorted(derive)}, "
+                         f"the Derived rows are {sorted(derived)}")
+    for row in rows:
+        if row.default is fields.UNSET:
+            continue
+        if row.when is not None and entry.get(row.when[0]) != row.when[1]:
+            continue
+        *parents, key = row.key.split(".")
+        node: Any = entry
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not fields.is_unset(node.get(key), row.empty):
+            continue
+        if isinstance(row.default, fields.Derived):
+            node[key] = derive[row.key](entry, index)
+        else:
+            node[key] = copy.deepcopy(row.default)
+
+
 def _fill_provision(f: _Filler) -> None:
     entries = f.concat("provision")
     for i, p in enumerate(entries):
         if not isinstance(p, dict):
             continue
         where = f"provision[{i}]"
-        if not p.get("mode"):
-            p["mode"] = "system"
-        if p["mode"] == "dependency" and p.get("skipDefaultDependencyResolution") is None:
-            p["skipDefaultDependencyResolution"] = False
-        if p["mode"] == "data":
-            if p.get("content") is None:
-                p["content"] = ""
-            elif isinstance(p["content"], str):
-                p["content"] = f.guest(p["content"], f"{where}.content")
-            if p.get("overwrite") is None:
-                p["overwrite"] = True
-            if p.get("owner") is None:
-                p["owner"] = "root:root"
-            elif isinstance(p["owner"], str):
-                p["owner"] = f.guest(p["owner"], f"{where}.owner")
-            if isinstance(p.get("path"), str):
-                p["path"] = f.guest(p["path"], f"{where}.path")
-            if p.get("permissions") is None:
-                p["permissions"] = "644"
+        # The user's values are expanded; the builtins, filled after, are not templates.
+        if p.get("mode") == "data":
+            for key in ("content", "owner", "path"):
+                if isinstance(p.get(key), str):
+                    p[key] = f.guest(p[key], f"{where}.{key}")
         if isinstance(p.get("script"), str) and p["script"]:
             p["script"] = f.guest(p["script"], f"{where}.script")
+        _fill_entry(p, i, "provision")
     f.out["provision"] = entries
 
 
 def _fill_probes(f: _Filler) -> None:
     entries = f.concat("probes")
+    derive: _Derive = {"description": lambda _e, i: f"user probe {i + 1}/{len(entries)}"}
     for i, probe in enumerate(entries):
         if not isinstance(probe, dict):
             continue
-        if not probe.get("mode"):
-            probe["mode"] = "readiness"
-        if not probe.get("description"):
-            probe["description"] = f"user probe {i + 1}/{len(entries)}"
+        _fill_entry(probe, i, "probes", derive)
         if isinstance(probe.get("script"), str):
             probe["script"] = f.guest(probe["script"], f"probes[{i}].script")
     f.out["probes"] = entries
+
+
+def _port_range(port: Any, otherwise: Callable[[], list[Any]]) -> list[Any]:
+    return [port, port] if port else otherwise()
+
+
+_PORT_FORWARD: _Derive = {
+    "guestIP": lambda rule, _i: "0.0.0.0" if rule.get("guestIPMustBeZero") else "127.0.0.1",
+    "guestPortRange": lambda rule, _i: _port_range(rule.get("guestPort"), lambda: [1, 65535]),
+    "hostPortRange": lambda rule, _i: _port_range(
+        rule.get("hostPort"), lambda: list(rule["guestPortRange"])),
+}
 
 
 def _fill_port_forwards(f: _Filler) -> None:
@@ -526,20 +554,7 @@ def _fill_port_forwards(f: _Filler) -> None:
         if not isinstance(rule, dict):
             continue
         where = f"portForwards[{i}]"
-        if not rule.get("proto"):
-            rule["proto"] = "tcp"
-        if rule.get("guestIP") is None:
-            rule["guestIP"] = "0.0.0.0" if rule.get("guestIPMustBeZero") else "127.0.0.1"
-        if rule.get("hostIP") is None:
-            rule["hostIP"] = "127.0.0.1"
-        guest_range = rule.get("guestPortRange")
-        if not guest_range or guest_range == [0, 0]:
-            port = rule.get("guestPort") or 0
-            rule["guestPortRange"] = [port, port] if port else [1, 65535]
-        host_range = rule.get("hostPortRange")
-        if not host_range or host_range == [0, 0]:
-            port = rule.get("hostPort") or 0
-            rule["hostPortRange"] = [port, port] if port else list(rule["guestPortRange"])
+        _fill_entry(rule, i, "portForwards", _PORT_FORWARD)
         if isinstance(rule.get("guestSocket"), str) and rule["guestSocket"]:
             rule["guestSocket"] = f.guest(rule["guestSocket"], f"{where}.guestSocket")
         if isinstance(rule.get("hostSocket"), str) and rule["hostSocket"]:
@@ -583,13 +598,11 @@ def _fill_networks(f: _Filler) -> None:
             by_iface[iface] = len(networks)
         networks.append(copy.deepcopy(nw))
     lima_yaml = os.path.join(f.inst_dir, "lima.yaml")
+    derive: _Derive = {"interface": lambda _e, i: f"lima{i}",
+                       "macAddress": lambda _e, i: mac_address(f"{lima_yaml}#{i}",
+                                                               f.host.machine_id)}
     for i, nw in enumerate(networks):
-        if not nw.get("macAddress"):
-            nw["macAddress"] = mac_address(f"{lima_yaml}#{i}", f.host.machine_id)
-        if not nw.get("interface"):
-            nw["interface"] = f"lima{i}"
-        if nw.get("metric") is None:
-            nw["metric"] = 100
+        _fill_entry(nw, i, "networks", derive)
     f.out["networks"] = networks
 
 
@@ -612,8 +625,8 @@ def _fill_mounts(f: _Filler) -> None:
         mount["location"] = location
         if isinstance(mount.get("mountPoint"), str):
             mount["mountPoint"] = f.guest(mount["mountPoint"], f"mounts[{i}].mountPoint")
-        elif mount.get("mountPoint") is None:
-            mount["mountPoint"] = location
+        _fill_entry(mount, i, "mounts", {"mountPoint": lambda m, _i: m["location"]},
+                    only=("mountPoint",))
         point = mount["mountPoint"]
         if isinstance(point, str) and point in by_point:
             target = mounts[by_point[point]]
@@ -628,23 +641,15 @@ def _fill_mounts(f: _Filler) -> None:
         if isinstance(point, str):
             by_point[point] = len(mounts)
         mounts.append(mount)
-    for mount in mounts:
-        sshfs = mount["sshfs"] = _m(mount.get("sshfs"))
-        # Lima also fills `sftpDriver: ""` (meaning "pick one"); limapy leaves it unset,
-        # which means the same and is what validate accepts.
-        for key, value in (("cache", True), ("followSymlinks", False)):
-            if sshfs.get(key) is None:
-                sshfs[key] = value
-        ninep = mount["9p"] = _m(mount.get("9p"))
-        for key, value in (("securityModel", "none"), ("protocolVersion", "9p2000.L"),
-                           ("msize", "128KiB")):
-            if ninep.get(key) is None:
-                ninep[key] = value
-        if mount.get("writable") is None:
-            mount["writable"] = False
-        if ninep.get("cache") is None:
-            ninep["cache"] = "mmap" if mount["writable"] is True else "fscache"
+    for i, mount in enumerate(mounts):
+        # Lima always writes these options, so their objects are made (invalid ones replaced).
+        for group in ("sshfs", "9p"):
+            mount[group] = _m(mount.get(group))
+        _fill_entry(mount, i, "mounts", _MOUNT_OPTIONS, skip=("mountPoint",))
     f.out["mounts"] = [_order_mount(m) for m in mounts]
+
+
+_MOUNT_OPTIONS: _Derive = {"9p.cache": lambda m, _i: "mmap" if m["writable"] is True else "fscache"}
 
 
 _MOUNT_ORDER = ("location", "mountPoint", "writable", "sshfs", "9p", "virtiofs")

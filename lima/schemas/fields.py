@@ -1,8 +1,10 @@
 """One table of field facts: for each lima.yaml field, its builtin default, how the files
 that set it combine (merge rule) and what a change of it needs on a running instance (drift
-class, DESIGN.md section 4).
+class, DESIGN.md section 4); and for each key of a list's entries, its builtin and whether
+`base:` merging copies it between entries with the same key.
 
 Read by `defaults.fill()` (the builtin defaults and which values count as unset), by
+`merge` (lists whose base entries come first, keys copied between entries), by
 `lima.states.drift.classify()` (the drift classes) and by the tests, which fail when a
 field of lima.schema.json has no row here, or a row names no field of the schema. Pure data.
 
@@ -54,6 +56,24 @@ class _Unset:
 UNSET: Any = _Unset()  # no builtin default: the field stays absent unless set
 
 
+class _Falsy:
+    def __repr__(self) -> str:
+        return "FALSY"
+
+
+# In `empty`: every value Python counts as false ("", 0, False, [], {}), as Lima tests for
+# Go's zero value.
+FALSY: Any = _Falsy()
+
+
+def is_unset(value: Any, empty: tuple[Any, ...]) -> bool:
+    """Whether `value` means "not set": null, or one of `empty` (of the same type: 0 is not
+    False), or any false value when `empty` holds FALSY."""
+    return value is None or any(
+        not value if e is FALSY else value == e and type(value) is type(e) for e in empty
+    )
+
+
 @dataclass(frozen=True)
 class Derived:
     """A builtin computed from other fields by `defaults.fill()`; `rule` says how."""
@@ -70,6 +90,31 @@ class Field:
     default: Any = UNSET
     empty: tuple[Any, ...] = ()  # values that mean "unset" (Lima: 0 cpus, "" vmType)
     note: str = ""
+    base_first: bool = False  # a list whose `base:` template's entries come first
+
+
+class Combine(StrEnum):
+    """What `merge.combine_list_entries` does with a key of an entry when a later entry of
+    the list has the same name / mount point / interface."""
+
+    KEEP = "keep"  # the earlier entry's value, or its absence, stands
+    FILL = "fill"  # null or absent in the earlier entry: the later entry's value is copied
+    FILL_EMPTY = "fill-empty"  # FILL, where a false value ([], "") counts as absent
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A key of each entry of a list field."""
+
+    list_path: str  # the list's row: "mounts", "firmware.images"
+    key: str  # dotted, inside one entry: "sshfs.cache"
+    # Set by `defaults.fill()` where the entry leaves it unset: a value, a Derived (computed
+    # there), or UNSET (left alone). A dotted key is set only where its parent is an object.
+    default: Any = UNSET
+    when: tuple[str, Any] | None = None  # (key, value): only in entries where key == value
+    empty: tuple[Any, ...] = ()  # besides null, values that mean "unset" (see is_unset)
+    combine: Combine = Combine.KEEP
+    exclusive: tuple[str, ...] = ()  # set instead of this key: copied only if none are set
 
 
 def _host(fn: Callable[[HostFacts], Any]) -> Callable[[HostFacts], Any]:
@@ -85,7 +130,8 @@ def _memory(host: HostFacts) -> str:
 L, R, C = Drift.LIVE, Drift.RESTART, Drift.RECREATE
 
 FIELDS: tuple[Field, ...] = (
-    Field("base", L, Merge.EMBED, note="merged into the document when it is loaded"),
+    Field("base", L, Merge.EMBED, note="merged into the document when it is loaded",
+          base_first=True),
     Field("minimumLimaVersion", L, Merge.MAX_VERSION, note="checked when loading"),
     Field("vmType", C, default="qemu", empty=("", "default")),
     Field("vmOpts.qemu.minimumVersion", R, Merge.MAX_VERSION),
@@ -120,9 +166,9 @@ FIELDS: tuple[Field, ...] = (
     Field("containerd.system", R, default=False),
     Field("containerd.user", R, default=False, note="Lima: true on x86_64/aarch64"),
     Field("containerd.archives", R, Merge.CONCAT, default=[]),
-    Field("provision", R, Merge.CONCAT, default=[]),
+    Field("provision", R, Merge.CONCAT, default=[], base_first=True),
     Field("guestInstallPrefix", R, default="/usr/local"),
-    Field("probes", L, Merge.CONCAT, default=[]),
+    Field("probes", L, Merge.CONCAT, default=[], base_first=True),
     Field("portForwards", L, Merge.CONCAT, default=[]),
     Field("copyToHost", L, Merge.CONCAT, default=[]),
     Field("message", L),
@@ -153,6 +199,59 @@ FIELDS: tuple[Field, ...] = (
 )
 
 _BY_PATH = {f.path: f for f in FIELDS}
+
+F, FE, Z = Combine.FILL, Combine.FILL_EMPTY, (FALSY,)
+DATA, DEPENDENCY = ("mode", "data"), ("mode", "dependency")
+# The fill sets an entry's missing keys in this order (so new keys land in it), and merge
+# copies keys between entries in this order.
+ENTRIES: tuple[Entry, ...] = (
+    Entry("images", "arch", Derived("the instance's arch"), empty=Z),
+    Entry("images", "kernel.arch", Derived("the image's arch"), empty=Z),
+    Entry("images", "initrd.arch", Derived("the image's arch"), empty=Z),
+    Entry("firmware.images", "arch", Derived("the instance's arch"), empty=Z),
+    Entry("containerd.archives", "arch", Derived("the instance's arch"), empty=Z),
+    Entry("additionalDisks", "format", combine=F),
+    Entry("additionalDisks", "fsType", combine=F),
+    Entry("additionalDisks", "fsArgs", combine=FE),  # inherited whole, never appended
+    Entry("mounts", "mountPoint", Derived("the location, expanded"), combine=F),
+    Entry("mounts", "writable", False, combine=F),
+    Entry("mounts", "sshfs.cache", True, combine=F),
+    Entry("mounts", "sshfs.followSymlinks", False, combine=F),
+    Entry("mounts", "sshfs.sftpDriver", combine=F),  # Lima fills "" (pick one): same as unset
+    Entry("mounts", "9p.securityModel", "none", combine=F),
+    Entry("mounts", "9p.protocolVersion", "9p2000.L", combine=F),
+    Entry("mounts", "9p.msize", "128KiB", combine=F),
+    Entry("mounts", "9p.cache", Derived("mmap when writable, else fscache"), combine=F),
+    Entry("mounts", "virtiofs.queueSize", combine=F),
+    Entry("provision", "mode", "system", empty=Z),
+    Entry("provision", "skipDefaultDependencyResolution", False, when=DEPENDENCY),
+    Entry("provision", "content", "", when=DATA),
+    Entry("provision", "overwrite", True, when=DATA),
+    Entry("provision", "owner", "root:root", when=DATA),
+    Entry("provision", "permissions", "644", when=DATA),
+    Entry("probes", "mode", "readiness", empty=Z),
+    Entry("probes", "description", Derived("user probe N/M: its place in the list"), empty=Z),
+    Entry("portForwards", "proto", "tcp", empty=Z),
+    Entry("portForwards", "guestIP", Derived("0.0.0.0 with guestIPMustBeZero, else 127.0.0.1")),
+    Entry("portForwards", "hostIP", "127.0.0.1"),
+    Entry("portForwards", "guestPortRange", empty=(FALSY, [0, 0]),
+          default=Derived("[guestPort, guestPort], else [1, 65535]")),
+    Entry("portForwards", "hostPortRange", empty=(FALSY, [0, 0]),
+          default=Derived("[hostPort, hostPort], else guestPortRange")),
+    # `lima` and `socket` name the network two ways: an entry takes one of them.
+    Entry("networks", "lima", combine=F, exclusive=("socket",)),
+    Entry("networks", "socket", combine=F, exclusive=("lima",)),
+    Entry("networks", "macAddress", Derived("from the instance's lima.yaml path, the index and "
+                                            "the host's machine id"), empty=Z, combine=F),
+    Entry("networks", "interface", Derived("lima0, lima1, ...: the index"), empty=Z),
+    Entry("networks", "vzNAT", combine=F),
+    Entry("networks", "metric", 100, combine=F),
+)
+
+
+def entry_rows(list_path: str) -> tuple[Entry, ...]:
+    """The Entry rows of one list, in table order (none for a list without rows)."""
+    return tuple(row for row in ENTRIES if row.list_path == list_path)
 
 
 def field(path: str) -> Field:

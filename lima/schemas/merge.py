@@ -10,13 +10,14 @@ The rules follow Lima's `pkg/limatmpl/embed.go`:
 - a field missing in the child comes from the base; maps merge key by key, recursively;
   a scalar (or `null`) in the child wins;
 - a list in the child gets the base's list (same path) appended, except `provision` and
-  `probes`, where the base's entries come first;
+  `probes` (`base_first` in lima.schemas.fields), where the base's entries come first;
 - `dns` is not merged: the child's list, when it has one, replaces the base's;
 - `mountTypesUnsupported` keeps each value once;
 - `minimumLimaVersion` and `vmOpts.qemu.minimumVersion` keep the higher version;
 - after all bases: `additionalDisks` (by name), `mounts` (by mountPoint, else location) and
   `networks` (by interface) combine entries with the same key, the earlier entry keeping its
-  fields and taking the missing ones from the later; a key of `*` fills every earlier entry.
+  fields and taking the missing ones from the later (the Entry rows of lima.schemas.fields
+  with a `combine` rule); a key of `*` fills every earlier entry.
 """
 
 from __future__ import annotations
@@ -25,27 +26,25 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from lima.schemas import fields
+
 PathKey = tuple[str | int, ...]
 Origin = tuple[str, int]
 LineMap = dict[PathKey, Origin]
 
 # Top-level lists where the base's entries run first (Lima prepends them).
-PREPENDED = frozenset({"base", "provision", "probes"})
+PREPENDED = frozenset(row.path for row in fields.FIELDS if row.base_first)
 
-# Fields `combine_list_entries` copies into an earlier entry when it lacks them.
-MOUNT_FIELDS: tuple[PathKey, ...] = (
-    ("mountPoint",),
-    ("writable",),
-    ("sshfs", "cache"),
-    ("sshfs", "followSymlinks"),
-    ("sshfs", "sftpDriver"),
-    ("9p", "securityModel"),
-    ("9p", "protocolVersion"),
-    ("9p", "msize"),
-    ("9p", "cache"),
-    ("virtiofs", "queueSize"),
-)
-DISK_FIELDS: tuple[PathKey, ...] = (("format",), ("fsType",))
+
+def _combined(list_path: str) -> tuple[fields.Entry, ...]:
+    return tuple(row for row in fields.entry_rows(list_path)
+                 if row.combine is not fields.Combine.KEEP)
+
+
+# The keys `combine_list_entries` copies into an earlier entry when it lacks them.
+DISK_FIELDS = _combined("additionalDisks")
+MOUNT_FIELDS = _combined("mounts")
+NETWORK_FIELDS = _combined("networks")
 
 
 def walk_paths(value: Any) -> Iterator[PathKey]:
@@ -271,12 +270,24 @@ def _copy_fields(
     dest_lines: LineMap,
     src: dict[str, Any],
     src_lines: LineMap,
-    fields: tuple[PathKey, ...],
+    rows: tuple[fields.Entry, ...],
 ) -> None:
-    for field in fields:
-        if _get(dest, field) is None and _get(src, field) is not None:
-            _set(dest, field, _deep_copy(_get(src, field)))
-            put_lines(dest_lines, field, sub_lines(src_lines, field, _get(src, field)))
+    """Copy each row's key from `src` where `dest` lacks it, by the row's `combine` rule; a
+    key with `exclusive` ones only when `dest` sets none of them (judged before copying)."""
+    open_rows = [
+        row for row in rows
+        if not row.exclusive or not any(_get(dest, (k,)) for k in (row.key, *row.exclusive))
+    ]
+    for row in open_rows:
+        field: PathKey = tuple(row.key.split("."))
+        mine, theirs = _get(dest, field), _get(src, field)
+        if row.combine is fields.Combine.FILL_EMPTY:
+            missing = not mine and bool(theirs)
+        else:
+            missing = mine is None and theirs is not None
+        if missing:
+            _set(dest, field, _deep_copy(theirs))
+            put_lines(dest_lines, field, sub_lines(src_lines, field, theirs))
 
 
 def _deep_copy(value: Any) -> Any:
@@ -299,10 +310,6 @@ def _fill_disk(dest: Any, dest_lines: LineMap, src: Any, src_lines: LineMap) -> 
     if not isinstance(dest, dict):
         return dest
     _copy_fields(dest, dest_lines, src, src_lines, DISK_FIELDS)
-    # fsArgs are inherited all-or-nothing, never appended.
-    if not dest.get("fsArgs") and src.get("fsArgs"):
-        dest["fsArgs"] = _deep_copy(src["fsArgs"])
-        put_lines(dest_lines, ("fsArgs",), sub_lines(src_lines, ("fsArgs",), src["fsArgs"]))
     return dest
 
 
@@ -313,12 +320,8 @@ def _fill_mount(dest: Any, dest_lines: LineMap, src: Any, src_lines: LineMap) ->
 
 
 def _fill_network(dest: Any, dest_lines: LineMap, src: Any, src_lines: LineMap) -> Any:
-    if not (isinstance(dest, dict) and isinstance(src, dict)):
-        return dest
-    # `lima` and `socket` exclude each other: take the base's only if neither is set.
-    if not dest.get("lima") and not dest.get("socket"):
-        _copy_fields(dest, dest_lines, src, src_lines, (("lima",), ("socket",)))
-    _copy_fields(dest, dest_lines, src, src_lines, (("macAddress",), ("vzNAT",), ("metric",)))
+    if isinstance(dest, dict) and isinstance(src, dict):
+        _copy_fields(dest, dest_lines, src, src_lines, NETWORK_FIELDS)
     return dest
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from lima.schemas.merge import LineMap, combine_list_entries, merge_base, walk_paths
+from lima.schemas import fields
+from lima.schemas.merge import (
+    DISK_FIELDS,
+    MOUNT_FIELDS,
+    NETWORK_FIELDS,
+    PREPENDED,
+    LineMap,
+    combine_list_entries,
+    merge_base,
+    walk_paths,
+)
 
 
 def lines_for(data: Any, file: str) -> LineMap:
@@ -188,3 +198,38 @@ def test_combine_keeps_lines_of_surviving_entries() -> None:
     assert new_lines[("mounts", 1, "location")] == lines[("mounts", 2, "location")]
     assert new_lines[("mounts", 0, "writable")] == lines[("mounts", 1, "writable")]
     assert data["mounts"][0] == {"location": "/a"}  # input untouched
+
+
+def test_field_lists_come_from_the_field_table() -> None:
+    """merge.py keeps no field lists of its own: they are read from lima.schemas.fields,
+    and are what Lima's embed.go uses."""
+
+    def keys(rows: tuple[fields.Entry, ...]) -> list[tuple[str, ...]]:
+        return [tuple(row.key.split(".")) for row in rows]
+
+    assert sorted(PREPENDED) == ["base", "probes", "provision"]
+    assert keys(MOUNT_FIELDS) == [
+        ("mountPoint",), ("writable",), ("sshfs", "cache"), ("sshfs", "followSymlinks"),
+        ("sshfs", "sftpDriver"), ("9p", "securityModel"), ("9p", "protocolVersion"),
+        ("9p", "msize"), ("9p", "cache"), ("virtiofs", "queueSize"),
+    ]
+    assert keys(DISK_FIELDS) == [("format",), ("fsType",), ("fsArgs",)]
+    assert keys(NETWORK_FIELDS) == [
+        ("lima",), ("socket",), ("macAddress",), ("vzNAT",), ("metric",),
+    ]
+    # fsArgs is taken whole when the earlier entry has none or an empty list.
+    assert [r.combine for r in DISK_FIELDS][-1] is fields.Combine.FILL_EMPTY
+    assert {r.key: r.exclusive for r in NETWORK_FIELDS if r.exclusive} == {
+        "lima": ("socket",), "socket": ("lima",),
+    }
+
+
+def test_empty_fs_args_are_inherited_whole_and_lima_socket_judged_together() -> None:
+    data = {
+        "additionalDisks": [{"name": "d", "fsArgs": []}, {"name": "d", "fsArgs": ["-x"]}],
+        "networks": [{"interface": "a"}, {"interface": "a", "lima": "l", "socket": "s"}],
+    }
+    out, _ = combine_list_entries(data, lines_for(data, "f"))
+    assert out["additionalDisks"] == [{"name": "d", "fsArgs": ["-x"]}]
+    # Neither set in the earlier entry: both are copied (the test is made before copying).
+    assert out["networks"] == [{"interface": "a", "lima": "l", "socket": "s"}]
