@@ -156,6 +156,20 @@ def connect(port: int, user: str, key_path: Path, *, timeout: float) -> paramiko
     return client
 
 
+# A guest clock further than this off the host's is set again by the heartbeat (seconds;
+# `date +%s` reads whole seconds, and a TCG guest's answer takes a while).
+MAX_CLOCK_SKEW = 3.0
+
+
+def clock_skew(guest_out: str, host_now: float) -> float | None:
+    """The guest's clock minus the host's, from the guest's `date -u +%s` output (None
+    when it is not a number)."""
+    try:
+        return int(guest_out.strip()) + 0.5 - host_now
+    except ValueError:
+        return None
+
+
 def run(
     client: paramiko.SSHClient,
     command: str,
@@ -316,13 +330,20 @@ class SSHGuest:
 
     def alive(self, timeout: float) -> bool:
         """One heartbeat: log in (on a connection of its own, so a hung check never touches
-        the sessions the mounts run on) and run `true`, all within `timeout` seconds."""
+        the sessions the mounts run on) and read the guest's clock, all within `timeout`
+        seconds. A clock that is off by more than MAX_CLOCK_SKEW (the guest was paused, or
+        the host suspended) is set to the host's time at once."""
         deadline = time.monotonic() + timeout
         try:
             if self._beat is None:
                 self._beat = wait_ssh(self.port, self.user, self.key_path, deadline=deadline,
                                       attempt_timeout=timeout)
-            rc, _, _ = run(self._beat, "true", timeout=max(0.5, deadline - time.monotonic()))
+            sent = time.time()
+            rc, out, _ = run(self._beat, "date -u +%s",
+                             timeout=max(0.5, deadline - time.monotonic()))
+            if rc == 0:
+                host_now = (sent + time.time()) / 2
+                self._sync_clock(out, host_now, deadline)
         except TemporaryError as exc:
             log.debug("heartbeat: %s", exc)
             if self._beat is not None:
@@ -330,6 +351,25 @@ class SSHGuest:
                 self._beat = None
             return False
         return rc == 0
+
+    def _sync_clock(self, guest_out: str, host_now: float, deadline: float) -> None:
+        """Set the guest's clock to the host's when `guest_out` (its `date -u +%s`) is off
+        by more than MAX_CLOCK_SKEW. Best effort: a guest that refuses is logged, not
+        counted as unresponsive."""
+        skew = clock_skew(guest_out, host_now)
+        if skew is None or abs(skew) <= MAX_CLOCK_SKEW or self._beat is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 0.5))
+        set_cmd = f"date -u -s '{stamp}' >/dev/null"
+        if self.user != "root":
+            set_cmd = f"sudo -n {set_cmd}"
+        rc, _, err = run(self._beat, set_cmd, timeout=max(0.5, deadline - time.monotonic()))
+        if rc == 0:
+            log.info("the guest clock was %+.0f s off the host's (a pause or a host suspend);"
+                     " set it to the host's time", skew)
+        else:
+            log.warning("the guest clock is %+.0f s off the host's and could not be set: %s",
+                        skew, err.strip() or f"exit {rc}")
 
     def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:
         return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None

@@ -1,6 +1,7 @@
 """Faults around the host agent, on the tiny guest through the real CLI: a healthy guest is
 never rebooted or killed because its agent died, its event log was garbled, its agent got
-stuck, or the guest stopped answering for a while; and every command returns in time."""
+stuck, or the guest stopped answering for a while (its clock is then set again); and every
+command returns in time."""
 
 from __future__ import annotations
 
@@ -138,3 +139,12 @@ def test_guest_that_stops_answering_is_not_ready_and_not_killed(
         time.sleep(2)
     assert _condition(_record(limactl), "Ready")["status"] == "True"
     assert qemu_pids_for(limactl.home) == [qemu]
+    # The guest's clock stood still while it was frozen; the heartbeat set it again.
+    deadline = time.monotonic() + 30
+    while True:
+        skew = int(limactl("shell", "t", "date", "-u", "+%s", timeout=60).stdout) - time.time()
+        if abs(skew) <= 4:
+            break
+        assert time.monotonic() < deadline, f"the guest clock is {skew:+.0f} s off"
+        time.sleep(2)
+    assert "guest clock was" in (limactl.home / "t" / "ha.stderr.log").read_text()
