@@ -35,11 +35,14 @@ VERBS: dict[str, str] = {
     "start": "lifecycle:start",
     "stop": "lifecycle:stop",
     "shell": "shell:shell",
+    "copy": "copy:copy",
+    "cp": "copy:copy",
+    "disk": "disk:disk",
     "controller": "controller:controller",
     "watch": "watch:watch",
     "hostagent": "hostagent:hostagent",
 }
-HIDDEN = {"hostagent", "ls", "rm", "remove"}
+HIDDEN = {"hostagent", "ls", "rm", "remove", "cp"}
 # Verbs that never log: they skip importing and configuring `logging` (~6 ms of start-up,
 # and `limactl validate` has a 150 ms budget including the interpreter).
 SILENT_VERBS = {"validate", "info"}

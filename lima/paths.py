@@ -44,6 +44,8 @@ BASEDISK_RECORD = "basedisk.json"
 QEMU_STDOUT = "qemu.stdout.log"
 QEMU_STDERR = "qemu.stderr.log"
 HA_QEMU_ARGV = "ha.qemu-argv.json"
+# Ours: the host agent's DNS server (hostResolver), which QEMU's guestfwd chardev joins.
+DNS_SOCK = "dns.sock"
 # Ours: the filled spec the instance last applied, and its intent generation (drift's "old").
 APPLIED_SPEC = "lima.applied.json"
 
@@ -59,7 +61,7 @@ INSTANCE_ENTRIES = frozenset({
     BASEDISK, DIFFDISK, KERNEL, KERNEL_CMDLINE, INITRD, QEMU_PID, QMP_SOCK, SERIAL_LOG,
     SERIAL_SOCK, SSH_SOCK, SSH_CONFIG, GA_SOCK, HA_PID, HA_SOCK, HA_STDOUT, HA_STDERR,
     STATUS_JSON, CIDATA_META, QEMU_STDOUT, QEMU_STDERR, HA_QEMU_ARGV, BASEDISK_RECORD,
-    APPLIED_SPEC,
+    APPLIED_SPEC, DNS_SOCK,
     # Lima's own names (Lima 2 calls the disks `disk` and `iso`; vz and EFI files).
     "disk", "iso", "qemu-efi-code.fd", "vz-identifier", "vz-efi", "vz.stdout.log",
     "vz.stderr.log",

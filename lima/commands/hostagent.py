@@ -124,6 +124,8 @@ class _LazyGuest:
 @click.option("--stop-timeout", type=float, default=60.0, show_default=True)
 @click.option("--attach", is_flag=True,
               help="Take over the instance's running qemu instead of starting one.")
+@click.option("--host-resolver", "host_resolver", default=None,
+              help="Serve the guest's DNS (hostResolver), configured by this JSON.")
 @click.argument("name")
 def hostagent(
     iid: str,
@@ -133,6 +135,7 @@ def hostagent(
     boot_timeout: float,
     stop_timeout: float,
     attach: bool,
+    host_resolver: str | None,
     name: str,
 ) -> int:
     """Run the host agent of instance NAME (started by `limactl start`)."""
@@ -159,6 +162,14 @@ def hostagent(
         argv = qemu_command(spec, inst_dir, ssh_port)
     user = ssh_user or (spec.user.name if spec else "")
     guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec)
+    dns = None
+    if host_resolver is not None:
+        from lima.drivers.hostagent.dns import ResolverConfig
+
+        try:
+            dns = ResolverConfig.from_json(json.loads(host_resolver))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SpecError(f"--host-resolver: {exc}") from exc
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
-                      stop_timeout=stop_timeout, attach=attach, iid=iid)
+                      stop_timeout=stop_timeout, attach=attach, iid=iid, dns=dns)
     return agent.run()

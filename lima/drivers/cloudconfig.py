@@ -17,6 +17,7 @@ from typing import Any
 
 from lima.drivers.guest import (
     GUEST_AGENT_PORT,
+    HOST_RESOLVER_ADDRESS,
     SLIRP_DNS,
     SLIRP_GATEWAY,
     SLIRP_IP_ADDRESS,
@@ -213,7 +214,18 @@ def lima_env(
     lines += [(f"MOUNTS_{i}_MOUNTPOINT", m.mount_point) for i, m in enumerate(spec.mounts)]
     lines += [
         ("MOUNTTYPE", spec.mount_type),
-        ("DISKS", "0"),
+        ("DISKS", str(len(spec.additional_disks))),
+    ]
+    # Lima's device names: the boot disk is vda, the additional disks follow in order.
+    for i, d in enumerate(spec.additional_disks):
+        lines += [
+            (f"DISK_{i}_NAME", d.name),
+            (f"DISK_{i}_DEVICE", f"vd{chr(ord('b') + i)}"),
+            (f"DISK_{i}_FORMAT", _gobool(d.format)),
+            (f"DISK_{i}_FSTYPE", d.fs_type),
+            (f"DISK_{i}_FSARGS", " ".join(d.fs_args)),
+        ]
+    lines += [
         ("GUEST_INSTALL_PREFIX", GUEST_INSTALL_PREFIX),
         ("CONTAINERD_USER", "1" if spec.containerd_user else ""),
         ("CONTAINERD_SYSTEM", "1" if spec.containerd_system else ""),
@@ -226,6 +238,9 @@ def lima_env(
         ("SLIRP_IP_ADDRESS", SLIRP_IP_ADDRESS),
         ("UDP_DNS_LOCAL_PORT", str(udp_dns_local_port)),
         ("TCP_DNS_LOCAL_PORT", str(tcp_dns_local_port)),
+        # Ours: where the host agent's DNS server answers (TCP only; 05-host-dns.sh).
+        ("HOST_RESOLVER", HOST_RESOLVER_ADDRESS
+         if spec.host_resolver_enabled and not spec.dns else ""),
         ("ROSETTA_ENABLED", "false"),
         ("ROSETTA_BINFMT", "false"),
         ("SKIP_DEFAULT_DEPENDENCY_RESOLUTION", "1" if _skip_dependency(spec) else ""),

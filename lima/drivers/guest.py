@@ -16,6 +16,9 @@ SLIRP_PREFIX_LENGTH = 24
 SLIRP_GATEWAY = "192.168.5.2"
 SLIRP_DNS = "192.168.5.3"
 SLIRP_IP_ADDRESS = "192.168.5.15"
+# hostResolver: the address the guest asks (DNS over TCP) and QEMU's guestfwd hands to the
+# host agent's DNS server (lima.drivers.hostagent.dns says why it is not SLIRP_DNS).
+HOST_RESOLVER_ADDRESS = "192.168.5.4"
 
 # The virtio serial port the guest agent listens on (Lima's name).
 GUEST_AGENT_PORT = "io.lima-vm.guest_agent.0"

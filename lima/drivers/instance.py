@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lima import paths
-from lima.drivers import hostagent, procs, store
+from lima.drivers import disks, hostagent, procs, store
 from lima.drivers.qemu import qemu_command
 from lima.errors import LimaError, NotFoundError, PermanentError, SpecError, TemporaryError
 from lima.states.actions import (
@@ -247,6 +247,7 @@ class QemuDriver:
             case DeleteInstance():
                 if inst.exists():
                     store.delete_instance_dir(inst)
+                _free_disks(inst)
                 return Outcome.success()
         raise PermanentError(f"unknown action {action!r}")
 
@@ -322,12 +323,21 @@ class QemuDriver:
                             "attaches to it (the guest is not rebooted)", name)
             else:
                 (inst / paths.QEMU_PID).unlink(missing_ok=True)
-            hostagent.start_hostagent(
-                name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
-                # The agent need not load the spec before it starts qemu.
-                qemu_argv=qemu_command(spec, inst, port),
-                extra_args=("--ssh-user", spec.user.name), attach=attach,
-            )
+            # additionalDisks: locked for this instance (a disk another one holds is
+            # refused, naming it) before qemu is given them; freed when the guest is gone.
+            data_disks = disks.attach_for_start([d.name for d in spec.additional_disks], inst)
+            try:
+                hostagent.start_hostagent(
+                    name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
+                    # The agent need not load the spec before it starts qemu.
+                    qemu_argv=qemu_command(spec, inst, port, data_disks),
+                    extra_args=("--ssh-user", spec.user.name, *_resolver_args(spec)),
+                    attach=attach,
+                )
+            except BaseException:
+                if procs.qemu_pid(inst) is None:
+                    _free_disks(inst)
+                raise
         deadline = time.monotonic() + QEMU_START_TIMEOUT
         while procs.qemu_pid(inst) is None:
             if not _hostagent_alive(inst) or time.monotonic() > deadline:
@@ -369,4 +379,24 @@ class QemuDriver:
             procs.kill_qemu(inst, force=True)
         if _hostagent_alive(inst) or procs.qemu_pid(inst) is not None:
             return Outcome.temporary("the VM is still running after stop")
+        _free_disks(inst)
         return Outcome.success()
+
+
+def _resolver_args(spec: InstanceSpec) -> tuple[str, ...]:
+    """The host agent's `--host-resolver JSON` when the guest resolves through it."""
+    from lima.drivers.hostagent.dns import ResolverConfig
+    from lima.drivers.qemu import uses_host_resolver
+
+    if not uses_host_resolver(spec):
+        return ()
+    config = ResolverConfig(instance=spec.name, hosts=dict(spec.host_resolver_hosts),
+                            ipv6=spec.host_resolver_ipv6,
+                            forward=not spec.qemu.restrict_network)
+    return ("--host-resolver", json.dumps(config.to_json()))
+
+
+def _free_disks(inst: Path) -> None:
+    """Unlock the additionalDisks the stopped (or deleted) instance held."""
+    for name in disks.unlock_instance_disks(inst):
+        log.info("Unmounting disk `%s`", name)

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
-from lima.drivers.guest import GUEST_AGENT_PORT, SLIRP_IP_ADDRESS, SLIRP_NETWORK
+from lima.drivers.guest import (
+    GUEST_AGENT_PORT,
+    HOST_RESOLVER_ADDRESS,
+    SLIRP_IP_ADDRESS,
+    SLIRP_NETWORK,
+)
 from lima.errors import PermanentError
 from lima.schemas.arch import QEMU_ARCH
 from lima.schemas.macaddr import mac_address
@@ -51,6 +56,7 @@ _OVMF_CANDIDATES = {
 }
 
 _Add = Callable[[str, str], None]  # the `add(option, value)` closure of qemu_argv
+DataDisk = tuple[Path, str]  # an additional disk: (datadisk path, qemu format)
 
 # Options whose presence in the QEMU_SYSTEM_* override means ours must not be added.
 _SINGLE_OPTIONS = ("-machine", "-cpu", "-smp", "-m", "-boot", "-display", "-bios")
@@ -186,14 +192,17 @@ def _read_cmdline(path: Path) -> str:
         return ""
 
 
-def qemu_command(spec: InstanceSpec, inst_dir: Path, ssh_port: int) -> list[str]:
+def qemu_command(
+    spec: InstanceSpec, inst_dir: Path, ssh_port: int, data_disks: Sequence[DataDisk] = ()
+) -> list[str]:
     """The full qemu command for an instance on this host: binary (QEMU_SYSTEM_* honoured),
     accelerator (probed; detect_accel warns once when it falls back to TCG), then argv."""
     from lima.drivers.accel import detect_accel
 
     binary = qemu_binary(spec.arch)
     accel = detect_accel(spec.arch, binary=binary, cpu=cpu_model(spec, "kvm"))
-    return qemu_argv(spec, inst_dir, ssh_port=ssh_port, accel=accel.name, binary=binary)
+    return qemu_argv(spec, inst_dir, ssh_port=ssh_port, accel=accel.name, binary=binary,
+                     data_disks=data_disks)
 
 
 def qemu_argv(
@@ -204,8 +213,12 @@ def qemu_argv(
     accel: str,
     binary: list[str],
     host: HostFiles | None = None,
+    data_disks: Sequence[DataDisk] = (),
 ) -> list[str]:
     """The full argv (binary first) that boots `spec` from `inst_dir`.
+
+    `data_disks`: the `additionalDisks` as (datadisk path, format), in spec order, locked
+    by the caller (lima.drivers.disks.attach_for_start); the guest sees them as vdb, vdc...
 
     `accel` is "kvm" or "tcg" (from detect_accel); an accelerator in the binary's extra
     arguments wins and ours is then not added. `host` defaults to `host_files(arch)`.
@@ -221,7 +234,8 @@ def qemu_argv(
     if host is None:
         host = host_files(arch)
     inst_dir = inst_dir.absolute()
-    check_socket_paths(inst_dir, (paths.QMP_SOCK, paths.SERIAL_SOCK, paths.GA_SOCK))
+    check_socket_paths(inst_dir, (paths.QMP_SOCK, paths.SERIAL_SOCK, paths.GA_SOCK,
+                                  paths.DNS_SOCK))
 
     extra = list(binary[1:])
     forced = binary_accel(binary)
@@ -249,7 +263,7 @@ def qemu_argv(
     args.append("-nodefaults")
 
     args.extend(_boot_args(spec, inst_dir, host, add))
-    args.extend(_disk_args(inst_dir))
+    args.extend(_disk_args(inst_dir, data_disks))
     args.extend(_net_args(spec, inst_dir, host, ssh_port))
     args.extend(("-device", "virtio-rng-pci"))
     args.extend(_display_args(spec, add))
@@ -300,11 +314,17 @@ def _boot_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, add: _Add) -
     return out
 
 
-def _disk_args(inst_dir: Path) -> list[str]:
+def _disk_args(inst_dir: Path, data_disks: Sequence[DataDisk] = ()) -> list[str]:
     diffdisk = inst_dir / paths.DIFFDISK
     cidata = inst_dir / paths.CIDATA_ISO
+    extra: list[str] = []
+    for path, fmt in data_disks:
+        # Right after the boot disk (vda): the guest names them vdb, vdc... in this order,
+        # which is what the seed tells the boot script (Lima's diskDeviceNameFromOrder).
+        extra += ["-drive", f"file={_esc(path)},format={fmt},if=virtio,discard=on"]
     return [
         "-drive", f"file={_esc(diffdisk)},format=qcow2,if=virtio,discard=on",
+        *extra,
         # cidata as a SCSI CD-ROM, as Lima attaches it (the guest finds it by label).
         "-drive", f"id=cdrom0,if=none,format=raw,readonly=on,file={_esc(cidata)}",
         "-device", "virtio-scsi-pci,id=scsi0",
@@ -320,9 +340,24 @@ def _net_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, ssh_port: int
     if spec.qemu.restrict_network:
         # The guest reaches nothing but the host's forwards (and slirp's own services).
         netdev += ",restrict=on"
+    dns: list[str] = []
+    if uses_host_resolver(spec):
+        # hostResolver: the guest's TCP connections to HOST_RESOLVER_ADDRESS:53 go to the
+        # host agent's DNS server on dns.sock (lima.drivers.hostagent.dns); a guestfwd is
+        # the one way into the host that restrict=on leaves open. reconnect: qemu starts
+        # before the server listens, and finds the server of a restarted host agent.
+        sock = _esc(inst_dir / paths.DNS_SOCK)
+        dns = ["-chardev", f"socket,id=char-dns,path={sock},reconnect=1"]
+        netdev += f",guestfwd=tcp:{HOST_RESOLVER_ADDRESS}:53-chardev:char-dns"
     mac = mac_address(str(inst_dir), host.machine_id)  # Lima: keyed by the instance dir
     # romfile= (empty): no iPXE option ROM, nothing to network-boot from.
-    return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=net0,mac={mac},romfile="]
+    return [*dns, "-netdev", netdev,
+            "-device", f"virtio-net-pci,netdev=net0,mac={mac},romfile="]
+
+
+def uses_host_resolver(spec: InstanceSpec) -> bool:
+    """hostResolver.enabled, unless `dns:` names the guest's servers (Lima: they win)."""
+    return spec.host_resolver_enabled and not spec.dns
 
 
 def _display_args(spec: InstanceSpec, add: _Add) -> list[str]:

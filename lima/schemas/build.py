@@ -14,6 +14,7 @@ from typing import Any
 
 from lima.schemas.sizes import parse_size
 from lima.schemas.spec import (
+    AdditionalDisk,
     FileRef,
     Image,
     InstanceSpec,
@@ -75,6 +76,18 @@ def _mount(raw: dict[str, Any]) -> Mount:
         sshfs=_frozen(_m(raw.get("sshfs"))),
         nine_p=_frozen(_m(raw.get("9p"))),
         virtiofs=_frozen(_m(raw.get("virtiofs"))),
+    )
+
+
+def _disk(raw: Any) -> AdditionalDisk:
+    if isinstance(raw, str):
+        return AdditionalDisk(name=raw, format=True)
+    fmt = raw.get("format")
+    return AdditionalDisk(
+        name=str(raw["name"]),
+        format=True if fmt is None else bool(fmt),
+        fs_type=str(raw.get("fsType") or ""),
+        fs_args=tuple(str(a) for a in _l(raw.get("fsArgs"))),
     )
 
 
@@ -171,6 +184,11 @@ def build_spec(filled: dict[str, Any], name: str) -> InstanceSpec:
         containerd_user=bool(containerd["user"]),
         upgrade_packages=bool(filled["upgradePackages"]),
         host_resolver_enabled=bool(filled["hostResolver"]["enabled"]),
+        host_resolver_ipv6=bool(filled["hostResolver"]["ipv6"]),
+        host_resolver_hosts=_frozen({str(k): str(v) for k, v in
+                                     _m(filled["hostResolver"]["hosts"]).items()
+                                     if v is not None}),
+        additional_disks=tuple(_disk(d) for d in _l(filled["additionalDisks"])),
         propagate_proxy_env=bool(filled["propagateProxyEnv"]),
         message=str(filled.get("message") or ""),
         raw=filled,

@@ -54,6 +54,16 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class AdditionalDisk:
+    """One `additionalDisks[]` entry: a Lima disk ($LIMA_HOME/_disk/NAME) to attach."""
+
+    name: str
+    format: bool = False  # mkfs it at first use when it has no `lima-NAME` label
+    fs_type: str = ""  # "" means ext4 (Lima's boot script default)
+    fs_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Provision:
     """One provision step; `file:` references are already inlined into `script`/`content`."""
 
@@ -150,6 +160,9 @@ class InstanceSpec:
     containerd_user: bool = False
     upgrade_packages: bool = False
     host_resolver_enabled: bool = False
+    host_resolver_ipv6: bool = False
+    host_resolver_hosts: Mapping[str, str] = field(default_factory=dict)
+    additional_disks: tuple[AdditionalDisk, ...] = ()
     propagate_proxy_env: bool = False
     message: str = ""
     # The filled document, exactly as `limactl validate --fill` prints it.

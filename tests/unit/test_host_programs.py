@@ -41,6 +41,9 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     ("lima/drivers/qemu.py", "qemu_binary"): QEMU_SYSTEMS,
     # ssh_argv(..., ssh=$SSH or "ssh"), run as a child.
     ("lima/commands/shell.py", "run_ssh_child"): {"ssh"},
+    # limactl copy: the backend choose_backend picked, and ssh asking a guest for rsync.
+    ("lima/commands/copy.py", "copy"): {"scp", "rsync"},
+    ("lima/commands/copy.py", "_guest_has_rsync"): {"ssh"},
     # check_tools: `shutil.which` of each recipe's tools (added by lima_programs).
     ("lima/drivers/images/build.py", "check_tools"): set(),
     # The run-time check looks up whatever it is given.

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lima import paths
 from lima.drivers import procs, runner
@@ -27,6 +27,9 @@ from lima.drivers.hostagent.heartbeat import Heartbeat
 from lima.drivers.hostagent.qemuproc import QemuProcess
 from lima.errors import BusyError, LimaError
 from lima.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    from lima.drivers.hostagent.dns import DNSServer, ResolverConfig
 
 _POLL = 0.05  # main loop tick: signals are noticed within this time
 # The error the host agent reports while the heartbeat gets no answer from the guest.
@@ -89,6 +92,7 @@ class HostAgent:
         stop_timeout: float = 60.0,
         attach: bool = False,
         iid: str = "",
+        dns: ResolverConfig | None = None,
     ) -> None:
         self.inst_dir = inst_dir
         self.ssh_port = ssh_port
@@ -104,6 +108,8 @@ class HostAgent:
         self._server: UnixHTTPServer | None = None
         self.attach = attach
         self.iid = iid
+        self.dns = dns  # hostResolver: served on dns.sock while the agent runs
+        self._dns_server: DNSServer | None = None
         # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
         # file anyone can truncate); "responsive" comes from the heartbeat.
         self._state: dict[str, Any] = {"phase": "booting", "running": False,
@@ -129,6 +135,7 @@ class HostAgent:
         write_pidfile(pid_path, os.getpid())
         try:
             self._server = serve_info(self.inst_dir / paths.HA_SOCK, self.info)
+            self._start_dns()
             self._emit()
             log.info("host agent started: pid %d, ssh port %d", os.getpid(), self.ssh_port)
             return self._supervise()
@@ -297,7 +304,25 @@ class HostAgent:
             with contextlib.suppress(FileNotFoundError):
                 qemu_pid_path.unlink()
 
+    def _start_dns(self) -> None:
+        if self.dns is None:
+            return
+        from lima.drivers.hostagent.dns import start_server
+
+        try:
+            self._dns_server = start_server(self.inst_dir, self.dns)
+        except OSError as exc:  # the guest then resolves nothing; it still boots
+            log.error("cannot start the DNS server (hostResolver): %s", exc)
+
     def _cleanup(self, pid_path: Path) -> None:
+        if self._dns_server is not None:
+            self._dns_server.stop()
+        if procs.qemu_pid(self.inst_dir) is None:
+            # The guest is gone (stopped, or powered off from inside): free its disks.
+            from lima.drivers.disks import unlock_instance_disks
+
+            with contextlib.suppress(OSError):
+                unlock_instance_disks(self.inst_dir)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -48,6 +48,10 @@ PACKAGES = (
     "zstd",
     "sshfs",
     "fuse3",
+    # limactl copy --backend=rsync (and auto) needs rsync on both ends.
+    "rsync",
+    # sfdisk: additionalDisks are partitioned (GPT) before mkfs, as Lima does.
+    "fdisk",
     # the kernel .deb is installed afterwards with dpkg; these are what it depends on.
     "linux-base",
 )

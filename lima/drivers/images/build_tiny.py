@@ -27,7 +27,7 @@ from lima.drivers.images import build
 from lima.errors import PermanentError
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "tiny-3"
+RECIPE_VERSION = "tiny-4"
 USER_PACKAGES = (
     "busybox-static",
     "dropbear-bin",
@@ -37,6 +37,9 @@ USER_PACKAGES = (
     "zlib1g",
     "libcrypt1",
     "libc6",
+    # sftp-server: OpenSSH's scp (limactl copy) speaks SFTP; dropbear runs it from
+    # /usr/lib/sftp-server, as Debian's package links it.
+    "openssh-sftp-server",
 )
 # Module names; their dependencies come along. button+evdev: acpid sees the power button.
 MODULES = (
@@ -51,7 +54,8 @@ MODULES = (
     "button",
     "evdev",
 )
-BINARIES = ("usr/sbin/dropbear", "usr/bin/dropbearkey", "usr/bin/dbclient")
+BINARIES = ("usr/sbin/dropbear", "usr/bin/dropbearkey", "usr/bin/dbclient",
+            "usr/lib/openssh/sftp-server")
 CMDLINE = "console=ttyS0 quiet"
 BASE_DISK_SIZE = "64M"
 LIBDIR = "lib/x86_64-linux-gnu"
@@ -227,6 +231,7 @@ def _add_binaries(archive: Initramfs, ctx: build.BuildContext, tree: Path) -> No
         src = _find_library(tree, soname)
         archive.file(f"{LIBDIR}/{soname}", src.read_bytes(), 0o755)
     archive.symlink("lib64/ld-linux-x86-64.so.2", f"/{LIBDIR}/ld-linux-x86-64.so.2")
+    archive.symlink("usr/lib/sftp-server", "/usr/lib/openssh/sftp-server")
 
 
 def _find_library(tree: Path, soname: str) -> Path:
