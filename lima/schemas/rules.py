@@ -38,6 +38,7 @@ from lima.schemas.rulebase import (
 
 _PARAM_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
+_FS_TYPE = re.compile(r"^[a-z0-9][a-z0-9._]*$")
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 RULES: list[Rule] = []
@@ -117,6 +118,11 @@ def resources_(ctx: Ctx) -> None:
             "additionalDisks", i)
         if isinstance(name, str) and not _IDENTIFIER.match(name):
             ctx.error(path, f'invalid disk name "{name}": use letters, digits and . _ -')
+        fs_type = disk.get("fsType") if isinstance(disk, dict) else None
+        if isinstance(fs_type, str) and fs_type and not _FS_TYPE.match(fs_type):
+            # The guest runs mkfs.FSTYPE and mount -t FSTYPE with it.
+            ctx.error(("additionalDisks", i, "fsType"), f'invalid file system type "{fs_type}"'
+                      ': use a name such as ext4, xfs, btrfs or swap')
 
 
 # -- mounts -------------------------------------------------------------------------------
