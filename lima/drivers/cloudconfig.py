@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lima.drivers import virtfs
 from lima.drivers.guest import (
     GUEST_AGENT_PORT,
     HOST_RESOLVER_ADDRESS,
@@ -26,7 +27,6 @@ from lima.drivers.guest import (
 from lima.errors import SpecError
 from lima.names import guest_hostname
 from lima.schemas import yamldump
-from lima.schemas.sizes import parse_size
 from lima.schemas.spec import InstanceSpec, Mount, Provision
 
 CIDATA_MOUNT_POINT = "/mnt/lima-cidata"
@@ -125,36 +125,17 @@ def user_data(
 
 
 def _fstab_mounts(spec: InstanceSpec, host_home: str | None) -> list[list[str]]:
-    """cloud-init `mounts:` entries, only for 9p/virtiofs (reverse-sshfs is host-driven)."""
-    if spec.mount_type not in ("9p", "virtiofs"):
+    """cloud-init `mounts:` entries, only for 9p/virtiofs (reverse-sshfs is host-driven):
+    Lima's `[TAG, MOUNTPOINT, TYPE, OPTIONS, "0", "0"]`, TAG the device's mount tag."""
+    if not virtfs.uses_virtfs(spec):
         return []
-    entries = []
-    for i, m in enumerate(spec.mounts):
-        options = mount_options(spec, m)
-        entries.append([f"mount{i}", m.mount_point, spec.mount_type, options, "0", "0"])
-    return entries
+    return [[virtfs.mount_tag(m.location, m.mount_point), m.mount_point, spec.mount_type,
+             mount_options(spec, m), "0", "0"] for m in spec.mounts]
 
 
 def mount_options(spec: InstanceSpec, m: Mount) -> str:
     """fstab options of a 9p/virtiofs mount, as Lima builds them."""
-    opts = "rw" if m.writable else "ro"
-    if spec.mount_type == "9p":
-        nine = dict(m.nine_p)
-        opts += ",trans=virtio"
-        opts += f",version={nine.get('protocolVersion', '9p2000.L')}"
-        opts += f",msize={_size(nine.get('msize', '128KiB'))}"
-        cache = nine.get("cache") or ("mmap" if m.writable else "fscache")
-        opts += f",cache={cache}"
-    # A missing virtfs device must not fail the boot.
-    return opts + ",nofail"
-
-
-def _size(value: str | int) -> int:
-    # The spec was validated, so this fails only for a spec built by hand (tests).
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
+    return virtfs.guest_options(spec.mount_type, m)
 
 
 # --- meta-data, network-config ------------------------------------------------------

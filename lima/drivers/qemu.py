@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
+from lima.drivers import virtfs
 from lima.drivers.guest import (
     GUEST_AGENT_PORT,
     HOST_RESOLVER_ADDRESS,
@@ -200,6 +201,8 @@ def qemu_command(
     from lima.drivers.accel import detect_accel
 
     binary = qemu_binary(spec.arch)
+    if virtfs.uses_virtfs(spec):
+        virtfs.create_host_dirs(spec)  # QEMU refuses a -virtfs path that does not exist
     accel = detect_accel(spec.arch, binary=binary, cpu=cpu_model(spec, "kvm"))
     return qemu_argv(spec, inst_dir, ssh_port=ssh_port, accel=accel.name, binary=binary,
                      data_disks=data_disks)
@@ -259,11 +262,14 @@ def qemu_argv(
     add("-cpu", cpu_model(spec, effective))
     add("-smp", f"{spec.cpus},sockets=1,cores={spec.cpus},threads=1")
     add("-m", str(spec.memory // (1024 * 1024)))
+    if spec.mount_type == "virtiofs" and spec.mounts:
+        args.extend(virtfs.shared_memory_args(spec.memory))
     # No default NIC, VGA, CD-ROM, floppy, monitor or serial: everything is listed below.
     args.append("-nodefaults")
 
     args.extend(_boot_args(spec, inst_dir, host, add))
     args.extend(_disk_args(inst_dir, data_disks))
+    args.extend(_mount_args(spec, inst_dir))
     args.extend(_net_args(spec, inst_dir, host, ssh_port))
     args.extend(("-device", "virtio-rng-pci"))
     args.extend(_display_args(spec, add))
@@ -330,6 +336,18 @@ def _disk_args(inst_dir: Path, data_disks: Sequence[DataDisk] = ()) -> list[str]
         "-device", "virtio-scsi-pci,id=scsi0",
         "-device", "scsi-cd,bus=scsi0.0,drive=cdrom0",
     ]  # fmt: skip
+
+
+def _mount_args(spec: InstanceSpec, inst_dir: Path) -> list[str]:
+    """One device per mount for 9p (-virtfs) and virtiofs (vhost-user-fs); none otherwise."""
+    out: list[str] = []
+    if spec.mount_type == "9p":
+        for m in spec.mounts:
+            out += ["-virtfs", virtfs.virtfs_option(m)]
+    elif spec.mount_type == "virtiofs":
+        for i, m in enumerate(spec.mounts):
+            out += virtfs.virtiofs_args(inst_dir, i, m)
+    return out
 
 
 def _net_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, ssh_port: int) -> list[str]:

@@ -375,9 +375,10 @@ def _fill_all(f: _Filler) -> None:
     f.field("propagateProxyEnv")
     _fill_networks(f)
     f.out["mountTypesUnsupported"] = f.concat("mountTypesUnsupported")
-    default_mount = "virtiofs" if vm_type == "vz" else "reverse-sshfs"
-    if default_mount in f.out["mountTypesUnsupported"]:
-        default_mount = "9p"
+    # Lima >= 1.0: 9p on QEMU (reverse-sshfs when 9p is unsupported), virtiofs on vz.
+    default_mount = "virtiofs" if vm_type == "vz" else "9p"
+    if default_mount == "9p" and "9p" in f.out["mountTypesUnsupported"]:
+        default_mount = "reverse-sshfs"
     f.field("mountType", default_mount)
     f.field("mountInotify")
     _fill_mounts(f)

@@ -150,7 +150,7 @@ FIELDS: tuple[Field, ...] = (
     Field("mounts", R, Merge.KEYED, default=[]),
     Field("mountTypesUnsupported", R, Merge.UNIQUE, default=[]),
     Field("mountType", R, empty=("", "default"),
-          default=Derived("virtiofs for vz, else reverse-sshfs; 9p when that is unsupported")),
+          default=Derived("virtiofs for vz, else 9p; reverse-sshfs when 9p is unsupported")),
     Field("mountInotify", R, default=False),
     Field("ssh.address", R),
     Field("ssh.localPort", R, default=0),

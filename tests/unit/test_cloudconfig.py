@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hashlib import sha256
+
 import shlex
 import subprocess
 
@@ -91,7 +93,8 @@ def test_9p_mounts_go_to_cloud_init_mounts() -> None:
     )
     doc = yaml.safe_load(cc.user_data(spec, keys=KEYS))
     assert doc["mounts"][0] == [
-        "mount0",
+        # Lima's tag: "lima-" + the first 8 bytes of sha256("/h:/h"), as the -virtfs device.
+        "lima-0647c9f4e72b4b97",
         "/h",
         "9p",
         "ro,trans=virtio,version=9p2000.L,msize=131072,cache=fscache,nofail",
@@ -99,6 +102,28 @@ def test_9p_mounts_go_to_cloud_init_mounts() -> None:
         "0",
     ]
     assert doc["mounts"][1][3].startswith("rw,") and "cache=mmap" in doc["mounts"][1][3]
+
+
+def test_virtiofs_mounts_have_no_9p_options_and_reverse_sshfs_none() -> None:
+    m = Mount(location="/h", mount_point="/mnt/h", writable=True)
+    doc = yaml.safe_load(cc.user_data(make_spec(mount_type="virtiofs", mounts=(m,)), keys=KEYS))
+    assert doc["mounts"] == [["lima-" + sha256(b"/h:/mnt/h").hexdigest()[:16], "/mnt/h",
+                              "virtiofs", "rw,nofail", "0", "0"]]
+    doc = yaml.safe_load(cc.user_data(make_spec(mount_type="reverse-sshfs", mounts=(m,)),
+                                      keys=KEYS))
+    assert "mounts" not in doc
+
+
+def test_lima_env_lists_every_mount_point() -> None:
+    mounts = (Mount(location="/home/u", mount_point="/home/u"),
+              Mount(location="/tmp/lima", mount_point="/mnt/x y", writable=True))
+    env = cc.lima_env(make_spec(mount_type="9p", mounts=mounts), iid="i", host_home="/home/u")
+    lines = env.splitlines()
+    assert "LIMA_CIDATA_MOUNTS=2" in lines
+    assert "LIMA_CIDATA_MOUNTS_0_MOUNTPOINT=/home/u" in lines
+    assert "LIMA_CIDATA_MOUNTS_1_MOUNTPOINT='/mnt/x y'" in lines
+    assert "LIMA_CIDATA_MOUNTTYPE=9p" in lines
+    assert "LIMA_CIDATA_HOSTHOME_MOUNTPOINT=/home/u" in lines
 
 
 def test_meta_data() -> None:

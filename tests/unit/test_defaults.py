@@ -48,7 +48,7 @@ def test_builtin_defaults(tmp_path: Path) -> None:
         "shell": "/bin/bash",
         "uid": 501,
     }
-    assert out["mountType"] == "reverse-sshfs"
+    assert out["mountType"] == "9p"  # Lima >= 1.0 on QEMU
     assert out["ssh"] == {
         "localPort": 0,
         "loadDotSSHPubKeys": False,
@@ -89,6 +89,18 @@ def test_zero_and_empty_mean_default(tmp_path: Path) -> None:
     out = run({"cpus": 0, "memory": "", "disk": "", "arch": "default", "vmType": ""}, tmp_path)
     assert (out["cpus"], out["memory"], out["disk"]) == (2, "1.5GiB", "100GiB")
     assert out["arch"] == "x86_64" and out["vmType"] == "qemu"
+
+
+def test_mount_type_defaults_as_lima_on_qemu(tmp_path: Path) -> None:
+    assert run({}, tmp_path)["mountType"] == "9p"
+    assert run({"mountType": "default"}, tmp_path)["mountType"] == "9p"
+    # 9p unsupported (a cloud kernel without 9p): reverse-sshfs, as Lima's QEMU driver picks.
+    out = run({"mountTypesUnsupported": ["9p"]}, tmp_path)
+    assert out["mountType"] == "reverse-sshfs"
+    config(tmp_path, "default.yaml", "mountTypesUnsupported: [9p]\n")
+    assert run({}, tmp_path)["mountType"] == "reverse-sshfs"
+    assert run({"mountType": "reverse-sshfs"}, tmp_path)["mountType"] == "reverse-sshfs"
+    assert run({"vmType": "vz"}, tmp_path)["mountType"] == "virtiofs"
 
 
 def test_scalar_precedence(tmp_path: Path) -> None:

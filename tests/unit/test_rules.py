@@ -106,6 +106,12 @@ CASES = [
     ("mountType", "mountType: 9p\n", "mountType: nfs\n", "mountType", 4, "must be one of"),
     ("mountType-unsupported", "mountType: 9p\nmountTypesUnsupported: [virtiofs]\n",
      "mountType: 9p\nmountTypesUnsupported: [9p]\n", "mountType", 4, "mountTypesUnsupported"),
+    ("mountType-virtiofs", "mountType: reverse-sshfs\n", "mountType: virtiofs\n", "mountType",
+     4, "Rust virtiofsd"),
+    ("mountType-wsl2-on-qemu", "mountType: 9p\n", "vmType: qemu\nmountType: wsl2\n",
+     "mountType", 5, "for the QEMU driver"),
+    ("mountInotify", "mountInotify: false\n", "mountInotify: true\n", "mountInotify", 4,
+     "not supported yet"),
     ("ssh-localPort-22", "ssh:\n  localPort: 60022\n", "ssh:\n  localPort: 22\n",
      "ssh.localPort", 5, "must not be 22"),
     ("ssh-localPort-range", "ssh:\n  localPort: 0\n", "ssh:\n  localPort: 70000\n",
@@ -299,8 +305,6 @@ def test_templated_values_are_not_judged_before_expansion() -> None:
 
 @pytest.mark.parametrize(("doc", "path", "fragment"), [
     ("arch: riscv64\n", "arch", "experimental"),
-    ("mountType: virtiofs\n", "mountType", "experimental"),
-    ("mountInotify: true\n", "mountInotify", "experimental"),
     ("video:\n  display: vnc\n", "video.display", "experimental"),
     ("audio:\n  device: pa\n", "audio.device", "experimental"),
     ("provision:\n- script: echo $LIMA_CIDATA_USER\n", "provision[0].script", "LIMA_CIDATA"),

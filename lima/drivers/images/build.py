@@ -182,14 +182,15 @@ def apt_candidates(packages: Sequence[str]) -> dict[str, str]:
     return {p: fields[p]["version"] for p in packages}
 
 
-def kernel_package() -> tuple[str, str]:
-    """The versioned cloud kernel package the meta package points at: (name, version)."""
-    depends = apt_show([KERNEL_META_PACKAGE])[KERNEL_META_PACKAGE].get("depends", "")
+def kernel_package(meta: str = KERNEL_META_PACKAGE) -> tuple[str, str]:
+    """The versioned kernel package a meta package (default: the cloud kernel's) points
+    at: (name, version)."""
+    depends = apt_show([meta])[meta].get("depends", "")
     for dep in depends.split(","):
         m = re.match(r"\s*(linux-image-\S+)\s*\(=\s*([^)\s]+)\)", dep)
         if m:
             return m.group(1), m.group(2)
-    raise PermanentError(f"cannot tell which kernel {KERNEL_META_PACKAGE} depends on")
+    raise PermanentError(f"cannot tell which kernel {meta} depends on")
 
 
 _APT_SHOW: dict[str, dict[str, str]] = {}

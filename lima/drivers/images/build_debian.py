@@ -2,10 +2,11 @@
 
 Called by build.build_image("debian-12"). debootstrap (minbase) from this machine's
 configured Debian mirror (or $LIMA_DEBIAN_MIRROR) with systemd, openssh-server, sudo,
-cloud-init (NoCloud only), python3, sshfs/fuse3 and friends; then the cloud kernel (the same
-.deb build:tiny uses, fetched by the host's apt) with an initramfs that has the virtio, SCSI
-CD and ext4 modules. The root file system becomes an ext4 image with `mkfs.ext4 -d` (no loop
-mounts), then a compressed qcow2. Needs root (debootstrap, chroot).
+cloud-init (NoCloud only), python3, sshfs/fuse3 and friends; then Debian's generic kernel
+(fetched by the host's apt: the cloud kernel build:tiny uses has no 9p) with an initramfs that
+has the virtio, SCSI CD, ext4 and 9p modules (`mountType: 9p`; virtiofs is a module too).
+The root file system becomes an ext4 image with `mkfs.ext4 -d` (no loop mounts), then a
+compressed qcow2. Needs root (debootstrap, chroot).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from lima.drivers.images import build
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-1"
+RECIPE_VERSION = "debian-12-2"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 ROOT_LABEL = "lima-root"
@@ -55,7 +56,11 @@ PACKAGES = (
     # the kernel .deb is installed afterwards with dpkg; these are what it depends on.
     "linux-base",
 )
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "sr_mod", "isofs", "ext4")
+# The generic kernel, not linux-image-cloud-amd64: the cloud kernel is built without 9p
+# (CONFIG_NET_9P is not set), which `mountType: 9p` (Lima's default on QEMU) needs.
+KERNEL_META_PACKAGE = "linux-image-amd64"
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "sr_mod", "isofs", "ext4",
+                     "9pnet_virtio", "9p")
 
 CLOUD_CFG = """# limapy build:debian-12: cidata is the only datasource (never probe a network).
 datasource_list: [NoCloud, None]
@@ -136,7 +141,7 @@ class DebianRecipe:
     needs_root: bool = True
 
     def inputs(self) -> Mapping[str, object]:
-        kpkg, kver = build.kernel_package()
+        kpkg, kver = build.kernel_package(KERNEL_META_PACKAGE)
         return {
             "recipe": RECIPE_VERSION,
             "suite": SUITE,
@@ -150,7 +155,7 @@ class DebianRecipe:
     def build(self, ctx: build.BuildContext) -> None:
         work = ctx.workdir
         rootfs = work / "rootfs"
-        kpkg, kver = build.kernel_package()
+        kpkg, kver = build.kernel_package(KERNEL_META_PACKAGE)
         with ctx.step("apt-get download kernel"):
             kernel_deb = build.fetch_debs(ctx, {kpkg: kver})[kpkg]
         cache = build.debs_dir() / "debootstrap"
