@@ -102,7 +102,8 @@ class _LazyGuest:
         mounts = spec.mounts if spec is not None else ()
         self.inner = SSHGuest(
             self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
-            after_boot=(lambda client: mount_all(client, mounts)) if mounts else None,
+            after_boot=(lambda client: mount_all(client, mounts, spec.mount_type))
+            if spec is not None and mounts else None,
         )
         errors = self.inner.ready(stop, progress)
         return [problem, *errors] if problem else errors

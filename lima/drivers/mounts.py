@@ -1,10 +1,14 @@
-"""Reverse-sshfs mounts: host directories served to the guest over the host agent's ssh.
+"""The host agent's part of the mounts: reverse-sshfs served over its ssh, 9p/virtiofs checked.
 
-Called by the host agent (through lima.drivers.ssh.SSHGuest's after_boot) once the guest
-is provisioned. For each mount, the guest runs `sshfs -o slave :LOCATION MOUNTPOINT` in an
-ssh exec channel whose stdin/stdout are piped to a local `sftp-server` (read-only with
-`-R` unless the mount is writable). The mount lives as long as that channel: when the
-guest unmounts or powers off, the channel closes and the local sftp-server exits.
+Called by the host agent (through lima.drivers.ssh.SSHGuest's after_boot, `mount_all`) once
+the guest is provisioned. 9p and virtiofs mounts are QEMU devices that cloud-init mounts
+from its `mounts:` entries (lima.drivers.virtfs); the agent checks each one is mounted, mounts
+it itself when not (a guest without cloud-init, or a mount point cloud-init could not make),
+and reports the guest's error when that fails. For reverse-sshfs, for each mount the guest
+runs `sshfs -o slave :LOCATION MOUNTPOINT` in an ssh exec channel whose stdin/stdout are
+piped to a local `sftp-server` (read-only with `-R` unless the mount is writable). The mount
+lives as long as that channel: when the guest unmounts or powers off, the channel closes and
+the local sftp-server exits.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import paramiko
 
-from lima.drivers import runner
+from lima.drivers import runner, virtfs
 from lima.drivers.ssh import run
 from lima.errors import LimaError
 from lima.schemas.spec import Mount
@@ -119,15 +123,37 @@ def mount_one(client: paramiko.SSHClient, mount: Mount) -> None:
     raise LimaError(f"not mounted after {MOUNT_TIMEOUT:g} s")
 
 
-def mount_all(client: paramiko.SSHClient, mounts: Sequence[Mount]) -> list[str]:
+def virtfs_command(mount_type: str, mount: Mount) -> str:
+    """The guest command that mounts one 9p/virtiofs device unless already mounted (pure)."""
+    mp = shlex.quote(mount.mount_point)
+    tag = shlex.quote(virtfs.mount_tag(mount.location, mount.mount_point))
+    opts = virtfs.guest_options(mount_type, mount).removesuffix(",nofail")
+    return (f"mountpoint -q {mp} && exit 0; sudo mkdir -p {mp} && "
+            f"sudo mount -t {mount_type} -o {opts} {tag} {mp}")
+
+
+def check_virtfs(client: paramiko.SSHClient, mount_type: str, mount: Mount) -> None:
+    """Make sure one 9p/virtiofs mount is mounted; LimaError with the guest's words if not."""
+    rc, out, err = run(client, virtfs_command(mount_type, mount), timeout=MOUNT_TIMEOUT)
+    if rc != 0:
+        why = (err or out).strip() or f"exit status {rc}"
+        raise LimaError(why.splitlines()[-1] if why else why)
+
+
+def mount_all(client: paramiko.SSHClient, mounts: Sequence[Mount],
+              mount_type: str = "reverse-sshfs") -> list[str]:
     """Mount every spec mount; returns one error per mount that failed (degraded)."""
     errors = []
     for mount in mounts:
         try:
-            mount_one(client, mount)
-            log.info("mounted %s on %s%s", mount.location, mount.mount_point,
-                     "" if mount.writable else " (read-only)")
+            if mount_type in virtfs.VIRTFS_TYPES:
+                check_virtfs(client, mount_type, mount)
+            else:
+                mount_one(client, mount)
+            log.info("mounted %s on %s (%s%s)", mount.location, mount.mount_point, mount_type,
+                     "" if mount.writable else ", read-only")
         except (LimaError, OSError, paramiko.SSHException) as exc:
             log.error("mount %s on %s failed: %s", mount.location, mount.mount_point, exc)
-            errors.append(f"mount {mount.location} on {mount.mount_point} failed: {exc}")
+            errors.append(f"mount {mount.location} on {mount.mount_point} ({mount_type}) "
+                          f"failed: {exc}")
     return errors

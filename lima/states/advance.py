@@ -149,7 +149,8 @@ def apply_outcome(
     errors = _errors(outcome)
     if isinstance(action, WaitProvisioned | MarkRunning):
         if errors:
-            s = s.with_condition(DEGRADED, T, _degraded_reason(action), "; ".join(errors), now, gen)
+            s = s.with_condition(DEGRADED, T, _degraded_reason(action, errors), "; ".join(errors),
+                                 now, gen)
         elif isinstance(action, WaitProvisioned):
             s = s.with_condition(DEGRADED, F, "Provisioned", "", now, gen)
     if s.stalled:
@@ -212,8 +213,16 @@ def _errors(outcome: Outcome) -> list[str]:
     return [str(e) for e in raw] if isinstance(raw, list | tuple) else [str(raw)]
 
 
-def _degraded_reason(action: Action) -> str:
-    return "ProvisionFailed" if isinstance(action, WaitProvisioned) else "NotReady"
+def _degraded_reason(action: Action, errors: list[str]) -> str:
+    return _errors_reason(
+        errors, "ProvisionFailed" if isinstance(action, WaitProvisioned) else "NotReady")
+
+
+def _errors_reason(errors: list[str], default: str) -> str:
+    # The host agent words each failed mount "mount LOCATION on MOUNTPOINT ... failed: ...".
+    if errors and all(e.startswith("mount ") for e in errors):
+        return "MountFailed"
+    return default
 
 
 def _fact_conditions(
@@ -237,7 +246,8 @@ def _fact_conditions(
         )
     elif observed.agent_errors and s.phase is Phase.RUNNING:
         s = s.with_condition(
-            DEGRADED, T, "HostAgentErrors", "; ".join(observed.agent_errors), now, gen
+            DEGRADED, T, _errors_reason(list(observed.agent_errors), "HostAgentErrors"),
+            "; ".join(observed.agent_errors), now, gen,
         )
     elif s.phase is Phase.RUNNING and _reason_is(s, DEGRADED, GUEST_UNRESPONSIVE):
         s = s.with_condition(DEGRADED, F, "Responsive", "the guest answers again", now, gen)

@@ -158,6 +158,21 @@ def test_provision_errors_degrade() -> None:
     assert ran.phase is Phase.RUNNING and ran.is_true(DEGRADED) and not ran.is_true(READY)
 
 
+def test_mount_errors_degrade_with_reason_mount_failed() -> None:
+    why = "mount /srv on /sys/x (9p) failed: mkdir: cannot create directory '/sys/x'"
+    out = apply_outcome(st(Phase.SSH_READY), WaitProvisioned(IID, 30),
+                        Outcome.success(errors=[why]), WANT, NOW)
+    cond = out.condition(DEGRADED)
+    assert cond is not None and (cond.reason, cond.message) == ("MountFailed", why)
+    again = resync(st(Phase.RUNNING), replace(DONE, agent_errors=(why,)), WANT, NOW)
+    cond = again.condition(DEGRADED)
+    assert cond is not None and cond.reason == "MountFailed" and not again.is_true(READY)
+    mixed = apply_outcome(st(Phase.SSH_READY), WaitProvisioned(IID, 30),
+                          Outcome.success(errors=[why, "provisioning failed: x"]), WANT, NOW)
+    cond = mixed.condition(DEGRADED)
+    assert cond is not None and cond.reason == "ProvisionFailed"
+
+
 def test_inconsistent_action_is_a_bug() -> None:
     with pytest.raises(IllegalTransition):
         apply_outcome(st(Phase.CREATED), WaitSSH(IID, 30), Outcome.success(), WANT, NOW)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from hashlib import sha256
-
 import shlex
 import subprocess
+from hashlib import sha256
 
 import pytest
 import yaml

@@ -1,4 +1,4 @@
-"""The guest command of a reverse-sshfs mount (pure)."""
+"""The guest commands of a reverse-sshfs and of a 9p/virtiofs mount (pure)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,21 @@ def test_writable_with_options_and_odd_paths() -> None:
     assert words[:5] == ["{", "sudo", "umount", "-l", "/mnt/x y"]
     assert words[words.index("mkdir") - 1:words.index("mkdir") + 3] == [
         "sudo", "mkdir", "-p", "/mnt/x y"]
+
+
+def test_virtfs_command_mounts_by_tag_unless_mounted() -> None:
+    from hashlib import sha256
+
+    from lima.drivers.mounts import virtfs_command
+
+    mount = Mount(location="/srv/a b", mount_point="/mnt/a b", writable=True,
+                  nine_p={"protocolVersion": "9p2000.L", "msize": "512KiB", "cache": "mmap"})
+    words = shlex.split(virtfs_command("9p", mount))
+    tag = "lima-" + sha256(b"/srv/a b:/mnt/a b").hexdigest()[:16]
+    assert words[:3] == ["mountpoint", "-q", "/mnt/a b"]
+    assert words[-7:] == ["mount", "-t", "9p", "-o",
+                          "rw,trans=virtio,version=9p2000.L,msize=524288,cache=mmap", tag,
+                          "/mnt/a b"]
+    ro = shlex.split(virtfs_command("virtiofs", Mount(location="/h", mount_point="/h")))
+    assert ro[-5:] == ["virtiofs", "-o", "ro", "lima-" + sha256(b"/h:/h").hexdigest()[:16],
+                       "/h"]
