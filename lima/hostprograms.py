@@ -94,6 +94,8 @@ _TABLE = (
     HostProgram("sleep", "coreutils", "a stand-in child process", lima=False, tests=True),
     HostProgram("true", "coreutils", "a child that exits at once", lima=False, tests=True),
     HostProgram("curl", "curl", "the download benchmark's baseline", lima=False, tests=True),
+    HostProgram("scp", "openssh-client", "the mounts benchmark's baseline", lima=False,
+                tests=True),
     HostProgram("head", "coreutils", "endless stdin in the faults benchmark",
                 lima=False, tests=True),
     HostProgram("git", "git", "the faults benchmark names the commit it measured",

@@ -95,18 +95,25 @@ def remote_script(
     cwd: str | None = None,
     mounts: Sequence[MountPair] = (),
     shell: str | None = None,
+    home: str | None = None,
 ) -> str:
     """The one string ssh runs in the guest.
 
     `workdir` must exist (else exit 1). Otherwise the host's `cwd` is entered when a mount
-    covers it (falling back to the home directory), else the login shell starts at home.
+    covers it (falling back to the host's `home` when that is mounted, else the guest home),
+    else the mounted host home (as Lima), else the login shell starts at the guest home.
     `shell` replaces the user's login shell ($SHELL in the guest).
     """
+    guest_home = map_to_guest(home, mounts) if home else None
     if workdir:
         cd = f"cd {shlex.quote(workdir)} || exit 1"
     else:
         guest_dir = map_to_guest(cwd, mounts) if cwd else None
-        cd = f"cd {shlex.quote(guest_dir)} || cd ~" if guest_dir else ""
+        fallback = f"cd {shlex.quote(guest_home)}" if guest_home else "cd ~"
+        if guest_dir:
+            cd = f"cd {shlex.quote(guest_dir)} || {fallback}"
+        else:
+            cd = f"cd {shlex.quote(guest_home)} || cd ~" if guest_home else ""
     sh = shlex.quote(shell) if shell else '"$SHELL"'
     script = f"exec {sh} -l"
     if command:
@@ -304,7 +311,8 @@ def shell(
         )
     port = ssh_port(name, inst_dir)
     script = remote_script(args, workdir=workdir or None, cwd=_host_cwd(),
-                           mounts=_mounts(name), shell=shell_ or None)
+                           mounts=_mounts(name), shell=shell_ or None,
+                           home=os.path.expanduser("~"))
     if tty is None:
         tty = sys.stdin.isatty() and sys.stdout.isatty()
     has_config = (inst_dir / paths.SSH_CONFIG).exists()

@@ -43,6 +43,18 @@ def test_command_in_mapped_cwd() -> None:
     assert shlex.split(script.split(" -c ", 1)[1]) == ["ls -l 'my file'"]
 
 
+def test_mounted_host_home_is_the_fallback_as_in_lima() -> None:
+    # cwd not mounted, the host home is: the shell starts in the home's mount point.
+    assert remote_script(["pwd"], cwd="/tmp", mounts=MOUNTS, home="/home/u") == (
+        "cd /home/u || cd ~ ; exec \"$SHELL\" -l -c pwd")
+    # cwd mounted: entered, the mounted home when it is gone in the guest.
+    assert remote_script(["pwd"], cwd="/data/x", mounts=MOUNTS, home="/home/u") == (
+        "cd /srv/data/x || cd /home/u ; exec \"$SHELL\" -l -c pwd")
+    # neither mounted: no cd at all.
+    assert remote_script(["pwd"], cwd="/tmp", mounts=MOUNTS[2:], home="/home/u") == (
+        "exec \"$SHELL\" -l -c pwd")
+
+
 def test_workdir_must_exist_and_wins_over_cwd() -> None:
     script = remote_script(["pwd"], workdir="/opt/my dir", cwd="/home/u", mounts=MOUNTS)
     assert script.startswith("cd '/opt/my dir' || exit 1 ; exec ")
