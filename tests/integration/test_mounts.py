@@ -21,7 +21,8 @@ import pytest
 
 from tests.integration.conftest import Limactl, qemu_pids_for
 
-pytestmark = pytest.mark.integration
+# Each test boots the Debian guest once; under TCG on a loaded machine that takes minutes.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 
 def spec(mount_type: str, mounts: str) -> str:
@@ -74,7 +75,7 @@ def test_9p_mounts(limactl: Limactl, tmp_path: Path) -> None:
         f"- location: {rw}\n  mountPoint: /mnt/rw\n  writable: true\n"
         f"- location: {missing}\n  mountPoint: /sys/lima-cannot-mount\n"
     )))
-    out = limactl("apply", str(f), timeout=900)
+    out = limactl("apply", "--timeout", "1200", str(f), timeout=1300)
     assert "ninep: running" in out.stdout, out.stdout + out.stderr
     assert "degraded" in out.stderr + out.stdout
     assert missing.is_dir()  # created on the host, as Lima does
@@ -113,7 +114,7 @@ def test_reverse_sshfs_mounts(limactl: Limactl, tmp_path: Path) -> None:
         f"- location: {ro}\n  mountPoint: /mnt/ro\n"
         f"- location: {rw}\n  mountPoint: /mnt/rw\n  writable: true\n"
     )))
-    out = limactl("apply", str(f), timeout=900)
+    out = limactl("apply", "--timeout", "1200", str(f), timeout=1300)
     assert "sshfs: running" in out.stdout, out.stdout + out.stderr
     assert "degraded" not in out.stdout + out.stderr
     table = shell(limactl, "sshfs", "cat /proc/mounts").stdout
