@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+import pytest
+
 from lima.drivers.mounts import sshfs_command
 from lima.schemas.spec import Mount
 
@@ -41,3 +43,23 @@ def test_virtfs_command_mounts_by_tag_unless_mounted() -> None:
     ro = shlex.split(virtfs_command("virtiofs", Mount(location="/h", mount_point="/h")))
     assert ro[-5:] == ["virtiofs", "-o", "ro", "lima-" + sha256(b"/h:/h").hexdigest()[:16],
                        "/h"]
+
+
+def test_mount_all_reports_each_failed_virtfs_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lima.drivers import mounts as mod
+
+    ran: list[str] = []
+
+    def fake_run(client: object, command: str, *, timeout: float) -> tuple[int, str, str]:
+        ran.append(command)
+        if "/sys/x" in command:
+            return 1, "", "mkdir: cannot create directory '/sys/x': No such file or directory\n"
+        return 0, "", ""
+
+    monkeypatch.setattr(mod, "run", fake_run)
+    ok = Mount(location="/srv/ok", mount_point="/mnt/ok")
+    bad = Mount(location="/srv/bad", mount_point="/sys/x", writable=True)
+    errors = mod.mount_all(object(), [ok, bad], "9p")  # type: ignore[arg-type]
+    assert errors == ["mount /srv/bad on /sys/x (9p) failed: mkdir: cannot create directory "
+                      "'/sys/x': No such file or directory"]
+    assert len(ran) == 2 and all(" -t 9p " in c for c in ran)
