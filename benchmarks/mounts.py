@@ -5,7 +5,8 @@ One Debian guest (`build:debian-12`, restrict=on) in a private LIMA_HOME under /
 1. booted with `mountType: 9p`, the host directory mounted read-only at /mnt/bench;
    in the guest, after dropping the page cache, `dd if=/mnt/bench/data of=/dev/null bs=1M`
    (dd's own byte count and seconds);
-2. baseline: `scp -F ssh.config data lima-bench:/dev/null` from the host, wall time;
+2. baseline: `scp -F ssh.config data lima-bench:/dev/null` from the host, wall time (scp's
+   SFTP mode prints "remote fsetstat: Bad message" for /dev/null; the copy is complete);
 3. `mountType: reverse-sshfs` applied (the guest restarts), the same dd.
 Each figure is the median of --runs runs, printed in MB/s (10^6 bytes per second).
 
