@@ -65,7 +65,8 @@ _TABLE = (
     HostProgram("ssh", "openssh-client",
                 "`limactl shell` execs it; ssh.config asks `ssh -V` its version", tests=True),
     HostProgram("scp", "openssh-client",
-                "`limactl copy` (its scp backend, over the instance's ssh.config)"),
+                "`limactl copy` (its scp backend, over the instance's ssh.config); the mounts "
+                "benchmark's baseline", tests=True),
     HostProgram("rsync", "rsync", "`limactl copy` (its rsync backend)"),
     HostProgram("sftp-server", "openssh-sftp-server",
                 "host end of reverse-sshfs mounts (/usr/lib/openssh/sftp-server)"),
@@ -94,8 +95,6 @@ _TABLE = (
     HostProgram("sleep", "coreutils", "a stand-in child process", lima=False, tests=True),
     HostProgram("true", "coreutils", "a child that exits at once", lima=False, tests=True),
     HostProgram("curl", "curl", "the download benchmark's baseline", lima=False, tests=True),
-    HostProgram("scp", "openssh-client", "the mounts benchmark's baseline", lima=False,
-                tests=True),
     HostProgram("head", "coreutils", "endless stdin in the faults benchmark",
                 lima=False, tests=True),
     HostProgram("git", "git", "the faults benchmark names the commit it measured",
