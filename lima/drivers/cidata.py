@@ -12,7 +12,10 @@ Layout (base names <= 30 characters, checked):
   boot/NN-*            our boot scripts, then `mode: boot` provision scripts
   util/*               helpers put on the guest's PATH by boot.sh (assets)
   provision.dependency/NNNNNNNN, provision.data/NNNNNNNN{,.sh},
+  provision.yq/NNNNNNNN{,.json} (the expression, and its program for util/lima-yq),
   provision.system/NNNNNNNN, provision.user/NNNNNNNN   (NNNNNNNN = index in provision)
+  provision.labels     "<path>\t<label>" per step, how boot.sh names a failing one
+`mode: ansible` steps are not on the seed: the host agent runs them (drivers/postboot.py).
 """
 
 from __future__ import annotations
@@ -68,8 +71,10 @@ def seed_files(
     host_home: str | None,
 ) -> list[SeedFile]:
     """Every file of the seed, in a stable order (pure apart from reading the assets)."""
+    certs = read_ca_certs(spec)
     files = [
-        SeedFile("user-data", _b(cloudconfig.user_data(spec, keys=keys, host_home=host_home))),
+        SeedFile("user-data", _b(cloudconfig.user_data(spec, keys=keys, host_home=host_home,
+                                                       ca_certs=certs))),
         SeedFile("meta-data", _b(cloudconfig.meta_data(spec, iid=iid))),
         SeedFile("network-config", _b(cloudconfig.network_config(spec))),
         SeedFile("lima.env", _b(cloudconfig.lima_env(spec, iid=iid, host_home=host_home))),
@@ -107,11 +112,51 @@ def _provision_files(spec: InstanceSpec) -> list[SeedFile]:
             writer = cloudconfig.data_writer_script(replace(p, path=path), i)
             out.append(SeedFile(f"provision.data/{num}", _b(content)))
             out.append(SeedFile(f"provision.data/{num}.sh", _b(writer), True))
-        elif p.mode in ("ansible", "yq"):
-            # Run from the host (ansible) or not supported on the seed yet (yq).
-            continue
+        elif p.mode == "yq":
+            expression = cloudconfig.expand_params(p.expression or "", params, what=where)
+            yq = replace(p, expression=expression)
+            cloudconfig.yq_format(yq, i)  # an unsupported format fails the build, by name
+            out.append(SeedFile(f"provision.yq/{num}", _b(expression)))
+            out.append(SeedFile(f"provision.yq/{num}.json", _b(cloudconfig.yq_program(yq, i))))
+        elif p.mode == "ansible":
+            continue  # run from the host once the guest is up (lima.drivers.postboot)
         else:
             raise SpecError(f"{where}.mode: unknown provision mode {p.mode!r}")
+    if spec.provision:
+        out.append(SeedFile("provision.labels", _b(_labels(spec, out))))
+    return out
+
+
+def _labels(spec: InstanceSpec, files: list[SeedFile]) -> str:
+    """provision.labels: "<seed path>\t<label>" per runnable file, so that boot.sh names a
+    failing step the way lima.yaml does (cloudconfig.provision_label)."""
+    lines = []
+    for f in files:
+        base = f.path.rsplit("/", 1)[-1]
+        digits = base.split(".")[0].rsplit("-", 1)[-1]
+        if not digits.isdigit() or f.path.endswith((".json",)) or not (
+                f.executable or f.path.startswith("provision.yq/")):
+            continue
+        i = int(digits)
+        lines.append(f"{f.path}\t{cloudconfig.provision_label(spec.provision[i], i)}\n")
+    return "".join(lines)
+
+
+def read_ca_certs(spec: InstanceSpec) -> list[str]:
+    """The PEM texts of caCerts.files (read now, on the host, as Lima does) then
+    caCerts.certs. A file that cannot be read is a SpecError naming it."""
+    ca = spec.raw.get("caCerts")
+    if not isinstance(ca, dict):
+        return []
+    out: list[str] = []
+    for i, name in enumerate(ca.get("files") or []):
+        path = Path(os.path.expanduser(str(name)))
+        try:
+            out.append(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"caCerts.files[{i}]: cannot read {path}: "
+                            f"{getattr(exc, 'strerror', None) or exc}") from None
+    out += [str(c) for c in ca.get("certs") or []]
     return out
 
 
@@ -138,7 +183,8 @@ def build_cidata(
     files = seed_files(spec, iid=iid, keys=keys, host_env=env, host_home=host_home)
     iso_path = inst_dir / paths.CIDATA_ISO
     write_iso(files, iso_path)
-    reference = cloudconfig.user_data(spec, keys=keys, boot_hook=False, host_home=host_home)
+    reference = cloudconfig.user_data(spec, keys=keys, boot_hook=False, host_home=host_home,
+                                      ca_certs=read_ca_certs(spec))
     atomic_write(inst_dir / paths.CLOUD_CONFIG, reference, mode=0o444)
     return iso_path
 

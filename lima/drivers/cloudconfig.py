@@ -28,6 +28,7 @@ from lima.errors import SpecError
 from lima.names import guest_hostname
 from lima.schemas import yamldump
 from lima.schemas.spec import InstanceSpec, Mount, Provision
+from lima.schemas.yqexpr import YqError, compile_expression, program_json, resolve_format
 
 CIDATA_MOUNT_POINT = "/mnt/lima-cidata"
 CIDATA_DEVICE = "/dev/disk/by-label/cidata"
@@ -82,8 +83,13 @@ def user_data(
     keys: Sequence[str],
     boot_hook: bool = True,
     host_home: str | None = None,
+    ca_certs: Sequence[str] = (),
 ) -> str:
-    """`#cloud-config` user-data. `boot_hook=False` gives Lima's cloud-config.yaml copy."""
+    """`#cloud-config` user-data. `boot_hook=False` gives Lima's cloud-config.yaml copy.
+
+    `ca_certs`: the PEM texts of caCerts.files and caCerts.certs (the caller reads the
+    files), for cloud-init's ca_certs module.
+    """
     if not keys:
         raise SpecError("no ssh public key for the guest user (the identity is missing)")
     user: dict[str, Any] = {"name": spec.user.name, "uid": int(spec.user.uid)}
@@ -112,6 +118,9 @@ def user_data(
     doc["hostname"] = hostname(spec)
     if spec.timezone:
         doc["timezone"] = spec.timezone
+    certs = ca_certs_block(spec, ca_certs)
+    if certs:
+        doc["ca_certs"] = certs
     fstab = _fstab_mounts(spec, host_home)
     if fstab and boot_hook:
         doc["mounts"] = fstab
@@ -122,6 +131,22 @@ def user_data(
     if boot_hook:
         doc["bootcmd"] = [boot_hook_script()]
     return "#cloud-config\n" + _dump(doc)
+
+
+def ca_certs_block(spec: InstanceSpec, certs: Sequence[str]) -> dict[str, Any]:
+    """cloud-init `ca_certs:` as Lima writes it: remove_defaults only when true, trusted
+    only when there are certificates; empty when neither (Lima then leaves it out)."""
+    out: dict[str, Any] = {}
+    if remove_ca_defaults(spec):
+        out["remove_defaults"] = True
+    if certs:
+        out["trusted"] = [c if c.endswith("\n") else c + "\n" for c in certs]
+    return out
+
+
+def remove_ca_defaults(spec: InstanceSpec) -> bool:
+    ca = spec.raw.get("caCerts")
+    return isinstance(ca, dict) and ca.get("removeDefaults") is True
 
 
 def _fstab_mounts(spec: InstanceSpec, host_home: str | None) -> list[list[str]]:
@@ -206,8 +231,10 @@ def lima_env(
             (f"DISK_{i}_FSTYPE", d.fs_type),
             (f"DISK_{i}_FSARGS", " ".join(d.fs_args)),
         ]
+    lines += _provision_env(spec)
     lines += [
         ("GUEST_INSTALL_PREFIX", GUEST_INSTALL_PREFIX),
+        ("UPGRADE_PACKAGES", "1" if spec.upgrade_packages else ""),
         ("CONTAINERD_USER", "1" if spec.containerd_user else ""),
         ("CONTAINERD_SYSTEM", "1" if spec.containerd_system else ""),
     ]
@@ -229,8 +256,36 @@ def lima_env(
         ("VSOCK_PORT", "0"),
         ("VIRTIO_PORT", GUEST_AGENT_PORT),
         ("PLAIN", "1" if spec.plain else ""),
+        # limapy's own: how many caCerts entries cloud-init is to install (boot.sh reports
+        # them as not installed on a guest without cloud-init).
+        ("CA_CERTS", str(ca_cert_count(spec) + (1 if remove_ca_defaults(spec) else 0))),
     ]
     return "".join(f"LIMA_CIDATA_{k}={_shell_value(k, v)}\n" for k, v in lines)
+
+
+def _provision_env(spec: InstanceSpec) -> list[tuple[str, str]]:
+    """Lima's LIMA_CIDATA_DATAFILE_* and LIMA_CIDATA_YQ_PROVISION_* lines, per step index."""
+    out: list[tuple[str, str]] = []
+    for i, p in enumerate(spec.provision):
+        num = f"{i:08d}"
+        if p.mode == "data":
+            out += [(f"DATAFILE_{num}_OVERWRITE", _gobool(p.overwrite is not False)),
+                    (f"DATAFILE_{num}_OWNER", p.owner or "root:root"),
+                    (f"DATAFILE_{num}_PATH", p.path or ""),
+                    (f"DATAFILE_{num}_PERMISSIONS", str(p.permissions or "644"))]
+        elif p.mode == "yq":
+            out += [(f"YQ_PROVISION_{num}_FORMAT", yq_format(p, i)),
+                    (f"YQ_PROVISION_{num}_OWNER", p.owner or "root:root"),
+                    (f"YQ_PROVISION_{num}_PATH", p.path or ""),
+                    (f"YQ_PROVISION_{num}_PERMISSIONS", str(p.permissions or "644"))]
+    return out
+
+
+def ca_cert_count(spec: InstanceSpec) -> int:
+    ca = spec.raw.get("caCerts")
+    if not isinstance(ca, dict):
+        return 0
+    return sum(len(v) for k in ("files", "certs") if isinstance(v := ca.get(k), list))
 
 
 def _gobool(value: bool) -> str:
@@ -359,6 +414,44 @@ def expand_params(text: str, params: Mapping[str, str], *, what: str = "provisio
     return _PARAM_REF.sub(repl, text)
 
 
+def provision_label(p: Provision, index: int) -> str:
+    """How a failure names step `index`: `provision[2] (mode: system) "apt-get install x"`,
+    the quoted part being the script's first line after `#!` (a comment's text), or the
+    path a data/yq step writes, or the playbook."""
+    what = ""
+    if p.mode in ("data", "yq"):
+        what = p.path or ""
+    elif p.mode == "ansible":
+        what = p.playbook or ""
+    else:
+        for line in (p.script or "").splitlines():
+            line = line.strip()
+            if not line or line.startswith("#!"):
+                continue
+            what = line.lstrip("#").strip() or line
+            break
+    if len(what) > 60:
+        what = what[:57] + "..."
+    what = what.replace("\t", " ")
+    return f"provision[{index}] (mode: {p.mode})" + (f' "{what}"' if what else "")
+
+
+def yq_format(p: Provision, index: int) -> str:
+    """The resolved format of a `mode: yq` step (auto -> by the path's extension)."""
+    try:
+        return resolve_format(p.format, p.path or "")
+    except YqError as exc:
+        raise SpecError(f"provision[{index}].format: {exc}") from None
+
+
+def yq_program(p: Provision, index: int) -> str:
+    """The JSON program lima/assets/cidata/util/lima-yq applies for a `mode: yq` step."""
+    try:
+        return program_json(compile_expression(p.expression or ""))
+    except YqError as exc:
+        raise SpecError(f"provision[{index}].expression: {exc}") from None
+
+
 def data_writer_script(p: Provision, index: int) -> str:
     """The script that installs one `mode: data` file (content sits next to it on the seed).
 
@@ -383,7 +476,11 @@ def data_writer_script(p: Provision, index: int) -> str:
     if not overwrite:
         lines.append('if [ -e "$dest" ]; then echo "$dest exists; not overwritten"; exit 0; fi')
     lines += [
-        'mkdir -p "$(dirname "$dest")"',
+        # Missing directories belong to the owner's user, as Lima creates them as that user.
+        f"user={q(owner.split(':')[0])}",
+        'make_dir() { [ -d "$1" ] && return 0; make_dir "$(dirname "$1")" || return 1;'
+        ' mkdir "$1" && chown "$user:$(id -g "$user")" "$1"; }',
+        'make_dir "$(dirname "$dest")"',
         'tmp="$dest.lima-tmp.$$"',
         'cat "$src" >"$tmp"',
         f'chown {q(owner)} "$tmp"',

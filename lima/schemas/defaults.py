@@ -515,10 +515,13 @@ def _fill_provision(f: _Filler) -> None:
             continue
         where = f"provision[{i}]"
         # The user's values are expanded; the builtins, filled after, are not templates.
-        if p.get("mode") == "data":
-            for key in ("content", "owner", "path"):
-                if isinstance(p.get(key), str):
-                    p[key] = f.guest(p[key], f"{where}.{key}")
+        # (yq's owner/permissions/format builtins, root:root, 644 and auto, are applied
+        # where they are used: lima.drivers.cloudconfig.)
+        keys = {"data": ("content", "owner", "path"),
+                "yq": ("expression", "owner", "path")}.get(str(p.get("mode")), ())
+        for key in keys:
+            if isinstance(p.get(key), str):
+                p[key] = f.guest(p[key], f"{where}.{key}")
         if isinstance(p.get("script"), str) and p["script"]:
             p["script"] = f.guest(p["script"], f"{where}.script")
         _fill_entry(p, i, "provision")

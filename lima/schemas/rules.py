@@ -35,6 +35,7 @@ from lima.schemas.rulebase import (
     str_of,
     templated,
 )
+from lima.schemas.yqexpr import LIMA_FORMATS, YqError, compile_expression, resolve_format
 
 _PARAM_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
@@ -279,6 +280,7 @@ def _provision_file(ctx: Ctx, path: Path, step: dict[str, Any], mode: str) -> No
         for key in ("content", "overwrite"):
             if step.get(key) is not None:
                 ctx.error((*path, key), 'can only be set when mode is "data"')
+        _yq(ctx, path, step)
     if step.get("script") is not None:
         ctx.error((*path, "script"), f'cannot be set when mode is "{mode}"')
     perms = step.get("permissions")
@@ -287,6 +289,31 @@ def _provision_file(ctx: Ctx, path: Path, step: dict[str, Any], mode: str) -> No
         if not re.fullmatch(r"[0-7]{1,4}", text):
             ctx.error((*path, "permissions"), f'must be an octal number such as "644", '
                       f'got "{text}"')
+
+
+def _yq(ctx: Ctx, path: Path, step: dict[str, Any]) -> None:
+    """The expression and format must be in the subset limapy runs (lima.schemas.yqexpr);
+    templated values are checked once filled, when the seed is built."""
+    fmt = str_of(step.get("format"))
+    if fmt is not None:
+        check_enum(ctx, (*path, "format"), fmt, LIMA_FORMATS)
+    target = str_of(step.get("path"))
+    if fmt not in (None, "auto") and fmt in LIMA_FORMATS:
+        try:
+            resolve_format(fmt, "")
+        except YqError as exc:
+            ctx.error((*path, "format"), str(exc))
+    elif fmt in (None, "auto") and target is not None and not templated(target):
+        try:
+            resolve_format("auto", target)
+        except YqError as exc:
+            ctx.error((*path, "path"), f"{exc}; its extension picks the format")
+    expression = str_of(step.get("expression"))
+    if expression is not None and not templated(expression):
+        try:
+            compile_expression(expression)
+        except YqError as exc:
+            ctx.error((*path, "expression"), str(exc))
 
 
 @rule
@@ -357,8 +384,15 @@ def other_files(ctx: Ctx) -> None:
 @rule
 def experimental(ctx: Ctx) -> None:
     display = str_of(ctx.get("video", "display"))
-    if display and "vnc" in display:
-        ctx.warn(("video", "display"), "vnc is experimental")
+    if display and display.split(",")[0].split("=")[0] == "vnc":
+        # QEMU would serve the guest's screen on a TCP port; limapy keeps every listener
+        # it opens to the ssh forward and does not set up Lima's VNC password.
+        ctx.error(("video", "display"), '"vnc" is not supported by limapy; use "none" '
+                  "(reach the guest with `limactl shell`)")
+    if ctx.get("upgradePackages") is True and ctx.get("vmOpts", "qemu",
+                                                      "restrictNetwork") is True:
+        ctx.error(("upgradePackages",), "needs the network, but vmOpts.qemu.restrictNetwork "
+                  "is true (the guest reaches nothing): set one of them to false")
     device = str_of(ctx.get("audio", "device"))
     if device:
         ctx.warn(("audio", "device"), "audio is experimental")

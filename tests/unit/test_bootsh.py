@@ -48,6 +48,8 @@ APPLETS = [
     "hostname",
     "printf",
     "su",
+    "tail",
+    "cut",
 ]
 
 SHELLS = [
@@ -129,7 +131,10 @@ def _fake_seed(tmp: Path, user: str, *, fail_system: bool = False) -> Path:
     _script(seed / "provision.dependency" / "00000001", rec)
     _script(seed / "provision.data" / "00000002.sh", rec)
     (seed / "provision.data" / "00000002").write_text("data, not a script\n")
-    _script(seed / "provision.system" / "00000003", rec + ("exit 3\n" if fail_system else ""))
+    fail = 'echo "step one ok"\necho\necho "E: no such package" >&2\nexit 3\n'
+    _script(seed / "provision.system" / "00000003", rec + (fail if fail_system else ""))
+    (seed / "provision.labels").write_text(
+        'provision.system/00000003\tprovision[3] (mode: system) "apt-get install x"\n')
     _script(seed / "provision.system" / "00000004", rec)
     _script(
         seed / "provision.user" / "00000005",
@@ -185,7 +190,12 @@ def test_failure_is_recorded_and_the_rest_still_runs(kind: str, tmp_path: Path) 
     assert not (run / "lima-boot-done").exists()
     iid, failures = cidata.parse_boot_failed((run / "lima-boot-failed").read_text())
     assert iid == "iid-test"
-    assert failures == [f"{seed}/provision.system/00000003: exit 3"]
+    log = run / "lima-provision" / "provision.system_00000003.log"
+    # Named as lima.yaml has it, with its exit status and the tail of its output.
+    assert failures == [
+        'provision[3] (mode: system) "apt-get install x": exit 3; last output: step one ok'
+        f" | E: no such package (full output: {log})"]
+    assert "E: no such package" in log.read_text()
     order = (tmp_path / "order").read_text().split()
     assert order[-2:] == ["provision.system/00000004", "user-script"]
 

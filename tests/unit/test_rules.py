@@ -150,6 +150,22 @@ CASES = [
     ("provision-data-permissions", "provision:\n- mode: data\n  path: /x\n  content: a\n"
      "  permissions: 644\n", "provision:\n- mode: data\n  path: /x\n  content: a\n"
      "  permissions: rw-r--r--\n", "provision[0].permissions", 8, "octal"),
+    ("provision-yq-subset", "provision:\n- mode: yq\n  path: /etc/x.json\n"
+     "  expression: '.a.b = [1] | .c += {d: 2}'\n", "provision:\n- mode: yq\n"
+     "  path: /etc/x.json\n  expression: .a = .b\n", "provision[0].expression", 7,
+     "only literal values"),
+    ("provision-yq-format", "provision:\n- mode: yq\n  path: /etc/x.conf\n  format: ini\n"
+     "  expression: .S.k = 1\n", "provision:\n- mode: yq\n  path: /etc/x.conf\n"
+     "  format: toml\n  expression: .S.k = 1\n", "provision[0].format", 7,
+     '"toml" is not supported'),
+    ("provision-yq-auto-format", "provision:\n- mode: yq\n  path: /etc/x.ini\n"
+     "  expression: .S.k = 1\n", "provision:\n- mode: yq\n  path: /etc/x.xml\n"
+     "  expression: .S.k = 1\n", "provision[0].path", 6, "extension picks the format"),
+    ("video-vnc", "video:\n  display: none\n", "video:\n  display: vnc\n", "video.display", 5,
+     "not supported by limapy"),
+    ("upgradePackages-restricted", "upgradePackages: true\n",
+     "upgradePackages: true\nvmOpts:\n  qemu:\n    restrictNetwork: true\n",
+     "upgradePackages", 4, "needs the network"),
     ("provision-yq-expression", "provision:\n- mode: yq\n  path: /etc/x.yaml\n"
      "  expression: .a = 1\n", "provision:\n- mode: yq\n  path: /etc/x.yaml\n",
      "provision[0]", 5, '"expression" must be set'),
@@ -305,7 +321,6 @@ def test_templated_values_are_not_judged_before_expansion() -> None:
 
 @pytest.mark.parametrize(("doc", "path", "fragment"), [
     ("arch: riscv64\n", "arch", "experimental"),
-    ("video:\n  display: vnc\n", "video.display", "experimental"),
     ("audio:\n  device: pa\n", "audio.device", "experimental"),
     ("provision:\n- script: echo $LIMA_CIDATA_USER\n", "provision[0].script", "LIMA_CIDATA"),
     ("provision:\n- mode: ansible\n  playbook: x.yaml\n", "provision[0].mode", "deprecated"),

@@ -9,11 +9,16 @@
 #   $RUN/lima-ssh-ready    "IID\n", written once /etc/environment is in place,
 #                          before any boot or provision script runs.
 #   $RUN/lima-boot-done    "IID\n", written at the end when every script succeeded.
-#   $RUN/lima-boot-failed  "IID\n" then one line per failure ("<script>: exit N"),
-#                          written at the end instead of lima-boot-done.
-# Stale markers of an earlier boot are removed at start. Order: boot/*,
-# provision.dependency/*, provision.data/*.sh, provision.system/* as root, then
-# provision.user/* as the guest user (after waiting, bounded, for the user to exist).
+#   $RUN/lima-boot-failed  "IID\n" then one line per failure, written at the end instead
+#                          of lima-boot-done: "<label>: exit N; last output: a | b
+#                          (full output: $RUN/lima-provision/<step>.log)", the label
+#                          being the step as lima.yaml has it (provision.labels).
+#   $RUN/lima-provision/   each step's output, kept for this boot.
+# Stale markers of an earlier boot are removed at start. Order (Lima's): boot/* (ours,
+# then `mode: boot` steps), provision.dependency/*, provision.data/*.sh, provision.yq/*
+# (util/lima-yq, needs python3), provision.system/* as root, then provision.user/* as
+# the guest user (after waiting, bounded, for the user to exist). A guest without
+# cloud-init reports caCerts and upgradePackages as not done.
 # Output goes to $LIMA_BOOT_LOG and the console.
 #
 # Overrides (for tests and unusual guests):
@@ -38,6 +43,8 @@ SYSTEMD_USER_TIMEOUT="${LIMA_BOOT_SYSTEMD_USER_TIMEOUT:-30}"
 CLOUD_INIT_RUN="${LIMA_BOOT_CLOUD_INIT_RUN:-/run/cloud-init}"
 CLOUD_INIT_TIMEOUT="${LIMA_BOOT_CLOUD_INIT_TIMEOUT:-600}"
 RUN_AS="${LIMA_BOOT_RUN_AS:-}"
+# How many lines of a failing step's output its failure record quotes.
+TAIL_LINES="${LIMA_BOOT_TAIL_LINES:-5}"
 export LIMA_CIDATA_MNT
 
 INFO() { echo "LIMA $(date '+%Y-%m-%dT%H:%M:%S')| $*"; }
@@ -102,15 +109,81 @@ run_file() {
 	fi
 }
 
+# The name lima.yaml gives a seed file ("provision[2] (mode: system) ..."), from
+# provision.labels; our own boot scripts keep their path.
+label_of() {
+	label=""
+	[ -f "$MNT/provision.labels" ] &&
+		label=$(awk -F '\t' -v k="$1" '$1 == k { print $2; exit }' "$MNT/provision.labels")
+	printf '%s' "${label:-$1}"
+}
+
+# "; last output: a | b | c": the last non-empty lines of a step's output, on one line.
+output_tail() {
+	[ -s "$1" ] || return 0
+	t=$(tr -d '\r' <"$1" | grep -v '^[[:space:]]*$' | tail -n "$TAIL_LINES" | cut -c1-160 |
+		sed 's/$/ |/' | tr '\n' ' ')
+	[ -n "$t" ] && printf '; last output: %s' "${t% | }"
+}
+
+# Run one step ("$@") with its output in $STEP_LOGS/<name>.log (kept for this boot), then
+# copied to ours. A file, not a pipe: a daemon a script leaves running may hold its
+# output open forever. A failure is recorded with the step's label, exit status and the
+# last lines of its output.
+run_step() {
+	key="$1"
+	shift
+	out="$STEP_LOGS/$(printf '%s' "$key" | tr '/' '_').log"
+	"$@" >"$out" 2>&1 </dev/null
+	rc=$?
+	cat "$out"
+	if [ "$rc" -ne 0 ]; then
+		record_failure "$(label_of "$key"): exit $rc$(output_tail "$out") (full output: $out)"
+	fi
+	return "$rc"
+}
+
 run_root_dir() {
 	[ -d "$1" ] || return 0
 	for f in "$1"/$2; do
 		[ -f "$f" ] || continue
 		INFO "Executing $f"
-		run_file "$f"
-		rc=$?
-		[ "$rc" -eq 0 ] || record_failure "$f: exit $rc"
+		run_step "${f#"$MNT"/}" run_file "$f"
 	done
+}
+
+# mode: yq, with util/lima-yq (python3); the step's metadata comes from lima.env.
+run_yq_dir() {
+	[ -d "$MNT/provision.yq" ] || return 0
+	for prog in "$MNT"/provision.yq/*.json; do
+		[ -f "$prog" ] || continue
+		num=$(basename "$prog" .json)
+		case "$num" in '' | *[!0-9]*) continue ;; esac
+		key="provision.yq/$num"
+		if ! command -v python3 >/dev/null 2>&1; then
+			record_failure "$(label_of "$key"): not run: mode yq needs python3 in the guest, which has none"
+			continue
+		fi
+		eval "path=\${LIMA_CIDATA_YQ_PROVISION_${num}_PATH:-}"
+		eval "format=\${LIMA_CIDATA_YQ_PROVISION_${num}_FORMAT:-yaml}"
+		eval "owner=\${LIMA_CIDATA_YQ_PROVISION_${num}_OWNER:-root:root}"
+		eval "perms=\${LIMA_CIDATA_YQ_PROVISION_${num}_PERMISSIONS:-644}"
+		INFO "Updating $path ($key)"
+		# shellcheck disable=SC2154 # set by the evals above
+		run_step "$key" python3 "$MNT/util/lima-yq" "$prog" "$path" "$format" "$owner" "$perms"
+	done
+}
+
+# What only cloud-init does (packages, CA certificates) cannot happen on a guest without
+# it: say so rather than skip it quietly.
+check_cloud_init_features() {
+	[ -d "$CLOUD_INIT_RUN" ] && return 0
+	if [ "${LIMA_CIDATA_UPGRADE_PACKAGES:-}" = 1 ]; then
+		record_failure "upgradePackages: not done: this guest has no cloud-init to upgrade its packages"
+	fi
+	if [ "${LIMA_CIDATA_CA_CERTS:-0}" -gt 0 ] 2>/dev/null; then
+		record_failure "caCerts: not installed: this guest has no cloud-init to install them"
+	fi
 }
 
 has_files() {
@@ -146,8 +219,10 @@ wait_for_cloud_init() {
 		sleep 1
 		waited=$((waited + 1))
 	done
-	if ! tr -d ' \n' <"$CLOUD_INIT_RUN/result.json" | grep -q '"errors":\[\]'; then
-		record_failure "cloud-init reported errors (see: cloud-init status --long)"
+	flat=$(tr -d '\n' <"$CLOUD_INIT_RUN/result.json" | tr -s ' ')
+	if ! printf '%s' "$flat" | tr -d ' ' | grep -q '"errors":\[\]'; then
+		errs=$(printf '%s' "$flat" | sed -n 's/.*"errors": *\[\([^]]*\)\].*/\1/p' | cut -c1-400)
+		record_failure "cloud-init reported errors: ${errs:-see} (cloud-init status --long)"
 	fi
 }
 
@@ -217,9 +292,7 @@ WRAPPER
 	chmod 700 "$dir" "$dir/script"
 	chown -R "$user" "$dir" 2>/dev/null || chown -R "$uid" "$dir"
 	INFO "Executing $f (as user $user)"
-	run_as "$user" "$dir/run"
-	rc=$?
-	[ "$rc" -eq 0 ] || record_failure "$f (as user $user): exit $rc"
+	run_step "${f#"$MNT"/}" run_as "$user" "$dir/run"
 	rm -rf "$dir"
 }
 
@@ -251,9 +324,14 @@ main() {
 	install_etc_environment
 	write_marker lima-ssh-ready "$IID"
 
+	STEP_LOGS="$RUN_DIR/lima-provision"
+	rm -rf "$STEP_LOGS"
+	mkdir -p "$STEP_LOGS" && chmod 755 "$STEP_LOGS"
+
 	run_root_dir "$MNT/boot" '*'
 	run_root_dir "$MNT/provision.dependency" '*'
 	run_root_dir "$MNT/provision.data" '*.sh'
+	run_yq_dir
 	run_root_dir "$MNT/provision.system" '*'
 
 	if has_files "$MNT/provision.user"; then
@@ -273,6 +351,7 @@ main() {
 	fi
 
 	wait_for_cloud_init
+	check_cloud_init_features
 
 	if [ -n "$FAILURES" ]; then
 		write_marker lima-boot-failed "$IID
