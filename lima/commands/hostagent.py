@@ -23,6 +23,8 @@ from lima.errors import NotFoundError, SpecError
 from lima.names import instance_dir_for
 
 if TYPE_CHECKING:
+    import paramiko
+
     from lima.drivers.ssh import SSHGuest
     from lima.schemas.spec import InstanceSpec
 
@@ -99,11 +101,22 @@ class _LazyGuest:
 
         spec, problem = (self.spec, None) if self.spec is not None else _spec_for_mounts(
             self.name)
+        self.spec = spec
         mounts = spec.mounts if spec is not None else ()
+
+        def after_boot(client: paramiko.SSHClient) -> list[str]:
+            # Mounts, then (drivers/postboot.py) probes, copyToHost and ansible steps.
+            from lima.drivers.postboot import after_boot as post
+
+            errors = mount_all(client, mounts, spec.mount_type) if (
+                spec is not None and mounts) else []
+            if spec is not None:
+                errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop)
+            return errors
+
         self.inner = SSHGuest(
             self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
-            after_boot=(lambda client: mount_all(client, mounts, spec.mount_type))
-            if spec is not None and mounts else None,
+            after_boot=after_boot,
         )
         errors = self.inner.ready(stop, progress)
         return [problem, *errors] if problem else errors
@@ -111,6 +124,10 @@ class _LazyGuest:
     def close(self) -> None:
         if self.inner is not None:
             self.inner.close()
+        if self.spec is not None:
+            from lima.drivers.postboot import delete_on_stop
+
+            delete_on_stop(self.spec)  # copyToHost deleteOnStop: Lima does it at stop
 
     def alive(self, timeout: float) -> bool:
         return self.inner is not None and self.inner.alive(timeout)

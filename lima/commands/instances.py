@@ -159,7 +159,7 @@ def instance_record(name: str) -> dict[str, Any]:
                 config=dict(spec.raw),
             )
             if spec.message:
-                rec["message"] = spec.message
+                rec["message"] = spec.message  # rendered below, once the record is complete
     status_file = inst_dir / paths.STATUS_JSON
     if status_file.is_file():
         try:
@@ -188,8 +188,17 @@ def instance_record(name: str) -> dict[str, Any]:
             # died or was killed since is not Ready, whatever the file still says.
             rec["ready"] = False
             rec["reason"] = f"NotReady (status.json says Ready but the VM is {rec['status']})"
+    if rec.get("message"):
+        from lima.drivers.message import render
+        from lima.schemas.gotemplate import TemplateError
+
+        try:
+            rec["message"] = render(rec["message"], rec)
+        except TemplateError as exc:
+            rec["errors"].append(str(exc))  # Lima: the same words (and status Broken)
     # Lima omits these keys when they are zero or empty (`omitempty`).
-    for key in ("cpus", "memory", "disk", "sshLocalPort", "hostAgentPID", "driverPID", "errors"):
+    for key in ("cpus", "memory", "disk", "sshLocalPort", "hostAgentPID", "driverPID", "errors",
+                "message"):
         if not rec.get(key):
             rec.pop(key, None)
     return rec

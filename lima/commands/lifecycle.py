@@ -271,8 +271,25 @@ def apply(files: tuple[str, ...], name: str | None, timeout: float, dry_run: boo
     for plan, new in zip(plans, resolved, strict=True):
         for w in () if plan.exists else new.warnings:
             _say(str(w))
-        click.echo(f"{plan.name}: {_apply_one(plan, new, restart_policy, timeout)}")
+        outcome = _apply_one(plan, new, restart_policy, timeout)
+        if outcome != "unchanged":
+            show_message(plan.name)
+        click.echo(f"{plan.name}: {outcome}")
     return 0
+
+
+def show_message(name: str) -> None:
+    """lima.yaml's `message`, rendered (lima.drivers.message), as Lima prints it once the
+    instance runs: a header line, then the text as is, for copy and paste."""
+    from lima.commands.instances import instance_record
+
+    rec = instance_record(name)
+    text = str(rec.get("message") or "")
+    if not text.strip():
+        return
+    _say(f"Message from the instance {name!r}:")
+    for line in text.rstrip("\n").splitlines():
+        click.echo(line, err=True)
 
 
 def _refuse(plans: list[InstancePlan], recreate: bool) -> None:
@@ -412,8 +429,10 @@ def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
         # A change staged by `apply --restart=stage` boots here; a running instance keeps
         # running (RestartRequired says what waits).
         gen = plan_instance(inst_name, resolved).generation
-    converge(inst_name, "running", spec=resolved.spec, generation=gen, document=document,
-             timeout=timeout, verb="start")
+    actions = converge(inst_name, "running", spec=resolved.spec, generation=gen,
+                       document=document, timeout=timeout, verb="start")
+    if actions:
+        show_message(inst_name)
     click.echo(f"{inst_name}: running")
 
 

@@ -380,6 +380,7 @@ class QemuDriver:
         if _hostagent_alive(inst) or procs.qemu_pid(inst) is not None:
             return Outcome.temporary("the VM is still running after stop")
         _free_disks(inst)
+        _delete_copies(inst.name)
         return Outcome.success()
 
 
@@ -400,3 +401,17 @@ def _free_disks(inst: Path) -> None:
     """Unlock the additionalDisks the stopped (or deleted) instance held."""
     for name in disks.unlock_instance_disks(inst):
         log.info("Unmounting disk `%s`", name)
+
+
+def _delete_copies(name: str) -> None:
+    """copyToHost's deleteOnStop, again: the host agent does it when it shuts down, but one
+    that was killed could not. A stored lima.yaml that does not load has nothing to say."""
+    from lima.drivers.postboot import delete_on_stop
+    from lima.schemas import load_instance
+
+    try:
+        spec = load_instance(name).spec
+    except LimaError:
+        return
+    for problem in delete_on_stop(spec):
+        log.warning("%s: %s", name, problem)

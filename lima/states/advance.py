@@ -219,9 +219,17 @@ def _degraded_reason(action: Action, errors: list[str]) -> str:
 
 
 def _errors_reason(errors: list[str], default: str) -> str:
+    """MountFailed (every error a failed mount), ProvisionFailed (a provision step or
+    cloud-init failed: the guest's boot-failed marker), ProbeFailed (a readiness probe
+    never passed), else `default`. The words are the host agent's (lima.drivers.mounts,
+    lima.drivers.ssh, lima.drivers.postboot)."""
     # The host agent words each failed mount "mount LOCATION on MOUNTPOINT ... failed: ...".
     if errors and all(e.startswith("mount ") for e in errors):
         return "MountFailed"
+    if any(e.startswith("provisioning failed") for e in errors):
+        return "ProvisionFailed"
+    if any(e.startswith("probe ") for e in errors):
+        return "ProbeFailed"
     return default
 
 
