@@ -138,7 +138,8 @@ def _labels(spec: InstanceSpec, files: list[SeedFile]) -> str:
                 f.executable or f.path.startswith("provision.yq/")):
             continue
         i = int(digits)
-        lines.append(f"{f.path}\t{cloudconfig.provision_label(spec.provision[i], i)}\n")
+        step = cloudconfig.expanded(spec.provision[i], spec.param, i)
+        lines.append(f"{f.path}\t{cloudconfig.provision_label(step, i)}\n")
     return "".join(lines)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from lima.drivers import virtfs
@@ -266,7 +267,8 @@ def lima_env(
 def _provision_env(spec: InstanceSpec) -> list[tuple[str, str]]:
     """Lima's LIMA_CIDATA_DATAFILE_* and LIMA_CIDATA_YQ_PROVISION_* lines, per step index."""
     out: list[tuple[str, str]] = []
-    for i, p in enumerate(spec.provision):
+    for i, raw in enumerate(spec.provision):
+        p = expanded(raw, spec.param, i)
         num = f"{i:08d}"
         if p.mode == "data":
             out += [(f"DATAFILE_{num}_OVERWRITE", _gobool(p.overwrite is not False)),
@@ -412,6 +414,17 @@ def expand_params(text: str, params: Mapping[str, str], *, what: str = "provisio
         return params[key]
 
     return _PARAM_REF.sub(repl, text)
+
+
+def expanded(p: Provision, params: Mapping[str, str], index: int) -> Provision:
+    """`p` with {{.Param.KEY}} expanded in its text fields (a no-op on a filled spec)."""
+    def x(key: str, value: str | None) -> str | None:
+        return None if value is None else expand_params(value, params,
+                                                        what=f"provision[{index}].{key}")
+
+    return replace(p, script=x("script", p.script), path=x("path", p.path),
+                   content=x("content", p.content), expression=x("expression", p.expression),
+                   owner=x("owner", p.owner), playbook=x("playbook", p.playbook))
 
 
 def provision_label(p: Provision, index: int) -> str:
