@@ -406,6 +406,9 @@ class _OneShot:
         if not isinstance(action, DeleteInstance):
             return self.inner.execute(name, action, desired)
         try:
+            from lima.drivers.postboot import remove_copies_inside
+
+            remove_copies_inside(paths.instance_dir(name))  # copyToHost files are ours
             store.delete_instance_dir(paths.instance_dir(name))
         except LimaError as exc:
             raise _Ended(exc) from None

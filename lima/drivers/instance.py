@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -247,7 +246,9 @@ class QemuDriver:
                 return self._stop(inst, False, timeout=ABORT_TIMEOUT)
             case DeleteInstance():
                 if inst.exists():
-                    _remove_copies_inside(inst)
+                    from lima.drivers.postboot import remove_copies_inside
+
+                    remove_copies_inside(inst)
                     store.delete_instance_dir(inst)
                 _free_disks(inst)
                 return Outcome.success()
@@ -403,35 +404,6 @@ def _free_disks(inst: Path) -> None:
     """Unlock the additionalDisks the stopped (or deleted) instance held."""
     for name in disks.unlock_instance_disks(inst):
         log.info("Unmounting disk `%s`", name)
-
-
-def _remove_copies_inside(inst: Path) -> None:
-    """copyToHost files limactl wrote inside the instance directory ({{.Dir}}/..., as
-    Lima's k3s template does), and the directories left empty by that: they are limactl's,
-    so a delete removes them rather than keeping the directory for them."""
-    from lima.drivers.postboot import copy_rules
-    from lima.schemas import load_instance
-
-    try:
-        spec = load_instance(inst.name).spec
-    except LimaError:
-        return
-    root = inst.resolve()
-    for rule in copy_rules(spec):
-        given = Path(str(rule.get("host") or ""))
-        if not given.is_absolute():
-            continue
-        host = Path(os.path.realpath(given.parent)) / given.name
-        if root not in host.parents or host.is_dir():
-            continue
-        host.unlink(missing_ok=True)
-        for parent in host.parents:
-            if parent == root:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
 
 
 def _delete_copies(name: str) -> None:

@@ -30,7 +30,7 @@ from lima.drivers import runner
 from lima.drivers.cloudconfig import provision_label
 from lima.drivers.guest import BOOT_FAILED_MARKER
 from lima.drivers.ssh import read_marker
-from lima.errors import TemporaryError
+from lima.errors import LimaError, TemporaryError
 from lima.fsutil import atomic_write
 from lima.schemas.spec import InstanceSpec, Probe
 
@@ -227,6 +227,34 @@ def delete_on_stop(spec: InstanceSpec) -> list[str]:
         except OSError as exc:
             errors.append(f"copyToHost[{i}]: cannot delete {host}: {exc.strerror or exc}")
     return errors
+
+
+def remove_copies_inside(inst: Path) -> None:
+    """copyToHost files limactl wrote inside the instance directory ({{.Dir}}/..., as
+    Lima's k3s template does), and the directories left empty by that: they are limactl's,
+    so a delete removes them rather than keeping the directory for them."""
+    from lima.schemas import load_instance
+
+    try:
+        spec = load_instance(inst.name).spec
+    except LimaError:
+        return
+    root = inst.resolve()
+    for rule in copy_rules(spec):
+        given = Path(str(rule.get("host") or ""))
+        if not given.is_absolute():
+            continue
+        host = Path(os.path.realpath(given.parent)) / given.name
+        if root not in host.parents or host.is_dir():
+            continue
+        host.unlink(missing_ok=True)
+        for parent in host.parents:
+            if parent == root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 # --- ansible (deprecated in Lima, still run) ---------------------------------------------
