@@ -292,3 +292,38 @@ def test_real_user_switch(kind: str, tmp_path: Path) -> None:
     assert (tmp_path / "order").read_text().split()[-1] == "user-script"
     assert (tmp_path / "order.user").read_text().startswith("user=root ")
     assert not (tmp_path / "run-as.log").exists()
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_what_needs_cloud_init_or_python3_is_reported_not_skipped(
+    kind: str, tmp_path: Path
+) -> None:
+    """A guest without cloud-init (build:tiny) cannot install caCerts or upgrade packages,
+    and one without python3 cannot run yq steps: each is a failure by name."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    with (seed / "lima.env").open("a") as env:
+        env.write("LIMA_CIDATA_UPGRADE_PACKAGES=1\nLIMA_CIDATA_CA_CERTS=2\n"
+                  "LIMA_CIDATA_YQ_PROVISION_00000006_PATH=/etc/x.json\n")
+    (seed / "provision.yq").mkdir()
+    (seed / "provision.yq" / "00000006").write_text(".a = 1")
+    (seed / "provision.yq" / "00000006.json").write_text("[]")
+    with (seed / "provision.labels").open("a") as labels:
+        labels.write('provision.yq/00000006\tprovision[6] (mode: yq) "/etc/x.json"\n')
+    extra = {}
+    if kind == "dash":  # the host has python3: hide it as the tiny guest does
+        bin_dir = tmp_path / "nopy"
+        bin_dir.mkdir()
+        for tool in APPLETS:
+            found = shutil.which(tool)
+            if found:
+                (bin_dir / tool).symlink_to(found)
+        extra["PATH"] = str(bin_dir)
+    result = _run(kind, tmp_path, seed, **extra)
+    assert result.returncode != 0
+    _, failures = cidata.parse_boot_failed((tmp_path / "run" / "lima-boot-failed").read_text())
+    assert failures == [
+        'provision[6] (mode: yq) "/etc/x.json": not run: mode yq needs python3 in the guest, '
+        "which has none",
+        "upgradePackages: not done: this guest has no cloud-init to upgrade its packages",
+        "caCerts: not installed: this guest has no cloud-init to install them",
+    ]
