@@ -260,6 +260,8 @@ def lima_env(
         # limapy's own: how many caCerts entries cloud-init is to install (boot.sh reports
         # them as not installed on a guest without cloud-init).
         ("CA_CERTS", str(ca_cert_count(spec) + (1 if remove_ca_defaults(spec) else 0))),
+        # limapy's own: boot.sh sets it where no cloud-init does (the tiny guest).
+        ("TIMEZONE", spec.timezone),
     ]
     return "".join(f"LIMA_CIDATA_{k}={_shell_value(k, v)}\n" for k, v in lines)
 

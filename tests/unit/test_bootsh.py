@@ -50,6 +50,7 @@ APPLETS = [
     "su",
     "tail",
     "cut",
+    "ln",
 ]
 
 SHELLS = [
@@ -64,9 +65,10 @@ def _shell_env(kind: str, tmp: Path) -> tuple[list[str], dict[str, str]]:
     if kind == "busybox":
         assert BUSYBOX
         bb = tmp / "bb"
-        bb.mkdir()
+        bb.mkdir(exist_ok=True)
         for applet in APPLETS:
-            (bb / applet).symlink_to(BUSYBOX)
+            if not (bb / applet).is_symlink():
+                (bb / applet).symlink_to(BUSYBOX)
         env["PATH"] = str(bb)
         return [BUSYBOX, "sh"], env
     assert DASH
@@ -327,3 +329,27 @@ def test_what_needs_cloud_init_or_python3_is_reported_not_skipped(
         "upgradePackages: not done: this guest has no cloud-init to upgrade its packages",
         "caCerts: not installed: this guest has no cloud-init to install them",
     ]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_timezone_without_cloud_init(kind: str, tmp_path: Path) -> None:
+    """The zone is linked where the guest has its zoneinfo; else only a warning (the
+    builtin is the host's zone, which a tiny guest cannot have)."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    with (seed / "lima.env").open("a") as env:
+        env.write("LIMA_CIDATA_TIMEZONE=Europe/Paris\n")
+    zoneinfo = tmp_path / "zoneinfo"
+    (zoneinfo / "Europe").mkdir(parents=True)
+    (zoneinfo / "Europe" / "Paris").write_text("TZif")
+    files = {"LIMA_BOOT_ZONEINFO": str(zoneinfo),
+             "LIMA_BOOT_LOCALTIME": str(tmp_path / "localtime"),
+             "LIMA_BOOT_TIMEZONE_FILE": str(tmp_path / "timezone")}
+    result = _run(kind, tmp_path, seed, **files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert os.readlink(tmp_path / "localtime") == str(zoneinfo / "Europe" / "Paris")
+    assert (tmp_path / "timezone").read_text() == "Europe/Paris\n"
+    shutil.rmtree(zoneinfo)
+    (tmp_path / "localtime").unlink()
+    result = _run(kind, tmp_path, seed, **files)
+    assert result.returncode == 0  # a warning, not a failure
+    assert "timezone Europe/Paris not set" in (tmp_path / "log" / "lima-init.log").read_text()

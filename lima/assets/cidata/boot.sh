@@ -174,10 +174,25 @@ run_yq_dir() {
 	done
 }
 
+# timezone without cloud-init: the zoneinfo file when the guest has it. The builtin is the
+# host's zone, so a guest without zoneinfo (build:tiny) only gets a warning, not a failure.
+set_timezone() {
+	tz="${LIMA_CIDATA_TIMEZONE:-}"
+	[ -n "$tz" ] || return 0
+	zone="${LIMA_BOOT_ZONEINFO:-/usr/share/zoneinfo}/$tz"
+	if [ -f "$zone" ]; then
+		ln -sf "$zone" "${LIMA_BOOT_LOCALTIME:-/etc/localtime}" &&
+			echo "$tz" >"${LIMA_BOOT_TIMEZONE_FILE:-/etc/timezone}" && INFO "timezone: $tz"
+	else
+		WARNING "timezone $tz not set: this guest has no $zone"
+	fi
+}
+
 # What only cloud-init does (packages, CA certificates) cannot happen on a guest without
 # it: say so rather than skip it quietly.
 check_cloud_init_features() {
 	[ -d "$CLOUD_INIT_RUN" ] && return 0
+	set_timezone
 	if [ "${LIMA_CIDATA_UPGRADE_PACKAGES:-}" = 1 ]; then
 		record_failure "upgradePackages: not done: this guest has no cloud-init to upgrade its packages"
 	fi
