@@ -224,14 +224,16 @@ provision:
   path: /etc/systemd/system/docker.socket.d/override.conf
   format: ini
   expression: .Socket.SocketUser="{{{{.User}}}}"
-- mode: system
-  script: |
-    #!/bin/sh
-    mkdir -p /etc/limapy && printf 'a:\\n  list: [w]\\n' > /etc/limapy/app.yaml
 - mode: yq
   path: /etc/limapy/app.yaml
   expression: .a.list += ["x", "y"] | .a.name = "n"
   permissions: 600
+- mode: data
+  # data runs before yq (Lima's order), whatever their places in the list
+  path: /etc/limapy/app.yaml
+  content: |
+    a:
+      list: [w]
 """)
     # Generous: several TCG guests on two shared cores take minutes to an ssh login.
     out = limactl("apply", "--timeout", "1500", str(f), timeout=1600)
