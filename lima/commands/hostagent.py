@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -189,5 +189,27 @@ def hostagent(
         except (ValueError, KeyError, TypeError) as exc:
             raise SpecError(f"--host-resolver: {exc}") from exc
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
-                      stop_timeout=stop_timeout, attach=attach, iid=iid, dns=dns)
+                      stop_timeout=stop_timeout, attach=attach, iid=iid, dns=dns,
+                      forwards=_forwards_factory(name, inst_dir, spec, ssh_port, user))
     return agent.run()
+
+
+def _forwards_factory(name: str, inst_dir: Path, spec: InstanceSpec | None, ssh_port: int,
+                      user: str) -> Callable[[Callable[[dict[str, Any]], None]], Any]:
+    """The port forwarder of lima.yaml's portForwards (plus Lima's implicit rules)."""
+
+    def build(emit: Callable[[dict[str, Any]], None]) -> Any:
+        from lima.drivers import portrules
+        from lima.drivers.hostagent.portfwd import Forwarder
+        from lima.drivers.hostagent.tunnel import SSHDialer
+
+        loaded = spec if spec is not None else _spec_for_mounts(name)[0]
+        forwards = loaded.port_forwards if loaded is not None else ()
+        local_port = loaded.ssh.local_port if loaded is not None else 0
+        ignore_tcp, ignore_udp = portrules.ignored_protocols(forwards)
+        return Forwarder(portrules.build_rules(forwards, local_port or ssh_port),
+                         SSHDialer(ssh_port, user, paths.user_identity()), emit,
+                         inst_dir / paths.GA_SOCK, ignore_tcp=ignore_tcp,
+                         ignore_udp=ignore_udp)
+
+    return build

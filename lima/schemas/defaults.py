@@ -546,6 +546,8 @@ def _port_range(port: Any, otherwise: Callable[[], list[Any]]) -> list[Any]:
 
 _PORT_FORWARD: _Derive = {
     "guestIP": lambda rule, _i: "0.0.0.0" if rule.get("guestIPMustBeZero") else "127.0.0.1",
+    # Lima: an explicit 0.0.0.0 matches only listeners on 0.0.0.0 unless told otherwise.
+    "guestIPMustBeZero": lambda rule, _i: rule.get("guestIP") == "0.0.0.0",
     "guestPortRange": lambda rule, _i: _port_range(rule.get("guestPort"), lambda: [1, 65535]),
     "hostPortRange": lambda rule, _i: _port_range(
         rule.get("hostPort"), lambda: list(rule["guestPortRange"])),

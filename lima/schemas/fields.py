@@ -233,6 +233,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("probes", "description", Derived("user probe N/M: its place in the list"), empty=Z),
     Entry("portForwards", "proto", "tcp", empty=Z),
     Entry("portForwards", "guestIP", Derived("0.0.0.0 with guestIPMustBeZero, else 127.0.0.1")),
+    Entry("portForwards", "guestIPMustBeZero", Derived("whether guestIP is 0.0.0.0")),
     Entry("portForwards", "hostIP", "127.0.0.1"),
     Entry("portForwards", "guestPortRange", empty=(FALSY, [0, 0]),
           default=Derived("[guestPort, guestPort], else [1, 65535]")),

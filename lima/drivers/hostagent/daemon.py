@@ -3,7 +3,8 @@
 `limactl hostagent NAME` (lima.commands.hostagent) builds a `HostAgent` and runs it. It
 writes ha.pid, serves /v1/info (lima.drivers.hostagent.api), appends events to
 ha.stdout.log (lima.drivers.hostagent.events), waits for the guest's readiness, checks
-the running guest with a heartbeat, and on SIGTERM powers the guest down through QMP.
+the running guest with a heartbeat, runs the port forwarder (lima.drivers.hostagent.portfwd)
+and on SIGTERM powers the guest down through QMP.
 """
 
 from __future__ import annotations
@@ -56,6 +57,16 @@ class Guest(Protocol):
         """Whether the running guest answers within `timeout` seconds (the heartbeat)."""
 
 
+class Forwards(Protocol):
+    """The port forwarder (lima.drivers.hostagent.portfwd.Forwarder)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+# Builds the forwarder once qemu runs, given where its portForward events go.
+ForwardsFactory = Callable[[Callable[[dict[str, Any]], None]], Forwards]
+
 # (inst_dir, timeout) -> whether qemu is gone; see lima.drivers.qmp.powerdown.
 PowerDown = Callable[[Path, float], bool]
 
@@ -93,6 +104,7 @@ class HostAgent:
         attach: bool = False,
         iid: str = "",
         dns: ResolverConfig | None = None,
+        forwards: ForwardsFactory | None = None,
     ) -> None:
         self.inst_dir = inst_dir
         self.ssh_port = ssh_port
@@ -110,6 +122,8 @@ class HostAgent:
         self.iid = iid
         self.dns = dns  # hostResolver: served on dns.sock while the agent runs
         self._dns_server: DNSServer | None = None
+        self.forwards = forwards
+        self._forwarder: Forwards | None = None
         # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
         # file anyone can truncate); "responsive" comes from the heartbeat.
         self._state: dict[str, Any] = {"phase": "booting", "running": False,
@@ -162,6 +176,15 @@ class HostAgent:
                 self._state.update(phase="exiting", running=False)
         append_event(self.inst_dir, make_event(ssh_port=self.ssh_port, **status))
 
+    def _emit_port_forward(self, port_forward: dict[str, Any]) -> None:
+        """A `portForward` event on top of the current status, as Lima writes it."""
+        with self._lock:
+            state = dict(self._state)
+        event = make_event(ssh_port=self.ssh_port, running=state["running"],
+                           degraded=state["degraded"], errors=state["errors"])
+        event["status"]["portForward"] = port_forward
+        append_event(self.inst_dir, event)
+
     def _supervise(self) -> int:
         if self.attach:
             self._qemu = QemuProcess.attach(self.inst_dir)
@@ -182,6 +205,12 @@ class HostAgent:
                 self._emit(exiting=True)
                 return 1
         threading.Thread(target=self._watch_qemu, name="qemu-wait", daemon=True).start()
+        if self.forwards is not None:
+            try:
+                self._forwarder = self.forwards(self._emit_port_forward)
+                self._forwarder.start()
+            except Exception:  # forwards are not worth the guest: run without them
+                log.exception("the port forwarder did not start")
         threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
         announced = False
         rc = 0
@@ -214,6 +243,9 @@ class HostAgent:
             if change is not None and announced:
                 self._announce_responsive(*change, errors)
         self._stop_guest.set()
+        if self._forwarder is not None:
+            with contextlib.suppress(Exception):
+                self._forwarder.stop()
         with contextlib.suppress(Exception):
             self.guest.close()
         self._stop_qemu()

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Install and start the guest agent (util/lima-guestagent, or util/lima-guestagent.sh on
+# guests without python3): it reports listening ports to the host agent over the virtio
+# port io.lima-vm.guest_agent.0 (see lima/drivers/hostagent/portfwd.py). Under systemd it
+# is a transient unit restarted when it dies; elsewhere a respawn loop in its own session.
+[ "$(id -u)" -eq 0 ] || exit 0
+src="${LIMA_CIDATA_MNT}/util"
+dest=/usr/local/bin
+mkdir -p "$dest"
+if command -v python3 >/dev/null 2>&1; then
+	agent="$dest/lima-guestagent"
+	cp "$src/lima-guestagent" "$agent.tmp"
+else
+	agent="$dest/lima-guestagent.sh"
+	cp "$src/lima-guestagent.sh" "$agent.tmp"
+fi
+chmod 755 "$agent.tmp" && mv -f "$agent.tmp" "$agent" || exit 1
+
+if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+	systemctl stop lima-guestagent.service >/dev/null 2>&1
+	systemctl reset-failed lima-guestagent.service >/dev/null 2>&1
+	exec systemd-run --no-block --collect --unit=lima-guestagent \
+		-p Restart=always -p RestartSec=1 "$agent"
+fi
+pidfile=/run/lima-guestagent.pid
+if [ -f "$pidfile" ]; then
+	kill "$(cat "$pidfile")" 2>/dev/null
+fi
+# Detached from boot.sh's output pipe, or boot.sh's tee would wait for the agent forever.
+setsid /bin/sh -c 'echo $$ >"$1"; while :; do "$2"; sleep 1; done' lima-guestagent \
+	"$pidfile" "$agent" </dev/null >/dev/null 2>&1 &
+exit 0

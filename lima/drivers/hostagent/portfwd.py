@@ -1,0 +1,314 @@
+"""The host agent's port forwarder: lima.yaml `portForwards` applied to the guest's listeners.
+
+The daemon (lima.drivers.hostagent.daemon) starts one `Forwarder` when qemu runs and stops
+it before qemu is stopped. At start it binds the static forwards and the guestSocket
+forwards (they do not wait for the guest agent); then it reads the guest agent's reports
+from ga.sock (QEMU's end of the virtio port io.lima-vm.guest_agent.0; the protocol is
+documented in lima/assets/cidata/util/lima-guestagent) and, for every listener added or
+removed, asks lima.drivers.portrules where it goes. A forward is a listening socket on the
+rule's hostIP (or hostSocket) only; each connection accepted there is carried to the
+guest through a `Dialer` (ssh channels, lima.drivers.hostagent.tunnel).
+
+Every decision becomes one of Lima's `portForward` events in ha.stdout.log, through the
+`emit` callback: forwarding, not-forwarding, stopping, failed (a host port already taken
+names its holder). A lost ga.sock connection is re-established and the agent's next report
+re-syncs the forwards; a lost ssh connection is re-established by the dialer on the next
+forwarded connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lima.drivers import portrules
+from lima.drivers.hostagent.tunnel import Dialer, GuestEnd, splice
+from lima.drivers.portrules import HostTarget, Listener, Rule
+from lima.drivers.ports import port_holders
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]  # one PortForwardEvent (Lima's field names)
+
+RECONNECT = 0.5  # seconds between attempts to reach ga.sock
+UDP_UNSUPPORTED = "UDP forwarding is not supported by limapy yet"
+_ACCEPT_POLL = 0.5
+
+
+def parse_report(line: bytes | str) -> set[Listener] | None:
+    """The listeners of one guest agent line ("ports"), or None when it is not a report."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("ports"), list):
+        return None
+    found: set[Listener] = set()
+    for entry in doc["ports"]:
+        if not isinstance(entry, dict):
+            continue
+        proto, ip, port = entry.get("proto"), entry.get("ip"), entry.get("port")
+        if proto not in ("tcp", "udp") or not isinstance(ip, str) or not isinstance(port, int):
+            continue
+        try:
+            found.add(Listener(proto, portrules.normalize_ip(ip), port))
+        except ValueError:
+            continue
+    return found
+
+
+def guest_end(listener: Listener) -> GuestEnd:
+    """Where to connect in the guest: a wildcard listener is reached on loopback."""
+    ip = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listener.ip, listener.ip)
+    return GuestEnd(ip=ip, port=listener.port)
+
+
+def bind_problem(target: HostTarget, exc: OSError) -> str:
+    """Why a host address cannot be bound, naming who holds a busy TCP port."""
+    where = target.text()
+    if exc.errno == errno.EADDRINUSE and target.port:
+        holders = port_holders(target.port)
+        who = ", ".join(h.describe() for h in holders[:3]) or "another socket"
+        return f"{where} is already in use by {who}"
+    if exc.errno == errno.EACCES and target.port:
+        return f"{where}: binding it needs privileges this user does not have"
+    return f"{where}: {exc.strerror or exc}"
+
+
+class HostListener:
+    """One forward: a socket listening on the host; each connection goes to `end`."""
+
+    def __init__(self, target: HostTarget, end: GuestEnd, dialer: Dialer) -> None:
+        self.target, self.end, self.dialer = target, end, dialer
+        self._stop = threading.Event()
+        self.sock = self._bind()
+        threading.Thread(target=self._accept, name=f"portfwd {target.text()}",
+                         daemon=True).start()
+
+    def _bind(self) -> socket.socket:
+        t = self.target
+        if t.socket:
+            Path(t.socket).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if Path(t.socket).is_socket():
+                    os.unlink(t.socket)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = t.socket
+        else:
+            family = socket.AF_INET6 if ":" in t.ip else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            address = (t.ip, t.port)
+        try:
+            sock.bind(address)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(_ACCEPT_POLL)
+        return sock
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            conn.settimeout(None)
+            if not self.target.socket:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._carry, args=(conn,), name="portfwd-dial",
+                             daemon=True).start()
+
+    def _carry(self, conn: socket.socket) -> None:
+        try:
+            remote = self.dialer.open(self.end)
+        except Exception as exc:  # any failure only drops this one connection
+            log.warning("port forward %s -> %s: %s", self.target.text(), self.end.text(), exc)
+            conn.close()
+            return
+        splice(conn, remote)
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self.target.socket:
+            with contextlib.suppress(OSError):
+                os.unlink(self.target.socket)
+
+
+class Forwarder:
+    """Applies `rules` (portrules.build_rules) to the guest agent's reports on `ga_path`."""
+
+    def __init__(self, rules: Sequence[Rule], dialer: Dialer, emit: Emit, ga_path: Path, *,
+                 ignore_tcp: bool = False, ignore_udp: bool = False) -> None:
+        self.rules = list(rules)
+        self.dialer = dialer
+        self.emit = emit
+        self.ga_path = ga_path
+        self.ignore_tcp, self.ignore_udp = ignore_tcp, ignore_udp
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._known: set[Listener] = set()
+        self._forwards: dict[Listener, HostListener] = {}
+        self._fixed: list[HostListener] = []  # static and socket forwards: live until stop
+        self._reader: socket.socket | None = None
+        self.reports = 0  # guest agent lines applied (tests and the benchmark read it)
+
+    # --- start / stop ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        for listener, target in portrules.static_targets(self.rules):
+            if listener.proto != "tcp":
+                self._event("failed", listener.proto, listener.guest_addr(), target.text(),
+                            UDP_UNSUPPORTED)
+                continue
+            log.info("static forward of TCP %s to %s", listener.guest_addr(), target.text())
+            self._listen(target, guest_end(listener), "tcp", listener.guest_addr(),
+                         fixed=True)
+        for path, target in portrules.socket_rules(self.rules):
+            log.info("forwarding guest socket %s to %s", path, target.text())
+            self._listen(target, GuestEnd(socket=path), "tcp", path, fixed=True, quiet=True)
+        threading.Thread(target=self._read_agent, name="guest-agent", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        reader = self._reader
+        if reader is not None:
+            with contextlib.suppress(OSError):
+                reader.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            forwards = [*self._fixed, *self._forwards.values()]
+            self._fixed, self._forwards = [], {}
+        for fwd in forwards:
+            fwd.close()
+        self.dialer.close()
+
+    # --- reports --------------------------------------------------------------------------
+
+    def _read_agent(self) -> None:
+        """Read ga.sock lines for as long as the forwarder runs, reconnecting as needed."""
+        while not self._stop.is_set():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.ga_path))
+            except OSError:
+                sock.close()
+                self._stop.wait(RECONNECT)
+                continue
+            self._reader = sock
+            log.info("connected to the guest agent channel %s", self.ga_path)
+            try:
+                for line in sock.makefile("rb"):
+                    if self._stop.is_set():
+                        break
+                    listeners = parse_report(line)
+                    if listeners is not None:
+                        self.apply(listeners)
+            except OSError as exc:
+                log.info("guest agent channel: %s", exc)
+            finally:
+                self._reader = None
+                sock.close()
+            if not self._stop.is_set():
+                log.info("guest agent channel closed; reconnecting")
+                self._stop.wait(RECONNECT)
+
+    def apply(self, listeners: set[Listener]) -> None:
+        """Make the forwards match the guest's current listeners (a full report)."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            removed = sorted(self._known - listeners)
+            added = sorted(listeners - self._known)
+            self._known = set(listeners)
+            self.reports += 1
+            for listener in removed:
+                self._remove(listener)
+            for listener in added:
+                self._add(listener)
+            if removed:
+                # A host port freed by one listener may be wanted by another (0.0.0.0 and ::).
+                for listener in sorted(self._known - set(added) - set(self._forwards)):
+                    target = portrules.forward_for(self.rules, listener)
+                    if target is not None and not self._in_use(target):
+                        self._add(listener)
+
+    def _remove(self, listener: Listener) -> None:
+        fwd = self._forwards.pop(listener, None)
+        if fwd is None:
+            return
+        log.info("stopping forwarding %s from %s to %s", listener.proto.upper(),
+                 listener.guest_addr(), fwd.target.text())
+        self._event("stopping", listener.proto, listener.guest_addr(), fwd.target.text())
+        fwd.close()
+
+    def _add(self, listener: Listener) -> None:
+        if portrules.statically_forwarded(self.rules, listener):
+            return
+        target = portrules.forward_for(self.rules, listener)
+        if target is None:
+            quiet = self.ignore_tcp if listener.proto == "tcp" else self.ignore_udp
+            if not quiet:
+                log.info("not forwarding %s %s", listener.proto.upper(), listener.guest_addr())
+                self._event("not-forwarding", listener.proto, listener.guest_addr())
+            return
+        if listener.proto != "tcp":
+            if not self.ignore_udp:
+                self._event("not-forwarding", listener.proto, listener.guest_addr(),
+                            target.text(), UDP_UNSUPPORTED)
+            return
+        if self._in_use(target):
+            return  # 0.0.0.0 and :: of one dual-stack server map to the same host port
+        fwd = self._listen(target, guest_end(listener), listener.proto, listener.guest_addr())
+        if fwd is not None:
+            self._forwards[listener] = fwd
+
+    def _in_use(self, target: HostTarget) -> bool:
+        return any(f.target == target for f in (*self._fixed, *self._forwards.values()))
+
+    def _listen(self, target: HostTarget, end: GuestEnd, proto: str, guest_addr: str, *,
+                fixed: bool = False, quiet: bool = False) -> HostListener | None:
+        try:
+            fwd = HostListener(target, end, self.dialer)
+        except OSError as exc:
+            problem = bind_problem(target, exc)
+            log.warning("cannot forward %s %s: %s", proto.upper(), guest_addr, problem)
+            self._event("failed", proto, guest_addr, target.text(), problem)
+            return None
+        if not quiet:
+            log.info("forwarding %s from %s to %s", proto.upper(), guest_addr, target.text())
+            self._event("forwarding", proto, guest_addr, target.text())
+        if fixed:
+            self._fixed.append(fwd)
+        return fwd
+
+    def _event(self, kind: str, proto: str, guest_addr: str, host_addr: str = "",
+               error: str = "") -> None:
+        event: dict[str, Any] = {"type": kind, "protocol": proto, "guestAddr": guest_addr}
+        if host_addr:
+            event["hostAddr"] = host_addr
+        if error:
+            event["error"] = error
+        try:
+            self.emit(event)
+        except Exception:  # an event that cannot be written must not stop a forward
+            log.exception("cannot record a port forward event")
+
+    def forwarded(self) -> dict[str, str]:
+        """guest address -> host address of the dynamic forwards (for tests)."""
+        with self._lock:
+            return {k.guest_addr(): v.target.text() for k, v in self._forwards.items()}
