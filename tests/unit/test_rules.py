@@ -220,11 +220,12 @@ CASES = [
     ("forward-hostSocket-length", "portForwards:\n- guestPort: 80\n  hostSocket: x.sock\n",
      "portForwards:\n- guestPort: 80\n  hostSocket: /" + "s" * 120 + "\n",
      "portForwards[0].hostSocket", 6, "UNIX_PATH_MAX"),
-    ("forward-proto", "portForwards:\n- guestPort: 53\n  proto: udp\n",
+    ("forward-proto", "portForwards:\n- guestPort: 53\n  proto: tcp\n",
      "portForwards:\n- guestPort: 53\n  proto: icmp\n", "portForwards[0].proto", 6,
      "must be one of"),
+    # reverse: true with both sockets is valid Lima, but refused by limapy (test_portrules).
     ("forward-reverse", "portForwards:\n- guestSocket: /run/x.sock\n  hostSocket: /tmp/x.sock\n"
-     "  reverse: true\n", "portForwards:\n- guestPort: 80\n  reverse: true\n",
+     "  reverse: false\n", "portForwards:\n- guestPort: 80\n  reverse: true\n",
      "portForwards[0].reverse", 6, "guestSocket and hostSocket"),
     ("forward-guestIPMustBeZero", "portForwards:\n- guestPort: 80\n  guestIP: 0.0.0.0\n"
      "  guestIPMustBeZero: true\n", "portForwards:\n- guestPort: 80\n  guestIP: 127.0.0.1\n"
