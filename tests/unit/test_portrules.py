@@ -4,7 +4,6 @@ specs that limapy's forwarder refuses (UDP, reverse) are refused at validation."
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest

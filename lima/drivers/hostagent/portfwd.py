@@ -143,6 +143,10 @@ class HostListener:
 
     def close(self) -> None:
         self._stop.set()
+        # shutdown() stops the listening at once; a close() alone waits for the accept()
+        # blocked in the other thread, and the port could not be bound again meanwhile.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
         if self.target.socket:
