@@ -1,0 +1,230 @@
+"""Port forwarding on real guests through the real CLI: the guest agent reports listeners
+over the virtio port and the host agent forwards them by lima.yaml's portForwards.
+
+tiny (busybox, the sh agent): a busybox `nc -l` listener is forwarded and released when it
+exits, a static forward exists before the guest listens, a busy host port is a `failed`
+event naming its holder. Debian (cloud-init, the python3 agent): `python3 -m http.server`
+answers on the host within 2 s of listening and stops being forwarded when it exits, a
+static forward, a guest unix socket forwarded to a host socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import REPO, Limactl, qemu_pids_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def port_events(home: Path, name: str) -> list[dict[str, Any]]:
+    out = []
+    try:
+        lines = (home / name / "ha.stdout.log").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        pf = event.get("status", {}).get("portForward")
+        if isinstance(pf, dict):
+            out.append(pf)
+    return out
+
+
+def until(cond: Callable[[], Any], what: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def talk(port: int, send: bytes = b"", timeout: float = 3.0) -> bytes:
+    """Connect to 127.0.0.1:port, send, read until EOF ("" on any failure)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            if send:
+                s.sendall(send)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+    except OSError:
+        return b""
+
+
+def http_ok(port: int) -> bool:
+    return talk(port, b"GET / HTTP/1.0\r\n\r\n", timeout=1.0).startswith(b"HTTP/1.0 200")
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_tiny_nc_static_and_busy_port(limactl: Limactl, tmp_path: Path) -> None:
+    nc_port, static_guest, static_host = free_port(), free_port(), free_port()
+    busy_guest = free_port()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy_host = holder.getsockname()[1]
+    f = tmp_path / "t.yaml"
+    shutil.copy(REPO / "examples" / "tiny.yaml", f)
+    f.write_text(f.read_text() + (
+        "portForwards:\n"
+        f"- guestPort: {static_guest}\n  hostPort: {static_host}\n  static: true\n"
+        f"- guestPort: {busy_guest}\n  hostPort: {busy_host}\n"
+    ))
+    try:
+        limactl("apply", str(f), timeout=300)
+        home = limactl.home
+
+        # static: forwarded from the start, before anything listens in the guest
+        assert any(e["type"] == "forwarding" and e["hostAddr"] == f"127.0.0.1:{static_host}"
+                   for e in port_events(home, "t"))
+        assert not refused(static_host)
+        limactl("shell", "t", "sh", "-c",
+                f"setsid nc -ll -p {static_guest} -e echo static </dev/null >/dev/null 2>&1 &")
+        assert until(lambda: talk(static_host) == b"static\n", "the static forward", 20)
+
+        # busybox nc: forwarded while it listens, released when it exits
+        limactl("shell", "t", "sh", "-c",
+                f"setsid nc -l -p {nc_port} -e echo from-tiny </dev/null >/dev/null 2>&1 &")
+        assert until(lambda: talk(nc_port) == b"from-tiny\n", "the nc listener", 20)
+        # that one connection ended nc: the forward goes away
+        assert until(lambda: refused(nc_port), "the port to be released", 20)
+        events = port_events(home, "t")
+        assert {"type": "forwarding", "protocol": "tcp", "guestAddr": f"[::]:{nc_port}",
+                "hostAddr": f"127.0.0.1:{nc_port}"} in events
+        assert any(e["type"] == "stopping" and e["guestAddr"] == f"[::]:{nc_port}"
+                   for e in events)
+
+        # a host port held by someone else: a failed event that names the holder
+        limactl("shell", "t", "sh", "-c",
+                f"setsid nc -ll -p {busy_guest} -e echo x </dev/null >/dev/null 2>&1 &")
+        failed = until(lambda: [e for e in port_events(home, "t") if e["type"] == "failed"],
+                       "the failed event", 20)
+        assert failed[0]["hostAddr"] == f"127.0.0.1:{busy_host}"
+        assert f"PID {os.getpid()}" in failed[0]["error"]
+        assert json.loads(limactl("list", "--format", "json", "t").stdout)["status"] == \
+            "Running"
+    finally:
+        holder.close()
+    limactl("stop", "t", timeout=120)
+    assert qemu_pids_for(limactl.home) == []
+    assert refused(static_host)
+
+
+DEBIAN_YAML = """\
+base: template:debian-12-local
+cpus: 2
+memory: "1GiB"
+mounts: []
+vmOpts:
+  qemu:
+    restrictNetwork: true
+portForwards:
+- guestPort: {static_guest}
+  hostPort: {static_host}
+  static: true
+- guestSocket: "/tmp/pf-echo.sock"
+  hostSocket: "pf.sock"
+"""
+
+ECHO_SERVER = """
+import os, socket
+path = "/tmp/pf-echo.sock"
+if os.path.exists(path):
+    os.unlink(path)
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen()
+while True:
+    c, _ = s.accept()
+    c.sendall(b"unix:" + c.recv(100))
+    c.close()
+"""
+
+
+@pytest.mark.timeout(900)
+def test_debian_http_server_static_and_socket(limactl: Limactl, tmp_path: Path) -> None:
+    http_port, static_guest, static_host = free_port(), free_port(), free_port()
+    f = tmp_path / "deb.yaml"
+    f.write_text(DEBIAN_YAML.format(static_guest=static_guest, static_host=static_host))
+    limactl("apply", str(f), timeout=900)
+    home = limactl.home
+
+    # python3 -m http.server: the command returns once the guest listens
+    limactl("shell", "deb", "sh", "-c",
+            f"cd /tmp && setsid python3 -m http.server {http_port} >/dev/null 2>&1 "
+            f"</dev/null & i=0; while ! grep -qi ':{http_port:04X} 00000000' /proc/net/tcp "
+            f"/proc/net/tcp6 && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done")
+    listening = time.monotonic()
+    until(lambda: http_ok(http_port), "http.server on the host", 2.0)
+    reachable = time.monotonic() - listening
+    assert reachable <= 2.0
+    limactl("shell", "deb", "sh", "-c", "pkill -f 'http.server' ; true")
+    assert until(lambda: refused(http_port), "the port to be released", 10)
+    events = port_events(home, "deb")
+    assert any(e["type"] == "stopping" and e["hostAddr"] == f"127.0.0.1:{http_port}"
+               for e in events)
+
+    # static: bound from the start; answers once the guest listens
+    assert any(e["type"] == "forwarding" and e["hostAddr"] == f"127.0.0.1:{static_host}"
+               for e in events)
+    limactl("shell", "deb", "sh", "-c",
+            f"mkdir -p /tmp/s && echo static-ok > /tmp/s/index.html && cd /tmp/s && "
+            f"setsid python3 -m http.server -b 127.0.0.1 {static_guest} >/dev/null 2>&1 "
+            "</dev/null &")
+    assert until(lambda: b"static-ok" in talk(static_host, b"GET / HTTP/1.0\r\n\r\n"),
+                 "the static forward", 30)
+
+    # a guest unix socket forwarded to a host socket (in the instance's sock/ directory)
+    limactl("shell", "deb", "sh", "-c",
+            "cat > /tmp/echo.py && setsid python3 /tmp/echo.py >/dev/null 2>&1 </dev/null & "
+            "i=0; while [ ! -S /tmp/pf-echo.sock ] && [ $i -lt 200 ]; do sleep 0.05; "
+            "i=$((i+1)); done", input=ECHO_SERVER)
+    host_sock = home / "deb" / "sock" / "pf.sock"
+    assert host_sock.is_socket()
+
+    def unix_echo() -> bytes:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(str(host_sock))
+                s.sendall(b"hello")
+                return s.recv(100)
+        except OSError:
+            return b""
+
+    assert until(lambda: unix_echo() == b"unix:hello", "the socket forward", 20)
+
+    limactl("stop", "deb", timeout=300)
+    assert qemu_pids_for(limactl.home) == []
+    assert not host_sock.exists()
