@@ -201,6 +201,7 @@ def _forwards_factory(name: str, inst_dir: Path, spec: InstanceSpec | None, ssh_
     def build(emit: Callable[[dict[str, Any]], None]) -> Any:
         from lima.drivers import portrules
         from lima.drivers.hostagent.portfwd import Forwarder
+        from lima.drivers.hostagent.slirpfwd import SlirpForwards, qmp_monitor
         from lima.drivers.hostagent.tunnel import SSHDialer
 
         loaded = spec if spec is not None else _spec_for_mounts(name)[0]
@@ -210,6 +211,7 @@ def _forwards_factory(name: str, inst_dir: Path, spec: InstanceSpec | None, ssh_
         return Forwarder(portrules.build_rules(forwards, local_port or ssh_port),
                          SSHDialer(ssh_port, user, paths.user_identity()), emit,
                          inst_dir / paths.GA_SOCK, ignore_tcp=ignore_tcp,
-                         ignore_udp=ignore_udp)
+                         ignore_udp=ignore_udp,
+                         slirp=SlirpForwards(qmp_monitor(inst_dir / paths.QMP_SOCK), ssh_port))
 
     return build

@@ -7,7 +7,10 @@ from ga.sock (QEMU's end of the virtio port io.lima-vm.guest_agent.0; the protoc
 documented in lima/assets/cidata/util/lima-guestagent) and, for every listener added or
 removed, asks lima.drivers.portrules where it goes. A forward is a listening socket on the
 rule's hostIP (or hostSocket) only; each connection accepted there is carried to the
-guest through a `Dialer` (ssh channels, lima.drivers.hostagent.tunnel).
+guest through a `Dialer` (ssh channels, lima.drivers.hostagent.tunnel). A listener on a
+wildcard guest address (reachable on the guest's NIC) is instead handed to QEMU as a
+`hostfwd` when a `SlirpForwards` is given (lima.drivers.hostagent.slirpfwd): no ssh
+encryption on that path, which is what limits throughput in a TCG guest.
 
 Every decision becomes one of Lima's `portForward` events in ha.stdout.log, through the
 `emit` callback: forwarding, not-forwarding, stopping, failed (a host port already taken
@@ -27,12 +30,14 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lima.drivers import portrules
+from lima.drivers.hostagent.slirpfwd import SlirpForwards
 from lima.drivers.hostagent.tunnel import Dialer, GuestEnd, splice
 from lima.drivers.portrules import HostTarget, Listener, Rule
 from lima.drivers.ports import port_holders
+from lima.errors import LimaError
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,12 @@ def bind_problem(target: HostTarget, exc: OSError) -> str:
     if exc.errno == errno.EACCES and target.port:
         return f"{where}: binding it needs privileges this user does not have"
     return f"{where}: {exc.strerror or exc}"
+
+
+class Forward(Protocol):
+    target: HostTarget
+
+    def close(self) -> None: ...
 
 
 class HostListener:
@@ -158,23 +169,27 @@ class Forwarder:
     """Applies `rules` (portrules.build_rules) to the guest agent's reports on `ga_path`."""
 
     def __init__(self, rules: Sequence[Rule], dialer: Dialer, emit: Emit, ga_path: Path, *,
-                 ignore_tcp: bool = False, ignore_udp: bool = False) -> None:
+                 ignore_tcp: bool = False, ignore_udp: bool = False,
+                 slirp: SlirpForwards | None = None) -> None:
         self.rules = list(rules)
         self.dialer = dialer
+        self.slirp = slirp
         self.emit = emit
         self.ga_path = ga_path
         self.ignore_tcp, self.ignore_udp = ignore_tcp, ignore_udp
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._known: set[Listener] = set()
-        self._forwards: dict[Listener, HostListener] = {}
-        self._fixed: list[HostListener] = []  # static and socket forwards: live until stop
+        self._forwards: dict[Listener, Forward] = {}
+        self._fixed: list[Forward] = []  # static and socket forwards: live until stop
         self._reader: socket.socket | None = None
         self.reports = 0  # guest agent lines applied (tests and the benchmark read it)
 
     # --- start / stop ---------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.slirp is not None:
+            self.slirp.remove_stale()
         for listener, target in portrules.static_targets(self.rules):
             if listener.proto != "tcp":
                 self._event("failed", listener.proto, listener.guest_addr(), target.text(),
@@ -195,7 +210,10 @@ class Forwarder:
             with contextlib.suppress(OSError):
                 reader.shutdown(socket.SHUT_RDWR)
         with self._lock:
-            forwards = [*self._fixed, *self._forwards.values()]
+            # QEMU's own forwards go with qemu, which stops next (or the next host agent
+            # removes them): only ours are closed here.
+            forwards = [f for f in (*self._fixed, *self._forwards.values())
+                        if isinstance(f, HostListener)]
             self._fixed, self._forwards = [], {}
         for fwd in forwards:
             fwd.close()
@@ -277,9 +295,31 @@ class Forwarder:
             return
         if self._in_use(target):
             return  # 0.0.0.0 and :: of one dual-stack server map to the same host port
+        wildcard = listener.ip in ("0.0.0.0", "::") and not target.socket
+        if wildcard and self.slirp is not None and self._add_slirp(listener, target):
+            return
         fwd = self._listen(target, guest_end(listener), listener.proto, listener.guest_addr())
         if fwd is not None:
             self._forwards[listener] = fwd
+
+    def _add_slirp(self, listener: Listener, target: HostTarget) -> bool:
+        """QEMU's hostfwd for a wildcard listener; False: use the ssh path instead."""
+        assert self.slirp is not None
+        try:
+            fwd = self.slirp.add(target, listener.port)
+        except OSError as exc:
+            problem = bind_problem(target, exc)
+            log.warning("cannot forward TCP %s: %s", listener.guest_addr(), problem)
+            self._event("failed", "tcp", listener.guest_addr(), target.text(), problem)
+            return True
+        except LimaError as exc:
+            log.info("%s; forwarding over ssh instead", exc)
+            return False
+        log.info("forwarding TCP from %s to %s (QEMU hostfwd)", listener.guest_addr(),
+                 target.text())
+        self._event("forwarding", "tcp", listener.guest_addr(), target.text())
+        self._forwards[listener] = fwd
+        return True
 
     def _in_use(self, target: HostTarget) -> bool:
         return any(f.target == target for f in (*self._fixed, *self._forwards.values()))
