@@ -143,8 +143,9 @@ def throughput(home: Path, python: bool, runs: int, file_mb: int) -> tuple[float
 
 def agent_cost(home: Path) -> str:
     script = (
-        "for p in $(pidof lima-guestagent.sh python3 2>/dev/null); do "
-        "grep -q lima-guestagent /proc/$p/cmdline || continue; "
+        "for d in /proc/[0-9]*; do p=${d#/proc/}; "
+        # the brackets keep this script's own command line from matching
+        "grep -q 'local/bin/lima-guestagen[t]' $d/cmdline 2>/dev/null || continue; "
         "echo $p $(grep VmRSS /proc/$p/status | tr -s ' ' | cut -d' ' -f2) "
         "$(cut -d' ' -f14-17 /proc/$p/stat); done; cat /proc/uptime"
     )
