@@ -5,7 +5,7 @@
 # protocol documented in util/lima-guestagent (one JSON line per report with "ports",
 # "added", "removed"; "agent": "sh") on the virtio port io.lima-vm.guest_agent.0, from a
 # poll of /proc/net/{tcp,tcp6,udp,udp6} every LIMA_GA_INTERVAL seconds (0.5). POSIX sh,
-# awk, sort, cmp and sleep only (busybox applets on build:tiny).
+# awk, mkfifo, mv and sleep only (busybox applets on build:tiny).
 set -u
 NAME=io.lima-vm.guest_agent.0
 INTERVAL="${LIMA_GA_INTERVAL:-0.5}"
@@ -23,67 +23,96 @@ find_port() {
 	return 1
 }
 
-# "proto ip port" per listening TCP / unconnected UDP socket, sorted, unique.
-list_ports() {
-	awk '
-	function hex(s,   i, v) {
-		v = 0
-		for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789ABCDEF", toupper(substr(s, i, 1))) - 1
-		return v
-	}
-	function ip4(h) {
-		return hex(substr(h, 7, 2)) "." hex(substr(h, 5, 2)) "." hex(substr(h, 3, 2)) "." hex(substr(h, 1, 2))
-	}
-	function ip6(h,   w, word, b, out) {
-		out = ""
-		for (w = 0; w < 4; w++) {
-			word = substr(h, w * 8 + 1, 8)
-			b = substr(word, 7, 2) substr(word, 5, 2) substr(word, 3, 2) substr(word, 1, 2)
-			out = out (w ? ":" : "") substr(b, 1, 4) ":" substr(b, 5, 4)
-		}
-		return out
-	}
-	FNR == 1 { next }
-	{
-		proto = (FILENAME ~ /udp/) ? "udp" : "tcp"
-		want = (proto == "tcp") ? "0A" : "07"
-		if ($4 != want) next
-		n = split($2, a, ":")
-		ip = (length(a[1]) == 32) ? ip6(a[1]) : ip4(a[1])
-		print proto, ip, hex(a[2])
-	}' /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6 2>/dev/null | sort -u
+# One awk pass per poll: the previous state ($1), then the /proc/net tables. When the set
+# changed (or -v force=1) it writes the new state to `out` and prints one protocol line;
+# otherwise it prints nothing. Few processes per poll: forks are dear in a TCG guest.
+PROG='
+function hex(s,   i, v) {
+	v = 0
+	for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789ABCDEF", toupper(substr(s, i, 1))) - 1
+	return v
 }
-
-# One protocol line from the previous ($1) and the current ($2) lists.
-report() {
-	awk -v seq="$3" '
-	function item(line,   f) { split(line, f, " "); return "{\"proto\":\"" f[1] "\",\"ip\":\"" f[2] "\",\"port\":" f[3] "}" }
-	function join(arr, n,   i, s) { s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? "," : "") arr[i]; return s }
-	FILENAME == ARGV[1] { old[$0] = 1; next }
-	{ cur[++nc] = $0; seen[$0] = 1 }
-	END {
-		for (i = 1; i <= nc; i++) { all[i] = item(cur[i]); if (!(cur[i] in old)) add[++na] = item(cur[i]) }
-		for (k in old) if (!(k in seen)) rem[++nr] = item(k)
-		printf "{\"v\":1,\"agent\":\"sh\",\"seq\":%d,\"ports\":[%s],\"added\":[%s],\"removed\":[%s]}\n", seq, join(all, nc), join(add, na), join(rem, nr)
-	}' "$1" "$2"
+function ip4(h) {
+	return hex(substr(h, 7, 2)) "." hex(substr(h, 5, 2)) "." hex(substr(h, 3, 2)) "." hex(substr(h, 1, 2))
 }
+function ip6(h,   w, word, b, out) {
+	out = ""
+	for (w = 0; w < 4; w++) {
+		word = substr(h, w * 8 + 1, 8)
+		b = substr(word, 7, 2) substr(word, 5, 2) substr(word, 3, 2) substr(word, 1, 2)
+		out = out (w ? ":" : "") substr(b, 1, 4) ":" substr(b, 5, 4)
+	}
+	return out
+}
+function item(key,   f) {
+	split(key, f, " ")
+	return "{\"proto\":\"" f[1] "\",\"ip\":\"" f[2] "\",\"port\":" f[3] "}"
+}
+FILENAME == ARGV[1] { old[$0] = 1; next }
+FNR == 1 { next }
+{
+	proto = (FILENAME ~ /udp/) ? "udp" : "tcp"
+	if ($4 != ((proto == "tcp") ? "0A" : "07")) next
+	split($2, a, ":")
+	key = proto " " ((length(a[1]) == 32) ? ip6(a[1]) : ip4(a[1])) " " hex(a[2])
+	if (!(key in cur)) { cur[key] = 1; keys[++nc] = key }
+}
+END {
+	changed = force
+	all = ""; add = ""; rem = ""
+	for (i = 1; i <= nc; i++) {
+		all = all (i > 1 ? "," : "") item(keys[i])
+		if (!(keys[i] in old)) { add = add (add == "" ? "" : ",") item(keys[i]); changed = 1 }
+	}
+	for (k in old) if (!(k in cur)) { rem = rem (rem == "" ? "" : ",") item(k); changed = 1 }
+	if (!changed) exit 0
+	printf "" > out
+	for (i = 1; i <= nc; i++) print keys[i] > out
+	close(out)
+	printf "{\"v\":1,\"agent\":\"sh\",\"seq\":%d,\"ports\":[%s],\"added\":[%s],\"removed\":[%s]}\n", seq, all, add, rem
+}'
 
 mkdir -p "$STATE"
+: >"$STATE/old"
+TABLES=""
+for t in tcp tcp6 udp udp6; do
+	[ -r "${LIMA_GA_PROC:-/proc}/net/$t" ] && TABLES="$TABLES ${LIMA_GA_PROC:-/proc}/net/$t"
+done
+# A pause without a process when the shell's read takes a fractional -t (busybox ash).
+pause() { sleep "$INTERVAL"; }
+rm -f "$STATE/tick"
+if mkfifo "$STATE/tick" 2>/dev/null && exec 4<>"$STATE/tick"; then
+	(read -t 0.01 x <&4) 2>/dev/null
+	# A timeout is 1 in busybox ash, above 128 in bash; dash has no -t (2).
+	rc=$?
+	if [ "$rc" -eq 1 ] || [ "$rc" -gt 128 ]; then
+		pause() { read -t "$INTERVAL" x <&4; }
+	fi
+fi
+[ -n "${LIMA_GA_ONCE:-}" ] && {
+	# For tests: print one report of the current state and exit.
+	# shellcheck disable=SC2086 # TABLES is a list of paths without spaces
+	awk -v seq=1 -v force=1 -v out="$STATE/new" "$PROG" "$STATE/old" $TABLES
+	exit 0
+}
+
 until dev=$(find_port); do sleep 1; done
 exec 3>"$dev"
-: >"$STATE/old"
 seq=0
 quiet=0
 while :; do
-	list_ports >"$STATE/new"
-	if [ "$seq" -eq 0 ] || [ "$quiet" -ge "$RESEND" ] || ! cmp -s "$STATE/old" "$STATE/new"; then
+	force=0
+	{ [ "$seq" -eq 0 ] || [ "$quiet" -ge "$RESEND" ]; } && force=1
+	# shellcheck disable=SC2086
+	line=$(awk -v seq=$((seq + 1)) -v force=$force -v out="$STATE/new" "$PROG" "$STATE/old" $TABLES)
+	if [ -n "$line" ]; then
 		seq=$((seq + 1))
 		# The write waits while no host agent is connected; the state goes out again later.
-		report "$STATE/old" "$STATE/new" "$seq" >&3 || exit 1
+		printf '%s\n' "$line" >&3 || exit 1
 		mv -f "$STATE/new" "$STATE/old"
 		quiet=0
 	else
 		quiet=$((quiet + 1))
 	fi
-	sleep "$INTERVAL"
+	pause
 done
