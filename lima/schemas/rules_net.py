@@ -126,6 +126,8 @@ def _port_forward(ctx: Ctx, path: Path, fwd: dict[str, Any]) -> None:
     elif fwd.get("reverse") is True:
         ctx.error((*path, "reverse"), "reverse forwarding (host socket into the guest) is "
                   "not supported by limapy yet")
+    if fwd.get("static") is True and not guest_socket and guest_range[0] != guest_range[1]:
+        ctx.error((*path, "static"), "a static forward needs a single guestPort, not a range")
     if fwd.get("proto") in ("udp", "any") and fwd.get("ignore") is not True:
         ctx.error((*path, "proto"), f'"{fwd.get("proto")}": UDP forwarding is not supported '
                   'by limapy yet; use "tcp" (or set ignore: true)')

@@ -225,6 +225,9 @@ def errors(extra: str) -> list[tuple[str, int, str]]:
      "UDP forwarding is not supported"),
     ("portForwards:\n- guestSocket: /a\n  hostSocket: /tmp/b\n  reverse: true\n",
      "portForwards[0].reverse", 7, "not supported"),
+    ("portForwards:\n- guestPortRange: [80, 81]\n  static: true\n",
+     "portForwards[0].static", 6, "single guestPort"),
+    ("portForwards:\n- static: true\n", "portForwards[0].static", 5, "single guestPort"),
 ])
 def test_unsupported_fields_are_refused(extra: str, path: str, line: int, words: str) -> None:
     found = errors(extra)
