@@ -147,8 +147,8 @@ def test_a_when_row_stays_out_of_other_entries(tmp_path: Path) -> None:
 def test_keys_the_user_set_are_kept(tmp_path: Path) -> None:
     rule = {"guestPort": 80, "proto": "udp", "hostIP": "0.0.0.0", "guestIP": "10.0.0.1"}
     out = fill({"portForwards": [rule]}, name="dev", lima_home=tmp_path, host=HOST)
-    assert out["portForwards"] == [{**rule, "guestPortRange": [80, 80],
-                                    "hostPortRange": [80, 80]}]
+    assert out["portForwards"] == [{**rule, "guestIPMustBeZero": False,
+                                    "guestPortRange": [80, 80], "hostPortRange": [80, 80]}]
 
 
 def _leaves(node: Any, prefix: str = "") -> set[str]:
