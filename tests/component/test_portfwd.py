@@ -106,6 +106,7 @@ class FakeDialer:
         self.opened: list[GuestEnd] = []
         self.fail_next = 0
         self.closed = False
+        self.warmed = False
 
     def open(self, end: GuestEnd) -> Stream:
         self.opened.append(end)
@@ -121,6 +122,9 @@ class FakeDialer:
 
     def close(self) -> None:
         self.closed = True
+
+    def warm(self) -> None:
+        self.warmed = True
 
 
 def ask(port: int, text: str = "ping") -> str:
@@ -398,6 +402,7 @@ def test_stop_closes_everything(rig_factory: Callable[[list[PortForward]], Rig])
     port = free_port()
     rig = rig_factory([fwd(guest_port=port, host_port=port, static=True)])
     assert not refused(port)
+    assert until(lambda: rig.dialer.warmed, "the dialer to log in ahead")
     rig.fw.stop()
     assert refused(port)
     assert rig.dialer.closed

@@ -202,6 +202,9 @@ class Forwarder:
             log.info("forwarding guest socket %s to %s", path, target.text())
             self._listen(target, GuestEnd(socket=path), "tcp", path, fixed=True, quiet=True)
         threading.Thread(target=self._read_agent, name="guest-agent", daemon=True).start()
+        # The ssh login (about a second in a TCG guest) happens now, not in the first
+        # forwarded connection; it waits for the guest's sshd on its own.
+        threading.Thread(target=self.dialer.warm, name="portfwd-login", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()

@@ -58,6 +58,9 @@ class Dialer(Protocol):
     def close(self) -> None:
         """Drop connections (the forwarder stops)."""
 
+    def warm(self) -> None:
+        """Get ready to open streams (log in) before the first one is asked for."""
+
 
 class _Transport(paramiko.Transport):
     """paramiko opens only the channel kinds it knows with their fields; OpenSSH's
@@ -121,7 +124,12 @@ class SSHDialer:
         deadline = time.monotonic() + self.login_timeout
         last: Exception | None = None
         while time.monotonic() < deadline and not self._closed:
-            wait_banner(self.port, deadline=deadline)
+            try:
+                # Short rounds: a stopping forwarder must not wait for a whole deadline.
+                wait_banner(self.port, deadline=min(deadline, time.monotonic() + 2.0))
+            except TemporaryError as exc:
+                last = exc
+                continue
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
             try:
@@ -158,9 +166,17 @@ class SSHDialer:
                 log.info("port forwarder: ssh connection lost (%s); logging in again", exc)
         raise TemporaryError(f"cannot open {end.text()} in the guest over ssh")
 
+    def warm(self) -> None:
+        """Log in now: the first forwarded connection must not wait for it."""
+        try:
+            self._transport(fresh=False)
+        except (TemporaryError, paramiko.SSHException, OSError, EOFError) as exc:
+            log.info("port forwarder: no ssh login yet (%s); trying at the first connection",
+                     exc)
+
     def close(self) -> None:
+        self._closed = True  # before the lock: a login in progress gives up at once
         with self._lock:
-            self._closed = True
             if self._client is not None:
                 self._client.close()
                 self._client = None
