@@ -167,12 +167,15 @@ class SSHDialer:
         raise TemporaryError(f"cannot open {end.text()} in the guest over ssh")
 
     def warm(self) -> None:
-        """Log in now: the first forwarded connection must not wait for it."""
-        try:
-            self._transport(fresh=False)
-        except (TemporaryError, paramiko.SSHException, OSError, EOFError) as exc:
-            log.info("port forwarder: no ssh login yet (%s); trying at the first connection",
-                     exc)
+        """Log in now, however long the guest takes to boot (until close()): the first
+        forwarded connection must not wait for it."""
+        while not self._closed:
+            try:
+                self._transport(fresh=False)
+                return
+            except (TemporaryError, paramiko.SSHException, OSError, EOFError) as exc:
+                log.debug("port forwarder: no ssh login yet (%s)", exc)
+                time.sleep(1.0)
 
     def close(self) -> None:
         self._closed = True  # before the lock: a login in progress gives up at once
