@@ -181,15 +181,16 @@ def test_debian_http_server_static_and_socket(limactl: Limactl, tmp_path: Path) 
     home = limactl.home
 
     # python3 -m http.server: the command returns once the guest listens
-    limactl("shell", "deb", "sh", "-c",
-            f"cd /tmp && setsid python3 -m http.server {http_port} >/dev/null 2>&1 "
-            f"</dev/null & i=0; while ! grep -qi ':{http_port:04X} 00000000' /proc/net/tcp "
-            f"/proc/net/tcp6 && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done")
+    pid = limactl("shell", "deb", "sh", "-c",
+                  f"cd /tmp && setsid python3 -m http.server {http_port} >/dev/null 2>&1 "
+                  f"</dev/null & i=0; while ! grep -qi ':{http_port:04X} 00000000' "
+                  f"/proc/net/tcp /proc/net/tcp6 && [ $i -lt 400 ]; do sleep 0.05; "
+                  "i=$((i+1)); done; echo $!").stdout.split()[-1]
     listening = time.monotonic()
     until(lambda: http_ok(http_port), "http.server on the host", 2.0)
     reachable = time.monotonic() - listening
     assert reachable <= 2.0
-    limactl("shell", "deb", "sh", "-c", "pkill -f 'http.server' ; true")
+    limactl("shell", "deb", "kill", pid)
     assert until(lambda: refused(http_port), "the port to be released", 10)
     events = port_events(home, "deb")
     assert any(e["type"] == "stopping" and e["hostAddr"] == f"127.0.0.1:{http_port}"
