@@ -224,7 +224,7 @@ def test_debian_http_server_static_and_socket(limactl: Limactl, tmp_path: Path) 
         except OSError:
             return b""
 
-    assert until(lambda: unix_echo() == b"unix:hello", "the socket forward", 20)
+    assert until(lambda: unix_echo() == b"unix:hello", "the socket forward", 90)
 
     limactl("stop", "deb", timeout=300)
     assert qemu_pids_for(limactl.home) == []

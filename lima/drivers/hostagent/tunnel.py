@@ -96,7 +96,7 @@ class SSHDialer:
     """Channels on a paramiko connection of the forwarder's own to 127.0.0.1:`port`."""
 
     def __init__(self, port: int, user: str, key_path: Path, *, login_timeout: float = 60.0,
-                 open_timeout: float = 10.0) -> None:
+                 open_timeout: float = 20.0) -> None:
         self.port, self.user, self.key_path = port, user, key_path
         self.login_timeout, self.open_timeout = login_timeout, open_timeout
         self._client: paramiko.SSHClient | None = None
