@@ -208,7 +208,8 @@ def test_debian_http_server_static_and_socket(limactl: Limactl, tmp_path: Path) 
 
     # a guest unix socket forwarded to a host socket (in the instance's sock/ directory)
     limactl("shell", "deb", "sh", "-c",
-            "cat > /tmp/echo.py && setsid python3 /tmp/echo.py >/dev/null 2>&1 </dev/null & "
+            # cat in the foreground: a backgrounded list would read /dev/null
+            "cat > /tmp/echo.py; (setsid python3 /tmp/echo.py >/dev/null 2>&1 </dev/null &); "
             "i=0; while [ ! -S /tmp/pf-echo.sock ] && [ $i -lt 200 ]; do sleep 0.05; "
             "i=$((i+1)); done", input=ECHO_SERVER)
     host_sock = home / "deb" / "sock" / "pf.sock"
