@@ -198,20 +198,53 @@ def _forwards_factory(name: str, inst_dir: Path, spec: InstanceSpec | None, ssh_
                       user: str) -> Callable[[Callable[[dict[str, Any]], None]], Any]:
     """The port forwarder of lima.yaml's portForwards (plus Lima's implicit rules)."""
 
+    from lima.drivers import portrules
+
+    def rules(loaded: InstanceSpec | None) -> tuple[list[Any], bool, bool]:
+        forwards = loaded.port_forwards if loaded is not None else ()
+        local_port = loaded.ssh.local_port if loaded is not None else 0
+        ignore_tcp, ignore_udp = portrules.ignored_protocols(forwards)
+        return portrules.build_rules(forwards, local_port or ssh_port), ignore_tcp, ignore_udp
+
+    def reread() -> tuple[list[Any], bool, bool] | None:
+        loaded, problem = _spec_for_mounts(name)
+        if problem is not None:
+            logging.getLogger(__name__).warning("portForwards not reloaded: %s", problem)
+            return None
+        return rules(loaded)
+
     def build(emit: Callable[[dict[str, Any]], None]) -> Any:
-        from lima.drivers import portrules
         from lima.drivers.hostagent.portfwd import Forwarder
         from lima.drivers.hostagent.slirpfwd import SlirpForwards, qmp_monitor
         from lima.drivers.hostagent.tunnel import SSHDialer
 
-        loaded = spec if spec is not None else _spec_for_mounts(name)[0]
-        forwards = loaded.port_forwards if loaded is not None else ()
-        local_port = loaded.ssh.local_port if loaded is not None else 0
-        ignore_tcp, ignore_udp = portrules.ignored_protocols(forwards)
-        return Forwarder(portrules.build_rules(forwards, local_port or ssh_port),
-                         SSHDialer(ssh_port, user, paths.user_identity()), emit,
-                         inst_dir / paths.GA_SOCK, ignore_tcp=ignore_tcp,
-                         ignore_udp=ignore_udp,
-                         slirp=SlirpForwards(qmp_monitor(inst_dir / paths.QMP_SOCK), ssh_port))
+        built, ignore_tcp, ignore_udp = rules(spec if spec is not None
+                                              else _spec_for_mounts(name)[0])
+        fwd = Forwarder(built, SSHDialer(ssh_port, user, paths.user_identity()), emit,
+                        inst_dir / paths.GA_SOCK, ignore_tcp=ignore_tcp, ignore_udp=ignore_udp,
+                        slirp=SlirpForwards(qmp_monitor(inst_dir / paths.QMP_SOCK), ssh_port))
+        return _Reloading(fwd, reread)
 
     return build
+
+
+class _Reloading:
+    """The forwarder, plus `reload()`: lima.yaml read again (a live change `limactl apply`
+    recorded, then signalled with SIGHUP) and its portForwards applied without a restart.
+    A lima.yaml that no longer loads keeps the forwards as they are."""
+
+    def __init__(self, fwd: Any,
+                 read: Callable[[], tuple[list[Any], bool, bool] | None]) -> None:
+        self.fwd, self.read = fwd, read
+
+    def start(self) -> None:
+        self.fwd.start()
+
+    def stop(self) -> None:
+        self.fwd.stop()
+
+    def reload(self) -> None:
+        new = self.read()
+        if new is not None:
+            built, ignore_tcp, ignore_udp = new
+            self.fwd.reload(built, ignore_tcp=ignore_tcp, ignore_udp=ignore_udp)

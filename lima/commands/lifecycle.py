@@ -391,8 +391,10 @@ def _record_live(name: str, new: Resolved, text: str) -> None:
 
     from lima.controller.status_store import StatusStore
     from lima.drivers.applied import write_applied
+    from lima.drivers.hostagent import reload_hostagent
 
     write_applied(paths.instance_dir(name), new.generation, new.filled, document=text)
+    reload_hostagent(paths.instance_dir(name))  # portForwards follow without a restart
     store = StatusStore()
     status = store.load(name)
     if status is not None and status.generation:

@@ -126,6 +126,9 @@ class Planner:
         live path: lima.yaml, lima.applied.json, status.json's generation)."""
         write_spec(inst, text)
         write_applied(inst, new.generation, new.filled, document=text())
+        from lima.drivers.hostagent import reload_hostagent  # deferred: the fake's tests
+
+        reload_hostagent(inst)  # portForwards follow without a restart
         status = self.store.load(name)
         if status is not None and status.generation:
             self.store.save(name, replace(status, generation=new.generation))

@@ -450,3 +450,29 @@ def test_host_agent_writes_port_forward_events_on_the_current_status(tmp_path: P
     assert event["status"]["errors"] == ["a mount failed"]
     with contextlib.suppress(FileNotFoundError):
         (tmp_path / "ha.stdout.log").unlink()
+
+
+def test_reload_makes_the_forwards_again_from_new_rules(
+        rig_factory: Callable[[list[PortForward]], Rig]) -> None:
+    """A live change of portForwards (SIGHUP to the host agent): a static forward moves to
+    its new host port, a listener the new rules send elsewhere follows, and the same rules
+    again change nothing."""
+    guest = EchoGuest("guest")
+    static_old, static_new, dyn, dyn_host = free_port(), free_port(), free_port(), free_port()
+    rig = rig_factory([fwd(guest_port=static_old, host_port=static_old, static=True)])
+    rig.dialer.routes[("127.0.0.1", static_old)] = ("127.0.0.1", guest.port)
+    rig.dialer.routes[("127.0.0.1", static_new)] = ("127.0.0.1", guest.port)
+    rig.dialer.routes[("127.0.0.1", dyn)] = ("127.0.0.1", guest.port)
+    rig.agent.send(("tcp", "127.0.0.1", dyn))
+    until(lambda: rig.fw.forwarded(), "the dynamic forward")
+    assert ask(static_old) == "guest: ping" and ask(dyn) == "guest: ping"
+
+    new = [fwd(guest_port=static_new, host_port=static_new, static=True),
+           fwd(guest_port=dyn, host_port=dyn_host)]
+    assert rig.fw.reload(portrules.build_rules(new, 0))
+    assert until(lambda: refused(static_old), "the old static port to close")
+    assert ask(static_new) == "guest: ping"
+    # The listener the guest reported before is forwarded by the new rule, no new report.
+    assert rig.fw.forwarded() == {f"127.0.0.1:{dyn}": f"127.0.0.1:{dyn_host}"}
+    assert ask(dyn_host) == "guest: ping" and until(lambda: refused(dyn), "the old port")
+    assert not rig.fw.reload(portrules.build_rules(new, 0))  # nothing changed

@@ -3,7 +3,8 @@ over the virtio port and the host agent forwards them by lima.yaml's portForward
 
 tiny (busybox, the sh agent): a busybox `nc -l` listener is forwarded and released when it
 exits, a static forward exists before the guest listens, a busy host port is a `failed`
-event naming its holder. Debian (cloud-init, the python3 agent): `python3 -m http.server`
+event naming its holder, and a live change of portForwards (`limactl apply`) moves a static
+forward without a restart. Debian (cloud-init, the python3 agent): `python3 -m http.server`
 answers on the host within 2 s of listening and stops being forwarded when it exits, a
 static forward, a guest unix socket forwarded to a host socket.
 """
@@ -134,11 +135,22 @@ def test_tiny_nc_static_and_busy_port(limactl: Limactl, tmp_path: Path) -> None:
         assert f"PID {os.getpid()}" in failed[0]["error"]
         assert json.loads(limactl("list", "--format", "json", "t").stdout)["status"] == \
             "Running"
+
+        # a live change: the static forward moves to another host port, no restart
+        qemu = qemu_pids_for(home)
+        moved = free_port()
+        f.write_text(f.read_text().replace(f"hostPort: {static_host}\n",
+                                           f"hostPort: {moved}\n"))
+        out = limactl("apply", str(f), timeout=120)
+        assert "changes applied" in out.stdout
+        assert until(lambda: talk(moved) == b"static\n", "the moved static forward", 20)
+        assert until(lambda: refused(static_host), "the old static port to close", 20)
+        assert qemu_pids_for(home) == qemu
     finally:
         holder.close()
     limactl("stop", "t", timeout=120)
     assert qemu_pids_for(limactl.home) == []
-    assert refused(static_host)
+    assert refused(moved)
 
 
 DEBIAN_YAML = """\

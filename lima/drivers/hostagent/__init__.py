@@ -16,6 +16,7 @@ While it runs, the daemon keeps these facts in the instance directory:
 from lima.drivers.hostagent.api import hostagent_info, serve_info
 from lima.drivers.hostagent.client import (
     pick_ssh_port,
+    reload_hostagent,
     start_hostagent,
     stop_hostagent,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "make_event",
     "pick_ssh_port",
     "read_events",
+    "reload_hostagent",
     "serve_info",
     "start_hostagent",
     "stop_hostagent",

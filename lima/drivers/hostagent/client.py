@@ -179,6 +179,19 @@ AGENT_GRACE = 5.0
 POWERDOWN_GRACE = 15.0
 
 
+def reload_hostagent(inst_dir: Path) -> bool:
+    """Tell the instance's running host agent that lima.yaml changed live (SIGHUP: it
+    applies the new portForwards without a restart). False when no agent runs."""
+    pid = procs.hostagent_pid(inst_dir)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_hostagent(inst_dir: Path, *, timeout: float = 90.0, force: bool = False) -> None:
     """Stop the instance's host agent and its qemu; returns within about `timeout` s.
 

@@ -62,6 +62,7 @@ class Forwards(Protocol):
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
+    def reload(self) -> None: ...  # lima.yaml's portForwards changed (SIGHUP)
 
 
 # Builds the forwarder once qemu runs, given where its portForward events go.
@@ -124,6 +125,7 @@ class HostAgent:
         self._dns_server: DNSServer | None = None
         self.forwards = forwards
         self._forwarder: Forwards | None = None
+        self._reload = False  # set by SIGHUP: re-read the port forwards
         # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
         # file anyone can truncate); "responsive" comes from the heartbeat.
         self._state: dict[str, Any] = {"phase": "booting", "running": False,
@@ -136,6 +138,10 @@ class HostAgent:
     def request_stop(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
         self._signal = signum
 
+    def request_reload(self, _signum: int = signal.SIGHUP, _frame: Any = None) -> None:
+        self._reload = True
+        self._wake.set()
+
     def run(self, *, install_signals: bool = True) -> int:
         """Run until qemu exits or a stop is requested; returns the exit code."""
         pid_path = self.inst_dir / paths.HA_PID
@@ -145,7 +151,9 @@ class HostAgent:
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            # SIGHUP: lima.yaml changed live (`limactl apply`: a new portForwards); the
+            # agent runs in its own session, so no terminal hang-up sends it.
+            signal.signal(signal.SIGHUP, self.request_reload)
         write_pidfile(pid_path, os.getpid())
         try:
             self._server = serve_info(self.inst_dir / paths.HA_SOCK, self.info)
@@ -239,6 +247,13 @@ class HostAgent:
                 errors = list(ready)
                 self._emit(running=True, degraded=bool(ready), errors=ready)
                 self._start_heartbeat()
+            if self._reload:
+                self._reload = False
+                if self._forwarder is not None:
+                    try:
+                        self._forwarder.reload()
+                    except Exception:  # a bad reload keeps the guest and the old forwards
+                        log.exception("the port forwards could not be reloaded")
             change, self._responsive = self._responsive, None
             if change is not None and announced:
                 self._announce_responsive(*change, errors)

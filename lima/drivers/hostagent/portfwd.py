@@ -190,6 +190,35 @@ class Forwarder:
     def start(self) -> None:
         if self.slirp is not None:
             self.slirp.remove_stale()
+        self._bind_fixed()
+        threading.Thread(target=self._read_agent, name="guest-agent", daemon=True).start()
+        # The ssh login (about a second in a TCG guest) happens now, not in the first
+        # forwarded connection; it waits for the guest's sshd on its own.
+        threading.Thread(target=self.dialer.warm, name="portfwd-login", daemon=True).start()
+
+    def reload(self, rules: Sequence[Rule], *, ignore_tcp: bool = False,
+               ignore_udp: bool = False) -> bool:
+        """New rules (a live change of portForwards): when they differ, every forward is
+        closed and made again from them, over the guest's listeners as last reported.
+        False when nothing changed."""
+        with self._lock:
+            if self._stop.is_set() or (list(rules), ignore_tcp, ignore_udp) == (
+                    self.rules, self.ignore_tcp, self.ignore_udp):
+                return False
+            old = [*self._fixed, *self._forwards.values()]
+            known = set(self._known)
+            self._fixed, self._forwards, self._known = [], {}, set()
+            self.rules = list(rules)
+            self.ignore_tcp, self.ignore_udp = ignore_tcp, ignore_udp
+            log.info("portForwards changed: making the forwards again")
+            for fwd in old:
+                fwd.close()
+            self._bind_fixed()
+        self.apply(known)
+        return True
+
+    def _bind_fixed(self) -> None:
+        """The static and guestSocket forwards: bound before any report, kept until stop."""
         for listener, target in portrules.static_targets(self.rules):
             if listener.proto != "tcp":
                 self._event("failed", listener.proto, listener.guest_addr(), target.text(),
@@ -201,10 +230,6 @@ class Forwarder:
         for path, target in portrules.socket_rules(self.rules):
             log.info("forwarding guest socket %s to %s", path, target.text())
             self._listen(target, GuestEnd(socket=path), "tcp", path, fixed=True, quiet=True)
-        threading.Thread(target=self._read_agent, name="guest-agent", daemon=True).start()
-        # The ssh login (about a second in a TCG guest) happens now, not in the first
-        # forwarded connection; it waits for the guest's sshd on its own.
-        threading.Thread(target=self.dialer.warm, name="portfwd-login", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
