@@ -137,34 +137,9 @@ def _exec(
     client: paramiko.SSHClient, command: str, stdin: bytes = b"", *, timeout: float
 ) -> tuple[int, bytes, bytes]:
     """Run `command` in the guest with `stdin`: (status, stdout, stderr) as bytes."""
-    transport = client.get_transport()
-    if transport is None or not transport.is_active():
-        raise TemporaryError("ssh connection is closed")
-    deadline = time.monotonic() + timeout
-    try:
-        chan = transport.open_session(timeout=timeout)
-        chan.settimeout(timeout)
-        chan.exec_command(command)
-        if stdin:
-            chan.sendall(stdin)
-        chan.shutdown_write()
-        out, err = bytearray(), bytearray()
-        while not (chan.exit_status_ready() and not chan.recv_ready()
-                   and not chan.recv_stderr_ready()):
-            if chan.recv_ready():
-                out += chan.recv(65536)
-            elif chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
-            else:
-                if time.monotonic() > deadline:
-                    chan.close()
-                    raise TemporaryError(f"timed out after {timeout:g} s")
-                chan.status_event.wait(0.02)
-        rc = chan.recv_exit_status()
-        chan.close()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise TemporaryError(f"ssh: {exc}") from exc
-    return rc, bytes(out), bytes(err)
+    from lima.drivers.ssh import run_bytes
+
+    return run_bytes(client, command, timeout=timeout, input=stdin or None)
 
 
 # --- copyToHost -----------------------------------------------------------------------

@@ -178,6 +178,18 @@ def run(
     input: bytes | str | None = None,
 ) -> tuple[int, str, str]:
     """Run `command` in the guest: (exit status, stdout, stderr). A timeout is TemporaryError."""
+    rc, out, err = run_bytes(client, command, timeout=timeout, input=input)
+    return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def run_bytes(
+    client: paramiko.SSHClient,
+    command: str,
+    *,
+    timeout: float,
+    input: bytes | str | None = None,
+) -> tuple[int, bytes, bytes]:
+    """`run`, with stdout and stderr as the bytes the guest wrote (a file's content)."""
     transport = client.get_transport()
     if transport is None or not transport.is_active():
         raise TemporaryError("ssh connection is closed")
@@ -211,7 +223,7 @@ def run(
         chan.close()
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise TemporaryError(f"ssh command failed: {command}: {exc}") from exc
-    return rc, out.decode(errors="replace"), err.decode(errors="replace")
+    return rc, bytes(out), bytes(err)
 
 
 def read_marker(client: paramiko.SSHClient, path: str) -> str | None:
