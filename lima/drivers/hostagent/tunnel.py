@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import paramiko
 
+from lima.drivers.portrules import join_host_port
 from lima.errors import TemporaryError
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,7 @@ class GuestEnd:
     socket: str = ""
 
     def text(self) -> str:
-        return self.socket or (f"[{self.ip}]:{self.port}" if ":" in self.ip
-                               else f"{self.ip}:{self.port}")
+        return self.socket or join_host_port(self.ip, self.port)
 
 
 class Stream(Protocol):
