@@ -190,7 +190,7 @@ def instance_record(name: str) -> dict[str, Any]:
             rec["reason"] = f"NotReady (status.json says Ready but the VM is {rec['status']})"
     if rec.get("message"):
         from lima.drivers.message import render
-        from lima.schemas.gotemplate import TemplateError
+        from lima.gotmpl import TemplateError
 
         try:
             rec["message"] = render(rec["message"], rec)

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from lima import paths
+from lima.gotmpl import TemplateError, execute
 from lima.schemas.arch import host_arch
-from lima.schemas.gotemplate import TemplateError, execute
 
 # The instance record's keys (Lima's JSON names) -> the Go field names templates use.
 _INSTANCE_FIELDS = {

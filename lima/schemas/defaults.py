@@ -9,7 +9,7 @@ rules are Lima's `FillDefault` (pkg/limayaml/defaults.go):
   location / interface update the earlier one), and dns, taken whole from the highest
   priority file that has any;
 - maps (env, param, hostResolver.hosts): default, then instance, then override.
-Host and guest `{{.X}}` templates are expanded (by `gotemplate.execute`) in the fields
+Host and guest `{{.X}}` templates are expanded (by `gotmpl.execute`) in the fields
 Lima expands: host ones (mount locations, hostSocket, copyToHost.host) see the host user,
 {{.Dir}}, {{.GlobalTempDir}}, {{.TempDir}}; guest ones (user.home, mountPoint, provision
 scripts and data, probes, guestSocket, copyToHost.guest) see the guest user, {{.Hostname}}.
@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lima import gotmpl
 from lima.errors import Problem, SpecError
 from lima.names import guest_hostname
-from lima.schemas import fields, gotemplate
+from lima.schemas import fields
 from lima.schemas.arch import host_arch
 from lima.schemas.lines import format_path, from_loaded, line_of
 from lima.schemas.macaddr import mac_address
@@ -282,8 +283,8 @@ class _Filler:
 
     def _expand(self, text: str, data: dict[str, Any], path: str) -> str:
         try:
-            return gotemplate.execute(text, data)
-        except gotemplate.TemplateError as exc:
+            return gotmpl.execute(text, data)
+        except gotmpl.TemplateError as exc:
             self.warn(path, f"cannot process the value as a template ({exc}); kept as is")
             return text
 

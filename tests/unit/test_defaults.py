@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from lima import gotmpl
 from lima.errors import Problem
-from lima.schemas import gotemplate
 from lima.schemas.defaults import HostFacts, bytes_size, fill, hostname_of, mac_address
 
 HOST = HostFacts(
@@ -273,12 +273,12 @@ def test_helpers() -> None:
     ],
 )
 def test_gotemplate(text: str, expected: str) -> None:
-    assert gotemplate.execute(text, {"User": "bob", "Param": {}}) == expected
+    assert gotmpl.execute(text, {"User": "bob", "Param": {}}) == expected
 
 
 @pytest.mark.parametrize(
     "text", ["{{range .X}}{{end}}", "{{.User.Name}}", "{{ .User", "{{$x := 1}}"]
 )
 def test_gotemplate_errors(text: str) -> None:
-    with pytest.raises(gotemplate.TemplateError):
-        gotemplate.execute(text, {"User": "bob", "Param": {}})
+    with pytest.raises(gotmpl.TemplateError):
+        gotmpl.execute(text, {"User": "bob", "Param": {}})

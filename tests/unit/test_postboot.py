@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lima.drivers import message, postboot
-from lima.schemas.gotemplate import TemplateError
+from lima.gotmpl import TemplateError
 from tests.unit.cidata_fixtures import Provision, make_spec
 
 

@@ -1,4 +1,4 @@
-"""lima.schemas.gotemplate: the subset of Go's text/template used by lima.yaml fields.
+"""lima.gotmpl: the subset of Go's text/template used by lima.yaml fields.
 
 Expected outputs are what Go's text/template prints for the same template and map data.
 """
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lima.schemas import gotemplate
+from lima import gotmpl
 
 DATA: dict[str, Any] = {
     "User": "bob",
@@ -23,7 +23,7 @@ DATA: dict[str, Any] = {
 
 
 def run(text: str) -> str:
-    return gotemplate.execute(text, DATA)
+    return gotmpl.execute(text, DATA)
 
 
 @pytest.mark.parametrize(
@@ -138,13 +138,13 @@ def test_pipes(text: str, expected: str) -> None:
     ],
 )
 def test_errors(text: str) -> None:
-    with pytest.raises(gotemplate.TemplateError):
+    with pytest.raises(gotmpl.TemplateError):
         run(text)
 
 
 def test_a_parse_error_in_an_untaken_branch_still_fails() -> None:
     # Go parses the whole template before executing any of it.
-    with pytest.raises(gotemplate.TemplateError):
+    with pytest.raises(gotmpl.TemplateError):
         run("{{if .Empty}}{{nosuchfunc}}{{end}}ok")
 
 
@@ -154,9 +154,14 @@ def test_k8s_like_script_expands() -> None:
         'kubeadm join "{{.Param.url}}" --token "{{.Param.token}}"\n{{end}}\n'
     )
     assert run(script) == "#!/bin/bash\n\nkubeadm init\n\n"
-    joined = gotemplate.execute(script, {**DATA, "Param": {"url": "h:6443", "token": "t"}})
+    joined = gotmpl.execute(script, {**DATA, "Param": {"url": "h:6443", "token": "t"}})
     assert joined == '#!/bin/bash\n\nkubeadm join "h:6443" --token "t"\n\n'
 
 
 def test_text_without_actions_is_returned_unchanged() -> None:
     assert run("no actions here }}") == "no actions here }}"
+
+
+def test_the_parser_knows_every_function_the_runner_has() -> None:
+    from lima.gotmpl import parse, run
+    assert set(run._FUNCS) == parse.BUILTINS
