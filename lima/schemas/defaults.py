@@ -14,19 +14,15 @@ Lima expands: host ones (mount locations, hostSocket, copyToHost.host) see the h
 {{.Dir}}, {{.GlobalTempDir}}, {{.TempDir}}; guest ones (user.home, mountPoint, provision
 scripts and data, probes, guestSocket, copyToHost.guest) see the guest user, {{.Hostname}}.
 
-Pure: reading the host's facts (CPU count, RAM, user, time zone, machine id) is done once by
-`host_facts()`, and tests pass their own `HostFacts`.
+Pure: the host's facts (CPU count, RAM, user, time zone, machine id) are read once by
+`lima.schemas.hostfacts.host_facts()`, and tests pass their own `HostFacts`.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import os
-import pwd
-import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +30,10 @@ from lima import gotmpl
 from lima.errors import Problem, SpecError
 from lima.names import guest_hostname
 from lima.schemas import fields
-from lima.schemas.arch import host_arch
+from lima.schemas.hostfacts import HostFacts, host_facts, lima_user
 from lima.schemas.lines import format_path, from_loaded, line_of
 from lima.schemas.macaddr import mac_address
 from lima.schemas.yamlload import load_yaml
-
-FALLBACK_USER = "lima"
-FALLBACK_UID = 1000
-_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 
 # Key order of the filled document: the order of Lima's templates/default.yaml.
 KEY_ORDER = (
@@ -54,97 +46,9 @@ KEY_ORDER = (
 )
 
 
-@dataclass(frozen=True)
-class HostFacts:
-    """What the defaults depend on in the host; `host_facts()` reads the real ones."""
-
-    arch: str
-    cpus: int
-    memory: int  # bytes
-    user: str  # host user name, as is ({{.User}} in host templates)
-    uid: int
-    comment: str
-    home: str
-    timezone: str
-    machine_id: str
-    tempdir: str
-
-
-@functools.cache
-def host_facts() -> HostFacts:
-    entry = pwd.getpwuid(os.getuid())
-    return HostFacts(
-        arch=host_arch(),
-        cpus=os.cpu_count() or 1,
-        memory=_host_memory(),
-        user=entry.pw_name,
-        uid=entry.pw_uid,
-        comment=entry.pw_gecos.split(",")[0],
-        home=os.environ.get("HOME") or entry.pw_dir,
-        timezone=_host_timezone(),
-        machine_id=_read_text("/etc/machine-id") or _read_text("/var/lib/dbus/machine-id"),
-        tempdir=os.environ.get("TMPDIR") or "/tmp",
-    )
-
-
-def _read_text(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
-
-
-def _host_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError):
-        return 4 << 30
-
-
-def _host_timezone() -> str:
-    # Lima: /etc/timezone, else the zoneinfo name the /etc/localtime symlink points to.
-    name = _read_text("/etc/timezone")
-    if name:
-        return name
-    try:
-        target = os.readlink("/etc/localtime")
-    except OSError:
-        return ""
-    _, sep, zone = target.partition("zoneinfo/")
-    return zone if sep else ""
-
-
-def bytes_size(n: int) -> str:
-    """go-units BytesSize: "4GiB", "11.72GiB" (4 significant digits, binary units)."""
-    value = float(n)
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    i = 0
-    while value >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    return f"{value:.4g}{units[i]}"
-
-
 def hostname_of(name: str) -> str:
     """The guest host name for an instance (lima.names.guest_hostname)."""
     return guest_hostname(name)
-
-
-def lima_user(host: HostFacts) -> tuple[str, int, list[str]]:
-    """(user name, uid, warnings) for the guest user, as Lima's osutil.LimaUser picks them."""
-    warnings: list[str] = []
-    name, uid = host.user, host.uid
-    if name == "admin" or not _USERNAME.match(name):
-        warnings.append(
-            f"local user {name!r} is not a valid Linux user name; using {FALLBACK_USER!r}"
-        )
-        name = FALLBACK_USER
-    if uid == 0:
-        # root on the host: the guest user must not be root (user.uid 0 is invalid).
-        warnings.append(f"local user is root; the guest user will be {FALLBACK_USER!r} "
-                        f"(uid {FALLBACK_UID})")
-        name, uid = FALLBACK_USER, FALLBACK_UID
-    return name, uid, warnings
 
 
 def load_config(path: Path) -> dict[str, Any]:

@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from lima.schemas.defaults import HostFacts
+from lima.schemas.hostfacts import HostFacts, bytes_size
 
 
 class Drift(StrEnum):
@@ -122,8 +121,6 @@ def _host(fn: Callable[[HostFacts], Any]) -> Callable[[HostFacts], Any]:
 
 
 def _memory(host: HostFacts) -> str:
-    from lima.schemas.defaults import bytes_size
-
     return bytes_size(min(4 << 30, host.memory // 2))
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from lima.schemas import fields
-from lima.schemas.defaults import HostFacts, fill
+from lima.schemas.defaults import fill
+from lima.schemas.hostfacts import HostFacts
 from lima.states.drift import Drift, classify
 
 HOST = HostFacts(arch="x86_64", cpus=2, memory=3 << 30, user="alice", uid=501,

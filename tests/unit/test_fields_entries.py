@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from lima.schemas import defaults, fields
-from lima.schemas.defaults import HostFacts, fill
+from lima.schemas.defaults import fill
+from lima.schemas.hostfacts import HostFacts
 
 SCHEMA = json.loads((Path(fields.__file__).parent / "lima.schema.json").read_text())
 HOST = HostFacts(arch="x86_64", cpus=2, memory=3 << 30, user="alice", uid=501,
