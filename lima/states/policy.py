@@ -15,7 +15,11 @@ from lima.states.phases import Phase
 
 # How long an instance may stay in a phase before the attempt is aborted (seconds).
 PHASE_DEADLINES: dict[Phase, float] = {
-    Phase.BOOTING: 300.0,  # ssh banner at ~45 s for Debian under TCG, ~3 s for tiny
+    # Debian reaches ssh in about a minute under TCG, tiny in seconds; but cloud-init holds
+    # sshd back until boot.sh has run, and on a loaded host that took over 5 minutes while
+    # making steady progress. Rebooting a slow guest only starts it over: wait as long as
+    # Lima's start timeout (10 min) before giving up on this boot.
+    Phase.BOOTING: 600.0,
     Phase.SSH_READY: 600.0,  # provisioning scripts may install packages
     Phase.PROVISIONED: 120.0,  # forwards, mounts, probes
     Phase.STOPPING: 90.0,  # then the stop is forced (kill)

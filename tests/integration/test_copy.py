@@ -1,13 +1,13 @@
 """`limactl copy` on real guests, the cases of Lima's copy.bats.
 
 Two tiny guests (no rsync in them, so `auto` takes scp): files and directories both ways,
-with and without trailing slashes, and guest to guest. One Debian guest (build:debian-12
-has rsync) for the rsync backend and `auto` choosing it.
+with and without trailing slashes, and guest to guest. The rsync backend, and `auto`
+choosing it, are checked on the shared Debian instance (test_debian_shared.py;
+build:debian-12 has rsync).
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -100,16 +100,3 @@ def test_copy_scp_on_tiny_both_ways_and_between_guests(limactl: Limactl,
     assert "instance `b` is stopped, run `limactl start b` to start the instance" in (
         stopped.stderr)
     limactl("stop", "a", timeout=300)
-
-
-def test_copy_rsync_on_debian(limactl: Limactl, tmp_path: Path) -> None:
-    text = (REPO / "examples" / "default.yaml").read_text()
-    text = re.sub(r"(?ms)^mounts:\n(?:- .*\n(?:  .*\n)*)", "mounts: []\n", text)
-    (tmp_path / "r.yaml").write_text(text)
-    limactl("apply", str(tmp_path / "r.yaml"), timeout=900)
-    _file_cases(limactl, "r", tmp_path, "rsync")
-    _dir_cases(limactl, "r", tmp_path, "rsync")
-    auto = limactl("--debug", "copy", str(tmp_path / "hello-rsync.txt"), "r:/tmp/auto.txt")
-    assert re.search(r"using copy tool .*rsync|rsync -a", auto.stderr), auto.stderr
-    assert limactl("shell", "r", "cat", "/tmp/auto.txt").stdout == "hello\n"
-    limactl("stop", "r", timeout=300)

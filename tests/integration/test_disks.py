@@ -1,25 +1,19 @@
-"""additionalDisks and `limactl disk` on real guests.
-
-A Lima disk made with `limactl disk create` is attached to a Debian guest (build:debian-12:
-the boot script needs sfdisk, mkfs.ext4 and udev's by-label links, which the tiny guest
-lacks), partitioned, formatted and mounted at /mnt/lima-data at first use; what is written
-there survives a restart; while the first instance runs, a second one (the tiny guest) is
-refused the disk with the first one's name. The `disk` verbs' refusals (delete and resize
-while in use, unlock of a running instance's disk, shrink) are checked on the way. One
-Debian boot and one restart: about three minutes under TCG.
+"""`limactl disk` verbs without a guest: create, list, resize (grow only), delete, unlock,
+with Lima's messages. A data disk attached to a guest (additionalDisks: formatted and
+mounted at first use, kept across a restart, refused to a second instance while in use)
+is checked on the shared Debian instance (test_debian_shared.py): the boot script needs
+sfdisk, mkfs.ext4 and udev's by-label links, which the tiny guest lacks.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, Limactl
+from tests.integration.conftest import Limactl
 
 pytestmark = pytest.mark.integration
 
@@ -77,70 +71,3 @@ def test_disk_verbs_without_guests(limactl: Limactl) -> None:
     assert not (limactl.home / "_disk" / "q").exists()
     unlocked = limactl("disk", "unlock", "scratch")
     assert "Ignoring unlocked disk `scratch`" in unlocked.stderr
-
-
-def _debian_yaml(tmp_path: Path) -> Path:
-    text = (REPO / "examples" / "default.yaml").read_text()
-    text = re.sub(r"(?ms)^mounts:\n(?:- .*\n(?:  .*\n)*)", "mounts: []\n", text)
-    text += "additionalDisks:\n- data\n"
-    f = tmp_path / "d1.yaml"
-    f.write_text(text)
-    return f
-
-
-def test_data_disk_mounted_kept_and_refused_to_another(limactl: Limactl,
-                                                        tmp_path: Path) -> None:
-    limactl("disk", "create", "data", "--size", "1GiB")
-    out = limactl("apply", str(_debian_yaml(tmp_path)), timeout=900)
-    assert "d1: running" in out.stdout, out.stdout + out.stderr
-    assert out.stdout.count("degraded") == 0, out.stdout
-    settle(limactl, "d1")
-    mounts = limactl("shell", "d1", "findmnt", "-n", "-o", "SOURCE,FSTYPE,LABEL",
-                     "/mnt/lima-data").stdout.split()
-    assert mounts == ["/dev/vdb1", "ext4", "lima-data"]
-    limactl("shell", "d1", "sudo", "sh", "-c", "echo kept > /mnt/lima-data/f")
-    held = disk_json(limactl)["data"]
-    assert (held["instance"], held["instanceDir"]) == ("d1", str(limactl.home / "d1"))
-    assert (limactl.home / "_disk" / "data" / "in_use_by").is_symlink()
-
-    # Refusals while d1 runs.
-    delete = limactl("disk", "delete", "data", check=False)
-    assert delete.returncode == 1
-    assert "cannot delete disk `data` in use by instance `d1`" in delete.stderr
-    resize = limactl("disk", "resize", "data", "--size", "2GiB", check=False)
-    assert resize.returncode == 1
-    assert "cannot resize disk `data` used by running instance `d1`" in resize.stderr
-    unlock = limactl("disk", "unlock", "data")
-    assert "Cannot unlock disk `data` used by running instance `d1`" in unlock.stderr
-
-    # A second instance is refused the disk, naming the holder; nothing of it runs.
-    tiny = tmp_path / "d2.yaml"
-    shutil.copy(REPO / "examples" / "tiny.yaml", tiny)
-    tiny.write_text(tiny.read_text() + "additionalDisks:\n- data\n")
-    second = limactl("apply", str(tiny), check=False, timeout=600)
-    assert second.returncode != 0
-    assert "could not attach disk `data`: in use by instance `d1`" in second.stderr
-    assert disk_json(limactl)["data"]["instance"] == "d1"
-
-    # Restart: the lock is released at stop, taken again at start, the data is there.
-    limactl("stop", "d1", timeout=300)
-    assert disk_json(limactl)["data"]["instance"] == ""
-    limactl("start", "d1", timeout=900)
-    settle(limactl, "d1")
-    kept = limactl("shell", "d1", "cat", "/mnt/lima-data/f").stdout
-    assert kept.strip() == "kept"
-    limactl("stop", "d1", timeout=300)
-
-    # Stopped: the disk grows; a plain delete skips a disk stopped instances reference.
-    limactl("disk", "resize", "data", "--size", "2GiB")
-    assert disk_json(limactl)["data"]["size"] == 2 * GiB
-    skipped = limactl("disk", "delete", "data")
-    assert "Skipping deleting disk `data`" in skipped.stderr
-    assert "`d1`" in skipped.stderr
-    assert (limactl.home / "_disk" / "data" / "datadisk").is_file()
-    # Deleting the instances never touches the disk.
-    limactl("delete", "-f", "d1", timeout=300)
-    limactl("delete", "-f", "d2", timeout=300, check=False)
-    assert (limactl.home / "_disk" / "data" / "datadisk").is_file()
-    limactl("disk", "delete", "--force", "data")
-    assert not (limactl.home / "_disk" / "data").exists()

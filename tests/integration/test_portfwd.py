@@ -4,9 +4,9 @@ over the virtio port and the host agent forwards them by lima.yaml's portForward
 tiny (busybox, the sh agent): a busybox `nc -l` listener is forwarded and released when it
 exits, a static forward exists before the guest listens, a busy host port is a `failed`
 event naming its holder, and a live change of portForwards (`limactl apply`) moves a static
-forward without a restart. Debian (cloud-init, the python3 agent): `python3 -m http.server`
-answers on the host within 2 s of listening and stops being forwarded when it exits, a
-static forward, a guest unix socket forwarded to a host socket.
+forward without a restart. The Debian guest's forwards (python3 -m http.server, a static
+forward, a guest unix socket) are checked on the shared Debian instance
+(test_debian_shared.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.integration.conftest import REPO, Limactl, qemu_pids_for
 
@@ -151,94 +149,3 @@ def test_tiny_nc_static_and_busy_port(limactl: Limactl, tmp_path: Path) -> None:
     limactl("stop", "t", timeout=120)
     assert qemu_pids_for(limactl.home) == []
     assert refused(moved)
-
-
-DEBIAN_YAML = """\
-base: template:debian-12-local
-cpus: 2
-memory: "1GiB"
-mounts: []
-vmOpts:
-  qemu:
-    restrictNetwork: true
-portForwards:
-- guestPort: {static_guest}
-  hostPort: {static_host}
-  static: true
-- guestSocket: "/tmp/pf-echo.sock"
-  hostSocket: "pf.sock"
-"""
-
-ECHO_SERVER = """
-import os, socket
-path = "/tmp/pf-echo.sock"
-if os.path.exists(path):
-    os.unlink(path)
-s = socket.socket(socket.AF_UNIX)
-s.bind(path)
-s.listen()
-while True:
-    c, _ = s.accept()
-    c.sendall(b"unix:" + c.recv(100))
-    c.close()
-"""
-
-
-@pytest.mark.timeout(900)
-def test_debian_http_server_static_and_socket(limactl: Limactl, tmp_path: Path) -> None:
-    http_port, static_guest, static_host = free_port(), free_port(), free_port()
-    f = tmp_path / "deb.yaml"
-    f.write_text(DEBIAN_YAML.format(static_guest=static_guest, static_host=static_host))
-    limactl("apply", str(f), timeout=900)
-    home = limactl.home
-
-    # python3 -m http.server: the command returns once the guest listens
-    pid = limactl("shell", "deb", "sh", "-c",
-                  f"cd /tmp && setsid python3 -m http.server {http_port} >/dev/null 2>&1 "
-                  f"</dev/null & i=0; while ! grep -qi ':{http_port:04X} 00000000' "
-                  f"/proc/net/tcp /proc/net/tcp6 && [ $i -lt 400 ]; do sleep 0.05; "
-                  "i=$((i+1)); done; echo $!").stdout.split()[-1]
-    listening = time.monotonic()
-    until(lambda: http_ok(http_port), "http.server on the host", 2.0)
-    reachable = time.monotonic() - listening
-    assert reachable <= 2.0
-    limactl("shell", "deb", "kill", pid)
-    assert until(lambda: refused(http_port), "the port to be released", 10)
-    events = port_events(home, "deb")
-    assert any(e["type"] == "stopping" and e["hostAddr"] == f"127.0.0.1:{http_port}"
-               for e in events)
-
-    # static: bound from the start; answers once the guest listens
-    assert any(e["type"] == "forwarding" and e["hostAddr"] == f"127.0.0.1:{static_host}"
-               for e in events)
-    limactl("shell", "deb", "sh", "-c",
-            f"mkdir -p /tmp/s && echo static-ok > /tmp/s/index.html && cd /tmp/s && "
-            f"setsid python3 -m http.server -b 127.0.0.1 {static_guest} >/dev/null 2>&1 "
-            "</dev/null &")
-    assert until(lambda: b"static-ok" in talk(static_host, b"GET / HTTP/1.0\r\n\r\n"),
-                 "the static forward", 30)
-
-    # a guest unix socket forwarded to a host socket (in the instance's sock/ directory)
-    limactl("shell", "deb", "sh", "-c",
-            # cat in the foreground: a backgrounded list would read /dev/null
-            "cat > /tmp/echo.py; (setsid python3 /tmp/echo.py >/dev/null 2>&1 </dev/null &); "
-            "i=0; while [ ! -S /tmp/pf-echo.sock ] && [ $i -lt 200 ]; do sleep 0.05; "
-            "i=$((i+1)); done", input=ECHO_SERVER)
-    host_sock = home / "deb" / "sock" / "pf.sock"
-    assert host_sock.is_socket()
-
-    def unix_echo() -> bytes:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(str(host_sock))
-                s.sendall(b"hello")
-                return s.recv(100)
-        except OSError:
-            return b""
-
-    assert until(lambda: unix_echo() == b"unix:hello", "the socket forward", 90)
-
-    limactl("stop", "deb", timeout=300)
-    assert qemu_pids_for(limactl.home) == []
-    assert not host_sock.exists()

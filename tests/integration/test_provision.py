@@ -1,12 +1,11 @@
 """Provisioning on real guests through the real CLI: a failing step named with its exit
 status and output, probes (retried; a failing one with its hint), data files, env,
 copyToHost with and without deleteOnStop, the message; on the tiny guest. yq and caCerts
-need python3 and cloud-init: one Debian boot checks them together."""
+need python3 and cloud-init: the shared Debian instance (test_debian_shared.py) checks them."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 from pathlib import Path
 
@@ -172,96 +171,3 @@ probes:
     assert "passes on its second attempt" not in msg  # retried until it passed
     assert limactl("shell", "pr", "cat", "/tmp/probe-seen").returncode == 0
     limactl("stop", "pr", timeout=120)
-
-
-@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="no qemu")
-def test_debian_yq_ca_certs_env_and_timezone(limactl: Limactl, tmp_path: Path) -> None:
-    """One Debian boot: yq on JSON (as the user), INI and YAML files; a CA certificate
-    installed by cloud-init; env; the timezone."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "limapy test CA")])
-    start = datetime.datetime(2026, 1, 1)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(7).not_valid_before(start)
-            .not_valid_after(start + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    ca = tmp_path / "org-ca.pem"
-    ca.write_text(pem)
-    body = "".join(pem.strip().splitlines()[1:3])  # two base64 lines of the certificate
-
-    f = tmp_path / "deb.yaml"
-    f.write_text(f"""\
-base: template:debian-12-local
-mounts: []
-vmOpts:
-  qemu:
-    restrictNetwork: true
-timezone: Europe/Paris
-caCerts:
-  # Only this certificate: rehashing Debian's ~140 default ones costs minutes under TCG.
-  removeDefaults: true
-  files:
-  - {ca}
-env:
-  GREETING: "hello world"
-provision:
-- mode: yq
-  path: "{{{{.Home}}}}/.config/docker/daemon.json"
-  expression: |
-    .features.cdi = true |
-    .features.containerd-snapshotter = false
-  owner: "{{{{.User}}}}"
-- mode: yq
-  path: /etc/systemd/system/docker.socket.d/override.conf
-  format: ini
-  expression: .Socket.SocketUser="{{{{.User}}}}"
-- mode: yq
-  path: /etc/limapy/app.yaml
-  expression: .a.list += ["x", "y"] | .a.name = "n"
-  permissions: 600
-- mode: data
-  # data runs before yq (Lima's order), whatever their places in the list
-  path: /etc/limapy/app.yaml
-  content: |
-    a:
-      list: [w]
-""")
-    # Generous: several TCG guests on two shared cores take minutes to an ssh login.
-    out = limactl("apply", "--timeout", "1500", str(f), timeout=1600)
-    assert "deb: running" in out.stdout, out.stderr
-    assert "degraded" not in out.stderr, out.stderr
-
-    def sh(cmd: str) -> str:
-        return limactl("shell", "deb", "sh", "-c", cmd).stdout
-
-    config = record(limactl, "deb")["config"]
-    assert isinstance(config, dict)
-    user = config["user"]["name"]
-    assert json.loads(sh("cat ~/.config/docker/daemon.json")) == {
-        "features": {"cdi": True, "containerd-snapshotter": False}}
-    ls = sh("ls -ln ~/.config/docker/daemon.json").split()
-    assert ls[0] == "-rw-r--r--" and ls[2] == "1000", ls
-    assert sh("cat /etc/systemd/system/docker.socket.d/override.conf") == (
-        f"[Socket]\nSocketUser={user}\n\n")
-    assert sh("sudo cat /etc/limapy/app.yaml") == "a:\n  list:\n  - w\n  - x\n  - y\n  name: n\n"
-    assert sh("stat -c %a /etc/limapy/app.yaml").strip() == "600"
-    # caCerts: in the system trust store, alone (removeDefaults).
-    store = sh("cat /etc/ssl/certs/ca-certificates.crt")
-    assert body in store.replace("\n", "")
-    assert store.count("BEGIN CERTIFICATE") == 1
-    schema = limactl("shell", "deb", "sudo", "cloud-init", "schema", "--system", check=False)
-    assert "Valid cloud-config" in schema.stdout, schema.stdout + schema.stderr
-    assert '#LIMA-START\nGREETING="hello world"\n#LIMA-END' in sh("cat /etc/environment")
-    assert sh("echo $GREETING").strip() == "hello world"
-    assert sh("readlink /etc/localtime").strip().endswith("Europe/Paris")
-    limactl("stop", "deb", timeout=300)
-    assert qemu_pids_for(limactl.home) == []

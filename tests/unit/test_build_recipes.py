@@ -108,7 +108,7 @@ def test_debian_cmdline_matches_the_fstab_label() -> None:
 def test_debian_root_grows_with_the_disk() -> None:
     # `disk:` growth reaches / through cloud-init's resizefs at each boot (resize2fs on
     # the whole disk: the image has no partition table, so no growpart is needed).
-    # tests/integration/test_disk_grow_debian.py shows it on a real guest.
+    # tests/integration/test_debian_shared.py shows it on a real guest.
     cfg = yaml.safe_load(build_debian.CLOUD_CFG)
     assert cfg.get("resize_rootfs", True) is True
     assert "resizefs" in cfg.get("cloud_init_modules", ["resizefs"])
