@@ -35,6 +35,7 @@ from lima.schemas.rulebase import (
     str_of,
     templated,
 )
+from lima.schemas.vnc import vnc_display_problem
 from lima.schemas.yqexpr import LIMA_FORMATS, YqError, compile_expression, resolve_format
 
 _PARAM_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
@@ -384,11 +385,16 @@ def other_files(ctx: Ctx) -> None:
 @rule
 def experimental(ctx: Ctx) -> None:
     display = str_of(ctx.get("video", "display"))
-    if display and display.split(",")[0].split("=")[0] == "vnc":
-        # QEMU would serve the guest's screen on a TCP port; limapy keeps every listener
-        # it opens to the ssh forward and does not set up Lima's VNC password.
-        ctx.error(("video", "display"), '"vnc" is not supported by limapy; use "none" '
-                  "(reach the guest with `limactl shell`)")
+    if display == "vnc":
+        ctx.warn(("video", "display"), '"vnc" is experimental')
+        vnc = str_of(ctx.get("video", "vnc", "display"))
+        problem = vnc_display_problem(vnc) if vnc is not None and not templated(vnc) else None
+        if problem is not None:
+            ctx.error(("video", "vnc", "display"), problem)
+    elif display and "vnc" in display:
+        # QEMU would take the text after "vnc=" as is: any address, no password.
+        ctx.error(("video", "display"), f'"{display}" is not supported by limapy; use "vnc" '
+                  "and set video.vnc.display (served on 127.0.0.1 with a password)")
     if ctx.get("upgradePackages") is True and ctx.get("vmOpts", "qemu",
                                                       "restrictNetwork") is True:
         ctx.error(("upgradePackages",), "needs the network, but vmOpts.qemu.restrictNetwork "
