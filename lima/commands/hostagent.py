@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -108,10 +109,12 @@ class _LazyGuest:
             # Mounts, then (drivers/postboot.py) probes, copyToHost and ansible steps.
             from lima.drivers.postboot import after_boot as post
 
+            started = time.monotonic()  # the boot scripts are done: the budgets count from here
             errors = mount_all(client, mounts, spec.mount_type) if (
                 spec is not None and mounts) else []
             if spec is not None:
-                errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop)
+                errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop,
+                               started=started)
             return errors
 
         self.inner = SSHGuest(

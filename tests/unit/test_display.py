@@ -44,7 +44,7 @@ def test_parse_vnc_display(value: str, expected: VncDisplay) -> None:
 def test_vnc_display_problems(value: str, fragment: str) -> None:
     problem = vnc_display_problem(value)
     assert problem is not None and fragment in problem
-    with pytest.raises(ValueError, match="video.vnc.display"):
+    with pytest.raises(ValueError, match=r"video\.vnc\.display"):
         parse_vnc_display(value)
 
 
