@@ -282,7 +282,16 @@ def run_ansible(spec: InstanceSpec, inst_dir: Path, *, timeout: float = POSTBOOT
             errors.append(f"{label}: {exc}")
             continue
         if res.returncode != 0:
-            tail = output_tail(res.stdout + "\n" + res.stderr)
+            tail = ansible_failure(res.stdout, res.stderr)
             errors.append(f"{label}: exit {res.returncode}" + (f"; last output: {tail}"
                                                                if tail else ""))
     return errors
+
+
+def ansible_failure(stdout: str, stderr: str) -> str:
+    """What ansible-playbook said about its failure: its `fatal:`/`failed:`/`ERROR!` lines
+    (the failing task's result, the playbook it could not read), else its last lines."""
+    text = stdout + "\n" + stderr
+    said = [line for line in text.splitlines()
+            if line.strip().startswith(("fatal:", "failed:", "ERROR!"))]
+    return output_tail("\n".join(said) if said else text, 3)

@@ -336,6 +336,13 @@ def params(ctx: Ctx) -> None:
     if not isinstance(table, dict):
         return
     texts = None if ctx.filled else list(_param_haystack(ctx))
+    if texts is not None:
+        playbooks = [_playbook_text(book) for _, e in ctx.entries("provision")
+                     if e.get("mode") == "ansible" and (book := str_of(e.get("playbook")))]
+        if None in playbooks:
+            texts = None  # a playbook not readable from here may use any param
+        else:
+            texts += [t for t in playbooks if t is not None]
     for key, value in table.items():
         if not _PARAM_NAME.match(key):
             ctx.error(("param", key), "invalid name: must start with a letter, followed by "
@@ -363,6 +370,19 @@ def _param_haystack(ctx: Ctx) -> Iterator[str]:
                 value = entry.get(key)
                 if isinstance(value, str):
                     yield value
+
+
+def _playbook_text(playbook: str) -> str | None:
+    """An ansible step's playbook, where Lima also looks for $PARAM_KEY (read from the
+    current directory, as Lima does); None when it cannot be read from here."""
+    try:
+        with open(playbook, "rb") as fh:
+            return fh.read(_PLAYBOOK_LIMIT).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return None
+
+
+_PLAYBOOK_LIMIT = 1 << 20
 
 
 # -- files elsewhere, display -------------------------------------------------------------
