@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
-from lima.errors import LimaError
+from lima.errors import LimaError, PermanentError
 from lima.fsutil import atomic_write
 from lima.schemas.spec import InstanceSpec
 from lima.schemas.vnc import VNC_BASE_PORT, parse_vnc_display
@@ -53,7 +53,10 @@ def display_args(spec: InstanceSpec, add: Callable[[str, str], None]) -> list[st
     display = spec.video_display or "none"
     pointer = "mouse"
     if display == "vnc":
-        vnc = parse_vnc_display(spec.video_vnc_display)
+        try:
+            vnc = parse_vnc_display(spec.video_vnc_display)
+        except ValueError as exc:  # validation refuses it first; a spec built by hand
+            raise PermanentError(str(exc)) from exc
         display = f"vnc={vnc.qemu_value()},password=on"
         pointer = "tablet"
     add("-display", display)

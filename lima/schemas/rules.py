@@ -408,7 +408,7 @@ def experimental(ctx: Ctx) -> None:
     if display == "vnc":
         ctx.warn(("video", "display"), '"vnc" is experimental')
         vnc = str_of(ctx.get("video", "vnc", "display"))
-        problem = vnc_display_problem(vnc) if vnc is not None and not templated(vnc) else None
+        problem = vnc_display_problem(vnc) if vnc is not None else None  # no templates here
         if problem is not None:
             ctx.error(("video", "vnc", "display"), problem)
     elif display and "vnc" in display:

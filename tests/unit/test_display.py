@@ -63,6 +63,14 @@ def test_vnc_argv_on_aarch64_uses_virtio_gpu(tmp_path: Path) -> None:
     assert "virtio-gpu" in values(argv, "-device")
 
 
+def test_vnc_argv_refuses_a_display_beyond_loopback(tmp_path: Path) -> None:
+    from lima.errors import PermanentError
+
+    spec = make_spec(video_display="vnc", video_vnc_display="0.0.0.0:0")
+    with pytest.raises(PermanentError, match=r"127\.0\.0\.1 only"):
+        build(tmp_path, spec)
+
+
 def test_display_set_by_qemu_system_env_is_kept(tmp_path: Path) -> None:
     spec = make_spec(video_display="vnc", video_vnc_display="127.0.0.1:0")
     argv = build(tmp_path, spec, binary=["/usr/bin/qemu-system-x86_64", "-display", "none"])
