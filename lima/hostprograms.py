@@ -71,7 +71,8 @@ _TABLE = (
     HostProgram("sftp-server", "openssh-sftp-server",
                 "host end of reverse-sshfs mounts (/usr/lib/openssh/sftp-server)"),
     HostProgram("ansible-playbook", "ansible-core",
-                "`provision: mode: ansible` steps (deprecated in Lima; opt-in)", bootstrap=False),
+                "`provision: mode: ansible` steps (deprecated in Lima), run by the host agent",
+                tests=True),
     HostProgram("zstd", "zstd", "decompresses .zst images", tests=True),
     HostProgram("python3", "python3-venv",
                 "limapy's own interpreter, .venv/bin/python (bootstrap's `python3 -m venv`): "

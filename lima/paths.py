@@ -48,6 +48,9 @@ HA_QEMU_ARGV = "ha.qemu-argv.json"
 DNS_SOCK = "dns.sock"
 # Ours: the filled spec the instance last applied, and its intent generation (drift's "old").
 APPLIED_SPEC = "lima.applied.json"
+# video.display: vnc (Lima's names): the display QEMU serves and its password, 0600.
+VNC_DISPLAY = "vncdisplay"
+VNC_PASSWORD = "vncpassword"
 
 # Directories in LIMA_HOME that are not instances (they start with `_`).
 CONFIG = "_config"
@@ -61,7 +64,7 @@ INSTANCE_ENTRIES = frozenset({
     BASEDISK, DIFFDISK, KERNEL, KERNEL_CMDLINE, INITRD, QEMU_PID, QMP_SOCK, SERIAL_LOG,
     SERIAL_SOCK, SSH_SOCK, SSH_CONFIG, GA_SOCK, HA_PID, HA_SOCK, HA_STDOUT, HA_STDERR,
     STATUS_JSON, CIDATA_META, QEMU_STDOUT, QEMU_STDERR, HA_QEMU_ARGV, BASEDISK_RECORD,
-    APPLIED_SPEC, DNS_SOCK,
+    APPLIED_SPEC, DNS_SOCK, VNC_DISPLAY, VNC_PASSWORD,
     # Lima's own names (Lima 2 calls the disks `disk` and `iso`; vz and EFI files).
     "disk", "iso", "qemu-efi-code.fd", "vz-identifier", "vz-efi", "vz.stdout.log",
     "vz.stderr.log",

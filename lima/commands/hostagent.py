@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -108,10 +109,12 @@ class _LazyGuest:
             # Mounts, then (drivers/postboot.py) probes, copyToHost and ansible steps.
             from lima.drivers.postboot import after_boot as post
 
+            started = time.monotonic()  # the boot scripts are done: the budgets count from here
             errors = mount_all(client, mounts, spec.mount_type) if (
                 spec is not None and mounts) else []
             if spec is not None:
-                errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop)
+                errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop,
+                               started=started)
             return errors
 
         self.inner = SSHGuest(
@@ -144,6 +147,8 @@ class _LazyGuest:
               help="Take over the instance's running qemu instead of starting one.")
 @click.option("--host-resolver", "host_resolver", default=None,
               help="Serve the guest's DNS (hostResolver), configured by this JSON.")
+@click.option("--vnc", default=None,
+              help="video.display: vnc: set up the password and files of this display.")
 @click.argument("name")
 def hostagent(
     iid: str,
@@ -154,6 +159,7 @@ def hostagent(
     stop_timeout: float,
     attach: bool,
     host_resolver: str | None,
+    vnc: str | None,
     name: str,
 ) -> int:
     """Run the host agent of instance NAME (started by `limactl start`)."""
@@ -190,8 +196,34 @@ def hostagent(
             raise SpecError(f"--host-resolver: {exc}") from exc
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
                       stop_timeout=stop_timeout, attach=attach, iid=iid, dns=dns,
-                      forwards=_forwards_factory(name, inst_dir, spec, ssh_port, user))
+                      forwards=_forwards_factory(name, inst_dir, spec, ssh_port, user),
+                      display=_vnc_display(inst_dir, spec, vnc))
     return agent.run()
+
+
+def _vnc_display(inst_dir: Path, spec: InstanceSpec | None, vnc: str | None
+                 ) -> _VncDisplay | None:
+    """`--vnc` (the driver passes video.vnc.display), else the loaded spec's display."""
+    if vnc is None and spec is not None and spec.video_display == "vnc":
+        vnc = spec.video_vnc_display
+    return _VncDisplay(inst_dir, vnc) if vnc is not None else None
+
+
+class _VncDisplay:
+    """`video.display: vnc`: password and files once qemu runs, files gone with qemu."""
+
+    def __init__(self, inst_dir: Path, vnc: str) -> None:
+        self.inst_dir, self.vnc = inst_dir, vnc
+
+    def start(self) -> None:
+        from lima.drivers.display import setup_vnc
+
+        setup_vnc(self.inst_dir, self.vnc)
+
+    def stop(self) -> None:
+        from lima.drivers.display import remove_vnc_files
+
+        remove_vnc_files(self.inst_dir)
 
 
 def _forwards_factory(name: str, inst_dir: Path, spec: InstanceSpec | None, ssh_port: int,

@@ -280,9 +280,13 @@ def apply(files: tuple[str, ...], name: str | None, timeout: float, dry_run: boo
 
 def show_message(name: str) -> None:
     """lima.yaml's `message`, rendered (lima.drivers.message), as Lima prints it once the
-    instance runs: a header line, then the text as is, for copy and paste."""
+    instance runs: a header line, then the text as is, for copy and paste. Before it, where
+    the VNC display is (`video.display: vnc`), as Lima's host agent reports it."""
     from lima.commands.instances import instance_record
+    from lima.drivers.display import vnc_summary
 
+    for line in vnc_summary(paths.instance_dir(name)):
+        _say(f"[{name}] {line}")
     rec = instance_record(name)
     text = str(rec.get("message") or "")
     if not text.strip():

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from lima import paths
 from lima.drivers import disks, hostagent, procs, store
+from lima.drivers.display import hostagent_args as display_hostagent_args
+from lima.drivers.display import remove_vnc_files
 from lima.drivers.qemu import qemu_command
 from lima.errors import LimaError, NotFoundError, PermanentError, SpecError, TemporaryError
 from lima.states.actions import (
@@ -334,7 +336,8 @@ class QemuDriver:
                     name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
                     # The agent need not load the spec before it starts qemu.
                     qemu_argv=qemu_command(spec, inst, port, data_disks),
-                    extra_args=("--ssh-user", spec.user.name, *_resolver_args(spec)),
+                    extra_args=("--ssh-user", spec.user.name, *_resolver_args(spec),
+                                *display_hostagent_args(spec)),
                     attach=attach,
                 )
             except BaseException:
@@ -384,6 +387,7 @@ class QemuDriver:
             return Outcome.temporary("the VM is still running after stop")
         _free_disks(inst)
         _delete_copies(inst.name)
+        remove_vnc_files(inst)  # the host agent does it, unless it was killed
         return Outcome.success()
 
 

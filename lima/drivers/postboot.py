@@ -6,9 +6,12 @@ Called by the host agent's guest (lima.commands.hostagent: `after_boot` once
 down) and by the driver's stop (lima.drivers.instance), for an agent that died. Every
 problem comes back as one line for the instance's Degraded condition, naming the step.
 
-Probes are retried every LIMAPY_PROBE_INTERVAL seconds (3, as Lima) until they pass or
-LIMAPY_PROBE_TIMEOUT seconds (90: the provisioned phase's deadline is 120 s) have passed;
-after a failed provisioning each probe is tried once, as the instance is Degraded anyway.
+Probes wait as long as Lima's host agent waits for a requirement: retried every
+LIMAPY_PROBE_INTERVAL seconds (3) for up to LIMAPY_PROBE_TIMEOUT seconds (600: Lima's 200
+attempts) each, all of them together within lima.states.policy.POSTBOOT_BUDGET from the
+end of the boot scripts, so that the Degraded report (the probe's description and hint)
+comes before the provisioned phase's deadline. After a failed provisioning each probe is
+tried once, as the instance is Degraded anyway. Ansible gets what is left of that budget.
 """
 
 from __future__ import annotations
@@ -33,25 +36,32 @@ from lima.drivers.ssh import read_marker
 from lima.errors import LimaError, TemporaryError
 from lima.fsutil import atomic_write
 from lima.schemas.spec import InstanceSpec, Probe
+from lima.states.policy import POSTBOOT_BUDGET, PROBE_BUDGET, PROBE_INTERVAL, REPORT_MARGIN
+from lima.states.policy import probe_budget as _probe_budget
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_ENV = "LIMAPY_PROBE_TIMEOUT"
 PROBE_INTERVAL_ENV = "LIMAPY_PROBE_INTERVAL"
 _TAIL = 5
-ANSIBLE_TIMEOUT = 3600.0
 
 
 def after_boot(
     client: paramiko.SSHClient, spec: InstanceSpec, inst_dir: Path, iid: str,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, *, started: float | None = None,
 ) -> list[str]:
-    """Probes, copyToHost, ansible; the problems found (empty: all went well)."""
+    """Probes, copyToHost, ansible; the problems found (empty: all went well).
+
+    `started`: time.monotonic() when the boot scripts were found done (default: now); the
+    budgets count from it.
+    """
     stop = stop or threading.Event()
+    started = time.monotonic() if started is None else started
     failed = _boot_failed(client, iid)
-    errors = run_probes(client, spec, stop, retry=not failed)
+    errors = run_probes(client, spec, stop, retry=not failed, started=started)
     errors += copy_to_host(client, spec)
-    errors += run_ansible(spec, inst_dir)
+    left = POSTBOOT_BUDGET - (time.monotonic() - started)
+    errors += run_ansible(spec, inst_dir, timeout=max(REPORT_MARGIN / 2, left))
     return errors
 
 
@@ -87,13 +97,23 @@ def script_command(params: Mapping[str, str]) -> str:
             f'env {env} "$f"; rc=$?; rm -f "$f"; exit $rc').replace("env  ", "env ")
 
 
+def probe_timeout(started: float, now: float, *, retry: bool = True) -> float:
+    """How long the next probe may be retried: LIMAPY_PROBE_TIMEOUT (Lima's 600 s), cut
+    to what is left of the post-boot budget counted from `started` (monotonic seconds)."""
+    if not retry:
+        return 0.0
+    return _probe_budget(now - started, _env_float(PROBE_TIMEOUT_ENV, PROBE_BUDGET))
+
+
 def run_probes(
-    client: paramiko.SSHClient, spec: InstanceSpec, stop: threading.Event, *, retry: bool = True
+    client: paramiko.SSHClient, spec: InstanceSpec, stop: threading.Event, *,
+    retry: bool = True, started: float | None = None,
 ) -> list[str]:
-    timeout = _env_float(PROBE_TIMEOUT_ENV, 90.0) if retry else 0.0
-    interval = _env_float(PROBE_INTERVAL_ENV, 3.0)
+    started = time.monotonic() if started is None else started
+    interval = _env_float(PROBE_INTERVAL_ENV, PROBE_INTERVAL)
     errors = []
     for i, probe in enumerate(spec.probes):
+        timeout = probe_timeout(started, time.monotonic(), retry=retry)
         error = _probe(client, spec, probe, i, timeout, interval, stop)
         if error:
             errors.append(error)
@@ -235,14 +255,17 @@ def remove_copies_inside(inst: Path) -> None:
 # --- ansible (deprecated in Lima, still run) ---------------------------------------------
 
 
-def run_ansible(spec: InstanceSpec, inst_dir: Path) -> list[str]:
+def run_ansible(spec: InstanceSpec, inst_dir: Path, *, timeout: float = POSTBOOT_BUDGET
+                ) -> list[str]:
     """ansible-playbook -i <inst>/ansible-inventory.yaml PLAYBOOK for each ansible step,
-    with PARAM_* in its environment (as Lima). Not installed: a clear error per step."""
+    with PARAM_* in its environment (as Lima). Not installed: a clear error per step.
+    All steps together get `timeout` seconds."""
     steps = [(i, p) for i, p in enumerate(spec.provision) if p.mode == "ansible"]
     if not steps:
         return []
     errors = []
     env = {f"PARAM_{k}": v for k, v in spec.param.items()}
+    deadline = time.monotonic() + timeout
     for i, p in steps:
         label = provision_label(p, i)
         if shutil.which("ansible-playbook") is None:
@@ -253,12 +276,22 @@ def run_ansible(spec: InstanceSpec, inst_dir: Path) -> list[str]:
         argv = ["ansible-playbook", "-i", str(inst_dir / paths.ANSIBLE_INVENTORY),
                 str(p.playbook)]
         try:
-            res = runner.run(argv, check=False, env=env, timeout=ANSIBLE_TIMEOUT)
+            res = runner.run(argv, check=False, env=env,
+                             timeout=max(1.0, deadline - time.monotonic()))
         except runner.CommandError as exc:
             errors.append(f"{label}: {exc}")
             continue
         if res.returncode != 0:
-            tail = output_tail(res.stdout + "\n" + res.stderr)
+            tail = ansible_failure(res.stdout, res.stderr)
             errors.append(f"{label}: exit {res.returncode}" + (f"; last output: {tail}"
                                                                if tail else ""))
     return errors
+
+
+def ansible_failure(stdout: str, stderr: str) -> str:
+    """What ansible-playbook said about its failure: its `fatal:`/`failed:`/`ERROR!` lines
+    (the failing task's result, the playbook it could not read), else its last lines."""
+    text = stdout + "\n" + stderr
+    said = [line for line in text.splitlines()
+            if line.strip().startswith(("fatal:", "failed:", "ERROR!"))]
+    return output_tail("\n".join(said) if said else text, 3)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
-from lima.drivers import virtfs
+from lima.drivers import display, virtfs
 from lima.drivers.guest import (
     GUEST_AGENT_PORT,
     HOST_RESOLVER_ADDRESS,
@@ -272,7 +272,7 @@ def qemu_argv(
     args.extend(_mount_args(spec, inst_dir))
     args.extend(_net_args(spec, inst_dir, host, ssh_port))
     args.extend(("-device", "virtio-rng-pci"))
-    args.extend(_display_args(spec, add))
+    args.extend(display.display_args(spec, add))
     args.extend(_channel_args(inst_dir))
     args.extend(("-pidfile", str(inst_dir / paths.QEMU_PID)))
     return args
@@ -376,18 +376,6 @@ def _net_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, ssh_port: int
 def uses_host_resolver(spec: InstanceSpec) -> bool:
     """hostResolver.enabled, unless `dns:` names the guest's servers (Lima: they win)."""
     return spec.host_resolver_enabled and not spec.dns
-
-
-def _display_args(spec: InstanceSpec, add: _Add) -> list[str]:
-    display = spec.video_display or "none"
-    add("-display", display)
-    if display == "none":
-        return []
-    if spec.arch == "x86_64":
-        return ["-device", "virtio-vga", "-device", "virtio-keyboard-pci",
-                "-device", "virtio-mouse-pci"]  # fmt: skip
-    return ["-device", "ramfb", "-device", "qemu-xhci", "-device", "usb-kbd",
-            "-device", "usb-mouse"]  # fmt: skip
 
 
 def _channel_args(inst_dir: Path) -> list[str]:

@@ -131,18 +131,19 @@ def write_ssh_config(spec: InstanceSpec, inst_dir: Path, *, port: int, identity:
 
 
 def ansible_inventory_text(spec: InstanceSpec, inst_dir: Path) -> str:
-    """An inventory for real Ansible: one host that connects through ssh.config."""
+    """An inventory for real Ansible, Lima's (pkg/instance/ansible.go): group `lima`, one
+    host named after the instance that connects as `lima-NAME` through ssh.config (which
+    names the user, key and port: no ansible_user, so a play's remote_user still counts)."""
     import yaml
 
     config = inst_dir / paths.SSH_CONFIG
     host = {
         "ansible_connection": "ssh",
         "ansible_host": guest_hostname(spec.name),
-        "ansible_user": spec.user.name,
         # Ansible splits this with shlex, so a quoted path survives spaces.
         "ansible_ssh_common_args": f"-F {shlex.quote(str(config))}",
     }
-    doc = {"all": {"hosts": {spec.name: host}}}
+    doc = {"lima": {"hosts": {spec.name: host}}}
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 

@@ -178,6 +178,7 @@ def build_spec(filled: dict[str, Any], name: str) -> InstanceSpec:
         ),
         firmware_legacy_bios=bool(filled["firmware"]["legacyBIOS"]),
         video_display=str(filled["video"]["display"]),
+        video_vnc_display=str((filled["video"].get("vnc") or {}).get("display") or ""),
         timezone=str(filled["timezone"]),
         plain=bool(filled["plain"]),
         containerd_system=bool(containerd["system"]),

@@ -35,6 +35,7 @@ from lima.schemas.rulebase import (
     str_of,
     templated,
 )
+from lima.schemas.vnc import vnc_display_problem
 from lima.schemas.yqexpr import LIMA_FORMATS, YqError, compile_expression, resolve_format
 
 _PARAM_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
@@ -335,6 +336,13 @@ def params(ctx: Ctx) -> None:
     if not isinstance(table, dict):
         return
     texts = None if ctx.filled else list(_param_haystack(ctx))
+    if texts is not None:
+        playbooks = [_playbook_text(book) for _, e in ctx.entries("provision")
+                     if e.get("mode") == "ansible" and (book := str_of(e.get("playbook")))]
+        if None in playbooks:
+            texts = None  # a playbook not readable from here may use any param
+        else:
+            texts += [t for t in playbooks if t is not None]
     for key, value in table.items():
         if not _PARAM_NAME.match(key):
             ctx.error(("param", key), "invalid name: must start with a letter, followed by "
@@ -364,6 +372,19 @@ def _param_haystack(ctx: Ctx) -> Iterator[str]:
                     yield value
 
 
+def _playbook_text(playbook: str) -> str | None:
+    """An ansible step's playbook, where Lima also looks for $PARAM_KEY (read from the
+    current directory, as Lima does); None when it cannot be read from here."""
+    try:
+        with open(playbook, "rb") as fh:
+            return fh.read(_PLAYBOOK_LIMIT).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return None
+
+
+_PLAYBOOK_LIMIT = 1 << 20
+
+
 # -- files elsewhere, display -------------------------------------------------------------
 @rule
 def other_files(ctx: Ctx) -> None:
@@ -384,11 +405,16 @@ def other_files(ctx: Ctx) -> None:
 @rule
 def experimental(ctx: Ctx) -> None:
     display = str_of(ctx.get("video", "display"))
-    if display and display.split(",")[0].split("=")[0] == "vnc":
-        # QEMU would serve the guest's screen on a TCP port; limapy keeps every listener
-        # it opens to the ssh forward and does not set up Lima's VNC password.
-        ctx.error(("video", "display"), '"vnc" is not supported by limapy; use "none" '
-                  "(reach the guest with `limactl shell`)")
+    if display == "vnc":
+        ctx.warn(("video", "display"), '"vnc" is experimental')
+        vnc = str_of(ctx.get("video", "vnc", "display"))
+        problem = vnc_display_problem(vnc) if vnc is not None else None  # no templates here
+        if problem is not None:
+            ctx.error(("video", "vnc", "display"), problem)
+    elif display and "vnc" in display:
+        # QEMU would take the text after "vnc=" as is: any address, no password.
+        ctx.error(("video", "display"), f'"{display}" is not supported by limapy; use "vnc" '
+                  "and set video.vnc.display (served on 127.0.0.1 with a password)")
     if ctx.get("upgradePackages") is True and ctx.get("vmOpts", "qemu",
                                                       "restrictNetwork") is True:
         ctx.error(("upgradePackages",), "needs the network, but vmOpts.qemu.restrictNetwork "

@@ -154,6 +154,7 @@ class InstanceSpec:
     qemu: QemuOptions = field(default_factory=QemuOptions)
     firmware_legacy_bios: bool = False
     video_display: str = ""
+    video_vnc_display: str = ""  # video.vnc.display (lima.schemas.vnc)
     timezone: str = ""
     plain: bool = False
     containerd_system: bool = False

@@ -13,6 +13,17 @@ import hashlib
 
 from lima.states.phases import Phase
 
+# Readiness probes wait as long as Lima's host agent waits for a requirement
+# (pkg/hostagent/requirements.go: up to 200 attempts, 3 s apart): about 10 min, which is also
+# the default of `limactl start --timeout`.
+PROBE_INTERVAL = 3.0
+PROBE_ATTEMPTS = 200
+PROBE_BUDGET = PROBE_INTERVAL * PROBE_ATTEMPTS
+# The part of the provisioned phase the host agent does not spend on probes and ansible: it
+# reports (Degraded, naming the probe and its hint) before the phase's deadline aborts and
+# reboots the attempt.
+REPORT_MARGIN = 60.0
+
 # How long an instance may stay in a phase before the attempt is aborted (seconds).
 PHASE_DEADLINES: dict[Phase, float] = {
     # Debian reaches ssh in about a minute under TCG, tiny in seconds; but cloud-init holds
@@ -21,9 +32,19 @@ PHASE_DEADLINES: dict[Phase, float] = {
     # Lima's start timeout (10 min) before giving up on this boot.
     Phase.BOOTING: 600.0,
     Phase.SSH_READY: 600.0,  # provisioning scripts may install packages
-    Phase.PROVISIONED: 120.0,  # forwards, mounts, probes
+    # mounts, probes (a full probe budget), copyToHost, ansible; then the report
+    Phase.PROVISIONED: PROBE_BUDGET + 2 * REPORT_MARGIN,
     Phase.STOPPING: 90.0,  # then the stop is forced (kill)
 }
+# What the host agent may spend once the guest's boot scripts are done.
+POSTBOOT_BUDGET = PHASE_DEADLINES[Phase.PROVISIONED] - REPORT_MARGIN
+
+
+def probe_budget(elapsed: float, per_probe: float = PROBE_BUDGET) -> float:
+    """Seconds one probe may be retried when `elapsed` seconds have passed since the boot
+    scripts were done: Lima's budget (or `per_probe`), cut to what is left of
+    POSTBOOT_BUDGET so the report comes before the provisioned phase's deadline."""
+    return max(0.0, min(per_probe, POSTBOOT_BUDGET - elapsed))
 # The longest one driver call may block (wait steps poll inside it, with tenacity).
 STEP_BUDGET = 30.0
 # After this many consecutive temporary failures of one step, the attempt is failed.

@@ -147,10 +147,6 @@ def test_lima_template_resolves(name: str, lima_templates: Path,
             return  # another guest OS: refused in one line
         if URL_PLUGIN in error.message:
             return  # Lima too needs a plugin program for this base
-        if name == "experimental/vnc":
-            # limapy refuses a VNC display by name (no listener beyond the ssh forward).
-            assert error.path == "video.display" and "not supported" in error.message
-            return
         # A Linux template fails only for asking for a newer Lima, named as such.
         assert error.path == "minimumLimaVersion" and NEWER_LIMA in error.message, str(exc)
         return

@@ -161,8 +161,11 @@ CASES = [
     ("provision-yq-auto-format", "provision:\n- mode: yq\n  path: /etc/x.ini\n"
      "  expression: .S.k = 1\n", "provision:\n- mode: yq\n  path: /etc/x.xml\n"
      "  expression: .S.k = 1\n", "provision[0].path", 6, "extension picks the format"),
-    ("video-vnc", "video:\n  display: none\n", "video:\n  display: vnc\n", "video.display", 5,
-     "not supported by limapy"),
+    ("video-vnc", "video:\n  display: vnc\n", "video:\n  display: vnc=0.0.0.0:0\n",
+     "video.display", 5, "not supported by limapy"),
+    ("video-vnc-display", "video:\n  display: vnc\n  vnc:\n    display: 127.0.0.1:1\n",
+     "video:\n  display: vnc\n  vnc:\n    display: 0.0.0.0:1\n", "video.vnc.display", 7,
+     "127.0.0.1 only"),
     ("upgradePackages-restricted", "upgradePackages: true\n",
      "upgradePackages: true\nvmOpts:\n  qemu:\n    restrictNetwork: true\n",
      "upgradePackages", 4, "needs the network"),

@@ -106,8 +106,10 @@ def test_ansible_inventory_uses_ssh_config(tmp_path: Path) -> None:
     path = sshconfig.write_ansible_inventory(make_spec(), inst)
     assert path == inst / paths.ANSIBLE_INVENTORY
     doc = yaml.safe_load(path.read_text())
-    host = doc["all"]["hosts"]["demo"]
+    # Lima's shape: group `lima`, the host by instance name, its user from ssh.config.
+    assert list(doc) == ["lima"]
+    host = doc["lima"]["hosts"]["demo"]
     assert host["ansible_host"] == "lima-demo"
-    assert host["ansible_user"] == "alice"
+    assert "ansible_user" not in host
     assert host["ansible_connection"] == "ssh"
     assert shlex.split(host["ansible_ssh_common_args"]) == ["-F", str(inst / "ssh.config")]

@@ -65,6 +65,13 @@ class Forwards(Protocol):
     def reload(self) -> None: ...  # lima.yaml's portForwards changed (SIGHUP)
 
 
+class Display(Protocol):
+    """The guest's VNC display (lima.drivers.display), set up once qemu runs."""
+
+    def start(self) -> None: ...  # LimaError: it cannot be served (the agent then exits)
+    def stop(self) -> None: ...  # qemu is gone: forget the display
+
+
 # Builds the forwarder once qemu runs, given where its portForward events go.
 ForwardsFactory = Callable[[Callable[[dict[str, Any]], None]], Forwards]
 
@@ -106,6 +113,7 @@ class HostAgent:
         iid: str = "",
         dns: ResolverConfig | None = None,
         forwards: ForwardsFactory | None = None,
+        display: Display | None = None,
     ) -> None:
         self.inst_dir = inst_dir
         self.ssh_port = ssh_port
@@ -125,6 +133,7 @@ class HostAgent:
         self._dns_server: DNSServer | None = None
         self.forwards = forwards
         self._forwarder: Forwards | None = None
+        self.display = display
         self._reload = False  # set by SIGHUP: re-read the port forwards
         # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
         # file anyone can truncate); "responsive" comes from the heartbeat.
@@ -213,6 +222,34 @@ class HostAgent:
                 self._emit(exiting=True)
                 return 1
         threading.Thread(target=self._watch_qemu, name="qemu-wait", daemon=True).start()
+        rc = 0
+        if self.display is not None:
+            try:
+                self.display.start()
+            except LimaError as exc:  # Lima's host agent gives up, too
+                msg = f"VNC display not set up: {exc}"
+                log.error("%s", msg)
+                self._emit(errors=[msg])
+                rc = 1
+        if rc == 0:
+            rc = self._run_guest()
+        self._stop_guest.set()
+        if self._forwarder is not None:
+            with contextlib.suppress(Exception):
+                self._forwarder.stop()
+        with contextlib.suppress(Exception):
+            self.guest.close()
+        self._stop_qemu()
+        if self.display is not None:
+            with contextlib.suppress(Exception):
+                self.display.stop()
+        self._emit(exiting=True)
+        log.info("host agent exiting (%d)", rc)
+        return rc
+
+    def _run_guest(self) -> int:
+        """Forwards, readiness and the heartbeat, until qemu exits or a stop is asked."""
+        assert self._qemu is not None
         if self.forwards is not None:
             try:
                 self._forwarder = self.forwards(self._emit_port_forward)
@@ -257,15 +294,6 @@ class HostAgent:
             change, self._responsive = self._responsive, None
             if change is not None and announced:
                 self._announce_responsive(*change, errors)
-        self._stop_guest.set()
-        if self._forwarder is not None:
-            with contextlib.suppress(Exception):
-                self._forwarder.stop()
-        with contextlib.suppress(Exception):
-            self.guest.close()
-        self._stop_qemu()
-        self._emit(exiting=True)
-        log.info("host agent exiting (%d)", rc)
         return rc
 
     def _start_heartbeat(self) -> None:
