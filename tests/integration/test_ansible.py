@@ -2,7 +2,7 @@
 
 The tiny guest has no python3, so the playbooks here use `raw` tasks only, with
 `gather_facts: false`; modules that need python in the guest (copy, command, ...) are
-checked on the shared Debian instance (SHARED-DEBIAN.md). What this shows: the host agent
+checked on the shared Debian instance (test_debian_shared.py). What this shows: the host agent
 runs ansible-playbook with Lima's inventory (group `lima`, the host named after the instance,
 reached through ssh.config as `lima-NAME`) and PARAM_* in its environment; a step that
 fails makes the instance Degraded naming the step and ansible's exit status, and the steps

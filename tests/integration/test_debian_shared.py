@@ -4,6 +4,7 @@ TCG, so this module boots it once and restarts it once instead of seven times.
 
 The instance `deb` carries everything at once: 9p mounts (read-only and writable), a static
 port forward and a guest socket forward, yq / data / env / caCerts / timezone provisioning,
+an ansible playbook using modules that need python3 in the guest (the tiny guest has none),
 rsync for `limactl copy`, and a Lima data disk (additionalDisks). The tests run in file
 order on it; each one checks one capability and leaves the guest running. The last one
 applies a larger disk plus a mount that cannot work (restart class): the restarted guest's
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import subprocess
 import sys
@@ -76,7 +78,11 @@ caCerts:
   - {ca}
 env:
   GREETING: "hello world"
+param:
+  ANSIBLE_COLOR: green
 provision:
+- mode: ansible
+  playbook: {playbook}
 - mode: yq
   path: "{{{{.Home}}}}/.config/docker/daemon.json"
   expression: |
@@ -97,6 +103,24 @@ provision:
   content: |
     a:
       list: [w]
+"""
+
+# Runs from the host agent after the boot scripts, with Lima's inventory and PARAM_*.
+ANSIBLE_PLAYBOOK = """\
+- hosts: lima
+  gather_facts: true
+  tasks:
+  - name: a file written by the copy module, as root
+    become: true
+    ansible.builtin.copy:
+      dest: /etc/limapy-ansible
+      content: "{{ ansible_facts['distribution'] }} {{ lookup('env', 'PARAM_ANSIBLE_COLOR') }}\\n"
+      mode: "0644"
+  - name: the command module
+    ansible.builtin.command: id -un
+    register: who
+  - name: remember who ran it
+    ansible.builtin.shell: echo "{{ who.stdout }}" > /tmp/limapy-ansible-user
 """
 
 ECHO_SERVER = """
@@ -170,12 +194,17 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deb]:
     rw.mkdir()
     rw.chmod(0o777)  # the guest user writes here; 9p shows the host's owner and mode
     ca, body = ca_certificate(tmp)
+    playbook = tmp / "ansible-site.yml"
+    playbook.write_text(ANSIBLE_PLAYBOOK)
     static_guest, static_host = free_port(), free_port()
     fields = {"disk": "6GiB", "ro": str(ro), "rw": str(rw), "extra_mounts": "",
               "static_guest": str(static_guest), "static_host": str(static_host),
-              "ca": str(ca)}
+              "ca": str(ca), "playbook": str(playbook)}
     yaml = tmp / f"{NAME}.yaml"
     yaml.write_text(SPEC.format(**fields))
+    # Ansible's own files (~/.ansible) stay out of $HOME; the host agent inherits this.
+    saved = {k: os.environ.get(k) for k in ("ANSIBLE_HOME", "ANSIBLE_NOCOLOR")}
+    os.environ.update(ANSIBLE_HOME=str(tmp / "ansible-home"), ANSIBLE_NOCOLOR="1")
     try:
         limactl("disk", "create", "data", "--size", "1GiB")
         out = limactl("apply", "--timeout", "1500", str(yaml), timeout=1600)
@@ -184,6 +213,11 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deb]:
         yield Deb(limactl, yaml, fields, tmp, ro, rw, body, static_guest, static_host, out)
     finally:
         kill_leftovers(home)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def test_booted_clean(deb: Deb) -> None:
@@ -294,6 +328,14 @@ def test_yq_ca_certs_env_and_timezone(deb: Deb) -> None:
         "cat /etc/environment").stdout
     assert deb.sh("echo $GREETING").stdout.strip() == "hello world"
     assert deb.sh("readlink /etc/localtime").stdout.strip().endswith("Europe/Paris")
+
+
+def test_ansible_modules(deb: Deb) -> None:
+    """copy (with become), command and shell: modules that run python3 in the guest."""
+    assert deb.sh("cat /etc/limapy-ansible").stdout == "Debian green\n"
+    assert deb.sh("stat -c '%U %a' /etc/limapy-ansible").stdout == "root 644\n"
+    user = json.loads(deb.limactl("list", "--format", "json", NAME).stdout)["config"]["user"]
+    assert deb.sh("cat /tmp/limapy-ansible-user").stdout.strip() == user["name"]
 
 
 def test_copy_with_rsync(deb: Deb) -> None:
