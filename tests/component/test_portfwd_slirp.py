@@ -70,7 +70,8 @@ def make(tmp_path: Path) -> Iterator[Callable[..., tuple[Forwarder, FakeMonitor,
         events: list[dict[str, Any]] = []
         dialer = FakeDialer()
         fw = Forwarder(portrules.build_rules([], SSH_PORT), dialer, events.append,
-                       short / f"ga{len(made)}.sock", slirp=SlirpForwards(monitor, SSH_PORT, udp=udp))
+                       short / f"ga{len(made)}.sock",
+                       slirp=SlirpForwards(monitor, SSH_PORT, udp=udp))
         fw.start()
         made.append((fw, agent))
         return fw, monitor, (agent, events, dialer)

@@ -11,7 +11,8 @@ Each forward is `hostfwd_add net0 tcp:HOSTIP:HOSTPORT-:GUESTPORT` (or `udp:`; HM
 QMP's human-monitor-command); QEMU binds the host address. UDP goes this way only when the
 user network is not `restrict=on` (`udp=True`): libslirp drops every datagram a restricted
 guest sends, answers included, so those go through lima.drivers.hostagent.udprelay. A host
-agent that died leaves its forwards in QEMU: `remove_stale()` (at start) drops every one but the ssh port's.
+agent that died leaves its forwards in QEMU: `remove_stale()` (at start) drops every one
+but the ssh port's.
 """
 
 from __future__ import annotations
