@@ -221,6 +221,7 @@ class Forwarder:
         self._known: set[Listener] = set()
         self._forwards: dict[Listener, Forward] = {}
         self._fixed: list[Forward] = []  # static and socket forwards: live until stop
+        self._reverse_started = False  # reverse forwards wait for the first ssh login
         self._reader: socket.socket | None = None
         self.reports = 0  # guest agent lines applied (tests and the benchmark read it)
 
@@ -229,11 +230,18 @@ class Forwarder:
     def start(self) -> None:
         if self.slirp is not None:
             self.slirp.remove_stale()
-        self._bind_fixed()
+        self._bind_fixed(reverse=False)
         threading.Thread(target=self._read_agent, name="guest-agent", daemon=True).start()
         # The ssh login (about a second in a TCG guest) happens now, not in the first
-        # forwarded connection; it waits for the guest's sshd on its own.
-        threading.Thread(target=self.dialer.warm, name="portfwd-login", daemon=True).start()
+        # forwarded connection; it waits for the guest's sshd on its own. The reverse
+        # forwards start once it worked: their ssh gives up on a guest still booting.
+        threading.Thread(target=self._login, name="portfwd-login", daemon=True).start()
+
+    def _login(self) -> None:
+        self.dialer.warm()
+        with self._lock:
+            if not self._stop.is_set() and not self._reverse_started:
+                self._start_reverse()
 
     def reload(self, rules: Sequence[Rule], *, ignore_tcp: bool = False,
                ignore_udp: bool = False) -> bool:
@@ -252,11 +260,11 @@ class Forwarder:
             log.info("portForwards changed: making the forwards again")
             for fwd in old:
                 fwd.close()
-            self._bind_fixed()
+            self._bind_fixed(reverse=self._reverse_started)
         self.apply(known)
         return True
 
-    def _bind_fixed(self) -> None:
+    def _bind_fixed(self, *, reverse: bool = True) -> None:
         """The static and guestSocket forwards: bound before any report, kept until stop."""
         for listener, target in portrules.static_targets(self.rules):
             log.info("static forward of %s %s to %s", listener.proto.upper(),
@@ -273,6 +281,11 @@ class Forwarder:
         for path, target in portrules.socket_rules(self.rules):
             log.info("forwarding guest socket %s to %s", path, target.text())
             self._listen(target, GuestEnd(socket=path), "tcp", path, fixed=True, quiet=True)
+        if reverse:
+            self._start_reverse()
+
+    def _start_reverse(self) -> None:
+        self._reverse_started = True
         for guest_path, host_path in portrules.reverse_rules(self.rules):
             self._reverse(guest_path, host_path)
 
@@ -417,7 +430,8 @@ class Forwarder:
             self._event("failed", "udp", addr, target.text(), why)
 
         try:
-            fwd = UDPRelay(target, guest_end(listener), self.dialer.execute, failed)
+            fwd = UDPRelay(target, guest_end(listener), self.dialer.execute, failed,
+                           eager=not fixed)
         except OSError as exc:
             problem = bind_problem(target, exc)
             log.warning("cannot forward UDP %s: %s", addr, problem)

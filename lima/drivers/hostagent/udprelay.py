@@ -130,7 +130,7 @@ class UDPRelay:
 
     def __init__(self, target: HostTarget, end: GuestEnd, execute: Exec,
                  on_failure: Callable[[str], None] | None = None, *,
-                 idle: float = IDLE) -> None:
+                 idle: float = IDLE, eager: bool = True) -> None:
         self.target, self.end, self.execute = target, end, execute
         self.on_failure, self.idle = on_failure, idle
         self.sock = bind_udp(target)
@@ -146,9 +146,12 @@ class UDPRelay:
         self._next_id = 1
         threading.Thread(target=self._from_clients, name=f"udp {target.text()}",
                          daemon=True).start()
-        # The guest relay starts now (an ssh exec and a python3 start in a TCG guest take
-        # a while), not with the first datagram.
-        threading.Thread(target=self._channel, name="udp-relay-start", daemon=True).start()
+        # For a listener the guest relay starts now (an ssh exec and a python3 start in a
+        # TCG guest take a while), not with the first datagram. A static forward waits for
+        # its first datagram: a static range must not start a relay per port up front.
+        if eager:
+            threading.Thread(target=self._channel, name="udp-relay-start",
+                             daemon=True).start()
 
     # --- host clients -> guest ------------------------------------------------------------
 
