@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 
 from lima.drivers.hostagent.udprelay import NO_PYTHON
-from tests.integration.conftest import REPO, Limactl, _cmdline
 from tests.component.test_portfwd_more import can_bind_udp
+from tests.integration.conftest import REPO, Limactl, _cmdline
 from tests.integration.test_portfwd import free_port, port_events, refused, talk, until
 
 
