@@ -56,6 +56,7 @@ Emit = Callable[[dict[str, Any]], None]  # one PortForwardEvent (Lima's field na
 RECONNECT = 0.5  # seconds between attempts to reach ga.sock
 UDP_TO_SOCKET = "a UDP port cannot be forwarded to a unix socket"
 _ACCEPT_POLL = 0.5
+REMOVE_WAIT = 5.0  # seconds stop() waits for a reverse forward's guest socket removal
 
 
 def parse_report(line: bytes | str) -> set[Listener] | None:
@@ -299,10 +300,19 @@ class Forwarder:
             self._event("failed", "tcp", guest_path, host_path, why)
 
         def remove(path: str) -> None:
-            chan = self.dialer.execute(f"rm -f {shlex.quote(path)}")
-            chan.settimeout(5.0)
-            chan.recv_exit_status()
-            chan.close()
+            def run() -> None:
+                try:
+                    chan = self.dialer.execute(f"rm -f {shlex.quote(path)}")
+                    chan.recv_exit_status()
+                    chan.close()
+                except Exception as exc:  # the guest may be gone already
+                    log.info("cannot remove %s in the guest: %s", path, exc)
+
+            # A guest that is gone must not hold up the host agent's stop: the ssh login
+            # it would wait for gives up when the dialer is closed right after.
+            done = threading.Thread(target=run, name="reverse-cleanup", daemon=True)
+            done.start()
+            done.join(REMOVE_WAIT)
 
         fwd = ReverseForward(self.reverse_ssh, guest_path, host_path, remove_guest=remove,
                              on_failure=failed)
