@@ -235,6 +235,8 @@ class UDPRelay:
                     payload, buf = buf[_HEAD.size:_HEAD.size + n], buf[_HEAD.size + n:]
                     with self._lock:
                         addr = self._addrs.get(cid)
+                        if addr is not None:  # answers keep a client alive too
+                            self._seen[cid] = time.monotonic()
                     if addr is not None:
                         with contextlib.suppress(OSError):
                             self.sock.sendto(payload, addr)
