@@ -416,6 +416,8 @@ def test_lost_agent_connection_resyncs(rig_factory: Callable[[list[PortForward]]
     rig.agent.send(("tcp", "127.0.0.1", b))
     until(lambda: rig.of("stopping"), "a's stopping event")
     assert until(lambda: refused(a), "a to close")
+    # a's stopping event goes out before b is bound (removals first, in one apply)
+    until(lambda: len(rig.of("forwarding")) == 2, "b's forwarding event")
     assert ask(b) == "g: ping"
 
 
