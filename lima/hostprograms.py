@@ -63,7 +63,8 @@ _TABLE = (
     HostProgram("qemu-img", "qemu-utils",
                 "diffdisk overlays, image info; the recipes' qcow2 images", tests=True),
     HostProgram("ssh", "openssh-client",
-                "`limactl shell` execs it; ssh.config asks `ssh -V` its version", tests=True),
+                "`limactl shell` execs it; ssh.config asks `ssh -V` its version; the host "
+                "agent's `ssh -N -R` for reverse port forwards", tests=True),
     HostProgram("scp", "openssh-client",
                 "`limactl copy` (its scp backend, over the instance's ssh.config); the mounts "
                 "benchmark's baseline", tests=True),

@@ -249,12 +249,18 @@ def _forwards_factory(name: str, inst_dir: Path, spec: InstanceSpec | None, ssh_
         from lima.drivers.hostagent.portfwd import Forwarder
         from lima.drivers.hostagent.slirpfwd import SlirpForwards, qmp_monitor
         from lima.drivers.hostagent.tunnel import SSHDialer
+        from lima.names import guest_hostname
 
-        built, ignore_tcp, ignore_udp = rules(spec if spec is not None
-                                              else _spec_for_mounts(name)[0])
+        loaded = spec if spec is not None else _spec_for_mounts(name)[0]
+        built, ignore_tcp, ignore_udp = rules(loaded)
+        # restrict=on: libslirp drops the guest's datagrams, so UDP cannot use its hostfwd.
+        udp_slirp = loaded is not None and not loaded.qemu.restrict_network
         fwd = Forwarder(built, SSHDialer(ssh_port, user, paths.user_identity()), emit,
                         inst_dir / paths.GA_SOCK, ignore_tcp=ignore_tcp, ignore_udp=ignore_udp,
-                        slirp=SlirpForwards(qmp_monitor(inst_dir / paths.QMP_SOCK), ssh_port))
+                        slirp=SlirpForwards(qmp_monitor(inst_dir / paths.QMP_SOCK), ssh_port,
+                                            udp=udp_slirp),
+                        reverse_ssh=["ssh", "-F", str(inst_dir / paths.SSH_CONFIG),
+                                     guest_hostname(name)])
         return _Reloading(fwd, reread)
 
     return build

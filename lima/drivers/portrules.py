@@ -21,6 +21,9 @@ Lima's semantics (pkg/portfwd, pkg/hostagent/port.go):
 - Rules with a guestSocket are never matched against listeners; they are forwarded once
   the guest is up (`socket_rules`). A listener whose port is inside a static rule's range
   is left to that static forward (`statically_forwarded`).
+- Since Lima 2.0 a rule's proto defaults to "any": UDP listeners follow the same rules
+  (the implicit fallback forwards UDP on guest loopback too). A `reverse` rule carries
+  a host socket into the guest (`reverse_rules`).
 """
 
 from __future__ import annotations
@@ -183,15 +186,19 @@ def forward_for(rules: Sequence[Rule], listener: Listener) -> HostTarget | None:
 
 
 def statically_forwarded(rules: Sequence[Rule], listener: Listener) -> bool:
-    """Whether a static rule covers the listener's port (Lima skips those: the static
-    forward already holds the host port)."""
-    return any(r.static and not r.guest_socket
+    """Whether a static rule of the listener's protocol covers its port (Lima skips those:
+    the static forward already holds the host port). Lima's static forwards are TCP only
+    and it skips a listener of either protocol; limapy binds static UDP too, so only the
+    rule's own protocols are skipped."""
+    return any(r.static and not r.guest_socket and not r.ignore
+               and r.proto in ("any", listener.proto)
                and r.guest_range[0] <= listener.port <= r.guest_range[1] for r in rules)
 
 
 def static_targets(rules: Sequence[Rule]) -> list[tuple[Listener, HostTarget]]:
     """The forwards set up at start, before the guest agent reports anything: each port of
-    every static TCP rule, mapped through the whole rule list like a listener would be."""
+    every static rule (TCP and UDP as its proto says), mapped through the whole rule list
+    like a listener would be."""
     out: list[tuple[Listener, HostTarget]] = []
     for rule in rules:
         if not rule.static or rule.guest_socket or rule.ignore:
@@ -206,6 +213,14 @@ def static_targets(rules: Sequence[Rule]) -> list[tuple[Listener, HostTarget]]:
 
 
 def socket_rules(rules: Sequence[Rule]) -> list[tuple[str, HostTarget]]:
-    """(guest socket, host target) of every guestSocket rule, forwarded once ssh is up."""
+    """(guest socket, host target) of every guestSocket rule that is not `reverse`,
+    forwarded once ssh is up."""
     return [(r.guest_socket, host_target(r, 0)) for r in rules
-            if r.guest_socket and not r.ignore]
+            if r.guest_socket and not r.ignore and not r.reverse]
+
+
+def reverse_rules(rules: Sequence[Rule]) -> list[tuple[str, str]]:
+    """(guest socket, host socket) of every `reverse` rule: the guest listens on the guest
+    socket and each connection goes to the host socket (Lima's `ssh -R`)."""
+    return [(r.guest_socket, r.host_socket) for r in rules
+            if r.reverse and r.guest_socket and r.host_socket and not r.ignore]

@@ -228,7 +228,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("provision", "permissions", "644", when=DATA),
     Entry("probes", "mode", "readiness", empty=Z),
     Entry("probes", "description", Derived("user probe N/M: its place in the list"), empty=Z),
-    Entry("portForwards", "proto", "tcp", empty=Z),
+    Entry("portForwards", "proto", "any", empty=Z),  # Lima >= 2.0 (UDP too)
     Entry("portForwards", "guestIP", Derived("0.0.0.0 with guestIPMustBeZero, else 127.0.0.1")),
     Entry("portForwards", "guestIPMustBeZero", Derived("whether guestIP is 0.0.0.0")),
     Entry("portForwards", "hostIP", "127.0.0.1"),

@@ -3,8 +3,9 @@
 Registered in RULES and run by `validate.check()` after the rules of rules.py. Port
 forwards get Lima's defaults first (a port means the range [port, port], no port means
 every port, the host range follows the guest range), then Lima's checks: ports 1-65535 and
-never 22, ordered ranges of equal length, sockets absolute and never mapped to a range;
-and what limapy's forwarder cannot do yet (UDP, reverse) is refused, not ignored.
+never 22, ordered ranges of equal length, sockets absolute and never mapped to a range,
+`reverse` only between two sockets; and what the forwarder cannot do (UDP to or from a
+unix socket) is refused, not ignored.
 """
 
 from __future__ import annotations
@@ -121,16 +122,11 @@ def _port_forward(ctx: Ctx, path: Path, fwd: dict[str, Any]) -> None:
     if fwd.get("reverse") is True and not (guest_socket and host_socket):
         ctx.error((*path, "reverse"), "can only be true when both guestSocket and hostSocket "
                   "are set")
-    # What the host agent's forwarder (lima.drivers.hostagent.portfwd) cannot do yet is
-    # refused here rather than ignored.
-    elif fwd.get("reverse") is True:
-        ctx.error((*path, "reverse"), "reverse forwarding (host socket into the guest) is "
-                  "not supported by limapy yet")
-    if fwd.get("static") is True and not guest_socket and guest_range[0] != guest_range[1]:
-        ctx.error((*path, "static"), "a static forward needs a single guestPort, not a range")
-    if fwd.get("proto") in ("udp", "any") and fwd.get("ignore") is not True:
-        ctx.error((*path, "proto"), f'"{fwd.get("proto")}": UDP forwarding is not supported '
-                  'by limapy yet; use "tcp" (or set ignore: true)')
+    # UDP has no unix-socket end in the forwarder (Lima's neither): refused, not ignored.
+    if fwd.get("proto") == "udp" and (guest_socket or host_socket) \
+            and fwd.get("ignore") is not True:
+        ctx.error((*path, "proto"), '"udp" cannot be forwarded from or to a unix socket '
+                  f'({"guestSocket" if guest_socket else "hostSocket"} is set); use "tcp"')
 
 
 @rule

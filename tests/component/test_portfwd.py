@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,13 +20,20 @@ from typing import Any
 
 import pytest
 
-from lima.drivers import portrules
+from lima.drivers import portrules, runner
 from lima.drivers.hostagent.portfwd import Forwarder, parse_report
 from lima.drivers.hostagent.tunnel import GuestEnd, Stream
 from lima.drivers.portrules import Listener
 from lima.schemas.spec import PortForward
 
 WAIT = 5.0
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 def free_port() -> int:
@@ -107,6 +116,8 @@ class FakeDialer:
         self.fail_next = 0
         self.closed = False
         self.warmed = False
+        self.executed: list[list[str]] = []
+        self.no_python = False
 
     def open(self, end: GuestEnd) -> Stream:
         self.opened.append(end)
@@ -120,11 +131,54 @@ class FakeDialer:
         s.connect(where)
         return s
 
+    def execute(self, command: str) -> ProcChannel:
+        """The command run on this host, as the guest would run it in an exec channel
+        (`python3` is this interpreter; a missing program exits 127 like a shell's)."""
+        argv = shlex.split(command)
+        self.executed.append(list(argv))
+        if argv[0] == "python3" and not self.no_python:
+            argv[0] = sys.executable
+        else:
+            argv = [sys.executable, "-c", "import sys; sys.exit(127)"]
+        return ProcChannel(runner.spawn(argv, stdin=runner.PIPE, stdout=runner.PIPE,
+                                        stderr=runner.PIPE))
+
     def close(self) -> None:
         self.closed = True
 
     def warm(self) -> None:
         self.warmed = True
+
+
+class ProcChannel:
+    """A local process behind the part of paramiko.Channel the UDP relay uses."""
+
+    def __init__(self, proc: runner.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def recv(self, n: int) -> bytes:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read1(n)
+
+    def sendall(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def recv_exit_status(self) -> int:
+        return self.proc.wait()
+
+    def recv_stderr(self, n: int) -> bytes:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read(n)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
 def ask(port: int, text: str = "ping") -> str:
@@ -238,19 +292,21 @@ def test_wildcard_listener_is_reached_on_guest_loopback(
 
 def test_not_forwarded_and_ignored(rig_factory: Callable[[list[PortForward]], Rig]) -> None:
     rig = rig_factory([fwd(guest_port=7001, ignore=True)])
+    udp = free_udp_port()
     rig.agent.send(("tcp", "127.0.0.53", 53), ("tcp", "127.0.0.1", 7001),
-                   ("udp", "127.0.0.1", 5353))
+                   ("udp", "127.0.0.1", udp))
     until(lambda: len(rig.events) >= 3, "three events")
     time.sleep(0.1)
     by_addr = {e["guestAddr"]: e for e in rig.events}
+    assert len(rig.events) == 3
     assert by_addr["127.0.0.53:53"] == {"type": "not-forwarding", "protocol": "tcp",
                                         "guestAddr": "127.0.0.53:53"}
     # an ignore rule is a "not-forwarding" too (Lima: no host address)
     assert by_addr["127.0.0.1:7001"]["type"] == "not-forwarding"
-    # UDP matches Lima's fallback rule but is not supported: said, not silently dropped
-    assert by_addr["127.0.0.1:5353"]["type"] == "not-forwarding"
-    assert "UDP forwarding is not supported" in by_addr["127.0.0.1:5353"]["error"]
-    assert rig.of("forwarding") == []
+    # UDP matches Lima's fallback rule (proto "any"): forwarded, through the relay
+    assert by_addr[f"127.0.0.1:{udp}"] == {"type": "forwarding", "protocol": "udp",
+                                           "guestAddr": f"127.0.0.1:{udp}",
+                                           "hostAddr": f"127.0.0.1:{udp}"}
 
 
 def test_leading_ignore_rule_silences_not_forwarding(
@@ -360,6 +416,8 @@ def test_lost_agent_connection_resyncs(rig_factory: Callable[[list[PortForward]]
     rig.agent.send(("tcp", "127.0.0.1", b))
     until(lambda: rig.of("stopping"), "a's stopping event")
     assert until(lambda: refused(a), "a to close")
+    # a's stopping event goes out before b is bound (removals first, in one apply)
+    until(lambda: len(rig.of("forwarding")) == 2, "b's forwarding event")
     assert ask(b) == "g: ping"
 
 

@@ -43,10 +43,14 @@ class FakeMonitor:
             if self.refuse:
                 return "Could not set up host forwarding rule 'x'\r\n"
             host = words[2].split("-")[0]
-            _, ip, port = host.split(":")
-            s = socket.socket()
-            s.bind((ip, int(port)))
-            s.listen()
+            proto, ip, port = host.split(":")
+            if proto == "udp":
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind((ip, int(port)))
+            else:
+                s = socket.socket()
+                s.bind((ip, int(port)))
+                s.listen()
             self.bound[host] = s
         if words[0] == "hostfwd_remove":
             s = self.bound.pop(words[2], None)
@@ -61,12 +65,13 @@ def make(tmp_path: Path) -> Iterator[Callable[..., tuple[Forwarder, FakeMonitor,
     short = Path(f"/tmp/pfs-{os.getpid()}-{len(str(tmp_path))}")
     short.mkdir(exist_ok=True)
 
-    def build(monitor: FakeMonitor) -> tuple[Forwarder, FakeMonitor, Any]:
+    def build(monitor: FakeMonitor, udp: bool = False) -> tuple[Forwarder, FakeMonitor, Any]:
         agent = FakeAgent(short / f"ga{len(made)}.sock")
         events: list[dict[str, Any]] = []
         dialer = FakeDialer()
         fw = Forwarder(portrules.build_rules([], SSH_PORT), dialer, events.append,
-                       short / f"ga{len(made)}.sock", slirp=SlirpForwards(monitor, SSH_PORT))
+                       short / f"ga{len(made)}.sock",
+                       slirp=SlirpForwards(monitor, SSH_PORT, udp=udp))
         fw.start()
         made.append((fw, agent))
         return fw, monitor, (agent, events, dialer)
@@ -140,3 +145,44 @@ def test_stale_forwards_of_an_earlier_agent_are_removed(make: Callable[..., Any]
     make(monitor)
     assert monitor.commands == ["info usernet", "hostfwd_remove net0 tcp:127.0.0.1:18080",
                                 "hostfwd_remove net0 tcp:0.0.0.0:18443"]
+
+
+def test_wildcard_udp_listener_is_a_udp_hostfwd_when_unrestricted(
+        make: Callable[..., Any]) -> None:
+    port = free_port()
+    _fw, monitor, (agent, events, dialer) = make(FakeMonitor(), udp=True)
+    agent.send(("udp", "0.0.0.0", port))
+    until(lambda: events, "the forwarding event")
+    assert events == [{"type": "forwarding", "protocol": "udp", "guestAddr": f"0.0.0.0:{port}",
+                       "hostAddr": f"127.0.0.1:{port}"}]
+    assert f"hostfwd_add net0 udp:127.0.0.1:{port}-:{port}" in monitor.commands
+    assert dialer.executed == []  # no relay in the guest
+    agent.send()
+    until(lambda: len(events) == 2, "the stopping event")
+    assert monitor.commands[-1] == f"hostfwd_remove net0 udp:127.0.0.1:{port}"
+
+
+def test_restricted_network_udp_goes_through_the_relay(make: Callable[..., Any]) -> None:
+    # restrict=on: libslirp would drop the guest's answers, so no udp hostfwd is asked for
+    port = free_port()
+    _fw, monitor, (agent, events, dialer) = make(FakeMonitor(), udp=False)
+    agent.send(("udp", "0.0.0.0", port))
+    until(lambda: events, "the forwarding event")
+    assert events[0]["type"] == "forwarding" and events[0]["protocol"] == "udp"
+    assert not any(c.startswith("hostfwd_add") for c in monitor.commands)
+    until(lambda: dialer.executed, "the relay start")
+    assert dialer.executed[0][1] == "-c"
+    assert dialer.executed[0][3:5] == ["127.0.0.1", str(port)]
+
+
+def test_stale_udp_forwards_are_removed_too() -> None:
+    listing = ("  TCP[HOST_FORWARD]  12  127.0.0.1  60022  192.168.5.15  22  0  0\n"
+               "  UDP[HOST_FORWARD]  13  127.0.0.1  5353  192.168.5.15  5353  0  0\n")
+    commands: list[str] = []
+
+    def monitor(command: str) -> str:
+        commands.append(command)
+        return listing if command == "info usernet" else ""
+
+    SlirpForwards(monitor, SSH_PORT).remove_stale()
+    assert commands == ["info usernet", "hostfwd_remove net0 udp:127.0.0.1:5353"]

@@ -222,7 +222,7 @@ def test_provision_and_port_forward_defaults(tmp_path: Path) -> None:
     assert plain["mode"] == "system"
     first, second = out["portForwards"]
     assert first["guestPortRange"] == [80, 80] and first["hostPortRange"] == [8080, 8080]
-    assert first["guestIP"] == first["hostIP"] == "127.0.0.1" and first["proto"] == "tcp"
+    assert first["guestIP"] == first["hostIP"] == "127.0.0.1" and first["proto"] == "any"
     assert second["guestIP"] == "0.0.0.0" and second["hostPortRange"] == [1, 65535]
 
 

@@ -126,7 +126,7 @@ def test_the_table_has_the_builtins_the_review_names() -> None:
         ("provision", "permissions"): "644",
         ("provision", "skipDefaultDependencyResolution"): False,
         ("probes", "mode"): "readiness",
-        ("portForwards", "proto"): "tcp", ("portForwards", "hostIP"): "127.0.0.1",
+        ("portForwards", "proto"): "any", ("portForwards", "hostIP"): "127.0.0.1",
         ("networks", "metric"): 100,
         ("mounts", "writable"): False, ("mounts", "sshfs.cache"): True,
         ("mounts", "sshfs.followSymlinks"): False, ("mounts", "9p.securityModel"): "none",

@@ -219,17 +219,17 @@ def errors(extra: str) -> list[tuple[str, int, str]]:
 
 
 @pytest.mark.parametrize(("extra", "path", "line", "words"), [
-    ("portForwards:\n- guestPort: 53\n  proto: udp\n", "portForwards[0].proto", 6,
-     "UDP forwarding is not supported"),
-    ("portForwards:\n- guestPort: 53\n  proto: any\n", "portForwards[0].proto", 6,
-     "UDP forwarding is not supported"),
-    ("portForwards:\n- guestSocket: /a\n  hostSocket: /tmp/b\n  reverse: true\n",
-     "portForwards[0].reverse", 7, "not supported"),
-    ("portForwards:\n- guestPortRange: [80, 81]\n  static: true\n",
-     "portForwards[0].static", 6, "single guestPort"),
-    ("portForwards:\n- static: true\n", "portForwards[0].static", 5, "single guestPort"),
+    ("portForwards:\n- guestSocket: /a\n  hostSocket: /tmp/b\n  proto: udp\n",
+     "portForwards[0].proto", 7, "unix socket"),
+    ("portForwards:\n- guestPort: 80\n  hostSocket: /tmp/b\n  proto: udp\n",
+     "portForwards[0].proto", 7, "unix socket"),
+    ("portForwards:\n- guestPort: 53\n  reverse: true\n", "portForwards[0].reverse", 6,
+     "both guestSocket and hostSocket"),
+    ("portForwards:\n- guestPort: 53\n  proto: sctp\n", "portForwards[0].proto", 6,
+     "sctp"),
 ])
-def test_unsupported_fields_are_refused(extra: str, path: str, line: int, words: str) -> None:
+def test_what_cannot_be_forwarded_is_refused(extra: str, path: str, line: int,
+                                             words: str) -> None:
     found = errors(extra)
     assert [(p, n) for p, n, _ in found] == [(path, line)]
     assert words in found[0][2]
@@ -239,6 +239,63 @@ def test_unsupported_fields_are_refused(extra: str, path: str, line: int, words:
     "portForwards:\n- guestIP: 0.0.0.0\n  proto: any\n  ignore: true\n",
     "portForwards:\n- guestPort: 53\n  proto: udp\n  ignore: true\n",
     "portForwards:\n- guestPort: 80\n  proto: tcp\n  static: true\n",
+    # formerly refused: UDP, reverse sockets, static ranges
+    "portForwards:\n- guestPort: 53\n  proto: udp\n",
+    "portForwards:\n- guestPort: 53\n  proto: any\n",
+    "portForwards:\n- guestSocket: /a\n  hostSocket: /tmp/b\n  reverse: true\n",
+    "portForwards:\n- guestPortRange: [80, 81]\n  hostPortRange: [8080, 8081]\n"
+    "  static: true\n",
+    "portForwards:\n- guestSocket: /a\n  hostSocket: /tmp/b\n  proto: udp\n  ignore: true\n",
 ])
 def test_supported_rules_pass(extra: str) -> None:
     assert errors(extra) == []
+
+
+# --- UDP entries ------------------------------------------------------------------------
+
+def test_udp_listeners_follow_the_fallback_and_the_rules() -> None:
+    # Lima >= 2.0: the fallback rule is proto "any", so UDP on loopback is forwarded
+    assert target([], "127.0.0.1", 5353, "udp") == "127.0.0.1:5353"
+    assert target([], "0.0.0.0", 5353, "udp") == "127.0.0.1:5353"
+    # a systemd-resolved style stub on 127.0.0.53 matches no rule (Lima: not-forwarding)
+    assert target([], "127.0.0.53", 53, "udp") is None
+    udp_only = [fwd(guest_port=53, host_port=5300, proto="udp")]
+    assert target(udp_only, "127.0.0.1", 53, "udp") == "127.0.0.1:5300"
+    assert target(udp_only, "127.0.0.1", 53, "tcp") == "127.0.0.1:53"  # the fallback
+    tcp_only = [fwd(guest_port=53, host_port=5300, proto="tcp")]
+    assert target(tcp_only, "127.0.0.1", 53, "udp") == "127.0.0.1:53"
+    ignore_udp = [fwd(guest_ip="0.0.0.0", guest_ip_must_be_zero=False, proto="udp",
+                      ignore=True)]
+    assert target(ignore_udp, "127.0.0.1", 5353, "udp") is None
+    assert target(ignore_udp, "127.0.0.1", 5353, "tcp") == "127.0.0.1:5353"
+
+
+def test_the_ssh_ignores_cover_udp_too() -> None:
+    rules = portrules.build_rules([], 60022)
+    for port in (22, 60022):
+        listener = Listener("udp", "0.0.0.0", port)
+        assert portrules.forward_for(rules, listener) is None
+
+
+def test_static_range_binds_every_port_of_each_proto() -> None:
+    rules = portrules.build_rules(
+        [fwd(guest_port_range=(7000, 7002), host_port_range=(17000, 17002), static=True,
+             proto="any")], 0)
+    got = [(lst.proto, lst.port, t.port) for lst, t in portrules.static_targets(rules)]
+    assert got == [("tcp", 7000, 17000), ("udp", 7000, 17000), ("tcp", 7001, 17001),
+                   ("udp", 7001, 17001), ("tcp", 7002, 17002), ("udp", 7002, 17002)]
+
+
+def test_statically_forwarded_is_per_protocol() -> None:
+    rules = portrules.build_rules([fwd(guest_port=7000, static=True, proto="tcp")], 0)
+    assert portrules.statically_forwarded(rules, Listener("tcp", "127.0.0.1", 7000))
+    assert not portrules.statically_forwarded(rules, Listener("udp", "127.0.0.1", 7000))
+
+
+def test_reverse_rules_are_kept_apart_from_socket_rules() -> None:
+    rules = portrules.build_rules([
+        fwd(guest_socket="/run/a.sock", host_socket="/tmp/a.sock", reverse=True),
+        fwd(guest_socket="/run/b.sock", host_socket="/tmp/b.sock"),
+    ], 0)
+    assert portrules.reverse_rules(rules) == [("/run/a.sock", "/tmp/a.sock")]
+    assert [g for g, _ in portrules.socket_rules(rules)] == ["/run/b.sock"]

@@ -12,6 +12,13 @@ wildcard guest address (reachable on the guest's NIC) is instead handed to QEMU 
 `hostfwd` when a `SlirpForwards` is given (lima.drivers.hostagent.slirpfwd): no ssh
 encryption on that path, which is what limits throughput in a TCG guest.
 
+UDP listeners (and static UDP forwards) go to QEMU's `hostfwd=udp:` when the listener is on
+a wildcard address and the network is not restrict=on, else through a datagram relay over
+an ssh exec channel (lima.drivers.hostagent.udprelay), which needs python3 in the guest: a
+guest whose agent is the shell one (no python3) gets a `failed` event saying so. `reverse`
+rules run `ssh -N -R` children (lima.drivers.hostagent.reversefwd) for as long as the
+forwarder runs.
+
 Every decision becomes one of Lima's `portForward` events in ha.stdout.log, through the
 `emit` callback: forwarding, not-forwarding, stopping, failed (a host port already taken
 names its holder). A lost ga.sock connection is re-established and the agent's next report
@@ -26,6 +33,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -33,8 +41,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lima.drivers import portrules
+from lima.drivers.hostagent.reversefwd import ReverseForward
 from lima.drivers.hostagent.slirpfwd import SlirpForwards
 from lima.drivers.hostagent.tunnel import Dialer, GuestEnd, splice
+from lima.drivers.hostagent.udprelay import NO_PYTHON, UDPRelay
 from lima.drivers.portrules import HostTarget, Listener, Rule
 from lima.drivers.ports import port_holders
 from lima.errors import LimaError
@@ -44,8 +54,9 @@ log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]  # one PortForwardEvent (Lima's field names)
 
 RECONNECT = 0.5  # seconds between attempts to reach ga.sock
-UDP_UNSUPPORTED = "UDP forwarding is not supported by limapy yet"
+UDP_TO_SOCKET = "a UDP port cannot be forwarded to a unix socket"
 _ACCEPT_POLL = 0.5
+REMOVE_WAIT = 5.0  # seconds stop() waits for a reverse forward's guest socket removal
 
 
 def parse_report(line: bytes | str) -> set[Listener] | None:
@@ -70,6 +81,16 @@ def parse_report(line: bytes | str) -> set[Listener] | None:
     return found
 
 
+def agent_of(line: bytes | str) -> str:
+    """Which guest agent wrote a report line: "py" (python3 is there), "sh", or ""."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return ""
+    agent = doc.get("agent") if isinstance(doc, dict) else None
+    return agent if isinstance(agent, str) else ""
+
+
 def guest_end(listener: Listener) -> GuestEnd:
     """Where to connect in the guest: a wildcard listener is reached on loopback."""
     ip = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listener.ip, listener.ip)
@@ -90,12 +111,15 @@ def bind_problem(target: HostTarget, exc: OSError) -> str:
 
 class Forward(Protocol):
     target: HostTarget
+    proto: str
 
     def close(self) -> None: ...
 
 
 class HostListener:
     """One forward: a socket listening on the host; each connection goes to `end`."""
+
+    proto = "tcp"
 
     def __init__(self, target: HostTarget, end: GuestEnd, dialer: Dialer) -> None:
         self.target, self.end, self.dialer = target, end, dialer
@@ -165,15 +189,31 @@ class HostListener:
                 os.unlink(self.target.socket)
 
 
+class _Reverse:
+    """A reverse forward in the forwarder's list of forwards."""
+
+    proto = "reverse"
+
+    def __init__(self, fwd: ReverseForward) -> None:
+        self.fwd = fwd
+        self.target = HostTarget(socket=fwd.host_socket)
+
+    def close(self) -> None:
+        self.fwd.close()
+
+
 class Forwarder:
     """Applies `rules` (portrules.build_rules) to the guest agent's reports on `ga_path`."""
 
     def __init__(self, rules: Sequence[Rule], dialer: Dialer, emit: Emit, ga_path: Path, *,
                  ignore_tcp: bool = False, ignore_udp: bool = False,
-                 slirp: SlirpForwards | None = None) -> None:
+                 slirp: SlirpForwards | None = None,
+                 reverse_ssh: Sequence[str] | None = None) -> None:
         self.rules = list(rules)
         self.dialer = dialer
         self.slirp = slirp
+        self.reverse_ssh = list(reverse_ssh) if reverse_ssh else None  # ssh ... alias
+        self.agent = ""  # the guest agent's kind, from its reports ("sh": no python3)
         self.emit = emit
         self.ga_path = ga_path
         self.ignore_tcp, self.ignore_udp = ignore_tcp, ignore_udp
@@ -182,6 +222,7 @@ class Forwarder:
         self._known: set[Listener] = set()
         self._forwards: dict[Listener, Forward] = {}
         self._fixed: list[Forward] = []  # static and socket forwards: live until stop
+        self._reverse_started = False  # reverse forwards wait for the first ssh login
         self._reader: socket.socket | None = None
         self.reports = 0  # guest agent lines applied (tests and the benchmark read it)
 
@@ -190,11 +231,18 @@ class Forwarder:
     def start(self) -> None:
         if self.slirp is not None:
             self.slirp.remove_stale()
-        self._bind_fixed()
+        self._bind_fixed(reverse=False)
         threading.Thread(target=self._read_agent, name="guest-agent", daemon=True).start()
         # The ssh login (about a second in a TCG guest) happens now, not in the first
-        # forwarded connection; it waits for the guest's sshd on its own.
-        threading.Thread(target=self.dialer.warm, name="portfwd-login", daemon=True).start()
+        # forwarded connection; it waits for the guest's sshd on its own. The reverse
+        # forwards start once it worked: their ssh gives up on a guest still booting.
+        threading.Thread(target=self._login, name="portfwd-login", daemon=True).start()
+
+    def _login(self) -> None:
+        self.dialer.warm()
+        with self._lock:
+            if not self._stop.is_set() and not self._reverse_started:
+                self._start_reverse()
 
     def reload(self, rules: Sequence[Rule], *, ignore_tcp: bool = False,
                ignore_udp: bool = False) -> bool:
@@ -213,24 +261,62 @@ class Forwarder:
             log.info("portForwards changed: making the forwards again")
             for fwd in old:
                 fwd.close()
-            self._bind_fixed()
+            self._bind_fixed(reverse=self._reverse_started)
         self.apply(known)
         return True
 
-    def _bind_fixed(self) -> None:
+    def _bind_fixed(self, *, reverse: bool = True) -> None:
         """The static and guestSocket forwards: bound before any report, kept until stop."""
         for listener, target in portrules.static_targets(self.rules):
-            if listener.proto != "tcp":
-                self._event("failed", listener.proto, listener.guest_addr(), target.text(),
-                            UDP_UNSUPPORTED)
+            log.info("static forward of %s %s to %s", listener.proto.upper(),
+                     listener.guest_addr(), target.text())
+            if listener.proto == "udp":
+                if target.socket:
+                    self._event("failed", "udp", listener.guest_addr(), target.text(),
+                                UDP_TO_SOCKET)
+                elif not self._in_use(target, "udp"):
+                    self._relay(listener, target, fixed=True)
                 continue
-            log.info("static forward of TCP %s to %s", listener.guest_addr(), target.text())
             self._listen(target, guest_end(listener), "tcp", listener.guest_addr(),
                          fixed=True)
         for path, target in portrules.socket_rules(self.rules):
             log.info("forwarding guest socket %s to %s", path, target.text())
             self._listen(target, GuestEnd(socket=path), "tcp", path, fixed=True, quiet=True)
+        if reverse:
+            self._start_reverse()
 
+    def _start_reverse(self) -> None:
+        self._reverse_started = True
+        for guest_path, host_path in portrules.reverse_rules(self.rules):
+            self._reverse(guest_path, host_path)
+
+    def _reverse(self, guest_path: str, host_path: str) -> None:
+        if self.reverse_ssh is None:
+            self._event("failed", "tcp", guest_path, host_path,
+                        "reverse forwarding needs the instance's ssh.config")
+            return
+
+        def failed(why: str) -> None:
+            self._event("failed", "tcp", guest_path, host_path, why)
+
+        def remove(path: str) -> None:
+            def run() -> None:
+                try:
+                    chan = self.dialer.execute(f"rm -f {shlex.quote(path)}")
+                    chan.recv_exit_status()
+                    chan.close()
+                except Exception as exc:  # the guest may be gone already
+                    log.info("cannot remove %s in the guest: %s", path, exc)
+
+            # A guest that is gone must not hold up the host agent's stop: the ssh login
+            # it would wait for gives up when the dialer is closed right after.
+            done = threading.Thread(target=run, name="reverse-cleanup", daemon=True)
+            done.start()
+            done.join(REMOVE_WAIT)
+
+        fwd = ReverseForward(self.reverse_ssh, guest_path, host_path, remove_guest=remove,
+                             on_failure=failed)
+        self._fixed.append(_Reverse(fwd))
     def stop(self) -> None:
         self._stop.set()
         reader = self._reader
@@ -241,7 +327,7 @@ class Forwarder:
             # QEMU's own forwards go with qemu, which stops next (or the next host agent
             # removes them): only ours are closed here.
             forwards = [f for f in (*self._fixed, *self._forwards.values())
-                        if isinstance(f, HostListener)]
+                        if isinstance(f, HostListener | UDPRelay | _Reverse)]
             self._fixed, self._forwards = [], {}
         for fwd in forwards:
             fwd.close()
@@ -267,6 +353,7 @@ class Forwarder:
                         break
                     listeners = parse_report(line)
                     if listeners is not None:
+                        self.agent = agent_of(line)
                         self.apply(listeners)
             except OSError as exc:
                 log.info("guest agent channel: %s", exc)
@@ -294,7 +381,7 @@ class Forwarder:
                 # A host port freed by one listener may be wanted by another (0.0.0.0 and ::).
                 for listener in sorted(self._known - set(added) - set(self._forwards)):
                     target = portrules.forward_for(self.rules, listener)
-                    if target is not None and not self._in_use(target):
+                    if target is not None and not self._in_use(target, listener.proto):
                         self._add(listener)
 
     def _remove(self, listener: Listener) -> None:
@@ -316,41 +403,80 @@ class Forwarder:
                 log.info("not forwarding %s %s", listener.proto.upper(), listener.guest_addr())
                 self._event("not-forwarding", listener.proto, listener.guest_addr())
             return
-        if listener.proto != "tcp":
-            if not self.ignore_udp:
-                self._event("not-forwarding", listener.proto, listener.guest_addr(),
-                            target.text(), UDP_UNSUPPORTED)
-            return
-        if self._in_use(target):
+        if self._in_use(target, listener.proto):
             return  # 0.0.0.0 and :: of one dual-stack server map to the same host port
         wildcard = listener.ip in ("0.0.0.0", "::") and not target.socket
+        if listener.proto == "udp":
+            self._add_udp(listener, target, wildcard)
+            return
         if wildcard and self.slirp is not None and self._add_slirp(listener, target):
             return
         fwd = self._listen(target, guest_end(listener), listener.proto, listener.guest_addr())
         if fwd is not None:
             self._forwards[listener] = fwd
 
+    def _add_udp(self, listener: Listener, target: HostTarget, wildcard: bool) -> None:
+        """A UDP listener: QEMU's hostfwd when it can answer, else the ssh relay."""
+        addr = listener.guest_addr()
+        if target.socket:
+            self._event("failed", "udp", addr, target.text(), UDP_TO_SOCKET)
+            return
+        if wildcard and self.slirp is not None and self.slirp.udp \
+                and self._add_slirp(listener, target):
+            return
+        if self.agent == "sh":  # the shell agent runs where python3 is missing
+            log.warning("cannot forward UDP %s: %s", addr, NO_PYTHON)
+            self._event("failed", "udp", addr, target.text(), NO_PYTHON)
+            return
+        fwd = self._relay(listener, target)
+        if fwd is not None:
+            self._forwards[listener] = fwd
+
+    def _relay(self, listener: Listener, target: HostTarget, *,
+               fixed: bool = False) -> UDPRelay | None:
+        addr = listener.guest_addr()
+
+        def failed(why: str) -> None:
+            self._event("failed", "udp", addr, target.text(), why)
+
+        try:
+            fwd = UDPRelay(target, guest_end(listener), self.dialer.execute, failed,
+                           eager=not fixed)
+        except OSError as exc:
+            problem = bind_problem(target, exc)
+            log.warning("cannot forward UDP %s: %s", addr, problem)
+            self._event("failed", "udp", addr, target.text(), problem)
+            return None
+        log.info("forwarding UDP from %s to %s (ssh relay)", addr, target.text())
+        self._event("forwarding", "udp", addr, target.text())
+        if fixed:
+            self._fixed.append(fwd)
+        return fwd
+
     def _add_slirp(self, listener: Listener, target: HostTarget) -> bool:
         """QEMU's hostfwd for a wildcard listener; False: use the ssh path instead."""
         assert self.slirp is not None
+        proto = listener.proto
         try:
-            fwd = self.slirp.add(target, listener.port)
+            fwd = self.slirp.add(target, listener.port, proto)
         except OSError as exc:
             problem = bind_problem(target, exc)
-            log.warning("cannot forward TCP %s: %s", listener.guest_addr(), problem)
-            self._event("failed", "tcp", listener.guest_addr(), target.text(), problem)
+            log.warning("cannot forward %s %s: %s", proto.upper(), listener.guest_addr(),
+                        problem)
+            self._event("failed", proto, listener.guest_addr(), target.text(), problem)
             return True
         except LimaError as exc:
             log.info("%s; forwarding over ssh instead", exc)
             return False
-        log.info("forwarding TCP from %s to %s (QEMU hostfwd)", listener.guest_addr(),
-                 target.text())
-        self._event("forwarding", "tcp", listener.guest_addr(), target.text())
+        log.info("forwarding %s from %s to %s (QEMU hostfwd)", proto.upper(),
+                 listener.guest_addr(), target.text())
+        self._event("forwarding", proto, listener.guest_addr(), target.text())
         self._forwards[listener] = fwd
         return True
 
-    def _in_use(self, target: HostTarget) -> bool:
-        return any(f.target == target for f in (*self._fixed, *self._forwards.values()))
+    def _in_use(self, target: HostTarget, proto: str = "tcp") -> bool:
+        return any(f.target == target and f.proto == proto
+                   for f in (*self._fixed, *self._forwards.values()))
 
     def _listen(self, target: HostTarget, end: GuestEnd, proto: str, guest_addr: str, *,
                 fixed: bool = False, quiet: bool = False) -> HostListener | None:

@@ -7,9 +7,12 @@ the connection itself, at the speed of the ssh port's own forward and with no ss
 encryption on either side (in a TCG guest the guest's sshd is what limits an ssh-carried
 stream). Listeners on a guest loopback address cannot be reached that way and go over ssh.
 
-Each forward is `hostfwd_add net0 tcp:HOSTIP:HOSTPORT-:GUESTPORT` (HMP through QMP's
-human-monitor-command); QEMU binds the host address. A host agent that died leaves its
-forwards in QEMU: `remove_stale()` (at start) drops every one but the ssh port's.
+Each forward is `hostfwd_add net0 tcp:HOSTIP:HOSTPORT-:GUESTPORT` (or `udp:`; HMP through
+QMP's human-monitor-command); QEMU binds the host address. UDP goes this way only when the
+user network is not `restrict=on` (`udp=True`): libslirp drops every datagram a restricted
+guest sends, answers included, so those go through lima.drivers.hostagent.udprelay. A host
+agent that died leaves its forwards in QEMU: `remove_stale()` (at start) drops every one
+but the ssh port's.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 
 NETDEV = "net0"  # the -netdev id of lima.drivers.qemu._net_args
 # `info usernet`: "  TCP[HOST_FORWARD]  13       127.0.0.1 60022    192.168.5.15    22 ..."
-_HOSTFWD = re.compile(r"TCP\[HOST_FORWARD\]\s+-?\d+\s+(\S+)\s+(\d+)\s+\S+\s+(\d+)")
+_HOSTFWD = re.compile(r"(TCP|UDP)\[HOST_FORWARD\]\s+-?\d+\s+(\S+)\s+(\d+)\s+\S+\s+(\d+)")
 
 Monitor = Callable[[str], str]  # one HMP command line -> its output
 
@@ -52,17 +55,28 @@ def qmp_monitor(qmp_sock: Path, timeout: float = 5.0) -> Monitor:
 class SlirpForward:
     """One hostfwd; close() removes it (what portfwd's forwards all offer)."""
 
-    def __init__(self, owner: SlirpForwards, target: HostTarget, guest_port: int) -> None:
+    def __init__(self, owner: SlirpForwards, target: HostTarget, guest_port: int,
+                 proto: str = "tcp") -> None:
         self.owner, self.target, self.guest_port = owner, target, guest_port
+        self.proto = proto
 
     def close(self) -> None:
-        self.owner.remove(self.target)
+        self.owner.remove(self.target, self.proto)
+
+
+def hostfwd_rule(proto: str, target: HostTarget, guest_port: int | None = None) -> str:
+    """`tcp:127.0.0.1:8080-:80` (hostfwd_add) or, without a guest port, `tcp:127.0.0.1:8080`
+    (hostfwd_remove)."""
+    host = f"[{target.ip}]" if ":" in target.ip else target.ip
+    rule = f"{proto}:{host}:{target.port}"
+    return rule if guest_port is None else f"{rule}-:{guest_port}"
 
 
 class SlirpForwards:
-    def __init__(self, monitor: Monitor, ssh_port: int) -> None:
+    def __init__(self, monitor: Monitor, ssh_port: int, *, udp: bool = False) -> None:
         self.monitor = monitor
         self.ssh_port = ssh_port
+        self.udp = udp  # whether UDP can go this way (the network is not restrict=on)
 
     def remove_stale(self) -> None:
         """Drop every hostfwd but the ssh port's (left by an earlier host agent)."""
@@ -71,31 +85,32 @@ class SlirpForwards:
         except (LimaError, OSError) as exc:
             log.info("cannot list QEMU's forwards: %s", exc)
             return
-        for ip, host_port, guest_port in _HOSTFWD.findall(listing):
-            if int(host_port) == self.ssh_port and int(guest_port) == 22:
+        for proto, ip, host_port, guest_port in _HOSTFWD.findall(listing):
+            if proto == "TCP" and int(host_port) == self.ssh_port and int(guest_port) == 22:
                 continue
-            log.info("removing the stale forward %s:%s of an earlier host agent", ip, host_port)
+            log.info("removing the stale %s forward %s:%s of an earlier host agent", proto,
+                     ip, host_port)
             with contextlib.suppress(LimaError, OSError):
-                self.monitor(f"hostfwd_remove {NETDEV} tcp:{ip}:{host_port}")
+                self.monitor(f"hostfwd_remove {NETDEV} {proto.lower()}:{ip}:{host_port}")
 
-    def add(self, target: HostTarget, guest_port: int) -> SlirpForward:
+    def add(self, target: HostTarget, guest_port: int, proto: str = "tcp") -> SlirpForward:
         """Forward `target` to the guest's port; OSError when the address cannot be bound
         (checked by binding it first: QEMU's own message does not say why), LimaError when
         QEMU refuses."""
         family = socket.AF_INET6 if ":" in target.ip else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((target.ip, target.port))
-        host = f"[{target.ip}]" if ":" in target.ip else target.ip
-        out = self.monitor(f"hostfwd_add {NETDEV} tcp:{host}:{target.port}-:{guest_port}")
+        out = self.monitor(f"hostfwd_add {NETDEV} {hostfwd_rule(proto, target, guest_port)}")
         if out.strip():
             # HMP reports failures as text ("Could not set up host forwarding rule ...").
             raise LimaError(f"QEMU refused the forward of {target.text()}: {out.strip()}")
-        return SlirpForward(self, target, guest_port)
+        return SlirpForward(self, target, guest_port, proto)
 
-    def remove(self, target: HostTarget) -> None:
-        host = f"[{target.ip}]" if ":" in target.ip else target.ip
+    def remove(self, target: HostTarget, proto: str = "tcp") -> None:
         try:
-            self.monitor(f"hostfwd_remove {NETDEV} tcp:{host}:{target.port}")
+            self.monitor(f"hostfwd_remove {NETDEV} {hostfwd_rule(proto, target)}")
         except (LimaError, OSError) as exc:
             log.info("cannot remove the forward of %s: %s", target.text(), exc)

@@ -4,7 +4,8 @@ Used by the port forwarder (lima.drivers.hostagent.portfwd): for each connection
 a host port or socket it asks a `Dialer` for a stream to the guest end (a TCP address or a
 unix socket inside the guest) and `splice()`s the two. `SSHDialer` opens them as channels
 on one paramiko connection of its own (`direct-tcpip`, and OpenSSH's
-`direct-streamlocal@openssh.com` for guest sockets), logs in lazily and logs in again when
+`direct-streamlocal@openssh.com` for guest sockets; exec channels for the UDP relay,
+lima.drivers.hostagent.udprelay), logs in lazily and logs in again when
 the connection was lost (sshd restarted, guest rebooted), so forwards outlive it.
 """
 
@@ -54,6 +55,10 @@ class Stream(Protocol):
 class Dialer(Protocol):
     def open(self, end: GuestEnd) -> Stream:
         """A stream to `end` in the guest; raises OSError or TemporaryError."""
+
+    def execute(self, command: str) -> Any:
+        """An exec channel running `command` in the guest (stdin/stdout are the channel;
+        recv_exit_status() and recv_stderr() as paramiko.Channel has them)."""
 
     def close(self) -> None:
         """Drop connections (the forwarder stops)."""
@@ -165,6 +170,20 @@ class SSHDialer:
                 # A dead connection: log in again once (sshd restarted, guest rebooted).
                 log.info("port forwarder: ssh connection lost (%s); logging in again", exc)
         raise TemporaryError(f"cannot open {end.text()} in the guest over ssh")
+
+    def execute(self, command: str) -> paramiko.Channel:
+        for attempt in (0, 1):
+            transport = self._transport(fresh=attempt == 1)
+            try:
+                chan = transport.open_session(window_size=_WINDOW, timeout=self.open_timeout)
+            except paramiko.ChannelException as exc:
+                raise OSError(f"the guest refused a session: {exc.text}") from exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                log.info("port forwarder: ssh connection lost (%s); logging in again", exc)
+                continue
+            chan.exec_command(command)
+            return chan
+        raise TemporaryError("cannot start a command in the guest over ssh")
 
     def warm(self) -> None:
         """Log in now, however long the guest takes to boot (until close()): the first
