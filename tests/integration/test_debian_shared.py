@@ -3,14 +3,14 @@ check that needs that image rather than the tiny one: booting it costs about 90 
 TCG, so this module boots it once and restarts it once instead of seven times.
 
 The instance `deb` carries everything at once: 9p mounts (read-only and writable), a static
-port forward and a guest socket forward, yq / data / env / caCerts / timezone provisioning,
-an ansible playbook using modules that need python3 in the guest (the tiny guest has none),
-rsync for `limactl copy`, and a Lima data disk (additionalDisks). The tests run in file
-order on it; each one checks one capability and leaves the guest running. The last one
-applies a larger disk plus a mount that cannot work (restart class): the restarted guest's
-root file system has grown, the data disk kept its file, and the instance is Degraded with
-reason MountFailed naming only that mount. Then stop, the disk verbs on a stopped
-instance's disk, and delete.
+port forward, a guest socket forward and a reverse one, UDP through the ssh relay, yq /
+data / env / caCerts / timezone provisioning, an ansible playbook using modules that need
+python3 in the guest (the tiny guest has none), rsync for `limactl copy`, and a Lima data
+disk (additionalDisks). The tests run in file order on it; each one checks one capability
+and leaves the guest running. The last one applies a larger disk plus a mount that cannot
+work (restart class): the restarted guest's root file system has grown, the data disk kept
+its file, and the instance is Degraded with reason MountFailed naming only that mount.
+Then stop, the disk verbs on a stopped instance's disk, and delete.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ portForwards:
   static: true
 - guestSocket: "/tmp/pf-echo.sock"
   hostSocket: "pf.sock"
+- guestSocket: "/tmp/pf-rev.sock"
+  hostSocket: "{rev_sock}"
+  reverse: true
 timezone: Europe/Paris
 caCerts:
   # Only this certificate: rehashing Debian's ~140 default ones costs minutes under TCG.
@@ -199,7 +202,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deb]:
     static_guest, static_host = free_port(), free_port()
     fields = {"disk": "6GiB", "ro": str(ro), "rw": str(rw), "extra_mounts": "",
               "static_guest": str(static_guest), "static_host": str(static_host),
-              "ca": str(ca), "playbook": str(playbook)}
+              "ca": str(ca), "playbook": str(playbook), "rev_sock": str(tmp / "rev.sock")}
     yaml = tmp / f"{NAME}.yaml"
     yaml.write_text(SPEC.format(**fields))
     # Ansible's own files (~/.ansible) stay out of $HOME; the host agent inherits this.
@@ -308,6 +311,81 @@ def test_http_server_static_and_socket_forwards(deb: Deb) -> None:
     assert until(lambda: unix_echo() == b"unix:hello", "the socket forward", 90)
 
 
+UDP_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(b"deb:" + d, a)
+"""
+
+
+def udp_ask(port: int, data: bytes, timeout: float) -> bytes:
+    """Send to 127.0.0.1:port until an answer comes (a datagram sent before the guest
+    relay is up is dropped)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.sendto(data, ("127.0.0.1", port))
+            try:
+                return s.recv(65535)
+            except TimeoutError:
+                continue
+    raise AssertionError(f"no answer on UDP port {port} within {timeout:g} s")
+
+
+def test_udp_on_guest_loopback_and_a_reverse_socket(deb: Deb) -> None:
+    """A UDP listener on the guest's 127.0.0.1 is forwarded by the implicit rule (proto
+    any, as Lima 2) through the ssh datagram relay (restrictNetwork keeps QEMU's UDP
+    forward from answering); a host unix socket is reached from the guest (reverse)."""
+    import socket
+    import threading
+
+    home = deb.limactl.home
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    deb.sh(f"cat > /tmp/udp-echo.py; (setsid python3 /tmp/udp-echo.py {port} "
+           ">/dev/null 2>&1 </dev/null &)", user_input=UDP_ECHO)
+    assert udp_ask(port, b"hi", 60) == b"deb:hi"
+    assert {"type": "forwarding", "protocol": "udp", "guestAddr": f"127.0.0.1:{port}",
+            "hostAddr": f"127.0.0.1:{port}"} in port_events(home, NAME)
+    big = bytes(range(256)) * 100  # one 25.6 kB datagram, binary, boundaries kept
+    assert udp_ask(port, big, 30) == b"deb:" + big
+    deb.sh(f"pkill -f 'udp-echo.py {port}'")
+    until(lambda: any(e["type"] == "stopping" and e["guestAddr"] == f"127.0.0.1:{port}"
+                      for e in port_events(home, NAME)), "the UDP stopping event", 30)
+
+    host_sock = Path(deb.fields["rev_sock"])
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(host_sock))
+    server.listen()
+
+    def serve() -> None:
+        with server:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"host:" + conn.recv(100))
+
+    threading.Thread(target=serve, daemon=True).start()
+    ask = ("import socket; s=socket.socket(socket.AF_UNIX); s.connect('/tmp/pf-rev.sock'); "
+           "s.sendall(b'x'); print(s.recv(100).decode())")
+    try:
+        answer = until(lambda: deb.limactl("shell", NAME, "python3", "-c", ask,
+                                           check=False).stdout.strip(),
+                       "the reverse socket", 90)
+        assert answer == "host:x"
+    finally:
+        server.close()
+
+
 def test_yq_ca_certs_env_and_timezone(deb: Deb) -> None:
     """yq on JSON (as the user), INI and YAML files; a CA certificate installed by
     cloud-init; env; the timezone."""
@@ -382,6 +460,13 @@ def test_data_disk_mounted_and_refused_to_another(deb: Deb) -> None:
     limactl("delete", "-f", "d2", timeout=300, check=False)
 
 
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def sizes(deb: Deb) -> tuple[int, int]:
     """(the root file system's size, the root disk's size) in bytes, as the guest sees them."""
     df = deb.limactl("shell", NAME, "df", "-B1", "--output=size", "/").stdout.split()
@@ -437,6 +522,8 @@ def test_restart_grows_root_keeps_data_and_reports_a_failed_mount(deb: Deb) -> N
     limactl("stop", NAME, timeout=300)
     assert qemu_pids_for(limactl.home) == []
     assert not (limactl.home / NAME / "sock" / "pf.sock").exists()
+    assert not [pid for pid in Path("/proc").iterdir() if pid.name.isdigit()
+                and "pf-rev.sock" in _cmdline(pid)]  # the reverse forward's ssh -R ended
     assert refused(deb.static_host)
     assert disk_json(limactl)["data"]["instance"] == ""
     limactl("disk", "resize", "data", "--size", "2GiB")
