@@ -248,14 +248,14 @@ def test_9p_mounts(deb: Deb) -> None:
     assert "Read-only file system" in refused_write.stderr, refused_write.stderr
     assert not (deb.ro / "nope").exists()
 
-    # The base template's mounts (template:_default/mounts: the home and /tmp/lima) come
-    # first; ours follow, in their order.
+    # The base template's mounts (template:_default/mounts: the home and /tmp/lima) are
+    # there too, after ours.
     points = [m["mountPoint"] for m in json.loads(deb.limactl(
         "list", "--format", "json", NAME).stdout)["config"]["mounts"]]
-    assert points[-2:] == ["/mnt/ro", "/mnt/rw"]
+    assert points[:2] == ["/mnt/ro", "/mnt/rw"] and len(points) == 4
     env = deb.sh("sudo cat /mnt/lima-cidata/lima.env").stdout.splitlines()
-    assert f"LIMA_CIDATA_MOUNTS={len(points)}" in env and "LIMA_CIDATA_MOUNTTYPE=9p" in env
-    assert f"LIMA_CIDATA_MOUNTS_{len(points) - 1}_MOUNTPOINT=/mnt/rw" in env
+    assert "LIMA_CIDATA_MOUNTS=4" in env and "LIMA_CIDATA_MOUNTTYPE=9p" in env
+    assert "LIMA_CIDATA_MOUNTS_1_MOUNTPOINT=/mnt/rw" in env
 
     # limactl shell started in a mounted host directory runs there in the guest.
     (deb.rw / "sub").mkdir()
