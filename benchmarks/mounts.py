@@ -1,4 +1,4 @@
-"""Mount read throughput: a 100 MB host file read in the guest over 9p and over
+"""Mount read throughput: a 100 MB host file read in the guest over 9p, virtiofs and
 reverse-sshfs, against scp of the same file into the guest.
 
 One Debian guest (`build:debian-12`, restrict=on) in a private LIMA_HOME under /tmp:
@@ -7,7 +7,8 @@ One Debian guest (`build:debian-12`, restrict=on) in a private LIMA_HOME under /
    (dd's own byte count and seconds);
 2. baseline: `scp -F ssh.config data lima-bench:/dev/null` from the host, wall time (scp's
    SFTP mode prints "remote fsetstat: Bad message" for /dev/null; the copy is complete);
-3. `mountType: reverse-sshfs` applied (the guest restarts), the same dd.
+3. `mountType: virtiofs` applied (the guest restarts; QEMU's virtiofsd), the same dd;
+4. `mountType: reverse-sshfs` applied, the same dd.
 Each figure is the median of --runs runs, printed in MB/s (10^6 bytes per second).
 
 Usage: .venv/bin/python benchmarks/mounts.py [--runs 3] [--size-mb 100]
@@ -82,7 +83,9 @@ def median(values: list[float]) -> str:
 
 def kill_leftovers(home: Path) -> None:
     for inst in home.iterdir() if home.is_dir() else ():
-        for pidfile, needle in (("ha.pid", b"hostagent"), ("qemu.pid", b"qemu-system")):
+        daemons = [(p.name, b"virtiofsd") for p in inst.glob("virtiofsd-*.pid")]
+        for pidfile, needle in (("ha.pid", b"hostagent"), ("qemu.pid", b"qemu-system"),
+                                *daemons):
             try:
                 pid = int((inst / pidfile).read_text().strip())
                 if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -106,7 +109,7 @@ def main() -> None:
     spec = home.parent / (home.name + ".yaml")
     results: dict[str, list[float]] = {}
     try:
-        for mount_type in ("9p", "reverse-sshfs"):
+        for mount_type in ("9p", "virtiofs", "reverse-sshfs"):
             spec.write_text(SPEC.format(mount_type=mount_type, location=share))
             start = time.monotonic()
             limactl(home, "apply", "--name", NAME, str(spec))
@@ -116,7 +119,7 @@ def main() -> None:
             if "scp" not in results:
                 results["scp"] = [scp_rate(home, data) for _ in range(args.runs)]
         print(f"read of a {args.size_mb} MiB host file in the guest (cold page cache):")
-        for key in ("9p", "reverse-sshfs", "scp"):
+        for key in ("9p", "virtiofs", "reverse-sshfs", "scp"):
             print(f"  {key:14s} {median(results[key])}")
     finally:
         with_timeout = subprocess.run(

@@ -46,6 +46,10 @@ QEMU_STDERR = "qemu.stderr.log"
 HA_QEMU_ARGV = "ha.qemu-argv.json"
 # Ours: the host agent's DNS server (hostResolver), which QEMU's guestfwd chardev joins.
 DNS_SOCK = "dns.sock"
+# Lima's: the vhost-user socket of mount N's virtiofsd (mountType virtiofs).
+VIRTIOFSD_SOCK = "virtiofsd-{}.sock"
+# Ours: the virtiofsd commands limactl hands the host agent (lima.drivers.virtiofs).
+HA_VIRTIOFSD = "ha.virtiofsd.json"
 # Ours: the filled spec the instance last applied, and its intent generation (drift's "old").
 APPLIED_SPEC = "lima.applied.json"
 # video.display: vnc (Lima's names): the display QEMU serves and its password, 0600.
@@ -64,7 +68,7 @@ INSTANCE_ENTRIES = frozenset({
     BASEDISK, DIFFDISK, KERNEL, KERNEL_CMDLINE, INITRD, QEMU_PID, QMP_SOCK, SERIAL_LOG,
     SERIAL_SOCK, SSH_SOCK, SSH_CONFIG, GA_SOCK, HA_PID, HA_SOCK, HA_STDOUT, HA_STDERR,
     STATUS_JSON, CIDATA_META, QEMU_STDOUT, QEMU_STDERR, HA_QEMU_ARGV, BASEDISK_RECORD,
-    APPLIED_SPEC, DNS_SOCK, VNC_DISPLAY, VNC_PASSWORD,
+    APPLIED_SPEC, DNS_SOCK, VNC_DISPLAY, VNC_PASSWORD, HA_VIRTIOFSD,
     # Lima's own names (Lima 2 calls the disks `disk` and `iso`; vz and EFI files).
     "disk", "iso", "qemu-efi-code.fd", "vz-identifier", "vz-efi", "vz.stdout.log",
     "vz.stderr.log",

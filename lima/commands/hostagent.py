@@ -26,7 +26,9 @@ from lima.names import instance_dir_for
 if TYPE_CHECKING:
     import paramiko
 
+    from lima.drivers.hostagent.inotify import InotifyForwarder
     from lima.drivers.ssh import SSHGuest
+    from lima.drivers.virtiofs import DaemonCommand
     from lima.schemas.spec import InstanceSpec
 
 
@@ -95,6 +97,7 @@ class _LazyGuest:
         self.name, self.port, self.user, self.iid = name, port, user, iid
         self.timeout, self.spec = timeout, spec
         self.inner: SSHGuest | None = None
+        self.inotify: InotifyForwarder | None = None
 
     def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
         from lima.drivers.mounts import mount_all
@@ -112,6 +115,14 @@ class _LazyGuest:
             started = time.monotonic()  # the boot scripts are done: the budgets count from here
             errors = mount_all(client, mounts, spec.mount_type) if (
                 spec is not None and mounts) else []
+            if spec is not None and spec.mount_inotify and mounts:
+                from lima.drivers.hostagent.inotify import InotifyForwarder, channel_opener
+
+                self.inotify = InotifyForwarder(mounts, channel_opener(client, self.user))
+                try:
+                    self.inotify.start()
+                except OSError as exc:  # e.g. out of inotify watches: the mounts still work
+                    errors.append(f"mountInotify: cannot watch the mounts: {exc}")
             if spec is not None:
                 errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop,
                                started=started)
@@ -125,6 +136,8 @@ class _LazyGuest:
         return [problem, *errors] if problem else errors
 
     def close(self) -> None:
+        if self.inotify is not None:
+            self.inotify.stop()
         if self.inner is not None:
             self.inner.close()
         if self.spec is not None:
@@ -145,6 +158,8 @@ class _LazyGuest:
 @click.option("--stop-timeout", type=float, default=60.0, show_default=True)
 @click.option("--attach", is_flag=True,
               help="Take over the instance's running qemu instead of starting one.")
+@click.option("--virtiofsd-json", default=None,
+              help="Start these virtiofsd commands before qemu (mountType virtiofs).")
 @click.option("--host-resolver", "host_resolver", default=None,
               help="Serve the guest's DNS (hostResolver), configured by this JSON.")
 @click.option("--vnc", default=None,
@@ -160,6 +175,7 @@ def hostagent(
     attach: bool,
     host_resolver: str | None,
     vnc: str | None,
+    virtiofsd_json: str | None,
     name: str,
 ) -> int:
     """Run the host agent of instance NAME (started by `limactl start`)."""
@@ -184,6 +200,7 @@ def hostagent(
         from lima.drivers.qemu import qemu_command
 
         argv = qemu_command(spec, inst_dir, ssh_port)
+    daemons = _virtiofsd_commands(virtiofsd_json, spec, inst_dir, qemu_argv_json, attach)
     user = ssh_user or (spec.user.name if spec else "")
     guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec)
     dns = None
@@ -197,7 +214,7 @@ def hostagent(
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
                       stop_timeout=stop_timeout, attach=attach, iid=iid, dns=dns,
                       forwards=_forwards_factory(name, inst_dir, spec, ssh_port, user),
-                      display=_vnc_display(inst_dir, spec, vnc))
+                      display=_vnc_display(inst_dir, spec, vnc), virtiofsd=daemons)
     return agent.run()
 
 
@@ -224,6 +241,27 @@ class _VncDisplay:
         from lima.drivers.display import remove_vnc_files
 
         remove_vnc_files(self.inst_dir)
+
+
+def _virtiofsd_commands(path: str | None, spec: InstanceSpec | None, inst_dir: Path,
+                        qemu_argv_json: str | None, attach: bool) -> list[DaemonCommand]:
+    """The virtiofsd daemons to start before qemu: from --virtiofsd-json (limactl built them
+    with the qemu command), else from the spec when the agent built the qemu command."""
+    from lima.drivers.virtiofs import DaemonCommand, daemon_commands
+
+    if attach:
+        return []  # the running qemu keeps the daemons it has
+    if path is not None:
+        try:
+            listed = json.loads(Path(path).read_text())
+            if not isinstance(listed, list):
+                raise ValueError("expected a list")
+            return [DaemonCommand.from_json(c) for c in listed]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SpecError(f"--virtiofsd-json {path}: {exc}") from exc
+    if qemu_argv_json is None and spec is not None:
+        return daemon_commands(spec, inst_dir)
+    return []
 
 
 def _forwards_factory(name: str, inst_dir: Path, spec: InstanceSpec | None, ssh_port: int,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lima import paths
-from lima.drivers import disks, hostagent, procs, store
+from lima.drivers import disks, hostagent, procs, store, virtiofs
 from lima.drivers.display import hostagent_args as display_hostagent_args
 from lima.drivers.display import remove_vnc_files
 from lima.drivers.qemu import qemu_command
@@ -332,13 +332,15 @@ class QemuDriver:
             # refused, naming it) before qemu is given them; freed when the guest is gone.
             data_disks = disks.attach_for_start([d.name for d in spec.additional_disks], inst)
             try:
+                # mountType virtiofs: no virtiofsd installed fails here, permanently.
+                daemons = [] if attach else virtiofs.daemon_commands(spec, inst)
                 hostagent.start_hostagent(
                     name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
                     # The agent need not load the spec before it starts qemu.
                     qemu_argv=qemu_command(spec, inst, port, data_disks),
                     extra_args=("--ssh-user", spec.user.name, *_resolver_args(spec),
                                 *display_hostagent_args(spec)),
-                    attach=attach,
+                    attach=attach, virtiofsd=daemons,
                 )
             except BaseException:
                 if procs.qemu_pid(inst) is None:

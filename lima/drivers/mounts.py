@@ -123,12 +123,25 @@ def mount_one(client: paramiko.SSHClient, mount: Mount) -> None:
     raise LimaError(f"not mounted after {MOUNT_TIMEOUT:g} s")
 
 
+def is_mounted_command(mount_point: str) -> str:
+    """A guest command that succeeds when `mount_point` is in /proc/mounts (pure).
+
+    Not `mountpoint -q`: busybox guests (build:tiny) may lack that applet, and a failed
+    check would mount the device a second time (EBUSY). /proc/mounts writes a space, tab,
+    newline and backslash as octal escapes; awk reads the wanted name from the environment,
+    where it does no escape processing of its own.
+    """
+    encoded = "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in mount_point)
+    return (f"M={shlex.quote(encoded)} awk '$2 == ENVIRON[\"M\"] {{ f = 1 }} END {{ exit !f }}' "
+            "/proc/mounts")
+
+
 def virtfs_command(mount_type: str, mount: Mount) -> str:
     """The guest command that mounts one 9p/virtiofs device unless already mounted (pure)."""
     mp = shlex.quote(mount.mount_point)
     tag = shlex.quote(virtfs.mount_tag(mount.location, mount.mount_point))
     opts = virtfs.guest_options(mount_type, mount).removesuffix(",nofail")
-    return (f"mountpoint -q {mp} && exit 0; sudo mkdir -p {mp} && "
+    return (f"{is_mounted_command(mount.mount_point)} && exit 0; sudo mkdir -p {mp} && "
             f"sudo mount -t {mount_type} -o {opts} {tag} {mp}")
 
 

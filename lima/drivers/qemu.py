@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
-from lima.drivers import display, virtfs
+from lima.drivers import display, virtfs, virtiofs
 from lima.drivers.guest import (
     GUEST_AGENT_PORT,
     HOST_RESOLVER_ADDRESS,
@@ -262,8 +262,7 @@ def qemu_argv(
     add("-cpu", cpu_model(spec, effective))
     add("-smp", f"{spec.cpus},sockets=1,cores={spec.cpus},threads=1")
     add("-m", str(spec.memory // (1024 * 1024)))
-    if spec.mount_type == "virtiofs" and spec.mounts:
-        args.extend(virtfs.shared_memory_args(spec.memory))
+    args.extend(virtiofs.memory_args(spec))
     # No default NIC, VGA, CD-ROM, floppy, monitor or serial: everything is listed below.
     args.append("-nodefaults")
 
@@ -344,10 +343,7 @@ def _mount_args(spec: InstanceSpec, inst_dir: Path) -> list[str]:
     if spec.mount_type == "9p":
         for m in spec.mounts:
             out += ["-virtfs", virtfs.virtfs_option(m)]
-    elif spec.mount_type == "virtiofs":
-        for i, m in enumerate(spec.mounts):
-            out += virtfs.virtiofs_args(inst_dir, i, m)
-    return out
+    return out + virtiofs.device_args(spec, inst_dir)
 
 
 def _net_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, ssh_port: int) -> list[str]:

@@ -117,8 +117,13 @@ def spawn(
     cwd: Path | None = None,
     new_session: bool = False,
     pass_fds: Sequence[int] = (),
+    keep_sigpipe_ignored: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a command and return at once; the caller owns the process."""
+    """Start a command and return at once; the caller owns the process.
+
+    `keep_sigpipe_ignored`: the child inherits Python's ignored SIGPIPE, so a write to a
+    reader that went away fails with EPIPE instead of killing it (a daemon that must
+    outlive the process reading its output)."""
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
     log.debug("spawn: %s", shell_line(args, env))
@@ -133,6 +138,7 @@ def spawn(
             cwd=cwd,
             start_new_session=new_session,
             pass_fds=tuple(pass_fds),
+            restore_signals=not keep_sigpipe_ignored,
         )
     except FileNotFoundError as exc:
         raise CommandError(args, 127, f"{args[0]}: not found") from exc

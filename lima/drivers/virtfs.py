@@ -1,7 +1,8 @@
 """Shared facts of the 9p and virtiofs mounts: the device tag, QEMU's device options and the
 guest's mount options, all pure.
 
-Called by lima.drivers.qemu (the `-virtfs` / `vhost-user-fs-pci` arguments), by
+Called by lima.drivers.qemu (the `-virtfs` arguments; virtiofs's devices and daemons are in
+lima.drivers.virtiofs), by
 lima.drivers.cloudconfig (the cloud-config `mounts:` entries) and by lima.drivers.mounts
 (the host agent checks, and if needed mounts, each one over ssh after boot). Values follow
 Lima: the tag is `lima-` + the first 8 bytes of sha256("LOCATION:MOUNTPOINT") in hex, the
@@ -19,7 +20,6 @@ from lima.schemas.sizes import parse_size
 from lima.schemas.spec import InstanceSpec, Mount
 
 VIRTFS_TYPES = ("9p", "virtiofs")
-DEFAULT_VIRTIOFS_QUEUE_SIZE = 1024  # Lima's DefaultVirtiofsQueueSize
 TAG_PREFIX = "lima-"  # a device tag, not the guest host name
 
 
@@ -64,28 +64,6 @@ def virtfs_option(m: Mount) -> str:
     if not m.writable:
         value += ",readonly=on"
     return value
-
-
-def virtiofs_sock(inst_dir: Path, index: int) -> Path:
-    """The vhost-user socket virtiofsd serves mount `index` on (Lima's virtiofsd-N.sock)."""
-    return inst_dir / f"virtiofsd-{index}.sock"
-
-
-def virtiofs_args(inst_dir: Path, index: int, m: Mount) -> list[str]:
-    """The chardev and vhost-user-fs-pci device of one virtiofs mount."""
-    queue = m.virtiofs.get("queueSize") or DEFAULT_VIRTIOFS_QUEUE_SIZE
-    chardev = f"char-virtiofs-{index}"
-    return [
-        "-chardev", f"socket,id={chardev},path={_esc(virtiofs_sock(inst_dir, index))}",
-        "-device", f"vhost-user-fs-pci,queue-size={queue},chardev={chardev},"
-                   f"tag={mount_tag(m.location, m.mount_point)}",
-    ]  # fmt: skip
-
-
-def shared_memory_args(memory_bytes: int) -> list[str]:
-    """vhost-user-fs needs the guest RAM shared with virtiofsd: a memfd backend, share=on."""
-    return ["-object", f"memory-backend-memfd,id=mem,size={memory_bytes},share=on",
-            "-numa", "node,memdev=mem"]  # fmt: skip
 
 
 def create_host_dirs(spec: InstanceSpec) -> None:

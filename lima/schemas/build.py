@@ -149,6 +149,7 @@ def build_spec(filled: dict[str, Any], name: str) -> InstanceSpec:
         disk=parse_size(filled["disk"]),
         mounts=tuple(_mount(m) for m in filled["mounts"]),
         mount_type=str(filled["mountType"]),
+        mount_inotify=filled.get("mountInotify") is True,
         ssh=SSHConfig(
             local_port=int(ssh["localPort"]),
             load_dot_ssh_pubkeys=bool(ssh["loadDotSSHPubKeys"]),

@@ -287,6 +287,12 @@ def _fill_all(f: _Filler) -> None:
     f.field("mountType", default_mount)
     f.field("mountInotify")
     _fill_mounts(f)
+    if f.out["mountType"] == "virtiofs" and vm_type == "qemu":
+        # Lima's QEMU driver fills each mount's queue size (its DefaultVirtiofsQueueSize).
+        for mount in f.out["mounts"]:
+            virtiofs = mount.setdefault("virtiofs", {}) if isinstance(mount, dict) else None
+            if isinstance(virtiofs, dict) and virtiofs.get("queueSize") is None:
+                virtiofs["queueSize"] = VIRTIOFS_QUEUE_SIZE
     dns = _l(f.y.get("dns")) or _l(f.d.get("dns"))
     if _l(f.o.get("dns")):
         dns = _l(f.o.get("dns"))
@@ -562,6 +568,8 @@ def _fill_mounts(f: _Filler) -> None:
 
 _MOUNT_OPTIONS: _Derive = {"9p.cache": lambda m, _i: "mmap" if m["writable"] is True else "fscache"}
 
+
+VIRTIOFS_QUEUE_SIZE = 1024  # Lima's DefaultVirtiofsQueueSize
 
 _MOUNT_ORDER = ("location", "mountPoint", "writable", "sshfs", "9p", "virtiofs")
 

@@ -178,21 +178,11 @@ def mount_type(ctx: Ctx) -> None:
     if kind is not None and isinstance(unsupported, list) and kind in unsupported:
         ctx.error(("mountType",), f'"{kind}" is listed in mountTypesUnsupported')
     vm_type = str_of(ctx.data.get("vmType"))
-    if vm_type in (None, "", "default", "qemu") and kind is not None:
-        if kind == "wsl2":
-            ctx.error(("mountType",), 'must be one of "reverse-sshfs", "9p" or "virtiofs" for '
-                      'the QEMU driver, got "wsl2"')
-        elif kind == "virtiofs":
-            # Lima runs the Rust virtiofsd; Debian 12 packages none, and QEMU's own C
-            # virtiofsd (/usr/lib/qemu/virtiofsd) needs root. Refused rather than ignored.
-            ctx.error(("mountType",), '"virtiofs" is not supported on this host: it needs the '
-                      "Rust virtiofsd, which Debian 12 does not package; use \"9p\" or "
-                      '"reverse-sshfs"')
-    if ctx.data.get("mountInotify") is True:
-        # Lima forwards host inotify events through its guest agent's gRPC API, which
-        # limapy's guest agent does not offer yet.
-        ctx.error(("mountInotify",), "is not supported yet (limapy's guest agent does not "
-                  "forward inotify events); remove it or set it to false")
+    if vm_type in (None, "", "default", "qemu") and kind == "wsl2":
+        ctx.error(("mountType",), 'must be one of "reverse-sshfs", "9p" or "virtiofs" for '
+                  'the QEMU driver, got "wsl2"')
+    # virtiofs needs a virtiofsd on the host: the driver checks it when it starts the
+    # instance (lima.drivers.virtiofs), since validation looks at no host.
 
 
 # -- ssh, user ----------------------------------------------------------------------------

@@ -165,6 +165,7 @@ class InstanceSpec:
     host_resolver_hosts: Mapping[str, str] = field(default_factory=dict)
     additional_disks: tuple[AdditionalDisk, ...] = ()
     propagate_proxy_env: bool = False
+    mount_inotify: bool = False
     message: str = ""
     # The filled document, exactly as `limactl validate --fill` prints it.
     raw: Mapping[str, Any] = field(default_factory=dict)

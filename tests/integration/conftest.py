@@ -68,7 +68,9 @@ def kill_leftovers(home: Path) -> list[str]:
     if not home.is_dir():
         return killed
     for inst in home.iterdir():
-        for pidfile, needle in (("ha.pid", "hostagent"), ("qemu.pid", "qemu-system")):
+        virtiofsd = [(p.name, "virtiofsd") for p in sorted(inst.glob("virtiofsd-*.pid"))]
+        for pidfile, needle in (("ha.pid", "hostagent"), ("qemu.pid", "qemu-system"),
+                                *virtiofsd):
             pid = _pid_from(inst / pidfile)
             if pid and needle in _cmdline(pid):
                 try:

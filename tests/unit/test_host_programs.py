@@ -39,6 +39,9 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     # sftp_server(): the first of SFTP_SERVERS that exists.
     ("lima/drivers/mounts.py", "mount_one"): {os.path.basename(p) for p in mounts.SFTP_SERVERS},
     ("lima/drivers/qemu.py", "qemu_binary"): QEMU_SYSTEMS,
+    # mountType virtiofs: find_virtiofsd()'s virtiofsd, wrapped in `unshare` when not root.
+    ("lima/drivers/virtiofs.py", "flavor_of"): {"virtiofsd"},
+    ("lima/drivers/hostagent/virtiofsd.py", "_spawn"): {"virtiofsd", "unshare"},
     # ssh_argv(..., ssh=$SSH or "ssh"), run as a child.
     ("lima/commands/shell.py", "run_ssh_child"): {"ssh"},
     # limactl copy: the backend choose_backend picked, and ssh asking a guest for rsync.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -36,13 +38,39 @@ def test_virtfs_command_mounts_by_tag_unless_mounted() -> None:
                   nine_p={"protocolVersion": "9p2000.L", "msize": "512KiB", "cache": "mmap"})
     words = shlex.split(virtfs_command("9p", mount))
     tag = "lima-" + sha256(b"/srv/a b:/mnt/a b").hexdigest()[:16]
-    assert words[:3] == ["mountpoint", "-q", "/mnt/a b"]
+    assert words[:3] == ["M=/mnt/a\\040b", "awk",
+                         '$2 == ENVIRON["M"] { f = 1 } END { exit !f }']
     assert words[-7:] == ["mount", "-t", "9p", "-o",
                           "rw,trans=virtio,version=9p2000.L,msize=524288,cache=mmap", tag,
                           "/mnt/a b"]
     ro = shlex.split(virtfs_command("virtiofs", Mount(location="/h", mount_point="/h")))
     assert ro[-5:] == ["virtiofs", "-o", "ro", "lima-" + sha256(b"/h:/h").hexdigest()[:16],
                        "/h"]
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_is_mounted_reads_proc_mounts_escapes(tmp_path: Path, shell: str) -> None:
+    """The check against a /proc/mounts with an escaped space, under dash (Debian's awk
+    is mawk) and busybox sh and awk (build:tiny)."""
+    import subprocess
+
+    from lima.drivers.mounts import is_mounted_command
+
+    table = tmp_path / "mounts"
+    table.write_text("lima-x /mnt/a\\040b virtiofs rw 0 0\ntag /mnt/plain 9p ro 0 0\n")
+    argv = ["dash", "-c"] if shell == "dash" else ["busybox", "sh", "-c"]
+    env = None
+    if shell == "busybox":
+        (tmp_path / "awk").symlink_to(shutil.which("busybox") or "busybox")
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+
+    def mounted(point: str) -> bool:
+        cmd = is_mounted_command(point).replace("/proc/mounts", str(table))
+        return subprocess.run([*argv, cmd], env=env, timeout=30).returncode == 0
+
+    assert mounted("/mnt/a b") and mounted("/mnt/plain")
+    assert not mounted("/mnt/a") and not mounted("/mnt/other")
 
 
 def test_mount_all_reports_each_failed_virtfs_mount(monkeypatch: pytest.MonkeyPatch) -> None:

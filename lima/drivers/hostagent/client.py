@@ -29,6 +29,7 @@ from lima.drivers.hostagent.events import (
     read_events,
     tail_lines,
 )
+from lima.drivers.virtiofs import DaemonCommand
 from lima.errors import BusyError, LimaError, PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,14 @@ def start_hostagent(
     timeout: float = 30.0,
     extra_args: Sequence[str] = (),
     attach: bool = False,
+    virtiofsd: Sequence[DaemonCommand] = (),
 ) -> int:
     """Start `limactl hostagent NAME` in its own session; return its PID once ha.sock answers.
 
     ha.stdout.log and ha.stderr.log start empty, as in Lima. `qemu_argv` overrides the
     command built from the spec (tests use a dummy). `attach`: the new agent takes over
-    the instance's running qemu (see HostAgent). Raises TemporaryError when the agent
+    the instance's running qemu (see HostAgent). `virtiofsd`: the daemons the agent starts
+    before qemu (lima.drivers.virtiofs.daemon_commands). Raises TemporaryError when the agent
     exits early or does not answer within `timeout` seconds (it is killed then).
     """
     _reap()
@@ -87,6 +90,10 @@ def start_hostagent(
         argv_file = inst_dir / "ha.qemu-argv.json"
         argv_file.write_text(json.dumps(list(qemu_argv)))
         argv += ["--qemu-argv-json", str(argv_file)]
+    if virtiofsd and not attach:
+        daemons_file = inst_dir / paths.HA_VIRTIOFSD
+        daemons_file.write_text(json.dumps([c.to_json() for c in virtiofsd]))
+        argv += ["--virtiofsd-json", str(daemons_file)]
     argv.append(name)
     for stale in (paths.HA_SOCK,):
         with contextlib.suppress(FileNotFoundError):

@@ -4,7 +4,8 @@
 writes ha.pid, serves /v1/info (lima.drivers.hostagent.api), appends events to
 ha.stdout.log (lima.drivers.hostagent.events), waits for the guest's readiness, checks
 the running guest with a heartbeat, runs the port forwarder (lima.drivers.hostagent.portfwd)
-and on SIGTERM powers the guest down through QMP.
+and on SIGTERM powers the guest down through QMP. With `mountType: virtiofs` it starts one
+virtiofsd per mount before qemu and ends them once qemu is gone (hostagent/virtiofsd.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from lima.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from lima.drivers.hostagent.dns import DNSServer, ResolverConfig
+    from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
+    from lima.drivers.virtiofs import DaemonCommand
 
 _POLL = 0.05  # main loop tick: signals are noticed within this time
 # The error the host agent reports while the heartbeat gets no answer from the guest.
@@ -114,6 +117,7 @@ class HostAgent:
         dns: ResolverConfig | None = None,
         forwards: ForwardsFactory | None = None,
         display: Display | None = None,
+        virtiofsd: Sequence[DaemonCommand] = (),
     ) -> None:
         self.inst_dir = inst_dir
         self.ssh_port = ssh_port
@@ -135,6 +139,8 @@ class HostAgent:
         self._forwarder: Forwards | None = None
         self.display = display
         self._reload = False  # set by SIGHUP: re-read the port forwards
+        self.virtiofsd = list(virtiofsd)  # started before qemu, ended after it
+        self._virtiofsd: VirtiofsDaemons | None = None
         # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
         # file anyone can truncate); "responsive" comes from the heartbeat.
         self._state: dict[str, Any] = {"phase": "booting", "running": False,
@@ -213,11 +219,22 @@ class HostAgent:
                 return 1
             log.info("attached to the running qemu (pid %d); the guest is not rebooted",
                      self._qemu.pid)
+            from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
+
+            self._virtiofsd = VirtiofsDaemons.adopt(self.inst_dir)
         else:
+            try:
+                self._start_virtiofsd()
+            except LimaError as exc:
+                log.error("%s", exc)
+                self._emit(errors=[str(exc)])
+                self._emit(exiting=True)
+                return 1
             try:
                 self._qemu = QemuProcess.started(self._start_qemu(), self.inst_dir)
             except LimaError as exc:
                 log.error("qemu did not start: %s", exc)
+                self._stop_virtiofsd()
                 self._emit(errors=[f"qemu did not start: {exc}"])
                 self._emit(exiting=True)
                 return 1
@@ -240,6 +257,7 @@ class HostAgent:
         with contextlib.suppress(Exception):
             self.guest.close()
         self._stop_qemu()
+        self._stop_virtiofsd()
         if self.display is not None:
             with contextlib.suppress(Exception):
                 self.display.stop()
@@ -328,6 +346,17 @@ class HostAgent:
             out.close()
             err.close()
 
+    def _start_virtiofsd(self) -> None:
+        if not self.virtiofsd:
+            return
+        from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
+
+        self._virtiofsd = VirtiofsDaemons.start(self.virtiofsd)
+
+    def _stop_virtiofsd(self) -> None:
+        if self._virtiofsd is not None:
+            self._virtiofsd.stop()
+
     def _progress(self, phase: str) -> None:
         if self._signal is None:
             self._emit(phase=phase)
@@ -390,6 +419,8 @@ class HostAgent:
             log.error("cannot start the DNS server (hostResolver): %s", exc)
 
     def _cleanup(self, pid_path: Path) -> None:
+        if self._qemu is None or self._qemu.poll() is not None:
+            self._stop_virtiofsd()  # an error on the way out: none outlives qemu
         if self._dns_server is not None:
             self._dns_server.stop()
         if procs.qemu_pid(self.inst_dir) is None:

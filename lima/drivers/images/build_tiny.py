@@ -27,7 +27,7 @@ from lima.drivers.images import build
 from lima.errors import PermanentError
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "tiny-4"
+RECIPE_VERSION = "tiny-5"
 USER_PACKAGES = (
     "busybox-static",
     "dropbear-bin",
@@ -53,6 +53,8 @@ MODULES = (
     "virtio_rng",
     "button",
     "evdev",
+    # mountType virtiofs (the cloud kernel has no 9p); fuse comes along as its dependency.
+    "virtiofs",
 )
 BINARIES = ("usr/sbin/dropbear", "usr/bin/dropbearkey", "usr/bin/dbclient",
             "usr/lib/openssh/sftp-server")
