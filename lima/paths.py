@@ -73,6 +73,10 @@ INSTANCE_ENTRIES = frozenset({
     "disk", "iso", "qemu-efi-code.fd", "vz-identifier", "vz-efi", "vz.stdout.log",
     "vz.stderr.log",
 })
+# The one subdirectory limactl makes in an instance directory: relative portForwards
+# hostSocket paths live in it (Lima's `{{.Dir}}/sock/NAME`). It holds sockets only; a delete
+# removes them and it, and keeps it when anything else was put there.
+SOCK_DIR = "sock"
 INSTANCE_ENTRY_PATTERNS = (
     "serial*.log", "serial*.sock", "*.sock", "*.pid",
     "ssh.sock.*",  # ssh's ControlMaster socket while it is being created

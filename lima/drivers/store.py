@@ -202,7 +202,44 @@ def unknown_entries(inst_dir: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(entry + "/" if is_dir else entry for entry, is_dir in names
-                  if is_dir or not paths.is_known_instance_entry(entry))
+                  if (not _socket_dir(inst_dir / entry) if is_dir
+                      else not paths.is_known_instance_entry(entry)))
+
+
+def _socket_dir(path: Path) -> bool:
+    """Whether `path` is the instance's sock/ directory holding nothing but sockets."""
+    if path.name != paths.SOCK_DIR:
+        return False
+    try:
+        with os.scandir(path) as entries:
+            return all(stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode) for e in entries)
+    except OSError:
+        return False
+
+
+def _remove_socket_dir(dfd: int) -> bool:
+    """Remove the sockets in sock/ (under the directory `dfd`) and sock/ itself; False, and
+    nothing removed, when it holds anything else."""
+    try:
+        sub = os.open(paths.SOCK_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                      | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        with os.scandir(sub) as it:
+            entries = [(e.name, e.stat(follow_symlinks=False).st_mode) for e in it]
+        if not all(stat.S_ISSOCK(mode) for _, mode in entries):
+            return False
+        for name, _ in entries:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=sub)
+    finally:
+        os.close(sub)
+    try:
+        os.rmdir(paths.SOCK_DIR, dir_fd=dfd)
+    except OSError:
+        return False
+    return True
 
 
 def _put_back(work: Path, inst_dir: Path) -> Path:
@@ -216,8 +253,9 @@ def _put_back(work: Path, inst_dir: Path) -> Path:
 
 
 def _remove_known_entries(directory: Path) -> list[str]:
-    """Unlink every entry of `directory` that `paths.is_known_instance_entry` lists; return
-    the names of the others, sorted (subdirectories are never ours: kept, with a `/`).
+    """Unlink every entry of `directory` that `paths.is_known_instance_entry` lists, and the
+    sock/ directory when it holds only sockets; return the names of the others, sorted
+    (other subdirectories are never ours: kept, with a `/`).
 
     Works through a file descriptor of the directory opened without following a symlink,
     so a directory swapped under it cannot redirect the unlinks.
@@ -231,8 +269,12 @@ def _remove_known_entries(directory: Path) -> list[str]:
         with os.scandir(dfd) as entries:
             names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
         for entry, is_dir in names:
-            if is_dir or not paths.is_known_instance_entry(entry):
-                kept.append(entry + "/" if is_dir else entry)
+            if is_dir:
+                if not (entry == paths.SOCK_DIR and _remove_socket_dir(dfd)):
+                    kept.append(entry + "/")
+                continue
+            if not paths.is_known_instance_entry(entry):
+                kept.append(entry)
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry, dir_fd=dfd)

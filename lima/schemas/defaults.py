@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from lima import gotmpl
+from lima import gotmpl, paths
 from lima.errors import Problem, SpecError
 from lima.names import guest_hostname
 from lima.schemas import fields
@@ -477,7 +477,7 @@ def _fill_port_forwards(f: _Filler) -> None:
         if isinstance(rule.get("hostSocket"), str) and rule["hostSocket"]:
             sock = f.host_tmpl(rule["hostSocket"], f"{where}.hostSocket")
             if not os.path.isabs(sock):
-                sock = os.path.join(f.inst_dir, "sock", sock)
+                sock = os.path.join(f.inst_dir, paths.SOCK_DIR, sock)
             rule["hostSocket"] = sock
     f.out["portForwards"] = entries
 

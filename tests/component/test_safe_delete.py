@@ -104,6 +104,40 @@ def test_unknown_entries_are_kept_with_their_directory(
     assert not any(p.name.startswith(".deleting") for p in _isolated_home.iterdir())
 
 
+def _bind_socket(path: Path) -> None:
+    import socket
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the socket file stays after close, as a killed agent leaves it
+
+
+def test_the_sock_directory_of_socket_forwards_is_ours(
+    _isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sock/ (relative hostSocket paths) holding only sockets is removed with the rest."""
+    d = make_instance(_isolated_home)
+    (d / "sock").mkdir()
+    _bind_socket(d / "sock" / "pf.sock")
+    assert store.unknown_entries(d) == []
+    code, _, err = run_cli(["delete", "vm"], capsys)
+    assert code == 0, err
+    assert not d.exists()
+
+
+def test_a_sock_directory_with_a_users_file_is_kept(
+    _isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = make_instance(_isolated_home)
+    (d / "sock").mkdir()
+    _bind_socket(d / "sock" / "pf.sock")
+    (d / "sock" / "notes.txt").write_text("mine")
+    assert store.unknown_entries(d) == ["sock/"]
+    code, _, err = run_cli(["delete", "vm"], capsys)
+    assert code == 1
+    assert "limactl did not create: sock/" in err
+    assert (d / "sock" / "notes.txt").read_text() == "mine"
+    assert (d / "sock" / "pf.sock").is_socket()  # nothing in it was removed
+
+
 def test_delete_of_a_bad_name_among_good_ones_deletes_none(
     _isolated_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

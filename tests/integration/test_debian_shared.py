@@ -355,7 +355,8 @@ def test_udp_on_guest_loopback_and_a_reverse_socket(deb: Deb) -> None:
             "hostAddr": f"127.0.0.1:{port}"} in port_events(home, NAME)
     big = bytes(range(256)) * 100  # one 25.6 kB datagram, binary, boundaries kept
     assert udp_ask(port, big, 30) == b"deb:" + big
-    deb.sh(f"pkill -f 'udp-echo.py {port}'")
+    # [o]: the pattern must not match the `sh -c` running pkill itself.
+    deb.sh(f"pkill -f 'udp-ech[o].py {port}'")
     until(lambda: any(e["type"] == "stopping" and e["guestAddr"] == f"127.0.0.1:{port}"
                       for e in port_events(home, NAME)), "the UDP stopping event", 30)
 

@@ -71,7 +71,7 @@ LIMA = Path(__file__).resolve().parents[2] / "lima"
 def test_every_file_name_in_paths_is_in_the_table() -> None:
     """A file added to lima.paths but not to the table would make delete keep the
     instance directory ("entries limactl did not create")."""
-    not_instance_files = {"CONFIG", "LOCKS"}
+    not_instance_files = {"CONFIG", "LOCKS", "SOCK_DIR"}  # SOCK_DIR: a directory, see store
     names = {k: v for k, v in vars(paths).items()
              if k.isupper() and isinstance(v, str) and k not in not_instance_files}
     assert names  # the scan sees the constants
