@@ -33,8 +33,13 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 BANNER = b"SSH-"
 # How many probes may be in flight at once, and how long one may live: a probe that
-# raced the guest NIC stalls (about 3 s), newer probes overtake it.
-MAX_IN_FLIGHT = 8
+# raced the guest NIC stalls (about 3 s), newer probes overtake it. At the limit no new
+# probe starts until the oldest has lived its lifetime: once sshd listens, every probe
+# costs the guest an sshd fork and exec, which under TCG can take longer than the
+# interval; closing probes early to make room (as before) then killed each one before
+# its banner came and kept a CPU-starved guest's sshd busy with ever more (past its
+# MaxStartups of 10, with the port forwarder's login probing too).
+MAX_IN_FLIGHT = 4
 PROBE_LIFETIME = 3.0
 
 
@@ -97,18 +102,17 @@ def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
                     f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline ({last_error})",
                     delay=interval,
                 )
-            for probe in [p for p in probes if now - p.started > PROBE_LIFETIME]:
+            for probe in [p for p in probes if now - p.started >= PROBE_LIFETIME]:
                 probe.close()
                 probes.remove(probe)
-            if now >= next_start:
-                if len(probes) >= MAX_IN_FLIGHT:
-                    probes.pop(0).close()
+            if now >= next_start and len(probes) < MAX_IN_FLIGHT:
                 try:
                     probes.append(_Probe(port, now))
                 except OSError as exc:
                     last_error = f"connect: {exc.strerror or exc}"
                 next_start = now + interval
-            wait = max(0.0, min(next_start, deadline) - time.monotonic())
+            wake = next_start if len(probes) < MAX_IN_FLIGHT else probes[0].started + PROBE_LIFETIME
+            wait = max(0.0, min(wake, deadline) - time.monotonic())
             readers = [p.sock for p in probes if p.connected]
             writers = [p.sock for p in probes if not p.connected]
             if not readers and not writers:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lima.drivers.ssh import wait_banner
+from lima.drivers.ssh import MAX_IN_FLIGHT, PROBE_LIFETIME, wait_banner
 from lima.errors import TemporaryError
 
 Handler = Callable[[socket.socket, int], None]
@@ -94,6 +94,24 @@ def test_stalled_early_connections_are_overtaken(serve: Callable[[Handler], Serv
     server = serve(handler)
     wait_banner(server.port, deadline=time.monotonic() + 20, interval=0.05)
     assert len(server.conns) >= 4
+
+
+def test_slow_sshd_gets_to_answer(serve: Callable[[Handler], Server]) -> None:
+    """Like sshd in a CPU-starved TCG guest: every connection costs it a fork and exec, and
+    its banner comes seconds later. The prober neither closes a probe before its lifetime
+    to make room (then no banner ever arrived) nor keeps opening new ones meanwhile."""
+    delay = PROBE_LIFETIME - 0.6
+
+    def handler(conn: socket.socket, _: int) -> None:
+        time.sleep(delay)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    server = serve(handler)
+    start = time.monotonic()
+    wait_banner(server.port, deadline=start + 20)
+    assert delay <= time.monotonic() - start < PROBE_LIFETIME
+    assert len(server.conns) == MAX_IN_FLIGHT
 
 
 def test_silent_server_times_out(serve: Callable[[Handler], Server]) -> None:

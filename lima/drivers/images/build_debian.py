@@ -20,7 +20,7 @@ from pathlib import Path
 from lima.drivers.images import build
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-2"
+RECIPE_VERSION = "debian-12-3"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 ROOT_LABEL = "lima-root"
@@ -59,8 +59,20 @@ PACKAGES = (
 # The generic kernel, not linux-image-cloud-amd64: the cloud kernel is built without 9p
 # (CONFIG_NET_9P is not set), which `mountType: 9p` (Lima's default on QEMU) needs.
 KERNEL_META_PACKAGE = "linux-image-amd64"
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "sr_mod", "isofs", "ext4",
-                     "9pnet_virtio", "9p")
+# Only what mounting / needs: the rest (virtio_scsi, sr_mod and isofs for cidata, 9p,
+# virtiofs, virtio_net...) loads from the root file system, by udev or `mount -t`, once
+# systemd runs. Each module loaded in the initramfs delays the mount of / under TCG.
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "ext4")
+# Drivers of devices a QEMU q35 machine has but limapy never uses (the ICH9 SATA, LPC and
+# SMBus controllers, the PC speaker) and wireless (no radio in a VM; loaded by
+# systemd-rfkill otherwise): `blacklist` stops udev loading them by alias; a `modprobe
+# NAME` by hand still works. Each costs about a second of guest CPU under TCG.
+MODULE_BLACKLIST = ("ahci", "lpc_ich", "i2c_i801", "pcspkr", "cfg80211")
+# Units that cost boot time and do nothing useful in a limapy guest: e2scrub needs LVM
+# (the image has none); apt's timers would update and upgrade packages behind the user's
+# back (lima.yaml's upgradePackages is the knob for that).
+MASKED_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "apt-daily.timer",
+                "apt-daily-upgrade.timer")
 
 CLOUD_CFG = """# limapy build:debian-12: cidata is the only datasource (never probe a network).
 datasource_list: [NoCloud, None]
@@ -68,6 +80,24 @@ datasource_list: [NoCloud, None]
 locale: false
 # An RSA host key costs seconds under TCG.
 ssh_genkeytypes: [ed25519]
+# Only the modules limapy's user-data can use (users, keys, hostname, mounts, growing /,
+# CA certificates, timezone, packages, bootcmd): every stage imports the modules it
+# lists, and Debian's default list runs grub-dpkg (no GRUB here), apt-configure (it would
+# replace the image's sources.list), keys-to-console and more, seconds each under TCG.
+cloud_init_modules: [migrator, seed_random, bootcmd, write-files, growpart, resizefs,
+  mounts, set_hostname, update_hostname, update_etc_hosts, ca-certs,
+  users-groups, ssh]
+cloud_config_modules: [set-passwords, timezone, runcmd]
+cloud_final_modules: [package-update-upgrade-install, write-files-deferred,
+  scripts-vendor, scripts-per-once, scripts-per-boot, scripts-per-instance, scripts-user,
+  final-message, power-state-change]
+"""
+
+# systemd-resolved's LLMNR and mDNS listen on port 5355 on every address, which the
+# host agent would forward to the host; a limapy guest resolves through the host.
+RESOLVED_CONF = """[Resolve]
+LLMNR=no
+MulticastDNS=no
 """
 
 FILES: dict[str, tuple[int, str]] = {
@@ -76,6 +106,9 @@ FILES: dict[str, tuple[int, str]] = {
     "etc/hostname": (0o644, "debian\n"),
     "etc/initramfs-tools/conf.d/lima.conf": (0o644, "MODULES=list\nCOMPRESS=zstd\n"),
     "etc/initramfs-tools/modules": (0o644, "".join(m + "\n" for m in INITRAMFS_MODULES)),
+    "etc/modprobe.d/lima-blacklist.conf": (
+        0o644, "".join(f"blacklist {m}\n" for m in MODULE_BLACKLIST)),
+    "etc/systemd/resolved.conf.d/lima.conf": (0o644, RESOLVED_CONF),
     # Later package installs in the guest skip docs too (the build deletes them).
     "etc/dpkg/dpkg.cfg.d/01-lima-nodoc": (
         0o644,
@@ -149,6 +182,8 @@ class DebianRecipe:
             "packages": list(PACKAGES),
             "kernel": {kpkg: kver},
             "files": FILES,
+            "masked": list(MASKED_UNITS),
+            "sshd": "PasswordAuthentication no",
             "cmdline": CMDLINE,
         }
 
@@ -222,6 +257,18 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
         key.unlink()
     # cloud-init renders network-config for systemd-networkd (no ifupdown, no netplan).
     _chroot(ctx, rootfs, "systemctl", "enable", "systemd-networkd.service")
+    _chroot(ctx, rootfs, "systemctl", "mask", *MASKED_UNITS)
+    _sshd_no_passwords(rootfs)
+
+
+def _sshd_no_passwords(rootfs: Path) -> None:
+    """`PasswordAuthentication no` in sshd_config, as cloud-init's set-passwords writes it
+    for `ssh_pwauth: false`: it then finds nothing to change and does not restart sshd in
+    the middle of the boot (a login in progress would be cut)."""
+    conf = rootfs / "etc/ssh/sshd_config"
+    lines = [ln for ln in conf.read_text().splitlines()
+             if not re.match(r"\s*#?\s*PasswordAuthentication\b", ln)]
+    conf.write_text("\n".join(["PasswordAuthentication no", *lines]) + "\n")
 
 
 def _shrink(rootfs: Path) -> None:

@@ -17,8 +17,12 @@ fi
 chmod 755 "$agent.tmp" && mv -f "$agent.tmp" "$agent" || exit 1
 
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-	systemctl stop lima-guestagent.service >/dev/null 2>&1
-	systemctl reset-failed lima-guestagent.service >/dev/null 2>&1
+	# Only when this boot already has the unit (boot.sh run again): each systemctl call
+	# waits on a PID 1 that is busy starting the rest of the boot.
+	if [ -e /run/systemd/transient/lima-guestagent.service ]; then
+		systemctl stop lima-guestagent.service >/dev/null 2>&1
+		systemctl reset-failed lima-guestagent.service >/dev/null 2>&1
+	fi
 	exec systemd-run --no-block --collect --unit=lima-guestagent \
 		-p Restart=always -p RestartSec=1 "$agent"
 fi
