@@ -130,3 +130,23 @@ def test_python_agent_sock_diag_sees_real_listeners() -> None:
         tcp6.close()
         udp.close()
     assert ("tcp", "::1", port) not in agent.Lister().ports()  # closed: gone
+
+
+def test_python_agent_polls_on_one_netlink_socket() -> None:
+    """The agent keeps its sock_diag socket open across polls (a TCG guest pays for every
+    socket it creates) and still sees each poll's listeners afresh."""
+    agent = python_agent()
+    lister = agent.Lister()
+    lister.ports()
+    nl = lister.nl
+    assert nl is not None
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    port = tcp.getsockname()[1]
+    try:
+        assert ("tcp", "127.0.0.1", port) in lister.ports()
+    finally:
+        tcp.close()
+    assert ("tcp", "127.0.0.1", port) not in lister.ports()
+    assert lister.nl is nl and lister.diag == {"tcp": True, "udp": True}

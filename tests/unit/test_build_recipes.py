@@ -140,3 +140,31 @@ def test_building_without_root_says_what_to_run(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(build.os, "geteuid", lambda: 1000)
     with pytest.raises(PermanentError, match="needs root: run the command as root"):
         build.check_tools(_FakeRecipe())
+
+
+def test_debian_cloud_init_runs_every_module_limapy_user_data_needs() -> None:
+    # The image lists cloud-init's modules itself (fewer imports per stage under TCG); each
+    # key cloudconfig.user_data can write must keep the module that acts on it.
+    cfg = yaml.safe_load(build_debian.CLOUD_CFG)
+    listed = {*cfg["cloud_init_modules"], *cfg["cloud_config_modules"],
+              *cfg["cloud_final_modules"]}
+    needed = {
+        "bootcmd": "bootcmd", "growpart": "growpart", "resize_rootfs": "resizefs",
+        "mounts": "mounts", "hostname": "set_hostname", "ca_certs": "ca-certs",
+        "users": "users-groups", "ssh_genkeytypes": "ssh", "ssh_pwauth": "set-passwords",
+        "timezone": "timezone", "package_upgrade": "package-update-upgrade-install",
+    }
+    assert {k: m for k, m in needed.items() if m not in listed} == {}
+    # bootcmd (boot.sh) and users come in the init stage, before sshd accepts logins.
+    assert {"bootcmd", "users-groups", "ssh"} <= set(cfg["cloud_init_modules"])
+
+
+def test_debian_initramfs_and_blacklist_keep_mounts_and_disks_loadable() -> None:
+    # / needs virtio_blk and ext4 in the initramfs; 9p, virtiofs, the cidata CD and
+    # additionalDisks load from / later, so none of them may be blacklisted.
+    assert {"virtio_pci", "virtio_blk", "ext4"} <= set(build_debian.INITRAMFS_MODULES)
+    blacklist = build_debian.FILES["etc/modprobe.d/lima-blacklist.conf"][1].split()
+    for module in ("9p", "9pnet_virtio", "virtiofs", "virtio_scsi", "sr_mod", "isofs",
+                   "virtio_blk", "virtio_net", "virtio_console", "fuse", "ext4"):
+        assert module not in blacklist
+    assert "ssh.service" not in build_debian.MASKED_UNITS
