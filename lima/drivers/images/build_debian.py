@@ -4,7 +4,9 @@ Called by build.build_image("debian-12"). debootstrap (minbase) from this machin
 configured Debian mirror (or $LIMA_DEBIAN_MIRROR) with systemd, openssh-server, sudo,
 cloud-init (NoCloud only), python3, sshfs/fuse3 and friends; then Debian's generic kernel
 (fetched by the host's apt: the cloud kernel build:tiny uses has no 9p) with an initramfs that
-has the virtio, SCSI CD, ext4 and 9p modules (`mountType: 9p`; virtiofs is a module too).
+has only what mounting / needs (virtio_blk, ext4); 9p, virtiofs, the SCSI CD and the rest load
+from / (`mountType: 9p`). Boot-time trims (units, drivers, cloud-init modules) are measured
+by benchmarks/debian_boot.py; the README lists the figures.
 The root file system becomes an ext4 image with `mkfs.ext4 -d` (no loop mounts), then a
 compressed qcow2. Needs root (debootstrap, chroot).
 """
@@ -71,8 +73,9 @@ MODULE_BLACKLIST = ("ahci", "lpc_ich", "i2c_i801", "pcspkr", "cfg80211")
 # Units that cost boot time and do nothing useful in a limapy guest: e2scrub needs LVM
 # (the image has none); apt's timers would update and upgrade packages behind the user's
 # back (lima.yaml's upgradePackages is the knob for that).
+# modprobe@drm (wanted by logind) loads the DRM core for a GPU the guest does not have.
 MASKED_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "apt-daily.timer",
-                "apt-daily-upgrade.timer")
+                "apt-daily-upgrade.timer", "modprobe@drm.service")
 
 CLOUD_CFG = """# limapy build:debian-12: cidata is the only datasource (never probe a network).
 datasource_list: [NoCloud, None]
@@ -109,6 +112,10 @@ FILES: dict[str, tuple[int, str]] = {
     "etc/modprobe.d/lima-blacklist.conf": (
         0o644, "".join(f"blacklist {m}\n" for m in MODULE_BLACKLIST)),
     "etc/systemd/resolved.conf.d/lima.conf": (0o644, RESOLVED_CONF),
+    # What cloud-init's set-passwords writes for `ssh_pwauth: false` (this file, as
+    # sshd_config includes sshd_config.d): finding it already there, it does not restart
+    # sshd in the middle of the boot, while the host agent logs in.
+    "etc/ssh/sshd_config.d/50-cloud-init.conf": (0o600, "PasswordAuthentication no\n"),
     # Later package installs in the guest skip docs too (the build deletes them).
     "etc/dpkg/dpkg.cfg.d/01-lima-nodoc": (
         0o644,
@@ -183,7 +190,6 @@ class DebianRecipe:
             "kernel": {kpkg: kver},
             "files": FILES,
             "masked": list(MASKED_UNITS),
-            "sshd": "PasswordAuthentication no",
             "cmdline": CMDLINE,
         }
 
@@ -258,17 +264,6 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
     # cloud-init renders network-config for systemd-networkd (no ifupdown, no netplan).
     _chroot(ctx, rootfs, "systemctl", "enable", "systemd-networkd.service")
     _chroot(ctx, rootfs, "systemctl", "mask", *MASKED_UNITS)
-    _sshd_no_passwords(rootfs)
-
-
-def _sshd_no_passwords(rootfs: Path) -> None:
-    """`PasswordAuthentication no` in sshd_config, as cloud-init's set-passwords writes it
-    for `ssh_pwauth: false`: it then finds nothing to change and does not restart sshd in
-    the middle of the boot (a login in progress would be cut)."""
-    conf = rootfs / "etc/ssh/sshd_config"
-    lines = [ln for ln in conf.read_text().splitlines()
-             if not re.match(r"\s*#?\s*PasswordAuthentication\b", ln)]
-    conf.write_text("\n".join(["PasswordAuthentication no", *lines]) + "\n")
 
 
 def _shrink(rootfs: Path) -> None:
