@@ -9,7 +9,9 @@ private LIMA_HOME under /tmp, with `limactl apply`, and reads the host agent's e
 first guest agent report the host agent applied). Inside the guest it reads
 `systemd-analyze`, and the guest agent's own journal line "first report ... N s after
 start" (start of the agent process -> its first report written to the virtio port), and
-when its unit started relative to boot. After the last run, in the idle guest: the
+when its unit started relative to boot; and the host CPU time qemu used until `limactl
+apply` returned (the guest's work, which host load does not inflate as much as the wall
+clock). After the last run, in the idle guest: the
 agent's RSS and CPU (`ps`, /proc/PID/stat over --idle seconds) and qemu's host CPU.
 
 Usage (the Debian guest is CPU-heavy under TCG; one at a time across the team):
@@ -49,6 +51,7 @@ class Run:
     first_report: float | None = None
     agent_first: float | None = None  # agent process start -> first report (its journal)
     agent_unit: float | None = None  # guest uptime when the agent's unit started
+    qemu_cpu: float | None = None  # host CPU seconds qemu used until apply returned
     analyze: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -93,6 +96,9 @@ def one_run(home: Path) -> Run:
     if res.returncode != 0:
         run.error = (res.stderr + res.stdout).strip()[-800:]
         return run
+    qpid_path = home / NAME / "qemu.pid"
+    if qpid_path.exists():
+        run.qemu_cpu = _cpu_seconds(int(qpid_path.read_text().strip()))
     t0 = times.get("booting")
     for key in ("ssh_ready", "running", "first_report"):
         if t0 is not None and key in times:
@@ -166,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  run {i + 1}: booting -> ssh_ready {fmt(run.ssh_ready)}  -> Running "
                   f"{fmt(run.running)}  -> first agent report {fmt(run.first_report)}  "
                   f"(agent unit started at uptime {fmt(run.agent_unit)}, its first report "
-                  f"{fmt(run.agent_first)} after its start; load "
+                  f"{fmt(run.agent_first)} after its start; qemu CPU to Running "
+                  f"{fmt(run.qemu_cpu)}; load "
                   f"{os.getloadavg()[0]:.2f})\n      guest: {run.analyze}", flush=True)
             if i + 1 < args.runs:
                 limactl(home, "delete", "-f", NAME, timeout=180)
@@ -181,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{fmt(med([r.ssh_ready for r in ok]))}, -> Running "
               f"{fmt(med([r.running for r in ok]))}, -> first agent report "
               f"{fmt(med([r.first_report for r in ok]))}; agent start -> first report "
-              f"{fmt(med([r.agent_first for r in ok]))}")
+              f"{fmt(med([r.agent_first for r in ok]))}; qemu CPU to Running "
+              f"{fmt(med([r.qemu_cpu for r in ok]))}")
     return 0 if ok and len(ok) == len(runs) else 1
 
 
