@@ -233,6 +233,31 @@ def test_booted_clean(deb: Deb) -> None:
     assert "status: done" in status and "DataSourceNoCloud" in status
 
 
+def test_boot_trims_keep_features(deb: Deb) -> None:
+    """What build:debian-12 cuts to boot fast (lima/drivers/images/build_debian.py) leaves
+    what limapy needs: 9p, virtiofs and SCSI still load from /, the masked units stay
+    masked, nothing listens on LLMNR's port (it would be forwarded), sshd started once
+    (cloud-init's set-passwords had nothing to change), the agent logged its first report,
+    cloud-init finished with the trimmed module list, blacklisted drivers are not loaded."""
+    out = deb.sh(
+        "sudo modprobe 9p && sudo modprobe virtiofs && sudo modprobe virtio_scsi "
+        "&& echo modules-ok; "
+        "systemctl is-enabled e2scrub_reap.service apt-daily.timer modprobe@drm.service "
+        "2>/dev/null | sort -u | tr '\\n' ' '; echo; "
+        "ss -Hltnu 'sport = :5355' | wc -l; "
+        "sudo journalctl -b -u ssh --no-pager | grep -c 'Started ssh.service'; "
+        "sudo journalctl -b -u lima-guestagent --no-pager | grep -c 'first report'; "
+        "cloud-init status --long | sed -n 's/^status: //p'; "
+        "lsmod | grep -cE '^(ahci|cfg80211|drm) '; true").stdout.splitlines()
+    assert out[0] == "modules-ok"
+    assert out[1].strip() == "masked"
+    assert out[2] == "0"
+    assert out[3] == "1"
+    assert out[4] == "1"
+    assert out[5] == "done"
+    assert out[6] == "0"
+
+
 def test_9p_mounts(deb: Deb) -> None:
     table = deb.sh("cat /proc/mounts").stdout
     lines = {ln.split()[1]: ln.split() for ln in table.splitlines()}
