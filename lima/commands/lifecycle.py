@@ -282,7 +282,7 @@ def show_message(name: str) -> None:
     """lima.yaml's `message`, rendered (lima.drivers.message), as Lima prints it once the
     instance runs: a header line, then the text as is, for copy and paste. Before it, where
     the VNC display is (`video.display: vnc`), as Lima's host agent reports it."""
-    from lima.commands.instances import instance_record
+    from lima.commands.listing import instance_record
     from lima.drivers.display import vnc_summary
 
     for line in vnc_summary(paths.instance_dir(name)):

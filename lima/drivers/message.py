@@ -1,6 +1,6 @@
 """lima.yaml's `message`, rendered as Lima renders it: a Go template over the instance.
 
-Called by `limactl list` (lima.commands.instances.instance_record puts the rendered text
+Called by `limactl list` (lima.commands.listing.instance_record puts the rendered text
 under Lima's key `message`) and by apply/start, which print it once the instance runs
 (lima.commands.lifecycle). The data is Lima's FormatData: the instance's fields under
 their Go names (`{{.Name}}`, `{{.Dir}}`, `{{.Hostname}}`, `{{.SSHLocalPort}}`,

@@ -326,13 +326,31 @@ def _parse_pipe(tokens: list[Any], pos: int) -> tuple[Pipe, int]:
         commands.append(tuple(operands))
     elif commands:
         raise TemplateError("missing command after |")
-    for command in commands:
-        for operand in command:
-            if isinstance(operand, Func) and operand.name not in BUILTINS:
-                raise TemplateError(f'function "{operand.name}" not defined or not supported')
     return tuple(commands), pos
 
 
-def parse(text: str) -> list[Node]:
-    """The parse tree of a whole template (Go parses all of it before running any)."""
-    return Parser(_split(text)).parse()
+def _check_funcs(nodes: list[Node], allowed: frozenset[str]) -> None:
+    """Go refuses a template calling a function its FuncMap does not define, at parse time."""
+    def pipe(p: Pipe) -> None:
+        for command in p:
+            for operand in command:
+                if isinstance(operand, Func) and operand.name not in allowed:
+                    raise TemplateError(f'function "{operand.name}" not defined or not supported')
+                if isinstance(operand, Paren):
+                    pipe(operand.pipe)
+
+    for node in nodes:
+        if isinstance(node, Action):
+            pipe(node.pipe)
+        elif isinstance(node, Branch):
+            pipe(node.pipe)
+            _check_funcs(node.then, allowed)
+            _check_funcs(node.otherwise, allowed)
+
+
+def parse(text: str, funcs: frozenset[str] = frozenset()) -> list[Node]:
+    """The parse tree of a whole template (Go parses all of it before running any); `funcs`
+    names the functions allowed besides Go's builtins (from lima.gotmpl.run.LIMA_FUNCS)."""
+    nodes = Parser(_split(text)).parse()
+    _check_funcs(nodes, BUILTINS | funcs)
+    return nodes

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from lima.gotmpl.errors import MISSING, NO_VALUE, TemplateError
+from lima.gotmpl.errors import MISSING, NO_VALUE, Struct, TemplateError
 from lima.gotmpl.parse import Action, Command, Field, Func, Literal, Node, Operand, Paren, Pipe
 
 
@@ -65,7 +65,7 @@ def _lookup(names: tuple[str, ...], node: Any) -> Any:
             return MISSING  # Go: a field of an invalid value is the invalid value
         if node is None:
             raise TemplateError(f"nil pointer evaluating interface {{}}.{name}")
-        if not isinstance(node, dict):
+        if not isinstance(node, dict) or (isinstance(node, Struct) and name not in node):
             raise TemplateError(f"can't evaluate field {name} in type {_type(node)}")
         node = node.get(name, MISSING)
     return node
@@ -199,6 +199,64 @@ _FUNCS: dict[str, Any] = {
 }
 
 
+def _one_arg(name: str, args: list[Operand], dot: Any, root: Any, final: Any) -> Any:
+    values = _args(args, dot, root, final)
+    if len(values) != 1:
+        raise TemplateError(f"wrong number of args for {name}: want 1 got {len(values)}")
+    value = values[0]
+    return value.as_json if isinstance(value, Struct) else value
+
+
+def _f_json(args: list[Operand], dot: Any, root: Any, final: Any) -> Any:
+    import json
+
+    value = _one_arg("json", args, dot, root, final)
+    return json.dumps(None if value is MISSING else value, ensure_ascii=False,
+                      separators=(",", ":"))
+
+
+def _f_yaml(args: list[Operand], dot: Any, root: Any, final: Any) -> Any:
+    import yaml
+
+    value = _one_arg("yaml", args, dot, root, final)
+    text = yaml.safe_dump(None if value is MISSING else value, sort_keys=False,
+                          allow_unicode=True)
+    return "---\n" + text.removesuffix("\n").removesuffix("\n...")
+
+
+def _text_args(name: str, default: Any, args: list[Operand], dot: Any, root: Any,
+               final: Any) -> tuple[Any, str]:
+    """Lima's indent/missing: one string, optionally after one option of `default`'s type."""
+    values = _args(args, dot, root, final)
+    if not values:
+        raise TemplateError(f"error calling {name}: function takes at least one string argument")
+    if len(values) > 2:
+        raise TemplateError(f"error calling {name}: function takes at most 2 arguments")
+    option = values[0] if len(values) == 2 else default
+    if type(option) is not type(default):
+        kind = "an integer" if isinstance(default, int) else "a string"
+        raise TemplateError(f"error calling {name}: optional first argument must be {kind}")
+    if not isinstance(values[-1], str):
+        raise TemplateError(f"error calling {name}: last argument must be a string")
+    return option, values[-1]
+
+
+def _f_indent(args: list[Operand], dot: Any, root: Any, final: Any) -> Any:
+    size, text = _text_args("indent", 2, args, dot, root, final)
+    return "\n".join(" " * size + line if line else line for line in text.split("\n"))
+
+
+def _f_missing(args: list[Operand], dot: Any, root: Any, final: Any) -> Any:
+    message, text = _text_args("missing", "<missing>", args, dot, root, final)
+    return text or message
+
+
+_FUNCS.update({"json": _f_json, "yaml": _f_yaml, "indent": _f_indent, "missing": _f_missing})
+# The functions Lima adds for `limactl list --format` (its textutil.TemplateFuncMap); the
+# lima.yaml templates get only Go's builtins.
+LIMA_FUNCS = frozenset(("json", "yaml", "indent", "missing"))
+
+
 def _truth(value: Any) -> bool:
     if value is MISSING or value is None:
         return False
@@ -245,6 +303,8 @@ def _go_float(value: float) -> str:
 
 
 def _type(value: Any) -> str:
+    if isinstance(value, Struct):
+        return value.type_name
     return {"str": "string", "dict": "map", "list": "slice", "NoneType": "nil"}.get(
         type(value).__name__, type(value).__name__
     )

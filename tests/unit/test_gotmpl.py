@@ -164,4 +164,5 @@ def test_text_without_actions_is_returned_unchanged() -> None:
 
 def test_the_parser_knows_every_function_the_runner_has() -> None:
     from lima.gotmpl import parse, run
-    assert set(run._FUNCS) == parse.BUILTINS
+    assert set(run._FUNCS) == parse.BUILTINS | run.LIMA_FUNCS
+    assert not parse.BUILTINS & run.LIMA_FUNCS

@@ -1,0 +1,83 @@
+"""Start-up time of the CLI: `limactl list` over 50 instances, `limactl list -q`,
+`limactl --help`, against `python3 -c pass` (the interpreter's own floor).
+
+A temp LIMA_HOME gets one instance made by `limactl create` from a local qcow2 image
+(`qemu-img create`, no download, no guest), copied to 50 directories (lima.yaml,
+lima-version; the disks are linked). Each command then runs 10 times as a subprocess and
+the medians are printed, in milliseconds. The temp home is deleted at the end.
+
+Usage: .venv/bin/python benchmarks/cli_startup.py [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+INSTANCES = 50
+
+
+def make_home(home: Path, env: dict[str, str]) -> None:
+    img = home.parent / "img.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M"], check=True)
+    spec = home.parent / "vm00.yaml"
+    spec.write_text(
+        f"images:\n- location: {img}\n  arch: x86_64\narch: x86_64\ncpus: 1\nmemory: 512MiB\n"
+        "disk: 1GiB\nmounts: []\nvmOpts:\n  qemu:\n    restrictNetwork: true\n")
+    subprocess.run([sys.executable, "-m", "lima.cli", "create", str(spec)], env=env,
+                   check=True, capture_output=True)
+    first = home / "vm00"
+    for i in range(1, INSTANCES):
+        d = home / f"vm{i:02d}"
+        d.mkdir()
+        for f in first.iterdir():
+            if f.is_file() and f.stat().st_size < 1 << 20:
+                shutil.copy2(f, d / f.name)
+            elif f.is_file():
+                os.link(f, d / f.name)
+
+
+def median_ms(argv: list[str], env: dict[str, str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="cli-startup-"))
+    try:
+        home = tmp / "lima"
+        home.mkdir()
+        env = {**os.environ, "LIMA_HOME": str(home), "PYTHONPATH": str(REPO)}
+        make_home(home, env)
+        script = Path(sys.executable).parent / "limactl"  # the installed entry point
+        limactl = [str(script)] if script.exists() else [sys.executable, "-m", "lima.cli"]
+        cases = {
+            "python3 -c pass": [sys.executable, "-c", "pass"],
+            f"limactl list ({INSTANCES} instances)": [*limactl, "list"],
+            f"limactl list --json ({INSTANCES} instances)": [*limactl, "list", "--json"],
+            "limactl list -q": [*limactl, "list", "-q"],
+            "limactl --help": [*limactl, "--help"],
+        }
+        for label, argv in cases.items():
+            print(f"{label:40s} {median_ms(argv, env, args.runs):7.1f} ms (median of {args.runs})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
