@@ -166,3 +166,18 @@ def test_the_parser_knows_every_function_the_runner_has() -> None:
     from lima.gotmpl import parse, run
     assert set(run._FUNCS) == parse.BUILTINS | run.LIMA_FUNCS
     assert not parse.BUILTINS & run.LIMA_FUNCS
+
+
+def test_struct_fields_and_limas_list_functions() -> None:
+    from lima.gotmpl import Struct, TemplateError, execute, run
+
+    data = Struct({"Name": "vm", "Param": {}}, "store.FormatData", {"name": "vm"})
+    assert execute("{{.Name}} {{.Param.X}} {{json .}}", data, run.LIMA_FUNCS) == (
+        'vm <no value> {"name":"vm"}')
+    with pytest.raises(TemplateError, match=r"can't evaluate field Nope in type store\.FormatData"):
+        execute("{{.Nope}}", data)
+    # lima.yaml's templates get Go's builtins only, as Lima's textutil.ExecuteTemplate
+    with pytest.raises(TemplateError, match='function "json" not defined'):
+        execute("{{json .}}", {"a": 1})
+    with pytest.raises(TemplateError, match='function "json" not defined'):
+        execute("{{if (eq (json .) 1)}}x{{end}}", {"a": 1})
