@@ -43,6 +43,27 @@ VERBS: dict[str, str] = {
     "hostagent": "hostagent:hostagent",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove", "cp"}
+# Each listed verb's short help, so `limactl --help` imports no verb module (click would
+# import all of them for these lines); tests/unit/test_cli_help.py checks they match.
+SHORT_HELP: dict[str, str] = {
+    "apply": "Create each instance when missing, then drive it to Running with FILE's spec.",
+    "controller": "Watch DIR: one instance per *.yaml file, kept converged.",
+    "copy": "Copy files between host and guest.",
+    "create": "Create an instance from FILE, template:NAME or - (stdin).",
+    "delete": "Delete instances (what limactl put in their directory; other files are kept).",
+    "diff": "Show what applying FILE to instance NAME would change; change nothing.",
+    "disk": "Lima disk management.",
+    "info": "Show diagnostic information as JSON.",
+    "list": "List instances of Lima.",
+    "protect": "Protect instances from deletion.",
+    "prune": "Prune garbage objects (the download cache, and what killed commands left).",
+    "shell": "Execute a shell (or COMMAND) in instance NAME over ssh.",
+    "start": "Start an instance (NAME), or create and start one from FILE / template:NAME.",
+    "stop": "Stop an instance.",
+    "unprotect": "Allow deleting instances again.",
+    "validate": "Validate lima.yaml files and templates (FILE, template:NAME, or - for stdin).",
+    "watch": "Watch events from instances (all of them, and new ones, without NAME).",
+}
 # Verbs that never log: they skip importing and configuring `logging` (~6 ms of start-up,
 # and `limactl validate` has a 150 ms budget including the interpreter).
 SILENT_VERBS = {"validate", "info"}
@@ -61,6 +82,21 @@ class LazyGroup(click.Group):
 
         module = VERBS[name].split(":")[0]
         return importlib.util.find_spec(f"lima.commands.{module}") is not None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's Commands section, from SHORT_HELP (same truncation, no verb imported)."""
+        verbs = self.list_commands(ctx)
+        if not verbs:
+            return
+        limit = formatter.width - 6 - max(len(v) for v in verbs)
+        rows = []
+        for verb in verbs:
+            text = SHORT_HELP.get(verb)
+            # A stand-in command with that help shortens it as click does the verb's own.
+            command = click.Command(verb, help=text) if text else self.get_command(ctx, verb)
+            rows.append((verb, command.get_short_help_str(limit) if command else ""))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = VERBS.get(cmd_name)
