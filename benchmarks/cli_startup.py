@@ -7,7 +7,9 @@ lima-version; the disks are linked). Each command then runs 10 times as a subpro
 the medians are printed, in milliseconds, after one warm-up run (bytecode is cached under
 the temp dir, as an installed limapy has .pyc files). The temp dir is deleted at the end.
 
-Usage: .venv/bin/python benchmarks/cli_startup.py [--runs 10]
+Usage: .venv/bin/python benchmarks/cli_startup.py [--runs 10] [--repo DIR]
+(--repo: measure the limapy tree at DIR instead of this one, e.g. main's, for a before/after
+under the same load; the instances are made by this tree.)
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def median_ms(argv: list[str], env: dict[str, str], runs: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--repo", type=Path, default=REPO)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cli-startup-"))
     try:
@@ -69,6 +72,7 @@ def main() -> None:
         # Bytecode cached (under the temp dir), as an installed limapy has its .pyc files.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         make_home(home, env)
+        env["PYTHONPATH"] = str(args.repo.resolve())
         script = Path(sys.executable).parent / "limactl"  # the installed entry point
         limactl = [str(script)] if script.exists() else [sys.executable, "-m", "lima.cli"]
         cases = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -36,6 +35,8 @@ def atomic_writer(
     `sync_dir` also fsyncs the directory, so the rename itself survives a power loss
     (status.json, which the reconciler trusts after a crash).
     """
+    import tempfile  # here: read-only verbs (`limactl list`) import this module, never write
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

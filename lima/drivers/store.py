@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,6 @@ from lima.names import instance_dir_for, validate_name
 # Re-exported: callers predating lima.names and lima.fsutil use them here.
 __all__ = ["atomic_write", "validate_name"]
 
-log = logging.getLogger(__name__)
 
 STATUS_RUNNING = "Running"
 STATUS_STOPPED = "Stopped"
@@ -52,6 +49,8 @@ def create_instance(
     if final.exists():
         raise LimaError(f"instance {name!r} already exists ({final})")
     safefs.make_private_dir(home)
+    import tempfile  # here: `limactl list` imports this module and never creates
+
     tmp = Path(tempfile.mkdtemp(prefix=paths.work_dir_name("creating", name, os.getpid(), ""),
                                 dir=home))
     try:
@@ -324,8 +323,11 @@ def remove_leftovers(name: str) -> list[str]:
                 removed.append(str(work))
             continue
         place = _put_back(work, home / name) if parsed[0] == "deleting" else work
-        log.warning("%s: kept %s left by a killed limactl (PID %d): it holds %s", name,
-                    place, parsed[2], ", ".join(kept))
+        import logging  # here: `limactl list` imports this module and never logs
+
+        logging.getLogger(__name__).warning(
+            "%s: kept %s left by a killed limactl (PID %d): it holds %s", name, place,
+            parsed[2], ", ".join(kept))
     removed.extend(_remove_stale_temps(home / name))
     return removed
 
