@@ -219,17 +219,6 @@ def _state_cell(rec: dict[str, Any]) -> str:
     return ",".join(names) or "NotReady"
 
 
-def bytes_size(n: float) -> str:
-    """go-units BytesSize, as Lima's table prints sizes: "%.4g" of the largest binary unit
-    not above the value (512MiB, 1GiB, 2.5GiB, 0B)."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{n:.4g}{units[i]}"
-
-
 def _managed_cell(rec: dict[str, Any]) -> str:
     by = str(rec.get("managedBy", ""))
     if rec.get("controllerPaused"):
@@ -258,6 +247,8 @@ def table(recs: list[dict[str, Any]], all_fields: bool, wide: bool, width: int) 
                  and {r["arch"] for r in recs} == {_host_arch()})
     cols += (0 if hide_arch else 1) + 3
     hide_dir = narrow and (cols + 2) * 8 > width
+    from lima.drivers import disks  # go-units' BytesSize, as Lima's table prints sizes
+
     home = os.path.expanduser("~")
     rows = []
     for r in recs:
@@ -265,7 +256,8 @@ def table(recs: list[dict[str, Any]], all_fields: bool, wide: bool, width: int) 
         cells = {"NAME": r["name"], "STATUS": r["status"],
                  "SSH": f"{r.get('sshAddress', '')}:{r.get('sshLocalPort', 0)}",
                  "VMTYPE": r["vmType"], "ARCH": r["arch"], "CPUS": str(r.get("cpus", 0)),
-                 "MEMORY": bytes_size(r.get("memory", 0)), "DISK": bytes_size(r.get("disk", 0)),
+                 "MEMORY": disks.bytes_size(r.get("memory", 0)),
+                 "DISK": disks.bytes_size(r.get("disk", 0)),
                  "DIR": d, "READY": _state_cell(r), "MANAGED": _managed_cell(r),
                  "REASON": r.get("reason") or "-"}
         rows.append(cells)

@@ -3,7 +3,8 @@ a narrow terminal unless --all-fields (lima.commands.listing.table)."""
 
 from __future__ import annotations
 
-from lima.commands.listing import bytes_size, table
+from lima.commands.listing import table
+from lima.drivers.disks import bytes_size
 
 
 def test_bytes_size_is_go_units() -> None:
