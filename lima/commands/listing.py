@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -47,13 +48,32 @@ NO_INSTANCE = "No instance found. Run `limactl create` to create an instance."
 
 
 def _host_arch() -> str:
-    from lima.schemas.arch import host_arch
+    from lima.commands.listcache import host_arch
 
     return host_arch()
 
 
-def instance_record(name: str) -> dict[str, Any]:
-    """One instance as Lima's `list --format json` shows it, from facts."""
+def _spec_facts(name: str, yaml_file: Path, cached: bool) -> dict[str, Any]:
+    if cached:
+        from lima.commands import listcache
+
+        return listcache.spec_facts(name, yaml_file)
+    from lima import schemas
+    from lima.errors import SpecError
+
+    try:
+        spec = schemas.load_instance(name).spec
+    except SpecError as exc:
+        return {"problems": [str(p) for p in exc.problems]}
+    return {"spec": {"vmType": spec.vm_type, "arch": spec.arch, "cpus": spec.cpus,
+                     "memory": spec.memory, "disk": spec.disk,
+                     "sshLocalPort": spec.ssh.local_port, "message": spec.message,
+                     "config": dict(spec.raw)}}
+
+
+def instance_record(name: str, cached: bool = False) -> dict[str, Any]:
+    """One instance as Lima's `list --format json` shows it, from facts. `cached`: what
+    lima.yaml holds may come from lima.commands.listcache (the list verb)."""
     inst_dir = paths.instance_dir(name)
     ins = store.inspect_processes(name, inst_dir)
     has_yaml = (inst_dir / paths.LIMA_YAML).is_file()
@@ -66,22 +86,16 @@ def instance_record(name: str) -> dict[str, Any]:
     if has_yaml:  # Lima's broken instance (no lima.yaml) has only name, dir, status, errors
         vals.update(hostname=guest_hostname(name), sshAddress="127.0.0.1",
                     sshConfigFile=str(inst_dir / paths.SSH_CONFIG))
-        from lima import schemas
-        from lima.errors import SpecError
-
-        try:
-            spec = schemas.load_instance(name).spec
-        except SpecError as exc:
+        facts = _spec_facts(name, inst_dir / paths.LIMA_YAML, cached)
+        if "problems" in facts:
             vals["status"] = store.STATUS_BROKEN
-            vals["errors"].extend(str(p) for p in exc.problems)
+            vals["errors"].extend(facts["problems"])
         else:
-            raw = dict(spec.raw)
-            vals.update(vmType=spec.vm_type, arch=spec.arch, cpus=spec.cpus,
-                        memory=spec.memory, disk=spec.disk, sshLocalPort=spec.ssh.local_port,
-                        config=raw, additionalDisks=raw.get("additionalDisks") or [],
+            vals.update(facts["spec"])
+            raw = vals["config"]
+            vals.update(additionalDisks=raw.get("additionalDisks") or [],
                         network=raw.get("networks") or [], param=raw.get("param") or {})
-            if spec.message:
-                vals["message"] = spec.message  # rendered below, once the record is complete
+            # (a message is rendered below, once the record is complete)
     extras: dict[str, Any] = {}
     status_file = inst_dir / paths.STATUS_JSON
     if status_file.is_file():
@@ -339,7 +353,11 @@ def _print(wanted: list[str], fmt: str, all_fields: bool, wide: bool) -> None:
             template = parse.parse(fmt, run.LIMA_FUNCS)  # refused before anything is read
         except TemplateError as exc:
             raise LimaError(f"invalid go template: {exc}") from None
-    recs = [instance_record(n) for n in wanted]
+    from lima.commands import listcache
+
+    listcache.reset()
+    recs = [instance_record(n, cached=True) for n in wanted]
+    listcache.save(store.instance_names())
     for r in recs:
         if r.get("errors"):
             click.echo(f"instance `{r['name']}` has errors: " + "; ".join(r["errors"]),
