@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,9 @@ def _load() -> dict[str, Any]:
         _state["fingerprint"] = _fingerprint()
         _state["dirty"] = False
         try:
-            data = json.loads(_cache_file().read_text())
+            st = os.lstat(_cache_file().parent)
+            ours = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            data = json.loads(_cache_file().read_text()) if ours else {}
         except (OSError, ValueError):
             data = {}
         ok = isinstance(data, dict) and data.get("fingerprint") == _state["fingerprint"]
@@ -144,15 +147,17 @@ def save(names: list[str]) -> None:
     """Write the cache back when it changed, keeping the entries of `names` only."""
     if not _state or not _state["dirty"]:
         return
+    from lima.drivers.safefs import ensure_owned_dir
+    from lima.errors import LimaError
     from lima.fsutil import atomic_write
 
     entries = {n: e for n, e in _state["entries"].items() if n in names}
     data = {"fingerprint": _state["fingerprint"], "hostArch": _state["hostArch"],
             "entries": entries}
     try:
-        _cache_file().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_owned_dir(_cache_file().parent)  # not a symlink, 0700, ours
         atomic_write(_cache_file(), json.dumps(data, separators=(",", ":")), mode=0o600,
                      sync=False)
-    except OSError:
+    except (OSError, LimaError):  # a read-only or odd LIMA_HOME: listed all the same
         return
     _state["dirty"] = False

@@ -98,3 +98,19 @@ def test_a_document_naming_other_files_is_never_cached(
 
 def test_the_key_covers_every_host_fact() -> None:
     assert set(listcache.HOST_INPUTS) == {f.name for f in dataclasses.fields(HostFacts)}
+
+
+def test_a_cache_dir_that_is_not_ours_is_left_alone(
+    home: Path, loads: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_cli(["list"], capsys)  # a valid cache, moved behind a symlink: not read
+    (home / "_cache").rename(elsewhere / "c")
+    (home / "_cache").symlink_to(elsewhere / "c")
+    loads.clear()
+    for _ in range(2):
+        code, out, _ = run_cli(["list", "-f", "{{.Name}}"], capsys)
+        assert (code, out) == (0, "a\nb\n")
+    assert [p.name for p in (elsewhere / "c").iterdir()] == ["list.json"]
+    assert loads == ["a", "b", "a", "b"]
