@@ -72,6 +72,7 @@ def main() -> None:
         # Bytecode cached (under the temp dir), as an installed limapy has its .pyc files.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         make_home(home, env)
+        time.sleep(2.1)  # files younger than 2 s are not cached by `list` (listcache.RACY_NS)
         env["PYTHONPATH"] = str(args.repo.resolve())
         script = Path(sys.executable).parent / "limactl"  # the installed entry point
         limactl = [str(script)] if script.exists() else [sys.executable, "-m", "lima.cli"]

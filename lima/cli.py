@@ -66,7 +66,7 @@ SHORT_HELP: dict[str, str] = {
 }
 # Verbs that never log: they skip importing and configuring `logging` (~6 ms of start-up,
 # and `limactl validate` has a 150 ms budget including the interpreter).
-SILENT_VERBS = {"validate", "info"}
+SILENT_VERBS = {"validate", "info", "list", "ls"}
 # Verbs whose arguments after the verb belong to someone else (the guest command).
 PASSTHROUGH_VERBS = {"shell"}
 

@@ -4,7 +4,8 @@ resolves and validates 50 documents again.
 
 Called by lima.commands.listing (`spec_facts` per instance, `save` once at the end). An
 entry is used only when all that the resolution depends on is unchanged: the lima.yaml
-bytes (sha256), limapy's code (every lima/*.py file's size and mtime), and the host inputs
+file (device, inode, size, mtime and ctime, as git's index does; one changed in the last
+2 s is not cached), limapy's code (every lima/*.py file's size and mtime), and the host inputs
 of lima.schemas.hostfacts.host_facts() (HOST_INPUTS names them; a test checks they cover
 every HostFacts field) plus LIMA_TEMPLATES_PATH. A document naming other files (`base:`,
 `file:`) is never cached. The cache is only an optimisation: a file that cannot be read
@@ -13,17 +14,20 @@ or written is ignored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 from lima import paths
 
 CACHE_VERSION = 1
+# A file changed this recently is not cached: a second change within the file system's
+# timestamp granularity could leave size, mtime and ctime as they were ("racy git").
+RACY_NS = 2_000_000_000
 # HostFacts field -> where host_facts() reads it from (the key below reads the same).
 HOST_INPUTS = {
     "arch": "os.uname().machine", "cpus": "os.cpu_count()",
@@ -59,7 +63,7 @@ def _readlink(path: str) -> str:
         return ""
 
 
-def _fingerprint() -> str:
+def _fingerprint() -> list[Any]:
     root = Path(__file__).resolve().parents[1]  # the lima package
     code = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -79,8 +83,9 @@ def _fingerprint() -> str:
             os.environ.get("HOME"), _read("/etc/timezone"), _readlink("/etc/localtime"),
             _read("/etc/machine-id"), _read("/var/lib/dbus/machine-id"),
             os.environ.get("TMPDIR"), os.environ.get("LIMA_TEMPLATES_PATH")]
-    blob = json.dumps([CACHE_VERSION, code, host], default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    # Compared as it is (no hash: loading OpenSSL for hashlib costs more than the compare).
+    fingerprint: list[Any] = json.loads(json.dumps([CACHE_VERSION, code, host], default=str))
+    return fingerprint
 
 
 def _cache_file() -> Path:
@@ -118,12 +123,13 @@ def spec_facts(name: str, yaml_file: Path) -> dict[str, Any]:
     {"problems": [str, ...]} for the instance's lima.yaml, from the cache when valid."""
     state = _load()
     try:
-        text = yaml_file.read_bytes()
+        st = os.stat(yaml_file)
+        key = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) >= RACY_NS
     except OSError:
-        text = b""
-    digest = hashlib.sha256(text).hexdigest()
+        key, settled = [], False
     entry = state["entries"].get(name)
-    if isinstance(entry, dict) and entry.get("yaml") == digest:
+    if key and isinstance(entry, dict) and entry.get("stat") == key:
         return entry
     from lima import schemas
     from lima.errors import SpecError
@@ -131,13 +137,17 @@ def spec_facts(name: str, yaml_file: Path) -> dict[str, Any]:
     try:
         spec = schemas.load_instance(name).spec
     except SpecError as exc:
-        entry = {"yaml": digest, "problems": [str(p) for p in exc.problems]}
+        entry = {"stat": key, "problems": [str(p) for p in exc.problems]}
     else:
-        entry = {"yaml": digest, "spec": {
+        entry = {"stat": key, "spec": {
             "vmType": spec.vm_type, "arch": spec.arch, "cpus": spec.cpus,
             "memory": spec.memory, "disk": spec.disk, "sshLocalPort": spec.ssh.local_port,
             "message": spec.message, "config": dict(spec.raw)}}
-    if not _NAMES_FILES.search(text):
+    try:
+        text = yaml_file.read_bytes()
+    except OSError:
+        text = b""
+    if settled and text and not _NAMES_FILES.search(text):
         state["entries"][name] = entry
         state["dirty"] = True
     return entry

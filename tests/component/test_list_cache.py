@@ -17,6 +17,11 @@ from lima.schemas.hostfacts import HostFacts
 from tests.component.cli import run_cli
 
 
+@pytest.fixture(autouse=True)
+def _no_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listcache, "RACY_NS", 0)  # files written here are cached at once
+
+
 @pytest.fixture
 def home(_isolated_home: Path, tmp_path: Path) -> Path:
     image = tmp_path / "img.qcow2"
@@ -60,11 +65,11 @@ def test_an_edited_lima_yaml_is_read_again(
 ) -> None:
     run_cli(["list"], capsys)
     f = home / "a" / "lima.yaml"
-    f.write_text(f.read_text().replace("cpus: 1", "cpus: 2"))
-    code, out, _ = run_cli(["list", "--format", "{{.Name}} {{.CPUs}}"], capsys)
-    assert (code, out) == (0, "a 2\nb 1\n")
+    f.write_text(f.read_text().replace("memory: 512MiB", "memory: 1024MiB"))
+    code, out, _ = run_cli(["list", "--format", "{{.Name}} {{.Memory}}"], capsys)
+    assert (code, out) == (0, f"a {1024**3}\nb {512 * 1024**2}\n")
     assert loads == ["a", "b", "a"]
-    f.write_text(f.read_text().replace("cpus: 2", "cpus: -1"))
+    f.write_text(f.read_text().replace("cpus: 1", "cpus: -1"))
     code, out, _ = run_cli(["list", "--format", "{{.Name}} {{.Status}}", "a"], capsys)
     assert out == "a Broken\n"
 
@@ -94,6 +99,16 @@ def test_a_document_naming_other_files_is_never_cached(
     run_cli(["list"], capsys)
     run_cli(["list"], capsys)
     assert loads == ["a", "b", "b"]
+
+
+def test_a_file_changed_just_now_is_not_cached(
+    home: Path, loads: list[str], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listcache, "RACY_NS", 60 * 10**9)
+    run_cli(["list"], capsys)
+    run_cli(["list"], capsys)
+    assert loads == ["a", "b", "a", "b"]
 
 
 def test_the_key_covers_every_host_fact() -> None:
