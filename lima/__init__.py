@@ -6,4 +6,4 @@ whose lima.yaml, CLI and on-disk layout we follow. It is what `lima-version` fil
 """
 
 __version__ = "0.1.0"
-LIMA_COMPAT_VERSION = "2.1.2"
+LIMA_COMPAT_VERSION = "2.2.0"

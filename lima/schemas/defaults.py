@@ -40,9 +40,10 @@ KEY_ORDER = (
     "minimumLimaVersion", "base", "vmType", "arch", "images", "cpus", "memory", "disk",
     "mounts", "mountTypesUnsupported", "mountType", "mountInotify", "additionalDisks", "ssh",
     "caCerts", "upgradePackages", "containerd", "provision", "probes", "user", "vmOpts",
-    "os", "cpuType", "rosetta", "timezone", "firmware", "audio", "video", "networks",
+    "os", "osOpts", "cpuType", "rosetta", "timezone", "firmware", "audio", "video", "networks",
     "portForwards", "copyToHost", "message", "env", "param", "propagateProxyEnv",
     "hostResolver", "dns", "guestInstallPrefix", "plain", "nestedVirtualization",
+    "tpm",
 )
 
 
@@ -248,6 +249,7 @@ def _fill_all(f: _Filler) -> None:
     f.field("disk")
     f.out["additionalDisks"] = f.concat("additionalDisks")
     f.field("audio.device")
+    f.field("audio.interface")
     f.field("video.display")
     f.field("video.vnc.display")
     f.field("firmware.legacyBIOS")
@@ -308,6 +310,8 @@ def _fill_all(f: _Filler) -> None:
     _set(f.out, "rosetta.enabled", fields.field("rosetta.enabled").default)
     f.field("rosetta.binfmt")
     f.field("nestedVirtualization")
+    f.field("tpm")
+    f.out["osOpts"] = f.merged_map("osOpts")
     if f.field("plain") is True:
         f.out["mounts"] = []
         f.out["portForwards"] = []
@@ -328,7 +332,7 @@ def _unique(items: list[Any]) -> list[Any]:
 def _fill_user(f: _Filler) -> None:
     name, uid, notes = lima_user(f.host)
     derived = {"name": name, "uid": uid}
-    for key in ("name", "comment", "home", "shell", "uid"):
+    for key in ("name", "comment", "home", "shell", "uid", "passwordlessSudo"):
         used = f.scalar(f"user.{key}", None)
         if used is None:
             row = fields.field(f"user.{key}")

@@ -182,17 +182,20 @@ FIELDS: tuple[Field, ...] = (
     Field("user.home", R, default="/home/{{.User}}.guest"),
     Field("user.shell", R, default="/bin/bash"),
     Field("user.uid", R, default=Derived("the host uid; 1000 for root")),
+    Field("user.passwordlessSudo", R, default=True, note="Lima >= 2.2; false is refused"),
     Field("rosetta.enabled", R, Merge.FIXED, default=False),
     Field("rosetta.binfmt", R, default=False),
     Field("firmware.legacyBIOS", R, default=False),
     Field("firmware.images", R, Merge.CONCAT, default=[]),
     Field("audio.device", R, default=""),
+    Field("audio.interface", R, default="", note="Lima >= 2.2"),
     Field("video.display", R, default="none", empty=("",)),
     Field("video.vnc.display", R, default="127.0.0.1:0,to=9"),
     Field("timezone", R, default=_host(lambda h: h.timezone)),
     Field("plain", R, default=False),
     Field("nestedVirtualization", R, default=False),
-    Field("tpm", R),
+    Field("tpm", R, default=False, note="Lima >= 2.2; true is refused (no swtpm here)"),
+    Field("osOpts", R, Merge.MAP, default={}, note="Lima >= 2.2; Windows guests only"),
 )
 
 _BY_PATH = {f.path: f for f in FIELDS}

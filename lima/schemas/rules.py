@@ -412,3 +412,28 @@ def experimental(ctx: Ctx) -> None:
     device = str_of(ctx.get("audio", "device"))
     if device:
         ctx.warn(("audio", "device"), "audio is experimental")
+
+
+@rule
+def lima22_fields(ctx: Ctx) -> None:
+    """The fields Lima 2.2 added: checked as Lima checks them, and refused where limapy
+    cannot do what they ask (never accepted and ignored). A guest OS limapy does not run
+    (`os: Windows`) is already refused in one line: its settings are not checked."""
+    if ctx.data.get("os") not in (None, "", "default", *OSES):
+        return
+    if ctx.get("user", "passwordlessSudo") is False:
+        ctx.error(("user", "passwordlessSudo"), "false is not supported by limapy (the guest "
+                  "user always gets passwordless sudo; Lima 2.2 allows false only with "
+                  "plain: true)")
+    interface = ctx.get("audio", "interface")
+    check_enum(ctx, ("audio", "interface"), interface, ("", "hda", "virtio"))
+    if interface and str_of(ctx.get("audio", "device")):
+        ctx.warn(("audio", "interface"), "audio.interface is experimental")
+    tpm = ctx.get("tpm")
+    if tpm is True or (isinstance(tpm, dict) and tpm.get("enabled") is True):
+        ctx.error(("tpm",), "is not supported by limapy: a TPM needs swtpm, which limapy "
+                  "does not run")
+    os_opts = ctx.get("osOpts")
+    if isinstance(os_opts, dict) and os_opts:
+        ctx.error(("osOpts",), f"is for Windows guests only (limapy runs Linux guests); "
+                  f"got {', '.join(map(str, os_opts))}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lima.schemas.fields import FIELDS, Drift, covering
+from lima.schemas.fields import FIELDS, UNSET, Derived, Drift, covering
 from lima.schemas.sizes import parse_size
 
 ROW_PATHS = frozenset(f.path for f in FIELDS)
@@ -80,7 +80,20 @@ def _diff(old: Any, new: Any, keys: tuple[str, ...]) -> list[tuple[tuple[str, ..
         for key in [*old, *(k for k in new if k not in old)]:
             out.extend(_diff(old.get(key), new.get(key), (*keys, str(key))))
         return out
+    if old is None and _is_fixed_builtin(keys, new):
+        return []  # filled by a newer limapy (a field Lima added): what the old one meant
     return [] if old == new else [(keys, old, new)]
+
+
+def _is_fixed_builtin(keys: tuple[str, ...], value: Any) -> bool:
+    """Whether `value` is the plain builtin default of exactly the row `keys` names."""
+    row = covering(keys)
+    if row is None or row.path != ".".join(keys):
+        return False
+    default = row.default
+    if default is UNSET or isinstance(default, Derived) or callable(default):
+        return False
+    return bool(value == default and type(value) is type(default))
 
 
 def _has_finer_rows(keys: tuple[str, ...]) -> bool:

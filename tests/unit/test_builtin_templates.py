@@ -3,7 +3,7 @@
 Lima's templates at v2.2.0 are test data beside the project (../shared/lima-templates-v2.2.0,
 never copied into it; CI provides it and the test fails there without it): every Linux
 template must resolve and fill, or fail with the one clear line of `minimumLimaVersion`
-(limapy follows Lima 2.1.2); other guest OSes may fail with one clear line. The constructs those
+(limapy follows Lima 2.2.0, lima.LIMA_COMPAT_VERSION); other guest OSes may fail with one clear line. The constructs those
 templates use (template:// bases, relative and nested bases, symlinked names, {{ }}
 fields, param maps) are also covered by small equivalents below, so this runs always.
 """
@@ -92,7 +92,8 @@ LIMA_DIR = ROOT.parent / "shared" / "lima-templates-v2.2.0"
 NON_LINUX = ("macos", "freebsd", "windows", "wsl2")
 # Files in Lima's folder that are not lima.yaml documents (ansible.yaml's playbook).
 NOT_TEMPLATES = ("ansible/",)
-# limapy follows Lima 2.1.2 (lima.LIMA_COMPAT_VERSION) until issue 10.
+# limapy follows Lima 2.2.0 (lima.LIMA_COMPAT_VERSION): a Linux template asking for a newer Lima
+# fails with this line. None of Lima 2.2.0's own templates does any more.
 NEWER_LIMA = "template requires Lima version"
 # A base behind a Lima URL plugin (`limactl-url-SCHEME`, a program limapy does not run).
 URL_PLUGIN = "limactl-url-"

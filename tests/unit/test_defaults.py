@@ -48,7 +48,11 @@ def test_builtin_defaults(tmp_path: Path) -> None:
         "home": "/home/alice.guest",
         "shell": "/bin/bash",
         "uid": 501,
+        "passwordlessSudo": True,  # Lima >= 2.2
     }
+    # Lima 2.2's other new fields, filled as Lima fills them.
+    assert out["tpm"] is False and out["osOpts"] == {}
+    assert out["audio"] == {"device": "", "interface": ""}
     assert out["mountType"] == "9p"  # Lima >= 1.0 on QEMU
     assert out["ssh"] == {
         "localPort": 0,

@@ -132,3 +132,18 @@ def test_every_filled_field_changes_into_a_classified_change(base: dict[str, Any
         assert plan.changes[0].cls is row.drift, keys
         seen += 1
     assert seen > 50
+
+
+def test_fields_lima_2_2_added_are_no_drift_for_an_older_instance(base: dict[str, Any]) -> None:
+    """An instance applied by a limapy following Lima 2.1 has no tpm, osOpts,
+    user.passwordlessSudo or audio.interface in lima.applied.json: their builtin values
+    now are what it ran with, not a change; any other value is one."""
+    old = copy.deepcopy(base)
+    for key in ("tpm", "osOpts"):
+        del old[key]
+    del old["user"]["passwordlessSudo"]
+    del old["audio"]["interface"]
+    assert classify(old, base).verdict == "nothing"
+    plan = classify(old, changed(base, audio__interface="virtio"))
+    assert [c.path for c in plan.changes] == ["audio.interface"]
+    assert plan.verdict == "restart"

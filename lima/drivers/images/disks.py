@@ -55,8 +55,14 @@ class Staged:
 
 
 def candidates(spec: InstanceSpec) -> list[Image]:
-    """The `images[]` entries usable for this instance, in the order written."""
-    return [img for img in spec.images if img.arch == spec.arch]
+    """The `images[]` entries usable for this instance, in the order written: those for
+    its arch of the variant the first of them names (Lima >= 2.2: a `minimal` image is
+    never the fallback of a `server` one; `limactl --image-variant` filters the list)."""
+    for_arch = [img for img in spec.images if img.arch == spec.arch]
+    if not for_arch:
+        return []
+    variant = for_arch[0].variant or None
+    return [img for img in for_arch if (img.variant or None) == variant]
 
 
 def prepare_disks(spec: InstanceSpec, inst_dir: Path) -> None:
