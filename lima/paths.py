@@ -70,8 +70,9 @@ INSTANCE_ENTRIES = frozenset({
     STATUS_JSON, CIDATA_META, QEMU_STDOUT, QEMU_STDERR, HA_QEMU_ARGV, BASEDISK_RECORD,
     APPLIED_SPEC, DNS_SOCK, VNC_DISPLAY, VNC_PASSWORD, HA_VIRTIOFSD,
     # Lima's own names (Lima 2 calls the disks `disk` and `iso`; vz and EFI files).
-    "disk", "iso", "qemu-efi-code.fd", "vz-identifier", "vz-efi", "vz.stdout.log",
-    "vz.stderr.log",
+    "disk", "iso", "image", "image.ipsw", "qemu-efi-code.fd", "vz-identifier", "vz-efi",
+    "vz-hwmodel", "vz-aux", "vz.stdout.log", "vz.stderr.log", "driver.stderr.log",
+    "win-done-installation",
 })
 # The one subdirectory limactl makes in an instance directory: relative portForwards
 # hostSocket paths live in it (Lima's `{{.Dir}}/sock/NAME`). It holds sockets only; a delete

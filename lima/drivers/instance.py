@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from lima import paths
 from lima.drivers import disks, hostagent, procs, store, virtiofs
+from lima.drivers.disklayout import disks_present
 from lima.drivers.display import hostagent_args as display_hostagent_args
 from lima.drivers.display import remove_vnc_files
 from lima.drivers.qemu import qemu_command
@@ -157,17 +158,20 @@ def grow_diffdisk(inst: Path, size: int) -> bool:
     the guest's cloud-init (growpart, resizefs) grows the root file system at boot. Never
     shrinks: apply refuses that before anything stops. True when it grew."""
     from lima.drivers import runner
+    from lima.drivers.disklayout import boot_disk
     from lima.drivers.images.imagecheck import qemu_img_info
 
-    disk = inst / paths.DIFFDISK
+    disk = boot_disk(inst)
     if not disk.is_file():
         return False
-    current = int(qemu_img_info(disk).get("virtual-size", 0))
+    info = qemu_img_info(disk)
+    current = int(info.get("virtual-size", 0))
     if current <= 0 or size <= current:
         return False
     log.info("%s: growing %s from %d to %d bytes", inst.name, disk, current, size)
     try:
-        runner.run(["qemu-img", "resize", "-f", "qcow2", disk.absolute(), str(size)])
+        fmt = str(info.get("format") or "qcow2")  # Lima 2's disk may be raw
+        runner.run(["qemu-img", "resize", "-f", fmt, disk.absolute(), str(size)])
     except runner.CommandError as exc:
         raise PermanentError(f"cannot grow {disk} to {size} bytes: {exc}") from exc
     return True
@@ -199,7 +203,7 @@ class QemuDriver:
         return ObservedState(
             dir_exists=True,
             has_lima_yaml=(inst / paths.LIMA_YAML).is_file(),
-            disks_ready=(inst / paths.BASEDISK).exists() and (inst / paths.DIFFDISK).exists(),
+            disks_ready=disks_present(inst),
             cidata_iid=iid,
             hostagent_pid_alive=ha_alive,
             qemu_pid_alive=qemu_alive,

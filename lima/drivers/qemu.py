@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lima import paths
 from lima.drivers import display, virtfs, virtiofs
+from lima.drivers.disklayout import lima2_disk, lima2_iso
 from lima.drivers.guest import (
     GUEST_AGENT_PORT,
     HOST_RESOLVER_ADDRESS,
@@ -306,6 +307,14 @@ def _boot_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, add: _Add) -
             hint = " (hint: set firmware.legacyBIOS: true)" if spec.arch == "x86_64" else ""
             raise PermanentError(f"no UEFI firmware found for {spec.arch}{hint}")
         out += ["-drive", f"if=pflash,format=raw,readonly=on,file={_esc(host.uefi_code)}"]
+    lima_iso = lima2_iso(inst_dir)
+    if lima_iso is not None:  # Lima 2's layout: the ISO it booted is `iso`
+        add("-boot", "order=d,splash-time=0,menu=on")
+        out += ["-drive", f"file={_esc(lima_iso)},format=raw,media=cdrom,readonly=on"]
+        return out
+    if lima2_disk(inst_dir) is not None:
+        add("-boot", "order=c,splash-time=0,menu=on")
+        return out
     basedisk = inst_dir / paths.BASEDISK
     # Deferred: the images package costs ~140 ms to import, and the host agent's argv
     # needs only this one check from it.
@@ -320,7 +329,12 @@ def _boot_args(spec: InstanceSpec, inst_dir: Path, host: HostFiles, add: _Add) -
 
 
 def _disk_args(inst_dir: Path, data_disks: Sequence[DataDisk] = ()) -> list[str]:
-    diffdisk = inst_dir / paths.DIFFDISK
+    diffdisk, boot_fmt = inst_dir / paths.DIFFDISK, "qcow2"
+    lima_disk = lima2_disk(inst_dir)
+    if lima_disk is not None:
+        from lima.drivers.images.imagecheck import lima2_disk_format
+
+        diffdisk, boot_fmt = lima_disk, lima2_disk_format(lima_disk)
     cidata = inst_dir / paths.CIDATA_ISO
     extra: list[str] = []
     for path, fmt in data_disks:
@@ -328,7 +342,7 @@ def _disk_args(inst_dir: Path, data_disks: Sequence[DataDisk] = ()) -> list[str]
         # which is what the seed tells the boot script (Lima's diskDeviceNameFromOrder).
         extra += ["-drive", f"file={_esc(path)},format={fmt},if=virtio,discard=on"]
     return [
-        "-drive", f"file={_esc(diffdisk)},format=qcow2,if=virtio,discard=on",
+        "-drive", f"file={_esc(diffdisk)},format={boot_fmt},if=virtio,discard=on",
         *extra,
         # cidata as a SCSI CD-ROM, as Lima attaches it (the guest finds it by label).
         "-drive", f"id=cdrom0,if=none,format=raw,readonly=on,file={_esc(cidata)}",

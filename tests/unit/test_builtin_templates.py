@@ -3,9 +3,10 @@
 Lima's templates at v2.2.0 are test data beside the project (../shared/lima-templates-v2.2.0,
 never copied into it; CI provides it and the test fails there without it): every Linux
 template must resolve and fill, or fail with the one clear line of `minimumLimaVersion`
-(limapy follows Lima 2.2.0, lima.LIMA_COMPAT_VERSION); other guest OSes may fail with one clear line. The constructs those
-templates use (template:// bases, relative and nested bases, symlinked names, {{ }}
-fields, param maps) are also covered by small equivalents below, so this runs always.
+(limapy follows Lima 2.2.0, lima.LIMA_COMPAT_VERSION); other guest OSes may fail with one
+clear line. The constructs those templates use (template:// bases, relative and nested
+bases, symlinked names, {{ }} fields, param maps) are also covered by small equivalents
+below, so this runs always.
 """
 
 from __future__ import annotations

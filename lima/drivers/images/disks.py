@@ -72,9 +72,11 @@ def prepare_disks(spec: InstanceSpec, inst_dir: Path) -> None:
     (or TemporaryError when some candidate may work on a retry) listing every
     candidate and why it failed.
     """
+    from lima.drivers.disklayout import lima2_disk
+
     diffdisk = inst_dir / paths.DIFFDISK
-    if diffdisk.exists():
-        log.debug("%s exists: disks already prepared", diffdisk)
+    if diffdisk.exists() or lima2_disk(inst_dir) is not None:
+        log.debug("%s: disks already prepared", inst_dir)
         return
     inst_dir.mkdir(parents=True, exist_ok=True)
     images = candidates(spec)

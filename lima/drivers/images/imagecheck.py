@@ -140,6 +140,12 @@ def check_instance_disks(inst_dir: Path) -> None:
     words and the file's name, permanently, instead of as a qemu that exits at once and
     a host agent that is retried. About 15 ms (two or three qemu-img runs).
     """
+    from lima.drivers.disklayout import lima2_disk
+
+    lima_disk = lima2_disk(inst_dir)
+    if lima_disk is not None:
+        _check_lima2_disk(lima_disk)
+        return
     basedisk = inst_dir / paths.BASEDISK
     diffdisk = inst_dir / paths.DIFFDISK
     for disk in (basedisk, diffdisk):
@@ -195,3 +201,23 @@ def _same_file(inst_dir: Path, name: str, target: Path) -> bool:
         return candidate.resolve() == target.resolve()
     except OSError:
         return False
+
+
+def lima2_disk_format(disk: Path) -> str:
+    """The format of Lima 2's `disk` as qemu-img sees it: "qcow2" or "raw" (PermanentError
+    for anything else), so QEMU is told it rather than left to probe."""
+    fmt = qemu_img_info(disk).get("format")
+    if fmt not in ("qcow2", "raw"):
+        raise PermanentError(f"{disk}: qemu-img sees format {fmt!r}; Lima's disk is qcow2 "
+                             f"or raw")
+    return str(fmt)
+
+
+def _check_lima2_disk(disk: Path) -> None:
+    """Lima 2's `disk` (the whole boot disk): qcow2 or raw, naming no host file."""
+    lima2_disk_format(disk)
+    named = host_files_named(qemu_img_info(disk))
+    if named:
+        role, host_path = named[0]
+        raise PermanentError(f"{disk}: refusing to boot: it names the host file {host_path} "
+                             f"as its {role}")

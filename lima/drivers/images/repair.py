@@ -13,6 +13,10 @@ has its lima.yaml but lacks basedisk or diffdisk. The rules, by what is missing:
   block from basedisk. A fresh copy of the image may take its place only when its bytes
   are the ones diffdisk was created on (basedisk.json, see `baserecord`); then it is put
   back with a warning, else a permanent error names both files.
+
+A directory laid out by Lima 2 (`disk`, see lima.drivers.disklayout) has nothing to
+repair; one where Lima 2 downloaded `image` but made no `disk` yet gets it made from that
+image, as Lima would (`adopt_lima_image`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import os
 from pathlib import Path
 
 from lima import paths
-from lima.drivers import procs
+from lima.drivers import procs, runner
+from lima.drivers.disklayout import LIMA_DISK, LIMA_IMAGE, LIMA_ISO, lima2_disk
 from lima.drivers.images.baserecord import BaseRecord, digest_file, read_record
 from lima.drivers.images.disks import Staged, candidates, prepare_disks, stage_image
+from lima.drivers.images.imagecheck import check_base_image, is_iso
 from lima.errors import LimaError, PermanentError
 from lima.schemas.spec import InstanceSpec
 
@@ -43,6 +49,11 @@ def has_booted(inst_dir: Path) -> bool:
 def repair_disks(spec: InstanceSpec, inst_dir: Path) -> None:
     """Make the instance's missing disks again if no data is lost by that (see the module
     docstring); PermanentError otherwise. Nothing to do when both are there."""
+    if lima2_disk(inst_dir) is not None:
+        return  # made by Lima 2: its `disk` is the whole disk, nothing to make
+    if (inst_dir / LIMA_IMAGE).is_file() and not (inst_dir / paths.DIFFDISK).exists():
+        adopt_lima_image(inst_dir, spec.disk)
+        return
     name = inst_dir.name
     base, diff = inst_dir / paths.BASEDISK, inst_dir / paths.DIFFDISK
     has_base, has_diff = base.exists(), diff.exists()
@@ -56,6 +67,29 @@ def repair_disks(spec: InstanceSpec, inst_dir: Path) -> None:
         prepare_disks(spec, inst_dir)
         return
     restore_basedisk(spec, inst_dir)
+
+
+def adopt_lima_image(inst_dir: Path, size: int) -> None:
+    """Lima 2 downloaded `image` but stopped before making its disk: finish as Lima does
+    (an ISO becomes `iso` beside a blank qcow2 `disk`, any other image becomes `disk`),
+    after the checks every base image gets, rather than download another one beside it."""
+    image = inst_dir / LIMA_IMAGE
+    check_base_image(image, str(image))
+    disk = inst_dir / LIMA_DISK
+    if not is_iso(image):
+        log.info("%s: using Lima's downloaded %s as its disk", inst_dir.name, image)
+        os.rename(image, disk)
+        return
+    iso = inst_dir / LIMA_ISO
+    os.rename(image, iso)
+    tmp = inst_dir / f".{LIMA_DISK}.tmp"
+    try:
+        runner.run(["qemu-img", "create", "-f", "qcow2", tmp, str(size)])
+        os.replace(tmp, disk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        os.rename(iso, image)
+        raise
 
 
 def _data_gone(name: str, inst_dir: Path, diff: Path) -> str:
