@@ -276,6 +276,16 @@ CASES = [
     ("firmware-image", "firmware:\n  images:\n  - location: /edk2.fd\n    vmType: qemu\n",
      "firmware:\n  images:\n  - location: /edk2.fd\n    vmType: bhyve\n",
      "firmware.images[0].vmType", 7, "must be one of"),
+    # Lima 2.2's fields: checked as Lima checks them, refused where limapy cannot do them.
+    ("passwordlessSudo", "user:\n  passwordlessSudo: true\n",
+     "user:\n  passwordlessSudo: false\n", "user.passwordlessSudo", 5, "not supported"),
+    ("audio-interface", "audio:\n  interface: virtio\n", "audio:\n  interface: ac97\n",
+     "audio.interface", 5, 'must be one of "", "hda", "virtio"'),
+    ("tpm", "tpm: false\n", "tpm: true\n", "tpm", 4, "needs swtpm"),
+    ("tpm-enabled", "tpm:\n  enabled: false\n", "tpm:\n  enabled: true\n", "tpm", 4,
+     "needs swtpm"),
+    ("osOpts", "osOpts: {}\n", "osOpts:\n  Windows:\n    virtioWin: []\n", "osOpts", 4,
+     "Windows guests only"),
 ]
 
 
