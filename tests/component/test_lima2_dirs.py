@@ -19,6 +19,7 @@ from lima.drivers.images import check_instance_disks, qemu_img_info
 from lima.drivers.images.disks import candidates
 from lima.drivers.instance import QemuDriver, grow_diffdisk
 from lima.drivers.qemu import HostFiles, qemu_argv
+from lima.errors import PermanentError
 from lima.states.actions import CreateInstance
 from lima.states.model import DesiredState, RunState
 from tests.component.cli import run_cli
@@ -215,3 +216,15 @@ def test_candidates_are_those_of_the_first_variant(_isolated_home: Path) -> None
         "https://example.invalid/server-amd64.img"]
     without = replace(spec, images=tuple(replace(i, variant=None) for i in spec.images))
     assert len(candidates(without)) == 2
+
+
+def test_disk_linked_to_a_file_elsewhere_is_not_booted(
+    _isolated_home: Path, tmp_path: Path
+) -> None:
+    inst = lima2_instance(_isolated_home)
+    elsewhere = tmp_path / "someones.qcow2"
+    (inst / "disk").rename(elsewhere)
+    (inst / "disk").symlink_to(elsewhere)
+    with pytest.raises(PermanentError, match="is a symbolic link to"):
+        check_instance_disks(inst)
+    assert elsewhere.is_file()

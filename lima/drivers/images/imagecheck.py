@@ -17,6 +17,7 @@ a running qemu holds locked.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,12 @@ def lima2_disk_format(disk: Path) -> str:
 
 
 def _check_lima2_disk(disk: Path) -> None:
-    """Lima 2's `disk` (the whole boot disk): qcow2 or raw, naming no host file."""
+    """Lima 2's `disk` (the whole boot disk): a file of the instance directory (Lima's
+    only symlink, `disk -> diffdisk`, is limapy's own layout), qcow2 or raw, naming no
+    host file."""
+    if disk.is_symlink():
+        raise PermanentError(f"{disk}: refusing to boot: it is a symbolic link to "
+                             f"{os.readlink(disk)}, not the instance's own disk")
     lima2_disk_format(disk)
     named = host_files_named(qemu_img_info(disk))
     if named:
