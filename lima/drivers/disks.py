@@ -1,7 +1,7 @@
-"""Lima disks: `$LIMA_HOME/_disk/NAME/datadisk` and the `in_use_by` symlink lock.
+"""Lima disks: `$LIMA_HOME/_disks/NAME/datadisk` and the `in_use_by` symlink lock.
 
 A disk lives apart from every instance, so deleting an instance never touches it. While
-an instance uses it, `_disk/NAME/in_use_by` is a symlink to that instance's directory
+an instance uses it, `_disks/NAME/in_use_by` is a symlink to that instance's directory
 (Lima's layout, so Lima and limapy read each other's locks); another instance is refused
 with the holder's name. Called by `limactl disk` (lima.commands.disk), by the QEMU driver
 when it starts a guest (`lock_for_instance`, `drives`) and whenever a guest is gone (the
@@ -10,6 +10,7 @@ host agent's exit, stop, delete: `unlock_instance_disks`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,9 @@ from typing import Any
 from lima import paths
 from lima.errors import LimaError, NotFoundError, PermanentError, SpecError
 
-DISK_DIR = "_disk"
+DISK_DIR = "_disks"  # Lima's name (its filenames.DisksDir)
+# Where limapy kept disks before it used Lima's name: moved to DISK_DIR on first use.
+LEGACY_DISK_DIR = "_disk"
 DATADISK = "datadisk"
 IN_USE_BY = "in_use_by"
 FORMATS = ("qcow2", "raw")
@@ -31,11 +34,18 @@ _NAME = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 
 
 def disks_root() -> Path:
-    return paths.lima_home() / DISK_DIR
+    """`$LIMA_HOME/_disks`. A `_disk` an older limapy made (and no `_disks`) is renamed to
+    it first, atomically, so its disks are Lima's and limapy's alike."""
+    root = paths.lima_home() / DISK_DIR
+    legacy = paths.lima_home() / LEGACY_DISK_DIR
+    if not os.path.lexists(root) and legacy.is_dir() and not legacy.is_symlink():
+        with contextlib.suppress(FileNotFoundError):  # another limactl moved it meanwhile
+            os.rename(legacy, root)
+    return root
 
 
 def disk_dir(name: str) -> Path:
-    """`$LIMA_HOME/_disk/NAME` for a valid disk name (letters, digits, `.`, `_`, `-`)."""
+    """`$LIMA_HOME/_disks/NAME` for a valid disk name (letters, digits, `.`, `_`, `-`)."""
     if not _NAME.match(name):
         raise SpecError(f"invalid disk name `{name}`: use letters, digits and . _ - "
                         "(not at the start or the end)")
@@ -104,7 +114,7 @@ def inspect_disk(name: str, fs_type: str | None = None) -> Disk:
 
 
 def disk_names() -> list[str]:
-    """Every directory in `_disk`, sorted (Lima's store.Disks)."""
+    """Every directory in `_disks`, sorted (Lima's store.Disks)."""
     root = disks_root()
     try:
         return sorted(e.name for e in root.iterdir() if e.is_dir())
@@ -189,7 +199,7 @@ def bytes_size(n: float) -> str:
 
 
 def create_disk(name: str, size: int, fmt: str) -> Disk:
-    """Make `_disk/NAME/datadisk` with qemu-img; nothing is left behind on failure."""
+    """Make `_disks/NAME/datadisk` with qemu-img; nothing is left behind on failure."""
     from lima.drivers import runner
 
     if fmt not in FORMATS:

@@ -55,7 +55,7 @@ class Mount:
 
 @dataclass(frozen=True)
 class AdditionalDisk:
-    """One `additionalDisks[]` entry: a Lima disk ($LIMA_HOME/_disk/NAME) to attach."""
+    """One `additionalDisks[]` entry: a Lima disk ($LIMA_HOME/_disks/NAME) to attach."""
 
     name: str
     format: bool = False  # mkfs it at first use when it has no `lima-NAME` label

@@ -463,7 +463,7 @@ def test_data_disk_mounted_and_refused_to_another(deb: Deb) -> None:
     assert mounts == ["/dev/vdb1", "ext4", "lima-data"]
     held = disk_json(limactl)["data"]
     assert (held["instance"], held["instanceDir"]) == (NAME, str(limactl.home / NAME))
-    assert (limactl.home / "_disk" / "data" / "in_use_by").is_symlink()
+    assert (limactl.home / "_disks" / "data" / "in_use_by").is_symlink()
 
     # Refusals while the instance runs.
     delete = limactl("disk", "delete", "data", check=False)
@@ -557,6 +557,6 @@ def test_restart_grows_root_keeps_data_and_reports_a_failed_mount(deb: Deb) -> N
     skipped = limactl("disk", "delete", "data")
     assert "Skipping deleting disk `data`" in skipped.stderr and f"`{NAME}`" in skipped.stderr
     limactl("delete", "-f", NAME, timeout=300)
-    assert (limactl.home / "_disk" / "data" / "datadisk").is_file()
+    assert (limactl.home / "_disks" / "data" / "datadisk").is_file()
     limactl("disk", "delete", "--force", "data")
-    assert not (limactl.home / "_disk" / "data").exists()
+    assert not (limactl.home / "_disks" / "data").exists()

@@ -38,21 +38,21 @@ def disk_json(limactl: Limactl) -> dict[str, dict[str, object]]:
 def test_disk_verbs_without_guests(limactl: Limactl) -> None:
     made = limactl("disk", "create", "scratch", "--size", "64MiB", "--format", "raw")
     assert "Creating raw disk `scratch` with size 64MiB" in made.stderr
-    data = limactl.home / "_disk" / "scratch" / "datadisk"
+    data = limactl.home / "_disks" / "scratch" / "datadisk"
     assert data.stat().st_size == 64 << 20
     again = limactl("disk", "create", "scratch", "--size", "1GiB", check=False)
     assert again.returncode == 1
     assert "disk `scratch` already exists" in again.stderr
     bad = limactl("disk", "create", "x", "--size", "1GiB", "--format", "vmdk", check=False)
     assert "disk format `vmdk` not supported, use `qcow2` or `raw` instead" in bad.stderr
-    assert not (limactl.home / "_disk" / "x").exists()
+    assert not (limactl.home / "_disks" / "x").exists()
 
     limactl("disk", "create", "q", "--size", "1GiB")
     listed = disk_json(limactl)
     assert listed["q"]["format"] == "qcow2" and listed["q"]["size"] == GiB
     assert listed["scratch"] == {
         "name": "scratch", "size": 64 << 20, "format": "raw",
-        "dir": str(limactl.home / "_disk" / "scratch"), "instance": "", "instanceDir": "",
+        "dir": str(limactl.home / "_disks" / "scratch"), "instance": "", "instanceDir": "",
         "mountPoint": "/mnt/lima-scratch"}
     table = limactl("disk", "ls").stdout.splitlines()
     assert re.split(r"\s{2,}", table[0].strip()) == ["NAME", "SIZE", "FORMAT", "DIR",
@@ -68,6 +68,6 @@ def test_disk_verbs_without_guests(limactl: Limactl) -> None:
     gone = limactl("disk", "delete", "nosuch", "q")
     assert "Ignoring non-existent disk `nosuch`" in gone.stderr
     assert "Deleted `q`" in gone.stderr
-    assert not (limactl.home / "_disk" / "q").exists()
+    assert not (limactl.home / "_disks" / "q").exists()
     unlocked = limactl("disk", "unlock", "scratch")
     assert "Ignoring unlocked disk `scratch`" in unlocked.stderr

@@ -127,3 +127,22 @@ def test_fs_type_is_checked_with_file_and_line() -> None:
     found = [str(p) for p in check(loaded.data, from_loaded(loaded.lines, "d.yaml"), "d.yaml")]
     assert found == ['d.yaml:8: additionalDisks[1].fsType: invalid file system type '
                      '"ext4;reboot": use a name such as ext4, xfs, btrfs or swap']
+
+
+def test_disks_live_in_limas_dir_and_an_older_limapys_dir_moves_there(
+    _isolated_home: Path,
+) -> None:
+    """Lima keeps disks in `$LIMA_HOME/_disks` (filenames.DisksDir); limapy once used
+    `_disk`: its disks are moved, whole, on first use, never copied or lost."""
+    old = _isolated_home / "_disk" / "data"
+    old.mkdir(parents=True)
+    (old / "datadisk").write_bytes(b"\0" * 4096)
+    (old / "datadisk").chmod(0o600)
+    assert disks.disk_names() == ["data"]
+    assert disks.disk_dir("data") == _isolated_home / "_disks" / "data"
+    assert (_isolated_home / "_disks" / "data" / "datadisk").read_bytes() == b"\0" * 4096
+    assert not (_isolated_home / "_disk").exists()
+    # Both there (a Lima made `_disks` too): the legacy one is left alone, not merged.
+    (_isolated_home / "_disk" / "other").mkdir(parents=True)
+    assert disks.disk_names() == ["data"]
+    assert (_isolated_home / "_disk" / "other").is_dir()
