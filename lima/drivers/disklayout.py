@@ -43,6 +43,12 @@ def lima2_iso(inst_dir: Path) -> Path | None:
     return iso if lima2_disk(inst_dir) is not None and iso.is_file() else None
 
 
+def lima2_pending(inst_dir: Path) -> bool:
+    """Whether Lima 2 laid the directory out: its `disk`, or the `image` it downloaded
+    and would have made `disk` from (lima.drivers.images.repair finishes that)."""
+    return lima2_disk(inst_dir) is not None or (inst_dir / LIMA_IMAGE).is_file()
+
+
 def boot_disk(inst_dir: Path) -> Path:
     """The writable disk QEMU boots: Lima 2's `disk`, else `diffdisk`."""
     return lima2_disk(inst_dir) or inst_dir / paths.DIFFDISK

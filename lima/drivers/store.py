@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lima import LIMA_COMPAT_VERSION, paths
 from lima.drivers import procs, safefs
-from lima.drivers.disklayout import lima2_disk
+from lima.drivers.disklayout import lima2_pending
 from lima.errors import LimaError, NotFoundError
 from lima.fsutil import atomic_write
 from lima.names import instance_dir_for, validate_name
@@ -130,7 +130,7 @@ def inspect_processes(name: str, inst_dir: Path) -> Inspection:
     if not (inst_dir / paths.LIMA_YAML).is_file():
         ins.status = STATUS_BROKEN
         ins.errors.append(f"{inst_dir / paths.LIMA_YAML} is missing")
-    elif not (inst_dir / paths.DIFFDISK).exists() and lima2_disk(inst_dir) is None:
+    elif not (inst_dir / paths.DIFFDISK).exists() and not lima2_pending(inst_dir):
         from lima.drivers.images.repair import has_booted
 
         if has_booted(inst_dir):

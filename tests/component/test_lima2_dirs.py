@@ -154,11 +154,15 @@ def test_migrated_layout_boots_the_legacy_overlay(_isolated_home: Path) -> None:
     assert drives(argv(inst))[0].startswith(f"file={inst / paths.DIFFDISK},format=qcow2")
 
 
-def test_downloaded_image_becomes_the_disk_as_lima_would(_isolated_home: Path) -> None:
+def test_downloaded_image_becomes_the_disk_as_lima_would(
+    _isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Lima downloaded `image` but made no `disk` yet: it is used, nothing is fetched."""
     inst = lima2_instance(_isolated_home)
     (inst / "disk").rename(inst / "image")
     image_bytes = (inst / "image").read_bytes()
+    code, out, err = run_cli(["list", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["status"] == "Stopped", out + err
     out = QemuDriver().execute("vm", CreateInstance(), desired_for(inst))
     assert out.ok, out.error
     assert (inst / "disk").read_bytes() == image_bytes
