@@ -200,3 +200,14 @@ def test_lima_version(capfd: pytest.CaptureFixture[str]) -> None:
 
     code, out, _ = lima(["--version"], capfd)
     assert code == 0 and LIMA_COMPAT_VERSION in out
+
+
+def test_info_shows_the_default_block_list(capfd: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("LIMA_SHELLENV_BLOCK", "ONLY_THIS")  # info shows the built-in list
+    code, out, err = run_cli(["info"], capfd)
+    assert code == 0, err
+    block = json.loads(out)["shellEnvBlock"]
+    assert {"PATH", "SSH_*", "USER"} <= set(block) and "ONLY_THIS" not in block
