@@ -211,3 +211,11 @@ def test_info_shows_the_default_block_list(capfd: pytest.CaptureFixture[str],
     assert code == 0, err
     block = json.loads(out)["shellEnvBlock"]
     assert {"PATH", "SSH_*", "USER"} <= set(block) and "ONLY_THIS" not in block
+
+
+def test_lima_help_names_the_instance(capfd: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIMA_INSTANCE", "dev")
+    code, out, _ = lima(["--help"], capfd)
+    assert code == 0 and out.startswith("Usage: lima [COMMAND...]")
+    assert "`limactl shell dev`" in out and "$LIMA_WORKDIR" in out
