@@ -57,7 +57,7 @@ SHORT_HELP: dict[str, str] = {
     "list": "List instances of Lima.",
     "protect": "Protect instances from deletion.",
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
-    "shell": "Execute a shell (or COMMAND) in instance NAME over ssh.",
+    "shell": "Execute shell in Lima",
     "start": "Start an instance (NAME), or create and start one from FILE / template:NAME.",
     "stop": "Stop an instance.",
     "unprotect": "Allow deleting instances again.",
