@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
 
 import click
 
@@ -57,7 +57,7 @@ SHORT_HELP: dict[str, str] = {
     "list": "List instances of Lima.",
     "protect": "Protect instances from deletion.",
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
-    "shell": "Execute a shell (or COMMAND) in instance NAME over ssh.",
+    "shell": "Execute shell in Lima",
     "start": "Start an instance (NAME), or create and start one from FILE / template:NAME.",
     "stop": "Stop an instance.",
     "unprotect": "Allow deleting instances again.",
@@ -197,17 +197,34 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
+def lima_args(args: list[str], environ: Mapping[str, str]) -> list[str]:
+    """The `limactl` arguments `lima ARGS` stands for, as Lima's wrapper builds them:
+    `shell [--workdir $LIMA_WORKDIR] [--shell $LIMA_SHELL] --instance $LIMA_INSTANCE ARGS`,
+    so flags in ARGS are `limactl shell`'s (up to the first other word, or `--`). A lone
+    `-v`/`--version` is limactl's."""
+    if len(args) == 1 and args[0] in ("-v", "--version"):
+        return args
+    shell_args = ["--instance", environ.get("LIMA_INSTANCE") or "default", *args]
+    if environ.get("LIMA_SHELL"):
+        shell_args = ["--shell", environ["LIMA_SHELL"], *shell_args]
+    if environ.get("LIMA_WORKDIR"):
+        shell_args = ["--workdir", environ["LIMA_WORKDIR"], *shell_args]
+    return ["shell", *shell_args]
+
+
 def lima_main(argv: list[str] | None = None) -> None:
     """Entry point of `lima`: `lima CMD...` is `limactl shell $LIMA_INSTANCE CMD...`."""
     args = list(sys.argv[1:] if argv is None else argv)
-    instance = os.environ.get("LIMA_INSTANCE") or "default"
-    shell_args: list[Any] = ["shell"]
-    if args and args[0] in ("-h", "--help"):
-        click.echo("Usage: lima [COMMAND...]\n\n"
-                   "Runs `limactl shell $LIMA_INSTANCE COMMAND...` (LIMA_INSTANCE defaults to "
-                   "'default'; LIMA_SHELL and LIMA_WORKDIR are honoured).")
+    if len(args) == 1 and args[0] in ("-h", "--help"):
+        instance = os.environ.get("LIMA_INSTANCE") or "default"
+        click.echo(f"Usage: lima [COMMAND...]\n\n"
+                   f"`lima` runs `limactl shell {instance}` with COMMAND (or a login shell).\n"
+                   f"Set $LIMA_INSTANCE to use another instance than \"{instance}\", and\n"
+                   "$LIMA_SHELL and $LIMA_WORKDIR for the shell and the working directory\n"
+                   "in the guest.\n\n"
+                   "`limactl shell --help` describes the flags it takes.")
         return
-    main([*shell_args, instance, *args])
+    main(lima_args(args, os.environ))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import click
 
 from lima import LIMA_COMPAT_VERSION, __version__, paths
 from lima.schemas.arch import host_arch
+from lima.shellenv import DEFAULT_BLOCK_LIST
 
 
 def _templates() -> list[dict[str, str]]:
@@ -42,6 +43,8 @@ def info() -> None:
         "limaHome": str(paths.lima_home()),
         "vmTypes": ["qemu"],
         "vmTypesEx": {"qemu": {}},  # built in: no external driver location, as Lima's qemu
+        # `limactl shell --preserve-env`'s built-in block list (LIMA_SHELLENV_BLOCK aside).
+        "shellEnvBlock": list(DEFAULT_BLOCK_LIST),
         "identityFile": str(paths.user_identity()),
         # Lima prints Go's names: GOOS ("linux", "darwin") and its arch spelling.
         "hostOS": platform.system().lower(),

@@ -1,4 +1,8 @@
-"""`limactl shell [--workdir D] [--shell S] NAME [CMD...]` (and `lima CMD...`): a shell in a guest.
+"""`limactl shell [flags] NAME [CMD...]` (and `lima CMD...`): a shell in a guest.
+
+Flags are parsed with Lima's rules by lima.commands.shell_args; `--preserve-env` passes
+what lima.shellenv lets through; `--start` starts a stopped instance through
+`limactl start`'s path; `--reconnect` ends the ssh ControlMaster first.
 
 Reads the ssh port from the host agent (ha.sock), builds the system `ssh` command with the
 instance's options (`-F <inst>/ssh.config lima-NAME`: ControlMaster on ssh.sock, plus
@@ -34,14 +38,16 @@ from pathlib import Path
 import click
 
 from lima import paths
+from lima.commands.shell_args import HELP, ShellArgs, UsageError, parse
 from lima.drivers.sshconfig import LIVENESS_OPTIONS
 from lima.errors import LimaError, NotFoundError
 from lima.names import guest_hostname
+from lima.shellenv import preserved
 
 log = logging.getLogger(__name__)
 
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-_TYPO_VERBS = ("create", "start", "stop", "delete", "shell")
+_TYPO_VERBS = ("create", "start", "delete", "shell")  # as Lima warns
 
 # (host location, guest mount point)
 MountPair = tuple[str, str]
@@ -96,13 +102,16 @@ def remote_script(
     mounts: Sequence[MountPair] = (),
     shell: str | None = None,
     home: str | None = None,
+    env: Sequence[str] = (),
 ) -> str:
     """The one string ssh runs in the guest.
 
     `workdir` must exist (else exit 1). Otherwise the host's `cwd` is entered when a mount
     covers it (falling back to the host's `home` when that is mounted, else the guest home),
     else the mounted host home (as Lima), else the login shell starts at the guest home.
-    `shell` replaces the user's login shell ($SHELL in the guest).
+    `shell` replaces the user's login shell ($SHELL in the guest). `env` (`NAME=value`
+    words, from `--preserve-env`) is set for the login shell with `env`, as Lima does, so
+    the guest's profile can still override it.
     """
     guest_home = map_to_guest(home, mounts) if home else None
     if workdir:
@@ -115,7 +124,8 @@ def remote_script(
         else:
             cd = f"cd {shlex.quote(guest_home)} || cd ~" if guest_home else ""
     sh = shlex.quote(shell) if shell else '"$SHELL"'
-    script = f"exec {sh} -l"
+    prefix = "".join(f"{shlex.quote(assignment)} " for assignment in env)
+    script = f"exec env {prefix}{sh} -l" if env else f"exec {sh} -l"
     if command:
         script += " -c " + shlex.quote(quote_command(command))
     return f"{cd} ; {script}" if cd else script
@@ -283,40 +293,154 @@ def diagnose_ssh_failure(name: str, inst_dir: Path, port: int) -> str | None:
     )
 
 
-@click.command(
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
-@click.option("--workdir", envvar="LIMA_WORKDIR", default=None,
-              help="Working directory in the guest (default: the host's, when mounted).")
-@click.option("--shell", "shell_", envvar="LIMA_SHELL", default=None,
-              help="Shell interpreter, e.g. /bin/bash.")
-@click.option("--tty/--no-tty", default=None,
-              help="Force or refuse a terminal (default: when stdin and stdout are ttys).")
-@click.argument("name")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def shell(
-    workdir: str | None, shell_: str | None, tty: bool | None, name: str,
-    command: tuple[str, ...],
-) -> int:
-    """Execute a shell (or COMMAND) in instance NAME over ssh."""
-    args = list(command)
-    if args and args[0] == "--":
-        args = args[1:]
+def _master_alive(sock: Path) -> bool:
+    """Whether an ssh ControlMaster still listens on `sock`."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
+
+
+def exit_master(name: str, inst_dir: Path, port: int) -> None:
+    """`--reconnect`: end the instance's ssh ControlMaster (`ssh -O exit`), so the shell
+    opens a fresh connection. A socket whose master already died is removed, as Lima does."""
+    from lima.drivers import runner
+
+    sock = inst_dir / paths.SSH_SOCK
+    if not sock.exists():
+        return
+    log.info("Exiting ssh session for the instance `%s`", name)
+    ssh = os.environ.get("SSH") or "ssh"
+    config = inst_dir / paths.SSH_CONFIG
+    if config.exists():
+        argv = [ssh, "-F", str(config), "-O", "exit", "-p", str(port), guest_hostname(name)]
+    else:
+        argv = [ssh, "-o", f"ControlPath={sock}", "-O", "exit", "-p", str(port), "127.0.0.1"]
+    result = runner.run(argv, check=False, timeout=30)
+    if result.returncode == 0:
+        return
+    if _master_alive(sock):
+        raise LimaError(f"could not end the ssh session of instance `{name}`: "
+                        f"{result.stderr.strip() or f'ssh exited {result.returncode}'}")
+    sock.unlink(missing_ok=True)
+    log.warning("Removed stale ssh control socket for the instance `%s` after the master "
+                "had already exited", name)
+
+
+def start_instance(name: str) -> None:
+    """`--start`: start a stopped instance the way `limactl start NAME` does (progress on
+    stderr, so stdout stays the guest command's)."""
+    from lima.commands import lifecycle
+    from lima.commands.diff import plan_instance
+
+    resolved = lifecycle.load_stored(name)
+    generation = plan_instance(name, resolved).generation
+    actions = lifecycle.converge(name, "running", spec=resolved.spec, generation=generation,
+                                 verb="start")
+    if actions:
+        lifecycle.show_message(name)
+
+
+def _ask_to_start() -> bool:
+    """Lima's question when a terminal user opens a shell on a stopped instance."""
+    if not sys.stdin.isatty():
+        return False
+    return click.confirm("Do you want to start the instance now?", default=True, err=True)
+
+
+def ensure_running(name: str, inst_dir: Path, start: bool | None, tty: bool) -> None:
+    """Refuse a stopped instance as Lima does, or start it (`--start`, or yes to the
+    question asked when `--tty` and `--start` was not given)."""
+    from lima.drivers import store
+
+    if store.inspect_processes(name, inst_dir).status != store.STATUS_STOPPED:
+        return
+    start_now = bool(start)
+    if tty and start is None:
+        start_now = _ask_to_start()
+    if not start_now:
+        raise LimaError(f"instance `{name}` is stopped, run `limactl start {name}` "
+                        "to start the instance")
+    start_instance(name)
+
+
+_LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+               "warn": logging.WARNING, "warning": logging.WARNING, "error": logging.ERROR,
+               "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
+
+
+def _global_flags(parsed: ShellArgs) -> bool:
+    """Apply the global flags given after `shell`; return `--tty` (Lima's: ask questions;
+    default: stdout is a terminal)."""
+    level = str(parsed.get("log-level", ""))
+    if level:
+        if level.lower() not in _LOG_LEVELS:
+            raise UsageError(f'not a valid logrus Level: "{level}"')
+        logging.getLogger().setLevel(_LOG_LEVELS[level.lower()])
+    elif parsed.get("debug"):
+        logging.getLogger().setLevel(logging.DEBUG)
+    log_format = str(parsed.get("log-format", "text"))
+    if log_format != "text":
+        raise UsageError(f"--log-format={log_format} is not supported by `limactl shell`")
+    if parsed.get("sync"):
+        raise UsageError("--sync is not supported by limapy's `limactl shell`")
+    if parsed.given("tty") and parsed.given("yes"):
+        raise UsageError("cannot use both --tty and --yes flags at the same time")
+    if parsed.given("yes"):
+        log.warning("--yes flag is deprecated (--tty=false is still supported and works in "
+                    "the same way. Also consider using --start)")
+        return not parsed.get("yes")
+    if parsed.given("tty"):
+        return bool(parsed.get("tty"))
+    return sys.stdout.isatty()
+
+
+def wants_pty() -> bool:
+    """Whether ssh gets `-t`: when stdin and stdout are terminals (Lima's `--tty` does not
+    decide this; with stdin not a terminal ssh would not allocate one anyway)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+class _RawArgs(click.Command):
+    """Hands every argument to the callback as given: Lima's flag rules are in shell_args."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.params["argv"] = list(args)
+        return []
+
+
+@click.command(cls=_RawArgs, add_help_option=False, help=HELP,
+               short_help="Execute shell in Lima")
+def shell(argv: list[str]) -> int:
+    """`limactl shell [flags] INSTANCE [COMMAND...]`."""
+    parsed = parse(argv)
+    if parsed.get("help"):
+        click.echo(HELP, nl=False)
+        return 0
+    tty = _global_flags(parsed)
+    name, args = parsed.instance, parsed.command
     if args and args[0] in _TYPO_VERBS:
-        click.echo(f"warning: perhaps you meant `limactl {' '.join(args)}`?", err=True)
+        log.warning("Perhaps you meant `limactl %s`?", " ".join(args))
     inst_dir = paths.instance_dir(name)
     if not (inst_dir / paths.LIMA_YAML).exists():
-        raise NotFoundError(
-            f"instance {name!r} does not exist, run `limactl create {name}` to create it"
-        )
+        raise NotFoundError(f"instance `{name}` does not exist, run `limactl create {name}` "
+                            "to create a new instance")
+    start = parsed.get("start") if parsed.given("start") else None
+    ensure_running(name, inst_dir, None if start is None else bool(start), tty)
     port = ssh_port(name, inst_dir)
-    script = remote_script(args, workdir=workdir or None, cwd=_host_cwd(),
-                           mounts=_mounts(name), shell=shell_ or None,
-                           home=os.path.expanduser("~"))
-    if tty is None:
-        tty = sys.stdin.isatty() and sys.stdout.isatty()
+    if parsed.get("reconnect"):
+        exit_master(name, inst_dir, port)
+    env = preserved(dict(os.environ)) if parsed.get("preserve-env") else []
+    script = remote_script(args, workdir=str(parsed.get("workdir")) or None, cwd=_host_cwd(),
+                           mounts=_mounts(name), shell=str(parsed.get("shell")) or None,
+                           home=os.path.expanduser("~"), env=env)
     has_config = (inst_dir / paths.SSH_CONFIG).exists()
-    argv = ssh_argv(name, inst_dir, port=port, script=script, tty=tty,
+    argv = ssh_argv(name, inst_dir, port=port, script=script,
+                    tty=wants_pty(),
                     user=None if has_config else _user(name),
                     ssh=os.environ.get("SSH") or "ssh",
                     colorterm="COLORTERM" in os.environ)

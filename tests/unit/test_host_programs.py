@@ -44,6 +44,8 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     ("lima/drivers/hostagent/virtiofsd.py", "_spawn"): {"virtiofsd", "unshare"},
     # ssh_argv(..., ssh=$SSH or "ssh"), run as a child.
     ("lima/commands/shell.py", "run_ssh_child"): {"ssh"},
+    # --reconnect: `$SSH -O exit` on the instance's ControlMaster.
+    ("lima/commands/shell.py", "exit_master"): {"ssh"},
     # limactl copy: the backend choose_backend picked, and ssh asking a guest for rsync.
     ("lima/commands/copy.py", "copy"): {"scp", "rsync"},
     ("lima/commands/copy.py", "_guest_has_rsync"): {"ssh"},

@@ -96,6 +96,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     (inst / paths.LIMA_YAML).write_text("images: []\n")
     (inst / paths.SSH_CONFIG).write_text("Host lima-dev\n")
     monkeypatch.setattr(shell_mod, "ssh_port", lambda name, inst_dir: 40022)
+    monkeypatch.setattr(shell_mod, "ensure_running", lambda *args: None)
     monkeypatch.setattr(shell_mod, "_mounts", lambda name: [("/host/proj", "/guest/proj")])
     monkeypatch.setattr(shell_mod, "_host_cwd", lambda: "/host/proj/sub")
     monkeypatch.setattr(shell_mod, "run_ssh_child",
@@ -115,18 +116,20 @@ def test_verb_passes_command_through(captured: list[list[str]]) -> None:
 
 
 def test_verb_double_dash_and_tty_flag(captured: list[list[str]]) -> None:
+    # Lima's --tty is about questions (start a stopped instance?), not ssh's -t.
     result = CliRunner().invoke(shell_mod.shell, ["--tty", "dev", "--", "uname", "-a"])
     assert result.exit_code == 0, result.output
     (argv,) = captured
-    assert "-t" in argv
+    assert "-t" not in argv
     assert argv[-1].endswith("-c 'uname -a'")
 
 
-def test_verb_honours_lima_shell_and_workdir(captured: list[list[str]]) -> None:
+def test_verb_ignores_lima_shell_and_workdir(captured: list[list[str]]) -> None:
+    # As in Lima, only the `lima` wrapper reads LIMA_SHELL and LIMA_WORKDIR.
     env = {"LIMA_SHELL": "/bin/sh", "LIMA_WORKDIR": "/tmp"}
     result = CliRunner().invoke(shell_mod.shell, ["dev", "pwd"], env=env)
     assert result.exit_code == 0, result.output
-    assert captured[0][-1] == "cd /tmp || exit 1 ; exec /bin/sh -l -c pwd"
+    assert captured[0][-1] == "cd /guest/proj/sub || cd ~ ; exec \"$SHELL\" -l -c pwd"
 
 
 def test_verb_options_beat_environment(captured: list[list[str]]) -> None:

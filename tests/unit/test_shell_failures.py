@@ -62,6 +62,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     (inst / paths.LIMA_YAML).write_text("images: []\n")
     (inst / paths.SSH_CONFIG).write_text("Host lima-dev\n")
     monkeypatch.setattr(shell_mod, "ssh_port", lambda name, inst_dir: 40022)
+    monkeypatch.setattr(shell_mod, "ensure_running", lambda *args: None)
     monkeypatch.setattr(shell_mod, "_mounts", lambda name: [])
     monkeypatch.setattr(shell_mod, "run_ssh_child",
                         lambda argv: (calls.append(list(argv)), (0, False))[1])
@@ -175,11 +176,14 @@ def test_verb_passes_the_exit_status_on(
     assert exc.value.code == rc
 
 
-def test_with_a_terminal_ssh_still_runs_as_a_child(captured: list[list[str]]) -> None:
+def test_with_a_terminal_ssh_still_runs_as_a_child(
+    captured: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Not exec'd even for a terminal: only a parent can explain a failed session.
     from click.testing import CliRunner
 
-    result = CliRunner().invoke(shell_mod.shell, ["--tty", "dev"])
+    monkeypatch.setattr(shell_mod, "wants_pty", lambda: True)
+    result = CliRunner().invoke(shell_mod.shell, ["dev"])
     assert result.exit_code == 0, result.output
     assert len(captured) == 1 and "-t" in captured[0]
 
