@@ -115,7 +115,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(LIMA_COMPAT_VERSION, "--version", "-v", prog_name="limactl")
+@click.version_option(LIMA_COMPAT_VERSION, "--version", "-v", prog_name="limactl",
+                      message="%(prog)s version %(version)s")
 @click.option("--debug", is_flag=True, help="Show debug logs and tracebacks.")
 @click.option(
     "--log-level",

@@ -11,7 +11,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
-    assert "limactl" in capsys.readouterr().out
+    from lima import LIMA_COMPAT_VERSION
+    assert capsys.readouterr().out == f"limactl version {LIMA_COMPAT_VERSION}\n"  # as Lima's
 
 
 def test_unknown_verb_fails(capsys: pytest.CaptureFixture[str]) -> None:
