@@ -410,8 +410,18 @@ def experimental(ctx: Ctx) -> None:
         ctx.error(("upgradePackages",), "needs the network, but vmOpts.qemu.restrictNetwork "
                   "is true (the guest reaches nothing): set one of them to false")
     device = str_of(ctx.get("audio", "device"))
-    if device:
-        ctx.warn(("audio", "device"), "audio is experimental")
+    if device and device != "none":
+        # Said, never silently dropped: limapy gives the guest no sound device yet.
+        ctx.warn(("audio", "device"), f'"{device}" has no effect: limapy does not give the '
+                 "guest a sound device yet")
+    if ctx.get("nestedVirtualization") is True:
+        # Lima's QEMU driver does not read it either: KVM's own nested setting decides.
+        ctx.warn(("nestedVirtualization",), "has no effect with QEMU: nested virtualization "
+                 "follows the host's KVM module (its `nested` parameter); under TCG there is "
+                 "none")
+    if ctx.get("vmOpts", "qemu", "minimumVersion") not in (None, ""):
+        ctx.warn(("vmOpts", "qemu", "minimumVersion"), "is not checked by limapy yet: the "
+                 "QEMU on this host is used whatever its version")
 
 
 @rule
@@ -427,8 +437,9 @@ def lima22_fields(ctx: Ctx) -> None:
                   "plain: true)")
     interface = ctx.get("audio", "interface")
     check_enum(ctx, ("audio", "interface"), interface, ("", "hda", "virtio"))
-    if interface and str_of(ctx.get("audio", "device")):
-        ctx.warn(("audio", "interface"), "audio.interface is experimental")
+    if interface and str_of(ctx.get("audio", "device")) not in (None, "", "none"):
+        ctx.warn(("audio", "interface"), "has no effect: limapy does not give the guest a "
+                 "sound device yet")
     tpm = ctx.get("tpm")
     if tpm is True or (isinstance(tpm, dict) and tpm.get("enabled") is True):
         ctx.error(("tpm",), "is not supported by limapy: a TPM needs swtpm, which limapy "

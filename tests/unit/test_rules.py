@@ -345,7 +345,10 @@ def test_templated_values_are_not_judged_before_expansion() -> None:
 
 @pytest.mark.parametrize(("doc", "path", "fragment"), [
     ("arch: riscv64\n", "arch", "experimental"),
-    ("audio:\n  device: pa\n", "audio.device", "experimental"),
+    ("audio:\n  device: pa\n", "audio.device", "has no effect"),
+    ("nestedVirtualization: true\n", "nestedVirtualization", "no effect with QEMU"),
+    ("vmOpts:\n  qemu:\n    minimumVersion: 8.0.0\n", "vmOpts.qemu.minimumVersion",
+     "not checked"),
     ("provision:\n- script: echo $LIMA_CIDATA_USER\n", "provision[0].script", "LIMA_CIDATA"),
     ("provision:\n- mode: ansible\n  playbook: x.yaml\n", "provision[0].mode", "deprecated"),
 ])
