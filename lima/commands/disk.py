@@ -14,6 +14,7 @@ import click
 
 from lima.drivers import disks
 from lima.errors import LimaError, NotFoundError
+from lima.units import bytes_size
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def create(size: str, fmt: str, name: str) -> None:
     directory = disks.disk_dir(name)
     if directory.exists() or directory.is_symlink():
         raise LimaError(f"disk `{name}` already exists (`{directory}`)")
-    log.info("Creating %s disk `%s` with size %s", fmt, name, disks.bytes_size(nbytes))
+    log.info("Creating %s disk `%s` with size %s", fmt, name, bytes_size(nbytes))
     disks.create_disk(name, nbytes, fmt)
 
 
@@ -98,7 +99,7 @@ def list_(as_json: bool, names: tuple[str, ...]) -> None:
         log.warning("No disk found. Run `limactl disk create DISK --size SIZE` to create a "
                     "disk.")
     rows = [["NAME", "SIZE", "FORMAT", "DIR", "IN-USE-BY"]]
-    rows += [[d.name, disks.bytes_size(d.size), d.format, str(d.dir), d.instance] for d in found]
+    rows += [[d.name, bytes_size(d.size), d.format, str(d.dir), d.instance] for d in found]
     click.echo(table(rows), nl=False)
 
 
@@ -189,8 +190,8 @@ def resize(size: str, name: str) -> None:
     except NotFoundError:
         raise LimaError(f"disk `{name}` does not exists") from None
     if nbytes < d.size:
-        raise LimaError(f"specified size `{disks.bytes_size(nbytes)}` is less than the current "
-                        f"disk size `{disks.bytes_size(d.size)}`. Disk shrinking is currently "
+        raise LimaError(f"specified size `{bytes_size(nbytes)}` is less than the current "
+                        f"disk size `{bytes_size(d.size)}`. Disk shrinking is currently "
                         "unavailable")
     if d.instance and disks.instance_running(d.instance):
         raise LimaError(f"cannot resize disk `{name}` used by running instance "

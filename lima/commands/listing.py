@@ -25,6 +25,7 @@ from lima import paths
 from lima.drivers import store
 from lima.errors import LimaError
 from lima.names import guest_hostname, validate_name
+from lima.units import bytes_size
 
 # Lima's Instance fields: Go name -> JSON key, in Lima's order, and their zero value.
 FIELDS: tuple[tuple[str, str, Any], ...] = (
@@ -261,7 +262,6 @@ def table(recs: list[dict[str, Any]], all_fields: bool, wide: bool, width: int) 
                  and {r["arch"] for r in recs} == {_host_arch()})
     cols += (0 if hide_arch else 1) + 3
     hide_dir = narrow and (cols + 2) * 8 > width
-    from lima.drivers import disks  # go-units' BytesSize, as Lima's table prints sizes
 
     home = os.path.expanduser("~")
     rows = []
@@ -270,8 +270,8 @@ def table(recs: list[dict[str, Any]], all_fields: bool, wide: bool, width: int) 
         cells = {"NAME": r["name"], "STATUS": r["status"],
                  "SSH": f"{r.get('sshAddress', '')}:{r.get('sshLocalPort', 0)}",
                  "VMTYPE": r["vmType"], "ARCH": r["arch"], "CPUS": str(r.get("cpus", 0)),
-                 "MEMORY": disks.bytes_size(r.get("memory", 0)),
-                 "DISK": disks.bytes_size(r.get("disk", 0)),
+                 "MEMORY": bytes_size(r.get("memory", 0)),
+                 "DISK": bytes_size(r.get("disk", 0)),
                  "DIR": d, "READY": _state_cell(r), "MANAGED": _managed_cell(r),
                  "REASON": r.get("reason") or "-"}
         rows.append(cells)

@@ -21,6 +21,7 @@ from typing import Any
 
 from lima import paths
 from lima.errors import LimaError, NotFoundError, PermanentError, SpecError
+from lima.units import bytes_size
 
 DISK_DIR = "_disks"  # Lima's name (its filenames.DisksDir)
 # Where limapy kept disks before it used Lima's name: moved to DISK_DIR on first use.
@@ -185,17 +186,6 @@ def attach_for_start(disk_names_: list[str], inst_dir: Path) -> list[tuple[Path,
             unlock(disk)
         raise
     return [(d.datadisk, d.format) for d in found]
-
-
-def bytes_size(n: float) -> str:
-    """go-units BytesSize: binary units, 4 significant digits ("10GiB", "1.5MiB")."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-    i = 0
-    value = float(n)
-    while value >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    return f"{value:.4g}{units[i]}"
 
 
 def create_disk(name: str, size: int, fmt: str) -> Disk:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lima.schemas.hostfacts import HostFacts, bytes_size
+from lima.schemas.hostfacts import HostFacts
+from lima.units import bytes_size
 
 
 class Drift(StrEnum):

@@ -1,7 +1,7 @@
 """The host facts lima.yaml's defaults depend on (arch, CPUs, memory, user, time zone,
 machine id, temp dir), read once by `host_facts()`; the guest user Lima derives from the
-host user (`lima_user`); go-units' size printing (`bytes_size`). Used by
-lima.schemas.defaults (the fill) and lima.schemas.fields (the builtin defaults table).
+host user (`lima_user`). Used by lima.schemas.defaults (the fill) and lima.schemas.fields
+(the builtin defaults table).
 """
 
 from __future__ import annotations
@@ -77,17 +77,6 @@ def _host_timezone() -> str:
         return ""
     _, sep, zone = target.partition("zoneinfo/")
     return zone if sep else ""
-
-
-def bytes_size(n: int) -> str:
-    """go-units BytesSize: "4GiB", "11.72GiB" (4 significant digits, binary units)."""
-    value = float(n)
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    i = 0
-    while value >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    return f"{value:.4g}{units[i]}"
 
 
 def lima_user(host: HostFacts) -> tuple[str, int, list[str]]:

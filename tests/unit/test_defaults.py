@@ -10,7 +10,8 @@ import pytest
 from lima import gotmpl
 from lima.errors import Problem
 from lima.schemas.defaults import fill, hostname_of, mac_address
-from lima.schemas.hostfacts import HostFacts, bytes_size
+from lima.schemas.hostfacts import HostFacts
+from lima.units import bytes_size
 
 HOST = HostFacts(
     arch="x86_64",
