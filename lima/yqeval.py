@@ -1,0 +1,39 @@
+"""Evaluate a yq expression on plain data, with libjq (the PyPI `jq` bindings).
+
+Lima runs yq (mikefarah/yq) over its YAML; yq's expression language is a superset of
+jq's, and everything Lima's edit flags generate (`.cpus = 4`, `.mounts += [...]`,
+`del(.x)`, `|=`, `unique_by`) is jq as well. Callers: lima.editflags (`--set`),
+`limactl list --yq`, `limactl template yq`. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lima.errors import LimaError
+
+
+def evaluate(expr: str, data: Any) -> Any:
+    """The first result of `expr` on `data` (None when it yields nothing)."""
+    results = evaluate_all(expr, data)
+    return results[0] if results else None
+
+
+def evaluate_all(expr: str, data: Any) -> list[Any]:
+    """Every result of `expr` on `data`, in order."""
+    import jq  # ~3 ms; only the verbs that take expressions pay for it
+
+    try:
+        program = jq.compile(expr)
+    except ValueError as exc:
+        raise LimaError(f"failed to parse the yq expression {expr!r}: {_first_line(exc)}") from None
+    try:
+        return list(program.input_value(data).all())
+    except ValueError as exc:
+        raise LimaError(f"failed to evaluate the yq expression {expr!r}: {_first_line(exc)}"
+                        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
