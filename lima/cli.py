@@ -97,11 +97,16 @@ class LazyGroup(click.Group):
             rows.append((verb, command.get_short_help_str(limit) if command else ""))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        from lima import plugins
+
+        plugins.format_help(formatter)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = VERBS.get(cmd_name)
-        if target is None:
-            return None
+        if target is None:  # a `limactl-NAME` plugin, as in Lima 2.x
+            from lima import plugins
+
+            return plugins.command(cmd_name)
         module_name, attr = target.split(":")
         qualified = f"lima.commands.{module_name}"
         try:
@@ -151,11 +156,12 @@ def _debug_requested(argv: list[str]) -> bool:
 def hoist_global_flags(args: list[str]) -> list[str]:
     """Move `--debug` given after the verb in front of it, as Lima accepts its global flags
     anywhere (`limactl validate --debug x.yaml`) while click only takes them before the verb.
-    Arguments after `--`, and every argument of a passthrough verb (`shell`), stay put."""
+    Arguments after `--`, and every argument of a passthrough verb (`shell`) or of a verb
+    limactl does not know (a plugin's), stay put."""
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "--":
         i += 2 if args[i] == "--log-level" else 1
-    if i >= len(args) or args[i] in PASSTHROUGH_VERBS or args[i] == "--":
+    if i >= len(args) or args[i] in PASSTHROUGH_VERBS or args[i] not in VERBS:
         return args
     tail = args[i:]
     end = tail.index("--") if "--" in tail else len(tail)
