@@ -41,6 +41,7 @@ VERBS: dict[str, str] = {
     "controller": "controller:controller",
     "watch": "watch:watch",
     "hostagent": "hostagent:hostagent",
+    "screenshot": "screenshot:screenshot",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove", "cp"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
@@ -57,6 +58,7 @@ SHORT_HELP: dict[str, str] = {
     "list": "List instances of Lima.",
     "protect": "Protect instances from deletion.",
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
+    "screenshot": "Capture a screenshot of the VM display",
     "shell": "Execute shell in Lima",
     "start": "Start an instance (NAME), or create and start one from FILE / template:NAME.",
     "stop": "Stop an instance.",
