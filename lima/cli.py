@@ -42,12 +42,15 @@ VERBS: dict[str, str] = {
     "watch": "watch:watch",
     "hostagent": "hostagent:hostagent",
     "screenshot": "screenshot:screenshot",
+    "autostart": "autostart:autostart",
+    "start-at-login": "autostart:start_at_login",
 }
-HIDDEN = {"hostagent", "ls", "rm", "remove", "cp"}
+HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
 # import all of them for these lines); tests/unit/test_cli_help.py checks they match.
 SHORT_HELP: dict[str, str] = {
     "apply": "Create each instance when missing, then drive it to Running with FILE's spec.",
+    "autostart": "Manage automatic startup of Lima instances",
     "controller": "Watch DIR: one instance per *.yaml file, kept converged.",
     "copy": "Copy files between host and guest.",
     "create": "Create an instance from FILE, template:NAME or - (stdin).",

@@ -57,6 +57,8 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     ("lima/plugins.py", "run"): set(),
     # Finds limactl itself on PATH (argv[0]) to search its directory for plugins.
     ("lima/plugins.py", "self_dirs"): set(),
+    # Finds limactl itself, to write its path in the autostart unit (starts nothing).
+    ("lima/drivers/autostart.py", "limactl_binary"): set(),
     # The run-time check looks up whatever it is given.
     ("lima/hostprograms.py", "check_program"): set(),
     # Wrappers that pass their argv on: their callers are scanned (WRAPPERS below).
