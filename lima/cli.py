@@ -44,6 +44,7 @@ VERBS: dict[str, str] = {
     "screenshot": "screenshot:screenshot",
     "autostart": "autostart:autostart",
     "start-at-login": "autostart:start_at_login",
+    "network": "network:network",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
@@ -59,6 +60,7 @@ SHORT_HELP: dict[str, str] = {
     "disk": "Lima disk management.",
     "info": "Show diagnostic information as JSON.",
     "list": "List instances of Lima.",
+    "network": "Lima network management",
     "protect": "Protect instances from deletion.",
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
     "screenshot": "Capture a screenshot of the VM display",

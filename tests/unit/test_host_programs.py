@@ -59,6 +59,8 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     ("lima/plugins.py", "self_dirs"): set(),
     # Finds limactl itself, to write its path in the autostart unit (starts nothing).
     ("lima/drivers/autostart.py", "limactl_binary"): set(),
+    # Looks socket_vmnet up to write its path in networks.yaml (starts nothing).
+    ("lima/drivers/networks.py", "default_config_text"): set(),
     # The run-time check looks up whatever it is given.
     ("lima/hostprograms.py", "check_program"): set(),
     # Wrappers that pass their argv on: their callers are scanned (WRAPPERS below).
