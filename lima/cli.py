@@ -41,12 +41,17 @@ VERBS: dict[str, str] = {
     "controller": "controller:controller",
     "watch": "watch:watch",
     "hostagent": "hostagent:hostagent",
+    "screenshot": "screenshot:screenshot",
+    "autostart": "autostart:autostart",
+    "start-at-login": "autostart:start_at_login",
+    "network": "network:network",
 }
-HIDDEN = {"hostagent", "ls", "rm", "remove", "cp"}
+HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
 # import all of them for these lines); tests/unit/test_cli_help.py checks they match.
 SHORT_HELP: dict[str, str] = {
     "apply": "Create each instance when missing, then drive it to Running with FILE's spec.",
+    "autostart": "Manage automatic startup of Lima instances",
     "controller": "Watch DIR: one instance per *.yaml file, kept converged.",
     "copy": "Copy files between host and guest.",
     "create": "Create an instance from FILE, template:NAME or - (stdin).",
@@ -55,8 +60,10 @@ SHORT_HELP: dict[str, str] = {
     "disk": "Lima disk management.",
     "info": "Show diagnostic information as JSON.",
     "list": "List instances of Lima.",
+    "network": "Lima network management",
     "protect": "Protect instances from deletion.",
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
+    "screenshot": "Capture a screenshot of the VM display",
     "shell": "Execute shell in Lima",
     "start": "Start an instance (NAME), or create and start one from FILE / template:NAME.",
     "stop": "Stop an instance.",
@@ -97,11 +104,16 @@ class LazyGroup(click.Group):
             rows.append((verb, command.get_short_help_str(limit) if command else ""))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        from lima import plugins
+
+        plugins.format_help(formatter)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = VERBS.get(cmd_name)
-        if target is None:
-            return None
+        if target is None:  # a `limactl-NAME` plugin, as in Lima 2.x
+            from lima import plugins
+
+            return plugins.command(cmd_name)
         module_name, attr = target.split(":")
         qualified = f"lima.commands.{module_name}"
         try:
@@ -151,11 +163,12 @@ def _debug_requested(argv: list[str]) -> bool:
 def hoist_global_flags(args: list[str]) -> list[str]:
     """Move `--debug` given after the verb in front of it, as Lima accepts its global flags
     anywhere (`limactl validate --debug x.yaml`) while click only takes them before the verb.
-    Arguments after `--`, and every argument of a passthrough verb (`shell`), stay put."""
+    Arguments after `--`, and every argument of a passthrough verb (`shell`) or of a verb
+    limactl does not know (a plugin's), stay put."""
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "--":
         i += 2 if args[i] == "--log-level" else 1
-    if i >= len(args) or args[i] in PASSTHROUGH_VERBS or args[i] == "--":
+    if i >= len(args) or args[i] in PASSTHROUGH_VERBS or args[i] not in VERBS:
         return args
     tail = args[i:]
     end = tail.index("--") if "--" in tail else len(tail)

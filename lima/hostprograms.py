@@ -94,6 +94,9 @@ _TABLE = (
     HostProgram("busybox", "busybox-static",
                 "build:tiny lists the applets of the busybox it unpacked; the tests run the "
                 "host's to check boot.sh and the tiny /init", tests=True),
+    HostProgram("systemctl", "systemd",
+                "`limactl autostart`: `systemctl --user enable (or disable) lima-vm@NAME.service`, "
+                "only when a systemd user manager runs", bootstrap=False),
     HostProgram("ssh-keygen", "openssh-client", "guest keys in the image tests",
                 lima=False, tests=True),
     HostProgram("debugfs", "e2fsprogs", "reads files out of the built ext4 image",

@@ -1,4 +1,4 @@
-"""`limactl disk create|list|delete|unlock|resize`: Lima disks, as Lima's `disk` verbs.
+"""`limactl disk create|list|delete|unlock|resize|import`: Lima disks, as Lima's `disk` verbs.
 
 Same flags, table, JSON lines, messages (logged at INFO/WARNING on stderr) and refusals as
 Lima: a disk in use is not deleted without `--force`, a disk referenced by a stopped
@@ -9,6 +9,7 @@ never shrinks. The disk store itself is lima.drivers.disks; cli.py registers the
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import click
 
@@ -37,6 +38,7 @@ def disk() -> None:
     List disks:      limactl disk ls
     Delete a disk:   limactl disk delete DISK
     Resize a disk:   limactl disk resize DISK --size SIZE
+    Import a disk:   limactl disk import DISK FILE
     """
 
 
@@ -198,3 +200,12 @@ def resize(size: str, name: str) -> None:
                         f"`{d.instance}`. Please stop the VM instance")
     disks.resize_disk(d, nbytes)
     log.info("Resized disk `%s` (`%s`)", name, d.dir)
+
+
+@disk.command("import")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
+def import_(name: str, file: Path) -> None:
+    """Import an existing disk to Lima"""
+    d = disks.import_disk(name, file)
+    log.info("Imported %s with size %s", d.name, bytes_size(d.size))

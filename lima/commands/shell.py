@@ -387,7 +387,9 @@ def _global_flags(parsed: ShellArgs) -> bool:
     if log_format != "text":
         raise UsageError(f"--log-format={log_format} is not supported by `limactl shell`")
     if parsed.get("sync"):
-        raise UsageError("--sync is not supported by limapy's `limactl shell`")
+        raise UsageError("--sync is not supported by limapy's `limactl shell` (in Lima it "
+                         "copies a host directory to the guest and back on exit); copy it "
+                         "with `limactl copy -r DIR INSTANCE:DIR` instead")
     if parsed.given("tty") and parsed.given("yes"):
         raise UsageError("cannot use both --tty and --yes flags at the same time")
     if parsed.given("yes"):

@@ -129,6 +129,8 @@ Flags:
       --reconnect        Reconnect to the SSH session
       --shell string     Shell interpreter, e.g. /bin/bash
       --start            Start the instance if it is not already running
+      --sync string      Not supported by limapy (Lima: copy a host directory to the
+                         guest and vice-versa upon exit)
       --workdir string   Working directory
   -h, --help             help for shell
 

@@ -223,3 +223,48 @@ def resize_disk(disk: Disk, size: int) -> None:
         runner.run(["qemu-img", "resize", "-q", "-f", disk.format, disk.datadisk, str(size)])
     except runner.CommandError as exc:
         raise LimaError(f"failed to resize disk `{disk.name}`: {exc}") from exc
+
+
+def import_disk(name: str, source: Path) -> Disk:
+    """Make `_disks/NAME/datadisk` a copy of the image file `source` (qcow2 or raw, as
+    `qemu-img info` sees it), as `limactl disk import` does. The copy is a reflink where
+    the file system can, else sparse. A qcow2 naming another host file (backing file,
+    external data file) is refused: copied alone it would not open, and booted it would
+    make the guest read that host file. Nothing is left behind on failure."""
+    import shutil
+
+    from lima.drivers.images.disks import clone_file
+    from lima.drivers.images.imagecheck import host_files_named, qemu_img_info
+
+    directory = disk_dir(name)
+    if directory.exists() or directory.is_symlink():
+        raise LimaError(f"disk `{name}` already exists (`{directory}`)")
+    try:
+        with open(source, "rb"):
+            pass
+    except OSError as exc:
+        raise LimaError(f"open {source}: {exc.strerror.lower() if exc.strerror else exc}"
+                        ) from None
+    if not source.is_file():
+        raise LimaError(f"{source}: not a regular file")
+    info = qemu_img_info(source)
+    fmt = str(info.get("format", ""))
+    if fmt not in FORMATS:
+        raise LimaError(f"disk format `{fmt}` not supported, use `qcow2` or `raw` instead")
+    named = host_files_named(info)
+    if named:
+        role, host_path = named[0]
+        raise LimaError(f"{source}: refusing to import: it names the host file {host_path} "
+                        f"as its {role}; `qemu-img convert -O qcow2 {source} NEW.qcow2` "
+                        "makes a self-contained copy to import")
+    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700)
+    try:
+        clone_file(source, directory / DATADISK)
+    except BaseException as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise LimaError(f"failed to copy `{source}` to `{directory / DATADISK}`: "
+                            f"{exc}") from exc
+        raise
+    return inspect_disk(name)

@@ -118,16 +118,21 @@ def spawn(
     new_session: bool = False,
     pass_fds: Sequence[int] = (),
     keep_sigpipe_ignored: bool = False,
+    user_program: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a command and return at once; the caller owns the process.
 
     `keep_sigpipe_ignored`: the child inherits Python's ignored SIGPIPE, so a write to a
     reader that went away fails with EPIPE instead of killing it (a daemon that must
-    outlive the process reading its output)."""
+    outlive the process reading its output).
+
+    `user_program`: a program the user chose and installed (a `limactl-NAME` plugin), not
+    one limapy needs, so the host programs table does not apply to it."""
     args = [str(a) for a in argv]
     full_env = {**os.environ, **env} if env else None
     log.debug("spawn: %s", shell_line(args, env))
-    _check_listed(args)
+    if not user_program:
+        _check_listed(args)
     try:
         return subprocess.Popen(
             args,

@@ -53,6 +53,14 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     ("lima/drivers/hostagent/reversefwd.py", "ReverseForward._run"): {"ssh"},
     # check_tools: `shutil.which` of each recipe's tools (added by lima_programs).
     ("lima/drivers/images/build.py", "check_tools"): set(),
+    # limactl plugins: the user's own `limactl-NAME` executables (spawn(user_program=True)).
+    ("lima/plugins.py", "run"): set(),
+    # Finds limactl itself on PATH (argv[0]) to search its directory for plugins.
+    ("lima/plugins.py", "self_dirs"): set(),
+    # Finds limactl itself, to write its path in the autostart unit (starts nothing).
+    ("lima/drivers/autostart.py", "limactl_binary"): set(),
+    # Looks socket_vmnet up to write its path in networks.yaml (starts nothing).
+    ("lima/drivers/networks.py", "default_config_text"): set(),
     # The run-time check looks up whatever it is given.
     ("lima/hostprograms.py", "check_program"): set(),
     # Wrappers that pass their argv on: their callers are scanned (WRAPPERS below).

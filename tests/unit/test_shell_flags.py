@@ -232,6 +232,7 @@ def test_tty_and_yes_together_are_refused(dev: dict[str, object]) -> None:
 def test_sync_is_refused_not_ignored(dev: dict[str, object]) -> None:
     code, out = invoke(["--sync", ".", "dev"])
     assert code == 1 and "--sync is not supported" in out and dev["argv"] is None
+    assert "limactl copy -r DIR INSTANCE:DIR" in out
 
 
 def test_help() -> None:
