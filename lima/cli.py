@@ -41,8 +41,15 @@ VERBS: dict[str, str] = {
     "controller": "controller:controller",
     "watch": "watch:watch",
     "hostagent": "hostagent:hostagent",
+    "sudoers": "sudoers:sudoers",
+    "show-ssh": "showssh:show_ssh",
+    "tunnel": "tunnel:tunnel",
+    "completion": "completion:completion",
+    "__complete": "completion:complete_words",
+    "template": "template:template",
+    "tmpl": "template:template",
 }
-HIDDEN = {"hostagent", "ls", "rm", "remove", "cp"}
+HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "__complete", "tmpl"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
 # import all of them for these lines); tests/unit/test_cli_help.py checks they match.
 SHORT_HELP: dict[str, str] = {
@@ -58,6 +65,11 @@ SHORT_HELP: dict[str, str] = {
     "protect": "Protect instances from deletion.",
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
     "shell": "Execute shell in Lima",
+    "show-ssh": "Show the SSH command line (DEPRECATED; use `ssh -F` instead)",
+    "sudoers": "Generate the content of the /etc/sudoers.d/lima file",
+    "template": "Lima template management (EXPERIMENTAL)",
+    "tunnel": "Create a tunnel for Lima",
+    "completion": "Generate the autocompletion script for the specified shell",
     "start": "Start an instance (NAME), or create and start one from FILE / template:NAME.",
     "stop": "Stop an instance.",
     "unprotect": "Allow deleting instances again.",
