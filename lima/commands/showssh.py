@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("cmd", "args", "options", "config")
 
-_HELP = """Show the SSH command line (DEPRECATED)
+_HELP = """Show the SSH command line (DEPRECATED; use `ssh -F` instead)
 
 WARNING: 'limactl show-ssh' is deprecated.
 Instead, use 'ssh -F $LIMA_HOME/INSTANCE/ssh.config lima-INSTANCE' .
@@ -124,7 +124,8 @@ def format_options(fmt: str, hostname: str, options: list[str]) -> str:
 @click.command("show-ssh", help=_HELP)
 @click.argument("instance")
 @click.option("-f", "--format", "fmt", default="cmd", show_default=True,
-              help="Format: " + ", ".join(FORMATS))
+              help="Format: " + ", ".join(FORMATS),
+              shell_complete=lambda _c, _p, text: [f for f in FORMATS if f.startswith(text)])
 def show_ssh(instance: str, fmt: str) -> None:
     ssh = instance_ssh(instance)
     log.warning("`limactl show-ssh` is deprecated. Instead, use `ssh -F %s %s`.",
