@@ -109,6 +109,14 @@ def test_private_templates_only_once_typed(monkeypatch: pytest.MonkeyPatch,
     assert template_names("template:_images/_") == ["template:_images/_y"]
 
 
+def test_template_dirs_are_the_spec_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lima.commands.completion import _template_dirs
+    from lima.schemas.templates import template_dirs
+
+    monkeypatch.setenv("LIMA_TEMPLATES_PATH", "/a:/b")
+    assert _template_dirs() == template_dirs()
+
+
 def test_render_per_shell() -> None:
     found = [("template:default", "the default"), ("a:b", "")]
     assert render("bash", "default", found, "template:d", True) == "default\ndefault\na:b\n"
