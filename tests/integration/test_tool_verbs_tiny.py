@@ -3,6 +3,7 @@
 show-ssh: the printed `ssh` command line (and the `config` block, through `ssh -F`) logs
 in. tunnel: a SOCKS5 client speaking to the proxy on 127.0.0.1 reaches an HTTP server that
 listens on the guest's loopback only; the tunnel's ssh process is then ended by its PID.
+Once more with the instance's ssh master running: the forward then lives in the master.
 """
 
 from __future__ import annotations
@@ -117,6 +118,19 @@ def test_show_ssh_and_tunnel_on_tiny(limactl: Limactl, tmp_path: Path) -> None:
     assert not _listener_pids(port)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+    # With the instance's ssh master up (ControlMaster=auto, as Lima's options say), the
+    # forward is handed to the master and the tunnel's own ssh exits at once.
+    limactl("shell", "tv", "true")
+    started = limactl("tunnel", "--socks-port", str(port), "tv", timeout=120)
+    pids = _listener_pids(port)
+    try:
+        assert len(pids) == 1
+        assert "[mux]" in Path(f"/proc/{pids[0]}/cmdline").read_text()
+        assert "tunnel-ok" in _socks5_get(port, "127.0.0.1", 8080, "/index.html")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
 
     # A stopped instance has no tunnel: Lima's message.
     limactl("stop", "tv", timeout=120)
