@@ -45,8 +45,15 @@ VERBS: dict[str, str] = {
     "autostart": "autostart:autostart",
     "start-at-login": "autostart:start_at_login",
     "network": "network:network",
+    "sudoers": "sudoers:sudoers",
+    "show-ssh": "showssh:show_ssh",
+    "tunnel": "tunnel:tunnel",
+    "completion": "completion:completion",
+    "__complete": "completion:complete_words",
+    "template": "template:template",
+    "tmpl": "template:template",
 }
-HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login"}
+HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login", "__complete", "tmpl"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
 # import all of them for these lines); tests/unit/test_cli_help.py checks they match.
 SHORT_HELP: dict[str, str] = {
@@ -65,6 +72,11 @@ SHORT_HELP: dict[str, str] = {
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
     "screenshot": "Capture a screenshot of the VM display",
     "shell": "Execute shell in Lima",
+    "show-ssh": "Show the SSH command line (DEPRECATED; use `ssh -F` instead)",
+    "sudoers": "Generate the content of the /etc/sudoers.d/lima file",
+    "template": "Lima template management (EXPERIMENTAL)",
+    "tunnel": "Create a tunnel for Lima",
+    "completion": "Generate the autocompletion script for the specified shell",
     "start": "Start an instance (NAME), or create and start one from FILE / template:NAME.",
     "stop": "Stop an instance.",
     "unprotect": "Allow deleting instances again.",

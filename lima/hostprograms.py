@@ -64,7 +64,8 @@ _TABLE = (
                 "diffdisk overlays, image info; the recipes' qcow2 images", tests=True),
     HostProgram("ssh", "openssh-client",
                 "`limactl shell` execs it; ssh.config asks `ssh -V` its version; the host "
-                "agent's `ssh -N -R` for reverse port forwards", tests=True),
+                "agent's `ssh -N -R` for reverse port forwards; `limactl tunnel`'s `ssh -D`",
+                tests=True),
     HostProgram("scp", "openssh-client",
                 "`limactl copy` (its scp backend, over the instance's ssh.config); the mounts "
                 "benchmark's baseline", tests=True),
@@ -104,6 +105,8 @@ _TABLE = (
     HostProgram("dash", "dash", "boot.sh under dash, the guest's /bin/sh",
                 lima=False, tests=True),
     HostProgram("sh", "dash", "runs generated shell scripts", lima=False, tests=True),
+    HostProgram("bash", "bash", "sources `limactl completion bash` and drives its function",
+                lima=False, tests=True),
     HostProgram("setpriv", "util-linux", "runs virtiofsd as an unprivileged user",
                 lima=False, tests=True),
     HostProgram("sleep", "coreutils", "a stand-in child process", lima=False, tests=True),

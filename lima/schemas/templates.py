@@ -57,10 +57,16 @@ class _Source:
     relative_to: Path | str | None
 
 
-def load_document(locator: str, *, stdin: bytes | None = None) -> Document:
-    """Read `locator`, embed its bases, inline its scripts. Raises SpecError."""
+def load_document(locator: str, *, stdin: bytes | None = None,
+                  embed_templates: bool = True) -> Document:
+    """Read `locator`, embed its bases, inline its scripts. Raises SpecError.
+
+    `embed_templates=False` is `limactl template copy --embed`: `template:` bases and
+    scripts stay references (as absolute locators in `base:` / `file:`), and a base that
+    is not a template may not follow one, as in Lima."""
     source = _open(locator, None, None, stdin=stdin)
-    data, lines = _embed(source, {source.key: source.display}, [source.display], stdin)
+    data, lines = _embed(source, {source.key: source.display}, [source.display], stdin,
+                         embed_templates)
     data, lines = merge.combine_list_entries(data, lines)
     return Document(source=locator if locator != "-" else "-", data=data, lines=lines)
 
@@ -263,8 +269,31 @@ def _image_template(locator: str) -> bytes:
 # embedding
 
 
+def read_locator(locator: str, *, stdin: bytes | None = None) -> tuple[str, bytes, str]:
+    """The bytes behind a command-line locator as they are (`template copy --verbatim`),
+    with the name to show in problems and the base of its relative locators: a directory,
+    `template:DIR`, or "" for stdin. Raises SpecError."""
+    source = _open(locator, None, None, stdin=stdin)
+    base = source.relative_to
+    return source.display, source.text, "" if base is None else str(base)
+
+
+def absolute_locator(locator: str, base: str, where: Origin | None = None,
+                     path: str = "") -> str:
+    """`locator`, found in a document whose relative locators start at `base` (as
+    `read_locator` returns it), made independent of that document (Lima's absPath)."""
+    relative_to: Path | str | None = None
+    if base.startswith("template:"):
+        relative_to = base
+    elif base:
+        relative_to = Path(base)
+    parent = _Source("", "", b"", relative_to)
+    return _absolute(locator, parent, where, path)
+
+
 def _embed(
-    source: _Source, seen: dict[str, str], chain: list[str], stdin: bytes | None
+    source: _Source, seen: dict[str, str], chain: list[str], stdin: bytes | None,
+    embed_templates: bool = True,
 ) -> tuple[dict[str, Any], LineMap]:
     loaded = load_yaml(source.text, source.display)
     if not isinstance(loaded.data, dict):
@@ -275,10 +304,19 @@ def _embed(
     if "base" in data:
         data = {k: v for k, v in data.items() if k != "base"}
         lines = {p: o for p, o in lines.items() if not (p and p[0] == "base")}
-    data, lines = _inline_files(data, lines, source)
+    data, lines = _inline_files(data, lines, source, embed_templates)
     if len(chain) > MAX_DEPTH:
         raise _fail(f"base templates nest deeper than {MAX_DEPTH} levels", (source.display, 0))
-    for locator, where, path in bases:
+    pending = list(bases)
+    while pending:
+        locator, where, path = pending.pop(0)
+        if not embed_templates and split_template_name(locator) is not None:
+            for other, other_where, other_path in pending:
+                if split_template_name(other) is None:
+                    raise _fail(f"cannot embed template {other!r} after not embedding "
+                                f"{locator!r}", other_where, other_path)
+            data = {"base": [locator, *(other for other, _, _ in pending)], **data}
+            break
         base_source = _open(locator, source, where, stdin=stdin, path=path)
         if base_source.key in seen:
             trail = " -> ".join([*chain, base_source.display])
@@ -288,7 +326,11 @@ def _embed(
                 path,
             )
         seen[base_source.key] = base_source.display
-        base_data, base_lines = _embed(base_source, seen, [*chain, base_source.display], stdin)
+        base_data, base_lines = _embed(base_source, seen, [*chain, base_source.display], stdin,
+                                       embed_templates)
+        # The base's own template: bases it kept come before the remaining ones (Lima).
+        kept = base_data.get("base") or []
+        pending = [(k, where, path) for k in kept] + pending
         data, lines = merge.merge_base(data, lines, base_data, base_lines)
     return data, lines
 
@@ -326,10 +368,11 @@ def _base_locators(
 
 
 def _inline_files(
-    data: dict[str, Any], lines: LineMap, source: _Source
+    data: dict[str, Any], lines: LineMap, source: _Source, embed_templates: bool = True
 ) -> tuple[dict[str, Any], LineMap]:
     """Replace `file:` in provision/probes entries by the file's text (Lima's
-    embedAllScripts), read relative to the document that holds the reference."""
+    embedAllScripts), read relative to the document that holds the reference; a
+    `template:` reference only with `embed_templates` (else made absolute)."""
     for section in ("probes", "provision"):
         entries = data.get(section)
         if not isinstance(entries, list):
@@ -358,7 +401,13 @@ def _inline_files(
                 ref = ref.get("url")
             if not isinstance(ref, str):
                 raise _fail("file must be a locator string or a {url: ...} map", where, path)
-            text = _read_script(_absolute(ref, source, where, path), source, where, path)
+            absolute = _absolute(ref, source, where, path)
+            if not embed_templates and split_template_name(absolute) is not None:
+                kept = {**entry, "file": ({**entry["file"], "url": absolute}
+                                          if isinstance(entry["file"], dict) else absolute)}
+                new_entries[index] = kept
+                continue
+            text = _read_script(absolute, source, where, path)
             if digest is not None:
                 _check_digest(text, digest, where, path)
             try:

@@ -49,6 +49,8 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     # limactl copy: the backend choose_backend picked, and ssh asking a guest for rsync.
     ("lima/commands/copy.py", "copy"): {"scp", "rsync"},
     ("lima/commands/copy.py", "_guest_has_rsync"): {"ssh"},
+    # limactl tunnel: `ssh ... -D 127.0.0.1:PORT` (tunnel_argv).
+    ("lima/commands/tunnel.py", "tunnel"): {"ssh"},
     # reverse port forwards: `ssh -F ssh.config ... -R GUEST:HOST lima-NAME` (reverse_argv).
     ("lima/drivers/hostagent/reversefwd.py", "ReverseForward._run"): {"ssh"},
     # check_tools: `shutil.which` of each recipe's tools (added by lima_programs).
