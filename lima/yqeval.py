@@ -4,6 +4,9 @@ Lima runs yq (mikefarah/yq) over its YAML; yq's expression language is a superse
 jq's, and everything Lima's edit flags generate (`.cpus = 4`, `.mounts += [...]`,
 `del(.x)`, `|=`, `unique_by`) is jq as well. Callers: lima.editflags (`--set`),
 `limactl list --yq`, `limactl template yq`. Pure: no I/O.
+
+As Lima does for yq, the expression cannot read the environment: `env` fails and `$ENV`
+is empty, and jq's `import`/`include` (which read files) cannot appear after the prelude.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from lima.errors import LimaError
+
+# Put in front of every expression: no environment, and no module directives after it.
+_PRELUDE = 'def env: error("env operations have been disabled"); {} as $ENV | '
 
 
 def evaluate(expr: str, data: Any) -> Any:
@@ -24,7 +30,7 @@ def evaluate_all(expr: str, data: Any) -> list[Any]:
     import jq  # ~3 ms; only the verbs that take expressions pay for it
 
     try:
-        program = jq.compile(expr)
+        program = jq.compile(_PRELUDE + expr)
     except ValueError as exc:
         raise LimaError(f"failed to parse the yq expression {expr!r}: {_first_line(exc)}") from None
     try:

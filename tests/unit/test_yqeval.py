@@ -35,3 +35,19 @@ def test_bad_expression_is_a_lima_error(expr: str, word: str) -> None:
     with pytest.raises(LimaError) as info:
         evaluate(expr, {"a": 1})
     assert word in str(info.value) and expr in str(info.value)
+
+
+@pytest.mark.parametrize("expr", [".home = env.HOME", ".home = $ENV.HOME", '.x = ($ENV | length)'])
+def test_the_environment_is_out_of_reach(expr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/secret")
+    try:
+        out = evaluate(expr, {})
+    except LimaError as exc:
+        assert "env operations have been disabled" in str(exc)
+    else:
+        assert "/home/secret" not in str(out) and out in ({"home": None}, {"x": 0})
+
+
+def test_modules_cannot_be_loaded() -> None:
+    with pytest.raises(LimaError, match="parse"):
+        evaluate('include "x"; .', {})
