@@ -52,6 +52,7 @@ VERBS: dict[str, str] = {
     "__complete": "completion:complete_words",
     "template": "template:template",
     "tmpl": "template:template",
+    "help": "help:help_",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login", "__complete", "tmpl"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
@@ -65,6 +66,7 @@ SHORT_HELP: dict[str, str] = {
     "delete": "Delete instances (what limactl put in their directory; other files are kept).",
     "diff": "Show what applying FILE to instance NAME would change; change nothing.",
     "disk": "Lima disk management.",
+    "help": "Help about any command",
     "info": "Show diagnostic information as JSON.",
     "list": "List instances of Lima.",
     "network": "Lima network management",
