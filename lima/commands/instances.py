@@ -5,6 +5,8 @@ Reached through `lima.cli`. Every NAME a user gives (or a file name implies) goe
 `$LIMA_HOME/NAME`. `delete` records its request (see lima.controller.lock), then drives the
 instance to absent through the reconciler like every verb; its DeleteInstance removes only
 what an instance directory is known to hold (`lima.drivers.store.delete_instance_dir`).
+As in Lima, a name with no directory is a warning (exit 0, with or without --force), and a
+directory without lima.yaml is refused and left alone (it may hold a disk).
 """
 
 from __future__ import annotations

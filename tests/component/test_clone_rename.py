@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from lima.controller import managed
@@ -233,3 +235,28 @@ def test_rename_of_a_managed_instance_is_refused(
     assert tree(src) == before and not (_isolated_home / "dst").exists()
     code, _, err = run_cli(["clone", "src", "dst"], capsys)  # a copy undoes nothing
     assert code == 0, err
+
+
+@pytest.mark.parametrize(("terminal", "answer", "started"), [
+    (True, True, ["dst"]), (True, False, []), (False, True, []),
+])
+def test_without_start_flag_a_terminal_is_asked_as_lima_asks(
+    src: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    terminal: bool, answer: bool, started: list[str],
+) -> None:
+    from lima.commands import restart
+
+    asked: list[str] = []
+    calls: list[str] = []
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: terminal, raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal, raising=False)
+    monkeypatch.setattr(click, "confirm",
+                        lambda text, default=False: asked.append(text) or answer)
+    monkeypatch.setattr(restart, "start_existing", lambda name, timeout=0: calls.append(name))
+    code, _, err = run_cli(["clone", "src", "dst"], capsys)
+    assert code == 0, err
+    assert asked == (["Do you want to start the instance now?"] if terminal else [])
+    assert calls == started
+    code, _, err = run_cli(["clone", "--start", "src", "dst2"], capsys)
+    assert code == 0 and calls == [*started, "dst2"]  # --start never asks
+    assert len(asked) == (1 if terminal else 0)
