@@ -82,14 +82,18 @@ def clone_or_rename(old: str, new: str, *, rename: bool, exprs: Sequence[str] = 
     if not (src / paths.LIMA_YAML).is_file():
         raise NotFoundError(f"instance `{old}` not found")
     if rename:
-        _refuse_managed(old)
+        _refuse_managed(old, "would create it again under its old name; rename its file in"
+                        " the folder instead, or `limactl clone` it")
     if paths.instance_dir(new).exists():
         raise LimaError(f"instance `{new}` already exists")
-    edited = None
-    if exprs:
-        edited = edit_document((src / paths.LIMA_YAML).read_text(), exprs,
-                               str(src / paths.LIMA_YAML))
-        check_document(edited, new, f"{paths.instance_dir(new) / paths.LIMA_YAML} (after --set)")
+    _refuse_managed(new, f"would take the {verb} for its own; choose another name")
+    text = (src / paths.LIMA_YAML).read_text()
+    edited = edit_document(text, exprs, str(src / paths.LIMA_YAML)) if exprs else None
+    # As Lima (its Inspect loads the source's lima.yaml): a damaged one is refused, and the
+    # edited one is checked as the new instance's, before anything is written.
+    check_document(edited if edited is not None else text, new,
+                   f"{paths.instance_dir(new) / paths.LIMA_YAML} (after --set)"
+                   if edited is not None else str(src / paths.LIMA_YAML))
     with both_locks(old, new):
         ins = store.inspect_processes(old, src)
         if ins.status == store.STATUS_RUNNING:
@@ -112,16 +116,14 @@ def clone_or_rename(old: str, new: str, *, rename: bool, exprs: Sequence[str] = 
     log.info("%s `%s` to `%s` (%s)", "Renamed" if rename else "Cloned", old, new, made)
 
 
-def _refuse_managed(name: str) -> None:
-    """A folder controller creates a missing managed instance again (with a blank disk)."""
+def _refuse_managed(name: str, consequence: str) -> None:
+    """A folder controller owns `name`: a name moved or taken by hand would be fought."""
     from lima.controller import managed
 
     owner = managed.ownership(name)
     if owner is not None:
-        raise LimaError(
-            f"instance `{name}` is managed by {owner.managed_by} (from {owner.file}), which"
-            f" would create it again under its old name; rename its file in the folder"
-            f" instead, or `limactl clone` it")
+        raise LimaError(f"instance `{name}` is managed by {owner.managed_by} (from "
+                        f"{owner.file}), which {consequence}")
 
 
 def wants_start(start: bool | None) -> bool:

@@ -260,3 +260,19 @@ def test_without_start_flag_a_terminal_is_asked_as_lima_asks(
     code, _, err = run_cli(["clone", "--start", "src", "dst2"], capsys)
     assert code == 0 and calls == [*started, "dst2"]  # --start never asks
     assert len(asked) == (1 if terminal else 0)
+
+
+def test_a_damaged_source_or_a_controller_owned_target_is_refused(
+    src: Path, _isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with instance_lock("dst"):
+        managed.set_ownership("dst", managed.Ownership("controller:/f", "/f/dst.yaml", ""))
+    for verb in ("clone", "rename"):
+        code, _, err = run_cli([verb, "src", "dst"], capsys)
+        assert code == 1 and "instance `dst` is managed by controller:/f" in err
+    (src / "lima.yaml").write_text("cpus: -1\n")
+    before = tree(_isolated_home)
+    for verb in ("clone", "rename"):
+        code, _, err = run_cli([verb, "src", "other"], capsys)
+        assert code == 1 and f"{src / 'lima.yaml'}:1: cpus" in err, err
+    assert tree(_isolated_home) == before
