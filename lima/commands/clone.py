@@ -134,7 +134,7 @@ def wants_start(start: bool | None) -> bool:
     root = click.get_current_context().find_root().obj or {}
     if not root.get("tty", sys.stdout.isatty()) or not sys.stdin.isatty():
         return False
-    return click.confirm("Do you want to start the instance now?", default=True)
+    return click.confirm("Do you want to start the instance now?", default=True, err=True)
 
 
 def _run(old: str, new: str, *, rename: bool, start: bool | None, exprs: Sequence[str]) -> None:

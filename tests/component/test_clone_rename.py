@@ -251,7 +251,7 @@ def test_without_start_flag_a_terminal_is_asked_as_lima_asks(
     monkeypatch.setattr(sys.stdin, "isatty", lambda: terminal, raising=False)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal, raising=False)
     monkeypatch.setattr(click, "confirm",
-                        lambda text, default=False: asked.append(text) or answer)
+                        lambda text, **_: asked.append(text) or answer)
     monkeypatch.setattr(restart, "start_existing", lambda name, timeout=0: calls.append(name))
     code, _, err = run_cli(["clone", "src", "dst"], capsys)
     assert code == 0, err

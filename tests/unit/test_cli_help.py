@@ -33,7 +33,7 @@ def test_help_imports_no_verb(capsys: pytest.CaptureFixture[str],
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    # The column width follows the longest verb name (`factory-reset`).
+    # The column width follows the longest verb name.
     assert re.search(r"^  list +List instances of Lima\.$", out, re.M)
     assert re.search(r"^  apply +Create each instance when missing, then drive it to", out, re.M)
     assert not [m for m in sys.modules if m.startswith("lima.commands.")]
