@@ -146,7 +146,7 @@ def _run(old: str, new: str, *, rename: bool, start: bool | None, exprs: Sequenc
 
 
 _SET_HELP = ("[limactl edit] Modify the template inplace, using yq syntax. Can be passed "
-             "multiple times.")
+             "multiple times. See 'limactl help yq-restrictions' for limitations.")
 
 
 @click.command(epilog="Not to be confused with 'limactl copy' ('limactl cp').")
