@@ -53,11 +53,19 @@ VERBS: dict[str, str] = {
     "template": "template:template",
     "tmpl": "template:template",
     "help": "help:help_",
+    "restart": "restart:restart",
+    "clone": "clone:clone",
+    "rename": "clone:rename",
+    "factory-reset": "factoryreset:factory_reset",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login", "__complete", "tmpl"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
 # import all of them for these lines); tests/unit/test_cli_help.py checks they match.
 SHORT_HELP: dict[str, str] = {
+    "clone": "Clone an instance of Lima",
+    "factory-reset": "Factory reset an instance of Lima",
+    "rename": "Rename an instance of Lima",
+    "restart": "Restart a running instance",
     "apply": "Create each instance when missing, then drive it to Running with FILE's spec.",
     "autostart": "Manage automatic startup of Lima instances",
     "controller": "Watch DIR: one instance per *.yaml file, kept converged.",

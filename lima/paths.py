@@ -3,7 +3,7 @@
 Pure path arithmetic plus reading the environment; nothing here creates files. Also the
 table of what an instance directory may hold (`is_known_instance_entry`), which
 `lima.drivers.store` consults before deleting anything, and the names of the hidden
-work directories create and delete leave in LIMA_HOME when they are killed.
+work directories create, delete and clone leave in LIMA_HOME when they are killed.
 """
 
 from __future__ import annotations
@@ -84,10 +84,11 @@ INSTANCE_ENTRY_PATTERNS = (
     ".status.*.tmp",  # status.json's atomic-write temp
 )
 
-# `.creating-NAME@PID-XXXX` / `.deleting-NAME@PID-XXXX`: the hidden work directories of
-# create and delete. `@` cannot occur in a name, so the name and the PID parse back
-# unambiguously; the PID says whether their maker is still at work.
-_WORK_DIR = re.compile(r"^\.(?P<kind>creating|deleting)-(?P<name>[^@/]+)@(?P<pid>[0-9]+)-")
+# `.creating-NAME@PID-XXXX` / `.deleting-NAME@PID-XXXX` / `.cloning-NAME@PID-XXXX`: the
+# hidden work directories of create, delete and clone. `@` cannot occur in a name, so the
+# name and the PID parse back unambiguously; the PID says whether their maker is still at
+# work.
+_WORK_DIR = re.compile(r"^\.(?P<kind>creating|deleting|cloning)-(?P<name>[^@/]+)@(?P<pid>[0-9]+)-")
 
 # The size of sun_path in Linux's struct sockaddr_un: a socket path must be shorter than
 # this, since QEMU, ssh and the kernel's own users want room for the terminating NUL.
@@ -165,7 +166,7 @@ def is_known_instance_entry(entry: str) -> bool:
 
 
 def work_dir_name(kind: str, name: str, pid: int, unique: str) -> str:
-    """`.creating-NAME@PID-UNIQUE` (kind "creating") or `.deleting-...`."""
+    """`.creating-NAME@PID-UNIQUE` (kind "creating"), `.deleting-...` or `.cloning-...`."""
     return f".{kind}-{name}@{pid}-{unique}"
 
 

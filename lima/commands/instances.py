@@ -5,10 +5,13 @@ Reached through `lima.cli`. Every NAME a user gives (or a file name implies) goe
 `$LIMA_HOME/NAME`. `delete` records its request (see lima.controller.lock), then drives the
 instance to absent through the reconciler like every verb; its DeleteInstance removes only
 what an instance directory is known to hold (`lima.drivers.store.delete_instance_dir`).
+As in Lima, a name with no directory is a warning (exit 0, with or without --force), and a
+directory without lima.yaml is refused and left alone (it may hold a disk).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from lima.controller.driver import Driver
     from lima.states.actions import Action, Outcome
     from lima.states.model import DesiredState, ObservedState
+
+log = logging.getLogger(__name__)
 
 # How long a delete waits for the instance lock (a converging apply gives up before its
 # next pass once the delete's request is recorded), and for the whole delete.
@@ -118,8 +123,33 @@ def delete(names: tuple[str, ...], force: bool) -> None:
     """Delete instances (what limactl put in their directory; other files are kept)."""
     for name in names:
         validate_name(name)
+    refused: list[str] = []
     for name in names:
-        _delete_one(name, force)
+        # As Lima: a missing instance is a warning, a directory without lima.yaml is an
+        # error once the other names are done; any other failure ends the verb at once.
+        inst_dir = paths.instance_dir(name)
+        if not os.path.lexists(inst_dir):
+            log.warning("Ignoring non-existent instance `%s`", name)
+            continue
+        if inst_dir.is_dir() and not inst_dir.is_symlink() \
+                and not (inst_dir / paths.LIMA_YAML).is_file():
+            refused.append(
+                f"instance `{name}` directory `{inst_dir}` exists but has no lima.yaml (or it"
+                f" could not be read), so it may hold a user's disk, or a clone in progress;"
+                f" nothing was deleted. If no `limactl` operation is using it, look inside"
+                f" and remove it yourself")
+            continue
+        try:
+            _delete_one(name, force)
+        except LimaError as exc:
+            if not refused:
+                raise
+            refused.append(str(exc))
+            break  # as Lima: a failed delete ends the verb
+    if len(refused) == 1:
+        raise LimaError(refused[0])
+    if refused:  # one line each, prefixed as `lima.cli` prefixes a single one
+        raise LimaError("\n".join(f"limactl: {m}" for m in refused))
 
 
 def _running_pids(inst_dir: Path) -> str:

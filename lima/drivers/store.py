@@ -296,9 +296,10 @@ def _maybe_alive(pid: int) -> bool:
 
 
 def remove_leftovers(name: str) -> list[str]:
-    """Remove what a killed create or delete of instance `name` left: its `.creating-*` /
-    `.deleting-*` work directories in LIMA_HOME and the atomic-write temps in its
-    directory, but only those whose maker (the PID in their name) is dead.
+    """Remove what a killed create, delete or clone of instance `name` left: its
+    `.creating-*` / `.deleting-*` / `.cloning-*` work directories in LIMA_HOME and the
+    atomic-write temps in its directory, but only those whose maker (the PID in their
+    name) is dead. A `.cloning-` one holds only copies: it is removed whole.
 
     The caller holds the instance lock: `.status.*.tmp` (no PID in its name) is written
     only under that lock, so none of those can belong to a live writer. Returns what was
@@ -317,6 +318,14 @@ def remove_leftovers(name: str) -> list[str]:
         if parsed is None or parsed[1] != name or _maybe_alive(parsed[2]):
             continue
         work = Path(entry.path)
+        if parsed[0] == "cloning":
+            # Nothing in it but the copies the killed clone made (its source is untouched).
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+            if not work.exists():
+                removed.append(str(work))
+            continue
         kept = _remove_known_entries(work)
         if not kept:
             with contextlib.suppress(OSError):
