@@ -10,7 +10,6 @@ matters: `logging` is imported only by `configure`.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
@@ -65,6 +64,8 @@ def rfc3339(when: float) -> str:
 def json_line(level: int, msg: str, when: float | None = None, **fields: Any) -> str:
     """One logrus JSON line (with its newline). Go's encoder escapes <, > and & (HTML-safe)
     and U+2028/U+2029; the keys are sorted, as Go marshals a map."""
+    import json  # (only here: `limactl --help` imports this module too)
+
     data = {**fields, "level": _LOGRUS_NAME.get(level, "info"), "msg": msg,
             "time": rfc3339(time.time() if when is None else when)}
     text = json.dumps(dict(sorted(data.items())), ensure_ascii=False, separators=(",", ":"),

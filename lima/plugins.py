@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import sys
 from pathlib import Path
@@ -51,7 +50,12 @@ def self_dirs(argv0: str | None = None) -> list[str]:
     argv0 = sys.argv[0] if argv0 is None else argv0
     if not argv0:
         return []
-    found = argv0 if os.sep in argv0 else shutil.which(argv0)
+    if os.sep in argv0:
+        found: str | None = argv0
+    else:
+        import shutil  # (not at the top: `limactl --help` lists plugins, start-up counts)
+
+        found = shutil.which(argv0)
     if not found:
         return []
     dirs = [os.path.dirname(os.path.abspath(found))]
