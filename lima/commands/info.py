@@ -107,6 +107,14 @@ def info(yq: str) -> None:
         from lima.yqeval import evaluate_all
 
         results = evaluate_all(yq, doc)
+    from lima.jsoncolor import output_is_tty, pretty
+
+    tty = output_is_tty()
     for r in results:
-        # yq's JSON encoder with indent 4: scalars bare, strings without quotes.
-        click.echo(r if isinstance(r, str) else json.dumps(r, indent=4, ensure_ascii=False))
+        # yq's JSON encoder with indent 4: scalars bare, strings without quotes; coloured
+        # on a terminal.
+        if isinstance(r, str):
+            click.echo(r)
+        else:
+            click.echo(pretty(r) if tty else json.dumps(r, indent=4, ensure_ascii=False),
+                       color=tty or None)

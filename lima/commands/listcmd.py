@@ -12,7 +12,9 @@ from lima.commands.listing import run_list
 
 
 def _echo(text: str) -> None:
-    click.echo(text, nl=False)
+    # color=True: nothing stripped, as Go prints (and as lima.clifast's path writes), so the
+    # coloured JSON of a terminal (or of $_LIMA_OUTPUT_IS_TTY) survives.
+    click.echo(text, nl=False, color=True)
 
 
 @click.command(name="list")

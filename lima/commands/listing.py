@@ -257,6 +257,11 @@ def _managed_cell(rec: dict[str, Any]) -> str:
     return by or "-"
 
 
+def _output_is_tty() -> bool:
+    """Lima's uiutil.OutputIsTTY (stdout is a terminal, or $_LIMA_OUTPUT_IS_TTY is set)."""
+    return bool(os.environ.get("_LIMA_OUTPUT_IS_TTY")) or sys.stdout.isatty()
+
+
 def _terminal_width() -> int:
     """0 when stdout is not a terminal: Lima then hides no column."""
     try:
@@ -393,10 +398,15 @@ def _print(echo: Callable[[str], None], wanted: list[str], fmt: str, all_fields:
             warn(f"instance `{r['name']}` has errors",
                  text=f"instance `{r['name']}` has errors: " + "; ".join(r["errors"]),
                  errors=r["errors"])
+    tty = fmt == "json" and _output_is_tty()
     if yq:
         from lima.commands.listyq import apply
 
-        echo(apply(recs, " | ".join(yq), fmt))
+        echo(apply(recs, " | ".join(yq), fmt, tty))
+    elif tty:  # Lima: indented by 4 and coloured on a terminal, JSON Lines elsewhere
+        from lima.jsoncolor import pretty
+
+        echo("".join(pretty(r) + "\n" for r in recs))
     elif fmt == "json":
         echo("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
                      for r in recs))

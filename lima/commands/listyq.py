@@ -46,12 +46,17 @@ def _scalar(value: Any) -> str | None:
     return json.dumps(value)
 
 
-def json_result(value: Any) -> str:
-    """One result as yq's JSON encoder (indent 0) prints it, with its newline."""
+def json_result(value: Any, tty: bool = False) -> str:
+    """One result as yq's JSON encoder (indent 0) prints it, with its newline; on a
+    terminal (`tty`) indented by 4 and coloured, as Lima prints it there."""
     value = _drop_empty_maps(value)
     bare = _scalar(value)
     if bare is not None:
         return bare + "\n"
+    if tty:
+        from lima.jsoncolor import pretty
+
+        return pretty(value) + "\n"
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
@@ -65,13 +70,14 @@ def yaml_result(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
 
 
-def apply(recs: list[dict[str, Any]], expr: str, fmt: str) -> str:
-    """The output of `--yq EXPR` over the instances, in format json or yaml."""
+def apply(recs: list[dict[str, Any]], expr: str, fmt: str, tty: bool = False) -> str:
+    """The output of `--yq EXPR` over the instances, in format json or yaml (`tty`: JSON
+    for a terminal)."""
     out: list[str] = []
     for rec in recs:
         results = evaluate_all(expr, rec)
         if fmt == "json":
-            out.extend(json_result(r) for r in results)
+            out.extend(json_result(r, tty) for r in results)
         elif results:
             # yq separates the documents it prints (not before the first one)
             out.append(("---\n" if out else "") + "".join(yaml_result(r) for r in results))

@@ -122,3 +122,11 @@ def test_help_lists_plugins_as_click_does(tmp_path: Path, monkeypatch: pytest.Mo
     fast, slow = both(["--help"], capsys)
     assert fast == slow
     assert "Available Plugins (Experimental):\n  hello" in fast[1] and "url-hidden" not in fast[1]
+
+
+@pytest.mark.parametrize("args", [["list", "--json"], ["list"], ["list", "-q"]])
+def test_list_fast_path_for_a_terminal_is_the_click_path(
+        args: list[str], home: Path, monkeypatch: pytest.MonkeyPatch, capsys: Cap) -> None:
+    monkeypatch.setenv("_LIMA_OUTPUT_IS_TTY", "1")  # Lima's switch: output as for a terminal
+    fast, slow = both(args, capsys)
+    assert fast == slow

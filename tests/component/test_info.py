@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,12 @@ def test_plugins_are_the_ones_limactl_runs(tmp_path: Path, monkeypatch: pytest.M
     assert info["plugins"] == [
         {"name": "hello", "path": str(plugin), "description": "Say hello"},
         {"name": "plain", "path": str(tmp_path / "limactl-plain")}]  # omitempty
+
+
+def test_coloured_on_a_terminal(capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch, _isolated_home: Path) -> None:
+    plain = json.loads(run_cli(["info"], capsys)[1])
+    monkeypatch.setenv("_LIMA_OUTPUT_IS_TTY", "1")
+    code, out, _ = run_cli(["info"], capsys)
+    assert code == 0 and "\x1b[0m" in out
+    assert json.loads(re.sub(r"\x1b\[[0-9;]*m", "", out)) == plain

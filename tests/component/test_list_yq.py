@@ -5,6 +5,7 @@ CLI entry point, on instance directories written here (no VM)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,24 @@ def test_unmatched_names_still_exit_1_with_yq(home: Path, capsys: Cap) -> None:
     code, out, err = run_cli(["ls", "foo", "nope", "--yq", ".name"], capsys)
     assert (code, out) == (1, "foo\n")
     assert "No instance matching nope found." in err and "unmatched instances" in err
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_json_on_a_terminal_is_coloured_and_the_same(home: Path, capsys: Cap,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """list.bats: 'JSON output to terminal is colorized, but semantically identical'."""
+    code, plain, _ = run_cli(["ls", "foo", "bar", "--format", "json"], capsys)
+    monkeypatch.setenv("_LIMA_OUTPUT_IS_TTY", "1")
+    for args in (["ls", "foo", "bar", "--format", "json"], ["ls", "foo", "bar", "--json"]):
+        code, colored, _ = run_cli(args, capsys)
+        assert code == 0 and "\x1b[0m" in colored
+        text = ANSI.sub("", colored)
+        assert text.startswith('{\n    "name": "foo",\n')  # indented by 4
+        docs = [json.loads(d) for d in re.split(r"(?m)^(?=\{)", text) if d]
+        assert docs == [json.loads(line) for line in plain.splitlines()]
+    code, out, _ = run_cli(["ls", "foo", "--yq", ".config.cpus", "--yq", "{c: .}"], capsys)
+    assert json.loads(ANSI.sub("", out)) == {"c": 1} and "\x1b[0m" in out
+    code, out, _ = run_cli(["ls", "foo", "--yq", ".name"], capsys)
+    assert out == "foo\n"  # a bare scalar stays bare
