@@ -20,7 +20,7 @@ class Problem(NamedTuple):
     """One problem in one document: `FILE:LINE: field.path: message`. (A NamedTuple, not
     a dataclass: every limactl command imports this module, and `dataclasses` costs
     several milliseconds of start-up; it is immutable and ordered by its fields all the
-    same.)"""
+    same; a changed copy is `problem._replace(file=...)`.)"""
 
     file: str
     line: int
