@@ -2,19 +2,17 @@
 
 The only place that prints errors and picks exit codes. Verbs live in
 `lima.commands.<module>` and are imported lazily, so `limactl validate` does not pay
-for paramiko or pycdlib at start-up.
+for paramiko or pycdlib at start-up; the click application is in lima.cliapp, and
+lima.clifast answers `limactl --help` and plain `limactl list` without importing click.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
-import click
-
-from lima import LIMA_COMPAT_VERSION
 from lima.errors import LimaError
 
 # verb -> "module:attribute" under lima.commands
@@ -22,8 +20,8 @@ VERBS: dict[str, str] = {
     "validate": "validate:validate",
     "info": "info:info",
     "create": "instances:create",
-    "list": "listing:list_",
-    "ls": "listing:list_",
+    "list": "listcmd:list_",
+    "ls": "listcmd:list_",
     "delete": "instances:delete",
     "rm": "instances:delete",
     "remove": "instances:delete",
@@ -98,139 +96,85 @@ SHORT_HELP: dict[str, str] = {
 SILENT_VERBS = {"validate", "info", "list", "ls"}
 # Verbs whose arguments after the verb belong to someone else (the guest command).
 PASSTHROUGH_VERBS = {"shell"}
+# Global flags that make even a silent verb set up `logging`.
+LOGGING_FLAGS = {"debug", "log-level", "log-format"}
+GLOBALS_KEY = "lima.globalflags"
+ROOT_HELP = "limactl: Lima (Linux virtual machines) as a declarative reconciler."
 
 
-class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+def __getattr__(name: str) -> Any:
+    """`lima.cli.limactl` (the click group) and `LazyGroup` live in lima.cliapp, imported
+    on first use: the fast paths (lima.clifast) answer without click."""
+    if name in ("limactl", "LazyGroup"):
+        from lima import cliapp
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(v for v in VERBS if v not in HIDDEN and self._available(v))
-
-    def _available(self, name: str) -> bool:
-        import importlib.util  # only `--help` lists the verbs
-
-        module = VERBS[name].split(":")[0]
-        return importlib.util.find_spec(f"lima.commands.{module}") is not None
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """click's Commands section, from SHORT_HELP (same truncation, no verb imported)."""
-        verbs = self.list_commands(ctx)
-        if not verbs:
-            return
-        limit = formatter.width - 6 - max(len(v) for v in verbs)
-        rows = []
-        for verb in verbs:
-            text = SHORT_HELP.get(verb)
-            # A stand-in command with that help shortens it as click does the verb's own.
-            command = click.Command(verb, help=text) if text else self.get_command(ctx, verb)
-            rows.append((verb, command.get_short_help_str(limit) if command else ""))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-        from lima import plugins
-
-        plugins.format_help(formatter)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = VERBS.get(cmd_name)
-        if target is None:  # a `limactl-NAME` plugin, as in Lima 2.x
-            from lima import plugins
-
-            return plugins.command(cmd_name)
-        module_name, attr = target.split(":")
-        qualified = f"lima.commands.{module_name}"
-        try:
-            module = importlib.import_module(qualified)
-        except ModuleNotFoundError as exc:
-            if exc.name != qualified:  # the verb exists but one of its imports is missing
-                raise
-            return None
-        command: click.Command = getattr(module, attr)
-        return command
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(LIMA_COMPAT_VERSION, "--version", "-v", prog_name="limactl",
-                      message="%(prog)s version %(version)s")
-@click.option("--debug", is_flag=True, help="Show debug logs and tracebacks.")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warn", "error"]),
-    default=None,
-    help="Log level.",
-)
-@click.pass_context
-def limactl(ctx: click.Context, debug: bool, log_level: str | None) -> None:
-    """limactl: Lima (Linux virtual machines) as a declarative reconciler."""
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
-    if ctx.invoked_subcommand in SILENT_VERBS and not debug and log_level is None:
-        return
-    import logging
-
-    level = "debug" if debug else (log_level or "info")
-    logging.basicConfig(
-        level={"warn": "WARNING"}.get(level, level.upper()),
-        format="%(levelname)s[%(asctime)s] %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    # The lifecycle machine's library narrates every transition at INFO.
-    logging.getLogger("transitions").setLevel(logging.WARNING)
+        return getattr(cliapp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _debug_requested(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("LIMA_DEBUG") == "1"
+    from lima import logfmt
+
+    return logfmt.debug() or "--debug" in argv or os.environ.get("LIMA_DEBUG") == "1"
 
 
-def hoist_global_flags(args: list[str]) -> list[str]:
-    """Move `--debug` given after the verb in front of it, as Lima accepts its global flags
-    anywhere (`limactl validate --debug x.yaml`) while click only takes them before the verb.
-    Arguments after `--`, and every argument of a passthrough verb (`shell`) or of a verb
-    limactl does not know (a plugin's), stay put."""
-    i = 0
-    while i < len(args) and args[i].startswith("-") and args[i] != "--":
-        i += 2 if args[i] == "--log-level" else 1
-    if i >= len(args) or args[i] in PASSTHROUGH_VERBS or args[i] not in VERBS:
-        return args
-    tail = args[i:]
-    end = tail.index("--") if "--" in tail else len(tail)
-    moved = [a for a in tail[:end] if a == "--debug"]
-    if not moved:
-        return args
-    kept = [a for a in tail[:end] if a != "--debug"]
-    return [*args[:i], *moved, *kept, *tail[end:]]
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `limactl`: run the verb, map expected errors to messages and exit codes."""
-    args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    from lima import logfmt
+
+    logfmt.reset()
     try:
-        rc = limactl.main(args=args, prog_name="limactl", standalone_mode=False)
+        from lima import clifast
+
+        rc = clifast.run(args)  # None: this command line needs click
+        if rc is None:
+            rc = _run_click(args)
     except LimaError as exc:
         if _debug_requested(args):
             raise
-        click.echo(f"limactl: {exc}" if "\n" not in str(exc) else str(exc), err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+        _say(logfmt.fatal(str(exc)))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        _say("interrupted")
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
     except Exception as exc:  # a bug: show one line unless --debug
         if _debug_requested(args):
             raise
-        click.echo(f"limactl: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
-                   err=True)
+        _say(logfmt.fatal(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)"))
         sys.exit(70)
-    sys.exit(rc if isinstance(rc, int) else 0)
+    sys.exit(rc)
+
+
+def _run_click(args: list[str]) -> int:
+    """The verb through click: its exit code; click's own errors shown as click shows them
+    (or as a logrus fatal line with --log-format json)."""
+    import click
+
+    from lima import logfmt
+    from lima.cliapp import limactl
+
+    try:
+        rc = limactl.main(args=args, prog_name="limactl", standalone_mode=False)
+    except click.exceptions.Abort:
+        _say("Aborted!")
+        return 130
+    except click.ClickException as exc:
+        if logfmt.json_mode():
+            _say(logfmt.fatal(exc.format_message()))
+        else:
+            exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return rc if isinstance(rc, int) else 0
 
 
 def lima_args(args: list[str], environ: Mapping[str, str]) -> list[str]:
@@ -253,7 +197,7 @@ def lima_main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) == 1 and args[0] in ("-h", "--help"):
         instance = os.environ.get("LIMA_INSTANCE") or "default"
-        click.echo(f"Usage: lima [COMMAND...]\n\n"
+        print(f"Usage: lima [COMMAND...]\n\n"
                    f"`lima` runs `limactl shell {instance}` with COMMAND (or a login shell).\n"
                    f"Set $LIMA_INSTANCE to use another instance than \"{instance}\", and\n"
                    "$LIMA_SHELL and $LIMA_WORKDIR for the shell and the working directory\n"

@@ -7,7 +7,7 @@ PermanentError: retrying will not help (digest mismatch, missing qemu, ...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class LimaError(Exception):
@@ -16,9 +16,11 @@ class LimaError(Exception):
     exit_code = 1
 
 
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One problem in one document: `FILE:LINE: field.path: message`."""
+class Problem(NamedTuple):
+    """One problem in one document: `FILE:LINE: field.path: message`. (A NamedTuple, not
+    a dataclass: every limactl command imports this module, and `dataclasses` costs
+    several milliseconds of start-up; it is immutable and ordered by its fields all the
+    same; a changed copy is `problem._replace(file=...)`.)"""
 
     file: str
     line: int

@@ -97,12 +97,20 @@ _WORK_DIR = re.compile(r"^\.(?P<kind>creating|deleting|cloning)-(?P<name>[^@/]+)
 UNIX_PATH_MAX = 108
 
 
+# lima_home() for the inputs it depends on: `list` asks for it hundreds of times.
+_HOMES: dict[tuple[str | None, str | None, str | None], Path] = {}
+
+
 def lima_home() -> Path:
     """`$LIMA_HOME`, else `~/.lima`."""
     env = os.environ.get("LIMA_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
-    return Path.home() / ".lima"
+    relative = bool(env) and not env.startswith(("/", "~"))  # type: ignore[union-attr]
+    key = (env, os.environ.get("HOME"), os.getcwd() if relative else None)
+    home = _HOMES.get(key)
+    if home is None:
+        home = Path(env).expanduser().absolute() if env else Path.home() / ".lima"
+        _HOMES[key] = home
+    return home
 
 
 def instance_dir(name: str) -> Path:

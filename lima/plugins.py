@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-
-import click
+from typing import TYPE_CHECKING, NamedTuple
 
 from lima.errors import LimaError
+
+if TYPE_CHECKING:
+    import click
 
 PREFIX = "limactl-"
 HIDDEN_PREFIX = "url-"
@@ -35,9 +35,9 @@ SECTION = "Available Plugins (Experimental)"
 _DESC = re.compile(rb"<limactl-desc>(.*?)</limactl-desc>")
 
 
-@dataclass(frozen=True)
-class Plugin:
-    """One `limactl-NAME` executable."""
+class Plugin(NamedTuple):
+    """One `limactl-NAME` executable. (No click nor dataclasses in this module's imports:
+    lima.helpfast lists the plugins in `limactl --help` without them.)"""
 
     name: str
     path: Path
@@ -50,7 +50,12 @@ def self_dirs(argv0: str | None = None) -> list[str]:
     argv0 = sys.argv[0] if argv0 is None else argv0
     if not argv0:
         return []
-    found = argv0 if os.sep in argv0 else shutil.which(argv0)
+    if os.sep in argv0:
+        found: str | None = argv0
+    else:
+        import shutil  # (not at the top: `limactl --help` lists plugins, start-up counts)
+
+        found = shutil.which(argv0)
     if not found:
         return []
     dirs = [os.path.dirname(os.path.abspath(found))]
@@ -60,7 +65,9 @@ def self_dirs(argv0: str | None = None) -> list[str]:
     return dirs
 
 
-def _libexec_dirs(selves: list[str]) -> list[str]:
+def libexec_dirs(selves: list[str]) -> list[str]:
+    """<PREFIX>/libexec/lima and <PREFIX>/lib/lima beside limactl's directories, those
+    holding anything (also `limactl info`'s libexecPaths)."""
     found = []
     for d in selves:
         prefix = os.path.dirname(d)
@@ -79,7 +86,7 @@ def search_dirs(path_env: str | None = None, argv0: str | None = None) -> list[s
     path_env = os.environ.get("PATH", "") if path_env is None else path_env
     selves = self_dirs(argv0)
     return [*selves, *(path_env.split(os.pathsep) if path_env else []),
-            *_libexec_dirs(selves)]
+            *libexec_dirs(selves)]
 
 
 def _description(path: Path) -> str:
@@ -150,32 +157,40 @@ def run(plugin: Plugin, args: list[str]) -> int:
     return code if code >= 0 else 255
 
 
-class PluginCommand(click.Command):
-    """A plugin as a click command: every argument after its name is the plugin's."""
-
-    def __init__(self, plugin: Plugin) -> None:
-        super().__init__(plugin.name, help=plugin.description, add_help_option=False,
-                         hidden=plugin.name.startswith(HIDDEN_PREFIX))
-        self.plugin = plugin
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.args = list(args)  # untouched: no option parsing, `--` kept
-        return ctx.args
-
-    def invoke(self, ctx: click.Context) -> int:
-        return run(self.plugin, list(ctx.args))
-
-
 def command(name: str) -> click.Command | None:
     """The click command for `limactl NAME` when NAME is a plugin, else None."""
     plugin = find(name)
-    return PluginCommand(plugin) if plugin else None
+    if plugin is None:
+        return None
+    import click
+
+    class PluginCommand(click.Command):
+        """A plugin as a click command: every argument after its name is the plugin's."""
+
+        def __init__(self, plugin: Plugin) -> None:
+            super().__init__(plugin.name, help=plugin.description, add_help_option=False,
+                             hidden=plugin.name.startswith(HIDDEN_PREFIX))
+            self.plugin = plugin
+
+        def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+            ctx.args = list(args)  # untouched: no option parsing, `--` kept
+            return ctx.args
+
+        def invoke(self, ctx: click.Context) -> int:
+            return run(self.plugin, list(ctx.args))
+
+    return PluginCommand(plugin)
+
+
+def help_rows() -> list[tuple[str, str]]:
+    """`limactl --help`'s rows for the plugins (not those named url-*)."""
+    return [(p.name, p.description) for p in discover() if not p.name.startswith(HIDDEN_PREFIX)]
 
 
 def format_help(formatter: click.HelpFormatter) -> None:
     """`limactl --help`'s section listing the plugins (not those named url-*)."""
-    shown = [p for p in discover() if not p.name.startswith(HIDDEN_PREFIX)]
-    if not shown:
+    rows = help_rows()
+    if not rows:
         return
     with formatter.section(SECTION):
-        formatter.write_dl([(p.name, p.description) for p in shown])
+        formatter.write_dl(rows)

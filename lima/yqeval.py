@@ -6,7 +6,9 @@ jq's, and everything Lima's edit flags generate (`.cpus = 4`, `.mounts += [...]`
 `limactl list --yq`, `limactl template yq`. Pure: no I/O.
 
 As Lima does for yq, the expression cannot read the environment: `env` fails and `$ENV`
-is empty, and jq's `import`/`include` (which read files) cannot appear after the prelude.
+is empty, and jq's `import`/`include` (which read files) cannot appear after the prelude;
+lima.yqrestrict first refuses what names them (and yq's strenv, envsubst, load...) with
+Lima's messages.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def evaluate_all(expr: str, data: Any) -> list[Any]:
     """Every result of `expr` on `data`, in order."""
     import jq  # ~3 ms; only the verbs that take expressions pay for it
 
+    from lima.yqrestrict import check
+
+    check(expr)  # no env or file operations, as in Lima
     try:
         program = jq.compile(_PRELUDE + expr)
     except ValueError as exc:

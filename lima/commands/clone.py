@@ -51,9 +51,7 @@ def check_document(text: str, name: str, shown_as: str) -> None:
     try:
         schemas.resolve("-", name=name, stdin=text.encode())
     except SpecError as exc:
-        from dataclasses import replace
-
-        raise SpecError([replace(p, file=shown_as) if p.file == "-" else p
+        raise SpecError([p._replace(file=shown_as) if p.file == "-" else p
                          for p in exc.problems]) from None
 
 

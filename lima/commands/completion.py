@@ -174,7 +174,7 @@ def candidates(words: list[str]) -> tuple[str, list[tuple[str, str]]]:
     `limactl`, the last one being completed)."""
     from click.shell_completion import _resolve_context, _resolve_incomplete
 
-    from lima.cli import limactl
+    from lima.cliapp import limactl
 
     args, incomplete = words[:-1], words[-1] if words else ""
     try:

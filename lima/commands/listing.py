@@ -8,7 +8,9 @@ empty maps dropped (Lima pipes its JSON through yq for that); limapy's own keys 
 conditions, ready, reason, managedBy, controllerPaused) come after all of Lima's.
 `--format '{{...}}'` is a Go template over Lima's Go field names (lima.gotmpl, with
 Lima's json/yaml/indent/missing functions). Start-up matters here (scripts call `list`
-in loops): modules beyond click are imported only by the paths that need them.
+in loops): this module imports no click (the verb's options are in lima.commands.listcmd,
+and lima.clifast runs plain `limactl list` without click), and other modules are
+imported only by the paths that need them.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import click
 
 from lima import paths
 from lima.drivers import store
 from lima.errors import LimaError
+from lima.logfmt import warn
 from lima.names import guest_hostname, validate_name
 from lima.units import bytes_size
 
@@ -151,12 +153,26 @@ def _ordered(vals: dict[str, Any]) -> dict[str, Any]:
 
 def _drop_empty_maps(value: Any) -> Any:
     """What Lima's `del(.. | select(tag == "!!map" and length == 0))` (until nothing
-    changes) leaves: no empty map anywhere below the top."""
-    if isinstance(value, dict):
-        out = {k: _drop_empty_maps(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v != {}}
-    if isinstance(value, list):
-        return [v for v in map(_drop_empty_maps, value) if v != {}]
+    changes) leaves: no empty map anywhere below the top. (Scalars are not descended
+    into: `list` walks every instance's config.)"""
+    if type(value) is dict:
+        out = {}
+        for k, v in value.items():
+            if type(v) is dict or type(v) is list:
+                v = _drop_empty_maps(v)
+                if v == {}:
+                    continue
+            out[k] = v
+        return out
+    if type(value) is list:
+        kept = []
+        for v in value:
+            if type(v) is dict or type(v) is list:
+                v = _drop_empty_maps(v)
+                if v == {}:
+                    continue
+            kept.append(v)
+        return kept
     return value
 
 
@@ -241,6 +257,11 @@ def _managed_cell(rec: dict[str, Any]) -> str:
     return by or "-"
 
 
+def _output_is_tty() -> bool:
+    """Lima's uiutil.OutputIsTTY (stdout is a terminal, or $_LIMA_OUTPUT_IS_TTY is set)."""
+    return bool(os.environ.get("_LIMA_OUTPUT_IS_TTY")) or sys.stdout.isatty()
+
+
 def _terminal_width() -> int:
     """0 when stdout is not a terminal: Lima then hides no column."""
     try:
@@ -295,56 +316,63 @@ def field_names() -> list[str]:
     return sorted(go for go, _, _ in FIELDS)
 
 
-@click.command(name="list")
-@click.argument("names", nargs=-1)
-@click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
-              help="Output format, one of: json, yaml, table, go-template.")
-@click.option("--list-fields", is_flag=True, help="List fields available for format.")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format=json.")
-@click.option("--quiet", "-q", is_flag=True, help="Only show names.")
-@click.option("--all-fields", is_flag=True,
-              help="Show all fields (hide no column on a narrow terminal).")
-@click.option("--wide", "-w", is_flag=True,
-              help="Add READY, MANAGED and REASON columns to the table (limapy's own).")
-def list_(names: tuple[str, ...], fmt: str | None, list_fields: bool, as_json: bool,
-          quiet: bool, all_fields: bool, wide: bool) -> None:
-    """List instances of Lima.
-
-    --format json (or --json): one JSON object per instance; yaml; table (the default);
-    anything else is a Go template over the fields of --list-fields, e.g. '{{.Name}}'
-    (functions: json, yaml, indent, missing and Go's builtins)."""
-    if as_json and fmt is not None:
+def run_list(names: tuple[str, ...] | list[str], fmt: str | None = None,
+             list_fields: bool = False, as_json: bool = False, quiet: bool = False,
+             all_fields: bool = False, yq: tuple[str, ...] = (), filters: tuple[str, ...] = (),
+             wide: bool = False, out: Callable[[str], None] | None = None) -> None:
+    """`limactl list` with its flags: the verb (lima.commands.listcmd, through click) and
+    lima.clifast (plain `limactl list`, without click) both run this. `out` writes to
+    stdout (click.echo for the first, sys.stdout for the other)."""
+    echo = out or _write
+    fmt_given = fmt is not None
+    if as_json and fmt_given:
         raise LimaError("option --json conflicts with option --format")
-    if list_fields and fmt is not None:
+    if list_fields and fmt_given:
         raise LimaError("option --list-fields conflicts with option --format")
     fmt = "json" if as_json else (fmt or "table")
+    if yq:
+        if fmt_given and fmt not in ("json", "yaml"):
+            raise LimaError("option --yq only works with --format json or yaml")
+        if list_fields:
+            raise LimaError("option --list-fields conflicts with option --yq")
+    if filters and list_fields:
+        raise LimaError("option --list-fields conflicts with option --filter")
     if quiet and fmt != "table":
         raise LimaError("option --quiet can only be used with '--format table'")
-    if wide and fmt != "table":
+    if wide and (fmt != "table" or yq):
         raise LimaError("option --wide can only be used with '--format table'")
     if list_fields:
-        click.echo("\n".join(field_names()))
+        echo("\n".join(field_names()) + "\n")
         return
     for n in names:
         validate_name(n)
     existing = store.instance_names()
     if not names and not existing:
-        click.echo(NO_INSTANCE, err=True)
+        warn(NO_INSTANCE)
         return
     wanted = list(names) or existing
     unmatched = [n for n in wanted if n not in existing]
     for n in unmatched:
-        click.echo(f"No instance matching {n} found.", err=True)
+        warn(f"No instance matching {n} found.")
     wanted = [n for n in wanted if n in existing]
-    if quiet:
-        click.echo("".join(f"{n}\n" for n in wanted), nl=False)
+    if quiet and not yq and not filters:
+        echo("".join(f"{n}\n" for n in wanted))
     else:
-        _print(wanted, fmt, all_fields, wide)
+        if yq and not fmt_given:
+            fmt = "json"  # --yq implies --format json
+        _print(echo, wanted, fmt, all_fields, wide, list(filters),
+               [*yq, *([".name"] if quiet else [])], quiet)
     if unmatched:
         raise LimaError("unmatched instances")
 
 
-def _print(wanted: list[str], fmt: str, all_fields: bool, wide: bool) -> None:
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _print(echo: Callable[[str], None], wanted: list[str], fmt: str, all_fields: bool,
+           wide: bool, filters: list[str], yq: list[str], quiet: bool) -> None:
     template = None
     if fmt not in ("json", "yaml", "table"):
         from lima.gotmpl import TemplateError, parse, run
@@ -358,28 +386,45 @@ def _print(wanted: list[str], fmt: str, all_fields: bool, wide: bool) -> None:
     listcache.reset()
     recs = [instance_record(n, cached=True) for n in wanted]
     listcache.save(store.instance_names())
+    if filters:
+        from lima.commands.listyq import keep
+
+        recs = [r for r in recs if keep(r, filters)]
+        if quiet and not yq:
+            echo("".join(f"{r['name']}\n" for r in recs))
+            return
     for r in recs:
         if r.get("errors"):
-            click.echo(f"instance `{r['name']}` has errors: " + "; ".join(r["errors"]),
-                       err=True)
-    if fmt == "json":
-        click.echo("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
-                           for r in recs), nl=False)
+            warn(f"instance `{r['name']}` has errors",
+                 text=f"instance `{r['name']}` has errors: " + "; ".join(r["errors"]),
+                 errors=r["errors"])
+    tty = fmt == "json" and _output_is_tty()
+    if yq:
+        from lima.commands.listyq import apply
+
+        echo(apply(recs, " | ".join(yq), fmt, tty))
+    elif tty:  # Lima: indented by 4 and coloured on a terminal, JSON Lines elsewhere
+        from lima.jsoncolor import pretty
+
+        echo("".join(pretty(r) + "\n" for r in recs))
+    elif fmt == "json":
+        echo("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                     for r in recs))
     elif fmt == "yaml":
         import yaml
 
         for r in recs:
-            click.echo("---\n" + yaml.safe_dump(r, sort_keys=False, allow_unicode=True),
-                       nl=False)
+            echo("---\n" + yaml.safe_dump(r, sort_keys=False, allow_unicode=True))
     elif fmt == "table":
         if recs:
-            click.echo("\n".join(table(recs, all_fields, wide, _terminal_width())))
+            echo("\n".join(table(recs, all_fields, wide, _terminal_width())) + "\n")
     else:
         assert template is not None
-        _print_template(template, fmt, recs)
+        _print_template(echo, template, fmt, recs)
 
 
-def _print_template(template: Any, fmt: str, recs: list[dict[str, Any]]) -> None:
+def _print_template(echo: Callable[[str], None], template: Any, fmt: str,
+                    recs: list[dict[str, Any]]) -> None:
     from lima.gotmpl import TemplateError, run
 
     for r in recs:
@@ -389,4 +434,4 @@ def _print_template(template: Any, fmt: str, recs: list[dict[str, Any]]) -> None
             run.run(template, data, data, out)
         except TemplateError as exc:
             raise LimaError(f'template: format: executing "format": {exc}') from None
-        click.echo("".join(out))
+        echo("".join(out) + "\n")

@@ -23,9 +23,8 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lima import paths
 from lima.drivers import safefs
@@ -47,8 +46,7 @@ def owner_label(folder: Path) -> str:
     return f"controller:{folder}"
 
 
-@dataclass(frozen=True)
-class Ownership:
+class Ownership(NamedTuple):  # (not a dataclass: `limactl list` imports this module)
     managed_by: str  # "controller:/abs/DIR"
     file: str  # the lima.yaml in DIR
     digest: str  # sha256 of the file version last seen ("" when none was readable)
@@ -137,6 +135,9 @@ def resume(name: str) -> bool:
 
 def describe(name: str) -> dict[str, Any]:
     """For `limactl list`: {"managedBy": ..., "controllerPaused": bool}, or {} if unmanaged."""
+    if not os.path.isdir(control_dir()):  # no controller ever ran here: one stat, no opens
+        validate_name(name)
+        return {}
     rec = ownership(name)
     paused = is_paused(name)
     if rec is None and not paused:

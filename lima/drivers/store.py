@@ -18,7 +18,6 @@ import os
 import re
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lima import LIMA_COMPAT_VERSION, paths
@@ -93,18 +92,47 @@ def is_protected(inst_dir: Path) -> bool:
     return (inst_dir / paths.PROTECTED).exists()
 
 
-@dataclass
 class Inspection:
-    """What `limactl list` shows of one instance, derived from facts on disk and in /proc."""
+    """What `limactl list` shows of one instance, derived from facts on disk and in /proc.
+    (A plain class, not a dataclass: `limactl list` imports this module, and `dataclasses`
+    costs several milliseconds of its start-up.)"""
 
-    name: str
-    dir: Path
-    status: str
-    errors: list[str] = field(default_factory=list)
-    hostagent_pid: int = 0
-    driver_pid: int = 0
-    protected: bool = False
-    lima_version: str = ""
+    __slots__ = (
+        "dir",
+        "driver_pid",
+        "errors",
+        "hostagent_pid",
+        "lima_version",
+        "name",
+        "protected",
+        "status",
+    )
+
+    def __init__(self, name: str, dir: Path, status: str,
+                 errors: list[str] | None = None, hostagent_pid: int = 0,
+                 driver_pid: int = 0, protected: bool = False, lima_version: str = "") -> None:
+        self.name = name
+        self.dir = dir
+        self.status = status
+        self.errors: list[str] = [] if errors is None else errors
+        self.hostagent_pid = hostagent_pid
+        self.driver_pid = driver_pid
+        self.protected = protected
+        self.lima_version = lima_version
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Inspection):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"Inspection({inner})"
 
 
 def inspect_processes(name: str, inst_dir: Path) -> Inspection:

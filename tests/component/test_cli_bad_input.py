@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from lima import paths
-from lima.cli import hoist_global_flags, main
+from lima.cli import PASSTHROUGH_VERBS, main
 from lima.errors import SpecError
+from lima.globalflags import split_global_flags
 from tests.component.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,15 +233,16 @@ def test_debug_reraises_in_process(in_dir: Path) -> None:
             main(args)
 
 
-def test_hoist_global_flags() -> None:
-    assert hoist_global_flags(["validate", "--debug", "x"]) == ["--debug", "validate", "x"]
-    assert hoist_global_flags(["--log-level", "info", "create", "--debug"]) == [
-        "--log-level", "info", "--debug", "create"]
+def test_global_flags_after_the_verb_are_taken_out() -> None:
+    def rest(args: list[str]) -> list[str]:
+        return split_global_flags(args, PASSTHROUGH_VERBS)[1]
+
+    assert rest(["validate", "--debug", "x"]) == ["validate", "x"]
+    assert rest(["--log-level", "info", "create", "--debug"]) == ["create"]
     # Arguments of the guest command are not ours.
-    assert hoist_global_flags(["shell", "vm", "ls", "--debug"]) == ["shell", "vm", "ls",
-                                                                  "--debug"]
-    assert hoist_global_flags(["create", "--", "--debug"]) == ["create", "--", "--debug"]
-    assert hoist_global_flags(["--debug"]) == ["--debug"]
+    assert rest(["shell", "vm", "ls", "--debug"]) == ["shell", "vm", "ls", "--debug"]
+    assert rest(["create", "--", "--debug"]) == ["create", "--", "--debug"]
+    assert rest(["--debug"]) == []
 
 
 @pytest.mark.parametrize("verb", ["validate", "create"])
