@@ -166,6 +166,14 @@ def _run_click(args: list[str]) -> int:
     except click.exceptions.Abort:
         _say("Aborted!")
         return 130
+    except click.UsageError as exc:
+        # cobra's wording for what Lima users' scripts match on, and Lima's exit code 1
+        shown = click.UsageError(usage_message(exc), ctx=exc.ctx)
+        if logfmt.json_mode():
+            _say(logfmt.fatal(shown.format_message()))
+        else:
+            shown.show()
+        return 1
     except click.ClickException as exc:
         if logfmt.json_mode():
             _say(logfmt.fatal(exc.format_message()))
@@ -175,6 +183,24 @@ def _run_click(args: list[str]) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return rc if isinstance(rc, int) else 0
+
+
+def usage_message(exc: Any) -> str:
+    """A click usage error in cobra's words where Lima's differ: `unknown command "X" for
+    "limactl"`, `unknown flag: --X`, `unknown shorthand flag: 'X' in -X`."""
+    import click
+
+    if isinstance(exc, click.NoSuchOption):
+        name = exc.option_name
+        if name.startswith("--"):
+            return f"unknown flag: {name}"
+        return f"unknown shorthand flag: {name[1:2]!r} in {name}"
+    text = str(exc.message)
+    if text.startswith("No such command "):
+        verb = text[len("No such command "):].rstrip(".").strip("'\"")
+        path = exc.ctx.command_path if exc.ctx is not None else "limactl"
+        return f'unknown command "{verb}" for "{path}"'
+    return text
 
 
 def lima_args(args: list[str], environ: Mapping[str, str]) -> list[str]:

@@ -107,6 +107,6 @@ def test_help_lists_the_global_flags(capsys: Cap) -> None:
 
 def test_a_usage_error_is_a_json_line_with_log_format_json(capsys: Cap) -> None:
     code, out, err = run_cli(["--log-format=json", "no-such-verb"], capsys)
-    assert (code, out) == (2, "")
+    assert (code, out) == (1, "")
     line = json.loads(err)
     assert line["level"] == "fatal" and "no-such-verb" in line["msg"]
