@@ -95,9 +95,12 @@ def parse_float32(text: str) -> float:
     else:
         raise _syntax("ParseFloat", text)
     try:
-        return _to_float32(value)
+        rounded = _to_float32(value)
     except OverflowError:
-        raise _range("ParseFloat", text) from None
+        rounded = math.inf
+    if math.isinf(rounded):  # Go: ±Inf and ErrRange
+        raise _range("ParseFloat", text)
+    return rounded
 
 
 def format_float32(value: float) -> str:
