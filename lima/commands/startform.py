@@ -57,13 +57,20 @@ def is_instance_name(arg: str) -> bool:
 
 
 def _is_locator(arg: str) -> bool:
-    if not is_instance_name(arg):
+    """Whether `arg` names a template rather than an instance. Lima takes every
+    non-identifier for a locator; limapy refuses one that cannot be read as one (no
+    template:, URL, `-`, .yaml name or existing file) as an invalid instance name."""
+    from lima.schemas.templates import IMAGE_SUFFIX
+
+    if arg == "-" or arg.startswith("template:") or re.match(r"^(https?|file)://", arg):
+        return True
+    if arg.lower().endswith((".yml", ".yaml")):
         return True
     # An image file (`debian.qcow2`) is a valid identifier too; limapy boots it when the
     # file is there (Lima would take the word as an instance name).
-    from lima.schemas.templates import IMAGE_SUFFIX
-
-    return bool(IMAGE_SUFFIX.search(arg.lower())) and Path(arg).is_file()
+    if IMAGE_SUFFIX.search(arg.lower()) and Path(arg).is_file():
+        return True
+    return not is_instance_name(arg) and Path(arg).is_file()
 
 
 def choose_target(arg: str | None, name: str | None, *, create_only: bool) -> Target:
@@ -74,6 +81,8 @@ def choose_target(arg: str | None, name: str | None, *, create_only: bool) -> Ta
 
     if name is not None:
         validate_name(name)
+    if arg == "":
+        validate_name(arg)  # Lima reads an empty argument as none; limapy refuses it
     if arg == "-" and not name:
         raise LimaError("must pass instance name with --name when reading template from stdin")
     if arg is not None and arg != "" and _is_locator(arg):
