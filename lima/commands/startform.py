@@ -56,12 +56,15 @@ def is_instance_name(arg: str) -> bool:
     return is_valid_name(arg) and not arg.lower().endswith((".yml", ".yaml"))
 
 
-def _is_locator(arg: str) -> bool:
+def _is_locator(arg: str, *, strict: bool) -> bool:
     """Whether `arg` names a template rather than an instance. Lima takes every
-    non-identifier for a locator; limapy refuses one that cannot be read as one (no
-    template:, URL, `-`, .yaml name or existing file) as an invalid instance name."""
+    non-identifier for a locator (`create` does too); `start` (`strict`) refuses one that
+    cannot be read as one (no template:, URL, `-`, .yaml name or regular file) as an
+    invalid instance name, as limapy's `start` always did."""
     from lima.schemas.templates import IMAGE_SUFFIX
 
+    if not strict and not is_instance_name(arg):
+        return True
     if arg == "-" or arg.startswith("template:") or re.match(r"^(https?|file)://", arg):
         return True
     if arg.lower().endswith((".yml", ".yaml")):
@@ -85,7 +88,7 @@ def choose_target(arg: str | None, name: str | None, *, create_only: bool) -> Ta
         validate_name(arg)  # Lima reads an empty argument as none; limapy refuses it
     if arg == "-" and not name:
         raise LimaError("must pass instance name with --name when reading template from stdin")
-    if arg is not None and arg != "" and _is_locator(arg):
+    if arg is not None and arg != "" and _is_locator(arg, strict=not create_only):
         return Target(instance_name(name, arg), arg)
     if arg:
         if name is not None and name != arg:
