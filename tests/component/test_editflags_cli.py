@@ -162,7 +162,7 @@ def test_create_forms(template: Path, capsys: pytest.CaptureFixture[str],
     templates.mkdir()
     (templates / "default.yaml").write_text(template.read_text())
     monkeypatch.setenv("LIMA_TEMPLATES_PATH", str(templates))
-    code, out, err = run_cli(["create", "--cpus", "2"], capsys)  # no argument: "default"
+    code, _, err = run_cli(["create", "--cpus", "2"], capsys)  # no argument: "default"
     assert code == 0, err
     assert stored(_isolated_home, "default")["cpus"] == 2
     code, _, err = run_cli(["create"], capsys)

@@ -85,8 +85,8 @@ def test_invalid_network_name_is_limas_error() -> None:
 
 @pytest.mark.parametrize("nets", [("vzNAT",), ("lima:shared",), ("vzNAT", "lima:bridged")])
 def test_networks_limapy_cannot_make_are_refused(nets: tuple[str, ...]) -> None:
-    with pytest.raises(LimaError, match="error while processing flag `network`: .*not "
-                                        "supported"):
+    with pytest.raises(LimaError, match=r"error while processing flag `network`: .*not "
+                                        r"supported"):
         exprs(network=nets)
 
 

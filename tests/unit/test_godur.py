@@ -56,7 +56,7 @@ def test_format_duration() -> None:
 def test_strconv() -> None:
     assert goparse.parse_int("0x1f") == 31 and goparse.parse_int("-0b11") == -3
     assert goparse.parse_uint("65535", 16) == 65535
-    with pytest.raises(ValueError, match='strconv.ParseUint: parsing "-1": invalid syntax'):
+    with pytest.raises(ValueError, match=r'strconv\.ParseUint: parsing "-1": invalid syntax'):
         goparse.parse_uint("-1", 16)
     assert goparse.format_float32(goparse.parse_float32("0.1")) == "0.1"
     assert goparse.format_float32(goparse.parse_float32("1e-5")) == "1e-05"
