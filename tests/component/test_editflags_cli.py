@@ -114,7 +114,8 @@ def test_edit_a_stopped_instance_and_an_invalid_edit(
     assert "(set by --set)" in line
 
     # create-only flags are no edit flags (as in Lima)
-    assert run_cli(["edit", "vm", "--arch", "aarch64"], capsys)[0] == 2
+    code, _, err = run_cli(["edit", "vm", "--arch", "aarch64"], capsys)
+    assert code == 1 and "unknown flag: --arch" in err
     code, _, err = run_cli(["edit", "nosuch", "--cpus", "2"], capsys)
     assert code == 1 and "instance `nosuch` not found" in err
     # no flags and no terminal: nothing to edit, nothing changed (Lima: exit 0)
@@ -153,6 +154,22 @@ def test_edit_opens_editor_with_a_terminal(
         os.close(controller)
     assert proc.returncode == 0, proc.stderr
     assert stored(_isolated_home, "vm")["cpus"] == 6
+    # the global --tty, read through the shared contract, opens it without a terminal too
+    ed = {"EDITOR": "ed", "VISUAL": ""}
+    proc = limactl(["--tty", "edit", "vm"], _isolated_home, capture_output=True,
+                   input=b",s/^cpus: 6$/cpus: 7/\nw\nq\n", env=ed)
+    assert proc.returncode == 0, proc.stderr
+    assert stored(_isolated_home, "vm")["cpus"] == 7
+    # and --tty=false keeps a terminal's editor closed
+    controller, terminal = pty.openpty()
+    try:
+        proc = limactl(["--tty=false", "edit", "vm"], _isolated_home, stdout=terminal,
+                       stderr=subprocess.PIPE, input=b",s/^cpus: 7$/cpus: 8/\nw\nq\n", env=ed)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 0, proc.stderr
+    assert stored(_isolated_home, "vm")["cpus"] == 7
 
 
 def test_create_forms(template: Path, capsys: pytest.CaptureFixture[str],
