@@ -14,13 +14,11 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import csv
 import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -33,8 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):
+    """One flag of Lima's RegisterEdit/RegisterCreate (a NamedTuple: cheap at start-up)."""
+
     name: str
     kind: str  # int | uint16 | float32 | string | bool | slice (CSV) | array | ips
     help: str
@@ -97,12 +96,14 @@ ORDER = ("cpus", "dns", "memory", "mount", "mount-only", "mount-none", "mount-ty
 _BOOL_META = "lima.editflags.bools"
 
 
-@dataclass(frozen=True)
 class EditValues:
     """The edit flags given on the command line (only those), by Lima's flag name:
     a str, a bool, or a tuple of str (repeatable flags, in order)."""
 
-    values: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("values",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self.values: Mapping[str, Any] = dict(values or {})
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -111,8 +112,7 @@ class EditValues:
         return name in self.values
 
 
-@dataclass(frozen=True)
-class FlagExpr:
+class FlagExpr(NamedTuple):
     """One generated expression: Lima's text, and what libjq evaluates for it (the same
     text, except where jq and yq differ: ports as numbers, iterating a missing list)."""
 
@@ -203,6 +203,8 @@ def _invalid(flag: str, value: str, exc: Exception) -> LimaError:
 
 def _csv(values: tuple[str, ...], flag: str) -> list[str]:
     """pflag's StringSlice: each value is a CSV record; an empty value adds nothing."""
+    import csv  # only the repeatable flags need it
+
     out: list[str] = []
     for value in values:
         if value == "":

@@ -7,7 +7,6 @@ Callers: lima.editflags (the edit flags) and lima.godur (durations). Pure: no I/
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import struct
@@ -142,6 +141,8 @@ def parse_bool(text: str) -> bool:
 
 def parse_ip(text: str) -> str:
     """net.ParseIP(text).String(); ValueError when it is no IP address."""
+    import ipaddress  # only --dns needs it
+
     if "%" in text:
         raise ValueError(text)
     try:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import click
 
@@ -35,8 +34,7 @@ DEFAULT_INSTANCE = "default"
 DEFAULT_TIMEOUT = 600.0  # Lima's DefaultWatchHostAgentEventsTimeout, 10m
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     name: str
     locator: str | None  # None: the existing instance `name`
 
