@@ -1,5 +1,6 @@
 """Start-up time of the CLI: `limactl list` over 50 instances, `limactl list -q`,
-`limactl --help`, against `python3 -c pass` (the interpreter's own floor).
+`limactl --help`, `limactl start|edit --help` (the edit flags' verbs), against
+`python3 -c pass` (the interpreter's own floor).
 
 A temp LIMA_HOME gets one instance made by `limactl create` from a local qcow2 image
 (`qemu-img create`, no download, no guest), copied to 50 directories (lima.yaml,
@@ -82,6 +83,9 @@ def main() -> None:
             f"limactl list --json ({INSTANCES} instances)": [*limactl, "list", "--json"],
             "limactl list -q": [*limactl, "list", "-q"],
             "limactl --help": [*limactl, "--help"],
+            # the verbs with Lima's edit flags (lima.editflags imported)
+            "limactl start --help": [*limactl, "start", "--help"],
+            "limactl edit --help": [*limactl, "edit", "--help"],
         }
         for label, argv in cases.items():
             print(f"{label:40s} {median_ms(argv, env, args.runs):7.1f} ms (median of {args.runs})")

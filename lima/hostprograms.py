@@ -98,6 +98,15 @@ _TABLE = (
     HostProgram("systemctl", "systemd",
                 "`limactl autostart`: `systemctl --user enable (or disable) lima-vm@NAME.service`, "
                 "only when a systemd user manager runs", bootstrap=False),
+    HostProgram("ed", "ed", "`limactl edit`'s $EDITOR in the tests (it reads its commands "
+                "from stdin)"),
+    HostProgram("editor", "nano", "`limactl edit` without $VISUAL/$EDITOR (Debian's "
+                "alternatives link; nano provides it on a standard install)", bootstrap=False),
+    HostProgram("vim", "vim", "`limactl edit`: Lima's next editor after `editor`",
+                bootstrap=False),
+    HostProgram("vi", "vim-tiny", "`limactl edit`: Lima's next editor after vim",
+                bootstrap=False),
+    HostProgram("emacs", "emacs-nox", "`limactl edit`: Lima's last editor", bootstrap=False),
     HostProgram("ssh-keygen", "openssh-client", "guest keys in the image tests",
                 lima=False, tests=True),
     HostProgram("debugfs", "e2fsprogs", "reads files out of the built ext4 image",

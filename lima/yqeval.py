@@ -19,6 +19,10 @@ from lima.errors import LimaError
 
 # Put in front of every expression: no environment, and no module directives after it.
 _PRELUDE = 'def env: error("env operations have been disabled"); {} as $ENV | '
+# Where yq and jq differ on what Lima generates: yq's `unique` and `unique_by(f)` keep the
+# first of each value in its place (`.dns |= unique`), jq's sort. Defined first, they win.
+_YQ_PRELUDE = ("def unique_by(f): reduce .[] as $x ([]; if any(.[]; (f) == ($x | f)) "
+               "then . else . + [$x] end); def unique: unique_by(.); ")
 
 
 def evaluate(expr: str, data: Any) -> Any:
@@ -35,7 +39,7 @@ def evaluate_all(expr: str, data: Any) -> list[Any]:
 
     check(expr)  # no env or file operations, as in Lima
     try:
-        program = jq.compile(_PRELUDE + expr)
+        program = jq.compile(_YQ_PRELUDE + _PRELUDE + expr)
     except ValueError as exc:
         raise LimaError(f"failed to parse the yq expression {expr!r}: {_first_line(exc)}") from None
     try:

@@ -21,6 +21,7 @@ import click
 
 from lima import paths
 from lima.drivers import store
+from lima.editflags import EditCommand, EditValues, edit_options
 from lima.errors import LimaError, SpecError
 from lima.names import validate_name
 
@@ -64,20 +65,24 @@ def _disk_preparer(spec: Any) -> Any:
 
 
 def create_from_locator(
-    locator: str, name: str | None, stdin: bytes | None, driver: Driver | None = None
+    locator: str, name: str | None, stdin: bytes | None, driver: Driver | None = None,
+    *, edit_flags: EditValues | None = None, content: bytes | None = None,
 ) -> Path:
-    """Resolve and validate, then drive the new instance to stopped through the reconciler
-    (CreateInstance writes the directory atomically, with its disks). A failed create
-    leaves nothing and is not retried: its error is the verb's. `driver` is for tests."""
+    """Resolve and validate (after the edit flags), then drive the new instance to stopped
+    through the reconciler (CreateInstance writes the directory atomically, with its
+    disks). A failed create leaves nothing and is not retried: its error is the verb's.
+    `driver` is for tests."""
     from lima import schemas
     from lima.commands.lifecycle import converge
+    from lima.commands.startform import resolve_new
     from lima.controller.lock import Request, write_request
     from lima.drivers.instance import QemuDriver
 
     name = instance_name(name, locator)
     if paths.instance_dir(name).exists():
         raise LimaError(f"instance {name!r} already exists ({paths.instance_dir(name)})")
-    resolved = schemas.resolve(locator, name=name, stdin=stdin)
+    resolved = resolve_new(locator, name, edit_flags or EditValues(), stdin=stdin,
+                           content=content)
     for warning in resolved.warnings:
         click.echo(str(warning), err=True)
     text = schemas.dump_yaml(resolved.document.data)
@@ -101,19 +106,25 @@ def create_from_locator(
     return inst
 
 
-@click.command()
-@click.option("--name", default=None, help="Instance name (default: from the file or template).")
-@click.option("--tty/--no-tty", default=False, hidden=True, help="Accepted for Lima compat.")
-@click.argument("locator", default="template:default")
-def create(name: str | None, tty: bool, locator: str) -> None:
-    """Create an instance from FILE, template:NAME or - (stdin)."""
-    from lima.schemas.templates import read_stdin
+@click.command(cls=EditCommand)
+@click.argument("target", required=False)
+@click.option("--name", default=None, help="Override the instance name")
+@edit_options(create=True)
+def create(target: str | None, name: str | None, edit_flags: EditValues) -> None:
+    """Create an instance of Lima
 
-    instance_name(name, locator)  # a bad name is refused before stdin is read
-    stdin = read_stdin() if locator == "-" else None
-    inst = create_from_locator(locator, name, stdin)
+    TARGET: FILE.yaml, template:NAME, an http(s) URL, - (stdin, with --name), or none
+    (template:default, instance "default").
+    """
+    from lima.commands.startform import choose_target, read_locator
+
+    chosen = choose_target(target, name, create_only=True)
+    assert chosen.locator is not None  # create_only: an existing instance is an error
+    stdin, content = read_locator(chosen.locator)
+    inst = create_from_locator(chosen.locator, chosen.name, stdin, edit_flags=edit_flags,
+                               content=content)
     click.echo(f"Created instance {inst.name!r} in {inst}")
-    click.echo(f"Run `limactl start {inst.name}` to start it.", err=True)
+    click.echo(f"Run `limactl start {inst.name}` to start the instance.", err=True)
 
 
 @click.command()

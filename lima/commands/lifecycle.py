@@ -1,6 +1,7 @@
-"""Lifecycle verbs: apply, start, stop. Each builds a DesiredState and hands it to the
-reconciler (lima.controller.reconcile), which takes the instance lock for each pass (never
-across the waits between passes); none starts anything itself.
+"""Lifecycle verbs: apply, stop (`start` is lima.commands.startform). Each builds a
+DesiredState and hands it to the reconciler (lima.controller.reconcile), which takes the
+instance lock for each pass (never across the waits between passes); none starts anything
+itself.
 """
 
 from __future__ import annotations
@@ -8,13 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from lima import paths
 from lima.errors import BusyError, LimaError, NotFoundError
+from lima.godur import DURATION
 from lima.states.policy import STEP_BUDGET
 
 if TYPE_CHECKING:
@@ -209,25 +210,12 @@ def converge(
     return driver.actions
 
 
-def _resolve_target(target: str, name: str | None) -> tuple[str, bool]:
-    """NAME or FILE (and --name) -> (checked instance name, is_file)."""
-    from lima.commands.instances import instance_name
-    from lima.names import validate_name
-
-    p = Path(target)
-    if target == "-" or target.startswith("template:") or target.endswith((".yaml", ".yml")) \
-            or (p.is_file() and "/" in target):
-        return instance_name(name, target), True
-    inst_name = target if name is None else name
-    validate_name(inst_name)
-    return inst_name, False
-
-
 @click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--name", default=None, help="Instance name (only with a single FILE).")
-@click.option("--timeout", type=float, default=600.0, show_default=True,
-              help="Seconds to wait for the instance to be running.")
+@click.option("--timeout", type=DURATION, default="10m", show_default=True,
+              help="How long to wait for the instance to be running (Go duration: 10m, "
+                   "1h30m; a bare number is seconds).")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (one row per changed field) and change nothing; exit 0 "
                    "when nothing would change, 2 when something would.")
@@ -256,6 +244,7 @@ def apply(files: tuple[str, ...], name: str | None, timeout: float, dry_run: boo
 
     if name is not None and len(files) > 1:
         raise LimaError("--name can only be used with a single file")
+    timeout = timeout if timeout > 0 else 600.0
     # Every name is checked, every file validated and every plan made before anything is
     # touched: a bad second file must not leave the first instance restarted.
     names = [instance_name(name, locator) for locator in files]
@@ -405,43 +394,6 @@ def _record_live(name: str, new: Resolved, text: str) -> None:
         store.save(name, replace(status, generation=new.generation))
 
 
-@click.command()
-@click.argument("target", default="default")
-@click.option("--name", default=None, help="Instance name when TARGET is a file.")
-@click.option("--timeout", type=float, default=600.0, show_default=True,
-              help="Seconds to wait for the instance to be running.")
-@click.option("--tty/--no-tty", default=False, hidden=True, help="Accepted for Lima compat.")
-def start(target: str, name: str | None, timeout: float, tty: bool) -> None:
-    """Start an instance (NAME), or create and start one from FILE / template:NAME."""
-    from lima import schemas
-    from lima.drivers import store
-    from lima.schemas.templates import read_stdin
-
-    inst_name, is_file = _resolve_target(target, name)
-    document: str | None = None
-    if is_file:
-        if paths.instance_dir(inst_name).exists():
-            raise LimaError(f"instance {inst_name!r} already exists; run `limactl start "
-                            f"{inst_name}`")
-        stdin = read_stdin() if target == "-" else None
-        resolved = schemas.resolve(target, name=inst_name, stdin=stdin)
-        document = schemas.dump_yaml(resolved.document.data)
-        gen = resolved.generation
-    else:
-        from lima.commands.diff import plan_instance
-
-        store.require_instance(inst_name)
-        resolved = load_stored(inst_name)
-        # A change staged by `apply --restart=stage` boots here; a running instance keeps
-        # running (RestartRequired says what waits).
-        gen = plan_instance(inst_name, resolved).generation
-    actions = converge(inst_name, "running", spec=resolved.spec, generation=gen,
-                       document=document, timeout=timeout, verb="start")
-    if actions:
-        show_message(inst_name)
-    click.echo(f"{inst_name}: running")
-
-
 # How long `stop -f` and `delete -f` wait for the instance lock. A verb holds it for one
 # pass, and no step runs longer than its budget (lima.states.policy.STEP_BUDGET), so a
 # holder that keeps it longer is hung: the VM is then killed without the lock.
@@ -502,12 +454,13 @@ def _refuse_managed(name: str) -> None:
 @click.command()
 @click.argument("name", default="default")
 @click.option("--force", "-f", is_flag=True, help="Kill the VM at once (no clean shutdown).")
-@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("--timeout", type=DURATION, default="5m", show_default=True,
+              help="How long to wait (Go duration: 5m, 90s; a bare number is seconds).")
 def stop(name: str, force: bool, timeout: float) -> None:
     """Stop an instance."""
     from lima.drivers import store
 
     store.require_instance(name)
     _refuse_managed(name)
-    stop_instance(name, force=force, timeout=timeout)
+    stop_instance(name, force=force, timeout=timeout if timeout > 0 else 300.0)
     click.echo(f"{name}: stopped")

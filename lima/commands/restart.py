@@ -14,6 +14,7 @@ import logging
 import click
 
 from lima.errors import LimaError
+from lima.godur import DURATION
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ def start_existing(name: str, timeout: float = START_TIMEOUT) -> None:
 @click.command()
 @click.argument("name", default="default", metavar="INSTANCE")
 @click.option("--force", "-f", is_flag=True, help="Force stop and restart the instance")
-@click.option("--timeout", type=float, default=START_TIMEOUT, show_default=True,
-              help="Seconds to wait for the instance to be running again.")
+@click.option("--timeout", type=DURATION, default=START_TIMEOUT, show_default=True,
+              help="How long to wait for the instance to be running again (Go duration: "
+                   "10m, 90s; a bare number is seconds).")
 def restart(name: str, force: bool, timeout: float) -> None:
     """Restart a running instance"""
     from lima.commands.lifecycle import load_stored, stop_instance

@@ -30,6 +30,7 @@ __all__ = [
     "load_instance",
     "name_from_locator",
     "resolve",
+    "resolve_document",
 ]
 
 
@@ -55,10 +56,16 @@ def _check(data: dict[str, Any], lines: Any, source: str) -> list[Problem]:
     return validate.check(data, lines, source)
 
 
-def resolve(locator: str, *, name: str | None = None, stdin: bytes | None = None) -> Resolved:
-    """Load, validate, fill and build; SpecError carries every problem found."""
+def resolve(locator: str, *, name: str | None = None, stdin: bytes | None = None,
+            content: bytes | None = None) -> Resolved:
+    """Load, validate, fill and build; SpecError carries every problem found. `content`:
+    the bytes behind `locator` when the caller has them (see `load_document`)."""
     name = name or name_from_locator(locator)
-    document = load_document(locator, stdin=stdin)
+    return resolve_document(load_document(locator, stdin=stdin, content=content), name)
+
+
+def resolve_document(document: Document, name: str) -> Resolved:
+    """`resolve` for a document already loaded (and maybe changed by edit flags)."""
     problems = _check(document.data, document.lines, document.source)
     errors = [p for p in problems if not p.warning]
     warnings = [p for p in problems if p.warning]

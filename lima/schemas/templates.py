@@ -58,17 +58,31 @@ class _Source:
 
 
 def load_document(locator: str, *, stdin: bytes | None = None,
-                  embed_templates: bool = True) -> Document:
+                  embed_templates: bool = True, content: bytes | None = None) -> Document:
     """Read `locator`, embed its bases, inline its scripts. Raises SpecError.
 
     `embed_templates=False` is `limactl template copy --embed`: `template:` bases and
     scripts stay references (as absolute locators in `base:` / `file:`), and a base that
-    is not a template may not follow one, as in Lima."""
-    source = _open(locator, None, None, stdin=stdin)
+    is not a template may not follow one, as in Lima.
+
+    `content`: the bytes behind `locator`, read by the caller: an http(s) template the
+    command layer fetched, or the new text of a file being edited (not written yet);
+    relative locators in it resolve as they would in the file."""
+    source = _open(locator, None, None, stdin=stdin) if content is None \
+        else _given(locator, content)
     data, lines = _embed(source, {source.key: source.display}, [source.display], stdin,
                          embed_templates)
     data, lines = merge.combine_list_entries(data, lines)
     return Document(source=locator if locator != "-" else "-", data=data, lines=lines)
+
+
+def _given(locator: str, content: bytes) -> _Source:
+    if len(content) > MAX_BYTES:
+        raise _fail(f"{locator}: larger than {_LIMIT}", None)
+    if re.match(r"^https?://", locator):
+        return _Source(locator, locator, content, None)
+    absolute = Path(locator).expanduser().absolute()
+    return _Source(locator, os.path.normpath(str(absolute)), content, absolute.parent)
 
 
 # --------------------------------------------------------------------------------------

@@ -377,17 +377,18 @@ def test_create_from_stdin(
     assert (inst / "lima-version").read_text().strip()
     assert not [p for p in _isolated_home.iterdir() if p.name.startswith(".")]
 
-    feed_stdin(monkeypatch, doc.encode())  # no --name: Lima calls it "default"
+    feed_stdin(monkeypatch, doc.encode())  # no --name: refused, as Lima 2.2 refuses it
     code, _, err = run_cli(["create", "-"], capsys)
-    assert code == 0, err
-    assert (_isolated_home / "default" / "lima.yaml").is_file()
+    assert code == 1
+    assert "must pass instance name with --name when reading template from stdin" in err
+    assert not (_isolated_home / "default").exists()
 
 
 def test_create_from_bad_stdin_writes_nothing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], _isolated_home: Path
 ) -> None:
     feed_stdin(monkeypatch, b"cpus: !!python/object/apply:os.system ['true']\n")
-    code, _, err = run_cli(["create", "-"], capsys)
+    code, _, err = run_cli(["create", "--name", "default", "-"], capsys)
     assert code == 1
     assert "-:1:" in err and "not allowed" in err
     assert home_entries(_isolated_home) == []

@@ -38,7 +38,8 @@ def limactl(args: list[str], stdin: int | None = None, timeout: float = 30,
     return proc, time.monotonic() - start
 
 
-@pytest.mark.parametrize("verb", [["create", "-"], ["apply", "-"], ["start", "-"]])
+@pytest.mark.parametrize("verb", [["create", "--name", "default", "-"], ["apply", "-"],
+                                  ["start", "--name", "default", "-"]])
 def test_endless_stdin_is_refused_at_the_limit(verb: list[str], _isolated_home: Path) -> None:
     with open("/dev/zero", "rb") as zero:
         proc, elapsed = limactl(verb, stdin=zero.fileno())

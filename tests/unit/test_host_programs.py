@@ -63,6 +63,10 @@ DYNAMIC_SITES: dict[tuple[str, str], set[str]] = {
     ("lima/drivers/autostart.py", "limactl_binary"): set(),
     # Looks socket_vmnet up to write its path in networks.yaml (starts nothing).
     ("lima/drivers/networks.py", "default_config_text"): set(),
+    # limactl edit: $VISUAL, $EDITOR, else the first of editor, vim, vi, emacs (the tests
+    # set EDITOR=ed).
+    ("lima/commands/edit.py", "open_editor"): {"editor", "vim", "vi", "emacs", "ed"},
+    ("lima/commands/edit.py", "detect_editor"): {"editor", "vim", "vi", "emacs", "ed"},
     # The run-time check looks up whatever it is given.
     ("lima/hostprograms.py", "check_program"): set(),
     # Wrappers that pass their argv on: their callers are scanned (WRAPPERS below).

@@ -389,6 +389,18 @@ def _open(url: str, method: str, timeouts: Timeouts) -> http.client.HTTPResponse
         raise PermanentError(f"{url}: {exc}") from None
 
 
+def fetch_small(url: str, limit: int) -> bytes:
+    """GET `url` in full, no cache (a template for `limactl create|start URL`); at most
+    `limit` bytes, else a LimaError naming the limit."""
+    resp = _open(url, "GET", Timeouts.from_env())
+    with resp:
+        data = resp.read(limit + 1)
+    if len(data) > limit:
+        raise PermanentError(f"{url}: larger than {limit // (1024 * 1024)} MiB; nothing was "
+                             "created")
+    return data
+
+
 def _same_time(cached: str, remote: str) -> bool:
     """Compare two Last-Modified values as times when both parse, else as strings."""
     try:
