@@ -425,6 +425,28 @@ def experimental(ctx: Ctx) -> None:
 
 
 @rule
+def driver_only_fields(ctx: Ctx) -> None:
+    """limapy drives QEMU only: another vmType is refused (booting it with QEMU would
+    ignore it in silence), and another driver's vmOpts are said to have no effect."""
+    vm_type = str_of(ctx.data.get("vmType"))
+    if vm_type not in (None, "", "default", "qemu") and vm_type in VM_TYPES:
+        ctx.error(("vmType",), f'"{vm_type}" is not supported by limapy: it drives QEMU only'
+                  ' (use "qemu", or leave vmType unset)')
+    opts = ctx.data.get("vmOpts")
+    if isinstance(opts, dict):
+        for driver, values in opts.items():
+            if driver != "qemu" and _has_value(values):
+                ctx.warn(("vmOpts", driver), "has no effect: limapy drives QEMU only")
+
+
+def _has_value(value: object) -> bool:
+    """Anything set below a mapping (nulls and empty maps are "not set")."""
+    if isinstance(value, dict):
+        return any(_has_value(v) for v in value.values())
+    return value is not None and value != [] and value != ""
+
+
+@rule
 def lima22_fields(ctx: Ctx) -> None:
     """The fields Lima 2.2 added: checked as Lima checks them, and refused where limapy
     cannot do what they ask (never accepted and ignored). A guest OS limapy does not run

@@ -164,6 +164,10 @@ def networks(ctx: Ctx) -> None:
             ctx.error(path, 'one of "lima", "socket" or "vzNAT" must be set')
         elif len(kinds) > 1:
             ctx.error((*path, kinds[1]), f'"{kinds[0]}" and "{kinds[1]}" are mutually exclusive')
+        else:
+            # Never dropped in silence: the guest would boot without the network asked for.
+            ctx.error((*path, kinds[0]), "is not supported by limapy: guests get QEMU user "
+                      "networking (with port forwards) only; remove networks[]")
         mac = str_of(net.get("macAddress"))
         if mac and not _MAC.match(mac):
             ctx.error((*path, "macAddress"), f'"{mac}" is not a 48-bit MAC address')
