@@ -1,7 +1,8 @@
 """`limactl clone OLDINST NEWINST` and `limactl rename OLDINST NEWINST`.
 
 Reached through `lima.cli`. As in Lima (cmd/limactl/clone.go): the source must be stopped,
-NEWINST must be a valid name no instance has, `--set EXPR` (yq) edits the new lima.yaml,
+NEWINST must be a valid name no instance has, the edit flags (`--cpus`, `--set EXPR`, ...:
+lima.editflags) edit the new lima.yaml,
 `--start` starts the result (asked when the terminal is interactive and `--tty`, as Lima
 asks). The copying and moving rules live in lima.drivers.instcopy; both verbs hold the
 locks of both names, so nothing starts the source or creates the target meanwhile. Every
@@ -19,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 import click
 
 from lima import paths
+from lima.editflags import EditCommand, EditValues, edit_options
 from lima.errors import LimaError, NotFoundError, SpecError
 from lima.names import validate_name
 
@@ -143,25 +145,29 @@ def _run(old: str, new: str, *, rename: bool, start: bool | None, exprs: Sequenc
         start_existing(new)
 
 
-_SET_HELP = ("[limactl edit] Modify the template inplace, using yq syntax. Can be passed "
-             "multiple times. See 'limactl help yq-restrictions' for limitations.")
+def _flag_programs(edit_flags: EditValues) -> list[str]:
+    """The edit flags' expressions (Lima's YQExpressions for an existing instance), as
+    libjq evaluates them."""
+    from lima.editflags import flag_expressions
+
+    return [e.program for e in flag_expressions(edit_flags, new_instance=False)]
 
 
-@click.command(epilog="Not to be confused with 'limactl copy' ('limactl cp').")
+@click.command(cls=EditCommand, epilog="Not to be confused with 'limactl copy' ('limactl cp').")
 @click.argument("old", metavar="OLDINST")
 @click.argument("new", metavar="NEWINST")
 @click.option("--start/--no-start", default=None, help="Start the instance after cloning")
-@click.option("--set", "exprs", multiple=True, metavar="EXPR", help=_SET_HELP)
-def clone(old: str, new: str, start: bool | None, exprs: tuple[str, ...]) -> None:
+@edit_options(create=False)
+def clone(old: str, new: str, start: bool | None, edit_flags: EditValues) -> None:
     """Clone an instance of Lima"""
-    _run(old, new, rename=False, start=start, exprs=exprs)
+    _run(old, new, rename=False, start=start, exprs=_flag_programs(edit_flags))
 
 
-@click.command()
+@click.command(cls=EditCommand)
 @click.argument("old", metavar="OLDINST")
 @click.argument("new", metavar="NEWINST")
 @click.option("--start/--no-start", default=None, help="Start the instance after renaming")
-@click.option("--set", "exprs", multiple=True, metavar="EXPR", help=_SET_HELP)
-def rename(old: str, new: str, start: bool | None, exprs: tuple[str, ...]) -> None:
+@edit_options(create=False)
+def rename(old: str, new: str, start: bool | None, edit_flags: EditValues) -> None:
     """Rename an instance of Lima"""
-    _run(old, new, rename=True, start=start, exprs=exprs)
+    _run(old, new, rename=True, start=start, exprs=_flag_programs(edit_flags))

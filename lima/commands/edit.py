@@ -142,6 +142,23 @@ def edit_instance_with_flags(name: str, edit_flags: EditValues) -> None:
     _write_stored(name, new)
 
 
+def stage_flags_for_restart(name: str, edit_flags: EditValues) -> None:
+    """`restart NAME --cpus 2`: the flags' edit validated and planned as `apply` plans it
+    (a change that needs a new disk is refused, nothing written), then written; the
+    restart that follows boots with it."""
+    from lima.commands.diff import plan_instance
+    from lima.commands.lifecycle import _refuse
+
+    file = paths.instance_dir(name) / paths.LIMA_YAML
+    old = file.read_bytes()
+    new, origins = _flag_text(old, file, edit_flags)
+    if not new or new == old:
+        return
+    resolved = validate_new(file, new, name, origins)
+    _refuse([plan_instance(name, resolved)], recreate=False)
+    _write_stored(name, new)
+
+
 def _write_stored(name: str, text: bytes) -> None:
     from lima.controller.lock import instance_lock
     from lima.fsutil import atomic_write

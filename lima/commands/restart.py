@@ -4,7 +4,9 @@ Reached through `lima.cli`; `limactl clone --start` and `rename --start` use
 `start_existing`. Nothing is started or stopped here: the stop is
 lima.commands.lifecycle's `stop_instance` (a forced one kills the VM, as Lima's
 `restart -f`), the start hands the stored lima.yaml to `converge` as `limactl start NAME`
-does. As in Lima, an instance that is not running is warned about and started.
+does. As in Lima, an instance that is not running is warned about and started. Lima's
+edit flags (limapy's addition to restart) are validated and written first, as
+`limactl edit` writes them, so the instance comes back with them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 
 import click
 
+from lima.editflags import EditCommand, EditValues, edit_options
 from lima.errors import LimaError
 from lima.godur import DURATION
 
@@ -38,13 +41,14 @@ def start_existing(name: str, timeout: float = START_TIMEOUT) -> None:
     click.echo(f"{name}: running")
 
 
-@click.command()
+@click.command(cls=EditCommand)
 @click.argument("name", default="default", metavar="INSTANCE")
 @click.option("--force", "-f", is_flag=True, help="Force stop and restart the instance")
 @click.option("--timeout", type=DURATION, default=START_TIMEOUT, show_default=True,
               help="How long to wait for the instance to be running again (Go duration: "
                    "10m, 90s; a bare number is seconds).")
-def restart(name: str, force: bool, timeout: float) -> None:
+@edit_options(create=False)
+def restart(name: str, force: bool, timeout: float, edit_flags: EditValues) -> None:
     """Restart a running instance"""
     from lima.commands.lifecycle import load_stored, stop_instance
     from lima.drivers import store
@@ -53,6 +57,10 @@ def restart(name: str, force: bool, timeout: float) -> None:
     load_stored(name)  # a damaged lima.yaml is refused before the VM is stopped
     if timeout <= 0:
         raise LimaError(f"--timeout must be positive, not {timeout:g}")
+    if edit_flags:  # limapy's: `limactl edit NAME FLAGS` and the restart, in one verb
+        from lima.commands.edit import stage_flags_for_restart
+
+        stage_flags_for_restart(name, edit_flags)
     running = store.inspect_processes(name, inst).status != store.STATUS_STOPPED
     if force:
         log.info("Restarting the instance forcibly")

@@ -94,6 +94,21 @@ def test_clone_set_edits_only_the_clone(
     assert (src / "lima.yaml").read_text() == original
 
 
+@pytest.mark.parametrize("verb", ["clone", "rename"])
+def test_lima_edit_flags_on_clone_and_rename(
+    verb: str, src: Path, _isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli([verb, "--cpus", "3", "--memory", "1.5", "--video=false",
+                            "--set", ".disk = \"3GiB\"", "src", "dst"], capsys)
+    assert code == 0, err
+    code, out, _ = run_cli(["list", "--format", "json", "dst"], capsys)
+    rec = json.loads(out)
+    assert (rec["cpus"], rec["memory"], rec["disk"]) == (3, 1.5 * 1024**3, 3 * 1024**3)
+    code, _, err = run_cli([verb, "--cpus", "x", "dst", "dst2"], capsys)
+    assert code == 1 and 'invalid argument "x" for "--cpus" flag' in err
+    assert not (_isolated_home / "dst2").exists()
+
+
 def test_clone_with_an_invalid_edit_makes_nothing(
     src: Path, _isolated_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

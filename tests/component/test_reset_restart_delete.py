@@ -172,6 +172,28 @@ def test_restart_refuses_a_damaged_lima_yaml_before_stopping(
     assert stops == []
 
 
+def test_restart_with_edit_flags_writes_them_before_the_restart(
+    vm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an invalid edit is saved as ./lima.REJECTED.yaml, as edit's
+    seen: list[str] = []
+    monkeypatch.setattr(lifecycle, "stop_instance", lambda name, **_: seen.append("stop"))
+    monkeypatch.setattr(restart_mod, "start_existing", lambda name, timeout=0: seen.append(
+        f"start cpus={schemas.load_instance(name).spec.cpus}"))
+    code, _, err = cli.run_cli(["restart", "--cpus", "3", "vm"], capsys)
+    assert code == 0, err
+    assert seen == ["start cpus=3"]  # not running: warned, started with the new lima.yaml
+    before = (vm / "lima.yaml").read_bytes()
+    code, _, err = cli.run_cli(["restart", "--set", ".cpus = -2", "vm"], capsys)
+    assert code == 1 and "cpus" in err and (vm / "lima.yaml").read_bytes() == before
+    assert (tmp_path / "lima.REJECTED.yaml").is_file()
+    code, _, err = cli.run_cli(["restart", "--set", '.images[0].location = "/other.qcow2"',
+                                "vm"], capsys)
+    assert code == 1 and "images" in err and (vm / "lima.yaml").read_bytes() == before
+    assert seen == ["start cpus=3"]  # a refused edit stops and starts nothing
+
+
 # --- delete's edge cases ---------------------------------------------------------------------
 
 
