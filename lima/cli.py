@@ -88,7 +88,7 @@ SHORT_HELP: dict[str, str] = {
     "tunnel": "Create a tunnel for Lima",
     "completion": "Generate the autocompletion script for the specified shell",
     "start": "Start an instance of Lima",
-    "stop": "Stop an instance.",
+    "stop": "Stop instances (default: \"default\").",
     "unprotect": "Allow deleting instances again.",
     "validate": "Validate lima.yaml files and templates (FILE, template:NAME, or - for stdin).",
     "watch": "Watch events from instances (all of them, and new ones, without NAME).",

@@ -452,15 +452,27 @@ def _refuse_managed(name: str) -> None:
 
 
 @click.command()
-@click.argument("name", default="default")
+@click.argument("names", nargs=-1, metavar="[INSTANCE]...")
 @click.option("--force", "-f", is_flag=True, help="Kill the VM at once (no clean shutdown).")
 @click.option("--timeout", type=DURATION, default="5m", show_default=True,
               help="How long to wait (Go duration: 5m, 90s; a bare number is seconds).")
-def stop(name: str, force: bool, timeout: float) -> None:
-    """Stop an instance."""
+def stop(names: tuple[str, ...], force: bool, timeout: float) -> None:
+    """Stop instances (default: "default")."""
     from lima.drivers import store
 
-    store.require_instance(name)
-    _refuse_managed(name)
-    stop_instance(name, force=force, timeout=timeout if timeout > 0 else 300.0)
-    click.echo(f"{name}: stopped")
+    # As Lima: each one in turn; one that cannot be stopped does not keep the others
+    # running, and the errors are reported together at the end.
+    errors: list[str] = []
+    for name in names or ("default",):
+        try:
+            store.require_instance(name)
+            _refuse_managed(name)
+            stop_instance(name, force=force, timeout=timeout if timeout > 0 else 300.0)
+        except LimaError as exc:
+            if len(names) <= 1:
+                raise
+            errors.append(str(exc))
+            continue
+        click.echo(f"{name}: stopped")
+    if errors:
+        raise LimaError("\n".join(errors))
