@@ -47,8 +47,12 @@ def start_existing(name: str, timeout: float = START_TIMEOUT) -> None:
 @click.option("--timeout", type=DURATION, default=START_TIMEOUT, show_default=True,
               help="How long to wait for the instance to be running again (Go duration: "
                    "10m, 90s; a bare number is seconds).")
+@click.option("--progress", is_flag=True,
+              help="Show the guest's console (boot and provision scripts' output) while "
+                   "waiting")
 @edit_options(create=False)
-def restart(name: str, force: bool, timeout: float, edit_flags: EditValues) -> None:
+def restart(name: str, force: bool, timeout: float, progress: bool,
+            edit_flags: EditValues) -> None:
     """Restart a running instance"""
     from lima.commands.lifecycle import load_stored, stop_instance
     from lima.drivers import store
@@ -69,4 +73,7 @@ def restart(name: str, force: bool, timeout: float, edit_flags: EditValues) -> N
         stop_instance(name, force=False, timeout=timeout)
     else:
         log.warning("The instance is not running, continuing with the restart")
-    start_existing(name, timeout)
+    from lima.commands.startextras import progress as showing_progress
+
+    with showing_progress(inst, progress):
+        start_existing(name, timeout)

@@ -150,18 +150,29 @@ def resolve_new(locator: str, name: str, edit_flags: EditValues, *, stdin: bytes
 @click.option("--timeout", type=DURATION, default="10m", show_default=True,
               help="Duration to wait for the instance to be running before timing out (Go "
                    "duration: 10m, 1h30m; a bare number is seconds).")
-def start(target: str | None, name: str | None, timeout: float,
-          edit_flags: EditValues) -> None:
+@click.option("--foreground", is_flag=True,
+              help="Stay in the foreground while the instance runs (return when it stops; "
+                   "SIGTERM stops it), as a service manager expects")
+@click.option("--progress", is_flag=True,
+              help="Show the guest's console (boot and provision scripts' output) while "
+                   "waiting")
+def start(target: str | None, name: str | None, timeout: float, foreground: bool,
+          progress: bool, edit_flags: EditValues) -> None:
     """Start an instance of Lima
 
     TARGET: NAME (default: "default", created from template:default when missing),
     FILE.yaml, template:NAME, an http(s) URL, or - (stdin, with --name).
     """
-    run_start(target, name, timeout, edit_flags)
+    from lima.commands import startextras
+
+    with startextras.foreground(foreground) as asked:
+        inst_name = run_start(target, name, timeout, edit_flags, progress=progress)
+        if foreground:
+            startextras.stay_in_foreground(inst_name, asked)
 
 
 def run_start(target: str | None, name: str | None, timeout: float,
-              edit_flags: EditValues) -> None:
+              edit_flags: EditValues, *, progress: bool = False) -> str:
     """`limactl start`'s work (also `limactl edit --start`)."""
     from lima.commands.diff import plan_instance
     from lima.commands.lifecycle import converge, load_stored, show_message
@@ -194,8 +205,12 @@ def run_start(target: str | None, name: str | None, timeout: float,
         # A change staged by `apply --restart=stage` (or written by edit flags) boots here;
         # a running instance keeps running (RestartRequired says what waits).
         gen = plan_instance(inst_name, resolved).generation
-    actions = converge(inst_name, "running", spec=resolved.spec, generation=gen,
-                       document=document, timeout=timeout, verb="start")
+    from lima.commands.startextras import progress as showing_progress
+
+    with showing_progress(paths.instance_dir(inst_name), progress):
+        actions = converge(inst_name, "running", spec=resolved.spec, generation=gen,
+                           document=document, timeout=timeout, verb="start")
     if actions:
         show_message(inst_name)
     click.echo(f"{inst_name}: running")
+    return inst_name
