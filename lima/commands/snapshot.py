@@ -49,12 +49,14 @@ def snapshot() -> None:
     Delete a snapshot:
       $ limactl snapshot delete default --tag snap1
     """
-    log.warning("`limactl snapshot` is experimental")
 
 
 def _instance(names: tuple[str, ...]) -> tuple[str, Path]:
+    """The instance named first, after Lima's warning (printed by every subcommand that
+    runs, not for --help)."""
     from lima.drivers import store
 
+    log.warning("`limactl snapshot` is experimental")
     if not names:
         raise click.UsageError(f"requires at least 1 arg(s), only received {len(names)}")
     if len(names) > 1:
