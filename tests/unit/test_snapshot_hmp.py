@@ -104,7 +104,7 @@ def test_create_list_apply_delete_through_hmp(inst_dir: Path, qemu: FakeQemu) ->
 
 
 def test_hmp_errors_are_failures_in_qemus_words(inst_dir: Path, qemu: FakeQemu) -> None:
-    with pytest.raises(snapshots.SnapshotError, match="^Device 'virtio1' is writable but"):
+    with pytest.raises(snapshots.SnapshotError, match=r"^Device 'virtio1' is writable but"):
         snapshots.Online(inst_dir).create("full")
 
 
