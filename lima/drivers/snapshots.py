@@ -17,15 +17,20 @@ here: HMP answers an error as text, `delvm` of a missing tag says nothing, and a
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from lima.drivers import runner
 from lima.drivers.disklayout import boot_disk
+from lima.drivers.guest import BOOT_DONE_MARKER, SSH_READY_MARKER
 from lima.drivers.qmp import QMPClient, QMPError, QMPUnavailable
 from lima.errors import LimaError
-from lima.paths import QMP_SOCK, SSH_CONFIG, SSH_SOCK
+from lima.names import guest_hostname
+from lima.paths import CIDATA_META, QMP_SOCK, SSH_CONFIG, SSH_SOCK
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +187,7 @@ class Online:
                                     "partly restored: stop it with `limactl stop -f`") from None
             raise
         self.close_ssh_master()
+        self.adopt_boot()
 
     def close_ssh_master(self) -> None:
         """Ask the instance's ssh ControlMaster (`limactl shell`'s) to exit: its TCP
@@ -190,7 +196,7 @@ class Online:
         if not (self.inst_dir / SSH_SOCK).exists():
             return
         config = self.inst_dir / SSH_CONFIG
-        argv = ["ssh", "-F", str(config), "-O", "exit", f"lima-{self.inst_dir.name}"]
+        argv = ["ssh", "-F", str(config), "-O", "exit", guest_hostname(self.inst_dir.name)]
         try:
             result = runner.run(argv, check=False, timeout=10.0)
         except runner.CommandError as exc:
@@ -200,6 +206,37 @@ class Online:
 
     def delete(self, tag: str) -> None:
         self.hmp(f"delvm {hmp_quote(tag)}")
+
+    def adopt_boot(self) -> None:
+        """After `loadvm`: set the guest clock to the host's at once (it is back at the
+        snapshot's time), and, when the snapshot was taken in an earlier boot, rewrite the
+        readiness markers the restored guest holds with this boot's instance-id, so a host
+        agent that attaches later (lima.commands.hostagent) sees the guest it runs as ready
+        instead of waiting for markers of a boot that will not happen. Best effort: a
+        guest that does not answer is warned about; the snapshot is applied either way."""
+        if not (self.inst_dir / SSH_CONFIG).is_file():
+            return
+        try:
+            iid = json.loads((self.inst_dir / CIDATA_META).read_text())["iid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            iid = None
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 0.5))
+        script = f"date -u -s '{stamp}' >/dev/null"
+        if isinstance(iid, str) and iid.replace("-", "").isalnum():
+            for marker in (SSH_READY_MARKER, BOOT_DONE_MARKER):
+                script += (f"; if [ -f {marker} ] && [ \"$(cat {marker})\" != {iid} ]; then "
+                           f"printf '%s\\n' {iid} > {marker}; fi")
+        argv = ["ssh", "-F", str(self.inst_dir / SSH_CONFIG), "-o", "ControlMaster=no",
+                "-o", "ControlPath=none", "-o", "ConnectTimeout=20",
+                guest_hostname(self.inst_dir.name), "sudo -n sh -c " + shlex.quote(script)]
+        try:
+            result = runner.run(argv, check=False, timeout=60.0)
+        except runner.CommandError as exc:
+            log.warning("could not set the restored guest's clock: %s", exc)
+            return
+        if result.returncode != 0:
+            log.warning("could not set the restored guest's clock (ssh exit %d): %s",
+                        result.returncode, result.stderr.strip()[-300:])
 
 
 Backend = Online | Offline

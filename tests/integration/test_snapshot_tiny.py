@@ -1,11 +1,17 @@
 """`limactl snapshot` on real QEMU with the tiny guest, through the real CLI: a snapshot of
 the running guest brings back a file in its memory (/tmp is RAM there) and bytes on its
-disk; the stopped instance's disk is reverted by qemu-img; list shows the tags, delete
-removes them, and a disk-only snapshot is not loaded into a running guest."""
+disk; the stopped instance's disk is reverted by qemu-img; a snapshot of an earlier boot
+restores into a new one (clock set, a re-attached host agent finds it ready); list shows
+the tags, delete removes them, and a disk-only snapshot is not loaded into a running
+guest."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 from tests.integration.conftest import REPO, Limactl, qemu_pids_for
@@ -60,6 +66,21 @@ def test_snapshot_cycle_on_the_tiny_guest(limactl: Limactl, tmp_path: Path) -> N
     refused = limactl("snapshot", "apply", "t", "--tag", "off1", check=False)
     assert refused.returncode == 1 and "holds no VM state" in refused.stderr
     assert limactl("shell", "t", "true").returncode == 0
+
+    # run1 is from the earlier boot: the guest comes back as it was then, its clock is set
+    # to the host's, and its markers count for this boot, so a host agent that attaches
+    # later (after a crash) finds the guest ready instead of waiting for a boot.
+    limactl("shell", "t", "sh", "-c", f"echo {AFTER} > /tmp/file")
+    limactl("snapshot", "apply", "t", "--tag", "run1")
+    assert limactl("shell", "t", "cat", "/tmp/file").stdout.strip() == BEFORE
+    guest_now = int(limactl("shell", "t", "date", "-u", "+%s").stdout)
+    assert abs(guest_now - time.time()) < 5
+    this_boot = json.loads((limactl.home / "t" / "status.json").read_text())["iid"]
+    markers = limactl("shell", "t", "cat", "/run/lima-ssh-ready", "/run/lima-boot-done")
+    assert markers.stdout.split() == [this_boot, this_boot]
+    os.kill(int((limactl.home / "t" / "ha.pid").read_text()), signal.SIGKILL)
+    assert "t: running" in limactl("start", "t", "--timeout", "60", timeout=120).stdout
+    assert limactl("shell", "t", "cat", "/tmp/file").stdout.strip() == BEFORE
 
     limactl("snapshot", "delete", "t", "--tag", "run1")
     assert tags(limactl) == ["off1"]
