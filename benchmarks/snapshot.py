@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="lsb-", dir="/tmp"))
+    home = Path(tempfile.mkdtemp(prefix="lsnap-", dir="/tmp"))
     env = {**os.environ, "LIMA_HOME": str(home), "PYTHONPATH": str(REPO)}
 
     def limactl(*a: str) -> tuple[float, str]:
