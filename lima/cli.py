@@ -56,6 +56,7 @@ VERBS: dict[str, str] = {
     "clone": "clone:clone",
     "rename": "clone:rename",
     "factory-reset": "factoryreset:factory_reset",
+    "snapshot": "snapshot:snapshot",
 }
 HIDDEN = {"hostagent", "ls", "rm", "remove", "cp", "start-at-login", "__complete", "tmpl"}
 # Each listed verb's short help, so `limactl --help` imports no verb module (click would
@@ -82,6 +83,7 @@ SHORT_HELP: dict[str, str] = {
     "prune": "Prune garbage objects (the download cache, and what killed commands left).",
     "screenshot": "Capture a screenshot of the VM display",
     "shell": "Execute shell in Lima",
+    "snapshot": "Manage instance snapshots",
     "show-ssh": "Show the SSH command line (DEPRECATED; use `ssh -F` instead)",
     "sudoers": "Generate the content of the /etc/sudoers.d/lima file",
     "template": "Lima template management (EXPERIMENTAL)",

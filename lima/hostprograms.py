@@ -61,10 +61,12 @@ _TABLE = (
     HostProgram("qemu-system-s390x", "qemu-system-s390x", f"`arch: s390x` {_QEMU_FOREIGN}",
                 bootstrap=False),
     HostProgram("qemu-img", "qemu-utils",
-                "diffdisk overlays, image info; the recipes' qcow2 images", tests=True),
+                "diffdisk overlays, image info, snapshots of stopped instances; the recipes' "
+                "qcow2 images", tests=True),
     HostProgram("ssh", "openssh-client",
                 "`limactl shell` execs it; ssh.config asks `ssh -V` its version; the host "
-                "agent's `ssh -N -R` for reverse port forwards; `limactl tunnel`'s `ssh -D`",
+                "agent's `ssh -N -R` for reverse port forwards; `limactl tunnel`'s `ssh -D`; "
+                "`ssh -O exit` after `limactl snapshot apply` on a running instance",
                 tests=True),
     HostProgram("scp", "openssh-client",
                 "`limactl copy` (its scp backend, over the instance's ssh.config); the mounts "
