@@ -6,7 +6,7 @@ savevm/loadvm/delvm while the instance's qemu runs, `qemu-img snapshot` on its b
 while it does not. create, apply and delete hold the instance lock (lima.controller.lock),
 so a snapshot never races a start or a stop; list reads without it (qemu-img -U).
 
-Where limapy is stricter than Lima (docs/compat/snapshot.md): a new tag must be a single
+Where limapy is stricter than Lima (docs/snapshots.md): a new tag must be a single
 word that is not a number (QEMU matches numbers against snapshot ids too) and not taken
 (Lima's savevm replaces it, its qemu-img adds a second one); apply and delete name a tag
 that exists; a running guest is only restored from a snapshot that holds VM state; and
