@@ -476,3 +476,21 @@ def stop(names: tuple[str, ...], force: bool, timeout: float) -> None:
         click.echo(f"{name}: stopped")
     if errors:
         raise LimaError("\n".join(errors))
+
+
+@click.command()
+@click.argument("name", default="default")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def suspend(name: str, timeout: float) -> None:
+    """Save a running instance's whole state to disk and stop it; start resumes it."""
+    from lima.drivers import store
+
+    inst = store.require_instance(name)
+    _refuse_managed(name)
+    status = store.inspect_processes(name, inst).status
+    if status == store.STATUS_STOPPED:
+        raise LimaError(f"instance {name!r} is not running; there is nothing to suspend")
+    if status != store.STATUS_SUSPENDED:
+        converge(name, "suspended", spec=None, generation=_stored_generation(name) or "",
+                 timeout=timeout, verb="suspend")
+    click.echo(f"{name}: suspended")

@@ -163,6 +163,8 @@ def connect(port: int, user: str, key_path: Path, *, timeout: float) -> paramiko
 # A guest clock further than this off the host's is set again by the heartbeat (seconds;
 # `date +%s` reads whole seconds, and a TCG guest's answer takes a while).
 MAX_CLOCK_SKEW = 3.0
+# Right after a resume the clock stands where it was saved: set it unless it is this close.
+RESUMED_MAX_SKEW = 1.0
 
 
 def clock_skew(guest_out: str, host_now: float) -> float | None:
@@ -301,7 +303,9 @@ class SSHGuest:
         *,
         timeout: float,
         after_boot: AfterBoot | None = None,
+        resumed: bool = False,
     ) -> None:
+        self.resumed = resumed  # the guest was loaded from a saved state: no boot happened
         self.port = port
         self.user = user
         self.key_path = key_path
@@ -315,6 +319,10 @@ class SSHGuest:
         self, stop: threading.Event, progress: Callable[[str], None] = lambda _: None
     ) -> list[str]:
         deadline = time.monotonic() + self.timeout
+        if self.resumed:
+            # The guest's clock is as old as the saved state: set it before anything else
+            # (the markers of its boot are still there, so readiness follows at once).
+            self.alive(10.0, max_skew=RESUMED_MAX_SKEW)
         if self._poll(stop, deadline, self._ssh_ready) is None:
             raise TemporaryError(
                 f"the guest did not become ready within {self.timeout:g} s: no ssh login "
@@ -344,7 +352,7 @@ class SSHGuest:
             self._beat.close()
             self._beat = None
 
-    def alive(self, timeout: float) -> bool:
+    def alive(self, timeout: float, max_skew: float = MAX_CLOCK_SKEW) -> bool:
         """One heartbeat: log in (on a connection of its own, so a hung check never touches
         the sessions the mounts run on) and read the guest's clock, all within `timeout`
         seconds. A clock that is off by more than MAX_CLOCK_SKEW (the guest was paused, or
@@ -359,7 +367,7 @@ class SSHGuest:
                              timeout=max(0.5, deadline - time.monotonic()))
             if rc == 0:
                 host_now = (sent + time.time()) / 2
-                self._sync_clock(out, host_now, deadline)
+                self._sync_clock(out, host_now, deadline, max_skew)
         except TemporaryError as exc:
             log.debug("heartbeat: %s", exc)
             if self._beat is not None:
@@ -368,12 +376,13 @@ class SSHGuest:
             return False
         return rc == 0
 
-    def _sync_clock(self, guest_out: str, host_now: float, deadline: float) -> None:
+    def _sync_clock(self, guest_out: str, host_now: float, deadline: float,
+                    max_skew: float = MAX_CLOCK_SKEW) -> None:
         """Set the guest's clock to the host's when `guest_out` (its `date -u +%s`) is off
         by more than MAX_CLOCK_SKEW. Best effort: a guest that refuses is logged, not
         counted as unresponsive."""
         skew = clock_skew(guest_out, host_now)
-        if skew is None or abs(skew) <= MAX_CLOCK_SKEW or self._beat is None:
+        if skew is None or abs(skew) <= max_skew or self._beat is None:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 0.5))
         set_cmd = f"date -u -s '{stamp}' >/dev/null"
