@@ -493,4 +493,8 @@ def suspend(name: str, timeout: float) -> None:
     if status != store.STATUS_SUSPENDED:
         converge(name, "suspended", spec=None, generation=_stored_generation(name) or "",
                  timeout=timeout, verb="suspend")
+    if store.inspect_processes(name, inst).status != store.STATUS_SUSPENDED:
+        # qemu went away before its state was saved (killed, or the guest powered off).
+        raise LimaError(f"instance {name!r} stopped before its state was saved; "
+                        f"`limactl start {name}` boots it afresh")
     click.echo(f"{name}: suspended")
