@@ -75,7 +75,8 @@ def test_suspend_resume_keeps_process_file_clock_and_forward(
     assert saved_files(limactl.home) == {"suspend.state", "suspend.json"}
     meta = json.loads((limactl.home / "t" / "suspend.json").read_text())
     assert meta["iid"] == boot and meta["qemuVersion"].count(".") == 2
-    assert any(d.endswith("/diffdisk") for d in meta["disks"]) and meta["qemuBinary"].endswith("qemu-system-x86_64")
+    assert any(d.endswith("/diffdisk") for d in meta["disks"])
+    assert meta["qemuBinary"].endswith("qemu-system-x86_64")
     rec = record(limactl)
     assert rec["status"] == "Suspended"
     assert "Suspended" in limactl("list", "t").stdout
