@@ -145,8 +145,11 @@ def test_kill_limactl_during_suspend_leaves_a_saved_state(
     until(lambda: record(limactl)["status"] == "Suspended", "the suspend to finish", 30)
     assert saved_files(limactl.home) == {"suspend.state", "suspend.json"}
     assert qemu_pids_for(limactl.home) == []
-    limactl("start", "t", timeout=120)
-    assert limactl("shell", "t", "cat", "/tmp/f").stdout == "kept\n"
+    # `shell` refuses a suspended instance, naming it; `shell --start` resumes it.
+    refused = limactl("shell", "t", "true", check=False)
+    assert refused.returncode == 1 and "is suspended" in refused.stderr
+    woken = limactl("shell", "--start", "t", "cat", "/tmp/f", timeout=120)
+    assert woken.stdout == "kept\n" and "resuming" in woken.stderr
     limactl("stop", "t", timeout=120)
 
 
