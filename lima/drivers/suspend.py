@@ -127,6 +127,26 @@ def remove_temp(inst: Path) -> bool:
     return True
 
 
+def continue_interrupted(inst: Path) -> bool:
+    """For a host agent attaching to a running qemu: when its predecessor was killed in the
+    middle of a suspend (the guest paused, the state not saved), cancel what is left of the
+    migration and continue the guest. True when it did."""
+    if read_saved(inst) is not None:
+        return False  # saved: the reconciler finishes the suspend instead
+    with QMPClient(inst / paths.QMP_SOCK, timeout=10.0) as qmp:
+        reply = qmp.execute("query-status")
+        status = reply.get("status") if isinstance(reply, dict) else None
+        interrupted = status in ("postmigrate", "finish-migrate") or (
+            status == "paused" and (inst / paths.SUSPEND_TMP).exists())
+        if not interrupted:
+            return False
+        with contextlib.suppress(LimaError):
+            qmp.execute("migrate_cancel")
+        qmp.execute("cont")
+    remove_temp(inst)
+    return True
+
+
 def _version(qmp: QMPClient) -> str:
     reply = qmp.execute("query-version")
     q = reply.get("qemu", {}) if isinstance(reply, dict) else {}

@@ -51,8 +51,17 @@ def suspend_instance(inst: Path, *, budget: float = STEP_BUDGET) -> Outcome:
             os.kill(agent, signal.SIGUSR1)
     deadline = time.monotonic() + budget
     while procs.hostagent_pid(inst) is not None or procs.qemu_pid(inst) is not None:
+        if procs.hostagent_pid(inst) is None and suspend.read_saved(inst) is None:
+            # Killed in the middle: the next pass attaches a new agent, which continues the
+            # guest, then suspends it again.
+            return Outcome.temporary("the host agent exited during the suspend",
+                                     retry_after=0)
         if procs.hostagent_pid(inst) is not None and _failures(inst) > before:
             errors = [e for e in agent_progress(inst).errors if e.startswith(SUSPEND_FAILED)]
+            if "QMP migrate: " in errors[-1]:
+                # QEMU refused to migrate this guest (a device that cannot be migrated):
+                # asking again cannot help.
+                return Outcome.failure(errors[-1])
             return Outcome.temporary(errors[-1])
         if time.monotonic() > deadline:
             return Outcome.temporary("still suspending", retry_after=0)

@@ -122,6 +122,12 @@ def apply_outcome(
     gen = desired.generation
     if not outcome.ok:
         error = outcome.error or f"{type(action).__name__} failed"
+        if isinstance(action, SuspendInstance) and (outcome.permanent
+                                                    or s.retries + 1 > MAX_STEP_RETRIES):
+            # The guest goes on running: a suspend that cannot be done stalls with the
+            # reason, it never fails (or powers down) the boot.
+            s = replace(s, retries=0, next_attempt=None, last_error=error)
+            return _ready(s.with_condition(STALLED, T, "SuspendFailed", error, now, gen), now)
         if outcome.permanent:
             s = _fire(s, ["fail"], now)
             s = replace(s, retries=0, next_attempt=None, last_error=error)

@@ -1,7 +1,7 @@
 """Suspend and resume on real QEMU with the fast `build:tiny` guest, through the real CLI:
-a process, a file in /tmp, the clock and a port forward survive `suspend` + `start`; a kill
--9 of limactl or of qemu during a suspend leaves a consistent instance; a spec changed
-while suspended gives a warning and a cold boot. (The tiny guest has no `nohup`: its
+a process, a file in /tmp, the clock and a port forward survive `suspend` + `start`; a
+kill -9 of limactl, of the host agent or of qemu during a suspend leaves a consistent
+instance; a spec changed while suspended gives a warning and a cold boot. (The tiny guest has no `nohup`: its
 background process is started with `setsid`, which detaches it from the session as well.)
 """
 
@@ -150,6 +150,31 @@ def test_kill_limactl_during_suspend_leaves_a_saved_state(
     assert refused.returncode == 1 and "is suspended" in refused.stderr
     woken = limactl("shell", "--start", "t", "cat", "/tmp/f", timeout=120)
     assert woken.stdout == "kept\n" and "resuming" in woken.stderr
+    limactl("stop", "t", timeout=120)
+
+
+def test_kill_hostagent_during_suspend_continues_then_suspends(
+        limactl: Limactl, tiny_yaml: Path) -> None:
+    """The agent dies with the guest paused and the migration under way: the verb attaches
+    a new agent, which continues the guest, and suspends it again."""
+    limactl("apply", str(tiny_yaml), timeout=300)
+    prepare_guest(limactl)
+    agent = int((limactl.home / "t" / "ha.pid").read_text())
+    proc = _suspend_in_background(limactl)
+    try:
+        assert _wait_for_temp(limactl.home, proc), "the suspend never wrote its temp file"
+        os.kill(agent, signal.SIGKILL)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert record(limactl)["status"] == "Suspended"
+    assert saved_files(limactl.home) == {"suspend.state", "suspend.json"}
+    log = (limactl.home / "t" / "ha.stderr.log").read_text()
+    assert "a suspend was cut short" in log
+    limactl("start", "t", timeout=120)
+    assert limactl("shell", "t", "cat", "/tmp/f").stdout == "kept\n"
     limactl("stop", "t", timeout=120)
 
 

@@ -131,3 +131,24 @@ def test_qemu_killed_while_suspending_is_a_crash_to_stopped() -> None:
     s = apply_outcome(st(Phase.SUSPENDED), DiscardSavedState("x"), Outcome.success(),
                       want("running"), NOW)
     assert s.phase is Phase.STOPPED
+
+
+@pytest.mark.unit
+def test_a_suspend_qemu_refuses_stalls_and_leaves_the_guest_running() -> None:
+    from lima.states.actions import Stalled
+    from lima.states.advance import rearm
+
+    refused = Outcome.failure("suspend failed: QMP migrate: GenericError: Migration is "
+                              "disabled when VirtFS export path '/x' is mounted")
+    s = apply_outcome(st(Phase.RUNNING), SuspendInstance(), refused, want("suspended"), NOW)
+    assert s.phase is Phase.RUNNING and s.stalled  # never failed, never powered down
+    assert isinstance(decide(want("suspended"), RUNNING, s, NOW + 1), Stalled)
+    # Retried temporary failures end the same way, not in `failed`.
+    t = st(Phase.RUNNING)
+    for i in range(12):
+        t = apply_outcome(t, SuspendInstance(), Outcome.temporary("no QMP"),
+                          want("suspended"), NOW + i)
+    assert t.phase is Phase.RUNNING and t.stalled
+    # `limactl start` asks again: the running guest is simply kept.
+    again = rearm(s, NOW + 2, GEN)
+    assert decide(want("running"), RUNNING, again, NOW + 2) == Done("running")

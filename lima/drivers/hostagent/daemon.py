@@ -246,6 +246,7 @@ class HostAgent:
                 return 1
             log.info("attached to the running qemu (pid %d); the guest is not rebooted",
                      self._qemu.pid)
+            self._continue_interrupted()
             from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
 
             self._virtiofsd = VirtiofsDaemons.adopt(self.inst_dir)
@@ -379,6 +380,16 @@ class HostAgent:
                  paths.SUSPEND_STATE, time.monotonic() - started)
         self._suspended = True
         return True
+
+    def _continue_interrupted(self) -> None:
+        from lima.drivers import suspend
+
+        try:
+            if suspend.continue_interrupted(self.inst_dir):
+                log.warning("a suspend was cut short (its host agent was killed): the guest "
+                            "goes on running")
+        except (LimaError, OSError) as exc:
+            log.warning("could not check for a suspend cut short: %s", exc)
 
     def _load_state(self) -> bool:
         """Resume: load suspend.state into the qemu just started. False (the error
