@@ -1,8 +1,9 @@
 """Suspend and resume on real QEMU with the fast `build:tiny` guest, through the real CLI:
 a process, a file in /tmp, the clock and a port forward survive `suspend` + `start`; a
 kill -9 of limactl, of the host agent or of qemu during a suspend leaves a consistent
-instance; a spec changed while suspended gives a warning and a cold boot. (The tiny guest has no `nohup`: its
-background process is started with `setsid`, which detaches it from the session as well.)
+instance; a spec changed while suspended gives a warning and a cold boot. (The tiny guest
+has no `nohup`: its background process is started with `setsid`, which detaches it from
+the session as well.)
 """
 
 from __future__ import annotations
