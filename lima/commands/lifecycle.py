@@ -485,7 +485,8 @@ UNMIGRATABLE_MOUNTS = ("9p", "virtiofs")
 
 @click.command()
 @click.argument("name", default="default")
-@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("--timeout", type=DURATION, default="5m", show_default=True,
+              help="How long to wait (Go duration: 5m, 90s; a bare number is seconds).")
 def suspend(name: str, timeout: float) -> None:
     """Save a running instance's whole state to disk and stop it; start resumes it."""
     from lima.drivers import store
