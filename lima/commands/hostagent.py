@@ -93,9 +93,9 @@ class _LazyGuest:
     mounts) load while qemu boots instead of delaying its start."""
 
     def __init__(self, name: str, port: int, user: str, iid: str, timeout: float,
-                 spec: InstanceSpec | None) -> None:
+                 spec: InstanceSpec | None, resumed: bool = False) -> None:
         self.name, self.port, self.user, self.iid = name, port, user, iid
-        self.timeout, self.spec = timeout, spec
+        self.timeout, self.spec, self.resumed = timeout, spec, resumed
         self.inner: SSHGuest | None = None
         self.inotify: InotifyForwarder | None = None
 
@@ -130,7 +130,7 @@ class _LazyGuest:
 
         self.inner = SSHGuest(
             self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
-            after_boot=after_boot,
+            after_boot=after_boot, resumed=self.resumed,
         )
         errors = self.inner.ready(stop, progress)
         return [problem, *errors] if problem else errors
@@ -162,6 +162,8 @@ class _LazyGuest:
               help="Start these virtiofsd commands before qemu (mountType virtiofs).")
 @click.option("--host-resolver", "host_resolver", default=None,
               help="Serve the guest's DNS (hostResolver), configured by this JSON.")
+@click.option("--resume", is_flag=True,
+              help="qemu's argv has -incoming defer: load suspend.state instead of booting.")
 @click.option("--vnc", default=None,
               help="video.display: vnc: set up the password and files of this display.")
 @click.argument("name")
@@ -177,6 +179,7 @@ def hostagent(
     vnc: str | None,
     virtiofsd_json: str | None,
     name: str,
+    resume: bool = False,
 ) -> int:
     """Run the host agent of instance NAME (started by `limactl start`)."""
     from lima.drivers.hostagent import HostAgent, pick_ssh_port
@@ -202,7 +205,7 @@ def hostagent(
         argv = qemu_command(spec, inst_dir, ssh_port)
     daemons = _virtiofsd_commands(virtiofsd_json, spec, inst_dir, qemu_argv_json, attach)
     user = ssh_user or (spec.user.name if spec else "")
-    guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec)
+    guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec, resumed=resume)
     dns = None
     if host_resolver is not None:
         from lima.drivers.hostagent.dns import ResolverConfig
@@ -214,7 +217,8 @@ def hostagent(
     agent = HostAgent(inst_dir, ssh_port=ssh_port, qemu_argv=argv, guest=guest,
                       stop_timeout=stop_timeout, attach=attach, iid=iid, dns=dns,
                       forwards=_forwards_factory(name, inst_dir, spec, ssh_port, user),
-                      display=_vnc_display(inst_dir, spec, vnc), virtiofsd=daemons)
+                      display=_vnc_display(inst_dir, spec, vnc), virtiofsd=daemons,
+                      resume=resume)
     return agent.run()
 
 

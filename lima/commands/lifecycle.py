@@ -476,3 +476,38 @@ def stop(names: tuple[str, ...], force: bool, timeout: float) -> None:
         click.echo(f"{name}: stopped")
     if errors:
         raise LimaError("\n".join(errors))
+
+
+# QEMU refuses to migrate a guest with these mounts: a 9p export that is mounted in the
+# guest, and vhost-user-fs devices (virtiofs).
+UNMIGRATABLE_MOUNTS = ("9p", "virtiofs")
+
+
+@click.command()
+@click.argument("name", default="default")
+@click.option("--timeout", type=DURATION, default="5m", show_default=True,
+              help="How long to wait (Go duration: 5m, 90s; a bare number is seconds).")
+def suspend(name: str, timeout: float) -> None:
+    """Save a running instance's whole state to disk and stop it; start resumes it."""
+    from lima.drivers import store
+
+    inst = store.require_instance(name)
+    _refuse_managed(name)
+    status = store.inspect_processes(name, inst).status
+    if status == store.STATUS_STOPPED:
+        raise LimaError(f"instance {name!r} is not running; there is nothing to suspend")
+    if status != store.STATUS_SUSPENDED:
+        spec = load_stored(name).spec
+        if spec.mounts and spec.mount_type in UNMIGRATABLE_MOUNTS:
+            raise LimaError(
+                f"instance {name!r} cannot be suspended: QEMU cannot save a guest with "
+                f"{spec.mount_type} mounts (mountType: {spec.mount_type}); use mountType "
+                f"reverse-sshfs, or `limactl stop {name}`")
+        # The spec: a host agent killed meanwhile is replaced (attached) before the suspend.
+        converge(name, "suspended", spec=spec,
+                 generation=_stored_generation(name) or "", timeout=timeout, verb="suspend")
+    if store.inspect_processes(name, inst).status != store.STATUS_SUSPENDED:
+        # qemu went away before its state was saved (killed, or the guest powered off).
+        raise LimaError(f"instance {name!r} stopped before its state was saved; "
+                        f"`limactl start {name}` boots it afresh")
+    click.echo(f"{name}: suspended")

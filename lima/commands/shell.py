@@ -357,12 +357,16 @@ def ensure_running(name: str, inst_dir: Path, start: bool | None, tty: bool) -> 
     question asked when `--tty` and `--start` was not given)."""
     from lima.drivers import store
 
-    if store.inspect_processes(name, inst_dir).status != store.STATUS_STOPPED:
+    status = store.inspect_processes(name, inst_dir).status
+    if status not in (store.STATUS_STOPPED, store.STATUS_SUSPENDED):
         return
     start_now = bool(start)
     if tty and start is None:
         start_now = _ask_to_start()
     if not start_now:
+        if status == store.STATUS_SUSPENDED:
+            raise LimaError(f"instance `{name}` is suspended, run `limactl start {name}` "
+                            "to resume the instance")
         raise LimaError(f"instance `{name}` is stopped, run `limactl start {name}` "
                         "to start the instance")
     start_instance(name)

@@ -3,8 +3,11 @@
 It implements the Driver protocol on a FakeClock: a boot takes `ssh_delay` then
 `provision_delay` fake seconds, wait steps "block" by advancing the clock, and failures are
 injected by setting attributes (ssh flakes or never comes up, qemu dies, provisioning fails,
-a disk digest mismatch). The only thing it puts on disk is the empty instance directory
-under $LIMA_HOME, so the real StatusStore can keep status.json there.
+a disk digest mismatch). Suspend saves the VM as `saved_generation` (the generation the
+boot was built from), resume brings the same boot back in `resume_delay` seconds, and
+`saved_stale` makes the saved state unusable, as a changed qemu or disk would. The only
+thing it puts on disk is the empty instance directory under $LIMA_HOME, so the real
+StatusStore can keep status.json there.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from lima.states.actions import (
     BuildCidata,
     CreateInstance,
     DeleteInstance,
+    DiscardSavedState,
     MarkRunning,
     Outcome,
+    ResumeInstance,
     StartHostAgent,
     StopInstance,
+    SuspendInstance,
     WaitProvisioned,
+    WaitResumed,
     WaitSSH,
 )
 from lima.states.model import DesiredState, ObservedState
@@ -40,6 +47,10 @@ class FakeVM:
     boot_started: float = 0.0
     boots: int = 0
     attaches: int = 0  # host agents started for a qemu that kept running
+    generation: str | None = None  # of the spec the current boot was built from
+    saved_generation: str | None = None  # a complete saved state (suspended)
+    resumes: int = 0
+    resumed_at: float = 0.0  # when the resumed guest answers again
 
 
 @dataclass
@@ -55,6 +66,9 @@ class FakeDriver:
     digest_mismatch: bool = False  # CreateInstance fails permanently
     qemu_dies_after: float | None = None  # qemu exits this long after each boot starts
     agent_errors: tuple[str, ...] = ()
+    suspend_delay: float = 0.5  # QMP stop + migrate to the file + quit
+    resume_delay: float = 1.0  # qemu -incoming + load + cont -> ssh answers
+    saved_stale: str = ""  # the saved state no longer matches qemu or the disks
     vms: dict[str, FakeVM] = field(default_factory=dict)
     executed: list[Action] = field(default_factory=list)
 
@@ -84,7 +98,8 @@ class FakeDriver:
         # As the real driver: the guest's markers are known only through its live host
         # agent (it holds the ssh session); without one they read as absent.
         alive = vm.qemu_alive and vm.agent_alive
-        ssh_ready = alive and not self.ssh_never and now >= ssh_at
+        resuming = alive and vm.resumes > 0 and now < vm.resumed_at
+        ssh_ready = alive and not self.ssh_never and now >= ssh_at and not resuming
         boot_done = ssh_ready and now >= done_at
         return ObservedState(
             dir_exists=True,
@@ -102,6 +117,9 @@ class FakeDriver:
             # As the real host agent: errors are reported once the boot runs (a failed
             # provisioning script among them), and only by a live agent.
             agent_errors=self._running_errors() if boot_done else (),
+            saved_generation=vm.saved_generation,
+            saved_stale=self.saved_stale if vm.saved_generation is not None else "",
+            resuming=resuming,
         )
 
     def execute(self, name: str, action: Action, desired: DesiredState) -> Outcome:
@@ -119,7 +137,36 @@ class FakeDriver:
                 vm.created = True
                 return Outcome.success()
             case BuildCidata(iid=iid):
-                vm.cidata_iid = iid
+                vm.cidata_iid, vm.generation = iid, desired.generation
+                return Outcome.success()
+            case SuspendInstance():
+                if not vm.qemu_alive:
+                    return Outcome.failure("the instance is not running")
+                self.clock.sleep(self.suspend_delay)
+                vm.qemu_alive = vm.agent_alive = False
+                vm.saved_generation = vm.generation or ""
+                return Outcome.success()
+            case ResumeInstance():
+                if vm.saved_generation is None:
+                    return Outcome.temporary("there is no saved state to resume")
+                vm.qemu_alive = vm.agent_alive = True
+                vm.saved_generation = None
+                vm.resumes += 1
+                # The same boot, back: its markers are there once the guest answers.
+                ready_at = self.clock.now() + self.resume_delay
+                vm.boot_started = ready_at - self.ssh_delay - self.provision_delay
+                vm.boot_started = max(vm.boot_started, 0.0)
+                vm.resumed_at = ready_at
+                return Outcome.success()
+            case WaitResumed(budget=budget):
+                wait = vm.resumed_at - self.clock.now()
+                if wait > budget:
+                    self.clock.sleep(budget)
+                    return Outcome.temporary("not resumed yet", retry_after=0.0)
+                self.clock.sleep(max(0.0, wait))
+                return Outcome.success()
+            case DiscardSavedState():
+                vm.saved_generation = None
                 return Outcome.success()
             case StartHostAgent(attach=True):
                 if not vm.qemu_alive:

@@ -33,11 +33,15 @@ from lima.states.actions import (
     BuildCidata,
     CreateInstance,
     DeleteInstance,
+    DiscardSavedState,
     MarkRunning,
     Outcome,
+    ResumeInstance,
     StartHostAgent,
     StopInstance,
+    SuspendInstance,
     WaitProvisioned,
+    WaitResumed,
     WaitSSH,
 )
 from lima.states.model import DesiredState, ObservedState
@@ -64,6 +68,8 @@ class AgentProgress:
     exited: bool = False
     errors: tuple[str, ...] = ()
     responsive: bool = True
+    suspending: bool = False  # the agent saves the guest's state
+    resuming: bool = False  # the agent loads a saved state; the guest has not answered yet
 
 
 def agent_progress(inst_dir: Path) -> AgentProgress:
@@ -87,6 +93,8 @@ def agent_progress(inst_dir: Path) -> AgentProgress:
             exited=phase == "exiting",
             errors=tuple(str(e) for e in errs) if isinstance(errs, list) else (),
             responsive=info.get("responsive") is not False,
+            suspending=phase == "suspending",
+            resuming=phase == "resuming",
         )
     return events_progress(inst_dir)
 
@@ -200,6 +208,9 @@ class QemuDriver:
         ha_alive = _hostagent_alive(inst)
         qemu_alive = procs.qemu_pid(inst) is not None
         prog = agent_progress(inst) if ha_alive else AgentProgress()
+        from lima.drivers import suspend
+
+        saved = suspend.read_saved(inst)
         return ObservedState(
             dir_exists=True,
             has_lima_yaml=(inst / paths.LIMA_YAML).is_file(),
@@ -212,6 +223,12 @@ class QemuDriver:
             boot_done_iid=iid if prog.provisioned else None,
             agent_errors=prog.errors if prog.running else (),
             guest_responsive=prog.responsive,
+            saved_generation=str(saved["generation"]) if saved is not None else None,
+            # Checked only when it matters: nothing of this instance runs.
+            saved_stale=suspend.stale_reason(inst, saved)
+            if saved is not None and not (ha_alive or qemu_alive) else "",
+            suspending=prog.suspending,
+            resuming=prog.resuming,
         )
 
     # --- execute ----------------------------------------------------------------------
@@ -246,6 +263,24 @@ class QemuDriver:
                 return Outcome.success(errors=list(agent_progress(inst).errors))
             case StopInstance(force=force):
                 return self._stop(inst, force)
+            case SuspendInstance():
+                from lima.drivers.suspendop import suspend_instance
+
+                return suspend_instance(inst)
+            case ResumeInstance(iid=iid):
+                from lima.drivers.suspendop import resume_instance
+
+                spec = desired.spec if desired.spec is not None else _stored_spec(name)
+                return resume_instance(name, inst, spec, iid)
+            case WaitResumed(budget=budget):
+                return self._wait(inst, budget, lambda p: p.provisioned, "the resumed guest")
+            case DiscardSavedState(reason=reason):
+                from lima.drivers import suspend
+
+                log.warning("%s: %s: the saved state is removed; the instance boots afresh",
+                            name, reason)
+                suspend.discard(inst)
+                return Outcome.success()
             case Abort(reason=reason):
                 log.warning("%s: aborting this boot: %s", name, reason)
                 # Still a power-down first: a guest is killed only when it does not obey.
@@ -288,11 +323,13 @@ class QemuDriver:
         return Outcome.success()
 
     def _build_cidata(self, name: str, inst: Path, desired: DesiredState, iid: str) -> Outcome:
+        from lima.drivers import suspend
         from lima.drivers.cidata import build_cidata
         from lima.drivers.identity import ensure_identity
         from lima.drivers.sshconfig import write_ansible_inventory, write_ssh_config
 
         spec = self._spec(desired)
+        suspend.remove_temp(inst)  # a cold boot: a suspend cut short left it
         identity = ensure_identity()
         build_cidata(spec, inst, iid=iid, identity=identity)
         port = hostagent.pick_ssh_port(spec.ssh.local_port)
@@ -350,17 +387,9 @@ class QemuDriver:
                 if procs.qemu_pid(inst) is None:
                     _free_disks(inst)
                 raise
-        deadline = time.monotonic() + QEMU_START_TIMEOUT
-        while procs.qemu_pid(inst) is None:
-            if not _hostagent_alive(inst) or time.monotonic() > deadline:
-                prog = agent_progress(inst)
-                why = "; ".join(prog.errors) or "qemu did not start"
-                hostagent.stop_hostagent(inst, force=True)
-                msg = f"{why}\n{failure_context(inst)}"
-                if ("qemu-system" in why and "not found" in why) or qemu_refused(prog.errors):
-                    return Outcome.failure(msg)
-                return Outcome.temporary(msg)
-            time.sleep(0.05)
+        failed = await_qemu(inst)
+        if failed is not None:
+            return failed
         log.debug("%s: qemu is up (ssh port %d, spec cpus %d)", name, port, spec.cpus)
         return Outcome.success()
 
@@ -392,9 +421,39 @@ class QemuDriver:
         if _hostagent_alive(inst) or procs.qemu_pid(inst) is not None:
             return Outcome.temporary("the VM is still running after stop")
         _free_disks(inst)
+        from lima.drivers import suspend
+
+        suspend.remove_temp(inst)  # a suspend cut short (its qemu killed) left it
         _delete_copies(inst.name)
         remove_vnc_files(inst)  # the host agent does it, unless it was killed
         return Outcome.success()
+
+
+def _stored_spec(name: str) -> InstanceSpec:
+    from lima.schemas import load_instance
+
+    return load_instance(name).spec
+
+
+def resolver_args(spec: InstanceSpec) -> tuple[str, ...]:
+    return _resolver_args(spec)
+
+
+def await_qemu(inst: Path) -> Outcome | None:
+    """Wait for the host agent just started to start qemu: None once qemu.pid is alive,
+    else the failure (the agent is killed then)."""
+    deadline = time.monotonic() + QEMU_START_TIMEOUT
+    while procs.qemu_pid(inst) is None:
+        if not _hostagent_alive(inst) or time.monotonic() > deadline:
+            prog = agent_progress(inst)
+            why = "; ".join(prog.errors) or "qemu did not start"
+            hostagent.stop_hostagent(inst, force=True)
+            msg = f"{why}\n{failure_context(inst)}"
+            if ("qemu-system" in why and "not found" in why) or qemu_refused(prog.errors):
+                return Outcome.failure(msg)
+            return Outcome.temporary(msg)
+        time.sleep(0.05)
+    return None
 
 
 def _resolver_args(spec: InstanceSpec) -> tuple[str, ...]:

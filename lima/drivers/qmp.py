@@ -112,12 +112,21 @@ class QMPClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         return self._command(command, arguments, deadline)
 
-    def _command(self, command: str, arguments: Mapping[str, Any] | None, deadline: float) -> Any:
+    def pass_fd(self, name: str, fd: int, *, timeout: float | None = None) -> None:
+        """Hand QEMU a copy of `fd` under `name` (`getfd`, the fd sent with SCM_RIGHTS), for
+        URIs such as `fd:NAME` (migrate, migrate-incoming)."""
+        if self._sock is None:
+            self.connect()
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._command("getfd", {"fdname": name}, deadline, fd=fd)
+
+    def _command(self, command: str, arguments: Mapping[str, Any] | None, deadline: float,
+                 *, fd: int | None = None) -> Any:
         msg_id = next(self._ids)
         msg: dict[str, Any] = {"execute": command, "id": msg_id}
         if arguments:
             msg["arguments"] = dict(arguments)
-        self._send(msg)
+        self._send(msg, fd)
         while True:
             reply = self._read(deadline)
             if "event" in reply:
@@ -130,10 +139,15 @@ class QMPClient:
                 raise QMPError(command, str(err.get("class", "")), str(err.get("desc", "")))
             return reply.get("return")
 
-    def _send(self, msg: Mapping[str, Any]) -> None:
+    def _send(self, msg: Mapping[str, Any], fd: int | None = None) -> None:
         assert self._sock is not None
+        data = json.dumps(msg).encode() + b"\n"
         try:
-            self._sock.sendall(json.dumps(msg).encode() + b"\n")
+            if fd is not None:
+                # The descriptor rides on the command's first bytes; the rest follows.
+                sent = socket.send_fds(self._sock, [data], [fd])
+                data = data[sent:]
+            self._sock.sendall(data)
         except OSError as exc:
             self.close()
             raise QMPUnavailable(f"QMP socket {self.path}: send failed: {exc}") from exc

@@ -163,6 +163,8 @@ def connect(port: int, user: str, key_path: Path, *, timeout: float) -> paramiko
 # A guest clock further than this off the host's is set again by the heartbeat (seconds;
 # `date +%s` reads whole seconds, and a TCG guest's answer takes a while).
 MAX_CLOCK_SKEW = 3.0
+# Right after a resume the clock stands where it was saved: set it unless it is this close.
+RESUMED_MAX_SKEW = 1.0
 
 
 def clock_skew(guest_out: str, host_now: float) -> float | None:
@@ -301,7 +303,9 @@ class SSHGuest:
         *,
         timeout: float,
         after_boot: AfterBoot | None = None,
+        resumed: bool = False,
     ) -> None:
+        self.resumed = resumed  # the guest was loaded from a saved state: no boot happened
         self.port = port
         self.user = user
         self.key_path = key_path
@@ -315,7 +319,10 @@ class SSHGuest:
         self, stop: threading.Event, progress: Callable[[str], None] = lambda _: None
     ) -> list[str]:
         deadline = time.monotonic() + self.timeout
-        if self._poll(stop, deadline, self._ssh_ready) is None:
+        check = self._ssh_ready
+        if self.resumed:
+            check = self._resumed_ready
+        if self._poll(stop, deadline, check) is None:
             raise TemporaryError(
                 f"the guest did not become ready within {self.timeout:g} s: no ssh login "
                 f"with {SSH_READY_MARKER} holding this boot's instance-id"
@@ -368,24 +375,37 @@ class SSHGuest:
             return False
         return rc == 0
 
-    def _sync_clock(self, guest_out: str, host_now: float, deadline: float) -> None:
+    def _sync_clock(self, guest_out: str, host_now: float, deadline: float,
+                    max_skew: float = MAX_CLOCK_SKEW,
+                    client: paramiko.SSHClient | None = None) -> None:
         """Set the guest's clock to the host's when `guest_out` (its `date -u +%s`) is off
         by more than MAX_CLOCK_SKEW. Best effort: a guest that refuses is logged, not
         counted as unresponsive."""
         skew = clock_skew(guest_out, host_now)
-        if skew is None or abs(skew) <= MAX_CLOCK_SKEW or self._beat is None:
+        client = client or self._beat
+        if skew is None or abs(skew) <= max_skew or client is None:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 0.5))
         set_cmd = f"date -u -s '{stamp}' >/dev/null"
         if self.user != "root":
             set_cmd = f"sudo -n {set_cmd}"
-        rc, _, err = run(self._beat, set_cmd, timeout=max(0.5, deadline - time.monotonic()))
+        rc, _, err = run(client, set_cmd, timeout=max(0.5, deadline - time.monotonic()))
         if rc == 0:
             log.info("the guest clock was %+.0f s off the host's (a pause or a host suspend);"
                      " set it to the host's time", skew)
         else:
             log.warning("the guest clock is %+.0f s off the host's and could not be set: %s",
                         skew, err.strip() or f"exit {rc}")
+
+    def _resumed_ready(self, client: paramiko.SSHClient) -> str | None:
+        """A resumed guest: its clock is as old as the saved state, so it is set on the
+        first login, before anything else; the markers of its boot are still there."""
+        sent = time.time()
+        rc, out, _ = run(client, "date -u +%s", timeout=10.0)
+        if rc == 0:
+            self._sync_clock(out, (sent + time.time()) / 2, time.monotonic() + 10.0,
+                             RESUMED_MAX_SKEW, client)
+        return self._ssh_ready(client)
 
     def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:
         return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None

@@ -34,6 +34,8 @@ __all__ = ["atomic_write", "validate_name"]
 STATUS_RUNNING = "Running"
 STATUS_STOPPED = "Stopped"
 STATUS_BROKEN = "Broken"
+# Not one of Lima's: the guest's whole state is saved (limactl suspend); start resumes it.
+STATUS_SUSPENDED = "Suspended"
 
 
 def create_instance(
@@ -150,6 +152,10 @@ def inspect_processes(name: str, inst_dir: Path) -> Inspection:
         ins.driver_pid = qemu or 0
     if ha_alive and qemu_alive:
         ins.status = STATUS_RUNNING
+    elif not (ha_alive or qemu_alive):
+        if (inst_dir / paths.SUSPEND_STATE).is_file() and (
+                inst_dir / paths.SUSPEND_META).is_file():
+            ins.status = STATUS_SUSPENDED
     elif ha_alive or qemu_alive:
         ins.status = STATUS_BROKEN
         which = "host agent" if ha_alive else "qemu"

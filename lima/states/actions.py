@@ -75,6 +75,36 @@ class Abort:
 
 
 @dataclass(frozen=True)
+class SuspendInstance:
+    """Save the running guest's whole state to suspend.state (the host agent: QMP stop,
+    migrate to a temp file, rename once completed), then end qemu and the host agent.
+    Also finishes a suspend that was interrupted (the state saved, qemu still there)."""
+
+
+@dataclass(frozen=True)
+class ResumeInstance:
+    """Start the host agent with qemu's argv plus `-incoming defer`; it loads suspend.state,
+    removes it and continues the guest (instance-id `iid`: the boot that was saved)."""
+
+    iid: str
+
+
+@dataclass(frozen=True)
+class WaitResumed:
+    """Wait up to `budget` s for the resumed guest: ssh login, clock set, markers of `iid`."""
+
+    iid: str
+    budget: float
+
+
+@dataclass(frozen=True)
+class DiscardSavedState:
+    """Remove suspend.state and suspend.json, warning with `reason` (a cold boot follows)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class DeleteInstance:
     """Remove the instance directory (the VM is already down)."""
 
@@ -87,6 +117,10 @@ Action = (
     | WaitProvisioned
     | MarkRunning
     | StopInstance
+    | SuspendInstance
+    | ResumeInstance
+    | WaitResumed
+    | DiscardSavedState
     | Abort
     | DeleteInstance
 )

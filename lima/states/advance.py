@@ -17,11 +17,15 @@ from lima.states.actions import (
     BuildCidata,
     CreateInstance,
     DeleteInstance,
+    DiscardSavedState,
     MarkRunning,
     Outcome,
+    ResumeInstance,
     StartHostAgent,
     StopInstance,
+    SuspendInstance,
     WaitProvisioned,
+    WaitResumed,
     WaitSSH,
 )
 from lima.states.decide import observe_phase
@@ -36,7 +40,7 @@ from lima.states.model import (
     ObservedState,
     Status,
 )
-from lima.states.phases import LIVE_PHASES, Phase, triggers_between
+from lima.states.phases import LIVE_PHASES, Phase, legal, triggers_between
 from lima.states.policy import (
     MAX_STEP_RETRIES,
     PHASE_DEADLINES,
@@ -118,6 +122,12 @@ def apply_outcome(
     gen = desired.generation
     if not outcome.ok:
         error = outcome.error or f"{type(action).__name__} failed"
+        if isinstance(action, SuspendInstance) and (outcome.permanent
+                                                    or s.retries + 1 > MAX_STEP_RETRIES):
+            # The guest goes on running: a suspend that cannot be done stalls with the
+            # reason, it never fails (or powers down) the boot.
+            s = replace(s, retries=0, next_attempt=None, last_error=error)
+            return _ready(s.with_condition(STALLED, T, "SuspendFailed", error, now, gen), now)
         if outcome.permanent:
             s = _fire(s, ["fail"], now)
             s = replace(s, retries=0, next_attempt=None, last_error=error)
@@ -178,7 +188,17 @@ def _success_triggers(action: Action, phase: Phase) -> list[str]:
         case StopInstance():
             if phase is Phase.STOPPING:
                 return ["halted"]
-            return ["stop", "halted"] if phase in LIVE_PHASES else []
+            return ["stop", "halted"] if legal("stop", phase) else []
+        case SuspendInstance():
+            if phase is Phase.SUSPENDING:
+                return ["saved"]
+            return ["suspend", "saved"] if legal("suspend", phase) else []
+        case ResumeInstance():
+            return ["resume"]
+        case WaitResumed():
+            return ["resumed"]
+        case DiscardSavedState():
+            return ["discard"] if phase is Phase.SUSPENDED else []
         case DeleteInstance():
             return [] if phase is Phase.ABSENT else ["delete"]
         case Abort():

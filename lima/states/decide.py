@@ -15,13 +15,17 @@ from lima.states.actions import (
     CreateInstance,
     Decision,
     DeleteInstance,
+    DiscardSavedState,
     Done,
     MarkRunning,
+    ResumeInstance,
     Stalled,
     StartHostAgent,
     StopInstance,
+    SuspendInstance,
     Wait,
     WaitProvisioned,
+    WaitResumed,
     WaitSSH,
 )
 from lima.states.model import STALLED, DesiredState, ObservedState, RunState, Status
@@ -37,6 +41,10 @@ def observe_phase(observed: ObservedState, status: Status) -> Phase:
     consulted only for what no fact shows: a stop in progress, a failed attempt waiting for
     its backoff, an unused cidata seed, and "running" (a check that already passed for this
     very boot).
+
+    A complete saved state proves `suspended` once qemu is gone, and `suspending` while it
+    is still there (the state is saved, qemu has yet to quit); the host agent's own word
+    proves `resuming` (it loads the state) and `suspending` (it saves it).
     """
     recorded = status.phase
     if not observed.created:
@@ -44,6 +52,10 @@ def observe_phase(observed: ObservedState, status: Status) -> Phase:
     if observed.vm_alive:
         if recorded in (Phase.STOPPING, Phase.FAILED):
             return recorded
+        if observed.resuming:
+            return Phase.RESUMING
+        if observed.suspending or observed.saved_generation is not None:
+            return Phase.SUSPENDING
         iid = observed.cidata_iid or status.iid
         same_boot = iid is not None and iid == status.iid
         if not observed.markers_read:
@@ -58,6 +70,8 @@ def observe_phase(observed: ObservedState, status: Status) -> Phase:
             return Phase.SSH_READY
         return Phase.BOOTING
     # No VM.
+    if observed.saved_generation is not None:
+        return Phase.SUSPENDED
     if recorded is Phase.FAILED:
         return Phase.FAILED
     if recorded is Phase.CIDATA_BUILT and status.iid and observed.cidata_iid == status.iid:
@@ -95,9 +109,13 @@ def decide(desired: DesiredState, observed: ObservedState, status: Status, now: 
     phase = observe_phase(observed, status)
     if desired.run_state is RunState.ABSENT:
         return _toward_absent(observed)
+    if observed.broken and observed.qemu_pid_alive and observed.saved_generation is not None:
+        # A saved state and a qemu without its agent: the state is the truth (the qemu is
+        # the paused source of a finished suspend, or a half-loaded resume).
+        return StopInstance(force=True)
     if observed.broken:
         if (
-            desired.run_state is RunState.RUNNING
+            desired.run_state in (RunState.RUNNING, RunState.SUSPENDED)
             and observed.qemu_pid_alive
             and phase not in (Phase.FAILED, Phase.STOPPING)
         ):
@@ -108,6 +126,8 @@ def decide(desired: DesiredState, observed: ObservedState, status: Status, now: 
         return StopInstance(force=desired.force or not observed.qemu_pid_alive)
     if desired.run_state is RunState.STOPPED:
         return _toward_stopped(desired, observed, status, phase, now)
+    if desired.run_state is RunState.SUSPENDED:
+        return _toward_suspended(desired, observed, status, phase, now)
     if desired.spec is None:
         raise ValueError("decide: a running instance needs a spec")
     return _toward_running(desired, observed, status, phase, now)
@@ -128,11 +148,41 @@ def _toward_stopped(
         # First, even when a disk or lima.yaml went missing under the running VM: a stop
         # must still bring it down.
         return StopInstance(force=desired.force or _overdue(status, phase, now))
+    if phase is Phase.SUSPENDED:
+        if desired.force:
+            return DiscardSavedState("stop -f: the saved state is dropped")
+        # The guest's file systems deserve a clean shutdown: wake it, then power it down.
+        return _resume_or_discard(desired, observed, status, now)
     if not observed.created:
         if desired.spec is None:
             return Done("not created")
         return _gated(CreateInstance(), status, now)  # `limactl create`: create, do not start
     return Done("stopped")
+
+
+def _toward_suspended(
+    desired: DesiredState, observed: ObservedState, status: Status, phase: Phase, now: float
+) -> Decision:
+    if observed.vm_alive:
+        if phase in (Phase.STOPPING, Phase.FAILED):
+            return StopInstance(force=_overdue(status, phase, now))  # finish it first
+        return _gated(SuspendInstance(), status, now)
+    if not observed.created:
+        return Done("not created")
+    if phase is Phase.SUSPENDED:
+        return Done("suspended")
+    return Done("stopped")  # nothing runs: there is no state to save
+
+
+def _resume_or_discard(
+    desired: DesiredState, observed: ObservedState, status: Status, now: float
+) -> Decision:
+    """A suspended instance asked to run: resume when the saved state still matches."""
+    if observed.saved_stale:
+        return DiscardSavedState(observed.saved_stale)
+    if desired.generation and observed.saved_generation != desired.generation:
+        return DiscardSavedState("lima.yaml changed since the instance was suspended")
+    return _gated(ResumeInstance(observed.cidata_iid or status.iid or ""), status, now)
 
 
 def _toward_running(
@@ -152,6 +202,14 @@ def _toward_running(
             return StopInstance(force=False)
         case Phase.STOPPING:
             return StopInstance(force=_overdue(status, phase, now))  # finish it, then boot
+        case Phase.SUSPENDING:
+            return _gated(SuspendInstance(), status, now)  # finish it, then resume
+        case Phase.SUSPENDED:
+            return _resume_or_discard(desired, observed, status, now)
+        case Phase.RESUMING:
+            if _overdue(status, phase, now):
+                return Abort(f"the guest did not resume within {PHASE_DEADLINES[phase]:.0f} s")
+            return _gated(WaitResumed(iid, _budget(status, phase, now)), status, now)
         case Phase.FAILED | Phase.CREATED | Phase.STOPPED | Phase.ABSENT:
             return _gated(BuildCidata(new_iid(now, status.iid)), status, now)
         case Phase.CIDATA_BUILT:

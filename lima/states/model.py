@@ -22,10 +22,12 @@ STATUS_VERSION = 1
 
 
 class RunState(StrEnum):
-    """What the user wants: the VM up, the instance kept but down, or no instance at all."""
+    """What the user wants: the VM up, the instance kept but down, its whole state saved
+    to disk (suspended: resumed in seconds by a later `running`), or no instance at all."""
 
     RUNNING = "running"
     STOPPED = "stopped"
+    SUSPENDED = "suspended"
     ABSENT = "absent"
 
 
@@ -59,6 +61,11 @@ class ObservedState:
     /run/lima-ssh-ready and /run/lima-boot-done in the guest (None when absent or unreadable).
     `markers_read` is False when the driver skipped the ssh round-trip; decide() then trusts
     the recorded phase for the same boot (qemu alive and cidata_iid == status.iid).
+
+    Suspend and resume: `saved_generation` is the spec generation a complete saved state
+    (suspend.state and suspend.json) was made against, None without one; `saved_stale` the
+    reason it cannot be resumed whatever the spec (qemu binary or version, disks changed),
+    "" when it can; `suspending`/`resuming`: the host agent says it saves or loads the state.
     """
 
     dir_exists: bool = False
@@ -74,6 +81,10 @@ class ObservedState:
     # (the guest's /run/lima-boot-failed), port forwards, mounts. Empty before running.
     agent_errors: tuple[str, ...] = ()
     guest_responsive: bool = True  # False: the host agent's heartbeat gets no answer
+    saved_generation: str | None = None
+    saved_stale: str = ""
+    suspending: bool = False
+    resuming: bool = False
 
     @property
     def created(self) -> bool:

@@ -15,6 +15,9 @@ reach failed/absent. Recovery edges, each with the fact that justifies it:
   a failed attempt, or when an unused seed is stale.
 - `fail` from any phase: a step failed for good or the attempt was aborted (deadline passed,
   host agent died); what to do next is data (retries, next attempt, Stalled).
+Suspend and resume (issue 11): suspend/saved take a live VM to `suspended` (its whole state
+in suspend.state, qemu gone); resume/resumed bring it back without a boot; discard drops a
+saved state that no longer matches (then a cold boot follows from `stopped`).
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ class Phase(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    RESUMING = "resuming"
     FAILED = "failed"
 
 
 # Phases in which a qemu process of ours is expected to be alive.
 LIVE_PHASES: frozenset[Phase] = frozenset(
-    {Phase.BOOTING, Phase.SSH_READY, Phase.PROVISIONED, Phase.RUNNING, Phase.STOPPING}
+    {Phase.BOOTING, Phase.SSH_READY, Phase.PROVISIONED, Phase.RUNNING, Phase.STOPPING,
+     Phase.SUSPENDING, Phase.RESUMING}
 )
 
 
@@ -68,15 +75,32 @@ TRANSITIONS: tuple[Transition, ...] = (
                "/run/lima-boot-done holds this instance-id"),
     Transition("ready", (P.PROVISIONED,), P.RUNNING,
                "port forwards and mounts up, probes pass (else Degraded)"),
-    Transition("stop", (P.BOOTING, P.SSH_READY, P.PROVISIONED, P.RUNNING), P.STOPPING,
+    Transition("stop", (P.BOOTING, P.SSH_READY, P.PROVISIONED, P.RUNNING, P.RESUMING),
+               P.STOPPING,
                "shutdown asked (QMP system_powerdown, or kill when forced)"),
     Transition("halted", (P.STOPPING,), P.STOPPED,
                "qemu and the host agent are gone"),
-    Transition("crashed", (P.BOOTING, P.SSH_READY, P.PROVISIONED, P.RUNNING), P.STOPPED,
+    Transition("crashed", (P.BOOTING, P.SSH_READY, P.PROVISIONED, P.RUNNING, P.SUSPENDING,
+                           P.RESUMING), P.STOPPED,
                "qemu is gone although nobody stopped it; counts toward crash-loop backoff"),
+    Transition("suspend", (P.BOOTING, P.SSH_READY, P.PROVISIONED, P.RUNNING), P.SUSPENDING,
+               "the host agent saves the guest: QMP stop, migrate to suspend.state.tmp"),
+    Transition("saved", (P.SUSPENDING,), P.SUSPENDED,
+               "qemu and the host agent gone; suspend.state complete (renamed after QMP "
+               "reported the migration completed) with suspend.json beside it"),
+    Transition("resume", (P.SUSPENDED,), P.RESUMING,
+               "host agent started qemu with -incoming defer; it loads suspend.state "
+               "(the agent reports resuming)"),
+    Transition("resumed", (P.RESUMING,), P.PROVISIONED,
+               "state loaded and the guest continued (QMP cont); ssh login works and "
+               "/run/lima-boot-done still holds this instance-id"),
+    Transition("discard", (P.SUSPENDED,), P.STOPPED,
+               "the saved state no longer matches (spec, qemu or disks changed) or a stop "
+               "-f dropped it: removed; a cold boot follows"),
     Transition("fail", tuple(Phase), P.FAILED,
                "a step failed for good, or the attempt was aborted (deadline, agent died)"),
-    Transition("delete", (P.CREATED, P.CIDATA_BUILT, P.STOPPED, P.FAILED), P.ABSENT,
+    Transition("delete", (P.CREATED, P.CIDATA_BUILT, P.STOPPED, P.SUSPENDED, P.FAILED),
+               P.ABSENT,
                "instance dir removed"),
 )
 del P

@@ -35,6 +35,10 @@ PHASE_DEADLINES: dict[Phase, float] = {
     # mounts, probes (a full probe budget), copyToHost, ansible; then the report
     Phase.PROVISIONED: PROBE_BUDGET + 2 * REPORT_MARGIN,
     Phase.STOPPING: 90.0,  # then the stop is forced (kill)
+    # Migrating RAM to a file takes seconds; then qemu quits. A suspend that hangs is
+    # waited for no longer than a stop: the guest is then left as it is (running or saved).
+    Phase.SUSPENDING: 120.0,
+    Phase.RESUMING: 120.0,  # loading the state, cont, ssh login and the mounts again
 }
 # What the host agent may spend once the guest's boot scripts are done.
 POSTBOOT_BUDGET = PHASE_DEADLINES[Phase.PROVISIONED] - REPORT_MARGIN

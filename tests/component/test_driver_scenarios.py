@@ -114,7 +114,9 @@ class Harness(Protocol):
 
 DOWN = dict(dir_exists=True, has_lima_yaml=True, disks_ready=True, cidata_iid=IID,
             hostagent_pid_alive=False, qemu_pid_alive=False, markers_read=False,
-            ssh_ready_iid=None, boot_done_iid=None, agent_errors=(), guest_responsive=True)
+            ssh_ready_iid=None, boot_done_iid=None, agent_errors=(), guest_responsive=True,
+            # suspend/resume: the stand-in qemu cannot migrate (tests/integration covers it)
+            saved_generation=None, saved_stale="", suspending=False, resuming=False)
 UP = {**DOWN, "hostagent_pid_alive": True, "qemu_pid_alive": True, "markers_read": True}
 READY = {**UP, "ssh_ready_iid": IID}
 RUNNING = {**READY, "boot_done_iid": IID}

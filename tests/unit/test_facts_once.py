@@ -142,6 +142,7 @@ FACTS: dict[str, tuple[Callable[[ast.Module], Iterator[int]], set[str]]] = {
         "lima/drivers/images/disks.py",  # qemu-img made the disk under a temp name
         "lima/drivers/images/repair.py",  # qemu-img rebased a copy of the diffdisk
         "lima/drivers/images/download.py",  # the streamed data.tmp into its cache entry
+        "lima/drivers/suspend.py",  # qemu migrated the guest's state into the temp
     }),
 }
 

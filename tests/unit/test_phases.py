@@ -84,7 +84,21 @@ def test_fail_from_everywhere_and_crash_only_from_live() -> None:
     assert set(transition("fail").sources) == set(Phase)
     assert set(transition("crashed").sources) == {
         Phase.BOOTING, Phase.SSH_READY, Phase.PROVISIONED, Phase.RUNNING,
+        Phase.SUSPENDING, Phase.RESUMING,
     }
+
+
+def test_suspend_resume_path() -> None:
+    lc = Lifecycle(Phase.RUNNING)
+    for i, trig in enumerate(["suspend", "saved", "resume", "resumed", "ready"]):
+        lc.fire(trig, now=float(i))
+    assert lc.phase is Phase.RUNNING
+    assert [h[2] for h in lc.history] == [
+        Phase.SUSPENDING, Phase.SUSPENDED, Phase.RESUMING, Phase.PROVISIONED, Phase.RUNNING]
+    stale = Lifecycle(Phase.SUSPENDED)
+    assert stale.fire("discard", 0.0) is Phase.STOPPED  # then a cold boot
+    with pytest.raises(IllegalTransition):
+        Lifecycle(Phase.STOPPED).fire("resume", 0.0)  # nothing saved: nothing to resume
 
 
 def test_unknown_trigger() -> None:

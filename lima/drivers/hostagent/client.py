@@ -65,6 +65,7 @@ def start_hostagent(
     extra_args: Sequence[str] = (),
     attach: bool = False,
     virtiofsd: Sequence[DaemonCommand] = (),
+    resume: bool = False,
 ) -> int:
     """Start `limactl hostagent NAME` in its own session; return its PID once ha.sock answers.
 
@@ -84,6 +85,8 @@ def start_hostagent(
         "--boot-timeout", str(boot_timeout), "--stop-timeout", str(stop_timeout),
         *extra_args,
     ]
+    if resume:
+        argv.append("--resume")
     if attach:
         argv.append("--attach")
     elif qemu_argv is not None:

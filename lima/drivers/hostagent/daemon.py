@@ -6,6 +6,9 @@ ha.stdout.log (lima.drivers.hostagent.events), waits for the guest's readiness, 
 the running guest with a heartbeat, runs the port forwarder (lima.drivers.hostagent.portfwd)
 and on SIGTERM powers the guest down through QMP. With `mountType: virtiofs` it starts one
 virtiofsd per mount before qemu and ends them once qemu is gone (hostagent/virtiofsd.py).
+On SIGUSR1 it suspends: the guest's state is saved to suspend.state (lima.drivers.suspend),
+then qemu quits and the agent exits; with `resume` it loads that state into the qemu it
+starts (with `-incoming defer`) instead of booting.
 """
 
 from __future__ import annotations
@@ -89,6 +92,20 @@ def qmp_powerdown(inst_dir: Path, timeout: float) -> bool:
     return qmp.powerdown(inst_dir, timeout=timeout)
 
 
+def _without_incoming(argv: Sequence[str]) -> list[str]:
+    """qemu's argv as a cold boot runs it: a resumed qemu's `-incoming defer` dropped."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "-incoming":
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def write_pidfile(path: Path, pid: int) -> None:
     # Readers (lima.drivers.procs) must never see an empty or half-written pid file.
     atomic_write(path, f"{pid}\n")
@@ -118,6 +135,7 @@ class HostAgent:
         forwards: ForwardsFactory | None = None,
         display: Display | None = None,
         virtiofsd: Sequence[DaemonCommand] = (),
+        resume: bool = False,
     ) -> None:
         self.inst_dir = inst_dir
         self.ssh_port = ssh_port
@@ -143,7 +161,11 @@ class HostAgent:
         self._virtiofsd: VirtiofsDaemons | None = None
         # What /v1/info reports: the agent's own view, which outranks ha.stdout.log (a
         # file anyone can truncate); "responsive" comes from the heartbeat.
-        self._state: dict[str, Any] = {"phase": "booting", "running": False,
+        self.resume = resume  # qemu_argv has `-incoming defer`: load suspend.state into it
+        self._suspend_asked = False  # set by SIGUSR1
+        self._suspended = False  # the state is saved: qemu quits, no guest shutdown
+        self._state: dict[str, Any] = {"phase": "resuming" if resume else "booting",
+                                       "running": False,
                                        "degraded": False, "errors": [], "responsive": True}
         self._responsive: tuple[bool, float] | None = None  # a change not yet announced
         self._lock = threading.Lock()
@@ -155,6 +177,10 @@ class HostAgent:
 
     def request_reload(self, _signum: int = signal.SIGHUP, _frame: Any = None) -> None:
         self._reload = True
+        self._wake.set()
+
+    def request_suspend(self, _signum: int = signal.SIGUSR1, _frame: Any = None) -> None:
+        self._suspend_asked = True
         self._wake.set()
 
     def run(self, *, install_signals: bool = True) -> int:
@@ -169,6 +195,7 @@ class HostAgent:
             # SIGHUP: lima.yaml changed live (`limactl apply`: a new portForwards); the
             # agent runs in its own session, so no terminal hang-up sends it.
             signal.signal(signal.SIGHUP, self.request_reload)
+            signal.signal(signal.SIGUSR1, self.request_suspend)  # `limactl suspend`
         write_pidfile(pid_path, os.getpid())
         try:
             self._server = serve_info(self.inst_dir / paths.HA_SOCK, self.info)
@@ -219,6 +246,7 @@ class HostAgent:
                 return 1
             log.info("attached to the running qemu (pid %d); the guest is not rebooted",
                      self._qemu.pid)
+            self._continue_interrupted()
             from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
 
             self._virtiofsd = VirtiofsDaemons.adopt(self.inst_dir)
@@ -236,6 +264,10 @@ class HostAgent:
                 log.error("qemu did not start: %s", exc)
                 self._stop_virtiofsd()
                 self._emit(errors=[f"qemu did not start: {exc}"])
+                self._emit(exiting=True)
+                return 1
+            if self.resume and not self._load_state():
+                self._stop_virtiofsd()
                 self._emit(exiting=True)
                 return 1
         threading.Thread(target=self._watch_qemu, name="qemu-wait", daemon=True).start()
@@ -284,6 +316,10 @@ class HostAgent:
             if self._signal is not None:
                 log.info("signal %d: shutting the guest down", self._signal)
                 break
+            if self._suspend_asked:
+                self._suspend_asked = False
+                if self._save_state():
+                    break
             if self._qemu.poll() is not None:
                 msg = self._qemu_exit_message(self._qemu.returncode)
                 log.error("%s", msg)
@@ -313,6 +349,71 @@ class HostAgent:
             if change is not None and announced:
                 self._announce_responsive(*change, errors)
         return rc
+
+    def _save_state(self) -> bool:
+        """Suspend: save the guest's state (lima.drivers.suspend). True when saved (qemu is
+        then quit); on a failure the guest is continued and the error reported."""
+        from lima.drivers import qmp, suspend
+        from lima.drivers.applied import read_applied
+
+        assert self._qemu is not None
+        with self._lock:
+            was = dict(self._state)
+        self._emit(phase="suspending")
+        argv = _without_incoming(procs.cmdline(self._qemu.pid) or self.qemu_argv)
+        applied = read_applied(self.inst_dir)
+        started = time.monotonic()
+        try:
+            suspend.save_state(self.inst_dir, argv, generation=applied.generation if applied
+                               else "", iid=self.iid, ssh_port=self.ssh_port)
+        except (LimaError, OSError) as exc:
+            log.error("suspend failed: %s; the guest goes on running", exc)
+            with contextlib.suppress(LimaError, OSError), qmp.QMPClient(
+                    self.inst_dir / paths.QMP_SOCK) as client:
+                client.execute("cont")
+            with self._lock:
+                self._state["phase"] = was["phase"]
+            self._emit(running=bool(was["running"]), degraded=True,
+                       errors=[*was["errors"], f"suspend failed: {exc}"])
+            return False
+        log.info("the guest's state is saved in %s (%.1f s); quitting qemu",
+                 paths.SUSPEND_STATE, time.monotonic() - started)
+        self._suspended = True
+        return True
+
+    def _continue_interrupted(self) -> None:
+        from lima.drivers import suspend
+
+        try:
+            if suspend.continue_interrupted(self.inst_dir):
+                log.warning("a suspend was cut short (its host agent was killed): the guest "
+                            "goes on running")
+        except (LimaError, OSError) as exc:
+            log.warning("could not check for a suspend cut short: %s", exc)
+
+    def _load_state(self) -> bool:
+        """Resume: load suspend.state into the qemu just started. False (the error
+        reported, qemu gone) when it cannot; a state qemu refused is removed."""
+        from lima.drivers import suspend
+
+        assert self._qemu is not None
+        started = time.monotonic()
+        try:
+            suspend.load_state(self.inst_dir)
+        except (LimaError, OSError) as exc:
+            refused = self._qemu.poll() is not None
+            if not self._qemu.wait(timeout=0):
+                self._qemu.kill()
+            msg = f"the saved state could not be loaded: {exc}"
+            if refused:
+                suspend.discard(self.inst_dir)
+                msg += f" ({self._qemu_exit_message(self._qemu.returncode)}); it was removed:" \
+                       " the next start boots afresh"
+            log.error("%s", msg)
+            self._emit(errors=[msg])
+            return False
+        log.info("resumed from %s in %.1f s", paths.SUSPEND_STATE, time.monotonic() - started)
+        return True
 
     def _start_heartbeat(self) -> None:
         probe = getattr(self.guest, "alive", None)
@@ -390,6 +491,13 @@ class HostAgent:
         proc = self._qemu
         if proc is None:
             return
+        if proc.poll() is None and self._suspended:
+            from lima.drivers import qmp
+
+            with contextlib.suppress(LimaError, OSError):
+                qmp.quit(self.inst_dir, timeout=10.0)
+            if not proc.wait(timeout=5.0):
+                proc.kill()
         if proc.poll() is None:
             deadline = time.monotonic() + self.stop_timeout
             try:

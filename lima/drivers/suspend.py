@@ -1,0 +1,229 @@
+"""Suspend and resume: the guest's whole state saved to suspend.state, and loaded back.
+
+The host agent (lima.drivers.hostagent.daemon) calls `save_state()` when asked to suspend
+(SIGUSR1) and `load_state()` when started with `--resume`; the driver
+(lima.drivers.instance) reads what was saved (`read_saved`, `stale_reason`) to observe an
+instance, and removes it (`discard`) when it can no longer be resumed.
+
+The state is written atomically: QEMU migrates into suspend.state.tmp (an fd handed over
+QMP `getfd`: QEMU 7.2 has no `file:` URI); only once QMP reports the migration
+`completed` is the file fsynced, suspend.json written beside it, and the temp renamed to
+suspend.state. A kill at any point leaves either the running (or paused) guest with at
+most a temp file, or a complete saved state; `remove_temp` clears a leftover temp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lima import paths
+from lima.drivers.qmp import QMPClient, QMPUnavailable
+from lima.errors import LimaError, TemporaryError
+from lima.fsutil import atomic_write, fsync_dir
+
+META_VERSION = 1
+FD_NAME = "limastate"
+_POLL = 0.05
+# Migration to a local file is bounded by the disk, not a network: no bandwidth cap.
+_UNLIMITED = 1 << 40
+
+
+def file_identity(path: Path) -> dict[str, Any] | None:
+    """What tells a file from a changed or replaced one: inode, size, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtimeNs": st.st_mtime_ns}
+
+
+def disk_files(argv: list[str]) -> list[str]:
+    """Every `file=` a -drive/-blockdev of qemu's argv opens (disks, cidata, kernel...)."""
+    found: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in ("-kernel", "-initrd") and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        for part in arg.replace(",,", "\0").split(","):
+            if part.startswith("file=") and not part.startswith("file=/dev/"):
+                found.append(part[len("file="):].replace("\0", ","))
+    return sorted(set(found))
+
+
+def qemu_binary(argv: list[str]) -> str:
+    """The qemu binary of the argv (lima.drivers.qemu puts its resolved path first); its
+    identity stands for its version too: an upgrade replaces the file."""
+    return argv[0]
+
+
+def _meta(inst: Path, argv: list[str], generation: str, iid: str, ssh_port: int,
+          version: str) -> dict[str, Any]:
+    binary = qemu_binary(argv)
+    return {
+        "version": META_VERSION,
+        "generation": generation,
+        "iid": iid,
+        "sshLocalPort": ssh_port,
+        "qemuArgv": argv,
+        "qemuBinary": binary,
+        "qemuBinaryIdentity": file_identity(Path(binary)),
+        "qemuVersion": version,
+        "disks": {f: file_identity(inst / f) for f in disk_files(argv)},
+        "savedAt": time.time(),
+    }
+
+
+def read_saved(inst: Path) -> dict[str, Any] | None:
+    """suspend.json of a complete saved state (suspend.state beside it), else None."""
+    if not (inst / paths.SUSPEND_STATE).is_file():
+        return None
+    try:
+        meta = json.loads((inst / paths.SUSPEND_META).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("version") != META_VERSION:
+        return None
+    argv = meta.get("qemuArgv")
+    if not isinstance(meta.get("generation"), str) or not isinstance(argv, list) or not argv:
+        return None
+    return meta
+
+
+def stale_reason(inst: Path, meta: dict[str, Any]) -> str:
+    """Why the saved state cannot be loaded whatever the spec ("" when it can): the qemu
+    binary (so its version) or a disk changed since it was saved."""
+    argv = [str(a) for a in meta["qemuArgv"]]
+    binary = qemu_binary(argv)
+    if binary != meta.get("qemuBinary") or file_identity(Path(binary)) != meta.get(
+            "qemuBinaryIdentity"):
+        return f"the QEMU binary {binary} changed since the instance was suspended"
+    disks = meta.get("disks")
+    if not isinstance(disks, dict):
+        return "the saved state does not record its disks"
+    for name, ident in sorted(disks.items()):
+        if file_identity(inst / name) != ident:
+            return f"{name} changed since the instance was suspended"
+    return ""
+
+
+def discard(inst: Path) -> None:
+    """Remove the saved state (state, its record, any temp); the rename is made durable."""
+    for name in (paths.SUSPEND_STATE, paths.SUSPEND_META, paths.SUSPEND_TMP):
+        with contextlib.suppress(FileNotFoundError):
+            (inst / name).unlink()
+    fsync_dir(inst)
+
+
+def remove_temp(inst: Path) -> bool:
+    """Remove a half-written suspend.state.tmp (its writer is gone); True when there was one."""
+    try:
+        (inst / paths.SUSPEND_TMP).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def continue_interrupted(inst: Path) -> bool:
+    """For a host agent attaching to a running qemu: when its predecessor was killed in the
+    middle of a suspend (the guest paused, the state not saved), cancel what is left of the
+    migration and continue the guest. True when it did."""
+    if read_saved(inst) is not None:
+        return False  # saved: the reconciler finishes the suspend instead
+    with QMPClient(inst / paths.QMP_SOCK, timeout=10.0) as qmp:
+        reply = qmp.execute("query-status")
+        status = reply.get("status") if isinstance(reply, dict) else None
+        interrupted = status in ("postmigrate", "finish-migrate") or (
+            status == "paused" and (inst / paths.SUSPEND_TMP).exists())
+        if not interrupted:
+            return False
+        with contextlib.suppress(LimaError):
+            qmp.execute("migrate_cancel")
+        qmp.execute("cont")
+    remove_temp(inst)
+    return True
+
+
+def _version(qmp: QMPClient) -> str:
+    reply = qmp.execute("query-version")
+    q = reply.get("qemu", {}) if isinstance(reply, dict) else {}
+    return f"{q.get('major')}.{q.get('minor')}.{q.get('micro')}"
+
+
+def save_state(inst: Path, argv: list[str], *, generation: str, iid: str, ssh_port: int,
+               timeout: float = 300.0) -> None:
+    """Pause the guest and migrate its whole state into suspend.state (see the module doc).
+    On a failure the guest is left paused (the caller continues it) and no state is kept.
+    Raises LimaError."""
+    deadline = time.monotonic() + timeout
+    tmp = inst / paths.SUSPEND_TMP
+    with QMPClient(inst / paths.QMP_SOCK, timeout=10.0) as qmp:
+        qmp.execute("stop")
+        version = _version(qmp)
+        qmp.execute("migrate-set-parameters", {"max-bandwidth": _UNLIMITED})
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            qmp.pass_fd(FD_NAME, fd)
+            qmp.execute("migrate", {"uri": f"fd:{FD_NAME}"})
+            while True:
+                info = qmp.execute("query-migrate")
+                status = info.get("status") if isinstance(info, dict) else None
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled"):
+                    why = info.get("error-desc") or status
+                    raise LimaError(f"saving the guest's state failed: {why}")
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(LimaError):
+                        qmp.execute("migrate_cancel")
+                    raise LimaError(f"saving the guest's state took over {timeout:g} s")
+                time.sleep(_POLL)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            remove_temp(inst)
+            raise
+        os.close(fd)
+    meta = _meta(inst, argv, generation, iid, ssh_port, version)
+    atomic_write(inst / paths.SUSPEND_META, json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, inst / paths.SUSPEND_STATE)  # the commit point
+    fsync_dir(inst)
+
+
+def load_state(inst: Path, *, timeout: float = 120.0) -> None:
+    """Into the qemu just started with `-incoming defer`: load suspend.state, remove it
+    (the guest is about to move on from it), then `cont`. Raises LimaError
+    (TemporaryError when QMP never answered)."""
+    deadline = time.monotonic() + timeout
+    qmp = QMPClient(inst / paths.QMP_SOCK, timeout=10.0)
+    while True:
+        try:
+            qmp.connect()
+            break
+        except QMPUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(_POLL)
+    with qmp:
+        fd = os.open(inst / paths.SUSPEND_STATE, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            qmp.pass_fd(FD_NAME, fd)
+            qmp.execute("migrate-incoming", {"uri": f"fd:{FD_NAME}"})
+            while True:
+                reply = qmp.execute("query-status")
+                status = reply.get("status") if isinstance(reply, dict) else None
+                if status not in ("inmigrate", "prelaunch"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TemporaryError(f"loading the saved state took over {timeout:g} s")
+                time.sleep(_POLL)
+        finally:
+            os.close(fd)
+        if status != "running":
+            discard(inst)
+            qmp.execute("cont")
+        else:
+            discard(inst)
