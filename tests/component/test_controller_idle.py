@@ -181,16 +181,3 @@ def test_without_the_option_nothing_is_suspended(tmp_path: Path) -> None:
     assert w.suspends() == 0 and not any(isinstance(a, ResumeInstance)
                                          for a in w.fake.executed)
 
-
-def test_unix_peers_counts_the_connections_of_one_socket(tmp_path: Path) -> None:
-    table = tmp_path / "unix"
-    sock = tmp_path / "inst" / "ssh.sock"
-    table.write_text(
-        "Num       RefCount Protocol Flags    Type St Inode Path\n"
-        f"0000: 00000002 00000000 00010000 0001 01 11 {sock}\n"  # the listener
-        f"0000: 00000003 00000000 00000000 0001 03 12 {sock}\n"  # two sessions
-        f"0000: 00000003 00000000 00000000 0001 03 13 {sock}\n"
-        f"0000: 00000003 00000000 00000000 0001 03 14 {sock}x\n"  # another socket
-        "0000: 00000003 00000000 00000000 0001 03 15\n")  # a client end: no path
-    assert idle.unix_peers(sock, str(table)) == 2
-    assert idle.unix_peers(tmp_path / "none", str(table)) == 0

@@ -250,7 +250,7 @@ def test_start_false_keeps_a_suspended_instance_asleep(
         standin: Path, capfd: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     started = _status(monkeypatch, store.STATUS_SUSPENDED)
-    code, out, err = run_cli(["shell", "--start=false", "dev", "true"], capfd)
+    code, _, err = run_cli(["shell", "--start=false", "dev", "true"], capfd)
     assert code == 1 and not started
     assert "is suspended, run `limactl start dev`" in err
 

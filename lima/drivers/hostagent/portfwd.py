@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from lima.drivers import portrules
 from lima.drivers.hostagent.reversefwd import ReverseForward
-from lima.drivers.hostagent.slirpfwd import SlirpForwards
+from lima.drivers.hostagent.slirpfwd import SlirpForward, SlirpForwards, established_on
 from lima.drivers.hostagent.tunnel import Dialer, GuestEnd, splice
 from lima.drivers.hostagent.udprelay import NO_PYTHON, UDPRelay
 from lima.drivers.portrules import HostTarget, Listener, Rule
@@ -527,9 +527,12 @@ class Forwarder:
             log.exception("cannot record a port forward event")
 
     def open_connections(self) -> int:
-        """Forwarded connections open now (carried by this agent; QEMU's own `hostfwd`
-        connections are not seen here)."""
-        return self.open.value
+        """Forwarded connections open now: those this agent carries, and the TCP ones
+        QEMU carries on its hostfwds (counted in /proc/net/tcp by their host port)."""
+        with self._lock:
+            slirp = {f.target.port for f in (*self._fixed, *self._forwards.values())
+                     if isinstance(f, SlirpForward) and f.proto == "tcp" and f.target.port}
+        return self.open.value + established_on(slirp)
 
     def forwarded(self) -> dict[str, str]:
         """guest address -> host address of the dynamic forwards (for tests)."""
