@@ -339,6 +339,9 @@ class FolderController:
         idle.clear_marker(name)
         assert self.idle is not None
         self.idle.reset(name)
+        # Woken from outside: a new start for the repeat guard, else a long life of
+        # idle suspends of one file version would read as a step repeated in vain.
+        mem.guard = RepeatGuard()
         mem.reported.pop("asleep", None)
         self.decisions.emit(name, "idle-woken", why=why)
         return "awake"

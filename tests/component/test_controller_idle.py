@@ -181,3 +181,18 @@ def test_without_the_option_nothing_is_suspended(tmp_path: Path) -> None:
     assert w.suspends() == 0 and not any(isinstance(a, ResumeInstance)
                                          for a in w.fake.executed)
 
+
+
+def test_many_sleeps_and_wakes_of_one_file_version_never_stall(world: World) -> None:
+    from lima.controller.reconcile import MAX_REPEATS
+
+    world.sync()
+    for _ in range(MAX_REPEATS + 2):
+        world.clock.advance(IDLE)
+        world.sync()
+        assert world.phase() is Phase.SUSPENDED
+        _wake(world)
+        world.sync()
+        assert world.phase() is Phase.RUNNING
+    assert world.suspends() == MAX_REPEATS + 2
+    assert "Stalled" not in [r.get("decision") for r in world.log.records or ()]
