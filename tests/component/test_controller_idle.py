@@ -196,3 +196,18 @@ def test_many_sleeps_and_wakes_of_one_file_version_never_stall(world: World) -> 
         assert world.phase() is Phase.RUNNING
     assert world.suspends() == MAX_REPEATS + 2
     assert "Stalled" not in [r.get("decision") for r in world.log.records or ()]
+
+
+def test_the_flag_takes_a_go_duration(tmp_path: Path,
+                                      capfd: pytest.CaptureFixture[str]) -> None:
+    from tests.component.cli import run_cli
+
+    folder = tmp_path / "vms"
+    folder.mkdir()
+    code, out, _ = run_cli(["controller", "--print-systemd-unit", "--suspend-idle", "90m",
+                            str(folder)], capfd)
+    assert code == 0 and "--suspend-idle=1h30m0s" in out
+    code, out, _ = run_cli(["controller", "--print-systemd-unit", str(folder)], capfd)
+    assert code == 0 and "--suspend-idle" not in out  # off by default
+    code, _, err = run_cli(["controller", "--suspend-idle", "soon", str(folder)], capfd)
+    assert code == 1 and 'invalid argument "soon" for "--suspend-idle" flag' in err
