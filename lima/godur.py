@@ -90,7 +90,9 @@ class Duration(click.ParamType[float]):
                 ctx: click.Context | None) -> float:
         if isinstance(value, int | float):
             return float(value)
-        flag = f"--{param.name}" if param is not None and param.name else "--timeout"
+        flag = "--timeout"
+        if param is not None:  # as typed (`--suspend-idle`), not the Python name
+            flag = next((o for o in param.opts if o.startswith("--")), f"--{param.name}")
         try:
             return parse_duration(str(value))
         except ValueError as exc:

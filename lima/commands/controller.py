@@ -22,6 +22,7 @@ from types import FrameType
 import click
 
 from lima.errors import LimaError
+from lima.godur import DURATION, format_duration
 
 SUBCOMMANDS = ("pause", "resume")
 
@@ -85,14 +86,18 @@ def systemd_unit(folder: Path, args: list[str]) -> str:
               help="Instances reconciled at once.")
 @click.option("--resync", type=click.FloatRange(0.5, 86400), default=30.0, show_default=True,
               help="Seconds between passes over every instance (catches what no event says).")
+@click.option("--suspend-idle", "suspend_idle", type=DURATION, default="0",
+              help="Suspend an instance that has had no ssh session and no forwarded "
+                   "connection for this long (a Go duration: 30m, 1h); `limactl shell` wakes "
+                   "it. 0 (the default): never.")
 @click.option("--print-systemd-unit", "print_unit", is_flag=True,
               help="Print a systemd user unit that runs this controller, and exit.")
 def controller(args: tuple[str, ...], prune: str, restart: str, workers: int, resync: float,
-               print_unit: bool) -> None:
+               suspend_idle: float, print_unit: bool) -> None:
     """Watch DIR: one instance per *.yaml file, kept converged.
 
     \b
-    limactl controller DIR [--prune=stop|delete|none] [--workers N]
+    limactl controller DIR [--prune=stop|delete|none] [--workers N] [--suspend-idle 30m]
     limactl controller pause NAME    (the controller leaves NAME alone)
     limactl controller resume NAME
     """
@@ -107,9 +112,14 @@ def controller(args: tuple[str, ...], prune: str, restart: str, workers: int, re
     if print_unit:
         opts = [f"--prune={prune}", f"--restart={restart}", f"--workers={workers}",
                 f"--resync={resync:g}"]
+        if suspend_idle > 0:
+            opts.append(f"--suspend-idle={format_duration(suspend_idle)}")
         click.echo(systemd_unit(folder, opts), nl=False)
         return
-    _run(folder, prune=prune, restart=restart, workers=workers, resync=resync)
+    if suspend_idle < 0:
+        raise LimaError("--suspend-idle: a duration cannot be negative")
+    _run(folder, prune=prune, restart=restart, workers=workers, resync=resync,
+         suspend_idle=suspend_idle)
 
 
 def _pause_resume(verb: str, name: str) -> None:
@@ -127,12 +137,13 @@ def _pause_resume(verb: str, name: str) -> None:
         click.echo(f"{name}: was not paused")
 
 
-def _run(folder: Path, *, prune: str, restart: str, workers: int, resync: float) -> None:
+def _run(folder: Path, *, prune: str, restart: str, workers: int, resync: float,
+         suspend_idle: float = 0.0) -> None:
     from lima.controller.folder import FolderController, Options
 
     _json_logging()
     ctl = FolderController(Options(folder, prune=prune, restart=restart, workers=workers,
-                                   resync=resync))
+                                   resync=resync, suspend_idle=suspend_idle))
     stop = threading.Event()
     signals = {"n": 0}
 

@@ -323,6 +323,9 @@ class _Reloading:
     def stop(self) -> None:
         self.fwd.stop()
 
+    def open_connections(self) -> int:
+        return int(self.fwd.open_connections())
+
     def reload(self) -> None:
         new = self.read()
         if new is not None:

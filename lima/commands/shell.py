@@ -2,7 +2,8 @@
 
 Flags are parsed with Lima's rules by lima.commands.shell_args; `--preserve-env` passes
 what lima.shellenv lets through; `--start` starts a stopped instance through
-`limactl start`'s path; `--reconnect` ends the ssh ControlMaster first.
+`limactl start`'s path, and a suspended one is resumed that way without `--start`;
+`--reconnect` ends the ssh ControlMaster first.
 
 Reads the ssh port from the host agent (ha.sock), builds the system `ssh` command with the
 instance's options (`-F <inst>/ssh.config lima-NAME`: ControlMaster on ssh.sock, plus
@@ -354,11 +355,18 @@ def _ask_to_start() -> bool:
 
 def ensure_running(name: str, inst_dir: Path, start: bool | None, tty: bool) -> None:
     """Refuse a stopped instance as Lima does, or start it (`--start`, or yes to the
-    question asked when `--tty` and `--start` was not given)."""
+    question asked when `--tty` and `--start` was not given). A suspended instance is
+    resumed without asking, with a line on stderr, unless `--start=false` was given."""
     from lima.drivers import store
 
     status = store.inspect_processes(name, inst_dir).status
     if status not in (store.STATUS_STOPPED, store.STATUS_SUSPENDED):
+        return
+    if status == store.STATUS_SUSPENDED and start is not False:
+        # A suspended instance wakes transparently (no --start needed): resuming keeps the
+        # guest as it was, which is what a shell into it expects; a `--start=false` refuses.
+        log.info("Instance `%s` is suspended; resuming it", name)
+        start_instance(name)
         return
     start_now = bool(start)
     if tty and start is None:

@@ -8,7 +8,9 @@
 and `sync(name)`, one worker pass for one instance: read DIR/NAME.yaml, resolve it, plan
 it against what the instance applied (lima.controller.planner: the drift classes `limactl
 apply` uses), take the instance lock without waiting, run one `reconcile_pass`, and say
-when to come back. Every decision is one JSON line (`DecisionLog`): on stderr, and for an
+when to come back. With `--suspend-idle` a pass that leaves an instance Running also asks
+lima.controller.idle whether it has been idle long enough, and suspends it then.
+Every decision is one JSON line (`DecisionLog`): on stderr, and for an
 instance also in `_controller/NAME.log`, which `limactl watch` follows.
 
 Everything that must survive a restart is on disk: status.json (retries, next attempt,
@@ -29,13 +31,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from lima import paths, schemas
-from lima.controller import managed
+from lima.controller import idle, managed
 from lima.controller.clock import Clock, SystemClock
 from lima.controller.driver import Driver
 from lima.controller.lock import instance_lock
@@ -48,6 +50,7 @@ from lima.controller.watch import SUFFIX, EventRouter, FolderWatch, instance_of_
 from lima.errors import BusyError, LimaError, SpecError
 from lima.states.actions import Done, Stalled, Wait
 from lima.states.model import DesiredState, RunState
+from lima.states.phases import Phase
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class Options:
     budget: float = 5.0  # the longest a wait step may block a worker
     busy_delay: float = 2.0  # the instance lock is held by someone else: come back then
     instance_delay: float = 0.05  # coalesces a burst of host agent events
+    suspend_idle: float = 0.0  # suspend an instance idle this long (s); 0: never
 
 
 class DecisionLog:
@@ -121,6 +125,7 @@ class _Memory:
     previous: Any = None  # the last Status, for an instance without a directory
     resolved: tuple[tuple[object, ...], Any] | None = None  # (cache key, schemas.Resolved)
     last: tuple[str, str] = ("", "")  # (decision, phase) last logged
+    decided: Any = None  # the decision of the last pass
 
 
 
@@ -143,6 +148,7 @@ class FolderController:
         clock: Clock | None = None,
         store: StatusStore | None = None,
         decisions: DecisionLog | None = None,
+        activity: idle.ActivityProbe = idle.host_activity,
     ) -> None:
         if opts.prune not in PRUNE_POLICIES:
             raise ValueError(f"prune must be one of {PRUNE_POLICIES}")
@@ -156,6 +162,7 @@ class FolderController:
         self.store = store or StatusStore(dirless=True)
         self.decisions = decisions or DecisionLog()
         self.planner = Planner(opts.restart, self.store)
+        self.idle = idle.IdleWatch(opts.suspend_idle, activity) if opts.suspend_idle > 0 else None
         self.queue = WorkQueue(self.sync, opts.workers)
         self._lock = threading.Lock()
         self._index: dict[str, set[Path]] = {}
@@ -294,8 +301,74 @@ class FolderController:
             self._record(name, owner, record)
             note_applied(name, resolved, target.desired, p)
 
-        return self._pass(name, target.desired, mem, rearm=new_version,
-                          key=digest, after=after, before=target.before)
+        desired = target.desired
+        if self.idle is not None:
+            sleep = self._asleep(name, desired, digest, mem)
+            if sleep == "asleep":
+                return None  # suspended while idle: converged until someone wakes it
+            if sleep == "finish":
+                desired = replace(desired, run_state=RunState.SUSPENDED)
+        delay = self._pass(name, desired, mem, rearm=new_version,
+                           key=digest, after=after, before=target.before)
+        if (self.idle is None or desired.run_state is not RunState.RUNNING or desired.restart
+                or not isinstance(mem.decided, Done) or mem.previous is None
+                or mem.previous.phase is not Phase.RUNNING):
+            return delay
+        return self._idle_check(name, desired, digest, mem, delay)
+
+    # --- idle suspend (--suspend-idle; lima.controller.idle) ----------------------------
+    def _asleep(self, name: str, desired: DesiredState, digest: str, mem: _Memory) -> str:
+        """"asleep": suspended by this idle rule for this file version and still so;
+        "finish": that suspend is under way; "awake": run the normal pass (the instance was
+        woken, a new file version came, or no idle suspend happened)."""
+        marked = idle.read_marker(name)
+        if marked is None:
+            return "awake"
+        obs = self.driver(name).observe(name)
+        if marked == digest and desired.run_state is RunState.RUNNING:
+            if not obs.vm_alive and obs.saved_generation is not None:
+                if self._once(mem, "asleep", digest):
+                    self.decisions.emit(name, "idle-asleep", reason="suspended while idle; "
+                                        "`limactl shell` or `limactl start` wakes it")
+                return "asleep"
+            if obs.vm_alive and not obs.resuming and (
+                    obs.suspending or obs.saved_generation is not None):
+                return "finish"
+        why = "a new version of its file" if marked != digest else (
+            "it runs again" if obs.vm_alive else "its saved state is gone")
+        idle.clear_marker(name)
+        assert self.idle is not None
+        self.idle.reset(name)
+        # Woken from outside: a new start for the repeat guard, else a long life of
+        # idle suspends of one file version would read as a step repeated in vain.
+        mem.guard = RepeatGuard()
+        mem.reported.pop("asleep", None)
+        self.decisions.emit(name, "idle-woken", why=why)
+        return "awake"
+
+    def _idle_check(self, name: str, desired: DesiredState, digest: str, mem: _Memory,
+                    delay: float | None) -> float | None:
+        """After a pass that left `name` Running: suspend it when it has been idle long
+        enough, else come back when it would be (or at the next resync when in use)."""
+        assert self.idle is not None
+        now = self.clock.now()
+        left = self.idle.left(name, now)
+        if left is None:
+            return delay
+        if left > 0:
+            return left if delay is None else min(delay, left)
+        idle_for = self.idle.idle_for(name, now)
+        act = self.idle.last
+        self.decisions.emit(name, "idle-suspend", idleFor=round(idle_for, 1),
+                            after=self.idle.after,
+                            sessions=act.sessions if act else 0,
+                            connections=act.connections if act else 0)
+        self.idle.reset(name)
+        # The marker first, under the lock: a suspend cut short is finished, not undone.
+        return self._pass(name, replace(desired, run_state=RunState.SUSPENDED), mem,
+                          rearm=False, key=digest, after=lambda p: None,
+                          before=lambda: idle.write_marker(name, digest, idle_for),
+                          why=f"idle for {idle_for:.0f} s (--suspend-idle)")
 
 
     def _resolve(self, name: str, path: Path, digest: str, mem: _Memory) -> schemas.Resolved:
@@ -376,7 +449,7 @@ class FolderController:
         except BusyError as exc:
             self.decisions.emit(name, "busy", holder=str(exc), retryIn=self.opts.busy_delay)
             return self.opts.busy_delay
-        mem.previous = p.status
+        mem.previous, mem.decided = p.status, p.decision
         self._log_pass(name, desired, p, mem, rearm=rearm, why=why)
         return self._next(p)
 

@@ -177,12 +177,14 @@ def append_log(name: str, line: str) -> None:
 
 
 def remove_logs(name: str) -> None:
-    """Forget the decision lines about `name` (NAME.log and NAME.log.1) and the status
-    kept while it had no directory (NAME.status.json, lima.controller.status_store)."""
+    """Forget the decision lines about `name` (NAME.log and NAME.log.1), the status
+    kept while it had no directory (NAME.status.json, lima.controller.status_store) and
+    the idle-suspend marker (NAME.idle, lima.controller.idle)."""
     from lima.controller.status_store import DIRLESS_SUFFIX
 
     p = log_path(name)
-    for q in (p, p.with_name(p.name + ".1"), p.with_name(name + DIRLESS_SUFFIX)):
+    for q in (p, p.with_name(p.name + ".1"), p.with_name(name + DIRLESS_SUFFIX),
+              p.with_name(name + ".idle")):
         with contextlib.suppress(FileNotFoundError):
             q.unlink()
 

@@ -534,3 +534,24 @@ def test_reload_makes_the_forwards_again_from_new_rules(
     assert rig.fw.forwarded() == {f"127.0.0.1:{dyn}": f"127.0.0.1:{dyn_host}"}
     assert ask(dyn_host) == "guest: ping" and until(lambda: refused(dyn), "the old port")
     assert not rig.fw.reload(portrules.build_rules(new, 0))  # nothing changed
+
+
+def test_open_connections_are_counted_while_they_last(
+        rig_factory: Callable[[list[PortForward]], Rig]) -> None:
+    """What the controller's --suspend-idle reads (`openConnections` in /v1/info)."""
+    guest = EchoGuest("count")
+    port = free_port()
+    rig = rig_factory([fwd(guest_port=port, host_port=port, static=True)])
+    rig.dialer.routes[("127.0.0.1", port)] = ("127.0.0.1", guest.port)
+    assert rig.fw.open_connections() == 0
+    a = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    b = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    until(lambda: rig.fw.open_connections() == 2, "two open connections")
+    a.close()
+    until(lambda: rig.fw.open_connections() == 1, "one connection closed")
+    b.close()
+    until(lambda: rig.fw.open_connections() == 0, "both closed")
+    rig.dialer.fail_next = 1  # a connection the guest end refuses is not left counted
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as c:
+        assert c.recv(1) == b""
+    assert rig.fw.open_connections() == 0

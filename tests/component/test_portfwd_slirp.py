@@ -186,3 +186,19 @@ def test_stale_udp_forwards_are_removed_too() -> None:
 
     SlirpForwards(monitor, SSH_PORT).remove_stale()
     assert commands == ["info usernet", "hostfwd_remove net0 udp:127.0.0.1:5353"]
+
+
+def test_connections_qemu_carries_are_counted(make: Callable[..., Any]) -> None:
+    """The hostfwd's accepted connections count as open forwarded connections (the
+    controller's --suspend-idle); the client's own end, on an ephemeral port, does not."""
+    port = free_port()
+    fw, _monitor, (agent, events, _) = make(FakeMonitor())
+    agent.send(("tcp", "0.0.0.0", port))
+    until(lambda: events, "the forwarding event")
+    assert fw.open_connections() == 0
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        until(lambda: fw.open_connections() == 1, "the connection counted")
+    finally:
+        client.close()
+    until(lambda: fw.open_connections() == 0, "the closed connection no longer counted")

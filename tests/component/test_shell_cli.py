@@ -219,3 +219,46 @@ def test_lima_help_names_the_instance(capfd: pytest.CaptureFixture[str],
     code, out, _ = lima(["--help"], capfd)
     assert code == 0 and out.startswith("Usage: lima [COMMAND...]")
     assert "`limactl shell dev`" in out and "$LIMA_WORKDIR" in out
+
+
+def _status(monkeypatch: pytest.MonkeyPatch, status: str) -> list[str]:
+    """The instance shows `status` until something starts it; returns the starts made."""
+    started: list[str] = []
+
+    def inspect(name: str, d: Path) -> store.Inspection:
+        now = store.STATUS_RUNNING if started else status
+        return store.Inspection(name=name, dir=d, status=now)
+
+    monkeypatch.setattr(store, "inspect_processes", inspect)
+    monkeypatch.setattr(shell_mod, "start_instance", started.append)
+    return started
+
+
+def test_a_suspended_instance_is_resumed_without_start(
+        standin: Path, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """(The line goes to stderr through the CLI's log handler; pytest's replaces it.)"""
+    caplog.set_level("INFO")
+    started = _status(monkeypatch, store.STATUS_SUSPENDED)
+    code, out, _ = run_cli(["shell", "dev", "echo", "awake"], capfd)
+    assert (code, out) == (0, "awake\n")
+    assert started == ["dev"]
+    assert "Instance `dev` is suspended; resuming it" in caplog.text
+
+
+def test_start_false_keeps_a_suspended_instance_asleep(
+        standin: Path, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    started = _status(monkeypatch, store.STATUS_SUSPENDED)
+    code, _, err = run_cli(["shell", "--start=false", "dev", "true"], capfd)
+    assert code == 1 and not started
+    assert "is suspended, run `limactl start dev`" in err
+
+
+def test_a_stopped_instance_is_still_refused_without_start(
+        standin: Path, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    started = _status(monkeypatch, store.STATUS_STOPPED)
+    code, _, err = run_cli(["shell", "dev", "true"], capfd)
+    assert code == 1 and not started
+    assert "is stopped, run `limactl start dev`" in err

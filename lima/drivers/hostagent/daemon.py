@@ -69,6 +69,7 @@ class Forwards(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def reload(self) -> None: ...  # lima.yaml's portForwards changed (SIGHUP)
+    def open_connections(self) -> int: ...  # forwarded connections open now
 
 
 class Display(Protocol):
@@ -210,8 +211,10 @@ class HostAgent:
         with self._lock:
             state = dict(self._state)
         qemu = self._qemu
+        forwarder = self._forwarder
         return {"sshLocalPort": self.ssh_port, "iid": self.iid, "attached": self.attach,
-                "qemuPID": qemu.pid if qemu is not None else 0, **state}
+                "qemuPID": qemu.pid if qemu is not None else 0,
+                "openConnections": forwarder.open_connections() if forwarder else 0, **state}
 
     def _emit(self, **status: Any) -> None:
         with self._lock:

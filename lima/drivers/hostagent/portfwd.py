@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from lima.drivers import portrules
 from lima.drivers.hostagent.reversefwd import ReverseForward
-from lima.drivers.hostagent.slirpfwd import SlirpForwards
+from lima.drivers.hostagent.slirpfwd import SlirpForward, SlirpForwards, established_on
 from lima.drivers.hostagent.tunnel import Dialer, GuestEnd, splice
 from lima.drivers.hostagent.udprelay import NO_PYTHON, UDPRelay
 from lima.drivers.portrules import HostTarget, Listener, Rule
@@ -116,13 +116,30 @@ class Forward(Protocol):
     def close(self) -> None: ...
 
 
+class OpenCount:
+    """How many forwarded connections are open now (the controller's idle check reads it
+    through the host agent's `/v1/info`, as `openConnections`). Shared by every listener
+    of a forwarder, so a reload that replaces the listeners keeps counting the
+    connections they still carry."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
 class HostListener:
     """One forward: a socket listening on the host; each connection goes to `end`."""
 
     proto = "tcp"
 
-    def __init__(self, target: HostTarget, end: GuestEnd, dialer: Dialer) -> None:
+    def __init__(self, target: HostTarget, end: GuestEnd, dialer: Dialer,
+                 count: OpenCount | None = None) -> None:
         self.target, self.end, self.dialer = target, end, dialer
+        self.count = count or OpenCount()
         self._stop = threading.Event()
         self.sock = self._bind()
         threading.Thread(target=self._accept, name=f"portfwd {target.text()}",
@@ -168,13 +185,15 @@ class HostListener:
                              daemon=True).start()
 
     def _carry(self, conn: socket.socket) -> None:
+        self.count.add(1)
         try:
             remote = self.dialer.open(self.end)
         except Exception as exc:  # any failure only drops this one connection
+            self.count.add(-1)
             log.warning("port forward %s -> %s: %s", self.target.text(), self.end.text(), exc)
             conn.close()
             return
-        splice(conn, remote)
+        splice(conn, remote, on_done=lambda: self.count.add(-1))
 
     def close(self) -> None:
         self._stop.set()
@@ -225,6 +244,7 @@ class Forwarder:
         self._reverse_started = False  # reverse forwards wait for the first ssh login
         self._reader: socket.socket | None = None
         self.reports = 0  # guest agent lines applied (tests and the benchmark read it)
+        self.open = OpenCount()  # connections carried now, over every listener
 
     # --- start / stop ---------------------------------------------------------------------
 
@@ -481,7 +501,7 @@ class Forwarder:
     def _listen(self, target: HostTarget, end: GuestEnd, proto: str, guest_addr: str, *,
                 fixed: bool = False, quiet: bool = False) -> HostListener | None:
         try:
-            fwd = HostListener(target, end, self.dialer)
+            fwd = HostListener(target, end, self.dialer, self.open)
         except OSError as exc:
             problem = bind_problem(target, exc)
             log.warning("cannot forward %s %s: %s", proto.upper(), guest_addr, problem)
@@ -505,6 +525,14 @@ class Forwarder:
             self.emit(event)
         except Exception:  # an event that cannot be written must not stop a forward
             log.exception("cannot record a port forward event")
+
+    def open_connections(self) -> int:
+        """Forwarded connections open now: those this agent carries, and the TCP ones
+        QEMU carries on its hostfwds (counted in /proc/net/tcp by their host port)."""
+        with self._lock:
+            slirp = {f.target.port for f in (*self._fixed, *self._forwards.values())
+                     if isinstance(f, SlirpForward) and f.proto == "tcp" and f.target.port}
+        return self.open.value + established_on(slirp)
 
     def forwarded(self) -> dict[str, str]:
         """guest address -> host address of the dynamic forwards (for tests)."""

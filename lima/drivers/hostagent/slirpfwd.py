@@ -12,7 +12,8 @@ QMP's human-monitor-command); QEMU binds the host address. UDP goes this way onl
 user network is not `restrict=on` (`udp=True`): libslirp drops every datagram a restricted
 guest sends, answers included, so those go through lima.drivers.hostagent.udprelay. A host
 agent that died leaves its forwards in QEMU: `remove_stale()` (at start) drops every one
-but the ssh port's.
+but the ssh port's. `established_on` counts the connections QEMU carries on them (for the
+controller's idle check).
 """
 
 from __future__ import annotations
@@ -50,6 +51,33 @@ def qmp_monitor(qmp_sock: Path, timeout: float = 5.0) -> Monitor:
         return str(out or "")
 
     return run
+
+
+_ESTABLISHED = "01"  # TCP_ESTABLISHED in /proc/net/tcp's st column
+TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+
+
+def established_on(ports: set[int], tables: tuple[str, ...] = TCP_TABLES) -> int:
+    """Open TCP connections whose local port is one of `ports`: the connections QEMU
+    accepted on its hostfwds (the host agent never sees them; a client's own end has an
+    ephemeral local port, so it is not counted)."""
+    if not ports:
+        return 0
+    n = 0
+    for table in tables:
+        try:
+            with open(table, encoding="ascii", errors="replace") as f:
+                next(f, None)  # the header
+                for line in f:
+                    cols = line.split()
+                    if len(cols) < 4 or cols[3] != _ESTABLISHED:
+                        continue
+                    port = cols[1].rpartition(":")[2]
+                    with contextlib.suppress(ValueError):
+                        n += int(port, 16) in ports
+        except OSError:
+            continue
+    return n
 
 
 class SlirpForward:
