@@ -246,16 +246,20 @@ def _deadline_stop(deadline: float) -> Callable[[tenacity.RetryCallState], bool]
 
 
 def wait_ssh(
-    port: int, user: str, key_path: Path, *, deadline: float, attempt_timeout: float = 10.0
+    port: int, user: str, key_path: Path, *, deadline: float, attempt_timeout: float = 10.0,
+    banner: bool = True,
 ) -> paramiko.SSHClient:
     """Wait for sshd (banner), then log in, retrying with backoff until `deadline`.
 
     Logins fail for a while after the banner (cloud-init installs the key, restarts sshd
     after generating host keys): those are retried too. Raises TemporaryError at the end.
+    `banner=False` logs in at once: sshd is known to listen (a resumed guest), and every
+    banner probe would cost its CPU an sshd fork and exec.
     """
 
     def attempt() -> paramiko.SSHClient:
-        wait_banner(port, deadline=deadline)
+        if banner:
+            wait_banner(port, deadline=deadline)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TemporaryError(f"ssh on 127.0.0.1:{port}: deadline passed")
@@ -276,6 +280,35 @@ def wait_ssh(
     )
     result: paramiko.SSHClient = retrying(attempt)
     return result
+
+
+def resumed_check_command(host_now: float, user: str, *, ready_path: str = SSH_READY_MARKER,
+                          done_path: str = BOOT_DONE_MARKER) -> str:
+    """The one guest command (POSIX sh: dash, bash, busybox) a resumed guest answers first.
+
+    It prints `clock <date -u +%s>`; when that is more than RESUMED_MAX_SKEW off `host_now`
+    it sets the clock (sudo unless root) to `host_now` and prints `clock-set` or
+    `clock-failed <error>`; then `ssh-ready <marker>` and `boot-done <marker>` (first lines).
+    """
+    low, high = int(host_now - RESUMED_MAX_SKEW), int(host_now + RESUMED_MAX_SKEW) + 1
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(host_now + 0.5))
+    sudo = "" if user == "root" else "sudo -n "
+    return (f'g=$(date -u +%s); echo "clock $g"; '
+            f'if [ "$g" -lt {low} ] || [ "$g" -gt {high} ]; then '
+            f"if e=$({sudo}date -u -s '{stamp}' 2>&1 >/dev/null); then echo clock-set; "
+            'else echo "clock-failed $(echo $e)"; fi; fi; '
+            f'echo "ssh-ready $(head -n 1 {ready_path} 2>/dev/null)"; '
+            f'echo "boot-done $(head -n 1 {done_path} 2>/dev/null)"')
+
+
+def parse_resumed_check(out: str) -> dict[str, str]:
+    """resumed_check_command's answer: each line's first word -> the rest (stripped)."""
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, rest = line.strip().partition(" ")
+        if key:
+            found[key] = rest.strip()
+    return found
 
 
 # --- boot readiness: the markers boot.sh writes ------------------------------------------
@@ -314,6 +347,7 @@ class SSHGuest:
         self.after_boot = after_boot
         self.client: paramiko.SSHClient | None = None
         self._beat: paramiko.SSHClient | None = None  # the heartbeat's own connection
+        self._resumed_markers: dict[str, str] = {}  # what _resumed_ready read
 
     def ready(
         self, stop: threading.Event, progress: Callable[[str], None] = lambda _: None
@@ -398,20 +432,29 @@ class SSHGuest:
                         skew, err.strip() or f"exit {rc}")
 
     def _resumed_ready(self, client: paramiko.SSHClient) -> str | None:
-        """A resumed guest: its clock is as old as the saved state, so it is set on the
-        first login, before anything else; the markers of its boot are still there."""
+        """A resumed guest, in one command: its clock (as old as the saved state) is set
+        when off by more than RESUMED_MAX_SKEW, and the markers of its boot are read; a
+        boot that is done needs no second look (_boot_outcome)."""
         sent = time.time()
-        rc, out, _ = run(client, "date -u +%s", timeout=10.0)
-        if rc == 0:
-            self._sync_clock(out, (sent + time.time()) / 2, time.monotonic() + 10.0,
-                             RESUMED_MAX_SKEW, client)
-        return self._ssh_ready(client)
+        rc, out, _ = run(client, resumed_check_command(sent, self.user), timeout=20.0)
+        found = parse_resumed_check(out)
+        skew = clock_skew(found.get("clock", ""), (sent + time.time()) / 2)
+        if "clock-set" in found:
+            log.info("the guest clock was %+.0f s off the host's (resumed); set it to the "
+                     "host's time", skew or 0.0)
+        elif "clock-failed" in found:
+            log.warning("the guest clock is %+.0f s off the host's and could not be set: %s",
+                        skew or 0.0, found["clock-failed"] or f"exit {rc}")
+        self._resumed_markers = found
+        return "" if found.get("ssh-ready") == self.iid else None
 
     def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:
         return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None
 
     def _boot_outcome(self, client: paramiko.SSHClient) -> str | None:
         """"" when boot-done holds our IID, an error message when boot failed, else None."""
+        if self._resumed_markers.pop("boot-done", None) == self.iid:
+            return ""  # read with the resumed guest's first command
         if read_marker(client, BOOT_DONE_MARKER) == self.iid:
             return ""
         failed = read_marker(client, BOOT_FAILED_MARKER)
@@ -430,7 +473,7 @@ class SSHGuest:
             try:
                 if self.client is None:
                     self.client = wait_ssh(self.port, self.user, self.key_path,
-                                           deadline=deadline)
+                                           deadline=deadline, banner=not self.resumed)
                 result = check(self.client)
             except TemporaryError as exc:
                 log.debug("guest not ready yet: %s", exc)

@@ -162,6 +162,53 @@ def test_events_api_and_cleanup(inst_dir: Path, run_agent: Callable[..., Running
     assert hostagent_info(inst_dir) is None
 
 
+class GatedGuest(FakeGuest):
+    """Logs in (progress "ssh_ready") only once `login` is set."""
+
+    def __init__(self, login: threading.Event) -> None:
+        super().__init__([])
+        self.login = login
+
+    def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
+        self.login.wait(30)
+        return super().ready(stop, progress)
+
+
+class RecordingForwards:
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def start(self) -> None:
+        self.started.set()
+
+    def stop(self) -> None:
+        pass
+
+    def reload(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_resumed_agent_starts_its_forwards_after_the_first_login(
+    inst_dir: Path, run_agent: Callable[..., Running], monkeypatch: pytest.MonkeyPatch,
+    resume: bool,
+) -> None:
+    """A cold boot binds the forwards at once; a resumed guest's first login (its CPU's
+    costliest seconds) is not shared with the forwarder's login."""
+    from lima.drivers import suspend
+
+    monkeypatch.setattr(suspend, "load_state", lambda inst: None)
+    login = threading.Event()
+    fwd = RecordingForwards()
+    r = run_agent(SLEEPER, GatedGuest(login), resume=resume, forwards=lambda emit: fwd)
+    wait_for(lambda: r.agent._qemu is not None)
+    assert fwd.started.wait(0.5) is not resume
+    login.set()
+    assert fwd.started.wait(10)
+    wait_for(lambda: "running" in kinds(inst_dir))
+    assert r.stop() == 0
+
+
 def test_event_time_is_rfc3339(inst_dir: Path, run_agent: Callable[..., Running]) -> None:
     run_agent(SLEEPER, FakeGuest([]))
     wait_for(lambda: read_events(inst_dir))

@@ -169,6 +169,7 @@ class HostAgent:
                                        "running": False,
                                        "degraded": False, "errors": [], "responsive": True}
         self._responsive: tuple[bool, float] | None = None  # a change not yet announced
+        self._ssh_up = False  # readiness logged in (progress "ssh_ready")
         self._lock = threading.Lock()
 
     # The signal handler only records the signal; the main loop polls it, so no lock is
@@ -303,12 +304,11 @@ class HostAgent:
     def _run_guest(self) -> int:
         """Forwards, readiness and the heartbeat, until qemu exits or a stop is asked."""
         assert self._qemu is not None
-        if self.forwards is not None:
-            try:
-                self._forwarder = self.forwards(self._emit_port_forward)
-                self._forwarder.start()
-            except Exception:  # forwards are not worth the guest: run without them
-                log.exception("the port forwarder did not start")
+        # A resumed guest's sshd answers at once, and the first login costs its CPU seconds:
+        # the forwarder (its own login) starts once readiness has logged in, not alongside.
+        forwards_due = not self.resume
+        if forwards_due:
+            self._start_forwards()
         threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
         announced = False
         rc = 0
@@ -330,6 +330,9 @@ class HostAgent:
                 rc = 1
                 break
             ready = self._ready
+            if not forwards_due and (self._ssh_up or ready is not None):
+                forwards_due = True
+                self._start_forwards()
             if ready is not None and not announced:
                 announced = True
                 if isinstance(ready, LimaError):
@@ -352,6 +355,15 @@ class HostAgent:
             if change is not None and announced:
                 self._announce_responsive(*change, errors)
         return rc
+
+    def _start_forwards(self) -> None:
+        if self.forwards is None:
+            return
+        try:
+            self._forwarder = self.forwards(self._emit_port_forward)
+            self._forwarder.start()
+        except Exception:  # forwards are not worth the guest: run without them
+            log.exception("the port forwarder did not start")
 
     def _save_state(self) -> bool:
         """Suspend: save the guest's state (lima.drivers.suspend). True when saved (qemu is
@@ -462,6 +474,9 @@ class HostAgent:
             self._virtiofsd.stop()
 
     def _progress(self, phase: str) -> None:
+        if phase == "ssh_ready":
+            self._ssh_up = True
+            self._wake.set()
         if self._signal is None:
             self._emit(phase=phase)
 
