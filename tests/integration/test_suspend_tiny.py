@@ -146,10 +146,10 @@ def test_kill_limactl_during_suspend_leaves_a_saved_state(
     until(lambda: record(limactl)["status"] == "Suspended", "the suspend to finish", 30)
     assert saved_files(limactl.home) == {"suspend.state", "suspend.json"}
     assert qemu_pids_for(limactl.home) == []
-    # `shell` refuses a suspended instance, naming it; `shell --start` resumes it.
-    refused = limactl("shell", "t", "true", check=False)
-    assert refused.returncode == 1 and "is suspended" in refused.stderr
-    woken = limactl("shell", "--start", "t", "cat", "/tmp/f", timeout=120)
+    # `shell --start=false` refuses a suspended instance, naming it; `shell` resumes it.
+    refused = limactl("shell", "--start=false", "t", "true", check=False)
+    assert refused.returncode == 1 and "suspended" in refused.stderr
+    woken = limactl("shell", "t", "cat", "/tmp/f", timeout=120)
     assert woken.stdout == "kept\n" and "resuming" in woken.stderr
     limactl("stop", "t", timeout=120)
 
