@@ -102,17 +102,11 @@ def clone_or_rename(old: str, new: str, *, rename: bool, exprs: Sequence[str] = 
             raise LimaError(f"cannot {verb} instance `{old}`: it is {ins.status} "
                             f"({'; '.join(ins.errors)}); nothing was changed")
         try:
-            if rename:
-                made = instcopy.rename_instance(src, new)
-            else:
-                made = instcopy.clone_instance(src, new, edited)
+            copy = instcopy.rename_instance if rename else instcopy.clone_instance
+            made = copy(src, new, edited)
         except OSError as exc:
             raise LimaError(f"cannot {verb} `{old}` to `{new}`: {exc}; nothing was made, "
                             f"`{old}` is as it was") from None
-        if rename and edited is not None:
-            from lima.fsutil import atomic_write
-
-            atomic_write(made / paths.LIMA_YAML, edited)
     log.info("%s `%s` to `%s` (%s)", "Renamed" if rename else "Cloned", old, new, made)
 
 

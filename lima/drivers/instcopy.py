@@ -177,14 +177,20 @@ def own_backing_file(inst: Path, src: Path) -> None:
     runner.run(["qemu-img", "rebase", "-u", "-F", fmt, "-b", paths.BASEDISK, diffdisk])
 
 
-def rename_instance(src: Path, name: str) -> Path:
+def rename_instance(src: Path, name: str, lima_yaml: str | None = None) -> Path:
     """Move stopped instance `src` to `$LIMA_HOME/NAME` in one rename(2) (atomic: it is
-    under one name or the other), then drop what the next boot makes for the new name and
-    the stale process state."""
+    under one name or the other), then write `lima_yaml` (when given) as its lima.yaml and
+    drop what the next boot makes for the new name and the stale process state."""
     final = instance_dir_for(name)
     if final.exists() or final.is_symlink():
         raise LimaError(f"instance `{name}` already exists")
     os.rename(src, final)
+    if lima_yaml is not None:
+        try:
+            atomic_write(final / paths.LIMA_YAML, lima_yaml)
+        except OSError as exc:  # the move stands; only the edit is missing
+            raise LimaError(f"renamed to `{name}`, but its edited lima.yaml could not be "
+                            f"written ({exc}); its lima.yaml is the old one") from None
     with os.scandir(final) as it:
         stale = [e.name for e in it if (e.name in PER_BOOT or _process_state(e.name))
                  and not e.is_dir(follow_symlinks=False)]
