@@ -60,6 +60,8 @@ VNC_PASSWORD = "vncpassword"
 SUSPEND_STATE = "suspend.state"
 SUSPEND_META = "suspend.json"
 SUSPEND_TMP = "suspend.state.tmp"
+# What each running snapshot was taken in (lima.drivers.snapshotshape).
+SNAPSHOTS_META = "snapshots.json"
 
 # Directories in LIMA_HOME that are not instances (they start with `_`).
 CONFIG = "_config"
@@ -74,7 +76,7 @@ INSTANCE_ENTRIES = frozenset({
     SERIAL_SOCK, SSH_SOCK, SSH_CONFIG, GA_SOCK, HA_PID, HA_SOCK, HA_STDOUT, HA_STDERR,
     STATUS_JSON, CIDATA_META, QEMU_STDOUT, QEMU_STDERR, HA_QEMU_ARGV, BASEDISK_RECORD,
     APPLIED_SPEC, DNS_SOCK, VNC_DISPLAY, VNC_PASSWORD, HA_VIRTIOFSD,
-    SUSPEND_STATE, SUSPEND_META, SUSPEND_TMP,
+    SUSPEND_STATE, SUSPEND_META, SUSPEND_TMP, SNAPSHOTS_META,
     # Lima's own names (Lima 2 calls the disks `disk` and `iso`; vz and EFI files).
     "disk", "iso", "image", "image.ipsw", "qemu-efi-code.fd", "vz-identifier", "vz-efi",
     "vz-hwmodel", "vz-aux", "vz.stdout.log", "vz.stderr.log", "driver.stderr.log",
@@ -89,6 +91,7 @@ INSTANCE_ENTRY_PATTERNS = (
     "ssh.sock.*",  # ssh's ControlMaster socket while it is being created
     ".status.*.tmp",  # status.json's atomic-write temp
     ".suspend.json.*",  # suspend.json's atomic-write temp
+    ".snapshots.json.*",  # snapshots.json's atomic-write temp
 )
 
 # `.creating-NAME@PID-XXXX` / `.deleting-NAME@PID-XXXX` / `.cloning-NAME@PID-XXXX`: the

@@ -9,7 +9,8 @@ so a snapshot never races a start or a stop; list reads without it (qemu-img -U)
 Where limapy is stricter than Lima (docs/snapshots.md): a new tag must be a single
 word that is not a number (QEMU matches numbers against snapshot ids too) and not taken
 (Lima's savevm replaces it, its qemu-img adds a second one); apply and delete name a tag
-that exists; a running guest is only restored from a snapshot that holds VM state; and
+that exists; a running guest is only restored from a snapshot that holds VM state, taken
+in the same QEMU and VM shape (lima.drivers.snapshotshape records them at create); and
 every failure exits 1 with QEMU's words (Lima exits 0 on HMP errors and prints only
 "exit status 1" for qemu-img's). apply is refused on an instance a folder controller
 manages unless the controller is paused.
@@ -27,7 +28,7 @@ import click
 from lima.errors import LimaError
 
 if TYPE_CHECKING:
-    from lima.drivers.snapshots import Backend
+    from lima.drivers.snapshots import Backend, Online
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ def _find(backend: Backend, name: str, tag: str) -> int:
 @click.argument("names", nargs=-1, metavar="INSTANCE")
 def create(tag: str, names: tuple[str, ...]) -> None:
     """Create (save) a snapshot"""
-    from lima.drivers.snapshots import open_backend
+    from lima.drivers import snapshotshape
+    from lima.drivers.snapshots import Online, open_backend
 
     name, inst_dir = _instance(names)
     _require_tag(tag)
@@ -111,7 +113,12 @@ def create(tag: str, names: tuple[str, ...]) -> None:
         if any(s.tag == tag for s in backend.snapshots()):
             raise LimaError(f"snapshot {tag!r} already exists in instance {name!r}; delete it "
                             f"first (`limactl snapshot delete {name} --tag {tag}`)")
+        record = None
+        if isinstance(backend, Online):
+            record = snapshotshape.running_record(inst_dir, backend.qemu_version())
         backend.create(tag)
+        # A record left by a snapshot deleted behind limactl's back goes too.
+        snapshotshape.write(inst_dir, tag, record)
 
 
 @snapshot.command("apply", context_settings=_CONTEXT)
@@ -120,7 +127,7 @@ def create(tag: str, names: tuple[str, ...]) -> None:
 def apply(tag: str, names: tuple[str, ...]) -> None:
     """Apply (load) a snapshot"""
     from lima.controller import managed
-    from lima.drivers.snapshots import open_backend
+    from lima.drivers.snapshots import Online, open_backend
 
     name, inst_dir = _instance(names)
     _require_tag(tag)
@@ -136,7 +143,26 @@ def apply(tag: str, names: tuple[str, ...]) -> None:
             raise LimaError(f"snapshot {tag!r} of instance {name!r} holds no VM state (it was "
                             f"taken while the instance was stopped): stop the instance "
                             f"(`limactl stop {name}`) to apply it to the disk")
+        if isinstance(backend, Online):
+            _refuse_other_vm(name, inst_dir, tag, backend)
         backend.apply(tag)
+
+
+def _refuse_other_vm(name: str, inst_dir: Path, tag: str, backend: Online) -> None:
+    """loadvm into a QEMU or machine other than the snapshot's fails half-way and leaves the
+    guest paused: refuse before, when the snapshot's record says so (none: as before)."""
+    from lima.drivers import snapshotshape
+
+    recorded = snapshotshape.read(inst_dir, tag)
+    if recorded is None:
+        return
+    current = snapshotshape.running_record(inst_dir, backend.qemu_version())
+    why = snapshotshape.difference(recorded, current) if current is not None else ""
+    if why:
+        raise LimaError(f"snapshot {tag!r} of instance {name!r} cannot be loaded into the "
+                        f"running VM: {why}. Nothing was changed. Start the instance as it "
+                        f"was when the snapshot was taken, or stop it (`limactl stop {name}`) "
+                        f"to apply the snapshot's disk alone")
 
 
 @snapshot.command("delete", context_settings=_CONTEXT)
@@ -144,6 +170,7 @@ def apply(tag: str, names: tuple[str, ...]) -> None:
 @click.argument("names", nargs=-1, metavar="INSTANCE")
 def delete(tag: str, names: tuple[str, ...]) -> None:
     """Delete (del) a snapshot"""
+    from lima.drivers import snapshotshape
     from lima.drivers.snapshots import open_backend
 
     name, inst_dir = _instance(names)
@@ -152,6 +179,7 @@ def delete(tag: str, names: tuple[str, ...]) -> None:
         _, backend = open_backend(inst_dir)
         _find(backend, name, tag)
         backend.delete(tag)
+        snapshotshape.write(inst_dir, tag, None)
 
 
 @snapshot.command("list", context_settings=_CONTEXT)

@@ -159,6 +159,12 @@ class Online:
             raise SnapshotError(error)
         return text
 
+    def qemu_version(self) -> str:
+        """QEMU's version as MAJOR.MINOR.MICRO (QMP query-version)."""
+        reply = self._execute("query-version")
+        q = reply.get("qemu", {}) if isinstance(reply, dict) else {}
+        return f"{q.get('major')}.{q.get('minor')}.{q.get('micro')}"
+
     def run_state(self) -> str:
         reply = self._execute("query-status")
         return str(reply.get("status", "")) if isinstance(reply, dict) else ""
