@@ -42,6 +42,8 @@ class InstancePlan:
     # The generation to drive the instance with when unchanged (an instance made before
     # lima.applied.json keeps the one its status.json holds, so nothing looks changed).
     generation: str
+    want: str = "running"  # the run state the file asks for (x-limapy.runState)
+    now: str = ""  # the instance's run state (running, stopped, suspended; "" otherwise)
 
     @property
     def verdict(self) -> str:
@@ -73,7 +75,8 @@ def plan_instance(name: str, new: Resolved, *, restart: str = "auto",
 
     inst = paths.instance_dir(name)
     if not (inst / paths.LIMA_YAML).is_file():
-        return InstancePlan(name, False, False, True, None, new.generation)
+        return InstancePlan(name, False, False, True, None, new.generation,
+                            new.spec.run_state)
     stored = load_stored(name)
     running = procs.qemu_pid(inst) is not None
     applied = read_applied(inst)
@@ -92,7 +95,43 @@ def plan_instance(name: str, new: Resolved, *, restart: str = "auto",
             changed = old_gen not in (schemas.generation(new.filled), new.generation)
     plan = classify(old_filled, new.filled, restart=restart, recreate=recreate)
     generation = new.generation if changed or not old_gen else old_gen
-    return InstancePlan(name, True, running, changed, plan, generation)
+    want, now = new.spec.run_state, _run_state_now(name)
+    if want != now and now and _says_run_state(new.filled, old_filled):
+        plan = _with_run_state(plan, now, want)
+        changed = True
+    return InstancePlan(name, True, running, changed, plan, generation, want, now)
+
+
+def _says_run_state(*filled: dict[str, Any] | None) -> bool:
+    """Whether a file on either side says `x-limapy.runState` (without it, apply's plan
+    shows spec changes only, as before the field existed)."""
+    return any(isinstance(f, dict) and isinstance(f.get("x-limapy"), dict)
+               and f["x-limapy"].get("runState") is not None for f in filled)
+
+
+def _run_state_now(name: str) -> str:
+    from lima.drivers import store
+
+    status = store.inspect_processes(name, paths.instance_dir(name)).status
+    return {store.STATUS_RUNNING: "running", store.STATUS_STOPPED: "stopped",
+            store.STATUS_SUSPENDED: "suspended"}.get(status, "")
+
+
+_RUN_STATE_ACTIONS = {("running", "suspended"): "suspend (no restart)",
+                      ("suspended", "running"): "resume (no restart)",
+                      ("stopped", "running"): "start",
+                      ("stopped", "suspended"): "start, then suspend"}
+
+
+def _with_run_state(plan: Plan, now: str, want: str) -> Plan:
+    """`plan` with the run state's change in it: live (no restart, no recreate)."""
+    from lima.schemas.fields import Drift
+    from lima.states.drift import FieldChange, Plan
+    from lima.states.runstate import FIELD
+
+    action = _RUN_STATE_ACTIONS.get((now, want), "stop")
+    rest = tuple(c for c in plan.changes if c.path.split(".")[0] != FIELD.split(".")[0])
+    return Plan((*rest, FieldChange(FIELD, now, want, Drift.LIVE, action)))
 
 
 def _short(value: Any, width: int = 36) -> str:
@@ -108,10 +147,13 @@ def render(plans: list[InstancePlan], fmt: str) -> str:
     lines = []
     for p in plans:
         if not p.exists:
-            lines.append(f"{p.name}: would be created and started")
+            then = {"stopped": "", "suspended": ", started and suspended"}.get(
+                p.want, " and started")
+            lines.append(f"{p.name}: would be created{then}")
             continue
         if not p.changed:
-            state = "unchanged" if p.running else "unchanged; stopped: apply would start it"
+            state = ("unchanged" if p.running or p.want != "running"
+                     else "unchanged; stopped: apply would start it")
             lines.append(f"{p.name}: {state}")
             continue
         assert p.plan is not None
@@ -129,6 +171,8 @@ def render(plans: list[InstancePlan], fmt: str) -> str:
 
 
 def would_change(p: InstancePlan) -> bool:
+    if p.want != "running" and p.now:
+        return not p.exists or p.changed or p.now != p.want
     return not p.exists or p.changed or not p.running
 
 

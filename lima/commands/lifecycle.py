@@ -6,6 +6,7 @@ itself.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -336,25 +337,67 @@ def _short(value: object) -> str:
 
 
 def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: float) -> str:
-    """Carry out one instance's plan; the word for its final state."""
+    """Carry out one instance's plan, then bring it to the run state its file asks for
+    (x-limapy.runState, lima.states.runstate); the words for its final state."""
+    from lima.states.runstate import suspend_refusal
+
+    want = new.spec.run_state
+    if want == "stopped" or (want == "suspended" and plan.now == "suspended"
+                             and plan.verdict == "nothing"):
+        return _apply_spec(plan, new, restart_policy, timeout, run_state=want)
+    said = _apply_spec(plan, new, restart_policy, timeout, run_state="running")
+    refusal = suspend_refusal(new.spec) if want == "suspended" else ""
+    _mark_refused(plan.name, refusal)
+    if refusal:
+        raise LimaError(f"{refusal} (x-limapy.runState: suspended); instance "
+                        f"{plan.name!r} is left running")
+    if want != "suspended":
+        return said
+    converge(plan.name, "suspended", spec=new.spec, generation=_stored_generation(plan.name)
+             or new.generation, timeout=timeout, verb="apply")
+    return "suspended"
+
+
+def _mark_refused(name: str, refusal: str) -> None:
+    """status.json's RunStateRefused condition: why the file's run state is not reached
+    (set), or nothing to say (cleared)."""
+    from lima.controller.status_store import StatusStore
+    from lima.states.model import CondStatus
+    from lima.states.runstate import RUN_STATE_REFUSED
+
+    store = StatusStore()
+    status = store.load(name)
+    if status is None or (not refusal and status.condition(RUN_STATE_REFUSED) is None):
+        return
+    cond = CondStatus.TRUE if refusal else CondStatus.FALSE
+    store.save(name, status.with_condition(
+        RUN_STATE_REFUSED, cond, "SuspendImpossible" if refusal else "Reached", refusal,
+        time.time(), status.generation))
+
+
+def _apply_spec(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: float,
+                run_state: str) -> str:
+    """Carry out one instance's plan, driving it to `run_state`; the word for its state."""
     from lima import schemas
 
     name = plan.name
+    converge_ = functools.partial(converge, name, run_state)
+    word = "" if run_state == "running" else run_state
     text = schemas.dump_yaml(new.document.data)
     verdict = plan.verdict
     if verdict in ("create", "nothing"):
-        actions = converge(name, "running", spec=new.spec, generation=plan.generation,
+        actions = converge_(spec=new.spec, generation=plan.generation,
                            document=text, timeout=timeout)
-        return "unchanged" if not actions else "running"
+        return word or ("unchanged" if not actions else "running")
     if verdict == "recreate":
         _say(f"[{name}] RECREATING: the disk of instance {name!r} is deleted and built again "
              f"from its images; ALL DATA IN THE GUEST IS LOST")
         from lima.commands.instances import drive_absent
 
         drive_absent(name, timeout=timeout, verb="apply")
-        converge(name, "running", spec=new.spec, generation=new.generation,
+        converge_(spec=new.spec, generation=new.generation,
                  document=text, timeout=timeout)
-        return "recreated; running"
+        return f"recreated; {word or 'running'}"
     inst = paths.instance_dir(name)
 
     def record() -> None:
@@ -366,13 +409,15 @@ def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: 
             _record_live(name, new, text)
 
     stage = verdict == "restart" and restart_policy == "stage"
-    converge(name, "running", spec=new.spec, generation=new.generation,
+    converge_(spec=new.spec, generation=new.generation,
              document=text, timeout=timeout, before=record,
              restart=verdict == "restart" and not stage)
     if stage and plan.running:
         paths_changed = ", ".join(c.path for c in plan.plan.changes) if plan.plan else ""
         return (f"running; restart required to apply {paths_changed} (staged: applied at the "
                 f"next start; `limactl stop {name}` then `limactl start {name}`)")
+    if word:
+        return f"{word} (changes applied)" if verdict == "live" else word
     if verdict == "live":
         return "running (changes applied)"
     return "running (restarted)" if plan.running else "running (started with the new spec)"
@@ -478,10 +523,6 @@ def stop(names: tuple[str, ...], force: bool, timeout: float) -> None:
         raise LimaError("\n".join(errors))
 
 
-# QEMU refuses to migrate a guest with these mounts: a 9p export that is mounted in the
-# guest, and vhost-user-fs devices (virtiofs).
-UNMIGRATABLE_MOUNTS = ("9p", "virtiofs")
-
 
 @click.command()
 @click.argument("name", default="default")
@@ -497,12 +538,12 @@ def suspend(name: str, timeout: float) -> None:
     if status == store.STATUS_STOPPED:
         raise LimaError(f"instance {name!r} is not running; there is nothing to suspend")
     if status != store.STATUS_SUSPENDED:
+        from lima.states.runstate import suspend_refusal
+
         spec = load_stored(name).spec
-        if spec.mounts and spec.mount_type in UNMIGRATABLE_MOUNTS:
-            raise LimaError(
-                f"instance {name!r} cannot be suspended: QEMU cannot save a guest with "
-                f"{spec.mount_type} mounts (mountType: {spec.mount_type}); use mountType "
-                f"reverse-sshfs, or `limactl stop {name}`")
+        refusal = suspend_refusal(spec)
+        if refusal:
+            raise LimaError(refusal)
         # The spec: a host agent killed meanwhile is replaced (attached) before the suspend.
         converge(name, "suspended", spec=spec,
                  generation=_stored_generation(name) or "", timeout=timeout, verb="suspend")

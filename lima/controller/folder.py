@@ -161,7 +161,7 @@ class FolderController:
         self.clock = clock or SystemClock()
         self.store = store or StatusStore(dirless=True)
         self.decisions = decisions or DecisionLog()
-        self.planner = Planner(opts.restart, self.store)
+        self.planner = Planner(opts.restart, self.store, self.clock.now)
         self.idle = idle.IdleWatch(opts.suspend_idle, activity) if opts.suspend_idle > 0 else None
         self.queue = WorkQueue(self.sync, opts.workers)
         self._lock = threading.Lock()
@@ -301,6 +301,9 @@ class FolderController:
             self._record(name, owner, record)
             note_applied(name, resolved, target.desired, p)
 
+        if target.refused and self._once(mem, "run-state", digest):
+            self.decisions.emit(name, "run-state-refused", want="suspended",
+                                reason=target.refused, action="kept running")
         desired = target.desired
         if self.idle is not None:
             sleep = self._asleep(name, desired, digest, mem)
@@ -310,6 +313,8 @@ class FolderController:
                 desired = replace(desired, run_state=RunState.SUSPENDED)
         delay = self._pass(name, desired, mem, rearm=new_version,
                            key=digest, after=after, before=target.before)
+        if target.then is not None and isinstance(mem.decided, Done):
+            return 0.0  # up: the next pass takes it on to the file's run state
         if (self.idle is None or desired.run_state is not RunState.RUNNING or desired.restart
                 or not isinstance(mem.decided, Done) or mem.previous is None
                 or mem.previous.phase is not Phase.RUNNING):

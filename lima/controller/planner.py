@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,9 +26,11 @@ from lima.drivers.applied import Applied, read_applied, write_applied
 from lima.errors import LimaError
 from lima.fsutil import atomic_write
 from lima.schemas.fields import Drift
+from lima.states import runstate
 from lima.states.drift import FieldChange, Plan, action_for, classify
-from lima.states.model import RESTART_REQUIRED, DesiredState, RunState, Status
+from lima.states.model import RESTART_REQUIRED, CondStatus, DesiredState, RunState, Status
 from lima.states.phases import Phase
+from lima.states.runstate import RUN_STATE_REFUSED
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Target:
 
     desired: DesiredState
     before: Callable[[], None] | None = None
+    # The file asks for `suspended` and the instance does not run yet: it is driven to
+    # running first, and to `then` by the passes after (lima.states.runstate).
+    then: RunState | None = None
+    refused: str = ""  # why the file's run state cannot be reached (it stays running)
 
 
 # An instance with a status but neither lima.applied.json nor a readable stored lima.yaml
@@ -50,9 +57,11 @@ Report = Callable[..., None]
 
 
 class Planner:
-    def __init__(self, restart: str, store: StatusStore) -> None:
+    def __init__(self, restart: str, store: StatusStore,
+                 now: Callable[[], float] = time.time) -> None:
         self.restart = restart  # "auto" (one restart) or "stage" (RestartRequired)
         self.store = store
+        self.now = now
 
     def plan(
         self, name: str, path: Path, resolved: schemas.Resolved, status: Status | None,
@@ -64,6 +73,54 @@ class Planner:
         restart (--restart=auto) or staged as RestartRequired (--restart=stage); recreate
         and reject changes are never done here: reported, the instance kept running on the
         spec it has."""
+        reported: list[bool] = []
+
+        def spec_report(**fields: Any) -> None:
+            reported.append(True)
+            report(**fields)
+
+        target = self._plan(name, path, resolved, status, digest, spec_report)
+        if target is None:
+            return None
+        now = _RUN_STATE_OF.get(status.phase) if status is not None else None
+        want_text = resolved.spec.run_state
+        if not reported and now is not None and now != want_text:
+            # Only the run state changed: a plan of its own (live: no restart, no recreate).
+            report(verdict=Drift.LIVE.value, file=str(path), digest=digest[:12],
+                   changes=[{"path": runstate.FIELD, "old": now, "new": want_text,
+                             "class": Drift.LIVE.value, "action": f"drive to {want_text}"}],
+                   action=f"{now} -> {want_text}; no restart")
+        # The run state the file asks for (x-limapy.runState), where it can be reached.
+        want = runstate.wanted(resolved.spec)
+        refused = runstate.suspend_refusal(resolved.spec) if want is RunState.SUSPENDED else ""
+        if refused:
+            want = RunState.RUNNING
+        step = runstate.next_run_state(want, status.phase if status is not None else None)
+        mark = functools.partial(self._mark_refused, name, refused)
+        return replace(target, desired=replace(target.desired, run_state=step),
+                       before=_then(target.before, mark), refused=refused,
+                       then=want if step is not want else None)
+
+    def _mark_refused(self, name: str, refused: str) -> None:
+        """Under the lock: status.json's RunStateRefused condition says why the file's run
+        state is not reached, or is cleared once it can be."""
+        status = self.store.load(name)
+        if status is None or (not refused and status.condition(RUN_STATE_REFUSED) is None):
+            return
+        old = status.condition(RUN_STATE_REFUSED)
+        if old is not None and old.message == refused and bool(refused) == status.is_true(
+                RUN_STATE_REFUSED):
+            return
+        self.store.save(name, status.with_condition(
+            RUN_STATE_REFUSED, CondStatus.TRUE if refused else CondStatus.FALSE,
+            "SuspendImpossible" if refused else "Reached", refused, self.now(),
+            status.generation))
+
+    def _plan(
+        self, name: str, path: Path, resolved: schemas.Resolved, status: Status | None,
+        digest: str, report: Report,
+    ) -> Target | None:
+        """`plan` for the spec; the run state is set by `plan`."""
         new_gen = resolved.generation
 
         def text() -> str:  # the lima.yaml text: built only when written, not every resync
@@ -132,6 +189,19 @@ class Planner:
         status = self.store.load(name)
         if status is not None and status.generation:
             self.store.save(name, replace(status, generation=new.generation))
+
+
+_RUN_STATE_OF = {Phase.RUNNING: "running", Phase.STOPPED: "stopped",
+                 Phase.SUSPENDED: "suspended"}
+
+
+def _then(first: Callable[[], None] | None,
+          second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        if first is not None:
+            first()
+        second()
+    return both
 
 
 def _keep(name: str, inst: Path, applied: Applied | None, old_gen: str) -> Target | None:

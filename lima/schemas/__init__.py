@@ -90,9 +90,22 @@ def resolve_document(document: Document, name: str) -> Resolved:
     for problem in after:
         if problem not in warnings:
             warnings.append(problem)
-    intent = {"document": document.data, "default.yaml": configs[0],
+    intent = {"document": _without_run_state(document.data), "default.yaml": configs[0],
               "override.yaml": configs[1]}
     return Resolved(document, filled, build_spec(filled, name), sorted(set(warnings)), intent)
+
+
+def _without_run_state(data: dict[str, Any]) -> dict[str, Any]:
+    """The document without `x-limapy.runState`: asking for another run state is not a new
+    spec (a resume checks the saved state against the generation; it must still match)."""
+    extra = data.get("x-limapy")
+    if not isinstance(extra, dict) or "runState" not in extra:
+        return data
+    rest = {k: v for k, v in extra.items() if k != "runState"}
+    out = {k: v for k, v in data.items() if k != "x-limapy"}
+    if rest:
+        out["x-limapy"] = rest
+    return out
 
 
 def _parse_path(text: str) -> tuple[str | int, ...]:

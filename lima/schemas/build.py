@@ -193,5 +193,6 @@ def build_spec(filled: dict[str, Any], name: str) -> InstanceSpec:
         additional_disks=tuple(_disk(d) for d in _l(filled["additionalDisks"])),
         propagate_proxy_env=bool(filled["propagateProxyEnv"]),
         message=str(filled.get("message") or ""),
+        run_state=str(_m(filled.get("x-limapy")).get("runState") or "running"),
         raw=filled,
     )

@@ -170,6 +170,9 @@ FIELDS: tuple[Field, ...] = (
     Field("portForwards", L, Merge.CONCAT, default=[]),
     Field("copyToHost", L, Merge.CONCAT, default=[]),
     Field("message", L),
+    # limapy's own settings (Lima warns about the key and goes on). runState: what apply and
+    # the controller drive to; not in the generation (asking for it is never a new boot).
+    Field("x-limapy", L, note="runState: running, stopped or suspended; the file only"),
     Field("networks", R, Merge.KEYED, default=[]),
     Field("env", R, Merge.MAP, default={}),
     Field("param", R, Merge.MAP, default={}),

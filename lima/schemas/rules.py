@@ -106,6 +106,18 @@ def images(ctx: Ctx) -> None:
                               f'has architecture "{sub_arch}", must be "{arch}" like the image')
 
 
+RUN_STATES = ("running", "stopped", "suspended")
+
+
+@rule
+def run_state(ctx: Ctx) -> None:
+    """limapy's `x-limapy.runState`: one of the run states a file may ask for."""
+    value = ctx.get("x-limapy", "runState")
+    if isinstance(value, str) and value not in RUN_STATES:  # other types: the schema says
+        ctx.error(("x-limapy", "runState"), f'must be "running", "stopped" or "suspended", '
+                  f"got {value!r}")
+
+
 @rule
 def resources_(ctx: Ctx) -> None:
     cpus = int_of(ctx.data.get("cpus"))

@@ -167,5 +167,6 @@ class InstanceSpec:
     propagate_proxy_env: bool = False
     mount_inotify: bool = False
     message: str = ""
+    run_state: str = ""  # x-limapy.runState ("running" when built; lima.states.runstate)
     # The filled document, exactly as `limactl validate --fill` prints it.
     raw: Mapping[str, Any] = field(default_factory=dict)
