@@ -95,8 +95,10 @@ def plan_instance(name: str, new: Resolved, *, restart: str = "auto",
             changed = old_gen not in (schemas.generation(new.filled), new.generation)
     plan = classify(old_filled, new.filled, restart=restart, recreate=recreate)
     generation = new.generation if changed or not old_gen else old_gen
-    want, now = new.spec.run_state, _run_state_now(name)
-    if want != now and now and _says_run_state(new.filled, old_filled):
+    want, now = new.spec.run_state, ""
+    if _says_run_state(new.filled, old_filled):
+        now = _run_state_now(name)
+    if want != now and now:
         plan = _with_run_state(plan, now, want)
         changed = True
     return InstancePlan(name, True, running, changed, plan, generation, want, now)
