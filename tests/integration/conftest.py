@@ -3,10 +3,13 @@ LIMA_HOME, and always end every qemu and host agent that LIMA_HOME started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,12 +96,21 @@ def qemu_pids_for(home: Path) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def private_home() -> Iterator[Limactl]:
+    """A LIMA_HOME of its own for a module- or session-scoped fixture (a shared instance):
+    short (unix socket paths), and every qemu / host agent in it ended on the way out."""
+    home = Path(tempfile.mkdtemp(prefix="lh-", dir="/tmp"))
+    try:
+        yield Limactl(home)
+    finally:
+        kill_leftovers(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """As the root conftest's, plus: every qemu / host agent started under it is ended."""
-    import shutil
-    import tempfile
-
     home = Path(tempfile.mkdtemp(prefix="lh-", dir="/tmp"))
     monkeypatch.setenv("LIMA_HOME", str(home))
     try:
