@@ -4,9 +4,10 @@ stuck, or the guest stopped answering for a while (its clock is then set again);
 command returns in time.
 
 One tiny instance `t` serves the whole module (a boot each would cost more than the
-checks): the tests run in file order, each leaves it running, and the stuck-agent stop
-comes last. Each test first makes sure it got a running instance (an earlier failure is
-repaired with an apply and said so), so one failure does not fail the ones after it."""
+checks): the tests run in file order, each leaves it running; the freeze comes first (with
+the agent that booted the guest, as a user's would be) and the stuck-agent stop last. Each
+test first makes sure it got a running instance (an earlier failure is repaired with an
+apply and said so), so one failure does not fail the ones after it."""
 
 from __future__ import annotations
 
@@ -92,39 +93,6 @@ def _timed(limactl: Limactl, *args: str, timeout: float = 300) -> tuple[float, o
     return time.monotonic() - start, proc
 
 
-def test_lost_host_agent_is_replaced_without_a_reboot(limactl: Limactl, running: Path) -> None:
-    qemu, boot = _pid(limactl.home, "qemu.pid"), _boot_id(limactl)
-    os.kill(_pid(limactl.home, "ha.pid"), signal.SIGKILL)
-    time.sleep(0.5)
-    assert _record(limactl)["status"] == "Broken"  # the truth: qemu without its keeper
-    elapsed, proc = _timed(limactl, "apply", str(running))
-    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
-    assert elapsed < 60
-    assert _pid(limactl.home, "qemu.pid") == qemu
-    assert qemu_pids_for(limactl.home) == [qemu]
-    assert _boot_id(limactl) == boot  # the same boot of the same guest
-    assert _record(limactl)["status"] == "Running"
-    assert "attach" in (limactl.home / "t" / "ha.stderr.log").read_text()
-
-
-@pytest.mark.parametrize("damage", ["truncate", "garble"])
-def test_damaged_event_log_never_kills_the_guest(
-    limactl: Limactl, running: Path, damage: str
-) -> None:
-    qemu, boot = _pid(limactl.home, "qemu.pid"), _boot_id(limactl)
-    log = limactl.home / "t" / "ha.stdout.log"
-    if damage == "truncate":
-        log.write_bytes(b"")
-    else:
-        log.write_bytes(b'{"time": "x", "status": \x00\xff not json\n' * 50)
-    elapsed, proc = _timed(limactl, "apply", str(running))
-    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
-    assert "t: unchanged" in proc.stdout  # type: ignore[attr-defined]
-    assert elapsed < 10
-    assert qemu_pids_for(limactl.home) == [qemu]
-    assert _boot_id(limactl) == boot
-
-
 def test_guest_that_stops_answering_is_not_ready_and_not_killed(
     limactl: Limactl, running: Path
 ) -> None:
@@ -175,6 +143,39 @@ def test_guest_that_stops_answering_is_not_ready_and_not_killed(
             break
         time.sleep(0.2)
     assert b"guest clock was" in logged, logged
+
+
+def test_lost_host_agent_is_replaced_without_a_reboot(limactl: Limactl, running: Path) -> None:
+    qemu, boot = _pid(limactl.home, "qemu.pid"), _boot_id(limactl)
+    os.kill(_pid(limactl.home, "ha.pid"), signal.SIGKILL)
+    time.sleep(0.5)
+    assert _record(limactl)["status"] == "Broken"  # the truth: qemu without its keeper
+    elapsed, proc = _timed(limactl, "apply", str(running))
+    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
+    assert elapsed < 60
+    assert _pid(limactl.home, "qemu.pid") == qemu
+    assert qemu_pids_for(limactl.home) == [qemu]
+    assert _boot_id(limactl) == boot  # the same boot of the same guest
+    assert _record(limactl)["status"] == "Running"
+    assert "attach" in (limactl.home / "t" / "ha.stderr.log").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_damaged_event_log_never_kills_the_guest(
+    limactl: Limactl, running: Path, damage: str
+) -> None:
+    qemu, boot = _pid(limactl.home, "qemu.pid"), _boot_id(limactl)
+    log = limactl.home / "t" / "ha.stdout.log"
+    if damage == "truncate":
+        log.write_bytes(b"")
+    else:
+        log.write_bytes(b'{"time": "x", "status": \x00\xff not json\n' * 50)
+    elapsed, proc = _timed(limactl, "apply", str(running))
+    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
+    assert "t: unchanged" in proc.stdout  # type: ignore[attr-defined]
+    assert elapsed < 10
+    assert qemu_pids_for(limactl.home) == [qemu]
+    assert _boot_id(limactl) == boot
 
 
 def test_stop_with_a_stuck_host_agent_returns_in_time(limactl: Limactl, running: Path) -> None:
