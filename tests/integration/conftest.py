@@ -3,10 +3,13 @@ LIMA_HOME, and always end every qemu and host agent that LIMA_HOME started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +70,7 @@ def kill_leftovers(home: Path) -> list[str]:
     killed: list[str] = []
     if not home.is_dir():
         return killed
+    pids: list[int] = []
     for inst in home.iterdir():
         virtiofsd = [(p.name, "virtiofsd") for p in sorted(inst.glob("virtiofsd-*.pid"))]
         for pidfile, needle in (("ha.pid", "hostagent"), ("qemu.pid", "qemu-system"),
@@ -76,10 +80,25 @@ def kill_leftovers(home: Path) -> list[str]:
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(f"{inst.name}/{pidfile}={pid}")
+                    pids.append(pid)
                 except ProcessLookupError:
                     pass
-    time.sleep(0.2)
+    # Wait (briefly) for what was killed to be gone, rather than a fixed pause after
+    # every test: most tests leave nothing behind.
+    deadline = time.monotonic() + 2.0
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return killed
+
+
+def _alive(pid: int) -> bool:
+    """False once the process is gone or a zombie (SIGKILLed, not yet reaped by its
+    parent: it holds no files or sockets any more)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def qemu_pids_for(home: Path) -> list[int]:
@@ -93,12 +112,21 @@ def qemu_pids_for(home: Path) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def private_home() -> Iterator[Limactl]:
+    """A LIMA_HOME of its own for a module- or session-scoped fixture (a shared instance):
+    short (unix socket paths), and every qemu / host agent in it ended on the way out."""
+    home = Path(tempfile.mkdtemp(prefix="lh-", dir="/tmp"))
+    try:
+        yield Limactl(home)
+    finally:
+        kill_leftovers(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """As the root conftest's, plus: every qemu / host agent started under it is ended."""
-    import shutil
-    import tempfile
-
     home = Path(tempfile.mkdtemp(prefix="lh-", dir="/tmp"))
     monkeypatch.setenv("LIMA_HOME", str(home))
     try:

@@ -75,7 +75,7 @@ def folder(tmp_path: Path) -> Iterator[Path]:
 
 def test_controller_end_to_end(limactl: Limactl, folder: Path, tmp_path: Path) -> None:
     log = tmp_path / "controller.log"
-    ctl = Controller(limactl, folder, log, "--prune=stop", "--resync=5")
+    ctl = Controller(limactl, folder, log, "--prune=stop", "--resync=3")
     try:
         (folder / "tiny.yaml").write_text(TINY)
         _until(lambda: _status(limactl, "tiny") == "Running", 300, "tiny Running")
@@ -88,7 +88,7 @@ def test_controller_end_to_end(limactl: Limactl, folder: Path, tmp_path: Path) -
 
         # An invalid edit: reported once (over two resyncs), the VM untouched.
         (folder / "tiny.yaml").write_text(TINY + "cpus: -1\n")
-        time.sleep(12)
+        time.sleep(7)  # two resyncs at least
         invalid = ctl.events("tiny", "invalid")
         assert len(invalid) == 1, invalid
         assert qemu_pids_for(limactl.home) == pids
@@ -100,7 +100,7 @@ def test_controller_end_to_end(limactl: Limactl, folder: Path, tmp_path: Path) -
         assert _status(limactl, "tiny") == "Running"
 
         # A new controller; the file is removed: --prune=stop stops the instance.
-        ctl = Controller(limactl, folder, log, "--prune=stop", "--resync=5")
+        ctl = Controller(limactl, folder, log, "--prune=stop", "--resync=3")
         (folder / "tiny.yaml").unlink()
         _until(lambda: _status(limactl, "tiny") == "Stopped", 180, "tiny Stopped")
         assert not qemu_pids_for(limactl.home)

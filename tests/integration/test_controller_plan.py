@@ -59,7 +59,7 @@ def test_a_checkout_of_another_commit_converges_every_changed_instance(
     _git(folder, "checkout", "-q", first)
 
     log = tmp_path / "controller.log"
-    ctl = Controller(limactl, folder, log, "--resync=5", "--workers=2")
+    ctl = Controller(limactl, folder, log, "--resync=3", "--workers=2")
     try:
         end = time.monotonic() + 600
         while not (_ready(home, "a") and _ready(home, "b")):
@@ -84,7 +84,7 @@ def test_a_checkout_of_another_commit_converges_every_changed_instance(
                 break
             assert time.monotonic() < end, f"not converged: a {st}"
             time.sleep(0.2)
-        time.sleep(12)  # two resyncs: nothing more happens
+        time.sleep(7)  # two resyncs: nothing more happens
         assert [*seen_a, _status(home, "a")["iid"]] == [iid_a, seen_a[1], seen_a[1]]
         assert limactl("shell", "a", "nproc").stdout.strip() == "2"
         assert _status(home, "b")["iid"] == iid_b and _ready(home, "b")

@@ -1,7 +1,13 @@
 """Faults around the host agent, on the tiny guest through the real CLI: a healthy guest is
 never rebooted or killed because its agent died, its event log was garbled, its agent got
 stuck, or the guest stopped answering for a while (its clock is then set again); and every
-command returns in time."""
+command returns in time.
+
+One tiny instance `t` serves the whole module (a boot each would cost more than the
+checks): the tests run in file order, each leaves it running; the freeze comes first (with
+the agent that booted the guest, as a user's would be) and the stuck-agent stop last. Each
+test first makes sure it got a running instance (an earlier failure is repaired with an
+apply and said so), so one failure does not fail the ones after it."""
 
 from __future__ import annotations
 
@@ -11,25 +17,51 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from lima.drivers.qmp import QMPClient
-from tests.integration.conftest import REPO, Limactl, qemu_pids_for
+from tests.integration.conftest import REPO, Limactl, private_home, qemu_pids_for
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "tiny.yaml"
 
 
-@pytest.fixture
-def running(limactl: Limactl, tmp_path: Path) -> Path:
-    """A running tiny instance `t`; returns its lima.yaml."""
-    f = tmp_path / "t.yaml"
+@dataclass
+class Shared:
+    limactl: Limactl
+    yaml: Path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """The module's tiny instance `t`, booted once; every test's failure to boot it shows
+    this fixture's error."""
+    f = tmp_path_factory.mktemp("faults-agent") / "t.yaml"
     shutil.copy(EXAMPLE, f)
-    limactl("apply", str(f), timeout=300)
-    return f
+    with private_home() as limactl:
+        limactl("apply", str(f), timeout=300)
+        yield Shared(limactl, f)
+
+
+@pytest.fixture
+def limactl(shared: Shared) -> Limactl:
+    return shared.limactl
+
+
+@pytest.fixture
+def running(shared: Shared) -> Path:
+    """The shared instance, running; returns its lima.yaml. One an earlier test left in
+    another state is brought back by an apply first (and the test says so)."""
+    status = _record(shared.limactl).get("status")
+    if status != "Running":
+        print(f"the shared instance was {status}: applying it again")
+        shared.limactl("apply", str(shared.yaml), timeout=300)
+    return shared.yaml
 
 
 def _pid(home: Path, name: str) -> int:
@@ -59,6 +91,58 @@ def _timed(limactl: Limactl, *args: str, timeout: float = 300) -> tuple[float, o
     start = time.monotonic()
     proc = limactl(*args, check=False, timeout=timeout)
     return time.monotonic() - start, proc
+
+
+def test_guest_that_stops_answering_is_not_ready_and_not_killed(
+    limactl: Limactl, running: Path
+) -> None:
+    qemu = _pid(limactl.home, "qemu.pid")
+    qmp_sock = limactl.home / "t" / "qmp.sock"
+    agent_log = limactl.home / "t" / "ha.stderr.log"
+    logged_before = agent_log.stat().st_size  # the shared agent's log: only what follows
+    with QMPClient(qmp_sock) as qmp:
+        qmp.execute("stop")  # the guest freezes; qemu and its user networking do not
+    try:
+        deadline = time.monotonic() + 90
+        while _condition(_record(limactl), "Ready")["status"] == "True":
+            assert time.monotonic() < deadline, "a frozen guest still counts as Ready"
+            time.sleep(1)
+        elapsed, proc = _timed(limactl, "apply", str(running))
+        assert proc.returncode == 1
+        assert "does not answer" in proc.stderr  # type: ignore[attr-defined]
+        assert elapsed < 15
+        assert qemu_pids_for(limactl.home) == [qemu]  # left as it was
+    finally:
+        with QMPClient(qmp_sock) as qmp:
+            qmp.execute("cont")
+    deadline = time.monotonic() + 90
+    while True:
+        proc = limactl("apply", str(running), check=False, timeout=120)
+        if proc.returncode == 0:
+            break
+        assert time.monotonic() < deadline, proc.stderr
+        time.sleep(0.5)
+    assert _condition(_record(limactl), "Ready")["status"] == "True"
+    assert qemu_pids_for(limactl.home) == [qemu]
+    # The guest's clock stood still while it was frozen; the heartbeat set it again.
+    deadline = time.monotonic() + 30
+    while True:
+        skew = int(limactl("shell", "t", "date", "-u", "+%s", timeout=60).stdout) - time.time()
+        if abs(skew) <= 4:
+            break
+        assert time.monotonic() < deadline, f"the guest clock is {skew:+.0f} s off"
+        time.sleep(0.5)
+    # The agent logs it once its `date -s` returned, which may be just after the guest's
+    # clock is seen right: a few seconds' grace.
+    deadline = time.monotonic() + 10
+    while True:
+        with agent_log.open("rb") as f:
+            f.seek(logged_before)
+            logged = f.read()
+        if b"guest clock was" in logged or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert b"guest clock was" in logged, logged
 
 
 def test_lost_host_agent_is_replaced_without_a_reboot(limactl: Limactl, running: Path) -> None:
@@ -95,6 +179,7 @@ def test_damaged_event_log_never_kills_the_guest(
 
 
 def test_stop_with_a_stuck_host_agent_returns_in_time(limactl: Limactl, running: Path) -> None:
+    # Last: it stops the shared instance.
     agent = _pid(limactl.home, "ha.pid")
     os.kill(agent, signal.SIGSTOP)
     try:
@@ -108,43 +193,3 @@ def test_stop_with_a_stuck_host_agent_returns_in_time(limactl: Limactl, running:
     assert _record(limactl)["status"] == "Stopped"
     # The guest was asked to power down before anything was killed.
     assert "powering the guest down" in proc.stderr  # type: ignore[attr-defined]
-
-
-def test_guest_that_stops_answering_is_not_ready_and_not_killed(
-    limactl: Limactl, running: Path
-) -> None:
-    qemu = _pid(limactl.home, "qemu.pid")
-    qmp_sock = limactl.home / "t" / "qmp.sock"
-    with QMPClient(qmp_sock) as qmp:
-        qmp.execute("stop")  # the guest freezes; qemu and its user networking do not
-    try:
-        deadline = time.monotonic() + 90
-        while _condition(_record(limactl), "Ready")["status"] == "True":
-            assert time.monotonic() < deadline, "a frozen guest still counts as Ready"
-            time.sleep(1)
-        elapsed, proc = _timed(limactl, "apply", str(running))
-        assert proc.returncode == 1
-        assert "does not answer" in proc.stderr  # type: ignore[attr-defined]
-        assert elapsed < 15
-        assert qemu_pids_for(limactl.home) == [qemu]  # left as it was
-    finally:
-        with QMPClient(qmp_sock) as qmp:
-            qmp.execute("cont")
-    deadline = time.monotonic() + 90
-    while True:
-        proc = limactl("apply", str(running), check=False, timeout=120)
-        if proc.returncode == 0:
-            break
-        assert time.monotonic() < deadline, proc.stderr
-        time.sleep(2)
-    assert _condition(_record(limactl), "Ready")["status"] == "True"
-    assert qemu_pids_for(limactl.home) == [qemu]
-    # The guest's clock stood still while it was frozen; the heartbeat set it again.
-    deadline = time.monotonic() + 30
-    while True:
-        skew = int(limactl("shell", "t", "date", "-u", "+%s", timeout=60).stdout) - time.time()
-        if abs(skew) <= 4:
-            break
-        assert time.monotonic() < deadline, f"the guest clock is {skew:+.0f} s off"
-        time.sleep(2)
-    assert "guest clock was" in (limactl.home / "t" / "ha.stderr.log").read_text()

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, Limactl, kill_leftovers, qemu_pids_for
+from tests.integration.conftest import (
+    REPO,
+    Limactl,
+    kill_leftovers,
+    private_home,
+    qemu_pids_for,
+)
 
 EXAMPLE = REPO / "examples" / "tiny.yaml"
 FAST = 10.0  # seconds: "at once", with room for a loaded 2-core machine (measured: < 1 s)
@@ -134,9 +140,52 @@ def test_lost_basedisk_is_prepared_again_only_from_the_same_bytes(
     assert not qemu_alive(limactl)
 
 
-def test_lost_diffdisk_is_reported_never_made_blank(limactl: Limactl, tiny_yaml: Path) -> None:
+# --- 3. status.json as garbage or a directory; then a lost diffdisk on that instance --------
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Limactl, Path]]:
+    """A LIMA_HOME and lima.yaml (`t`) for the status.json test and the lost-diffdisk test
+    after it, which goes on with the instance the first leaves running."""
+    f = tmp_path_factory.mktemp("faults-files") / "t.yaml"
+    shutil.copy(EXAMPLE, f)
+    with private_home() as limactl:
+        yield limactl, f
+
+
+def test_unusable_status_json_is_rebuilt_from_facts(shared: tuple[Limactl, Path]) -> None:
+    limactl, tiny_yaml = shared
     inst = limactl.home / "t"
+    assert not inst.exists()
     limactl("apply", str(tiny_yaml), timeout=BOOT)
+    status = inst / "status.json"
+    status.unlink()
+    status.mkdir()
+    (status / "someone's file").write_text("keep")
+
+    proc, _ = timed(limactl, "stop", "t", timeout=120)
+    assert proc.returncode == 0, proc.stderr  # used to exit 70 with the VM still running
+    assert not qemu_alive(limactl)
+    assert f"{status}: Is a directory; rebuilding the status from facts" in proc.stderr
+    (aside,) = [p for p in inst.iterdir() if p.name.startswith("status.json.aside-")]
+    assert (aside / "someone's file").read_text() == "keep"
+    assert f"moved it aside to {aside}" in proc.stderr
+    assert json.loads(status.read_text())["phase"] == "stopped"
+
+    status.write_bytes(b"\xff\xfe{\x80 not json")
+    proc, _ = timed(limactl, "apply", str(tiny_yaml))
+    assert proc.returncode == 0, proc.stderr
+    assert "t: running" in proc.stdout
+    assert json.loads(status.read_text())["phase"] == "running"
+
+
+def test_lost_diffdisk_is_reported_never_made_blank(shared: tuple[Limactl, Path]) -> None:
+    # (After the status.json test, whose instance it takes over running: a boot less.)
+    limactl, tiny_yaml = shared
+    inst = limactl.home / "t"
+    if not qemu_alive(limactl):
+        print("the instance does not run (alone, or after a failure): applying it")
+        limactl("apply", str(tiny_yaml), timeout=BOOT)
+    assert record(limactl)["status"] == "Running"
     (inst / "diffdisk").unlink()
 
     proc, took = timed(limactl, "apply", str(tiny_yaml))
@@ -158,32 +207,6 @@ def test_lost_diffdisk_is_reported_never_made_blank(limactl: Limactl, tiny_yaml:
         assert "`limactl delete t`" in proc.stderr
         assert not (inst / "diffdisk").exists()
         assert not qemu_alive(limactl)
-
-
-# --- 3. status.json as garbage or a directory -------------------------------------------------
-
-def test_unusable_status_json_is_rebuilt_from_facts(limactl: Limactl, tiny_yaml: Path) -> None:
-    inst = limactl.home / "t"
-    limactl("apply", str(tiny_yaml), timeout=BOOT)
-    status = inst / "status.json"
-    status.unlink()
-    status.mkdir()
-    (status / "someone's file").write_text("keep")
-
-    proc, _ = timed(limactl, "stop", "t", timeout=120)
-    assert proc.returncode == 0, proc.stderr  # used to exit 70 with the VM still running
-    assert not qemu_alive(limactl)
-    assert f"{status}: Is a directory; rebuilding the status from facts" in proc.stderr
-    (aside,) = [p for p in inst.iterdir() if p.name.startswith("status.json.aside-")]
-    assert (aside / "someone's file").read_text() == "keep"
-    assert f"moved it aside to {aside}" in proc.stderr
-    assert json.loads(status.read_text())["phase"] == "stopped"
-
-    status.write_bytes(b"\xff\xfe{\x80 not json")
-    proc, _ = timed(limactl, "apply", str(tiny_yaml))
-    assert proc.returncode == 0, proc.stderr
-    assert "t: running" in proc.stdout
-    assert json.loads(status.read_text())["phase"] == "running"
 
 
 # --- 4. a full disk and a read-only LIMA_HOME -------------------------------------------------

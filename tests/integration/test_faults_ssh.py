@@ -1,6 +1,11 @@
 """ssh faults on the tiny guest, through the real CLI: instance names with '.' and '_',
 a guest that stops answering (paused with QMP `stop`), and a fixed ssh.localPort that is
-in TIME_WAIT after a stop or held by another process."""
+in TIME_WAIT after a stop or held by another process.
+
+The name, terminal and paused-guest checks share one instance, `my_vm.1` (booted once for
+the module; a boot each would cost more than the checks): they run in file order, each
+leaves it running, and each first makes sure it got a running instance, so one failure
+does not fail the ones after it. The fixed-port checks need their own spec and boots."""
 
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ from pathlib import Path
 import pytest
 
 from lima.drivers.qmp import QMPClient
-from tests.integration.conftest import REPO, Limactl, qemu_pids_for
+from tests.integration.conftest import REPO, Limactl, private_home, qemu_pids_for
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "tiny.yaml"
+NAME = "my_vm.1"  # '.' and '_' are not valid in a host name: the guest's is lima-my-vm-1
+HOST = "lima-my-vm-1"
 
 
 def _tiny(tmp_path: Path, name: str, extra: str = "") -> Path:
@@ -65,14 +72,35 @@ def _sockets_on(port: int) -> list[str]:
     return states
 
 
-def test_dotted_underscored_name_shell_and_ssh_config(limactl: Limactl, tmp_path: Path) -> None:
-    name = "my_vm.1"
-    limactl("apply", str(_tiny(tmp_path, name)), timeout=300)
-    shell = limactl("shell", name, "uname", "-n", check=False, timeout=60)
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Limactl, Path]]:
+    """The module's tiny instance NAME, booted once; a failed boot fails every test that
+    uses it, each with this fixture's error."""
+    spec = _tiny(tmp_path_factory.mktemp("faults-ssh"), NAME)
+    with private_home() as limactl:
+        limactl("apply", str(spec), timeout=300)
+        yield limactl, spec
+
+
+@pytest.fixture
+def on_shared(shared: tuple[Limactl, Path]) -> Limactl:
+    """The shared instance, running (one an earlier test left otherwise is applied again,
+    and the test says so); returns its limactl."""
+    limactl, spec = shared
+    listed = limactl("list", "--format", "json", NAME, check=False).stdout
+    if '"Running"' not in listed:
+        print(f"the shared instance was not running ({listed.strip()}): applying it again")
+        limactl("apply", str(spec), timeout=300)
+    return limactl
+
+
+def test_dotted_underscored_name_shell_and_ssh_config(on_shared: Limactl) -> None:
+    limactl = on_shared
+    shell = limactl("shell", NAME, "uname", "-n", check=False, timeout=60)
     assert shell.returncode == 0, shell.stderr
-    assert shell.stdout.strip() == "lima-my-vm-1"
-    assert limactl("shell", name, "true", check=False, timeout=60).returncode == 0
-    elapsed, ssh = _ssh(limactl.home / name / "ssh.config", "lima-my-vm-1")
+    assert shell.stdout.strip() == HOST
+    assert limactl("shell", NAME, "true", check=False, timeout=60).returncode == 0
+    elapsed, ssh = _ssh(limactl.home / NAME / "ssh.config", HOST)
     assert ssh.returncode == 0, ssh.stderr
     assert elapsed < 30
 
@@ -115,85 +143,10 @@ class _Terminal:
         os.close(self.master)
 
 
-@pytest.fixture
-def paused_tiny(limactl: Limactl, tmp_path: Path) -> Iterator[Path]:
-    """Tiny instance `t`, running and already shelled into once (so an ssh master runs);
-    the test pauses it. Always resumed at the end, never killed here."""
-    limactl("apply", str(_tiny(tmp_path, "t")), timeout=300)
-    assert limactl("shell", "t", "true", timeout=60).returncode == 0
-    sock = limactl.home / "t" / "qmp.sock"
-    try:
-        yield sock
-    finally:
-        with QMPClient(sock) as qmp:
-            qmp.execute("cont")
-
-
-def test_shell_to_a_paused_guest_fails_in_time_and_works_after_resume(
-    limactl: Limactl, paused_tiny: Path
-) -> None:
-    qemu = qemu_pids_for(limactl.home)
-    # A healthy guest is never cut: a command silent for longer than ssh's keepalive
-    # limit (15-20 s) still runs to its end, because sshd answers every ask.
-    elapsed, proc = _timed(limactl, "shell", "t", "sh", "-c", "sleep 25; echo done",
-                           timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "done" and elapsed >= 25
-
-    # An interactive session, open when the guest freezes.
-    term = _Terminal(limactl, "t")
-    try:
-        os.write(term.master, b"echo READY-$((40 + 2))\n")
-        term.wait_for(b"READY-42", timeout=60)
-
-        with QMPClient(paused_tiny) as qmp:
-            qmp.execute("stop")  # vCPUs frozen; qemu (and the port it forwards) stays up
-        paused = time.monotonic()
-
-        # A new command, through the running ssh master: its keepalives go unanswered.
-        elapsed, proc = _timed(limactl, "shell", "t", "true", timeout=120)
-        print(f"shell to a paused guest (through the master): exit {proc.returncode} "
-              f"after {elapsed:.1f} s\n{proc.stderr}")
-        assert proc.returncode == 255
-        assert elapsed < 60
-        assert "instance t does not answer over ssh" in proc.stderr
-        assert "`limactl stop -f t`" in proc.stderr
-        assert "paused" in proc.stderr
-
-        # The interactive session ended too, and said why on its terminal.
-        rc = term.proc.wait(timeout=max(1.0, paused + 60 - time.monotonic()))
-        shown = bytes(term.output).split(b"READY-42", 1)[1].decode(errors="replace")
-        print(f"interactive shell on a paused guest: exit {rc} after "
-              f"{term.closed_at - paused:.1f} s; its terminal then showed {shown!r}")
-        assert rc == 255
-        assert term.closed_at - paused < 60
-        assert "instance t does not answer over ssh" in shown
-        assert "`limactl stop -f t`" in shown
-    finally:
-        term.close()
-
-    # A fresh connection with ssh.config alone: no banner comes.
-    config = limactl.home / "t" / "ssh.config"
-    elapsed, ssh = _ssh(config, "lima-t")
-    print(f"ssh -F ssh.config to a paused guest: exit {ssh.returncode} after {elapsed:.1f} s\n"
-          f"{ssh.stderr}")
-    assert ssh.returncode == 255
-    assert elapsed < 30
-
-    with QMPClient(paused_tiny) as qmp:
-        qmp.execute("cont")
-    elapsed, proc = _timed(limactl, "shell", "t", "true", timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert elapsed < 30
-    assert _ssh(config, "lima-t")[1].returncode == 0
-    assert qemu_pids_for(limactl.home) == qemu  # nothing was killed or restarted
-
-
-def test_terminal_session_behaves_as_plain_ssh(limactl: Limactl, tmp_path: Path) -> None:
+def test_terminal_session_behaves_as_plain_ssh(on_shared: Limactl) -> None:
     # ssh runs as limactl's child (not exec'd): keys still reach the guest, and the
     # session's exit status is limactl's.
-    limactl("apply", str(_tiny(tmp_path, "t")), timeout=300)
-    term = _Terminal(limactl, "t")
+    term = _Terminal(on_shared, NAME)
     try:
         os.write(term.master, b"sleep 100; echo SLEPT-$((2 + 3))\n")
         time.sleep(2)
@@ -206,6 +159,80 @@ def test_terminal_session_behaves_as_plain_ssh(limactl: Limactl, tmp_path: Path)
         assert b"does not answer" not in term.output
     finally:
         term.close()
+
+
+@pytest.fixture
+def paused_tiny(on_shared: Limactl) -> Iterator[Path]:
+    """The shared instance, running and already shelled into once (so an ssh master
+    runs); the test pauses it. Always resumed at the end, never killed here."""
+    assert on_shared("shell", NAME, "true", timeout=60).returncode == 0
+    sock = on_shared.home / NAME / "qmp.sock"
+    try:
+        yield sock
+    finally:
+        with QMPClient(sock) as qmp:
+            qmp.execute("cont")
+
+
+def test_shell_to_a_paused_guest_fails_in_time_and_works_after_resume(
+    on_shared: Limactl, paused_tiny: Path
+) -> None:
+    limactl = on_shared
+    qemu = qemu_pids_for(limactl.home)
+    # A healthy guest is never cut: a command silent for longer than ssh's keepalive
+    # limit (15-20 s) still runs to its end, because sshd answers every ask.
+    elapsed, proc = _timed(limactl, "shell", NAME, "sh", "-c", "sleep 25; echo done",
+                           timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done" and elapsed >= 25
+
+    # An interactive session, open when the guest freezes.
+    term = _Terminal(limactl, NAME)
+    try:
+        os.write(term.master, b"echo READY-$((40 + 2))\n")
+        term.wait_for(b"READY-42", timeout=60)
+
+        with QMPClient(paused_tiny) as qmp:
+            qmp.execute("stop")  # vCPUs frozen; qemu (and the port it forwards) stays up
+        paused = time.monotonic()
+
+        # A new command, through the running ssh master: its keepalives go unanswered.
+        elapsed, proc = _timed(limactl, "shell", NAME, "true", timeout=120)
+        print(f"shell to a paused guest (through the master): exit {proc.returncode} "
+              f"after {elapsed:.1f} s\n{proc.stderr}")
+        assert proc.returncode == 255
+        assert elapsed < 60
+        assert f"instance {NAME} does not answer over ssh" in proc.stderr
+        assert f"`limactl stop -f {NAME}`" in proc.stderr
+        assert "paused" in proc.stderr
+
+        # The interactive session ended too, and said why on its terminal.
+        rc = term.proc.wait(timeout=max(1.0, paused + 60 - time.monotonic()))
+        shown = bytes(term.output).split(b"READY-42", 1)[1].decode(errors="replace")
+        print(f"interactive shell on a paused guest: exit {rc} after "
+              f"{term.closed_at - paused:.1f} s; its terminal then showed {shown!r}")
+        assert rc == 255
+        assert term.closed_at - paused < 60
+        assert f"instance {NAME} does not answer over ssh" in shown
+        assert f"`limactl stop -f {NAME}`" in shown
+    finally:
+        term.close()
+
+    # A fresh connection with ssh.config alone: no banner comes.
+    config = limactl.home / NAME / "ssh.config"
+    elapsed, ssh = _ssh(config, HOST)
+    print(f"ssh -F ssh.config to a paused guest: exit {ssh.returncode} after {elapsed:.1f} s\n"
+          f"{ssh.stderr}")
+    assert ssh.returncode == 255
+    assert elapsed < 30
+
+    with QMPClient(paused_tiny) as qmp:
+        qmp.execute("cont")
+    elapsed, proc = _timed(limactl, "shell", NAME, "true", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed < 30
+    assert _ssh(config, HOST)[1].returncode == 0
+    assert qemu_pids_for(limactl.home) == qemu  # nothing was killed or restarted
 
 
 def test_fixed_port_stop_then_apply_is_not_delayed(limactl: Limactl, tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """The lifecycle on real QEMU with the fast `build:tiny` guest, through the real CLI:
-apply, shell, ssh -F, stop, start again, delete; crash recovery; concurrent applies."""
+apply, shell, ssh -F, stop, start again, delete; crash recovery; concurrent applies.
+
+The concurrent applies' instance is then the one whose qemu is killed (a boot less); the
+kill test boots it itself when it runs alone or after a failure."""
 
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, Limactl, qemu_pids_for
+from tests.integration.conftest import REPO, Limactl, private_home, qemu_pids_for
 
 EXAMPLE = REPO / "examples" / "tiny.yaml"
 
@@ -103,20 +107,6 @@ def test_start_stop_by_name(limactl: Limactl, tiny_yaml: Path) -> None:
     assert qemu_pids_for(limactl.home) == []
 
 
-def test_kill_qemu_then_apply_recovers(limactl: Limactl, tiny_yaml: Path) -> None:
-    limactl("apply", str(tiny_yaml), timeout=300)
-    qemu = int((limactl.home / "t" / "qemu.pid").read_text())
-    os.kill(qemu, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while record(limactl)["status"] == "Running" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert record(limactl)["status"] in ("Broken", "Stopped")
-    out = limactl("apply", str(tiny_yaml), timeout=300)
-    assert "t: running" in out.stdout
-    assert record(limactl)["status"] == "Running"
-    assert len(qemu_pids_for(limactl.home)) == 1
-
-
 def test_kill_apply_mid_boot_then_apply_converges(limactl: Limactl, tiny_yaml: Path) -> None:
     proc = limactl.popen("apply", str(tiny_yaml))
     try:
@@ -134,10 +124,39 @@ def test_kill_apply_mid_boot_then_apply_converges(limactl: Limactl, tiny_yaml: P
     assert len(qemu_pids_for(limactl.home)) == 1
 
 
-def test_concurrent_applies_boot_once(limactl: Limactl, tiny_yaml: Path) -> None:
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Limactl, Path]]:
+    """A LIMA_HOME and lima.yaml (`t`) for the two tests below, in file order."""
+    f = tmp_path_factory.mktemp("lifecycle") / "t.yaml"
+    shutil.copy(EXAMPLE, f)
+    with private_home() as limactl:
+        yield limactl, f
+
+
+def test_concurrent_applies_boot_once(shared: tuple[Limactl, Path]) -> None:
+    limactl, tiny_yaml = shared
+    assert not (limactl.home / "t").exists()
     procs = [limactl.popen("apply", str(tiny_yaml)) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     verdicts = sorted(o[0].strip() for o in outs)
     assert verdicts == ["t: running", "t: unchanged"], outs
+    assert len(qemu_pids_for(limactl.home)) == 1
+
+
+def test_kill_qemu_then_apply_recovers(shared: tuple[Limactl, Path]) -> None:
+    limactl, tiny_yaml = shared  # running after the concurrent applies
+    if not qemu_pids_for(limactl.home):
+        print("the instance does not run (alone, or after a failure): applying it")
+        limactl("apply", str(tiny_yaml), timeout=300)
+    assert record(limactl)["status"] == "Running"
+    qemu = int((limactl.home / "t" / "qemu.pid").read_text())
+    os.kill(qemu, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while record(limactl)["status"] == "Running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert record(limactl)["status"] in ("Broken", "Stopped")
+    out = limactl("apply", str(tiny_yaml), timeout=300)
+    assert "t: running" in out.stdout
+    assert record(limactl)["status"] == "Running"
     assert len(qemu_pids_for(limactl.home)) == 1

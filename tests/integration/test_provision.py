@@ -132,7 +132,7 @@ message: |
 def test_probes_are_retried_and_a_failing_one_gives_its_hint(
     limactl: Limactl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LIMAPY_PROBE_TIMEOUT", "8")
+    monkeypatch.setenv("LIMAPY_PROBE_TIMEOUT", "5")  # the failing one waits it out
     monkeypatch.setenv("LIMAPY_PROBE_INTERVAL", "1")
     f = tmp_path / "pr.yaml"
     f.write_text(TINY + """\
