@@ -1,0 +1,457 @@
+"""limapy against libvirt on the same Debian image (issue 11): boot, warm start and stop.
+
+What a Linux user would pick instead of limapy is libvirt (`virt-install --import`). Both
+sides boot the image `build:debian-12` from limapy's image cache, with the same kernel,
+initrd and command line (direct kernel boot), the same network-config, 2 vCPUs, 2 GiB,
+TCG, and QEMU user networking with restrict=on and the ssh forward on 127.0.0.1 only.
+libvirt gets limapy's user-data without its boot scripts (cloud-config.yaml: the same
+user and ssh key) on a NoCloud seed attached on virtio-scsi (virt-install's own
+`--cloud-init` seed is a SATA CD-ROM, which the image's kernel cannot read), a qcow2
+overlay per run, and a fixed instance-id, as a user would have. limapy waits for full
+readiness (boot scripts, provisioning); libvirt waits for nothing.
+
+Runs are interleaved (limapy, libvirt, limapy, ...). Each run measures, from the command
+that starts the guest: the first ssh login and `cloud-init status` done (both by the same
+ssh poller, with the same options, on both sides), cold (a new instance or domain) and
+warm (stop, then start the same one), and the stop. For limapy also the return of
+`limactl apply` / `limactl start` (Running). limapy runs in a private LIMA_HOME with
+PYTHONPATH set to this repository.
+
+Usage (root; one Debian guest at a time, the script takes /tmp/limapy-debian.lock itself):
+  .venv/bin/python benchmarks/libvirt_compare.py [--runs 3]
+
+When `virsh`, `virt-install`, `libvirtd` or qemu are missing it installs them with
+apt-get (libvirt-daemon-system libvirt-clients virtinst qemu-system-x86, no recommends).
+The test suite and scripts/bootstrap never do. Without systemd it starts virtlogd and
+libvirtd itself and stops them at the end. /dev/kvm gets root:kvm 0660 for the run (as
+udev would; without it libvirtd keeps re-probing QEMU), and its owner and mode are put
+back at the end. Domains are named libvirt-compare-PID-N; only those are destroyed and
+undefined. Everything it starts or writes is removed at the end, also on errors and
+Ctrl-C.
+
+Known differences left as they are: libvirt boots with SeaBIOS (limapy uses qboot when
+installed, about 1.5 s less), libvirt's default devices (USB, balloon, ...), and QEMU's
+default TCG translation cache.
+
+Programs it starts (a benchmark: these are not all in lima.hostprograms): apt-get, virsh,
+virt-install, libvirtd, virtlogd, qemu-img, ssh, and python3 (`-m lima.cli`, limactl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import io
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.libvirt_host import (  # noqa: E402
+    DOMAIN_PREFIX,
+    URI,
+    Guest,
+    build_seed,
+    domain_state,
+    end_process,
+    free_port,
+    install_libvirt,
+    kvm_for_libvirt,
+    libvirt_daemon,
+    remove_domain,
+    sh,
+    start,
+    virt_install_argv,
+)
+
+EXAMPLE = REPO / "examples" / "default.yaml"
+NAME = "default"  # the instance examples/default.yaml makes
+RECIPE = "debian-12"  # examples/default.yaml: template:debian-12-local -> build:debian-12
+LOCK = "/tmp/limapy-debian.lock"
+DISK = "10G"
+BOOT_DEADLINE = 600.0
+STOP_DEADLINE = 180.0
+
+SSH_OPTS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=3", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+            "-o", "IdentitiesOnly=yes")
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+def parse_ssh_config(text: str) -> tuple[int, str, str] | None:
+    """(port, user, first identity file) of a limapy ssh.config, None when incomplete."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.replace("=", " ", 1).partition(" ")
+        found.setdefault(key.lower(), value.strip().strip('"'))
+    if not {"port", "user", "identityfile"} <= found.keys():
+        return None
+    return int(found["port"]), found["user"], found["identityfile"]
+
+
+def ssh_argv(port: int, user: str, key: str, *command: str) -> list[str]:
+    return ["ssh", *SSH_OPTS, "-i", key, "-p", str(port), f"{user}@127.0.0.1", *command]
+
+
+@dataclass
+class Points:
+    login: float | None = None  # seconds from the start command to the first ssh login
+    done: float | None = None  # ... to `cloud-init status` done
+    returned: float | None = None  # ... to the start command's return (limapy: Running)
+    status: str = ""
+
+
+def watch_boot(t0: float, target: Callable[[], tuple[int, str, str] | None],
+               proc: subprocess.Popen[str] | None = None) -> Points:
+    """Poll the guest over ssh from t0 until cloud-init is done (or errs).
+
+    Before the first login, a new attempt starts every 0.5 s (a probe sent before the
+    guest's NIC is up stalls for seconds), at most 6 at a time; after it, one at a time.
+    `proc` (the start command) has its return time recorded on the way.
+    """
+    pts = Points()
+    inflight: list[tuple[float, subprocess.Popen[str]]] = []
+    next_try = t0
+    try:
+        while time.monotonic() - t0 < BOOT_DEADLINE:
+            now = time.monotonic()
+            if proc is not None and pts.returned is None and proc.poll() is not None:
+                pts.returned = now - t0
+                if proc.returncode != 0:
+                    pts.status = f"start command failed ({proc.returncode})"
+                    return pts
+            for started, p in list(inflight):
+                if p.poll() is None and now - started < 20:
+                    continue
+                inflight.remove((started, p))
+                out = p.stdout.read() if p.poll() is not None and p.stdout else ""
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                if "status:" not in out:
+                    continue
+                if pts.login is None:
+                    pts.login = now - t0
+                status = out.split("status:", 1)[1].split()[0]
+                if status in ("done", "error", "degraded") and pts.done is None:
+                    pts.done, pts.status = now - t0, status
+            if pts.done is not None and (proc is None or pts.returned is not None):
+                return pts
+            limit = 6 if pts.login is None else 1
+            dest = target()
+            if pts.done is None and dest and now >= next_try and len(inflight) < limit:
+                p = subprocess.Popen(ssh_argv(*dest, "cloud-init", "status"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, text=True)
+                inflight.append((now, p))
+                next_try = now + 0.5
+            time.sleep(0.05)
+        pts.status = pts.status or "deadline"
+        return pts
+    finally:
+        for _, p in inflight:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+@dataclass
+class Run:
+    side: str
+    cold: Points = field(default_factory=Points)
+    warm: Points = field(default_factory=Points)
+    stop: float | None = None
+    load: float = 0.0
+    error: str = ""
+
+
+class Limapy:
+    """One limapy instance per run, from examples/default.yaml in a private LIMA_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(exist_ok=True)
+        pypath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = dict(os.environ, LIMA_HOME=str(home), PYTHONPATH=pypath)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "lima.cli", *args]
+
+    def limactl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return sh(self.argv(*args), timeout=timeout, env=self.env)
+
+    def _target(self, since: float) -> Callable[[], tuple[int, str, str] | None]:
+        """ssh.config's port, user and key, once written for this start (after `since`)."""
+        path = self.home / NAME / "ssh.config"
+
+        def target() -> tuple[int, str, str] | None:
+            try:
+                if path.stat().st_mtime < since:
+                    return None
+                return parse_ssh_config(path.read_text())
+            except (OSError, ValueError):
+                return None
+        return target
+
+    def boot(self, *args: str) -> Points:
+        since = time.time() - 0.01
+        t0 = time.monotonic()
+        proc = start(self.argv(*args), env=self.env, log=self.home / "limactl.log")
+        try:
+            return watch_boot(t0, self._target(since), proc)
+        finally:
+            end_process(proc)
+
+    def run(self, run: Run) -> None:
+        run.cold = self.boot("apply", str(EXAMPLE))
+        if run.cold.done is None or run.cold.status.startswith("start"):
+            raise RuntimeError(f"limactl apply: {run.cold.status}")
+        t = time.monotonic()
+        res = self.limactl("stop", NAME, timeout=STOP_DEADLINE)
+        run.stop = time.monotonic() - t
+        if res.returncode != 0:
+            raise RuntimeError(f"limactl stop: {res.stderr.strip()[-500:]}")
+        run.warm = self.boot("start", NAME)
+
+    def guest_inputs(self) -> tuple[str, str, str]:
+        """The running instance's user-data without boot scripts, network-config and
+        hostname (from its seed)."""
+        import pycdlib
+        import yaml
+
+        inst = self.home / NAME
+        iso = pycdlib.PyCdlib()
+        iso.open(str(inst / "cidata.iso"))
+        try:
+            texts = {}
+            for name in ("network-config", "meta-data"):
+                buf = io.BytesIO()
+                iso.get_file_from_iso_fp(buf, rr_path=f"/{name}")
+                texts[name] = buf.getvalue().decode()
+        finally:
+            iso.close()
+        host = str(yaml.safe_load(texts["meta-data"])["local-hostname"])
+        return (inst / "cloud-config.yaml").read_text(), texts["network-config"], host
+
+    def delete(self) -> None:
+        self.limactl("delete", "-f", NAME, timeout=STOP_DEADLINE)
+
+
+class Libvirt:
+    """One libvirt domain per run, booted from an overlay on a copy of the image."""
+
+    def __init__(self, work: Path, guest: Guest, user: str, key: str) -> None:
+        self.work, self.guest, self.count = work, guest, 0
+        self.user, self.key = user, key  # limapy's guest user and its ssh key
+        self.names: list[str] = []
+
+    def run(self, run: Run) -> None:
+        self.count += 1
+        name = f"{DOMAIN_PREFIX}-{os.getpid()}-{self.count}"
+        overlay, seed = self.work / f"{name}.qcow2", self.work / f"{name}-seed.iso"
+        sh(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+            str(self.guest.image), str(overlay), DISK], check=True)
+        build_seed(seed, self.guest, iid=name)
+        port = free_port()
+        self.names.append(name)
+        t0 = time.monotonic()
+        proc = start(virt_install_argv(name, self.guest, overlay, seed, port),
+                     log=self.work / "virt-install.log")
+        run.cold = watch_boot(t0, lambda: (port, self.user, self.key), proc)
+        if run.cold.done is None or run.cold.status.startswith("start"):
+            raise RuntimeError(f"virt-install: {run.cold.status}; see {self.work}")
+        t = time.monotonic()
+        sh(["virsh", "-c", URI, "shutdown", name], check=True)
+        while domain_state(name) != "shut off":
+            if time.monotonic() - t > STOP_DEADLINE:
+                raise RuntimeError(f"{name} did not stop")
+            time.sleep(0.1)
+        run.stop = time.monotonic() - t
+        t0 = time.monotonic()
+        proc = start(["virsh", "-c", URI, "start", name], log=self.work / "virsh.log")
+        run.warm = watch_boot(t0, lambda: (port, self.user, self.key), proc)
+        remove_domain(name)
+        self.names.remove(name)
+
+    def cleanup(self) -> None:
+        for name in self.names:
+            remove_domain(name)
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+FIGURES = (("cold login", "cold", "login"), ("cold done", "cold", "done"),
+           ("cold return", "cold", "returned"), ("warm login", "warm", "login"),
+           ("warm done", "warm", "done"), ("warm return", "warm", "returned"))
+
+
+def figures(run: Run) -> dict[str, float | None]:
+    out: dict[str, float | None] = {
+        label: getattr(getattr(run, part), attr) for label, part, attr in FIGURES}
+    out["stop"] = run.stop
+    return out
+
+
+def fmt(v: float | None) -> str:
+    return f"{v:6.1f}s" if v is not None else "     - "
+
+
+def medians(runs: Sequence[Run]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for run in runs:
+        for key in figures(run):
+            got = [v for r in runs if (v := figures(r)[key]) is not None]
+            out[key] = statistics.median(got) if got else None
+    return out
+
+
+def report(runs: Sequence[Run]) -> str:
+    lines = []
+    meds = {side: medians([r for r in runs if r.side == side and not r.error])
+            for side in ("limapy", "libvirt")}
+    for side, med in meds.items():
+        lines.append(f"-- median {side:7s}: " + ", ".join(f"{k} {fmt(v)}" for k, v in med.items()))
+    ratios = []
+    for key, lv in meds["libvirt"].items():
+        lp = meds["limapy"].get(key)
+        if lp is not None and lv:
+            ratios.append(f"{key} {lp / lv:.2f}x")
+    lines.append("-- limapy/libvirt: " + (", ".join(ratios) or "none (a side has no figures)"))
+    return "\n".join(lines)
+
+
+def print_run(i: int, run: Run) -> None:
+    figs = ", ".join(f"{k} {fmt(v)}" for k, v in figures(run).items())
+    tail = f" FAILED: {run.error}" if run.error else ""
+    print(f"  run {i} {run.side:7s} (load {run.load:.2f}): {figs}; cloud-init "
+          f"{run.cold.status or '-'}/{run.warm.status or '-'}{tail}", flush=True)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs of each side (default 3)")
+    args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")
+    return args
+
+
+def ensure_image(lima: Limapy) -> Guest:
+    """The cached build of the recipe, built by `limactl create` when missing."""
+    os.environ["PYTHONPATH"] = lima.env["PYTHONPATH"]
+    from lima.drivers.images.build import cached_image
+
+    built = cached_image(RECIPE)
+    if built is None:
+        print(f"build:{RECIPE} is not built: `limactl create` builds it", flush=True)
+        res = lima.limactl("create", "--tty=false", "--name", "imageprep", str(EXAMPLE),
+                           timeout=1800)
+        lima.limactl("delete", "-f", "imageprep")
+        built = cached_image(RECIPE)
+        if built is None:
+            raise SystemExit(f"no build:{RECIPE} after limactl create:\n{res.stderr[-2000:]}")
+    if built.kernel is None or built.initrd is None or not built.cmdline:
+        raise SystemExit(f"build:{RECIPE} has no kernel, initrd or cmdline")
+    return Guest(built.image, built.kernel, built.initrd, " ".join(built.cmdline.split()),
+                 "", "", "")
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (libvirt's system daemon, /dev/kvm)")
+    signal.signal(signal.SIGTERM, _interrupted)
+    install_libvirt()
+    work = Path(tempfile.mkdtemp(prefix="lvcmp", dir="/tmp"))
+    work.chmod(0o755)  # libvirt's qemu runs as libvirt-qemu: it must reach the files
+    lima = Limapy(work / "lima-home")
+    libvirt: Libvirt | None = None
+    runs: list[Run] = []
+    try:
+        image = ensure_image(lima)
+        lock = open(LOCK, "w")  # noqa: SIM115
+        print(f"waiting for {LOCK} ...", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        print(f"libvirt comparison: {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M:%S')}"
+              f", {args.runs} runs each, interleaved; work dir {work}", flush=True)
+        with kvm_for_libvirt(), libvirt_daemon(work):
+            for i in range(1, args.runs + 1):
+                for side in ("limapy", "libvirt"):
+                    run = Run(side, load=os.getloadavg()[0])
+                    try:
+                        if side == "limapy":
+                            lima.run(run)
+                            if libvirt is None:
+                                libvirt = _libvirt_from(lima, image, work)
+                            lima.delete()
+                        else:
+                            assert libvirt is not None
+                            libvirt.run(run)
+                    except (RuntimeError, subprocess.CalledProcessError,
+                            subprocess.TimeoutExpired) as exc:
+                        run.error = str(exc)[-600:]
+                    runs.append(run)
+                    print_run(i, run)
+                    if run.error:
+                        break
+                if runs[-1].error:
+                    break
+            if libvirt is not None:
+                libvirt.cleanup()
+        print(report(runs), flush=True)
+    finally:
+        if libvirt is not None and libvirt.names:
+            with contextlib.suppress(Exception):
+                libvirt.cleanup()
+        with contextlib.suppress(Exception):
+            lima.delete()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if runs and not any(r.error for r in runs) else 1
+
+
+def _libvirt_from(lima: Limapy, image: Guest, work: Path) -> Libvirt:
+    """libvirt's side, from the first limapy instance: its user-data, network-config,
+    hostname, user and key; the image, kernel and initrd copied where libvirt's qemu
+    (user libvirt-qemu) can read them."""
+    user_data, network_config, host = lima.guest_inputs()
+    dest = parse_ssh_config((lima.home / NAME / "ssh.config").read_text())
+    assert dest is not None
+    files = work / "image"
+    files.mkdir(mode=0o755)
+    copies = {}
+    for what in ("image", "kernel", "initrd"):
+        src: Path = getattr(image, what)
+        copies[what] = files / src.name
+        shutil.copyfile(src, copies[what])
+    guest = Guest(copies["image"], copies["kernel"], copies["initrd"], image.cmdline,
+                  user_data, network_config, host)
+    return Libvirt(work, guest, dest[1], dest[2])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
