@@ -223,13 +223,20 @@ class Limapy:
     def run(self, run: Run) -> None:
         run.cold = self.boot("apply", str(EXAMPLE))
         if run.cold.done is None or run.cold.status.startswith("start"):
-            raise RuntimeError(f"limactl apply: {run.cold.status}")
+            raise RuntimeError(f"limactl apply: {run.cold.status}: {self.log_tail()}")
         t = time.monotonic()
         res = self.limactl("stop", NAME, timeout=STOP_DEADLINE)
         run.stop = time.monotonic() - t
         if res.returncode != 0:
             raise RuntimeError(f"limactl stop: {res.stderr.strip()[-500:]}")
         run.warm = self.boot("start", NAME)
+        if run.warm.done is None or run.warm.status.startswith("start"):
+            raise RuntimeError(f"limactl start: {run.warm.status}: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.home / "limactl.log").read_text()[-400:].strip()
+        return ""
 
     def guest_inputs(self) -> tuple[str, str, str]:
         """The running instance's user-data without boot scripts, network-config and
@@ -277,7 +284,7 @@ class Libvirt:
                      log=self.work / "virt-install.log")
         run.cold = watch_boot(t0, lambda: (port, self.user, self.key), proc)
         if run.cold.done is None or run.cold.status.startswith("start"):
-            raise RuntimeError(f"virt-install: {run.cold.status}; see {self.work}")
+            raise RuntimeError(f"virt-install: {run.cold.status}: {self.log_tail()}")
         t = time.monotonic()
         sh(["virsh", "-c", URI, "shutdown", name], check=True)
         while domain_state(name) != "shut off":
@@ -288,12 +295,21 @@ class Libvirt:
         t0 = time.monotonic()
         proc = start(["virsh", "-c", URI, "start", name], log=self.work / "virsh.log")
         run.warm = watch_boot(t0, lambda: (port, self.user, self.key), proc)
+        if run.warm.done is None or run.warm.status.startswith("start"):
+            raise RuntimeError(f"virsh start: {run.warm.status}: {self.log_tail()}")
         remove_domain(name)
         self.names.remove(name)
 
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.work / "virt-install.log").read_text()[-400:].strip()
+        return ""
+
     def cleanup(self) -> None:
-        for name in self.names:
-            remove_domain(name)
+        for name in list(self.names):
+            with contextlib.suppress(Exception):
+                remove_domain(name)
+            self.names.remove(name)
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -390,7 +406,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="lvcmp", dir="/tmp"))
     work.chmod(0o755)  # libvirt's qemu runs as libvirt-qemu: it must reach the files
     lima = Limapy(work / "lima-home")
-    libvirt: Libvirt | None = None
     runs: list[Run] = []
     try:
         image = ensure_image(lima)
@@ -400,38 +415,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"libvirt comparison: {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M:%S')}"
               f", {args.runs} runs each, interleaved; work dir {work}", flush=True)
         with kvm_for_libvirt(), libvirt_daemon(work):
-            for i in range(1, args.runs + 1):
-                for side in ("limapy", "libvirt"):
-                    run = Run(side, load=os.getloadavg()[0])
-                    try:
-                        if side == "limapy":
-                            lima.run(run)
-                            if libvirt is None:
-                                libvirt = _libvirt_from(lima, image, work)
-                            lima.delete()
-                        else:
-                            assert libvirt is not None
-                            libvirt.run(run)
-                    except (RuntimeError, subprocess.CalledProcessError,
-                            subprocess.TimeoutExpired) as exc:
-                        run.error = str(exc)[-600:]
-                    runs.append(run)
-                    print_run(i, run)
-                    if run.error:
-                        break
-                if runs[-1].error:
-                    break
-            if libvirt is not None:
-                libvirt.cleanup()
+            run_interleaved(args.runs, lima, image, work, runs)
         print(report(runs), flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: cleaning up", flush=True)
+        return 130
     finally:
-        if libvirt is not None and libvirt.names:
-            with contextlib.suppress(Exception):
-                libvirt.cleanup()
         with contextlib.suppress(Exception):
             lima.delete()
         shutil.rmtree(work, ignore_errors=True)
     return 0 if runs and not any(r.error for r in runs) else 1
+
+
+def run_interleaved(count: int, lima: Limapy, image: Guest, work: Path, runs: list[Run]) -> None:
+    """limapy, libvirt, limapy, ... `count` times each, appending to `runs`; stops at the
+    first failure. Removes its libvirt domains before it returns (libvirtd is still up)."""
+    libvirt: Libvirt | None = None
+    try:
+        for i in range(1, count + 1):
+            for side in ("limapy", "libvirt"):
+                run = Run(side, load=os.getloadavg()[0])
+                try:
+                    if side == "limapy":
+                        lima.run(run)
+                        if libvirt is None:
+                            libvirt = _libvirt_from(lima, image, work)
+                        lima.delete()
+                    else:
+                        assert libvirt is not None
+                        libvirt.run(run)
+                except (RuntimeError, OSError, subprocess.CalledProcessError,
+                        subprocess.TimeoutExpired) as exc:
+                    run.error = str(exc)[-600:]
+                runs.append(run)
+                print_run(i, run)
+                if run.error:
+                    return
+    finally:
+        if libvirt is not None:
+            libvirt.cleanup()
 
 
 def _libvirt_from(lima: Limapy, image: Guest, work: Path) -> Libvirt:
