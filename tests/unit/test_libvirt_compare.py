@@ -69,10 +69,12 @@ def test_virt_install_boots_tcg_direct_kernel_with_a_loopback_only_network(
     assert f"path={tmp_path}/seed.iso,device=cdrom,bus=scsi" in joined
     assert "type=scsi,model=virtio-scsi" in argv
     assert argv[argv.index("--network") + 1] == "none"
-    netdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "--qemu-commandline"]
+    # `=`: virt-install's parser would take a separate "-netdev ..." for an option.
+    netdevs = [a.split("=", 1)[1] for a in argv if a.startswith("--qemu-commandline=")]
     assert netdevs[0] == ("-netdev user,id=net0,net=192.168.5.0/24,dhcpstart=192.168.5.15,"
                           "restrict=on,hostfwd=tcp:127.0.0.1:40123-:22")
     assert netdevs[1].startswith("-device virtio-net-pci,netdev=net0")
+    assert argv[argv.index("--cpu") + 1] == "mode=maximum"  # limapy's -cpu max under TCG
 
 
 def test_ssh_config_gives_port_user_and_first_key() -> None:
