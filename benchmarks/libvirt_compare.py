@@ -123,7 +123,7 @@ PROBE = ("cloud-init", "status")
 # One login that returns when cloud-init has finished (it polls inside the guest, which
 # costs the guest far less than a login every half second would).
 WAIT = ("sh", "-c", "'cloud-init status --wait >/dev/null 2>&1; cloud-init status'")
-PROBE_EVERY, PROBES_AT_ONCE, PROBE_LIFE = 0.5, 10, 30.0
+PROBE_EVERY, PROBES_AT_ONCE, PROBE_LIFE = 0.5, 2, 30.0
 
 
 def watch_boot(t0: float, target: Callable[[], tuple[int, str, str] | None],
@@ -132,7 +132,9 @@ def watch_boot(t0: float, target: Callable[[], tuple[int, str, str] | None],
 
     Before the first login, a new attempt starts every PROBE_EVERY s (a probe sent before
     the guest's NIC is up, or to a starved guest, stalls for seconds), at most
-    PROBES_AT_ONCE at a time; after it, one login waits for cloud-init. `proc` (the
+    PROBES_AT_ONCE at a time: every connection costs the guest an sshd of its own, and
+    ten at once kept a TCG guest from ever answering. After it, one login waits for
+    cloud-init. `proc` (the
     start command) has its return time recorded on the way.
     """
     pts = Points()
