@@ -132,9 +132,8 @@ def watch_boot(t0: float, target: Callable[[], tuple[int, str, str] | None],
 
     Before the first login, a new attempt starts every PROBE_EVERY s (a probe sent before
     the guest's NIC is up, or to a starved guest, stalls for seconds), at most
-    PROBES_AT_ONCE at a time: every connection costs the guest an sshd of its own, and
-    ten at once kept a TCG guest from ever answering. After it, one login waits for
-    cloud-init. `proc` (the
+    PROBES_AT_ONCE at a time (every connection costs the guest an sshd of its own).
+    After it, one login waits for cloud-init. `proc` (the
     start command) has its return time recorded on the way.
     """
     pts = Points()
