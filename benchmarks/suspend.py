@@ -2,8 +2,8 @@
 
 In a private LIMA_HOME under /tmp, the example (examples/tiny.yaml, or examples/default.yaml
 with --example default: the Debian image, run under `flock /tmp/limapy-debian.lock`) is
-applied once (its mount of ~ as reverse-sshfs: QEMU cannot save a guest with a mounted 9p
-export, and `limactl suspend` refuses one); then each run times, in this order:
+applied once, as it is (the Debian example's mounts are 9p: the suspend unmounts them in
+the guest first, the resume mounts them again); then each run times, in this order:
   1. `limactl suspend NAME` (wall time) and the size of suspend.state;
   2. resume: `limactl start NAME` -> the host agent's "ssh is ready" log line (ssh login
      works and the boot's marker is read) and -> the command's exit (Running);
@@ -91,8 +91,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lsb-yaml-"))
     spec = work / f"{NAME}.yaml"
     shutil.copy(EXAMPLES[args.example], spec)
-    if args.example == "default":
-        spec.write_text(spec.read_text() + "\nmountType: reverse-sshfs\n")
     suspends, sizes, resume_ssh, resume_run, cold_ssh, cold_run = [], [], [], [], [], []
     try:
         with debian_lock(args.example):

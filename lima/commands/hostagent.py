@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lima import paths
-from lima.errors import NotFoundError, SpecError
+from lima.errors import LimaError, NotFoundError, SpecError, TemporaryError
 from lima.names import instance_dir_for
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lima.drivers.hostagent.inotify import InotifyForwarder
     from lima.drivers.ssh import SSHGuest
     from lima.drivers.virtiofs import DaemonCommand
-    from lima.schemas.spec import InstanceSpec
+    from lima.schemas.spec import InstanceSpec, Mount
 
 
 class JSONFormatter(logging.Formatter):
@@ -98,6 +98,8 @@ class _LazyGuest:
         self.timeout, self.spec, self.resumed = timeout, spec, resumed
         self.inner: SSHGuest | None = None
         self.inotify: InotifyForwarder | None = None
+        self._unmounted: list[Mount] = []  # 9p mounts prepare_suspend unmounted
+        self._mounts_done = threading.Event()  # readiness has set the mounts up
 
     def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
         from lima.drivers.mounts import mount_all
@@ -115,6 +117,7 @@ class _LazyGuest:
             started = time.monotonic()  # the boot scripts are done: the budgets count from here
             errors = mount_all(client, mounts, spec.mount_type) if (
                 spec is not None and mounts) else []
+            self._mounts_done.set()
             if spec is not None and spec.mount_inotify and mounts:
                 from lima.drivers.hostagent.inotify import InotifyForwarder, channel_opener
 
@@ -147,6 +150,56 @@ class _LazyGuest:
 
     def alive(self, timeout: float) -> bool:
         return self.inner is not None and self.inner.alive(timeout)
+
+    def prepare_suspend(self) -> None:
+        """Before the state is saved: unmount the 9p mounts (lima.drivers.suspendmounts).
+        LimaError when one cannot be, with the guest as it was."""
+        from lima.drivers import suspendmounts
+
+        spec = self.spec if self.spec is not None else _spec_for_mounts(self.name)[0]
+        if spec is None or not suspendmounts.suspend_blocking(spec.mount_type, spec.mounts):
+            return
+        if not self._mounts_done.is_set():
+            # Readiness would mount them again under the suspend's feet: retried later.
+            raise TemporaryError("the guest's 9p mounts are not set up yet")
+        client, own = self._client()
+        try:
+            self._unmounted = suspendmounts.unmount_for_suspend(client, spec.mount_type,
+                                                                spec.mounts)
+        finally:
+            if own:
+                client.close()
+
+    def suspend_failed(self) -> list[str]:
+        """The state was not saved and the guest runs on: mount again what
+        prepare_suspend unmounted; one error per mount that did not come back."""
+        from lima.drivers import suspendmounts
+
+        unmounted, self._unmounted = self._unmounted, []
+        if not unmounted or self.spec is None:
+            return []
+        try:
+            client, own = self._client()
+        except LimaError as exc:
+            return [f"mount {m.location} on {m.mount_point} ({self.spec.mount_type}) failed: "
+                    f"no ssh login to mount it again: {exc}" for m in unmounted]
+        try:
+            return suspendmounts.remount(client, self.spec.mount_type, unmounted)
+        finally:
+            if own:
+                client.close()
+
+    def _client(self) -> tuple[paramiko.SSHClient, bool]:
+        """The readiness session when it is up, else a login of its own (True: close it)."""
+        from lima.drivers.ssh import wait_ssh
+
+        inner = self.inner
+        client = inner.client if inner is not None else None
+        transport = client.get_transport() if client is not None else None
+        if client is not None and transport is not None and transport.is_active():
+            return client, False
+        return wait_ssh(self.port, self.user, paths.user_identity(),
+                        deadline=time.monotonic() + 30.0, banner=False), True
 
 
 @click.command(hidden=True)

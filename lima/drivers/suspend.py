@@ -27,6 +27,9 @@ from lima.errors import LimaError, TemporaryError
 from lima.fsutil import atomic_write, fsync_dir
 
 META_VERSION = 1
+# In every refusal of a suspend because of a 9p mount (lima.drivers.suspendmounts, which the
+# host agent runs): lima.drivers.suspendop then fails the suspend at once, never retries it.
+MOUNT_REFUSED = "QEMU cannot save a guest with a mounted 9p export"
 FD_NAME = "limastate"
 _POLL = 0.05
 # Migration to a local file is bounded by the disk, not a network: no bandwidth cap.

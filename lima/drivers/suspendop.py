@@ -58,9 +58,9 @@ def suspend_instance(inst: Path, *, budget: float = STEP_BUDGET) -> Outcome:
                                      retry_after=0)
         if procs.hostagent_pid(inst) is not None and _failures(inst) > before:
             errors = [e for e in agent_progress(inst).errors if e.startswith(SUSPEND_FAILED)]
-            if "QMP migrate: " in errors[-1]:
-                # QEMU refused to migrate this guest (a device that cannot be migrated):
-                # asking again cannot help.
+            if "QMP migrate: " in errors[-1] or suspend.MOUNT_REFUSED in errors[-1]:
+                # QEMU refused to migrate this guest (a device that cannot be migrated), or
+                # a 9p mount in use could not be unmounted: asking again cannot help.
                 return Outcome.failure(errors[-1])
             return Outcome.temporary(errors[-1])
         if time.monotonic() > deadline:

@@ -16,9 +16,9 @@ from lima.states.phases import Phase
 FIELD = "x-limapy.runState"
 # The condition status.json carries while the file's run state cannot be reached.
 RUN_STATE_REFUSED = "RunStateRefused"
-# QEMU refuses to migrate a guest with these mounts: a 9p export mounted in the guest, and
-# vhost-user-fs devices (virtiofs).
-UNMIGRATABLE_MOUNTS = ("9p", "virtiofs")
+# QEMU cannot migrate vhost-user-fs devices (virtiofs) at all. 9p mounts are unmounted in the
+# guest by the host agent first (lima.drivers.suspendmounts), and mounted again on resume.
+UNMIGRATABLE_MOUNTS = ("virtiofs",)
 # The phases from which a suspend is the next step (the guest runs, or is being saved).
 _SUSPENDABLE = (Phase.RUNNING, Phase.SUSPENDING, Phase.SUSPENDED)
 
@@ -32,8 +32,8 @@ def suspend_refusal(spec: InstanceSpec) -> str:
     """Why the instance of `spec` cannot be suspended ("" when it can)."""
     if spec.mounts and spec.mount_type in UNMIGRATABLE_MOUNTS:
         return (f"instance {spec.name!r} cannot be suspended: QEMU cannot save a guest with "
-                f"{spec.mount_type} mounts (mountType: {spec.mount_type}); use mountType "
-                f"reverse-sshfs, or `limactl stop {spec.name}`")
+                f"{spec.mount_type} mounts (its vhost-user-fs devices cannot be migrated); "
+                f"use mountType 9p or reverse-sshfs, or `limactl stop {spec.name}`")
     return ""
 
 

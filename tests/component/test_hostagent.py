@@ -393,3 +393,85 @@ def test_second_start_is_refused(inst_dir: Path, daemon: Callable[[str], int]) -
     daemon("silent")
     with pytest.raises(BusyError):
         start_hostagent("ha", iid="iid-2", ssh_port=1, qemu_argv=SLEEPER)
+
+
+# --- suspend with mounts the guest must unmount first (9p) --------------------------------------
+
+class UnmountingGuest(FakeGuest):
+    """A guest with 9p mounts: prepare_suspend unmounts (or refuses), suspend_failed mounts
+    again; `calls` records the order against the state save."""
+
+    def __init__(self, calls: list[str], refuse: str = "") -> None:
+        super().__init__([])
+        self.calls = calls
+        self.refuse = refuse
+
+    def prepare_suspend(self) -> None:
+        self.calls.append("unmount")
+        if self.refuse:
+            raise LimaError(self.refuse)
+
+    def suspend_failed(self) -> list[str]:
+        self.calls.append("mount again")
+        return ["mount /h on /h (9p) failed: gone"]
+
+
+def _saving(calls: list[str], error: str = "") -> Callable[..., None]:
+    def save_state(inst: Path, argv: list[str], **kw: Any) -> None:
+        calls.append("save")
+        if error:
+            raise LimaError(error)
+    return save_state
+
+
+def test_suspend_unmounts_before_the_state_is_saved(
+    inst_dir: Path, run_agent: Callable[..., Running], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lima.drivers import suspend
+
+    calls: list[str] = []
+    monkeypatch.setattr(suspend, "save_state", _saving(calls))
+    r = run_agent(SLEEPER, UnmountingGuest(calls))
+    wait_for(lambda: "running" in kinds(inst_dir))
+    r.agent.request_suspend()
+    r.thread.join(30)
+    assert r.rc == 0
+    assert calls == ["unmount", "save"]  # nothing mounted again: the resume does it
+
+
+def test_a_refused_unmount_leaves_the_guest_running_unsaved(
+    inst_dir: Path, run_agent: Callable[..., Running], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lima.drivers import suspend
+
+    calls: list[str] = []
+    monkeypatch.setattr(suspend, "save_state", _saving(calls))
+    r = run_agent(SLEEPER, UnmountingGuest(calls, refuse="the 9p mount /h is in use"))
+    wait_for(lambda: "running" in kinds(inst_dir))
+    r.agent.request_suspend()
+    wait_for(lambda: statuses(inst_dir)[-1]["errors"])
+    assert calls == ["unmount"]  # no save, and nothing to mount again
+    last = statuses(inst_dir)[-1]
+    assert last["running"] and last["errors"] == ["suspend failed: the 9p mount /h is in use"]
+    assert r.thread.is_alive()
+    info = hostagent_info(inst_dir)
+    assert info is not None and info["phase"] == "running"
+    assert r.stop() == 0
+
+
+def test_a_failed_save_mounts_again(
+    inst_dir: Path, run_agent: Callable[..., Running], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lima.drivers import suspend
+
+    calls: list[str] = []
+    monkeypatch.setattr(suspend, "save_state", _saving(calls, "QMP migrate: no room"))
+    r = run_agent(SLEEPER, UnmountingGuest(calls))
+    wait_for(lambda: "running" in kinds(inst_dir))
+    r.agent.request_suspend()
+    wait_for(lambda: statuses(inst_dir)[-1]["errors"])
+    assert calls == ["unmount", "save", "mount again"]
+    assert statuses(inst_dir)[-1]["errors"] == ["suspend failed: QMP migrate: no room",
+                                                "mount /h on /h (9p) failed: gone"]
+    assert r.thread.is_alive()
+    assert r.stop() == 0

@@ -6,7 +6,8 @@ ha.stdout.log (lima.drivers.hostagent.events), waits for the guest's readiness, 
 the running guest with a heartbeat, runs the port forwarder (lima.drivers.hostagent.portfwd)
 and on SIGTERM powers the guest down through QMP. With `mountType: virtiofs` it starts one
 virtiofsd per mount before qemu and ends them once qemu is gone (hostagent/virtiofsd.py).
-On SIGUSR1 it suspends: the guest's state is saved to suspend.state (lima.drivers.suspend),
+On SIGUSR1 it suspends: the guest unmounts what QEMU cannot migrate (9p: the guest's
+prepare_suspend), the guest's state is saved to suspend.state (lima.drivers.suspend),
 then qemu quits and the agent exits; with `resume` it loads that state into the qemu it
 starts (with `-incoming defer`) instead of booting.
 """
@@ -366,8 +367,9 @@ class HostAgent:
             log.exception("the port forwarder did not start")
 
     def _save_state(self) -> bool:
-        """Suspend: save the guest's state (lima.drivers.suspend). True when saved (qemu is
-        then quit); on a failure the guest is continued and the error reported."""
+        """Suspend: unmount what QEMU cannot migrate (the guest's prepare_suspend), then save
+        the guest's state (lima.drivers.suspend). True when saved (qemu is then quit); on a
+        failure the guest is continued, its mounts mounted again, and the error reported."""
         from lima.drivers import qmp, suspend
         from lima.drivers.applied import read_applied
 
@@ -378,18 +380,23 @@ class HostAgent:
         argv = _without_incoming(procs.cmdline(self._qemu.pid) or self.qemu_argv)
         applied = read_applied(self.inst_dir)
         started = time.monotonic()
+        prepared = False
         try:
+            getattr(self.guest, "prepare_suspend", lambda: None)()
+            prepared = True
             suspend.save_state(self.inst_dir, argv, generation=applied.generation if applied
                                else "", iid=self.iid, ssh_port=self.ssh_port)
         except (LimaError, OSError) as exc:
             log.error("suspend failed: %s; the guest goes on running", exc)
-            with contextlib.suppress(LimaError, OSError), qmp.QMPClient(
-                    self.inst_dir / paths.QMP_SOCK) as client:
-                client.execute("cont")
+            errors = [*was["errors"], f"suspend failed: {exc}"]
+            if prepared:
+                with contextlib.suppress(LimaError, OSError), qmp.QMPClient(
+                        self.inst_dir / paths.QMP_SOCK) as client:
+                    client.execute("cont")
+                errors += getattr(self.guest, "suspend_failed", list)()
             with self._lock:
                 self._state["phase"] = was["phase"]
-            self._emit(running=bool(was["running"]), degraded=True,
-                       errors=[*was["errors"], f"suspend failed: {exc}"])
+            self._emit(running=bool(was["running"]), degraded=True, errors=errors)
             return False
         log.info("the guest's state is saved in %s (%.1f s); quitting qemu",
                  paths.SUSPEND_STATE, time.monotonic() - started)
