@@ -172,6 +172,8 @@ def test_suspend_resume_keeps_process_file_clock_forward_and_mounts(deb: Deb) ->
     assert f"{NAME}: suspended" in out.stdout
     assert qemu_pids_for(deb.limactl.home) == []
     assert deb.saved() == {"suspend.state", "suspend.json"}
+    log = (deb.limactl.home / NAME / "ha.stderr.log").read_text()  # the next start truncates it
+    assert "unmounted /mnt/rw (9p) for the suspend" in log
     assert deb.status() == "Suspended"
     table = deb.limactl("list", NAME).stdout.splitlines()
     assert table[1].split()[:2] == [NAME, "Suspended"]
@@ -188,8 +190,6 @@ def test_suspend_resume_keeps_process_file_clock_forward_and_mounts(deb: Deb) ->
     assert until(lambda: http_ok(deb.host_port), "the forward after resume", 60)
     assert deb.mounted() == {"/mnt/ro", "/mnt/rw"}
     mounts_work_both_ways(deb, "resumed")
-    log = (deb.limactl.home / NAME / "ha.stderr.log").read_text()
-    assert "unmounted /mnt/rw (9p) for the suspend" in log
 
 
 def test_kill_hostagent_during_suspend_continues_then_suspends(deb: Deb) -> None:
