@@ -41,6 +41,10 @@ BANNER = b"SSH-"
 # MaxStartups of 10, with the port forwarder's login probing too).
 MAX_IN_FLIGHT = 4
 PROBE_LIFETIME = 3.0
+# A login that timed out is tried again with twice the time, up to this (seconds): under
+# a heavily loaded host a TCG guest's key exchange and PAM session can take longer than
+# the first attempt's 10 s.
+MAX_ATTEMPT_TIMEOUT = 60.0
 
 
 class _Probe:
@@ -257,13 +261,28 @@ def wait_ssh(
     banner probe would cost its CPU an sshd fork and exec.
     """
 
+    probe = banner
+    timeout = attempt_timeout
+
     def attempt() -> paramiko.SSHClient:
-        if banner:
+        nonlocal probe, timeout
+        if probe:
             wait_banner(port, deadline=deadline)
+            # sshd listens: later attempts log in straight away. Probing again before each
+            # one costs a CPU-starved guest an sshd fork and exec per probe, enough to keep
+            # it from ever finishing a login.
+            probe = False
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TemporaryError(f"ssh on 127.0.0.1:{port}: deadline passed")
-        return connect(port, user, key_path, timeout=min(attempt_timeout, remaining))
+        started = time.monotonic()
+        try:
+            return connect(port, user, key_path, timeout=min(timeout, remaining))
+        except TemporaryError:
+            if time.monotonic() - started >= 0.9 * timeout:
+                # Timed out rather than refused: this guest is slow, give it longer.
+                timeout = min(2 * timeout, MAX_ATTEMPT_TIMEOUT)
+            raise
 
     retrying = tenacity.Retrying(
         stop=_deadline_stop(deadline),
