@@ -41,6 +41,9 @@ BANNER = b"SSH-"
 # MaxStartups of 10, with the port forwarder's login probing too).
 MAX_IN_FLIGHT = 4
 PROBE_LIFETIME = 3.0
+# Each probe retired without a banner doubles the next ones' lifetime, up to this; a probe
+# that the guest closes (nothing listens yet) brings it back to PROBE_LIFETIME.
+MAX_PROBE_LIFETIME = 30.0
 # A login that timed out is tried again with twice the time, up to this (seconds): under
 # a heavily loaded host a TCG guest's key exchange and PAM session can take longer than
 # the first attempt's 10 s.
@@ -97,6 +100,7 @@ def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
     """
     probes: list[_Probe] = []
     next_start = 0.0
+    lifetime = PROBE_LIFETIME
     last_error = "no banner yet"
     try:
         while True:
@@ -106,16 +110,20 @@ def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
                     f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline ({last_error})",
                     delay=interval,
                 )
-            for probe in [p for p in probes if now - p.started >= PROBE_LIFETIME]:
+            for probe in [p for p in probes if now - p.started >= lifetime]:
                 probe.close()
                 probes.remove(probe)
+                # No banner in a probe's lifetime: either it raced the NIC, or sshd listens
+                # but this guest is too slow to answer in time. Give later probes longer,
+                # or a guest slower than PROBE_LIFETIME would never show its banner.
+                lifetime = min(2 * lifetime, MAX_PROBE_LIFETIME)
             if now >= next_start and len(probes) < MAX_IN_FLIGHT:
                 try:
                     probes.append(_Probe(port, now))
                 except OSError as exc:
                     last_error = f"connect: {exc.strerror or exc}"
                 next_start = now + interval
-            wake = next_start if len(probes) < MAX_IN_FLIGHT else probes[0].started + PROBE_LIFETIME
+            wake = next_start if len(probes) < MAX_IN_FLIGHT else probes[0].started + lifetime
             wait = max(0.0, min(wake, deadline) - time.monotonic())
             readers = [p.sock for p in probes if p.connected]
             writers = [p.sock for p in probes if not p.connected]
@@ -130,6 +138,7 @@ def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
                     return
                 if result is False:
                     last_error = "connection closed before the banner"
+                    lifetime = PROBE_LIFETIME  # something answered: probes are quick again
                     probe.close()
                     probes.remove(probe)
     finally:

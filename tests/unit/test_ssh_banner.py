@@ -114,6 +114,26 @@ def test_slow_sshd_gets_to_answer(serve: Callable[[Handler], Server]) -> None:
     assert len(server.conns) == MAX_IN_FLIGHT
 
 
+def test_sshd_slower_than_a_probe_lifetime_still_answers(
+    serve: Callable[[Handler], Server],
+) -> None:
+    """Under a heavily loaded host sshd's banner can take longer than PROBE_LIFETIME: the
+    probes retired without one give their successors longer, so one lives to read it."""
+    delay = PROBE_LIFETIME + 1.5
+
+    def handler(conn: socket.socket, _: int) -> None:
+        time.sleep(delay)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    server = serve(handler)
+    start = time.monotonic()
+    wait_banner(server.port, deadline=start + 30)
+    assert time.monotonic() - start >= delay
+    # No flood: a handful of overlapping probes, not one every interval.
+    assert len(server.conns) <= 3 * MAX_IN_FLIGHT
+
+
 def test_silent_server_times_out(serve: Callable[[Handler], Server]) -> None:
     server = serve(lambda conn, n: None)
     with pytest.raises(TemporaryError, match="no SSH banner"):
