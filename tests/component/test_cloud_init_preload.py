@@ -1,0 +1,96 @@
+"""build:debian-12's cloud-init preload server and stage client (lima/assets/debian), run on
+the host against a stand-in `cloudinit` package: what a stage sees (argv, environment,
+working directory, streams, exit status) is what /usr/bin/cloud-init would have seen."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.component
+
+ASSETS = Path(__file__).resolve().parents[2] / "lima" / "assets" / "debian"
+FAKE_MAIN = '''
+import os, sys
+IMPORTED_IN = os.getpid()
+def main(argv):
+    print("argv", " ".join(argv[1:]))
+    print("env", os.environ.get("STAGE_ENV"))
+    print("cwd", os.getcwd())
+    print("forked", os.getpid() != IMPORTED_IN)
+    print("to stderr", file=sys.stderr)
+    return 3 if "--local" in argv else 0
+'''
+
+
+@pytest.fixture
+def fake_cloudinit(tmp_path: Path) -> Path:
+    pkg = tmp_path / "lib" / "cloudinit" / "cmd"
+    pkg.mkdir(parents=True)
+    (tmp_path / "lib" / "cloudinit" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "main.py").write_text(FAKE_MAIN)
+    return tmp_path / "lib"
+
+
+@pytest.fixture
+def server(tmp_path: Path, fake_cloudinit: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    sock = tmp_path / "ci.sock"
+    notify = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify))
+    listener.settimeout(20)
+    env = {**os.environ, "PYTHONPATH": str(fake_cloudinit), "LIMAPY_CLOUD_INIT_SOCK": str(sock),
+           "NOTIFY_SOCKET": str(notify)}
+    proc = subprocess.Popen([sys.executable, str(ASSETS / "cloud-init-preload")], env=env)
+    try:
+        assert listener.recv(64) == b"READY=1"
+        assert sock.exists()
+        yield proc, sock
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def stage(sock: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": os.environ["PATH"], "LIMAPY_CLOUD_INIT_SOCK": str(sock), **env}
+    return subprocess.run([sys.executable, "-IS", str(ASSETS / "cloud-init-stage"), *args],
+                          env=full, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
+    server: tuple[subprocess.Popen[bytes], Path], tmp_path: Path,
+) -> None:
+    proc, sock = server
+    local = stage(sock, tmp_path, "init", "--local", STAGE_ENV="first")
+    assert local.returncode == 3
+    assert local.stdout.splitlines() == [
+        "argv init --local", "env first", f"cwd {tmp_path}", "forked True"]
+    assert local.stderr.strip() == "to stderr"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    config = stage(sock, other, "modules", "--mode=config", STAGE_ENV="second")
+    assert config.returncode == 0
+    assert "env second" in config.stdout and f"cwd {other}" in config.stdout
+    assert proc.poll() is None  # still serving
+    final = stage(sock, tmp_path, "modules", "--mode=final")
+    assert final.returncode == 0 and "argv modules --mode=final" in final.stdout
+    assert proc.wait(timeout=20) == 0  # its work is done after the final stage
+    assert not sock.exists()
+
+
+def test_without_the_server_the_stage_runs_cloud_init_itself(tmp_path: Path) -> None:
+    fallback = tmp_path / "cloud-init"
+    fallback.write_text("#!/bin/sh\necho \"direct $*\"\nexit 5\n")
+    fallback.chmod(0o755)
+    out = stage(tmp_path / "absent.sock", tmp_path, "init", LIMAPY_CLOUD_INIT=str(fallback))
+    assert out.returncode == 5
+    assert out.stdout.strip() == "direct init"
