@@ -104,6 +104,14 @@ def one_run(home: Path) -> Run:
         if t0 is not None and key in times:
             setattr(run, key, times[key] - t0)
     run.analyze = guest(home, "systemd-analyze | head -1")
+    # Where the guest's time went: the units on the way to ssh and provisioning, and
+    # cloud-init's own stage times (which exclude its start-up).
+    run.extra["units"] = " ".join(guest(home, (
+        "systemd-analyze blame --no-pager | grep -E 'cloud-|wait-online|preload|ssh.service'"
+        " | awk '{u=$NF; $NF=\"\"; printf \"%s=%s \", u, $0}'")).split())
+    run.extra["stages"] = " ".join(
+        line.replace("Finished stage: ", "").replace(" seconds", "s")
+        for line in guest(home, "cloud-init analyze show | grep 'Finished stage'").splitlines())
     journal = guest(home, "journalctl -b -o short-monotonic --no-pager -u lima-guestagent")
     for line in journal.splitlines():
         if "first report" in line and " after start" in line:
@@ -174,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"(agent unit started at uptime {fmt(run.agent_unit)}, its first report "
                   f"{fmt(run.agent_first)} after its start; qemu CPU to Running "
                   f"{fmt(run.qemu_cpu)}; load "
-                  f"{os.getloadavg()[0]:.2f})\n      guest: {run.analyze}", flush=True)
+                  f"{os.getloadavg()[0]:.2f})\n      guest: {run.analyze}\n      units: "
+                  f"{run.extra.get('units', '')}\n      cloud-init stages: "
+                  f"{run.extra.get('stages', '')}", flush=True)
             if i + 1 < args.runs:
                 limactl(home, "delete", "-f", NAME, timeout=180)
             elif args.idle > 0:
