@@ -193,7 +193,9 @@ def virt_install_argv(name: str, guest: Guest, overlay: Path, seed: Path, port: 
         "--network", "none", "--graphics", "none", "--console", "pty,target_type=serial",
         "--rng", "/dev/urandom",
         f"--qemu-commandline=-netdev {netdev(port)}",
-        "--qemu-commandline=-device virtio-net-pci,netdev=net0,romfile=",
+        # An explicit slot on the root bus: without one QEMU takes slot 1, which libvirt
+        # gives its first pcie-root-port.
+        "--qemu-commandline=-device virtio-net-pci,netdev=net0,romfile=,bus=pcie.0,addr=0x10",
     ]
 
 
