@@ -347,7 +347,10 @@ def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: 
         return _apply_spec(plan, new, restart_policy, timeout, run_state=want)
     said = _apply_spec(plan, new, restart_policy, timeout, run_state="running")
     refusal = suspend_refusal(new.spec) if want == "suspended" else ""
-    _mark_refused(plan.name, refusal)
+    from lima.controller.planner import mark_run_state_refused
+    from lima.controller.status_store import StatusStore
+
+    mark_run_state_refused(StatusStore(), plan.name, refusal)
     if refusal:
         raise LimaError(f"{refusal} (x-limapy.runState: suspended); instance "
                         f"{plan.name!r} is left running")
@@ -356,23 +359,6 @@ def _apply_one(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: 
     converge(plan.name, "suspended", spec=new.spec, generation=_stored_generation(plan.name)
              or new.generation, timeout=timeout, verb="apply")
     return "suspended"
-
-
-def _mark_refused(name: str, refusal: str) -> None:
-    """status.json's RunStateRefused condition: why the file's run state is not reached
-    (set), or nothing to say (cleared)."""
-    from lima.controller.status_store import StatusStore
-    from lima.states.model import CondStatus
-    from lima.states.runstate import RUN_STATE_REFUSED
-
-    store = StatusStore()
-    status = store.load(name)
-    if status is None or (not refusal and status.condition(RUN_STATE_REFUSED) is None):
-        return
-    cond = CondStatus.TRUE if refusal else CondStatus.FALSE
-    store.save(name, status.with_condition(
-        RUN_STATE_REFUSED, cond, "SuspendImpossible" if refusal else "Reached", refusal,
-        time.time(), status.generation))
 
 
 def _apply_spec(plan: InstancePlan, new: Resolved, restart_policy: str, timeout: float,

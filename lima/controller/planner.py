@@ -96,25 +96,10 @@ class Planner:
         if refused:
             want = RunState.RUNNING
         step = runstate.next_run_state(want, status.phase if status is not None else None)
-        mark = functools.partial(self._mark_refused, name, refused)
+        mark = functools.partial(mark_run_state_refused, self.store, name, refused, self.now)
         return replace(target, desired=replace(target.desired, run_state=step),
                        before=_then(target.before, mark), refused=refused,
                        then=want if step is not want else None)
-
-    def _mark_refused(self, name: str, refused: str) -> None:
-        """Under the lock: status.json's RunStateRefused condition says why the file's run
-        state is not reached, or is cleared once it can be."""
-        status = self.store.load(name)
-        if status is None or (not refused and status.condition(RUN_STATE_REFUSED) is None):
-            return
-        old = status.condition(RUN_STATE_REFUSED)
-        if old is not None and old.message == refused and bool(refused) == status.is_true(
-                RUN_STATE_REFUSED):
-            return
-        self.store.save(name, status.with_condition(
-            RUN_STATE_REFUSED, CondStatus.TRUE if refused else CondStatus.FALSE,
-            "SuspendImpossible" if refused else "Reached", refused, self.now(),
-            status.generation))
 
     def _plan(
         self, name: str, path: Path, resolved: schemas.Resolved, status: Status | None,
@@ -189,6 +174,23 @@ class Planner:
         status = self.store.load(name)
         if status is not None and status.generation:
             self.store.save(name, replace(status, generation=new.generation))
+
+
+def mark_run_state_refused(store: StatusStore, name: str, refused: str,
+                           now: Callable[[], float] = time.time) -> None:
+    """status.json's RunStateRefused condition says why the file's run state is not reached
+    (`refused`), or is cleared once it can be; unchanged conditions are not rewritten. The
+    planner calls it under the instance lock, `limactl apply` after driving the instance."""
+    status = store.load(name)
+    old = status.condition(RUN_STATE_REFUSED) if status is not None else None
+    if status is None or (not refused and old is None):
+        return
+    if old is not None and old.message == refused and bool(refused) == status.is_true(
+            RUN_STATE_REFUSED):
+        return
+    store.save(name, status.with_condition(
+        RUN_STATE_REFUSED, CondStatus.TRUE if refused else CondStatus.FALSE,
+        "SuspendImpossible" if refused else "Reached", refused, now(), status.generation))
 
 
 _RUN_STATE_OF = {Phase.RUNNING: "running", Phase.STOPPED: "stopped",
