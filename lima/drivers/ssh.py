@@ -8,7 +8,9 @@ other ssh failures.
 Readiness works around QEMU user networking: the forwarded port accepts a TCP
 connection at once even when nothing listens in the guest, and a connection opened
 before the guest NIC is up stalls for seconds. Only an `SSH-` banner proves sshd is up,
-so `wait_banner` keeps several short, overlapping connection attempts in flight.
+so `wait_banner` keeps several short, overlapping connection attempts in flight until the
+guest shows its NIC is up (it closes a probe: nothing listens yet), then one at a time.
+Threads of one process waiting for the same port share one prober.
 """
 
 from __future__ import annotations
@@ -41,9 +43,14 @@ BANNER = b"SSH-"
 # MaxStartups of 10, with the port forwarder's login probing too).
 MAX_IN_FLIGHT = 4
 PROBE_LIFETIME = 3.0
-# Each probe retired without a banner doubles the next ones' lifetime, up to this; a probe
-# that the guest closes (nothing listens yet) brings it back to PROBE_LIFETIME.
+# Each probe retired without a banner doubles the next ones' lifetime, up to this; once the
+# guest has closed a probe (its NIC is up, nothing listens yet), probes live this long.
 MAX_PROBE_LIFETIME = 30.0
+# Once the guest has closed a probe, its NIC is up: a new probe can no longer stall on it,
+# and a silent one is sshd forking and exec'ing under TCG. Overlapping probes then only
+# cost the guest more sshd processes (measured on a Debian boot: ten in two seconds, with
+# the port forwarder's own prober), so at most this many stay in flight.
+IN_FLIGHT_NIC_UP = 1
 # A login that timed out is tried again with twice the time, up to this (seconds): under
 # a heavily loaded host a TCG guest's key exchange and PAM session can take longer than
 # the first attempt's 10 s.
@@ -93,19 +100,66 @@ class _Probe:
         return self.data.startswith(BANNER)
 
 
-def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
+class _SharedProbe:
+    """The prober of one port in this process, and whether it saw a banner."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.found = False
+
+
+_shared_lock = threading.Lock()
+_shared: dict[int, _SharedProbe] = {}
+
+
+def wait_banner(
+    port: int, *, deadline: float, interval: float = 0.25,
+    cancelled: Callable[[], bool] | None = None,
+) -> None:
     """Return once a connection to 127.0.0.1:`port` reads an `SSH-` banner.
 
-    `deadline` is a `time.monotonic()` value; past it, raise TemporaryError.
+    `deadline` is a `time.monotonic()` value; past it (or once `cancelled()` is true),
+    raise TemporaryError. While another thread of this process probes the same port, this
+    one waits for that prober's answer instead of opening connections of its own (each one
+    costs the guest an sshd fork and exec), and takes over if that prober gives up.
     """
+    while True:
+        with _shared_lock:
+            shared = _shared.get(port)
+            leader = shared is None
+            if shared is None:
+                shared = _shared[port] = _SharedProbe()
+        if leader:
+            break
+        while not shared.done.wait(timeout=min(interval, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or (cancelled is not None and cancelled()):
+                raise TemporaryError(
+                    f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline", delay=interval
+                )
+        if shared.found:
+            return
+        # That prober gave up (its own deadline): probe in its place.
+    try:
+        _probe_banner(port, deadline=deadline, interval=interval, cancelled=cancelled)
+        shared.found = True
+    finally:
+        with _shared_lock:
+            _shared.pop(port, None)
+        shared.done.set()
+
+
+def _probe_banner(
+    port: int, *, deadline: float, interval: float, cancelled: Callable[[], bool] | None
+) -> None:
     probes: list[_Probe] = []
     next_start = 0.0
     lifetime = PROBE_LIFETIME
+    limit = MAX_IN_FLIGHT
     last_error = "no banner yet"
     try:
         while True:
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or (cancelled is not None and cancelled()):
                 raise TemporaryError(
                     f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline ({last_error})",
                     delay=interval,
@@ -117,14 +171,14 @@ def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
                 # but this guest is too slow to answer in time. Give later probes longer,
                 # or a guest slower than PROBE_LIFETIME would never show its banner.
                 lifetime = min(2 * lifetime, MAX_PROBE_LIFETIME)
-            if now >= next_start and len(probes) < MAX_IN_FLIGHT:
+            if now >= next_start and len(probes) < limit:
                 try:
                     probes.append(_Probe(port, now))
                 except OSError as exc:
                     last_error = f"connect: {exc.strerror or exc}"
                 next_start = now + interval
-            wake = next_start if len(probes) < MAX_IN_FLIGHT else probes[0].started + lifetime
-            wait = max(0.0, min(wake, deadline) - time.monotonic())
+            wake = next_start if len(probes) < limit else probes[0].started + lifetime
+            wait = max(0.0, min(wake, deadline, now + 1.0) - time.monotonic())
             readers = [p.sock for p in probes if p.connected]
             writers = [p.sock for p in probes if not p.connected]
             if not readers and not writers:
@@ -138,7 +192,11 @@ def wait_banner(port: int, *, deadline: float, interval: float = 0.25) -> None:
                     return
                 if result is False:
                     last_error = "connection closed before the banner"
-                    lifetime = PROBE_LIFETIME  # something answered: probes are quick again
+                    # The guest answered: its NIC is up, so no new probe can stall on it, and
+                    # one that stays silent is sshd forking and exec'ing, however slowly:
+                    # one probe at a time, kept until the banner or the guest closes it.
+                    limit = IN_FLIGHT_NIC_UP
+                    lifetime = MAX_PROBE_LIFETIME
                     probe.close()
                     probes.remove(probe)
     finally:

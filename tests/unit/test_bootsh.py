@@ -387,3 +387,54 @@ def test_timezone_without_cloud_init(kind: str, tmp_path: Path) -> None:
     result = _run(kind, tmp_path, seed, **files)
     assert result.returncode == 0  # a warning, not a failure
     assert "timezone Europe/Paris not set" in (tmp_path / "log" / "lima-init.log").read_text()
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_provisioning_waits_for_the_shares_cloud_init_mounts(kind: str, tmp_path: Path) -> None:
+    """`mode: boot` steps run at once; provisioning steps only once every 9p share is in
+    the mount table (cloud-init mounts them in a later stage)."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    with (seed / "lima.env").open("a") as env:
+        env.write("LIMA_CIDATA_MOUNTTYPE=9p\nLIMA_CIDATA_MOUNTS=2\n"
+                  "LIMA_CIDATA_MOUNTS_0_MOUNTPOINT=/home/me\n"
+                  "LIMA_CIDATA_MOUNTS_1_MOUNTPOINT=/tmp/lima\n")
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw 0 0\nshare0 /home/me 9p ro 0 0\n")
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (ci / "result.json").write_text('{"v1": {"errors": []}}')
+    (ci / "result.json").rename(tmp_path / "result.json")
+    # The second share and then cloud-init's result appear a moment later.
+    _script(seed / "boot" / "20-mounts-later",
+            f'( sleep 1; echo "share1 /tmp/lima 9p rw 0 0" >>"{mounts}";'
+            f' mv "{tmp_path}/result.json" "{ci}/" ) &\n'
+            f'grep -c . "{mounts}" >"{tmp_path}/seen-by-boot"\n')
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_CLOUD_INIT_TIMEOUT="10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "seen-by-boot").read_text().strip() == "2"
+    assert (tmp_path / "run" / "lima-boot-done").exists()
+    log = (tmp_path / "log" / "lima-init.log").read_text()
+    assert "Waiting for the mounts" in log
+    assert "not mounted" not in log
+    # The provisioning steps ran after the mount: the log says so in order.
+    assert log.index("Waiting for the mounts") < log.index("provision.dependency/00000001")
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_a_share_that_never_mounts_is_a_warning(kind: str, tmp_path: Path) -> None:
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    with (seed / "lima.env").open("a") as env:
+        env.write("LIMA_CIDATA_MOUNTTYPE=virtiofs\nLIMA_CIDATA_MOUNTS=1\n"
+                  "LIMA_CIDATA_MOUNTS_0_MOUNTPOINT=/nowhere\n")
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw 0 0\n")
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (ci / "result.json").write_text('{"v1": {"errors": []}}')
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts))
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (tmp_path / "log" / "lima-init.log").read_text()
+    assert "/nowhere is not mounted" in log
+    assert (tmp_path / "order").read_text().split()[-1] == "user-script"

@@ -168,3 +168,21 @@ def test_debian_initramfs_and_blacklist_keep_mounts_and_disks_loadable() -> None
                    "virtio_blk", "virtio_net", "virtio_console", "fuse", "ext4"):
         assert module not in blacklist
     assert "ssh.service" not in build_debian.MASKED_UNITS
+
+
+def test_debian_keeps_the_generators_a_limapy_guest_uses() -> None:
+    # fstab (/ and the mounts cloud-init writes), getty (serial console) and cloud-init's
+    # own generator must still run; the masked ones are real systemd generators.
+    masked = set(build_debian.MASKED_GENERATORS)
+    assert not masked & {"systemd-fstab-generator", "systemd-getty-generator",
+                         "cloud-init-generator"}
+    assert all(g.startswith("systemd-") and g.endswith("-generator") for g in masked)
+
+
+def test_debian_initramfs_init_reads_root_from_the_kernel_command_line() -> None:
+    init = build_debian._asset(build_debian.INITRAMFS_INIT).decode()
+    assert init.startswith("#!/bin/busybox sh\n")
+    # The image's command line names / by label; the init resolves it and hands over.
+    assert f"root=LABEL={build_debian.ROOT_LABEL}" in build_debian.CMDLINE
+    assert "findfs" in init and "switch_root /root" in init
+    assert "crc32c_generic" in build_debian.INITRAMFS_MODULES

@@ -237,13 +237,34 @@ def test_iso_basedisk_boots_from_cdrom(inst: Path) -> None:
 
 def test_kernel_initrd_cmdline_and_qboot(inst: Path) -> None:
     with_kernel(inst, cmdline="root=LABEL=lima-root console=ttyS0\n  quiet")
-    argv = build(inst)
+    argv = build(inst, accel="kvm")
     assert one(argv, "-kernel") == f"{inst.absolute()}/kernel"
     assert one(argv, "-initrd") == f"{inst.absolute()}/initrd"
     assert one(argv, "-append") == "root=LABEL=lima-root console=ttyS0 quiet"
     assert one(argv, "-bios") == "/q/qboot.rom"
     assert "-boot" not in argv
     assert not any(d.startswith("if=pflash") for d in values(argv, "-drive"))
+
+
+def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -> None:
+    with_kernel(inst, cmdline="root=LABEL=lima-root console=ttyS0 quiet")
+    words = one(build(inst, accel="tcg"), "-append").split()
+    assert words[:3] == ["root=LABEL=lima-root", "console=ttyS0", "quiet"]
+    assert "cryptomgr.notests" in words
+    blacklist = [w for w in words if w.startswith("module_blacklist=")]
+    assert len(blacklist) == 1
+    listed = set(blacklist[0].split("=")[1].split(","))
+    assert {"kvm", "kvm_amd", "kvm_intel", "aesni_intel"} <= listed
+    # Forced by QEMU_SYSTEM_*: the forced accelerator decides.
+    forced = build(inst, accel="kvm", binary=[BIN[0], "-accel", "tcg"])
+    assert "cryptomgr.notests" in one(forced, "-append").split()
+
+
+def test_tcg_cmdline_keeps_the_images_own_choices(inst: Path) -> None:
+    with_kernel(inst, cmdline="console=ttyS0 module_blacklist=floppy cryptomgr.notests=0")
+    assert one(build(inst, accel="tcg"), "-append") == (
+        "console=ttyS0 module_blacklist=floppy cryptomgr.notests=0"
+    )
 
 
 def test_kernel_without_initrd_cmdline_or_qboot(inst: Path) -> None:

@@ -159,3 +159,75 @@ def test_refused_port_times_out() -> None:
         port = s.getsockname()[1]
     with pytest.raises(TemporaryError):
         wait_banner(port, deadline=time.monotonic() + 0.6)
+
+
+def test_nic_up_means_one_probe_at_a_time(serve: Callable[[Handler], Server]) -> None:
+    """Like a guest whose NIC is up but whose sshd is slow to start: the first connections
+    are closed (nothing listens), the later ones are sshd forking for seconds. After the
+    first close, probes no longer overlap: each would cost the guest another sshd."""
+    def handler(conn: socket.socket, n: int) -> None:
+        if n < 2:
+            conn.close()
+            return
+        time.sleep(1.0)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    server = serve(handler)
+    wait_banner(server.port, deadline=time.monotonic() + 20, interval=0.05)
+    # Two closed ones, then the one that answered: no others opened meanwhile.
+    assert len(server.conns) == 3
+
+
+def test_threads_waiting_for_one_port_share_a_prober(serve: Callable[[Handler], Server]) -> None:
+    def handler(conn: socket.socket, _: int) -> None:
+        time.sleep(0.8)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    server = serve(handler)
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            wait_banner(server.port, deadline=time.monotonic() + 20)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=waiter) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # One prober's connections, not three probers' (MAX_IN_FLIGHT each).
+    assert len(server.conns) <= MAX_IN_FLIGHT
+
+
+def test_a_cancelled_wait_stops_probing(serve: Callable[[Handler], Server]) -> None:
+    server = serve(lambda conn, n: None)
+    start = time.monotonic()
+    with pytest.raises(TemporaryError):
+        wait_banner(server.port, deadline=start + 20,
+                    cancelled=lambda: time.monotonic() > start + 0.3)
+    assert time.monotonic() - start < 2.0
+
+
+def test_nic_up_probe_waits_out_a_slow_sshd(serve: Callable[[Handler], Server]) -> None:
+    """Once the guest has closed a probe, a silent one is sshd starting: it is kept past
+    PROBE_LIFETIME instead of being retired (which killed that sshd before its banner)."""
+    delay = PROBE_LIFETIME + 1.0
+
+    def handler(conn: socket.socket, n: int) -> None:
+        if n == 0:
+            conn.close()
+            return
+        time.sleep(delay)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    server = serve(handler)
+    start = time.monotonic()
+    wait_banner(server.port, deadline=start + 20, interval=0.05)
+    assert time.monotonic() - start >= delay
+    assert len(server.conns) == 2

@@ -15,8 +15,9 @@
 #                          being the step as lima.yaml has it (provision.labels).
 #   $RUN/lima-provision/   each step's output, kept for this boot.
 # Stale markers of an earlier boot are removed at start. Order (Lima's): boot/* (ours,
-# then `mode: boot` steps), provision.dependency/*, provision.data/*.sh, provision.yq/*
-# (util/lima-yq, needs python3), provision.system/* as root, then provision.user/* as
+# then `mode: boot` steps), the wait for the 9p/virtiofs mounts, provision.dependency/*,
+# provision.data/*.sh, provision.yq/* (util/lima-yq, needs python3), provision.system/*
+# as root, then provision.user/* as
 # the guest user (after waiting, bounded, for the user to exist). A guest without
 # cloud-init reports caCerts and upgradePackages as not done.
 # Output goes to $LIMA_BOOT_LOG and the console.
@@ -26,6 +27,7 @@
 #   LIMA_BOOT_LOG (/var/log/lima-init.log)  LIMA_BOOT_CONSOLE (/dev/console)
 #   LIMA_BOOT_ETC_ENVIRONMENT (/etc/environment)
 #   LIMA_BOOT_USER_TIMEOUT (300 s)
+#   LIMA_BOOT_MOUNTS_FILE (/proc/mounts)  LIMA_BOOT_MOUNT_TIMEOUT (120 s)
 #   LIMA_BOOT_SYSTEMD_USER_TIMEOUT (30 s; 0 = do not start the user's systemd instance)
 #   LIMA_BOOT_RUN_AS: command prefix that runs "$prefix USER /bin/sh WRAPPER" instead
 #                     of runuser/su/sudo.
@@ -43,6 +45,8 @@ SYSTEMD_USER_TIMEOUT="${LIMA_BOOT_SYSTEMD_USER_TIMEOUT:-30}"
 CLOUD_INIT_RUN="${LIMA_BOOT_CLOUD_INIT_RUN:-/run/cloud-init}"
 CLOUD_INIT_TIMEOUT="${LIMA_BOOT_CLOUD_INIT_TIMEOUT:-600}"
 RUN_AS="${LIMA_BOOT_RUN_AS:-}"
+MOUNTS_FILE="${LIMA_BOOT_MOUNTS_FILE:-/proc/mounts}"
+MOUNT_TIMEOUT="${LIMA_BOOT_MOUNT_TIMEOUT:-120}"
 # How many lines of a failing step's output its failure record quotes.
 TAIL_LINES="${LIMA_BOOT_TAIL_LINES:-5}"
 export LIMA_CIDATA_MNT
@@ -241,6 +245,34 @@ wait_for_cloud_init() {
 	fi
 }
 
+# cloud-init mounts the 9p and virtiofs shares (fstab, its mounts module); on
+# build:debian-12 that runs in its config stage, after sshd starts. The provisioning
+# steps (not `mode: boot`, which come first as on Lima) see them mounted, as they do on
+# Lima, which runs them from cloud-init's final stage. Bounded: a share that never
+# mounts (nofail) is a warning, and cloud-init reports its own errors.
+wait_for_mounts() {
+	[ -d "$CLOUD_INIT_RUN" ] || return 0
+	case "${LIMA_CIDATA_MOUNTTYPE:-}" in 9p | virtiofs) ;; *) return 0 ;; esac
+	n="${LIMA_CIDATA_MOUNTS:-0}"
+	i=0
+	ticks=0
+	while [ "$i" -lt "$n" ] 2>/dev/null; do
+		eval "mp=\${LIMA_CIDATA_MOUNTS_${i}_MOUNTPOINT:-}"
+		if [ -z "$mp" ] || awk -v m="$mp" '$2 == m { f = 1 } END { exit !f }' "$MOUNTS_FILE" 2>/dev/null; then
+			i=$((i + 1))
+			continue
+		fi
+		if [ -f "$CLOUD_INIT_RUN/result.json" ] || [ "$ticks" -ge $((MOUNT_TIMEOUT * 5)) ]; then
+			WARNING "$mp is not mounted; provisioning goes on without it"
+			i=$((i + 1))
+			continue
+		fi
+		[ "$ticks" -eq 0 ] && INFO "Waiting for the mounts"
+		sleep 0.2 2>/dev/null || sleep 1
+		ticks=$((ticks + 1))
+	done
+}
+
 # Give user scripts a systemd user instance (systemctl --user) when the guest has one.
 start_user_manager() {
 	[ "$SYSTEMD_USER_TIMEOUT" -gt 0 ] && [ -z "$RUN_AS" ] || return 0
@@ -344,6 +376,7 @@ main() {
 	mkdir -p "$STEP_LOGS" && chmod 755 "$STEP_LOGS"
 
 	run_root_dir "$MNT/boot" '*'
+	wait_for_mounts
 	run_root_dir "$MNT/provision.dependency" '*'
 	run_root_dir "$MNT/provision.data" '*.sh'
 	run_yq_dir

@@ -130,8 +130,10 @@ class SSHDialer:
         last: Exception | None = None
         while time.monotonic() < deadline and not self._closed:
             try:
-                # Short rounds: a stopping forwarder must not wait for a whole deadline.
-                wait_banner(self.port, deadline=min(deadline, time.monotonic() + 2.0))
+                # One prober until the banner (closing probes every few seconds would kill
+                # each sshd the guest had forked for them); a stopping forwarder cancels it.
+                # While the host agent's readiness check probes, this waits for its answer.
+                wait_banner(self.port, deadline=deadline, cancelled=lambda: self._closed)
             except TemporaryError as exc:
                 last = exc
                 continue

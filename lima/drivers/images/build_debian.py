@@ -3,10 +3,11 @@
 Called by build.build_image("debian-12"). debootstrap (minbase) from this machine's
 configured Debian mirror (or $LIMA_DEBIAN_MIRROR) with systemd, openssh-server, sudo,
 cloud-init (NoCloud only), python3, sshfs/fuse3 and friends; then Debian's generic kernel
-(fetched by the host's apt: the cloud kernel build:tiny uses has no 9p) with an initramfs that
-has only what mounting / needs (virtio_blk, ext4); 9p, virtiofs, the SCSI CD and the rest load
-from / (`mountType: 9p`). Boot-time trims (units, drivers, cloud-init modules) are measured
-by benchmarks/debian_boot.py; the README lists the figures.
+(fetched by the host's apt: the cloud kernel build:tiny uses has no 9p) with an initramfs
+of our own: busybox, the modules mounting / needs (virtio_blk, ext4) and
+lima/assets/debian/initramfs-init; 9p, virtiofs, the SCSI CD and the rest load from /
+(`mountType: 9p`). Boot-time trims (units, generators, drivers, cloud-init modules) are
+measured by benchmarks/debian_boot.py; the README lists the figures.
 The root file system becomes an ext4 image with `mkfs.ext4 -d` (no loop mounts), then a
 compressed qcow2. Needs root (debootstrap, chroot).
 """
@@ -19,10 +20,11 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from lima.drivers.images import build
+from lima.drivers.images import build, pvh
+from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-4"
+RECIPE_VERSION = "debian-12-6"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -62,10 +64,21 @@ PACKAGES = (
 # The generic kernel, not linux-image-cloud-amd64: the cloud kernel is built without 9p
 # (CONFIG_NET_9P is not set), which `mountType: 9p` (Lima's default on QEMU) needs.
 KERNEL_META_PACKAGE = "linux-image-amd64"
-# Only what mounting / needs: the rest (virtio_scsi, sr_mod and isofs for cidata, 9p,
-# virtiofs, virtio_net...) loads from the root file system, by udev or `mount -t`, once
-# systemd runs. Each module loaded in the initramfs delays the mount of / under TCG.
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "ext4")
+# What mounting / needs, and the cidata CD: the rest (9p, virtiofs, virtio_net...) loads
+# from the root file system, by udev or `mount -t`, once systemd runs. The CD (virtio_scsi,
+# sr_mod, isofs) is here so /dev/sr0 exists before cloud-init's local stage looks for its
+# seed: udev's coldplug, which would load them otherwise, runs alongside that stage (at a
+# lower CPU weight), and a local stage that finds no seed leaves the network unconfigured
+# until systemd-networkd-wait-online times out (2 minutes).
+# crc32c_generic: ext4's and jbd2's metadata checksums ask the crypto API for crc32c, and
+# the initramfs has no modprobe to load it on demand.
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_scsi",
+                     "sr_mod", "isofs")
+# The initramfs (busybox + initramfs-init + INITRAMFS_MODULES) replaces the one Debian's
+# initramfs-tools builds: that one runs udev and its script framework first, about 3 s
+# longer to the mount of / under TCG. It is written uncompressed: unpacking zstd cost the
+# kernel about 0.8 s.
+BUSYBOX_PACKAGE = "busybox-static"
 # Drivers of devices a QEMU q35 machine has but limapy never uses (the ICH9 SATA, LPC and
 # SMBus controllers, the PC speaker) and wireless (no radio in a VM; loaded by
 # systemd-rfkill otherwise): `blacklist` stops udev loading them by alias; a `modprobe
@@ -75,8 +88,22 @@ MODULE_BLACKLIST = ("ahci", "lpc_ich", "i2c_i801", "pcspkr", "cfg80211")
 # (the image has none); apt's timers would update and upgrade packages behind the user's
 # back (lima.yaml's upgradePackages is the knob for that).
 # modprobe@drm (wanted by logind) loads the DRM core for a GPU the guest does not have.
+# modprobe@dm_mod/loop/efi_pstore load modules nothing here uses at boot (device-mapper
+# and loop devices load theirs when first opened; no EFI).
 MASKED_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "apt-daily.timer",
-                "apt-daily-upgrade.timer", "modprobe@drm.service")
+                "apt-daily-upgrade.timer", "modprobe@drm.service", "modprobe@dm_mod.service",
+                "modprobe@loop.service", "modprobe@efi_pstore.service")
+# systemd runs every generator before it starts any unit, and again on each daemon-reload
+# (cloud-init's mounts module does one): about 0.15-0.3 s of guest CPU each under TCG.
+# These have nothing to generate in a limapy guest (no LUKS, dm-integrity, dm-verity,
+# hibernation, GPT auto-discovery, offline updates, SysV scripts or rc.local). Kept:
+# fstab, getty, debug (systemd.mask= etc. on the kernel command line) and cloud-init's.
+MASKED_GENERATORS = (
+    "systemd-cryptsetup-generator", "systemd-integritysetup-generator",
+    "systemd-veritysetup-generator", "systemd-hibernate-resume-generator",
+    "systemd-gpt-auto-generator", "systemd-system-update-generator",
+    "systemd-run-generator", "systemd-sysv-generator", "systemd-rc-local-generator",
+)  # fmt: skip
 
 CLOUD_CFG = """# limapy build:debian-12: cidata is the only datasource (never probe a network).
 datasource_list: [NoCloud, None]
@@ -88,10 +115,12 @@ ssh_genkeytypes: [ed25519]
 # CA certificates, timezone, packages, bootcmd): every stage imports the modules it
 # lists, and Debian's default list runs grub-dpkg (no GRUB here), apt-configure (it would
 # replace the image's sources.list), keys-to-console and more, seconds each under TCG.
+# mounts comes in the config stage, once sshd is started: after writing fstab it runs
+# `systemctl daemon-reload`, 2.5-4 s under TCG, which would hold back sshd (ordered after
+# the network stage). limapy's boot.sh waits for the shares before provisioning.
 cloud_init_modules: [migrator, seed_random, bootcmd, write-files, growpart, resizefs,
-  mounts, set_hostname, update_hostname, update_etc_hosts, ca-certs,
-  users-groups, ssh]
-cloud_config_modules: [set-passwords, timezone, runcmd]
+  set_hostname, update_hostname, update_etc_hosts, ca-certs, users-groups, ssh]
+cloud_config_modules: [mounts, set-passwords, timezone, runcmd]
 cloud_final_modules: [package-update-upgrade-install, write-files-deferred,
   scripts-vendor, scripts-per-once, scripts-per-boot, scripts-per-instance, scripts-user,
   final-message, power-state-change]
@@ -136,6 +165,7 @@ CLOUD_INIT_STAGES = {
     "cloud-config.service": "modules --mode=config",
     "cloud-final.service": "modules --mode=final",
 }
+INITRAMFS_INIT = "initramfs-init"
 PRELOAD_DIR = "usr/lib/limapy"
 PRELOAD_ASSETS = ("cloud-init-preload", "cloud-init-stage")
 PRELOAD_UNIT = "limapy-cloud-init-preload.service"
@@ -211,6 +241,7 @@ class DebianRecipe:
         ("mkfs.ext4", "e2fsprogs"),
         ("qemu-img", "qemu-utils"),
         ("apt-get", "apt"),
+        ("dpkg-deb", "dpkg"),
     )
     needs_root: bool = True
 
@@ -225,6 +256,12 @@ class DebianRecipe:
             "files": FILES,
             "assets": {name: _asset(name).decode() for name in (*PRELOAD_ASSETS, PRELOAD_UNIT)},
             "masked": list(MASKED_UNITS),
+            "generators": list(MASKED_GENERATORS),
+            "initramfs": {
+                "busybox": build.apt_candidates((BUSYBOX_PACKAGE,)),
+                "modules": list(INITRAMFS_MODULES),
+                "init": _asset(INITRAMFS_INIT).decode(),
+            },
             "cmdline": CMDLINE,
         }
 
@@ -232,8 +269,11 @@ class DebianRecipe:
         work = ctx.workdir
         rootfs = work / "rootfs"
         kpkg, kver = build.kernel_package(KERNEL_META_PACKAGE)
-        with ctx.step("apt-get download kernel"):
-            kernel_deb = build.fetch_debs(ctx, {kpkg: kver})[kpkg]
+        with ctx.step("apt-get download kernel and busybox"):
+            debs = build.fetch_debs(
+                ctx, {kpkg: kver, **build.apt_candidates((BUSYBOX_PACKAGE,))}
+            )
+            kernel_deb = debs[kpkg]
         cache = build.debs_dir() / "debootstrap"
         cache.mkdir(parents=True, exist_ok=True)
         mirror = configured_mirror()
@@ -257,8 +297,9 @@ class DebianRecipe:
             shutil.copyfile(kernel_deb, rootfs / "tmp/kernel.deb")
             _chroot(ctx, rootfs, "dpkg", "-i", "/tmp/kernel.deb")
             release = build.kernel_release(kpkg)
-            shutil.copyfile(rootfs / f"boot/vmlinuz-{release}", work / build.KERNEL)
-            shutil.copyfile(rootfs / f"boot/initrd.img-{release}", work / build.INITRD)
+            _write_kernel(ctx, rootfs / f"boot/vmlinuz-{release}", work / build.KERNEL)
+        with ctx.step("initramfs (busybox)"):
+            _write_initramfs(ctx, debs[BUSYBOX_PACKAGE], rootfs / "lib/modules" / release)
         with ctx.step("shrink"):
             _chroot(ctx, rootfs, "apt-get", "clean")
             _shrink(rootfs)
@@ -272,6 +313,31 @@ class DebianRecipe:
                      work / build.IMAGE])  # fmt: skip
             raw.unlink()
         (work / build.CMDLINE).write_text(CMDLINE + "\n")
+
+
+def _write_kernel(ctx: build.BuildContext, bzimage: Path, dest: Path) -> None:
+    """The kernel as an ELF QEMU boots through PVH (see pvh.py), else the bzImage."""
+    data = bzimage.read_bytes()
+    elf = pvh.unpacked_pvh_kernel(data)
+    dest.write_bytes(elf if elf is not None else data)
+    ctx.log.write(f"kernel: {'vmlinux (PVH)' if elf is not None else 'bzImage'}\n")
+
+
+def _write_initramfs(ctx: build.BuildContext, busybox_deb: Path, moddir: Path) -> None:
+    tree = ctx.workdir / "busybox"
+    ctx.run(["dpkg-deb", "-x", busybox_deb, tree])
+    archive = Initramfs()
+    for d in ("proc", "sys", "dev", "root", "lib/modules"):
+        archive.dir(d)
+    archive.node("dev/console", 0o600, 5, 1)
+    archive.node("dev/null", 0o666, 1, 3)
+    archive.file("bin/busybox", (tree / "bin/busybox").read_bytes(), 0o755)
+    archive.file("init", _asset(INITRAMFS_INIT), 0o755)
+    add_modules(archive, moddir, INITRAMFS_MODULES, "build:debian-12")
+    data = archive.to_cpio()
+    (ctx.workdir / build.INITRD).write_bytes(data)
+    ctx.log.write(f"initramfs: {len(archive.entries)} entries, {len(data)} bytes\n")
+    shutil.rmtree(tree)
 
 
 def _chroot(ctx: build.BuildContext, rootfs: Path, *argv: str) -> None:
@@ -307,6 +373,10 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
     # cloud-init renders network-config for systemd-networkd (no ifupdown, no netplan).
     _chroot(ctx, rootfs, "systemctl", "enable", "systemd-networkd.service")
     _chroot(ctx, rootfs, "systemctl", "mask", *MASKED_UNITS)
+    generators = rootfs / "etc/systemd/system-generators"
+    generators.mkdir(parents=True, exist_ok=True)
+    for name in MASKED_GENERATORS:
+        (generators / name).symlink_to("/dev/null")
 
 
 def _asset(name: str) -> bytes:

@@ -181,7 +181,7 @@ class TinyRecipe:
             archive = Initramfs()
             _add_base(archive, ctx, tree)
             _add_binaries(archive, ctx, tree)
-            _add_modules(archive, tree / "lib/modules" / release)
+            add_modules(archive, tree / "lib/modules" / release)
             data = archive.to_cpio()
             (ctx.workdir / build.INITRD).write_bytes(gzip.compress(data, 6, mtime=0))
             ctx.log.write(f"initramfs: {len(archive.entries)} entries, {len(data)} bytes\n")
@@ -252,8 +252,11 @@ def _find_library(tree: Path, soname: str) -> Path:
 _DEPENDS = re.compile(rb"(?:^|\x00)depends=([^\x00]*)\x00")
 
 
-def _add_modules(archive: Initramfs, moddir: Path) -> None:
-    """Copy the modules and write lib/modules/load-order (dependencies first)."""
+def add_modules(
+    archive: Initramfs, moddir: Path, modules: tuple[str, ...] = MODULES, recipe: str = "build:tiny"
+) -> None:
+    """Copy `modules` and their dependencies, and write lib/modules/load-order (dependencies
+    first). build_debian uses it for its initramfs too."""
     by_name: dict[str, Path] = {}
     for ko in (moddir / "kernel").rglob("*.ko"):
         by_name[ko.name[:-3].replace("-", "_")] = ko
@@ -269,7 +272,7 @@ def _add_modules(archive: Initramfs, moddir: Path) -> None:
         if mod in order or mod in builtin:
             return
         if mod not in by_name:
-            raise PermanentError(f"build:tiny: the kernel has no module {mod}")
+            raise PermanentError(f"{recipe}: the kernel has no module {mod}")
         if mod in visiting:
             return
         visiting.add(mod)
@@ -279,7 +282,7 @@ def _add_modules(archive: Initramfs, moddir: Path) -> None:
                 visit(dep.replace("-", "_"))
         order.append(mod)
 
-    for mod in MODULES:
+    for mod in modules:
         visit(mod)
     for mod in order:
         archive.file(f"lib/modules/{by_name[mod].name}", by_name[mod].read_bytes(), 0o644)
