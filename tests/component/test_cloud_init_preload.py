@@ -46,8 +46,12 @@ def server(tmp_path: Path, fake_cloudinit: Path) -> Iterator[tuple[subprocess.Po
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
     listener.settimeout(20)
+    # systemctl: a stand-in that records its arguments (never the host's systemd).
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >>"{tmp_path}/systemctl.log"\n')
+    systemctl.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(fake_cloudinit), "LIMAPY_CLOUD_INIT_SOCK": str(sock),
-           "NOTIFY_SOCKET": str(notify)}
+           "NOTIFY_SOCKET": str(notify), "LIMAPY_SYSTEMCTL": str(systemctl)}
     proc = subprocess.Popen([sys.executable, str(ASSETS / "cloud-init-preload")], env=env)
     try:
         assert listener.recv(64) == b"READY=1"
@@ -75,6 +79,8 @@ def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
     assert local.stdout.splitlines() == [
         "argv init --local", "env first", f"cwd {tmp_path}", "forked True"]
     assert local.stderr.strip() == "to stderr"
+    network = stage(sock, tmp_path, "init")
+    assert network.returncode == 0
     other = tmp_path / "elsewhere"
     other.mkdir()
     config = stage(sock, other, "modules", "--mode=config", STAGE_ENV="second")
@@ -85,6 +91,9 @@ def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
     assert final.returncode == 0 and "argv modules --mode=final" in final.stdout
     assert proc.wait(timeout=20) == 0  # its work is done after the final stage
     assert not sock.exists()
+    # After the network stage (only), the unit's raised startup CPU weight is given up.
+    assert (tmp_path / "systemctl.log").read_text().splitlines() == [
+        "set-property --runtime limapy-cloud-init-preload.service StartupCPUWeight=100"]
 
 
 def test_without_the_server_the_stage_runs_cloud_init_itself(tmp_path: Path) -> None:

@@ -64,16 +64,17 @@ PACKAGES = (
 # The generic kernel, not linux-image-cloud-amd64: the cloud kernel is built without 9p
 # (CONFIG_NET_9P is not set), which `mountType: 9p` (Lima's default on QEMU) needs.
 KERNEL_META_PACKAGE = "linux-image-amd64"
-# What mounting / needs, and the cidata CD: the rest (9p, virtiofs, virtio_net...) loads
-# from the root file system, by udev or `mount -t`, once systemd runs. The CD (virtio_scsi,
+# What mounting / needs, the cidata CD and the NIC; the rest (9p, virtiofs...) loads from
+# the root file system, by udev or `mount -t`, once systemd runs. The CD (virtio_scsi,
 # sr_mod, isofs) is here so /dev/sr0 exists before cloud-init's local stage looks for its
 # seed: udev's coldplug, which would load them otherwise, runs alongside that stage (at a
 # lower CPU weight), and a local stage that finds no seed leaves the network unconfigured
-# until systemd-networkd-wait-online times out (2 minutes).
+# until systemd-networkd-wait-online times out (2 minutes). The NIC (virtio_net) is here
+# so eth0 exists when systemd-networkd starts: from coldplug it came seconds later.
 # crc32c_generic: ext4's and jbd2's metadata checksums ask the crypto API for crc32c, and
 # the initramfs has no modprobe to load it on demand.
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_scsi",
-                     "sr_mod", "isofs")
+                     "sr_mod", "isofs", "virtio_net")
 # The initramfs (busybox + initramfs-init + INITRAMFS_MODULES) replaces the one Debian's
 # initramfs-tools builds: that one runs udev and its script framework first, about 3 s
 # longer to the mount of / under TCG. It is written uncompressed: unpacking zstd cost the
