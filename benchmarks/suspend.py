@@ -38,6 +38,8 @@ NAME = "bench"
 def limactl(home: Path, *args: str, check: bool = True) -> float:
     """Run limactl; its wall time in seconds (raises on failure)."""
     env = {**os.environ, "LIMA_HOME": str(home), "PYTHONPATH": str(REPO)}
+    # As installed: modules compiled once, not again in every limactl and host agent.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "lima.cli", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=1200)
@@ -58,10 +60,27 @@ def ssh_ready_at(home: Path) -> float:
     raise SystemExit("no 'ssh is ready' line in ha.stderr.log")
 
 
-def timed_start(home: Path) -> tuple[float, float]:
-    """`limactl start`: (seconds to ssh ready, seconds to Running)."""
+def timeline(home: Path, began: float) -> list[tuple[float, str]]:
+    """The host agent's log lines of this start (ha.stderr.log): (seconds since `began`,
+    message), in order."""
+    out: list[tuple[float, str]] = []
+    for line in (home / NAME / "ha.stderr.log").read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["time"]).timestamp() - began
+            out.append((at, str(entry.get("msg", ""))[:110]))
+    return out
+
+
+def timed_start(home: Path, show: bool = False) -> tuple[float, float]:
+    """`limactl start`: (seconds to ssh ready, seconds to Running); `show` prints the
+    host agent's timeline."""
     began = time.time()
     took = limactl(home, "start", NAME)
+    if show:
+        for at, msg in timeline(home, began):
+            print(f"    {at:6.2f} s  {msg}")
+        print(f"    {took:6.2f} s  limactl start returned (Running)")
     return ssh_ready_at(home) - began, took
 
 
@@ -86,6 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--example", choices=sorted(EXAMPLES), default="tiny")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="only suspend and resume (no stop and cold start in each run)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print the host agent's log of each resume, timed from its start")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="lsb-", dir="/tmp"))
     work = Path(tempfile.mkdtemp(prefix="lsb-yaml-"))
@@ -100,11 +123,13 @@ def main() -> None:
                 size = (home / NAME / "suspend.state").stat().st_size
                 suspends.append(took)
                 sizes.append(size)
-                r_ssh, r_run = timed_start(home)
+                r_ssh, r_run = timed_start(home, show=args.timeline)
                 resume_ssh.append(r_ssh)
                 resume_run.append(r_run)
-                limactl(home, "stop", NAME)
-                c_ssh, c_run = timed_start(home)
+                c_ssh, c_run = float("nan"), float("nan")
+                if not args.no_cold:
+                    limactl(home, "stop", NAME)
+                    c_ssh, c_run = timed_start(home)
                 cold_ssh.append(c_ssh)
                 cold_run.append(c_run)
                 print(f"run {run}: suspend {took:5.2f} s, state {size / 2**20:6.1f} MiB; "

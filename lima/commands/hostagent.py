@@ -100,43 +100,57 @@ class _LazyGuest:
         self.inotify: InotifyForwarder | None = None
         self._unmounted: list[Mount] = []  # 9p mounts prepare_suspend unmounted
         self._mounts_done = threading.Event()  # readiness has set the mounts up
+        self._build_lock = threading.Lock()  # warm() and ready() build `inner` once
+        self._problem: str | None = None  # why the stored spec did not load (no mounts)
+        self._stop = threading.Event()  # readiness's: after_boot gives up when it is set
+
+    def warm(self) -> None:
+        """Load what readiness needs (paramiko, the spec): the host agent calls it while a
+        saved state loads, so the first login starts the moment the guest runs."""
+        with self._build_lock:
+            if self.inner is not None:
+                return
+            from lima.drivers import mounts, postboot  # noqa: F401 (imported for after_boot)
+            from lima.drivers.ssh import SSHGuest
+
+            spec, self._problem = (self.spec, None) if self.spec is not None else (
+                _spec_for_mounts(self.name))
+            self.spec = spec
+            self.inner = SSHGuest(
+                self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
+                after_boot=self._after_boot, resumed=self.resumed,
+            )
+
+    def _after_boot(self, client: paramiko.SSHClient) -> list[str]:
+        # Mounts, then (drivers/postboot.py) probes, copyToHost and ansible steps.
+        from lima.drivers.mounts import mount_all
+        from lima.drivers.postboot import after_boot as post
+
+        spec = self.spec
+        mounts = spec.mounts if spec is not None else ()
+        started = time.monotonic()  # the boot scripts are done: the budgets count from here
+        errors = mount_all(client, mounts, spec.mount_type) if (
+            spec is not None and mounts) else []
+        self._mounts_done.set()
+        if spec is not None and spec.mount_inotify and mounts:
+            from lima.drivers.hostagent.inotify import InotifyForwarder, channel_opener
+
+            self.inotify = InotifyForwarder(mounts, channel_opener(client, self.user))
+            try:
+                self.inotify.start()
+            except OSError as exc:  # e.g. out of inotify watches: the mounts still work
+                errors.append(f"mountInotify: cannot watch the mounts: {exc}")
+        if spec is not None:
+            errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop=self._stop,
+                           started=started)
+        return errors
 
     def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
-        from lima.drivers.mounts import mount_all
-        from lima.drivers.ssh import SSHGuest
-
-        spec, problem = (self.spec, None) if self.spec is not None else _spec_for_mounts(
-            self.name)
-        self.spec = spec
-        mounts = spec.mounts if spec is not None else ()
-
-        def after_boot(client: paramiko.SSHClient) -> list[str]:
-            # Mounts, then (drivers/postboot.py) probes, copyToHost and ansible steps.
-            from lima.drivers.postboot import after_boot as post
-
-            started = time.monotonic()  # the boot scripts are done: the budgets count from here
-            errors = mount_all(client, mounts, spec.mount_type) if (
-                spec is not None and mounts) else []
-            self._mounts_done.set()
-            if spec is not None and spec.mount_inotify and mounts:
-                from lima.drivers.hostagent.inotify import InotifyForwarder, channel_opener
-
-                self.inotify = InotifyForwarder(mounts, channel_opener(client, self.user))
-                try:
-                    self.inotify.start()
-                except OSError as exc:  # e.g. out of inotify watches: the mounts still work
-                    errors.append(f"mountInotify: cannot watch the mounts: {exc}")
-            if spec is not None:
-                errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop,
-                               started=started)
-            return errors
-
-        self.inner = SSHGuest(
-            self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
-            after_boot=after_boot, resumed=self.resumed,
-        )
+        self._stop = stop
+        self.warm()
+        assert self.inner is not None
         errors = self.inner.ready(stop, progress)
-        return [problem, *errors] if problem else errors
+        return [self._problem, *errors] if self._problem else errors
 
     def close(self) -> None:
         if self.inotify is not None:

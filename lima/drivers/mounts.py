@@ -136,37 +136,74 @@ def is_mounted_command(mount_point: str) -> str:
             "/proc/mounts")
 
 
-def virtfs_command(mount_type: str, mount: Mount) -> str:
-    """The guest command that mounts one 9p/virtiofs device unless already mounted (pure)."""
-    mp = shlex.quote(mount.mount_point)
-    tag = shlex.quote(virtfs.mount_tag(mount.location, mount.mount_point))
-    opts = virtfs.guest_options(mount_type, mount).removesuffix(",nofail")
-    return (f"{is_mounted_command(mount.mount_point)} && exit 0; sudo mkdir -p {mp} && "
-            f"sudo mount -t {mount_type} -o {opts} {tag} {mp}")
+def virtfs_command(mount_type: str, mounts: Sequence[Mount]) -> str:
+    """The guest command that mounts each 9p/virtiofs device not mounted yet (pure).
+
+    It prints `mount-ok I` for each mount (by its index) that is mounted, `mount-failed I
+    WORDS` for one that could not be. Those all mounted (cloud-init did it at boot) cost no
+    sudo; else one sudo runs the mounts, as a resumed guest's first programs cost it their
+    translation again.
+    """
+    checks, steps = [], []
+    for i, m in enumerate(mounts):
+        mp = shlex.quote(m.mount_point)
+        tag = shlex.quote(virtfs.mount_tag(m.location, m.mount_point))
+        opts = virtfs.guest_options(mount_type, m).removesuffix(",nofail")
+        mounted = is_mounted_command(m.mount_point)
+        checks.append(f"{mounted} && echo 'mount-ok {i}'")
+        steps.append(f"if {mounted}; then echo 'mount-ok {i}'; "
+                     f"elif e=$({{ [ -d {mp} ] || mkdir -p {mp}; }} 2>&1 && "
+                     f"mount -t {mount_type} -o {opts} {tag} {mp} 2>&1); then "
+                     f"echo 'mount-ok {i}'; "
+                     f"else printf 'mount-failed {i} %s\\n' \"$(printf '%s\\n' \"$e\" | "
+                     "tail -n 1)\"; fi")
+    return (f"{{ {' && '.join(checks)}; }} 2>/dev/null || "
+            f"sudo -n sh -c {shlex.quote('; '.join(steps))}")
 
 
-def check_virtfs(client: paramiko.SSHClient, mount_type: str, mount: Mount) -> None:
-    """Make sure one 9p/virtiofs mount is mounted; LimaError with the guest's words if not."""
-    rc, out, err = run(client, virtfs_command(mount_type, mount), timeout=MOUNT_TIMEOUT)
-    if rc != 0:
-        why = (err or out).strip() or f"exit status {rc}"
-        raise LimaError(why.splitlines()[-1] if why else why)
+def mount_virtfs(client: paramiko.SSHClient, mount_type: str,
+                 mounts: Sequence[Mount]) -> list[str | None]:
+    """Make sure each 9p/virtiofs mount is mounted, in one guest command: per mount, None
+    when it is, else the guest's words (its last line) why not."""
+    if not mounts:
+        return []
+    try:
+        rc, out, err = run(client, virtfs_command(mount_type, mounts), timeout=MOUNT_TIMEOUT)
+    except LimaError as exc:
+        return [str(exc)] * len(mounts)
+    ok, failed = set(), {}
+    for line in out.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        index, _, why = rest.partition(" ")
+        if word == "mount-ok":
+            ok.add(index)
+        elif word == "mount-failed":
+            failed[index] = why.strip()
+    whole = (err or out).strip().splitlines()
+    other = whole[-1] if whole else f"exit status {rc}"
+    return [None if str(i) in ok else failed.get(str(i)) or other for i in range(len(mounts))]
 
 
 def mount_all(client: paramiko.SSHClient, mounts: Sequence[Mount],
               mount_type: str = "reverse-sshfs") -> list[str]:
     """Mount every spec mount; returns one error per mount that failed (degraded)."""
-    errors = []
-    for mount in mounts:
-        try:
-            if mount_type in virtfs.VIRTFS_TYPES:
-                check_virtfs(client, mount_type, mount)
-            else:
+    if mount_type in virtfs.VIRTFS_TYPES:
+        outcomes = mount_virtfs(client, mount_type, mounts)
+    else:
+        outcomes = []
+        for mount in mounts:
+            try:
                 mount_one(client, mount)
+                outcomes.append(None)
+            except (LimaError, OSError, paramiko.SSHException) as exc:
+                outcomes.append(str(exc))
+    errors = []
+    for mount, failed in zip(mounts, outcomes, strict=True):
+        if failed is None:
             log.info("mounted %s on %s (%s%s)", mount.location, mount.mount_point, mount_type,
                      "" if mount.writable else ", read-only")
-        except (LimaError, OSError, paramiko.SSHException) as exc:
-            log.error("mount %s on %s failed: %s", mount.location, mount.mount_point, exc)
-            errors.append(f"mount {mount.location} on {mount.mount_point} ({mount_type}) "
-                          f"failed: {exc}")
+            continue
+        log.error("mount %s on %s failed: %s", mount.location, mount.mount_point, failed)
+        errors.append(f"mount {mount.location} on {mount.mount_point} ({mount_type}) "
+                      f"failed: {failed}")
     return errors

@@ -112,6 +112,26 @@ class QMPClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         return self._command(command, arguments, deadline)
 
+    def wait_event(self, name: str, until: float) -> dict[str, Any] | None:
+        """The next `name` event (one collected already first), or None when none came by
+        `until` (a time.monotonic() value). Raises QMPUnavailable when the socket closed."""
+        while True:
+            for i, event in enumerate(self.events):
+                if event.get("event") == name:
+                    return self.events.pop(i)
+            if self._sock is None:
+                self.connect()
+            if b"\n" not in self._buf and time.monotonic() >= until:
+                return None
+            try:
+                message = self._read(until)
+            except QMPUnavailable:
+                if self._sock is None:
+                    raise  # closed: QEMU is gone
+                return None  # no message in time
+            if "event" in message:
+                self.events.append(message)
+
     def pass_fd(self, name: str, fd: int, *, timeout: float | None = None) -> None:
         """Hand QEMU a copy of `fd` under `name` (`getfd`, the fd sent with SCM_RIGHTS), for
         URIs such as `fd:NAME` (migrate, migrate-incoming)."""

@@ -368,13 +368,24 @@ def wait_ssh(
     return result
 
 
-def resumed_check_command(host_now: float, user: str, *, ready_path: str = SSH_READY_MARKER,
-                          done_path: str = BOOT_DONE_MARKER) -> str:
-    """The one guest command (POSIX sh: dash, bash, busybox) a resumed guest answers first.
+def resumed_markers_command(*, ready_path: str = SSH_READY_MARKER,
+                            done_path: str = BOOT_DONE_MARKER) -> str:
+    """The first command a resumed guest answers (POSIX sh: dash, bash, busybox): it prints
+    `ssh-ready <marker>` and `boot-done <marker>` (first lines, empty when missing).
+
+    Shell builtins only: a just-resumed TCG guest has none of its code translated yet, so
+    every program it starts costs it that program's translation again."""
+    return (f"r=; d=; {{ read -r r < {ready_path}; }} 2>/dev/null; "
+            f"{{ read -r d < {done_path}; }} 2>/dev/null; "
+            'echo "ssh-ready $r"; echo "boot-done $d"')
+
+
+def resumed_clock_command(host_now: float, user: str) -> str:
+    """The command that sets a resumed guest's clock (POSIX sh: dash, bash, busybox).
 
     It prints `clock <date -u +%s>`; when that is more than RESUMED_MAX_SKEW off `host_now`
     it sets the clock (sudo unless root) to `host_now` and prints `clock-set` or
-    `clock-failed <error>`; then `ssh-ready <marker>` and `boot-done <marker>` (first lines).
+    `clock-failed <error>`.
     """
     low, high = int(host_now - RESUMED_MAX_SKEW), int(host_now + RESUMED_MAX_SKEW) + 1
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(host_now + 0.5))
@@ -382,13 +393,12 @@ def resumed_check_command(host_now: float, user: str, *, ready_path: str = SSH_R
     return (f'g=$(date -u +%s); echo "clock $g"; '
             f'if [ "$g" -lt {low} ] || [ "$g" -gt {high} ]; then '
             f"if e=$({sudo}date -u -s '{stamp}' 2>&1 >/dev/null); then echo clock-set; "
-            'else echo "clock-failed $(echo $e)"; fi; fi; '
-            f'echo "ssh-ready $(head -n 1 {ready_path} 2>/dev/null)"; '
-            f'echo "boot-done $(head -n 1 {done_path} 2>/dev/null)"')
+            'else echo "clock-failed $(echo $e)"; fi; fi')
 
 
 def parse_resumed_check(out: str) -> dict[str, str]:
-    """resumed_check_command's answer: each line's first word -> the rest (stripped)."""
+    """resumed_markers_command's and resumed_clock_command's answers: each line's first
+    word -> the rest (stripped)."""
     found: dict[str, str] = {}
     for line in out.splitlines():
         key, _, rest = line.strip().partition(" ")
@@ -434,6 +444,8 @@ class SSHGuest:
         self.client: paramiko.SSHClient | None = None
         self._beat: paramiko.SSHClient | None = None  # the heartbeat's own connection
         self._resumed_markers: dict[str, str] = {}  # what _resumed_ready read
+        self._clock: threading.Thread | None = None  # a resumed guest's clock being set
+        self._clock_set = False  # the guest answered resumed_clock_command
 
     def ready(
         self, stop: threading.Event, progress: Callable[[str], None] = lambda _: None
@@ -461,6 +473,8 @@ class SSHGuest:
             progress("provisioned")
         if self.after_boot is not None and self.client is not None:
             errors += self.after_boot(self.client)
+        if self.resumed:
+            self._await_clock(deadline)
         return errors
 
     def close(self) -> None:
@@ -518,11 +532,28 @@ class SSHGuest:
                         skew, err.strip() or f"exit {rc}")
 
     def _resumed_ready(self, client: paramiko.SSHClient) -> str | None:
-        """A resumed guest, in one command: its clock (as old as the saved state) is set
-        when off by more than RESUMED_MAX_SKEW, and the markers of its boot are read; a
-        boot that is done needs no second look (_boot_outcome)."""
+        """A resumed guest: its markers are read in one command of shell builtins, while
+        its clock (as old as the saved state) is set on a channel of its own (_set_clock,
+        awaited before ready() returns). A boot that is done needs no second look
+        (_boot_outcome)."""
+        if self._clock is None or (not self._clock.is_alive() and not self._clock_set):
+            self._clock = threading.Thread(target=self._set_clock, args=(client,),
+                                           name="resumed-clock", daemon=True)
+            self._clock.start()
+        _, out, _ = run(client, resumed_markers_command(), timeout=20.0)
+        found = parse_resumed_check(out)
+        self._resumed_markers = found
+        return "" if found.get("ssh-ready") == self.iid else None
+
+    def _set_clock(self, client: paramiko.SSHClient) -> None:
+        """Set a resumed guest's clock when it is off by more than RESUMED_MAX_SKEW."""
         sent = time.time()
-        rc, out, _ = run(client, resumed_check_command(sent, self.user), timeout=20.0)
+        try:
+            rc, out, _ = run(client, resumed_clock_command(sent, self.user), timeout=20.0)
+        except TemporaryError as exc:
+            log.debug("the resumed guest's clock: %s", exc)
+            return  # the login is lost: readiness logs in again and starts this again
+        self._clock_set = True
         found = parse_resumed_check(out)
         skew = clock_skew(found.get("clock", ""), (sent + time.time()) / 2)
         if "clock-set" in found:
@@ -531,8 +562,17 @@ class SSHGuest:
         elif "clock-failed" in found:
             log.warning("the guest clock is %+.0f s off the host's and could not be set: %s",
                         skew or 0.0, found["clock-failed"] or f"exit {rc}")
-        self._resumed_markers = found
-        return "" if found.get("ssh-ready") == self.iid else None
+
+    def _await_clock(self, deadline: float) -> None:
+        """ready() of a resumed guest ends with its clock set (or its setting given up)."""
+        clock = self._clock
+        if clock is not None:
+            clock.join(max(0.0, deadline - time.monotonic()))
+            if clock.is_alive():
+                log.warning("the resumed guest's clock was not set in time")
+                return
+        if not self._clock_set and self.client is not None and time.monotonic() < deadline:
+            self._set_clock(self.client)  # its first login was lost: once more
 
     def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:
         return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None
@@ -560,6 +600,7 @@ class SSHGuest:
                 if self.client is None:
                     self.client = wait_ssh(self.port, self.user, self.key_path,
                                            deadline=deadline, banner=not self.resumed)
+                    log.info("logged in over ssh")
                 result = check(self.client)
             except TemporaryError as exc:
                 log.debug("guest not ready yet: %s", exc)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -26,12 +27,16 @@ from lima.drivers.qmp import QMPClient, QMPUnavailable
 from lima.errors import LimaError, TemporaryError
 from lima.fsutil import atomic_write, fsync_dir
 
+log = logging.getLogger(__name__)
+
 META_VERSION = 1
 # In every refusal of a suspend because of a 9p mount (lima.drivers.suspendmounts, which the
 # host agent runs): lima.drivers.suspendop then fails the suspend at once, never retries it.
 MOUNT_REFUSED = "QEMU cannot save a guest with a mounted 9p export"
 FD_NAME = "limastate"
 _POLL = 0.05
+_QMP_POLL = 0.02  # the just-started qemu's QMP socket appears within about 0.1 s
+_EVENT_WAIT = 1.0  # without a MIGRATION event for this long, query-status is asked
 # Migration to a local file is bounded by the disk, not a network: no bandwidth cap.
 _UNLIMITED = 1 << 40
 
@@ -197,10 +202,13 @@ def save_state(inst: Path, argv: list[str], *, generation: str, iid: str, ssh_po
 
 
 def load_state(inst: Path, *, timeout: float = 120.0) -> None:
-    """Into the qemu just started with `-incoming defer`: load suspend.state, remove it
-    (the guest is about to move on from it), then `cont`. Raises LimaError
+    """Into the qemu just started with `-incoming defer`: load suspend.state, move it aside
+    (to suspend.state.tmp: the guest is about to move on from it, so it must never be loaded
+    again), then `cont`. The caller removes the temp (remove_temp) once readiness is on its
+    way: unlinking a file of hundreds of MiB takes a while. Raises LimaError
     (TemporaryError when QMP never answered)."""
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     qmp = QMPClient(inst / paths.QMP_SOCK, timeout=10.0)
     while True:
         try:
@@ -209,24 +217,44 @@ def load_state(inst: Path, *, timeout: float = 120.0) -> None:
         except QMPUnavailable:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(_POLL)
+            time.sleep(_QMP_POLL)
+    log.info("QMP answered (%.2f s after the load began)", time.monotonic() - began)
     with qmp:
+        # A MIGRATION event tells when the load is over: no query-status polls that would
+        # take turns with the load in QEMU's main loop.
+        qmp.execute("migrate-set-capabilities",
+                    {"capabilities": [{"capability": "events", "state": True}]})
         fd = os.open(inst / paths.SUSPEND_STATE, os.O_RDONLY | os.O_CLOEXEC)
         try:
             qmp.pass_fd(FD_NAME, fd)
             qmp.execute("migrate-incoming", {"uri": f"fd:{FD_NAME}"})
-            while True:
-                reply = qmp.execute("query-status")
-                status = reply.get("status") if isinstance(reply, dict) else None
-                if status not in ("inmigrate", "prelaunch"):
-                    break
-                if time.monotonic() > deadline:
-                    raise TemporaryError(f"loading the saved state took over {timeout:g} s")
-                time.sleep(_POLL)
+            status = _await_incoming(qmp, deadline, timeout)
         finally:
             os.close(fd)
+        log.info("state loaded (%.2f s after the load began): %s", time.monotonic() - began,
+                 status)
+        # The commit point of a resume: suspend.state is gone before the guest runs.
+        os.replace(inst / paths.SUSPEND_STATE, inst / paths.SUSPEND_TMP)
+        with contextlib.suppress(FileNotFoundError):
+            (inst / paths.SUSPEND_META).unlink()
+        fsync_dir(inst)
         if status != "running":
-            discard(inst)
             qmp.execute("cont")
-        else:
-            discard(inst)
+
+
+def _await_incoming(qmp: QMPClient, deadline: float, timeout: float) -> str:
+    """Wait for the incoming migration to end; QEMU's run state then. Raises LimaError
+    when it failed, TemporaryError past `deadline`."""
+    while True:
+        event = qmp.wait_event("MIGRATION", min(deadline, time.monotonic() + _EVENT_WAIT))
+        migration = event.get("data", {}).get("status") if event is not None else None
+        if migration in ("failed", "cancelled"):
+            raise LimaError(f"loading the saved state failed: {migration}")
+        if migration == "completed" or event is None:
+            # Completed; or no word for a while: the run state says (an event missed).
+            reply = qmp.execute("query-status")
+            status = reply.get("status") if isinstance(reply, dict) else None
+            if status not in ("inmigrate", "prelaunch"):
+                return str(status)
+        if time.monotonic() > deadline:
+            raise TemporaryError(f"loading the saved state took over {timeout:g} s")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import paramiko
 
-from lima.drivers.mounts import MOUNT_TIMEOUT, check_virtfs, is_mounted_command
+from lima.drivers.mounts import MOUNT_TIMEOUT, is_mounted_command, mount_virtfs
 from lima.drivers.ssh import run
 from lima.drivers.suspend import MOUNT_REFUSED
 from lima.errors import LimaError
@@ -94,12 +94,10 @@ def remount(client: paramiko.SSHClient, mount_type: str,
             mounts: Sequence[Mount]) -> list[str]:
     """Mount each one again as the boot did; one error per mount that did not come back."""
     errors: list[str] = []
-    for m in mounts:
-        try:
-            check_virtfs(client, mount_type, m)
-        except (LimaError, OSError, paramiko.SSHException) as exc:
+    for m, failed in zip(mounts, mount_virtfs(client, mount_type, mounts), strict=True):
+        if failed is not None:
             errors.append(f"mount {m.location} on {m.mount_point} ({mount_type}) "
-                          f"failed: {exc}")
+                          f"failed: {failed}")
             continue
         log.info("mounted %s on %s again (%s)", m.location, m.mount_point, mount_type)
     return errors

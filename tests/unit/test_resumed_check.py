@@ -1,5 +1,6 @@
-"""The resumed guest's first command (lima.drivers.ssh.resumed_check_command), run under
-dash (Debian) and busybox sh (build:tiny) with a stand-in `date` and `sudo`."""
+"""The resumed guest's first commands (lima.drivers.ssh.resumed_markers_command and
+resumed_clock_command), run under dash (Debian) and busybox sh (build:tiny) with a stand-in
+`date` and `sudo`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lima.drivers.ssh import parse_resumed_check, resumed_check_command
+from lima.drivers.ssh import parse_resumed_check, resumed_clock_command, resumed_markers_command
 
 pytestmark = [pytest.mark.unit, pytest.mark.processes]
 
@@ -43,16 +44,14 @@ def run_check(tmp: Path, shell: str, guest_now: int, *, user: str = "lima",
     if markers:
         ready.write_text("iid-1\n")
         done.write_text("iid-1\nmore\n")
-    command = resumed_check_command(host_now, user, ready_path=str(ready), done_path=str(done))
+    command = (resumed_clock_command(host_now, user) + "; "
+               + resumed_markers_command(ready_path=str(ready), done_path=str(done)))
     argv = ["dash", "-c", command] if shell == "dash" else ["busybox", "sh", "-c", command]
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "GUEST_NOW": str(guest_now),
            "DATE_SET": str(tmp / "set"), "SUDO_LOG": str(tmp / "sudo"),
            **({"DATE_FAILS": "1"} if fails else {})}
     if shell == "busybox":
         env["PATH"] = f"{bin_dir}:{tmp / 'bb'}:/usr/bin:/bin"
-        (tmp / "bb").mkdir(exist_ok=True)
-        if not (tmp / "bb" / "head").exists():
-            (tmp / "bb" / "head").symlink_to(shutil.which("busybox") or "busybox")
     out = subprocess.run(argv, env={**env, "HOME": os.environ.get("HOME", "/")},
                          capture_output=True, text=True, check=True, timeout=30).stdout
     return parse_resumed_check(out), tmp
@@ -93,9 +92,29 @@ def test_a_refused_clock_says_why(tmp_path: Path) -> None:
     assert found["clock-failed"] == "date: cannot set date: Operation not permitted"
 
 
-def test_missing_markers_read_empty(tmp_path: Path) -> None:
-    found, _ = run_check(tmp_path, "dash", int(HOST_NOW), markers=False)
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_missing_markers_read_empty(tmp_path: Path, shell: str) -> None:
+    if shell == "busybox" and shutil.which("busybox") is None:
+        pytest.skip("no busybox")
+    found, _ = run_check(tmp_path, shell, int(HOST_NOW), markers=False)
     assert found["ssh-ready"] == "" and found["boot-done"] == ""
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
+def test_the_markers_are_read_without_starting_a_program(tmp_path: Path, shell: str) -> None:
+    """Builtins only: with an empty PATH the markers still read (a marker without its
+    final newline too), and nothing is written to stderr."""
+    if shell == "busybox" and shutil.which("busybox") is None:
+        pytest.skip("no busybox")
+    (tmp_path / "ready").write_text("iid-7")
+    command = resumed_markers_command(ready_path=str(tmp_path / "ready"),
+                                      done_path=str(tmp_path / "missing"))
+    argv = [shutil.which("busybox") or "busybox", "sh"] if shell == "busybox" else [
+        shutil.which(shell) or shell]
+    proc = subprocess.run([*argv, "-c", command], env={"PATH": str(tmp_path / "none")},
+                          capture_output=True, text=True, check=True, timeout=30)
+    assert parse_resumed_check(proc.stdout) == {"ssh-ready": "iid-7", "boot-done": ""}
+    assert proc.stderr == ""
 
 
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="no busybox")

@@ -29,25 +29,6 @@ def test_writable_with_options_and_odd_paths() -> None:
         "sudo", "mkdir", "-p", "/mnt/x y"]
 
 
-def test_virtfs_command_mounts_by_tag_unless_mounted() -> None:
-    from hashlib import sha256
-
-    from lima.drivers.mounts import virtfs_command
-
-    mount = Mount(location="/srv/a b", mount_point="/mnt/a b", writable=True,
-                  nine_p={"protocolVersion": "9p2000.L", "msize": "512KiB", "cache": "mmap"})
-    words = shlex.split(virtfs_command("9p", mount))
-    tag = "lima-" + sha256(b"/srv/a b:/mnt/a b").hexdigest()[:16]
-    assert words[:3] == ["M=/mnt/a\\040b", "awk",
-                         '$2 == ENVIRON["M"] { f = 1 } END { exit !f }']
-    assert words[-7:] == ["mount", "-t", "9p", "-o",
-                          "rw,trans=virtio,version=9p2000.L,msize=524288,cache=mmap", tag,
-                          "/mnt/a b"]
-    ro = shlex.split(virtfs_command("virtiofs", Mount(location="/h", mount_point="/h")))
-    assert ro[-5:] == ["virtiofs", "-o", "ro", "lima-" + sha256(b"/h:/h").hexdigest()[:16],
-                       "/h"]
-
-
 @pytest.mark.processes
 @pytest.mark.parametrize("shell", ["dash", "busybox"])
 def test_is_mounted_reads_proc_mounts_escapes(tmp_path: Path, shell: str) -> None:
@@ -80,9 +61,8 @@ def test_mount_all_reports_each_failed_virtfs_mount(monkeypatch: pytest.MonkeyPa
 
     def fake_run(client: object, command: str, *, timeout: float) -> tuple[int, str, str]:
         ran.append(command)
-        if "/sys/x" in command:
-            return 1, "", "mkdir: cannot create directory '/sys/x': No such file or directory\n"
-        return 0, "", ""
+        return 0, ("mount-ok 0\nmount-failed 1 mkdir: cannot create directory '/sys/x': "
+                   "No such file or directory\n"), ""
 
     monkeypatch.setattr(mod, "run", fake_run)
     ok = Mount(location="/srv/ok", mount_point="/mnt/ok")
@@ -90,4 +70,31 @@ def test_mount_all_reports_each_failed_virtfs_mount(monkeypatch: pytest.MonkeyPa
     errors = mod.mount_all(object(), [ok, bad], "9p")  # type: ignore[arg-type]
     assert errors == ["mount /srv/bad on /sys/x (9p) failed: mkdir: cannot create directory "
                       "'/sys/x': No such file or directory"]
-    assert len(ran) == 2 and all(" -t 9p " in c for c in ran)
+    assert len(ran) == 1 and " -t 9p " in ran[0]  # one guest command for every mount
+
+
+def test_a_mount_the_guest_said_nothing_of_fails_with_its_last_words(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lima.drivers import mounts as mod
+    from lima.errors import TemporaryError
+
+    answers: list[tuple[int, str, str] | Exception] = [
+        (1, "mount-ok 0\n", "sudo: a terminal is required\nsudo: a password is required\n"),
+        (7, "", ""),
+        TemporaryError("ssh command timed out after 20 s"),
+    ]
+
+    def fake_run(client: object, command: str, *, timeout: float) -> tuple[int, str, str]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(mod, "run", fake_run)
+    two = [Mount(location="/a", mount_point="/a"), Mount(location="/b", mount_point="/b")]
+    assert mod.mount_virtfs(object(), "9p", two) == [  # type: ignore[arg-type]
+        None, "sudo: a password is required"]
+    assert mod.mount_virtfs(object(), "9p", two[:1]) == ["exit status 7"]  # type: ignore[arg-type]
+    assert mod.mount_virtfs(object(), "9p", two) == [  # type: ignore[arg-type]
+        "ssh command timed out after 20 s"] * 2
+    assert mod.mount_virtfs(object(), "9p", []) == []  # type: ignore[arg-type]

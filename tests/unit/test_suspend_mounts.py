@@ -42,17 +42,20 @@ class FakeGuest:
         self.mounted.discard(mp)
         return 0, "", ""
 
-    def check_virtfs(self, _client: Any, mount_type: str, m: Mount) -> None:
+    def mount_virtfs(self, _client: Any, mount_type: str,
+                     mounts: list[Mount]) -> list[str | None]:
         assert mount_type == "9p"
-        self.remounted.append(m.mount_point)
-        self.mounted.add(m.mount_point)
+        for m in mounts:
+            self.remounted.append(m.mount_point)
+            self.mounted.add(m.mount_point)
+        return [None] * len(mounts)
 
 
 @pytest.fixture
 def guest(monkeypatch: pytest.MonkeyPatch) -> FakeGuest:
     g = FakeGuest({"/home/u", "/tmp/lima", "/mnt/my data"})
     monkeypatch.setattr(suspendmounts, "run", g.run)
-    monkeypatch.setattr(suspendmounts, "check_virtfs", g.check_virtfs)
+    monkeypatch.setattr(suspendmounts, "mount_virtfs", g.mount_virtfs)
     return g
 
 
@@ -113,11 +116,11 @@ def test_refusal_words() -> None:
 
 def test_remount_reports_each_mount_that_did_not_come_back(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    def check(_client: Any, mount_type: str, m: Mount) -> None:
-        if m is RW:
-            raise LimaError("mount: /tmp/lima: special device lima-x does not exist")
+    def mount(_client: Any, mount_type: str, mounts: list[Mount]) -> list[str | None]:
+        return [("mount: /tmp/lima: special device lima-x does not exist" if m is RW else None)
+                for m in mounts]
 
-    monkeypatch.setattr(suspendmounts, "check_virtfs", check)
+    monkeypatch.setattr(suspendmounts, "mount_virtfs", mount)
     errors = suspendmounts.remount(object(), "9p", [HOME, RW])  # type: ignore[arg-type]
     assert errors == ["mount /tmp/lima on /tmp/lima (9p) failed: mount: /tmp/lima: special "
                       "device lima-x does not exist"]

@@ -263,8 +263,13 @@ class HostAgent:
                 self._emit(errors=[str(exc)])
                 self._emit(exiting=True)
                 return 1
+            warm = getattr(self.guest, "warm", None)
+            if self.resume and warm is not None:
+                # Readiness's imports load while the state does: it logs in at `cont`.
+                threading.Thread(target=warm, name="guest-warm", daemon=True).start()
             try:
                 self._qemu = QemuProcess.started(self._start_qemu(), self.inst_dir)
+                log.info("qemu started (pid %d)", self._qemu.pid)
             except LimaError as exc:
                 log.error("qemu did not start: %s", exc)
                 self._stop_virtiofsd()
@@ -311,6 +316,10 @@ class HostAgent:
         if forwards_due:
             self._start_forwards()
         threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
+        if self.resume:
+            from lima.drivers import suspend
+
+            suspend.remove_temp(self.inst_dir)  # the state just loaded, moved aside
         announced = False
         rc = 0
         errors: list[str] = []
@@ -423,8 +432,9 @@ class HostAgent:
         try:
             suspend.load_state(self.inst_dir)
         except (LimaError, OSError) as exc:
-            refused = self._qemu.poll() is not None
-            if not self._qemu.wait(timeout=0):
+            # QEMU exits when it cannot load the state: it refused it (give it a moment to).
+            refused = self._qemu.wait(timeout=2.0)
+            if not refused:
                 self._qemu.kill()
             msg = f"the saved state could not be loaded: {exc}"
             if refused:
