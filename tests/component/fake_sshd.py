@@ -71,7 +71,12 @@ class Server(paramiko.ServerInterface):
     def answer(self, channel: paramiko.Channel, command: str) -> None:
         time.sleep(0.02)  # let the exec reply go out first
         words = shlex.split(command)
-        content = self.files.get(words[1]) if len(words) == 2 and words[0] == "cat" else None
+        path = None
+        if len(words) == 2 and words[0] == "cat":
+            path = words[1]
+        elif words[:2] == ["[", "-r"]:  # lima.drivers.ssh.marker_command
+            path = words[2]
+        content = self.files.get(path) if path is not None else None
         if content is None:
             channel.sendall_stderr(f"{command}: No such file or directory\n".encode())
             channel.send_exit_status(1)

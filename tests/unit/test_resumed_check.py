@@ -130,3 +130,26 @@ def test_busybox_sh_sets_a_clock_behind_and_leaves_one_in_step(tmp_path: Path) -
 def test_parse_keeps_the_rest_of_each_line() -> None:
     assert parse_resumed_check("clock 12\nclock-set\n\nssh-ready iid-9 \n") == {
         "clock": "12", "clock-set": "", "ssh-ready": "iid-9"}
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
+def test_a_marker_is_read_without_starting_a_program(tmp_path: Path, shell: str) -> None:
+    """read_marker's command: the file as it is (its last line without a newline too), with
+    an empty PATH; a missing or unreadable file fails."""
+    from lima.drivers.ssh import marker_command
+
+    if shell == "busybox" and shutil.which("busybox") is None:
+        pytest.skip("no busybox")
+    argv = [shutil.which("busybox") or "busybox", "sh"] if shell == "busybox" else [
+        shutil.which(shell) or shell]
+    (tmp_path / "failed").write_text("iid-3 provision.sh exited 1\n  second\\n line")
+
+    def read(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*argv, "-c", marker_command(str(tmp_path / name))],
+                              env={"PATH": str(tmp_path / "none")}, capture_output=True,
+                              text=True, timeout=30)
+
+    found = read("failed")
+    assert found.returncode == 0 and found.stderr == ""
+    assert found.stdout == "iid-3 provision.sh exited 1\n  second\\n line\n"
+    assert read("missing").returncode != 0

@@ -170,7 +170,6 @@ class HostAgent:
                                        "running": False,
                                        "degraded": False, "errors": [], "responsive": True}
         self._responsive: tuple[bool, float] | None = None  # a change not yet announced
-        self._ssh_up = False  # readiness logged in (progress "ssh_ready")
         self._lock = threading.Lock()
 
     # The signal handler only records the signal; the main loop polls it, so no lock is
@@ -310,8 +309,9 @@ class HostAgent:
     def _run_guest(self) -> int:
         """Forwards, readiness and the heartbeat, until qemu exits or a stop is asked."""
         assert self._qemu is not None
-        # A resumed guest's sshd answers at once, and the first login costs its CPU seconds:
-        # the forwarder (its own login) starts once readiness has logged in, not alongside.
+        # A resumed guest's sshd answers at once, and its first logins and commands cost it
+        # CPU seconds (its translated code was not saved): the forwarder (its own login)
+        # starts once readiness is done (clock, mounts), not alongside.
         forwards_due = not self.resume
         if forwards_due:
             self._start_forwards()
@@ -340,7 +340,7 @@ class HostAgent:
                 rc = 1
                 break
             ready = self._ready
-            if not forwards_due and (self._ssh_up or ready is not None):
+            if not forwards_due and ready is not None:
                 forwards_due = True
                 self._start_forwards()
             if ready is not None and not announced:
@@ -491,9 +491,6 @@ class HostAgent:
             self._virtiofsd.stop()
 
     def _progress(self, phase: str) -> None:
-        if phase == "ssh_ready":
-            self._ssh_up = True
-            self._wake.set()
         if self._signal is None:
             self._emit(phase=phase)
 
