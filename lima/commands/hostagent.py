@@ -110,7 +110,9 @@ class _LazyGuest:
         with self._build_lock:
             if self.inner is not None:
                 return
-            from lima.drivers import mounts, postboot  # noqa: F401 (imported for after_boot)
+            # Imported now for after_boot, and the port forwarder that starts once Running.
+            from lima.drivers import mounts, postboot  # noqa: F401
+            from lima.drivers.hostagent import portfwd, slirpfwd, tunnel  # noqa: F401
             from lima.drivers.ssh import SSHGuest
 
             spec, self._problem = (self.spec, None) if self.spec is not None else (

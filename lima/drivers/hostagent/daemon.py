@@ -340,9 +340,6 @@ class HostAgent:
                 rc = 1
                 break
             ready = self._ready
-            if not forwards_due and ready is not None:
-                forwards_due = True
-                self._start_forwards()
             if ready is not None and not announced:
                 announced = True
                 if isinstance(ready, LimaError):
@@ -354,6 +351,9 @@ class HostAgent:
                 errors = list(ready)
                 self._emit(running=True, degraded=bool(ready), errors=ready)
                 self._start_heartbeat()
+            if not forwards_due and ready is not None:
+                forwards_due = True  # a resumed guest's: once Running is announced
+                self._start_forwards()
             if self._reload:
                 self._reload = False
                 if self._forwarder is not None:
