@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
 import yaml
@@ -186,3 +187,16 @@ def test_debian_initramfs_init_reads_root_from_the_kernel_command_line() -> None
     assert f"root=LABEL={build_debian.ROOT_LABEL}" in build_debian.CMDLINE
     assert "findfs" in init and "switch_root /root" in init
     assert "crc32c_generic" in build_debian.INITRAMFS_MODULES
+
+
+def test_debian_sshd_pam_keeps_the_static_motd_only(tmp_path: Path) -> None:
+    pam = tmp_path / "sshd"
+    pam.write_text("@include common-account\n"
+                   "session    optional     pam_motd.so  motd=/run/motd.dynamic\n"
+                   "session    optional     pam_motd.so noupdate\n"
+                   "@include common-session\n")
+    build_debian._drop_dynamic_motd(pam)
+    assert pam.read_text() == ("@include common-account\n"
+                               "session    optional     pam_motd.so noupdate\n"
+                               "@include common-session\n")
+    build_debian._drop_dynamic_motd(tmp_path / "absent")  # no file: nothing to do
