@@ -389,21 +389,30 @@ def test_timezone_without_cloud_init(kind: str, tmp_path: Path) -> None:
     assert "timezone Europe/Paris not set" in (tmp_path / "log" / "lima-init.log").read_text()
 
 
+def _seed_with_shares(tmp: Path, mount_type: str, points: list[str],
+                      mounted: list[str]) -> tuple[Path, Path, Path]:
+    """A fake seed whose lima.env lists `points` as shares of `mount_type`; a mount table
+    with / and `mounted`; an (empty) cloud-init run directory. -> (seed, mounts, run dir)"""
+    seed = _fake_seed(tmp, getpass.getuser())
+    with (seed / "lima.env").open("a") as env:
+        env.write(f"LIMA_CIDATA_MOUNTTYPE={mount_type}\nLIMA_CIDATA_MOUNTS={len(points)}\n")
+        env.writelines(f"LIMA_CIDATA_MOUNTS_{i}_MOUNTPOINT={p}\n" for i, p in enumerate(points))
+    mounts = tmp / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw 0 0\n"
+                      + "".join(f"share{i} {p} {mount_type} ro 0 0\n"
+                                for i, p in enumerate(mounted)))
+    ci = tmp / "cloud-init-run"
+    ci.mkdir()
+    return seed, mounts, ci
+
+
 @pytest.mark.parametrize("kind", SHELLS)
 def test_provisioning_waits_for_the_shares_cloud_init_mounts(kind: str, tmp_path: Path) -> None:
     """`mode: boot` steps run at once; provisioning steps only once every 9p share is in
     the mount table (cloud-init mounts them in a later stage)."""
-    seed = _fake_seed(tmp_path, getpass.getuser())
-    with (seed / "lima.env").open("a") as env:
-        env.write("LIMA_CIDATA_MOUNTTYPE=9p\nLIMA_CIDATA_MOUNTS=2\n"
-                  "LIMA_CIDATA_MOUNTS_0_MOUNTPOINT=/home/me\n"
-                  "LIMA_CIDATA_MOUNTS_1_MOUNTPOINT=/tmp/lima\n")
-    mounts = tmp_path / "mounts"
-    mounts.write_text("/dev/vda / ext4 rw 0 0\nshare0 /home/me 9p ro 0 0\n")
-    ci = tmp_path / "cloud-init-run"
-    ci.mkdir()
-    (ci / "result.json").write_text('{"v1": {"errors": []}}')
-    (ci / "result.json").rename(tmp_path / "result.json")
+    seed, mounts, ci = _seed_with_shares(tmp_path, "9p", ["/home/me", "/tmp/lima"],
+                                         ["/home/me"])
+    (tmp_path / "result.json").write_text('{"v1": {"errors": []}}')
     # The second share and then cloud-init's result appear a moment later.
     _script(seed / "boot" / "20-mounts-later",
             f'( sleep 1; echo "share1 /tmp/lima 9p rw 0 0" >>"{mounts}";'
@@ -423,14 +432,7 @@ def test_provisioning_waits_for_the_shares_cloud_init_mounts(kind: str, tmp_path
 
 @pytest.mark.parametrize("kind", SHELLS)
 def test_a_share_that_never_mounts_is_a_warning(kind: str, tmp_path: Path) -> None:
-    seed = _fake_seed(tmp_path, getpass.getuser())
-    with (seed / "lima.env").open("a") as env:
-        env.write("LIMA_CIDATA_MOUNTTYPE=virtiofs\nLIMA_CIDATA_MOUNTS=1\n"
-                  "LIMA_CIDATA_MOUNTS_0_MOUNTPOINT=/nowhere\n")
-    mounts = tmp_path / "mounts"
-    mounts.write_text("/dev/vda / ext4 rw 0 0\n")
-    ci = tmp_path / "cloud-init-run"
-    ci.mkdir()
+    seed, mounts, ci = _seed_with_shares(tmp_path, "virtiofs", ["/nowhere"], [])
     (ci / "result.json").write_text('{"v1": {"errors": []}}')
     result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
                   LIMA_BOOT_MOUNTS_FILE=str(mounts))

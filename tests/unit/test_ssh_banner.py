@@ -50,6 +50,21 @@ class Server:
             conn.close()
 
 
+def banner_after(delay: float, *, closed_first: int = 0) -> Handler:
+    """A handler like a slow sshd: the first `closed_first` connections are closed at once
+    (nothing listens yet), each later one gets its banner `delay` seconds after accept."""
+    def handler(conn: socket.socket, n: int) -> None:
+        if n < closed_first:
+            conn.close()
+            return
+        time.sleep(delay)
+        # The prober may already have moved on to a newer connection.
+        with contextlib.suppress(OSError):
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    return handler
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[[Handler], Server]]:
     servers: list[Server] = []
@@ -102,12 +117,7 @@ def test_slow_sshd_gets_to_answer(serve: Callable[[Handler], Server]) -> None:
     to make room (then no banner ever arrived) nor keeps opening new ones meanwhile."""
     delay = PROBE_LIFETIME - 0.6
 
-    def handler(conn: socket.socket, _: int) -> None:
-        time.sleep(delay)
-        with contextlib.suppress(OSError):
-            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-
-    server = serve(handler)
+    server = serve(banner_after(delay))
     start = time.monotonic()
     wait_banner(server.port, deadline=start + 20)
     assert delay <= time.monotonic() - start < PROBE_LIFETIME
@@ -121,12 +131,7 @@ def test_sshd_slower_than_a_probe_lifetime_still_answers(
     probes retired without one give their successors longer, so one lives to read it."""
     delay = PROBE_LIFETIME + 1.5
 
-    def handler(conn: socket.socket, _: int) -> None:
-        time.sleep(delay)
-        with contextlib.suppress(OSError):
-            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-
-    server = serve(handler)
+    server = serve(banner_after(delay))
     start = time.monotonic()
     wait_banner(server.port, deadline=start + 30)
     assert time.monotonic() - start >= delay
@@ -165,27 +170,14 @@ def test_nic_up_means_one_probe_at_a_time(serve: Callable[[Handler], Server]) ->
     """Like a guest whose NIC is up but whose sshd is slow to start: the first connections
     are closed (nothing listens), the later ones are sshd forking for seconds. After the
     first close, probes no longer overlap: each would cost the guest another sshd."""
-    def handler(conn: socket.socket, n: int) -> None:
-        if n < 2:
-            conn.close()
-            return
-        time.sleep(1.0)
-        with contextlib.suppress(OSError):
-            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-
-    server = serve(handler)
+    server = serve(banner_after(1.0, closed_first=2))
     wait_banner(server.port, deadline=time.monotonic() + 20, interval=0.05)
     # Two closed ones, then the one that answered: no others opened meanwhile.
     assert len(server.conns) == 3
 
 
 def test_threads_waiting_for_one_port_share_a_prober(serve: Callable[[Handler], Server]) -> None:
-    def handler(conn: socket.socket, _: int) -> None:
-        time.sleep(0.8)
-        with contextlib.suppress(OSError):
-            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-
-    server = serve(handler)
+    server = serve(banner_after(0.8))
     errors: list[BaseException] = []
 
     def waiter() -> None:
@@ -218,15 +210,7 @@ def test_nic_up_probe_waits_out_a_slow_sshd(serve: Callable[[Handler], Server]) 
     PROBE_LIFETIME instead of being retired (which killed that sshd before its banner)."""
     delay = PROBE_LIFETIME + 1.0
 
-    def handler(conn: socket.socket, n: int) -> None:
-        if n == 0:
-            conn.close()
-            return
-        time.sleep(delay)
-        with contextlib.suppress(OSError):
-            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-
-    server = serve(handler)
+    server = serve(banner_after(delay, closed_first=1))
     start = time.monotonic()
     wait_banner(server.port, deadline=start + 20, interval=0.05)
     assert time.monotonic() - start >= delay
