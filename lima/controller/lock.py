@@ -305,6 +305,10 @@ def superseded_by(name: str, mine: Request) -> Request | None:
     newest = read_request(name)
     if newest is None or newest == mine or newest.pid == mine.pid:
         return None
+    if newest.time < mine.time:
+        # Left by a verb that came first (a `delete -f` that has finished, say): what it
+        # asked is done or being done under the lock this one waits for.
+        return None
     if newest.run_state in _INTERRUPTING and newest.run_state != mine.run_state:
         return newest
     return None

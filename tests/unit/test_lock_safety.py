@@ -154,6 +154,11 @@ def test_request_round_trip_and_supersede_rules(_isolated_home: Path) -> None:
     newer = superseded_by("vm", mine)
     assert newer is not None and newer.command == "limactl stop -f"
     assert newer.pid == mine.pid + 1
+    # A request older than mine (a finished `delete -f` before a create of the same name)
+    # interrupts nobody.
+    other.update(runState="absent", command="limactl delete -f", time=mine.time - 1)
+    safefs.write_private_file(request_path("vm"), json.dumps(other).encode())
+    assert superseded_by("vm", mine) is None
     # A garbled request interrupts nobody.
     request_path("vm").write_text("{not json")
     assert superseded_by("vm", mine) is None
