@@ -10,7 +10,8 @@ connection at once even when nothing listens in the guest, and a connection open
 before the guest NIC is up stalls for seconds. Only an `SSH-` banner proves sshd is up,
 so `wait_banner` keeps several short, overlapping connection attempts in flight until the
 guest shows its NIC is up (it closes a probe: nothing listens yet), then one at a time.
-Threads of one process waiting for the same port share one prober.
+Threads of one process waiting for the same port share one prober. The first login uses
+the connection that showed the banner (`banner_socket`): sshd forked and exec'd for it.
 """
 
 from __future__ import annotations
@@ -88,17 +89,24 @@ class _Probe:
             self.connected = True
             return None
         try:
-            chunk = self.sock.recv(64)
+            # Peeked, not read: the connection that shows the banner is the one the login
+            # then uses (lima.drivers.ssh.connect's `sock`), so sshd reads it from there.
+            data = self.sock.recv(len(BANNER), socket.MSG_PEEK)
         except BlockingIOError:
             return None
         except OSError:
             return False
-        if not chunk:
+        if not data:
             return False
-        self.data += chunk
-        if len(self.data) < len(BANNER):
-            return None if BANNER.startswith(self.data) else False
-        return self.data.startswith(BANNER)
+        if len(data) < len(BANNER):
+            if not BANNER.startswith(data):
+                return False
+            if data == self.data:
+                time.sleep(0.01)  # the rest of a split banner (peeking reads it again)
+            self.data = data
+            return None
+        self.data = data
+        return data == BANNER
 
 
 class _SharedProbe:
@@ -124,6 +132,18 @@ def wait_banner(
     one waits for that prober's answer instead of opening connections of its own (each one
     costs the guest an sshd fork and exec), and takes over if that prober gives up.
     """
+    sock = banner_socket(port, deadline=deadline, interval=interval, cancelled=cancelled)
+    if sock is not None:
+        sock.close()
+
+
+def banner_socket(
+    port: int, *, deadline: float, interval: float = 0.25,
+    cancelled: Callable[[], bool] | None = None,
+) -> socket.socket | None:
+    """`wait_banner`, returning the connection that showed the banner, unread (blocking),
+    for a login to use (`connect(sock=...)`): under TCG a new connection costs the guest
+    an sshd fork and exec, about a second. None when another thread's prober saw it."""
     while True:
         with _shared_lock:
             shared = _shared.get(port)
@@ -138,11 +158,12 @@ def wait_banner(
                     f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline", delay=interval
                 )
         if shared.found:
-            return
+            return None
         # That prober gave up (its own deadline): probe in its place.
     try:
-        _probe_banner(port, deadline=deadline, interval=interval, cancelled=cancelled)
+        sock = _probe_banner(port, deadline=deadline, interval=interval, cancelled=cancelled)
         shared.found = True
+        return sock
     finally:
         with _shared_lock:
             _shared.pop(port, None)
@@ -151,7 +172,7 @@ def wait_banner(
 
 def _probe_banner(
     port: int, *, deadline: float, interval: float, cancelled: Callable[[], bool] | None
-) -> None:
+) -> socket.socket:
     probes: list[_Probe] = []
     next_start = 0.0
     lifetime = PROBE_LIFETIME
@@ -190,7 +211,9 @@ def _probe_banner(
             for probe in [p for p in probes if p.sock in ready]:
                 result = probe.step()
                 if result is True:
-                    return
+                    probes.remove(probe)
+                    probe.sock.setblocking(True)
+                    return probe.sock
                 if result is False:
                     last_error = "connection closed before the banner"
                     # The guest answered: its NIC is up, so no new probe can stall on it, and
@@ -205,8 +228,10 @@ def _probe_banner(
             probe.close()
 
 
-def connect(port: int, user: str, key_path: Path, *, timeout: float) -> paramiko.SSHClient:
-    """Log in as `user` with the instance key; failures are TemporaryError."""
+def connect(port: int, user: str, key_path: Path, *, timeout: float,
+            sock: socket.socket | None = None) -> paramiko.SSHClient:
+    """Log in as `user` with the instance key, over `sock` when given (a connection to the
+    port, banner unread: `banner_socket`); failures are TemporaryError."""
     client = paramiko.SSHClient()
     # Guest host keys are new at every create; like Lima (StrictHostKeyChecking=no), accept.
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -222,9 +247,12 @@ def connect(port: int, user: str, key_path: Path, *, timeout: float) -> paramiko
             banner_timeout=timeout,
             auth_timeout=timeout,
             channel_timeout=timeout,
+            sock=sock,
         )
     except (paramiko.SSHException, OSError, EOFError) as exc:
         client.close()
+        if sock is not None:
+            sock.close()
         raise TemporaryError(f"ssh login to {user}@127.0.0.1:{port} failed: {exc}") from exc
     transport = client.get_transport()
     if transport is not None:
@@ -344,18 +372,22 @@ def wait_ssh(
 
     def attempt() -> paramiko.SSHClient:
         nonlocal probe, timeout
+        sock = None
         if probe:
-            wait_banner(port, deadline=deadline)
+            # The login goes over the connection that showed the banner.
+            sock = banner_socket(port, deadline=deadline)
             # sshd listens: later attempts log in straight away. Probing again before each
             # one costs a CPU-starved guest an sshd fork and exec per probe, enough to keep
             # it from ever finishing a login.
             probe = False
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            if sock is not None:
+                sock.close()
             raise TemporaryError(f"ssh on 127.0.0.1:{port}: deadline passed")
         started = time.monotonic()
         try:
-            return connect(port, user, key_path, timeout=min(timeout, remaining))
+            return connect(port, user, key_path, timeout=min(timeout, remaining), sock=sock)
         except TemporaryError:
             if time.monotonic() - started >= 0.9 * timeout:
                 # Timed out rather than refused: this guest is slow, give it longer.

@@ -163,15 +163,21 @@ def test_events_api_and_cleanup(inst_dir: Path, run_agent: Callable[..., Running
 
 
 class GatedGuest(FakeGuest):
-    """Logs in (progress "ssh_ready") only once `login` is set."""
+    """Logs in (progress "ssh_ready") only once `login` is set, and is provisioned (ready)
+    once `provision` is set too (at once when there is none)."""
 
-    def __init__(self, login: threading.Event) -> None:
+    def __init__(self, login: threading.Event,
+                 provision: threading.Event | None = None) -> None:
         super().__init__([])
-        self.login = login
+        self.login, self.provision = login, provision
 
     def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
         self.login.wait(30)
-        return super().ready(stop, progress)
+        progress("ssh_ready")
+        if self.provision is not None:
+            self.provision.wait(30)
+        progress("provisioned")
+        return []
 
 
 class RecordingForwards:
@@ -189,21 +195,25 @@ class RecordingForwards:
 
 
 @pytest.mark.parametrize("resume", [False, True])
-def test_a_resumed_agent_starts_its_forwards_after_the_first_login(
+def test_the_forwarder_never_logs_in_alongside_readiness(
     inst_dir: Path, run_agent: Callable[..., Running], monkeypatch: pytest.MonkeyPatch,
     resume: bool,
 ) -> None:
-    """A cold boot binds the forwards at once; a resumed guest's first login (its CPU's
-    costliest seconds) is not shared with the forwarder's login."""
+    """The forwarder (its own ssh login) starts once readiness has logged in on a cold
+    boot, and once the guest is Running after a resume (its CPU's costliest seconds)."""
     from lima.drivers import suspend
 
     monkeypatch.setattr(suspend, "load_state", lambda inst: None)
-    login = threading.Event()
+    login, provision = threading.Event(), threading.Event()
     fwd = RecordingForwards()
-    r = run_agent(SLEEPER, GatedGuest(login), resume=resume, forwards=lambda emit: fwd)
+    r = run_agent(SLEEPER, GatedGuest(login, provision), resume=resume,
+                  forwards=lambda emit: fwd)
     wait_for(lambda: r.agent._qemu is not None)
-    assert fwd.started.wait(0.5) is not resume
+    assert not fwd.started.wait(0.5)
     login.set()
+    wait_for(lambda: "ssh_ready" in kinds(inst_dir))
+    assert fwd.started.wait(0.5 if resume else 10) is not resume
+    provision.set()
     assert fwd.started.wait(10)
     wait_for(lambda: "running" in kinds(inst_dir))
     assert r.stop() == 0

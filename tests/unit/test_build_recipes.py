@@ -106,6 +106,27 @@ def test_debian_cmdline_matches_the_fstab_label() -> None:
     assert build_debian.FILES["etc/fstab"][1].startswith(f"LABEL={label}\t/\t")
 
 
+def test_debian_root_is_mounted_read_write_once_with_the_fstab_options() -> None:
+    # The initramfs mounts / read-write with fstab's options, so systemd-remount-fs has
+    # nothing to do (masked), and pass 0 keeps systemd-fsck-root out of the boot.
+    label, fs, _type, options, _dump, passno = build_debian.FILES["etc/fstab"][1].split()
+    assert (label, fs, passno) == (f"LABEL={build_debian.ROOT_LABEL}", "/", "0")
+    words = build_debian.CMDLINE.split()
+    assert "rw" in words and "ro" not in words
+    flags = next(w.removeprefix("rootflags=") for w in words if w.startswith("rootflags="))
+    assert set(flags.split(",")) == set(options.split(",")) - {"defaults"}
+    assert "systemd-remount-fs.service" in build_debian.MASKED_UNITS
+    init = build_debian._asset(build_debian.INITRAMFS_INIT).decode()
+    assert "rw) mode=rw" in init and "rootflags=*)" in init
+
+
+def test_debian_eth0_skips_ipv6_duplicate_address_detection() -> None:
+    # Only eth0, QEMU's user network (net.ifnames=0 keeps the name): other NICs keep it.
+    sysctl = build_debian.FILES["etc/sysctl.d/60-lima-eth0.conf"][1]
+    assert "net.ifnames=0" in build_debian.CMDLINE.split()
+    assert sysctl.splitlines() == ["net.ipv6.conf.eth0.accept_dad = 0"]
+
+
 def test_debian_root_grows_with_the_disk() -> None:
     # `disk:` growth reaches / through cloud-init's resizefs at each boot (resize2fs on
     # the whole disk: the image has no partition table, so no growpart is needed).

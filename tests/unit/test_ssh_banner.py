@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lima.drivers.ssh import MAX_IN_FLIGHT, PROBE_LIFETIME, wait_banner
+from lima.drivers.ssh import MAX_IN_FLIGHT, PROBE_LIFETIME, banner_socket, wait_banner
 from lima.errors import TemporaryError
 
 Handler = Callable[[socket.socket, int], None]
@@ -95,6 +95,30 @@ def test_banner_after_silence(serve: Callable[[Handler], Server]) -> None:
     # The first connection's banner arrives 0.3 s in; a prober that reconnects in a busy
     # loop instead of waiting on its connections would have made hundreds.
     assert 1 <= len(server.conns) <= 10
+
+
+def test_the_banner_connection_is_handed_over_unread(
+    serve: Callable[[Handler], Server],
+) -> None:
+    """The login uses the probe's own connection (sshd forked and exec'd for it): the
+    banner is still there to read, split or not, and the connection stays usable."""
+    def handler(conn: socket.socket, _: int) -> None:
+        conn.sendall(b"SS")
+        time.sleep(0.2)
+        conn.sendall(b"H-2.0-x\r\n")
+        conn.sendall(conn.recv(64).upper())  # echoes, as the key exchange would go on
+
+    server = serve(handler)
+    sock = banner_socket(server.port, deadline=time.monotonic() + 20)
+    assert sock is not None
+    with sock:
+        assert sock.getblocking()
+        sock.settimeout(5)
+        banner = b"SSH-2.0-x\r\n"
+        assert sock.recv(len(banner), socket.MSG_WAITALL) == banner
+        sock.sendall(b"kex")
+        assert sock.recv(64) == b"KEX"
+    assert len(server.conns) == 1
 
 
 def test_stalled_early_connections_are_overtaken(serve: Callable[[Handler], Server]) -> None:

@@ -157,6 +157,7 @@ class HostAgent:
         self._dns_server: DNSServer | None = None
         self.forwards = forwards
         self._forwarder: Forwards | None = None
+        self._ssh_ready = threading.Event()  # readiness logged in (guest.ready's progress)
         self.display = display
         self._reload = False  # set by SIGHUP: re-read the port forwards
         self.virtiofsd = list(virtiofsd)  # started before qemu, ended after it
@@ -309,12 +310,13 @@ class HostAgent:
     def _run_guest(self) -> int:
         """Forwards, readiness and the heartbeat, until qemu exits or a stop is asked."""
         assert self._qemu is not None
-        # A resumed guest's sshd answers at once, and its first logins and commands cost it
-        # CPU seconds (its translated code was not saved): the forwarder (its own login)
-        # starts once readiness is done (clock, mounts), not alongside.
-        forwards_due = not self.resume
-        if forwards_due:
-            self._start_forwards()
+        # The forwarder logs in to the guest as soon as it starts. Under TCG a login costs
+        # the guest about a second of CPU, and two at once (the forwarder's and
+        # readiness's) delayed ssh_ready by as much: a booting guest's forwarder starts
+        # once readiness has logged in (ssh_ready). A resumed guest's sshd answers at once,
+        # and its first logins and commands cost it CPU seconds (its translated code was
+        # not saved): its forwarder starts once readiness is done (clock, mounts).
+        forwards_due = False
         threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
         if self.resume:
             from lima.drivers import suspend
@@ -351,8 +353,9 @@ class HostAgent:
                 errors = list(ready)
                 self._emit(running=True, degraded=bool(ready), errors=ready)
                 self._start_heartbeat()
-            if not forwards_due and ready is not None:
-                forwards_due = True  # a resumed guest's: once Running is announced
+            if not forwards_due and (ready is not None
+                                     or (self._ssh_ready.is_set() and not self.resume)):
+                forwards_due = True
                 self._start_forwards()
             if self._reload:
                 self._reload = False
@@ -493,6 +496,9 @@ class HostAgent:
     def _progress(self, phase: str) -> None:
         if self._signal is None:
             self._emit(phase=phase)
+        if phase == "ssh_ready":
+            self._ssh_ready.set()
+            self._wake.set()
 
     def _watch_qemu(self) -> None:
         assert self._qemu is not None

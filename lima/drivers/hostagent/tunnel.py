@@ -124,7 +124,7 @@ class SSHDialer:
             return transport
 
     def _login(self) -> paramiko.SSHClient:
-        from lima.drivers.ssh import wait_banner
+        from lima.drivers.ssh import banner_socket
 
         deadline = time.monotonic() + self.login_timeout
         last: Exception | None = None
@@ -133,7 +133,9 @@ class SSHDialer:
                 # One prober until the banner (closing probes every few seconds would kill
                 # each sshd the guest had forked for them); a stopping forwarder cancels it.
                 # While the host agent's readiness check probes, this waits for its answer.
-                wait_banner(self.port, deadline=deadline, cancelled=lambda: self._closed)
+                # The login then goes over the connection that showed the banner.
+                sock = banner_socket(self.port, deadline=deadline,
+                                     cancelled=lambda: self._closed)
             except TemporaryError as exc:
                 last = exc
                 continue
@@ -144,9 +146,11 @@ class SSHDialer:
                                key_filename=str(self.key_path), look_for_keys=False,
                                allow_agent=False, timeout=self.open_timeout,
                                banner_timeout=self.open_timeout, auth_timeout=self.open_timeout,
-                               transport_factory=_new_transport)
+                               transport_factory=_new_transport, sock=sock)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 client.close()
+                if sock is not None:
+                    sock.close()
                 last = exc
                 time.sleep(0.3)
                 continue
