@@ -9,6 +9,8 @@ assets in lima/assets/cidata; this module only lays them out and writes the ISO.
 
 Layout (base names <= 30 characters, checked):
   user-data meta-data network-config lima.env param.env etc_environment boot.sh
+  fstab                the 9p/virtiofs shares' lines, as cloud-init writes them (only
+                       with such mounts; boot.sh mounts them before cloud-init would)
   boot/NN-*            our boot scripts, then `mode: boot` provision scripts
   util/*               helpers put on the guest's PATH by boot.sh (assets)
   provision.dependency/NNNNNNNN, provision.data/NNNNNNNN{,.sh},
@@ -82,6 +84,9 @@ def seed_files(
         SeedFile("etc_environment", _b(cloudconfig.etc_environment(spec, host_env))),
         SeedFile("boot.sh", (ASSETS / "boot.sh").read_bytes(), executable=True),
     ]
+    shares = cloudconfig.fstab(spec, host_home)
+    if shares:
+        files.append(SeedFile("fstab", _b(shares)))
     for sub in ("boot", "util"):
         folder = ASSETS / sub
         if folder.is_dir():

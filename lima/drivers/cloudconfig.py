@@ -159,6 +159,22 @@ def _fstab_mounts(spec: InstanceSpec, host_home: str | None) -> list[list[str]]:
              mount_options(spec, m), "0", "0"] for m in spec.mounts]
 
 
+# cloud-init's mounts module adds this to the options of each fstab line it writes (and
+# finds its own lines by it).
+CLOUD_INIT_MOUNT_COMMENT = "comment=cloudconfig"
+
+
+def fstab(spec: InstanceSpec, host_home: str | None) -> str:
+    """The fstab lines cloud-init's mounts module writes for user-data's `mounts:`, as it
+    writes them (fields joined by tabs, its comment added to the options): the seed's
+    `fstab`, which boot.sh puts in place and mounts early (lima/assets/cidata/boot.sh)."""
+    lines = []
+    for tag, point, fstype, options, dump, passno in _fstab_mounts(spec, host_home):
+        lines.append("\t".join(
+            (tag, point, fstype, f"{options},{CLOUD_INIT_MOUNT_COMMENT}", dump, passno)))
+    return "".join(line + "\n" for line in lines)
+
+
 def mount_options(spec: InstanceSpec, m: Mount) -> str:
     """fstab options of a 9p/virtiofs mount, as Lima builds them."""
     return virtfs.guest_options(spec.mount_type, m)

@@ -24,6 +24,21 @@ def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:
     status = limactl("shell", "deb", "cloud-init", "status", "--long").stdout
     assert "status: done" in status
     assert "DataSourceNoCloud" in status
+    # The image's cloud.cfg.d and limapy's user-data pass cloud-init's schema check.
+    invalid = limactl("shell", "deb", "sh", "-c",
+                      "sudo grep -c 'Invalid cloud-config' /var/log/cloud-init.log || true")
+    assert invalid.stdout.strip() == "0", invalid.stdout
+    # boot.sh put the shares in fstab and mounted them before cloud-init's mounts module
+    # ran: it found nothing to change (no `mount -a`, no daemon-reload).
+    ci_log = limactl("shell", "deb", "sudo", "cat", "/var/log/cloud-init.log").stdout
+    assert "No changes to /etc/fstab made" in ci_log
+    assert "daemon-reload" not in ci_log
+    # build:debian-12 mounts / read-write in its initramfs, with fstab's options (no
+    # systemd-remount-fs); eth0 keeps the IPv6 that QEMU's user network announces.
+    root = limactl("shell", "deb", "findmnt", "-no", "OPTIONS", "/").stdout.split(",")
+    assert "rw" in root and "errors=remount-ro" in root, root
+    ipv6 = limactl("shell", "deb", "ip", "-6", "addr", "show", "dev", "eth0").stdout
+    assert "scope site" in ipv6 and "tentative" not in ipv6, ipv6
     provisioned = limactl("shell", "deb", "cat", "/etc/limapy-provisioned").stdout
     assert provisioned.startswith("provisioned for ")
     mounts = limactl("shell", "deb", "mount").stdout

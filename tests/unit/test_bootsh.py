@@ -440,3 +440,51 @@ def test_a_share_that_never_mounts_is_a_warning(kind: str, tmp_path: Path) -> No
     log = (tmp_path / "log" / "lima-init.log").read_text()
     assert "/nowhere is not mounted" in log
     assert (tmp_path / "order").read_text().split()[-1] == "user-script"
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_shares_are_in_fstab_and_mounted_before_cloud_init_would(
+    kind: str, tmp_path: Path
+) -> None:
+    """The seed's fstab lines go into fstab once and each share not mounted yet is mounted
+    from there, so cloud-init's mounts module finds nothing to change (no daemon-reload)."""
+    a, b = tmp_path / "share-a", tmp_path / "share-b"
+    seed, mounts, ci = _seed_with_shares(tmp_path, "9p", [str(a), str(b)], [str(b)])
+    line_a = f"tag-a\t{a}\t9p\tro,trans=virtio,comment=cloudconfig\t0\t0"
+    line_b = f"tag-b\t{b}\t9p\trw,trans=virtio,comment=cloudconfig\t0\t0"
+    (seed / "fstab").write_text(f"{line_a}\n{line_b}\n")
+    root = "LABEL=lima-root\t/\text4\tdefaults\t0\t0"
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{root}\n{line_b}\n")  # b: written by cloud-init on an earlier boot
+    # mount(8) given a mount point mounts it as fstab says: here it records the call and
+    # adds the share to the mount table.
+    _script(tmp_path / "mount",
+            f'echo "$@" >>"{tmp_path}/mount.log"\necho "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
+    (ci / "result.json").write_text('{"v1": {"errors": []}}')
+    for _ in range(2):  # a second boot.sh run (a reboot) adds and mounts nothing more
+        result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                      LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                      LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert fstab.read_text().splitlines() == [root, line_b, line_a]
+    assert (tmp_path / "mount.log").read_text().split() == [str(a)]
+    assert a.is_dir()
+    log = (tmp_path / "log" / "lima-init.log").read_text()
+    assert "Waiting for the mounts" not in log and "WARNING" not in log
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_without_cloud_init_the_shares_are_left_to_the_host_agent(
+    kind: str, tmp_path: Path
+) -> None:
+    a = tmp_path / "share-a"
+    seed, mounts, _ = _seed_with_shares(tmp_path, "9p", [], [])
+    (seed / "fstab").write_text(f"tag-a\t{a}\t9p\tro,comment=cloudconfig\t0\t0\n")
+    fstab = tmp_path / "fstab"
+    fstab.write_text("LABEL=lima-root\t/\text4\tdefaults\t0\t0\n")
+    _script(tmp_path / "mount", f'echo "$@" >>"{tmp_path}/mount.log"\n')
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_MOUNTS_FILE=str(mounts),
+                  LIMA_BOOT_FSTAB=str(fstab), LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fstab.read_text() == "LABEL=lima-root\t/\text4\tdefaults\t0\t0\n"
+    assert not (tmp_path / "mount.log").exists() and not a.exists()

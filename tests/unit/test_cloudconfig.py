@@ -101,6 +101,14 @@ def test_9p_mounts_go_to_cloud_init_mounts() -> None:
         "0",
     ]
     assert doc["mounts"][1][3].startswith("rw,") and "cache=mmap" in doc["mounts"][1][3]
+    # The seed's fstab: each entry as cloud-init's mounts module writes it (tab-separated,
+    # its comment=cloudconfig added), so finding them in place it changes nothing.
+    lines = cc.fstab(spec, None).splitlines()
+    assert lines == ["\t".join([*m[:3], m[3] + ",comment=cloudconfig", *m[4:]])
+                     for m in doc["mounts"]]
+    assert lines[0] == ("lima-0647c9f4e72b4b97\t/h\t9p\tro,trans=virtio,version=9p2000.L,"
+                        "msize=131072,cache=fscache,nofail,comment=cloudconfig\t0\t0")
+    assert cc.fstab(make_spec(mount_type="reverse-sshfs", mounts=spec.mounts), None) == ""
 
 
 def test_virtiofs_mounts_have_no_9p_options_and_reverse_sshfs_none() -> None:

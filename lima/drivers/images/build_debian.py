@@ -24,7 +24,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-8"
+RECIPE_VERSION = "debian-12-9"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -115,8 +115,6 @@ MASKED_GENERATORS = (
 
 CLOUD_CFG = """# limapy build:debian-12: cidata is the only datasource (never probe a network).
 datasource_list: [NoCloud, None]
-# minbase has no locales generated; setting one makes cloud-init end in error.
-locale: false
 # An RSA host key costs seconds under TCG.
 ssh_genkeytypes: [ed25519]
 # Only the modules limapy's user-data can use (users, keys, hostname, mounts, growing /,
