@@ -35,7 +35,7 @@ def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:
     assert "daemon-reload" not in ci_log
     # build:debian-12 mounts / read-write in its initramfs, with fstab's options (no
     # systemd-remount-fs); eth0 keeps the IPv6 that QEMU's user network announces.
-    root = limactl("shell", "deb", "findmnt", "-no", "OPTIONS", "/").stdout.split(",")
+    root = limactl("shell", "deb", "findmnt", "-no", "OPTIONS", "/").stdout.strip().split(",")
     assert "rw" in root and "errors=remount-ro" in root, root
     ipv6 = limactl("shell", "deb", "ip", "-6", "addr", "show", "dev", "eth0").stdout
     assert "scope site" in ipv6 and "tentative" not in ipv6, ipv6
