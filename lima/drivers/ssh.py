@@ -209,6 +209,8 @@ def _probe_banner(
             ready_r, ready_w, _ = select.select(readers, writers, [], wait)
             ready = set(ready_r) | set(ready_w)
             for probe in [p for p in probes if p.sock in ready]:
+                if probe not in probes:
+                    continue  # retired below, as older than a refused one
                 result = probe.step()
                 if result is True:
                     probes.remove(probe)
@@ -221,6 +223,14 @@ def _probe_banner(
                     # one probe at a time, kept until the banner or the guest closes it.
                     limit = IN_FLIGHT_NIC_UP
                     lifetime = MAX_PROBE_LIFETIME
+                    # The probes opened before this one are still unanswered: sshd was not
+                    # listening when this one arrived, so theirs never reached it. They
+                    # raced the NIC, and QEMU's user network retries their connection on
+                    # its own backoff (measured: one opened 1 s into a boot answered 30 s
+                    # later). Kept, they would hold the one slot: retire them now.
+                    for stale in [p for p in probes if p.started < probe.started]:
+                        stale.close()
+                        probes.remove(stale)
                     probe.close()
                     probes.remove(probe)
     finally:

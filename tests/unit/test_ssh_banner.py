@@ -121,6 +121,34 @@ def test_the_banner_connection_is_handed_over_unread(
     assert len(server.conns) == 1
 
 
+def test_a_refused_probe_retires_the_older_stalled_ones(
+    serve: Callable[[Handler], Server],
+) -> None:
+    """Probes opened before the guest NIC was up stay unanswered (QEMU's user network
+    retries them on its own backoff); once a newer one is refused, the NIC is up and they
+    never reached sshd: the next probe starts at once instead of after their lifetime."""
+    stalled = threading.Event()
+
+    def handler(conn: socket.socket, n: int) -> None:
+        if n < 3:
+            stalled.wait(20)  # accepted by the forwarder, never answered
+        elif n == 3:
+            conn.close()  # as a guest with nothing listening on port 22 yet
+        else:
+            conn.sendall(b"SSH-2.0-x\r\n")
+
+    server = serve(handler)
+    start = time.monotonic()
+    try:
+        wait_banner(server.port, deadline=start + 20)
+    finally:
+        stalled.set()
+    # Without retiring them, the three stalled probes would hold the one slot until their
+    # lifetime (PROBE_LIFETIME) ends.
+    assert time.monotonic() - start < PROBE_LIFETIME - 1
+    assert len(server.conns) == 5
+
+
 def test_stalled_early_connections_are_overtaken(serve: Callable[[Handler], Server]) -> None:
     """Like a probe sent before the guest NIC is up: the first connections never answer.
 
