@@ -33,6 +33,7 @@ For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_H
    the baseline's qemu (and read from the host agent's log for limapy's).
 
 Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3] [--pycache]
+       [--keep DIR]  (DIR/EXAMPLE/NN-limapy-serial.log, ...: each run's logs, kept)
 (--pycache: limactl caches bytecode under the benchmark home even when the environment
 sets PYTHONDONTWRITEBYTECODE, as an installed limapy would have .pyc files.)
 Guests use user networking with restrict=on (nothing leaves the machine). Every qemu and
@@ -233,6 +234,18 @@ class Home:
     path: Path
     env: dict[str, str]
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    keep: Path | None = None  # --keep: each run's logs are copied here
+    kept: int = 0
+
+    def save_logs(self, src: Path, tag: str, names: Iterable[str]) -> None:
+        """Copy the logs `names` of `src` to keep/NN-tag-NAME (with --keep)."""
+        if self.keep is None:
+            return
+        self.kept += 1
+        self.keep.mkdir(parents=True, exist_ok=True)
+        for fname in names:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(src / fname, self.keep / f"{self.kept:02d}-{tag}-{fname}")
 
     def limactl(self, *args: str) -> list[str]:
         exe = Path(sys.executable).with_name("limactl")
@@ -407,6 +420,8 @@ def limapy_stop(home: Home, name: str) -> StopRun:
     run = StopRun(time.monotonic() - t0)
     if res.returncode != 0:
         raise RuntimeError(f"limactl stop {name} failed: {res.stderr.strip()}")
+    home.save_logs(home.path / name, "limapy",
+                   ("serial.log", "ha.stdout.log", "ha.stderr.log", "qemu.stderr.log"))
     try:
         found = agent_stop(read_jsonl((home.path / name / "ha.stderr.log").read_text()))
     except OSError:
@@ -687,6 +702,7 @@ def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
             qemu.wait()
         if dns is not None:
             dns.stop()
+        home.save_logs(bdir, "baseline", ("serial.log", "qemu.stderr.log"))
         shutil.rmtree(bdir, ignore_errors=True)
     return run
 
@@ -716,7 +732,7 @@ def _baseline_line(tag: str, r: BaselineRun) -> str:
     if not r.ok:
         return f"  {tag:<12} FAILED: {r.error}"
     return (f"  {tag:<12} qemu start   0.00s  login     {fmt(r.login)}"
-            f" (banner {fmt(r.banner)})  boot-done {fmt(r.done)}"
+            f" (banner {fmt(r.banner)}, {len(r.probes)} ssh)  boot-done {fmt(r.done)}"
             f"                  powerdown {fmt(r.powerdown)}")
 
 
@@ -869,6 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pycache", action="store_true",
                     help="cache bytecode for limactl (under the benchmark home) even when "
                          "PYTHONDONTWRITEBYTECODE is set")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="copy each run's serial log (and host agent logs) to DIR")
     args = ap.parse_args(argv)
     # The baseline's builders would repeat the "using TCG" warning the host agent logs.
     logging.getLogger("lima").setLevel(logging.ERROR)
@@ -881,6 +899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bytecode = "cached" if "PYTHONPYCACHEPREFIX" in home.env else (
                     "not cached" if home.env.get("PYTHONDONTWRITEBYTECODE") else "default")
                 _say(f"LIMA_HOME={home.path}  limactl bytecode: {bytecode}")
+                home.keep = args.keep / example if args.keep else None
                 bench_example(home, example, args.runs)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             _say(f"  {example}: FAILED: {exc}")
