@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 
 EXAMPLES = {"tiny": REPO / "examples" / "tiny.yaml", "default": REPO / "examples" / "default.yaml"}
 APPLY_TIMEOUT = {"tiny": 180.0, "default": 900.0}
-PROBE_INTERVAL = 0.25
+PROBE_INTERVAL = 0.25  # between banner probes, and between logins (limapy: 0.1-0.5 s)
+MARKER_POLL = 0.2  # between marker reads once logged in (limapy's host agent: 0.2 s)
 # The baseline's banner probes: limapy's policy (lima.drivers.ssh), see ProbePolicy.
 BANNER_MAX_IN_FLIGHT = 4
 BANNER_LIFETIME = 3.0
@@ -86,8 +87,12 @@ CONVERGED_RUNS = 10
 SSH_READY_MARKER = "/run/lima-ssh-ready"
 BOOT_DONE_MARKER = "/run/lima-boot-done"
 # One ssh command reads both markers: "<ssh-ready>|<boot-done>" (empty when missing).
+# Shell builtins only, as limapy's marker reads (lima.drivers.ssh.marker_command): every
+# program a poll starts (`cat`, a `$(...)` subshell) costs a TCG guest CPU while it boots.
 PROBE_COMMAND = (
-    f"echo \"$(cat {SSH_READY_MARKER} 2>/dev/null)|$(cat {BOOT_DONE_MARKER} 2>/dev/null)\""
+    f"r= d=; [ -r {SSH_READY_MARKER} ] && IFS= read -r r < {SSH_READY_MARKER}; "
+    f"[ -r {BOOT_DONE_MARKER} ] && IFS= read -r d < {BOOT_DONE_MARKER}; "
+    "printf '%s|%s\\n' \"$r\" \"$d\""
 )
 
 
@@ -608,7 +613,7 @@ def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
              qemu: subprocess.Popen[bytes], run: BaselineRun) -> None:
     """Wait for sshd's banner (wait_banner), then log in with the system ssh, one attempt at
     a time, until a login reads this boot's IID in the ssh-ready marker (run.login), then
-    poll every PROBE_INTERVAL s through the shared connection until boot-done holds it
+    poll every MARKER_POLL s through the shared connection until boot-done holds it
     (run.done): limapy's host agent also probes the banner, then logs in (retrying soon
     while the key is not installed yet), then polls. Seconds after t0; run.probes gets
     (start, end, exit status, stdout) of every ssh."""
@@ -636,7 +641,8 @@ def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
                 run.login = now - t0
             if booted:
                 run.done = now - t0
-        time.sleep(max(0.0, started + PROBE_INTERVAL - time.monotonic()))
+        pause = MARKER_POLL if proc.returncode == 0 else PROBE_INTERVAL
+        time.sleep(max(0.0, started + pause - time.monotonic()))
 
 
 def qmp_powerdown(sock_path: Path, qemu: subprocess.Popen[bytes], timeout: float) -> float | None:

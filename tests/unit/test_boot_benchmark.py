@@ -151,3 +151,10 @@ def test_probe_argv_shares_one_connection_and_bounds_the_login() -> None:
     assert "ControlMaster=auto" in argv and "ControlPath=/tmp/x/ssh.sock" in argv
     assert "ConnectTimeout=10" in argv
     assert argv[-2:] == ["lima-default", boot.PROBE_COMMAND]
+
+
+def test_probe_command_starts_no_program_in_the_guest() -> None:
+    # Every program a poll starts costs a booting TCG guest CPU; builtins only.
+    assert "cat " not in boot.PROBE_COMMAND and "$(" not in boot.PROBE_COMMAND
+    assert boot.SSH_READY_MARKER in boot.PROBE_COMMAND
+    assert boot.BOOT_DONE_MARKER in boot.PROBE_COMMAND
