@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -463,6 +464,14 @@ class BaselineRun:
     argv: list[str] = field(default_factory=list)
     port: int = 0
     probes: list[tuple[float, float, int, str]] = field(default_factory=list)
+    banner_probes: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def longest_probe(self) -> str:
+        """The banner probe that lived longest: (start-end what), e.g. one stalled in slirp."""
+        if not self.banner_probes:
+            return "-"
+        a, b, what = max(self.banner_probes, key=lambda p: p[1] - p[0])
+        return f"{a:.1f}-{b:.1f}s {what}"
 
 
 def _free_port() -> int:
@@ -566,9 +575,12 @@ def banner_state(data: bytes) -> bool | None:
     return data.startswith(b"SSH-")
 
 
-def wait_banner(port: int, deadline: float, qemu: subprocess.Popen[bytes]) -> float | None:
+def wait_banner(port: int, deadline: float, qemu: subprocess.Popen[bytes],
+                log: list[tuple[float, float, str]] | None = None) -> float | None:
     """Monotonic time an `SSH-` banner arrived on 127.0.0.1:`port` (ProbePolicy), or None
-    when qemu exits or the deadline passes first."""
+    when qemu exits or the deadline passes first. `log` gets (start, end, "banner" |
+    "closed" | "retired") of each probe (monotonic times)."""
+    log = [] if log is None else log
     policy = ProbePolicy()
     probes: list[tuple[socket.socket, float, bytearray]] = []
     next_start = 0.0
@@ -578,16 +590,24 @@ def wait_banner(port: int, deadline: float, qemu: subprocess.Popen[bytes]) -> fl
             for probe in [p for p in probes if now - p[1] >= policy.lifetime]:
                 probe[0].close()
                 probes.remove(probe)
+                log.append((probe[1], now, "retired"))
                 policy.retired()
             if now >= next_start and len(probes) < policy.limit:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
-                sock.connect_ex(("127.0.0.1", port))  # slirp accepts at once
-                probes.append((sock, now, bytearray()))
+                # Refused at once: qemu is not listening yet (as limapy, not a probe the
+                # guest closed). Once it listens, slirp accepts at once.
+                if sock.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS, errno.EAGAIN):
+                    probes.append((sock, now, bytearray()))
+                else:
+                    sock.close()
                 next_start = now + PROBE_INTERVAL
             wake = next_start if len(probes) < policy.limit else probes[0][1] + policy.lifetime
-            ready, _, _ = select.select([p[0] for p in probes], [], [],
-                                        max(0.0, min(wake, now + 1.0) - time.monotonic()))
+            timeout = max(0.0, min(wake, now + 1.0) - time.monotonic())
+            if not probes:
+                time.sleep(timeout)
+                continue
+            ready, _, _ = select.select([p[0] for p in probes], [], [], timeout)
             for probe in [p for p in probes if p[0] in ready]:
                 try:
                     chunk = probe[0].recv(64)
@@ -598,10 +618,12 @@ def wait_banner(port: int, deadline: float, qemu: subprocess.Popen[bytes]) -> fl
                 probe[2].extend(chunk)
                 state = banner_state(bytes(probe[2])) if chunk else False
                 if state:
+                    log.append((probe[1], time.monotonic(), "banner"))
                     return time.monotonic()
                 if state is False:
                     probe[0].close()
                     probes.remove(probe)
+                    log.append((probe[1], time.monotonic(), "closed"))
                     policy.closed_by_guest()
     finally:
         for probe in probes:
@@ -617,7 +639,9 @@ def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
     (run.done): limapy's host agent also probes the banner, then logs in (retrying soon
     while the key is not installed yet), then polls. Seconds after t0; run.probes gets
     (start, end, exit status, stdout) of every ssh."""
-    banner = wait_banner(run.port, deadline, qemu)
+    log: list[tuple[float, float, str]] = []
+    banner = wait_banner(run.port, deadline, qemu, log)
+    run.banner_probes = [(a - t0, b - t0, what) for a, b, what in log]
     if banner is None:
         return
     run.banner = banner - t0
@@ -738,7 +762,8 @@ def _baseline_line(tag: str, r: BaselineRun) -> str:
     if not r.ok:
         return f"  {tag:<12} FAILED: {r.error}"
     return (f"  {tag:<12} qemu start   0.00s  login     {fmt(r.login)}"
-            f" (banner {fmt(r.banner)}, {len(r.probes)} ssh)  boot-done {fmt(r.done)}"
+            f" (banner {fmt(r.banner)} after {len(r.banner_probes)} probes, longest "
+            f"{r.longest_probe()}; {len(r.probes)} ssh)  boot-done {fmt(r.done)}"
             f"                  powerdown {fmt(r.powerdown)}")
 
 
