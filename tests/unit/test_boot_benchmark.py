@@ -158,3 +158,10 @@ def test_probe_command_starts_no_program_in_the_guest() -> None:
     assert "cat " not in boot.PROBE_COMMAND and "$(" not in boot.PROBE_COMMAND
     assert boot.SSH_READY_MARKER in boot.PROBE_COMMAND
     assert boot.BOOT_DONE_MARKER in boot.PROBE_COMMAND
+
+
+def test_longest_probe_names_the_stalled_one() -> None:
+    run = boot.BaselineRun(ok=True)
+    assert run.longest_probe() == "-"
+    run.banner_probes = [(0.0, 0.01, "closed"), (0.3, 21.3, "closed"), (25.0, 25.4, "banner")]
+    assert run.longest_probe() == "0.3-21.3s closed"
