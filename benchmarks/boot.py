@@ -579,7 +579,15 @@ def wait_banner(port: int, deadline: float, qemu: subprocess.Popen[bytes],
                 log: list[tuple[float, float, str]] | None = None) -> float | None:
     """Monotonic time an `SSH-` banner arrived on 127.0.0.1:`port` (ProbePolicy), or None
     when qemu exits or the deadline passes first. `log` gets (start, end, "banner" |
-    "closed" | "retired") of each probe (monotonic times)."""
+    "closed" | "refused" | "retired") of each probe (monotonic times).
+
+    A probe refused by the host (qemu not listening yet) does not count as one the guest
+    closed. limapy's prober (lima.drivers.ssh) counts both alike; its first probe comes
+    after the host agent's own start-up, so it should rarely meet a qemu not listening yet.
+    This one probes from qemu's first instant: counted alike, that refusal put the baseline
+    in one-at-a-time mode with its next probe stalled in slirp (the NIC not up) until
+    BANNER_MAX_LIFETIME retired it, 30 s after qemu started, long after sshd was up.
+    """
     log = [] if log is None else log
     policy = ProbePolicy()
     probes: list[tuple[socket.socket, float, bytearray]] = []
@@ -612,6 +620,13 @@ def wait_banner(port: int, deadline: float, qemu: subprocess.Popen[bytes],
                 try:
                     chunk = probe[0].recv(64)
                 except BlockingIOError:
+                    continue
+                except ConnectionRefusedError:
+                    # qemu is not listening yet (the first probe, made as qemu starts):
+                    # not a probe the guest closed, so the NIC may well not be up.
+                    probe[0].close()
+                    probes.remove(probe)
+                    log.append((probe[1], time.monotonic(), "refused"))
                     continue
                 except OSError:
                     chunk = b""
