@@ -10,19 +10,30 @@ For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_H
    breakdown. One cold run (create included), then runs from a stopped instance.
 2. baseline: the SAME qemu command line (lima.drivers.qemu.qemu_argv on a copy of the
    instance's files: kernel/initrd/basedisk linked, a fresh qcow2 overlay over the stopped
-   instance's diffdisk, cidata rebuilt with a new instance-id) started directly, with ssh
-   polled by the system `ssh -F ssh.config` every 0.25 s (attempts overlap until the first
-   login, because a connection opened before the guest NIC is up stalls until
-   ConnectTimeout; then one at a time through a ControlMaster connection):
-   qemu start -> first login that reads this boot's IID in /run/lima-ssh-ready, and
-   -> /run/lima-boot-done holds the IID. limapy and baseline runs are interleaved
-   (ABAB..., order alternating) so machine load hits both alike.
+   instance's diffdisk, cidata rebuilt with a new instance-id) started directly, plus the
+   one host-side server that command line needs: with hostResolver (the examples' default)
+   its `char-dns` chardev connects to dns.sock, which the benchmark serves with the host
+   agent's own DNS server (lima.drivers.hostagent.dns, in a thread, the config the host
+   agent gets: same answers, nothing forwarded off the machine on a restricted network).
+   Without a listener there qemu 7.2 keeps running (it logs `Unable to connect character
+   device char-dns` and retries) but the guest never reaches its kernel: the vCPU runs
+   through zeroed memory with paging off, the serial log stays empty. Leaving the chardev
+   out, or pointing the guest elsewhere, would change the command line or the guest's
+   lookups; serving it changes neither. Then ssh as limapy's host agent does it: sshd's
+   banner is awaited with raw TCP probes under limapy's policy (ProbePolicy: up to 4
+   overlapping probes every 0.25 s while a probe may stall on a guest NIC that is not up,
+   one at a time once the guest closes one), then the system `ssh -F ssh.config` logs in,
+   one attempt at a time (0.25 s apart) through a ControlMaster connection that later
+   polls reuse: qemu start -> first login that reads this boot's IID in
+   /run/lima-ssh-ready, and -> /run/lima-boot-done holds the IID. limapy and baseline
+   runs are interleaved (ABAB..., order alternating) so machine load hits both alike.
 3. a converged `limactl apply` (instance running, nothing to do): median of 10 runs,
    process start-up included.
 4. stop: `limactl stop NAME` wall time; QMP `system_powerdown` -> qemu exit, measured on
    the baseline's qemu (and read from the host agent's log for limapy's).
 
 Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3] [--pycache]
+       [--keep DIR]  (DIR/EXAMPLE/NN-limapy-serial.log, ...: each run's logs, kept)
 (--pycache: limactl caches bytecode under the benchmark home even when the environment
 sets PYTHONDONTWRITEBYTECODE, as an installed limapy would have .pyc files.)
 Guests use user networking with restrict=on (nothing leaves the machine). Every qemu and
@@ -33,9 +44,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -49,25 +62,38 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lima.drivers import procs  # noqa: E402 (after the sys.path line above)
 
+if TYPE_CHECKING:
+    from lima.drivers.hostagent.dns import ResolverConfig
+
 EXAMPLES = {"tiny": REPO / "examples" / "tiny.yaml", "default": REPO / "examples" / "default.yaml"}
 APPLY_TIMEOUT = {"tiny": 180.0, "default": 900.0}
-PROBE_INTERVAL = 0.25
-PROBE_MAX_IN_FLIGHT = 32
-PROBE_TIMEOUT = 15.0
-CONNECT_TIMEOUT = 3.0  # ssh's ConnectTimeout (also bounds the banner exchange)
+PROBE_INTERVAL = 0.25  # between banner probes, and between logins (limapy: 0.1-0.5 s)
+MARKER_POLL = 0.2  # between marker reads once logged in (limapy's host agent: 0.2 s)
+# The baseline's banner probes: limapy's policy (lima.drivers.ssh), see ProbePolicy.
+BANNER_MAX_IN_FLIGHT = 4
+BANNER_LIFETIME = 3.0
+BANNER_MAX_LIFETIME = 30.0
+# An ssh login's ConnectTimeout (also bounds the banner exchange), doubled after a login
+# that timed out: limapy's host agent gives its logins 10 s, doubling up to 60 s.
+LOGIN_TIMEOUT = 10.0
+MAX_LOGIN_TIMEOUT = 60.0
 CONVERGED_RUNS = 10
 SSH_READY_MARKER = "/run/lima-ssh-ready"
 BOOT_DONE_MARKER = "/run/lima-boot-done"
 # One ssh command reads both markers: "<ssh-ready>|<boot-done>" (empty when missing).
+# Shell builtins only, as limapy's marker reads (lima.drivers.ssh.marker_command): every
+# program a poll starts (`cat`, a `$(...)` subshell) costs a TCG guest CPU while it boots.
 PROBE_COMMAND = (
-    f"echo \"$(cat {SSH_READY_MARKER} 2>/dev/null)|$(cat {BOOT_DONE_MARKER} 2>/dev/null)\""
+    f"r= d=; [ -r {SSH_READY_MARKER} ] && IFS= read -r r < {SSH_READY_MARKER}; "
+    f"[ -r {BOOT_DONE_MARKER} ] && IFS= read -r d < {BOOT_DONE_MARKER}; "
+    "printf '%s|%s\\n' \"$r\" \"$d\""
 )
 
 
@@ -214,6 +240,18 @@ class Home:
     path: Path
     env: dict[str, str]
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    keep: Path | None = None  # --keep: each run's logs are copied here
+    kept: int = 0
+
+    def save_logs(self, src: Path, tag: str, names: Iterable[str]) -> None:
+        """Copy the logs `names` of `src` to keep/NN-tag-NAME (with --keep)."""
+        if self.keep is None:
+            return
+        self.kept += 1
+        self.keep.mkdir(parents=True, exist_ok=True)
+        for fname in names:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(src / fname, self.keep / f"{self.kept:02d}-{tag}-{fname}")
 
     def limactl(self, *args: str) -> list[str]:
         exe = Path(sys.executable).with_name("limactl")
@@ -388,6 +426,8 @@ def limapy_stop(home: Home, name: str) -> StopRun:
     run = StopRun(time.monotonic() - t0)
     if res.returncode != 0:
         raise RuntimeError(f"limactl stop {name} failed: {res.stderr.strip()}")
+    home.save_logs(home.path / name, "limapy",
+                   ("serial.log", "ha.stdout.log", "ha.stderr.log", "qemu.stderr.log"))
     try:
         found = agent_stop(read_jsonl((home.path / name / "ha.stderr.log").read_text()))
     except OSError:
@@ -417,12 +457,21 @@ def converged_applies(home: Home, example: str, n: int) -> list[float]:
 class BaselineRun:
     ok: bool
     error: str = ""
+    banner: float | None = None  # qemu start -> sshd's banner
     login: float | None = None  # qemu start -> ssh login reading this boot's ssh-ready IID
     done: float | None = None  # qemu start -> boot-done marker holds the IID
     powerdown: float | None = None  # QMP system_powerdown -> qemu exit
     argv: list[str] = field(default_factory=list)
     port: int = 0
     probes: list[tuple[float, float, int, str]] = field(default_factory=list)
+    banner_probes: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def longest_probe(self) -> str:
+        """The banner probe that lived longest: (start-end what), e.g. one stalled in slirp."""
+        if not self.banner_probes:
+            return "-"
+        a, b, what = max(self.banner_probes, key=lambda p: p[1] - p[0])
+        return f"{a:.1f}-{b:.1f}s {what}"
 
 
 def _free_port() -> int:
@@ -432,16 +481,19 @@ def _free_port() -> int:
     return port
 
 
-def prepare_baseline(home: Home, name: str, bdir: Path) -> tuple[list[str], str, int]:
-    """Lay out `bdir` like the (stopped) instance and return (qemu argv, iid, ssh port).
+def prepare_baseline(home: Home, name: str, bdir: Path,
+                     ) -> tuple[list[str], str, int, ResolverConfig | None]:
+    """Lay out `bdir` like the (stopped) instance; return (qemu argv, iid, ssh port, what
+    the host agent's DNS server would serve, or None when the guest does not use it).
 
     Uses limapy's own builders (outside the timed region) so the guest boots exactly the
     same way: qemu_argv, a fresh cidata with a new IID, ssh.config.
     """
     from lima.drivers.accel import detect_accel
     from lima.drivers.cidata import build_cidata
+    from lima.drivers.hostagent.dns import ResolverConfig
     from lima.drivers.identity import ensure_identity
-    from lima.drivers.qemu import qemu_argv, qemu_binary
+    from lima.drivers.qemu import qemu_argv, qemu_binary, uses_host_resolver
     from lima.drivers.sshconfig import write_ssh_config
     from lima.schemas import load_instance
     from lima.states.decide import new_iid
@@ -463,19 +515,24 @@ def prepare_baseline(home: Home, name: str, bdir: Path) -> tuple[list[str], str,
     write_ssh_config(spec, bdir, port=port, identity=identity)
     binary = qemu_binary(spec.arch)
     accel = detect_accel(spec.arch, binary=binary)
-    return qemu_argv(spec, bdir, ssh_port=port, accel=accel.name, binary=binary), iid, port
+    argv = qemu_argv(spec, bdir, ssh_port=port, accel=accel.name, binary=binary)
+    if any(a.startswith("vhost-user-fs") for a in argv):
+        raise RuntimeError("baseline: virtiofs mounts need a virtiofsd the baseline does not run")
+    # As lima.drivers.instance passes it to the host agent (--host-resolver).
+    dns = ResolverConfig(instance=spec.name, hosts=dict(spec.host_resolver_hosts),
+                         ipv6=spec.host_resolver_ipv6,
+                         forward=not spec.qemu.restrict_network) \
+        if uses_host_resolver(spec) else None
+    return argv, iid, port, dns
 
 
-def _probe_argv(bdir: Path, name: str, *, mux: bool) -> list[str]:
-    """ssh reading both markers. Before the first login: no connection sharing (attempts
-    overlap). After it: through one ControlMaster connection, as ssh.config intends, so
-    polling does not log in again every 0.25 s (full logins keep a TCG guest busy: a
-    Debian guest then boots several times slower)."""
-    control = (["-o", "ControlMaster=auto", "-o", f"ControlPath={bdir / 'ssh.sock'}",
-                "-o", "ControlPersist=30"] if mux else
-               ["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-    return ["ssh", "-F", str(bdir / "ssh.config"), *control,
-            "-o", f"ConnectTimeout={CONNECT_TIMEOUT:g}", f"lima-{name}", PROBE_COMMAND]
+def _probe_argv(bdir: Path, name: str, *, timeout: float) -> list[str]:
+    """ssh reading both markers through one ControlMaster connection (as ssh.config
+    intends): the first successful login opens it, later polls reuse it, so polling does
+    not log in again every 0.25 s (full logins keep a TCG guest busy)."""
+    return ["ssh", "-F", str(bdir / "ssh.config"), "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={bdir / 'ssh.sock'}", "-o", "ControlPersist=30",
+            "-o", f"ConnectTimeout={timeout:g}", f"lima-{name}", PROBE_COMMAND]
 
 
 def close_master(bdir: Path, name: str) -> None:
@@ -487,77 +544,144 @@ def close_master(bdir: Path, name: str) -> None:
                            capture_output=True, timeout=10)
 
 
-def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
-             qemu: subprocess.Popen[bytes], probes: list[tuple[float, float, int, str]],
-             ) -> tuple[float | None, float | None]:
-    """Poll ssh every PROBE_INTERVAL s until boot-done holds `iid`.
+@dataclass
+class ProbePolicy:
+    """How many banner probes may be in flight and how long each lives: the policy of
+    limapy's own prober (lima.drivers.ssh), restated so the baseline waits the same way.
 
-    Until the first login reads this boot's ssh-ready marker, a new attempt starts every
-    PROBE_INTERVAL s (they overlap: one made before the guest NIC is up stalls until
-    ConnectTimeout, and a SYN lost then is only retried by slirp seconds later); after
-    it, one attempt at a time through a shared connection. On a slow guest (Debian under
-    TCG) the overlapping logins while sshd is up but the user is not yet set up cost the
-    guest CPU: that baseline is then slower than limapy's banner probe + one login.
-    Returns (login, done) in seconds after t0 (None if not seen before the deadline);
-    `probes` gets (start, end, exit status, stdout) of every attempt.
+    Up to BANNER_MAX_IN_FLIGHT probes, one started every PROBE_INTERVAL s, each living
+    BANNER_LIFETIME s (a probe opened before the guest NIC is up stalls, a newer one
+    overtakes it); each probe retired without a banner doubles the lifetime (up to
+    BANNER_MAX_LIFETIME). Once the guest closes a probe its NIC is up, and a silent probe
+    is sshd forking under TCG: one probe at a time, kept for BANNER_MAX_LIFETIME.
     """
-    login: float | None = None
-    done: float | None = None
-    lock = threading.Lock()
-    in_flight: list[subprocess.Popen[str]] = []
-    finished = threading.Event()
 
-    def attempt(proc: subprocess.Popen[str], started: float) -> None:
-        nonlocal login, done
+    limit: int = BANNER_MAX_IN_FLIGHT
+    lifetime: float = BANNER_LIFETIME
+
+    def retired(self) -> None:
+        """A probe lived its lifetime without a banner."""
+        self.lifetime = min(2 * self.lifetime, BANNER_MAX_LIFETIME)
+
+    def closed_by_guest(self) -> None:
+        """The guest refused or closed a probe: its NIC is up."""
+        self.limit, self.lifetime = 1, BANNER_MAX_LIFETIME
+
+
+def banner_state(data: bytes) -> bool | None:
+    """True: an `SSH-` banner; False: something else; None: too short to tell."""
+    if len(data) < 4:
+        return None if b"SSH-".startswith(data) else False
+    return data.startswith(b"SSH-")
+
+
+def wait_banner(port: int, deadline: float, qemu: subprocess.Popen[bytes],
+                log: list[tuple[float, float, str]] | None = None) -> float | None:
+    """Monotonic time an `SSH-` banner arrived on 127.0.0.1:`port` (ProbePolicy), or None
+    when qemu exits or the deadline passes first. `log` gets (start, end, "banner" |
+    "closed" | "refused" | "retired") of each probe (monotonic times).
+
+    A probe refused by the host (qemu not listening yet) does not count as one the guest
+    closed. limapy's prober (lima.drivers.ssh) counts both alike; its first probe comes
+    after the host agent's own start-up, so it should rarely meet a qemu not listening yet.
+    This one probes from qemu's first instant: counted alike, that refusal put the baseline
+    in one-at-a-time mode with its next probe stalled in slirp (the NIC not up) until
+    BANNER_MAX_LIFETIME retired it, 30 s after qemu started, long after sshd was up.
+    """
+    log = [] if log is None else log
+    policy = ProbePolicy()
+    probes: list[tuple[socket.socket, float, bytearray]] = []
+    next_start = 0.0
+    try:
+        while time.monotonic() < deadline and qemu.poll() is None:
+            now = time.monotonic()
+            for probe in [p for p in probes if now - p[1] >= policy.lifetime]:
+                probe[0].close()
+                probes.remove(probe)
+                log.append((probe[1], now, "retired"))
+                policy.retired()
+            if now >= next_start and len(probes) < policy.limit:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                # Refused at once: qemu is not listening yet (as limapy, not a probe the
+                # guest closed). Once it listens, slirp accepts at once.
+                if sock.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS, errno.EAGAIN):
+                    probes.append((sock, now, bytearray()))
+                else:
+                    sock.close()
+                next_start = now + PROBE_INTERVAL
+            wake = next_start if len(probes) < policy.limit else probes[0][1] + policy.lifetime
+            timeout = max(0.0, min(wake, now + 1.0) - time.monotonic())
+            if not probes:
+                time.sleep(timeout)
+                continue
+            ready, _, _ = select.select([p[0] for p in probes], [], [], timeout)
+            for probe in [p for p in probes if p[0] in ready]:
+                try:
+                    chunk = probe[0].recv(64)
+                except BlockingIOError:
+                    continue
+                except ConnectionRefusedError:
+                    # qemu is not listening yet (the first probe, made as qemu starts):
+                    # not a probe the guest closed, so the NIC may well not be up.
+                    probe[0].close()
+                    probes.remove(probe)
+                    log.append((probe[1], time.monotonic(), "refused"))
+                    continue
+                except OSError:
+                    chunk = b""
+                probe[2].extend(chunk)
+                state = banner_state(bytes(probe[2])) if chunk else False
+                if state:
+                    log.append((probe[1], time.monotonic(), "banner"))
+                    return time.monotonic()
+                if state is False:
+                    probe[0].close()
+                    probes.remove(probe)
+                    log.append((probe[1], time.monotonic(), "closed"))
+                    policy.closed_by_guest()
+    finally:
+        for probe in probes:
+            probe[0].close()
+    return None
+
+
+def poll_ssh(bdir: Path, name: str, iid: str, t0: float, deadline: float,
+             qemu: subprocess.Popen[bytes], run: BaselineRun) -> None:
+    """Wait for sshd's banner (wait_banner), then log in with the system ssh, one attempt at
+    a time, until a login reads this boot's IID in the ssh-ready marker (run.login), then
+    poll every MARKER_POLL s through the shared connection until boot-done holds it
+    (run.done): limapy's host agent also probes the banner, then logs in (retrying soon
+    while the key is not installed yet), then polls. Seconds after t0; run.probes gets
+    (start, end, exit status, stdout) of every ssh."""
+    log: list[tuple[float, float, str]] = []
+    banner = wait_banner(run.port, deadline, qemu, log)
+    run.banner_probes = [(a - t0, b - t0, what) for a, b, what in log]
+    if banner is None:
+        return
+    run.banner = banner - t0
+    timeout = LOGIN_TIMEOUT
+    while run.done is None and time.monotonic() < deadline and qemu.poll() is None:
+        started = time.monotonic()
+        proc = subprocess.Popen(_probe_argv(bdir, name, timeout=timeout),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, text=True)
         try:
-            out, _ = proc.communicate(timeout=PROBE_TIMEOUT)
+            out, _ = proc.communicate(timeout=timeout + 5)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
-            out = ""
-        now = time.monotonic() - t0
-        with lock:
-            in_flight.remove(proc)
-            probes.append((started, now, proc.returncode, out.strip()))
-            if proc.returncode == 0:
-                ready, booted = probe_result(out, iid)
-                if ready and (login is None or now < login):
-                    login = now
-                if booted and (done is None or now < done):
-                    done = now
-                    finished.set()
-
-    def launch(mux: bool) -> threading.Thread:
-        proc = subprocess.Popen(_probe_argv(bdir, name, mux=mux), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
-        in_flight.append(proc)
-        thread = threading.Thread(target=attempt, args=(proc, time.monotonic() - t0),
-                                  daemon=True)
-        thread.start()
-        return thread
-
-    try:
-        while not finished.is_set() and time.monotonic() < deadline and qemu.poll() is None:
-            tick = time.monotonic() + PROBE_INTERVAL
-            with lock:
-                logged_in = login is not None
-                if logged_in:
-                    for proc in in_flight:  # phase-1 stragglers
-                        proc.kill()
-                elif len(in_flight) < PROBE_MAX_IN_FLIGHT:
-                    launch(mux=False)
-            if logged_in:
-                with lock:
-                    thread = launch(mux=True)
-                thread.join()
-            finished.wait(max(0.0, tick - time.monotonic()))
-    finally:
-        with lock:
-            leftovers = list(in_flight)
-        for proc in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-    return login, done
+            out = proc.communicate()[0] or ""
+            timeout = min(2 * timeout, MAX_LOGIN_TIMEOUT)  # a slow guest: give it longer
+        now = time.monotonic()
+        run.probes.append((started - t0, now - t0, proc.returncode, out.strip()))
+        if proc.returncode == 0:
+            ready, booted = probe_result(out, iid)
+            if ready and run.login is None:
+                run.login = now - t0
+            if booted:
+                run.done = now - t0
+        pause = MARKER_POLL if proc.returncode == 0 else PROBE_INTERVAL
+        time.sleep(max(0.0, started + pause - time.monotonic()))
 
 
 def qmp_powerdown(sock_path: Path, qemu: subprocess.Popen[bytes], timeout: float) -> float | None:
@@ -586,8 +710,14 @@ def qmp_powerdown(sock_path: Path, qemu: subprocess.Popen[bytes], timeout: float
 
 def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
     bdir = home.path / "bl"
-    argv, iid, port = prepare_baseline(home, name, bdir)
+    argv, iid, port, resolver = prepare_baseline(home, name, bdir)
     run = BaselineRun(ok=False, argv=argv, port=port)
+    # The argv's char-dns chardev connects to dns.sock: serve it as the host agent does
+    # (without a listener there, qemu 7.2 runs but the guest never reaches its kernel).
+    dns = None
+    if resolver is not None:
+        from lima.drivers.hostagent.dns import start_server
+        dns = start_server(bdir, resolver)
     out = open(bdir / "qemu.stdout.log", "wb")  # noqa: SIM115
     err = open(bdir / "qemu.stderr.log", "wb")  # noqa: SIM115
     t0 = time.monotonic()
@@ -597,13 +727,15 @@ def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
     out.close()
     err.close()
     try:
-        run.login, run.done = poll_ssh(bdir, name, iid, t0,
-                                       t0 + APPLY_TIMEOUT[example] - 30, qemu, run.probes)
+        poll_ssh(bdir, name, iid, t0, t0 + APPLY_TIMEOUT[example] - 30, qemu, run)
         if qemu.poll() is not None:
             run.error = f"qemu exited with {qemu.returncode}: " + \
                 (bdir / "qemu.stderr.log").read_text(errors="replace")[-500:]
         elif run.done is None:
-            run.error = "boot-done marker not seen before the deadline"
+            run.error = (f"boot-done marker not seen before the deadline (banner "
+                         f"{fmt(run.banner)}, login {fmt(run.login)}); qemu stderr: "
+                         + (bdir / "qemu.stderr.log").read_text(errors="replace")[-300:]
+                         + " serial: " + _tail(bdir / "serial.log"))
         else:
             run.ok = True
             close_master(bdir, name)  # as limapy closes its ssh session before stopping
@@ -613,8 +745,18 @@ def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
         if qemu.poll() is None:
             qemu.kill()
             qemu.wait()
+        if dns is not None:
+            dns.stop()
+        home.save_logs(bdir, "baseline", ("serial.log", "qemu.stderr.log"))
         shutil.rmtree(bdir, ignore_errors=True)
     return run
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-300:]
+    except OSError:
+        return "(none)"
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -635,7 +777,8 @@ def _baseline_line(tag: str, r: BaselineRun) -> str:
     if not r.ok:
         return f"  {tag:<12} FAILED: {r.error}"
     return (f"  {tag:<12} qemu start   0.00s  login     {fmt(r.login)}"
-            f"                  boot-done {fmt(r.done)}"
+            f" (banner {fmt(r.banner)} after {len(r.banner_probes)} probes, longest "
+            f"{r.longest_probe()}; {len(r.probes)} ssh)  boot-done {fmt(r.done)}"
             f"                  powerdown {fmt(r.powerdown)}")
 
 
@@ -711,6 +854,7 @@ def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list
           ("started", "ssh_ready", "provisioned", "running")}
     q = median([r.qemu_start for r in lp])
     ex = median([r.exit for r in lp])
+    b_banner = median([b.banner for b in bl])
     b_login = median([b.login for b in bl])
     b_done = median([b.done for b in bl])
     b_pd = median([b.powerdown for b in bl])
@@ -718,9 +862,9 @@ def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list
     _say(f"  limapy   apply -> ssh_ready {fmt(m['ssh_ready'])}   apply -> running "
          f"{fmt(m['running'])}   (apply exits {fmt(ex)})")
     _say(f"  baseline qemu  -> login     {fmt(b_login)}   qemu  -> boot-done "
-         f"{fmt(b_done)}")
+         f"{fmt(b_done)}   (qemu -> sshd banner {fmt(b_banner)})")
     _say(f"  ratio limapy/baseline: ssh_ready {ratio(m['ssh_ready'], b_login)}, "
-         f"running {ratio(m['running'], b_done)}   (target <= 1.15)")
+         f"running {ratio(m['running'], b_done)}   (target <= 1.05)")
     q_ssh = median([_diff(r.events.get("ssh_ready"), r.qemu_start) for r in lp])
     q_run = median([_diff(r.events.get("running"), r.qemu_start) for r in lp])
     q_prov = median([_diff(r.events.get("provisioned"), r.qemu_start) for r in lp])
@@ -787,6 +931,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pycache", action="store_true",
                     help="cache bytecode for limactl (under the benchmark home) even when "
                          "PYTHONDONTWRITEBYTECODE is set")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="copy each run's serial log (and host agent logs) to DIR")
     args = ap.parse_args(argv)
     # The baseline's builders would repeat the "using TCG" warning the host agent logs.
     logging.getLogger("lima").setLevel(logging.ERROR)
@@ -799,6 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bytecode = "cached" if "PYTHONPYCACHEPREFIX" in home.env else (
                     "not cached" if home.env.get("PYTHONDONTWRITEBYTECODE") else "default")
                 _say(f"LIMA_HOME={home.path}  limactl bytecode: {bytecode}")
+                home.keep = args.keep / example if args.keep else None
                 bench_example(home, example, args.runs)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             _say(f"  {example}: FAILED: {exc}")

@@ -3,6 +3,9 @@ events and logs, /proc/PID/stat, the baseline's probe output and argv comparison
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from benchmarks import boot
 
 
@@ -24,7 +27,7 @@ def test_other_lines_are_not_progress() -> None:
 
 
 def test_event_times_take_the_first_of_each_milestone() -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         {"time": "2026-01-01T00:00:00+00:00", "status": {"running": False}},
         {"time": "2026-01-01T00:00:04.5+00:00", "status": {"phase": "ssh_ready"}},
         {"time": "2026-01-01T00:00:05+00:00", "status": {"phase": "provisioned"}},
@@ -119,3 +122,46 @@ def test_median_and_ratio_ignore_missing_values() -> None:
     assert boot.ratio(4.6, 4.0) == "1.15"
     assert boot.ratio(None, 4.0) == "-"
     assert boot.ratio(1.0, 0.0) == "-"
+
+
+def test_probe_policy_overlaps_until_the_guest_closes_a_probe() -> None:
+    policy = boot.ProbePolicy()
+    assert (policy.limit, policy.lifetime) == (4, 3.0)
+    policy.retired()  # a probe raced the NIC: later ones live longer, up to the cap
+    assert policy.lifetime == 6.0
+    for _ in range(10):
+        policy.retired()
+    assert policy.lifetime == boot.BANNER_MAX_LIFETIME
+    fresh = boot.ProbePolicy()
+    fresh.closed_by_guest()  # NIC up: one probe at a time, kept until the banner
+    assert (fresh.limit, fresh.lifetime) == (1, boot.BANNER_MAX_LIFETIME)
+
+
+def test_banner_state() -> None:
+    assert boot.banner_state(b"SSH-2.0-OpenSSH_9.2p1\r\n") is True
+    assert boot.banner_state(b"SS") is None
+    assert boot.banner_state(b"") is None
+    assert boot.banner_state(b"HTTP/1.1") is False
+    assert boot.banner_state(b"X") is False
+
+
+def test_probe_argv_shares_one_connection_and_bounds_the_login() -> None:
+    argv = boot._probe_argv(Path("/tmp/x"), "default", timeout=10.0)
+    assert argv[:3] == ["ssh", "-F", "/tmp/x/ssh.config"]
+    assert "ControlMaster=auto" in argv and "ControlPath=/tmp/x/ssh.sock" in argv
+    assert "ConnectTimeout=10" in argv
+    assert argv[-2:] == ["lima-default", boot.PROBE_COMMAND]
+
+
+def test_probe_command_starts_no_program_in_the_guest() -> None:
+    # Every program a poll starts costs a booting TCG guest CPU; builtins only.
+    assert "cat " not in boot.PROBE_COMMAND and "$(" not in boot.PROBE_COMMAND
+    assert boot.SSH_READY_MARKER in boot.PROBE_COMMAND
+    assert boot.BOOT_DONE_MARKER in boot.PROBE_COMMAND
+
+
+def test_longest_probe_names_the_stalled_one() -> None:
+    run = boot.BaselineRun(ok=True)
+    assert run.longest_probe() == "-"
+    run.banner_probes = [(0.0, 0.01, "closed"), (0.3, 21.3, "closed"), (25.0, 25.4, "banner")]
+    assert run.longest_probe() == "0.3-21.3s closed"
