@@ -168,11 +168,10 @@ def fstab(spec: InstanceSpec, host_home: str | None) -> str:
     """The fstab lines cloud-init's mounts module writes for user-data's `mounts:`, as it
     writes them (fields joined by tabs, its comment added to the options): the seed's
     `fstab`, which boot.sh puts in place and mounts early (lima/assets/cidata/boot.sh)."""
-    lines = []
-    for tag, point, fstype, options, dump, passno in _fstab_mounts(spec, host_home):
-        lines.append("\t".join(
-            (tag, point, fstype, f"{options},{CLOUD_INIT_MOUNT_COMMENT}", dump, passno)))
-    return "".join(line + "\n" for line in lines)
+    return "".join(
+        "\t".join((tag, point, fstype, f"{options},{CLOUD_INIT_MOUNT_COMMENT}", dump, passno))
+        + "\n"
+        for tag, point, fstype, options, dump, passno in _fstab_mounts(spec, host_home))
 
 
 def mount_options(spec: InstanceSpec, m: Mount) -> str:
