@@ -20,12 +20,40 @@ FAKE_MAIN = '''
 import os, sys
 IMPORTED_IN = os.getpid()
 def main(argv):
+    if argv[1:] == ["yaml"]:
+        return yaml_stage()
     print("argv", " ".join(argv[1:]))
     print("env", os.environ.get("STAGE_ENV"))
     print("cwd", os.getcwd())
     print("forked", os.getpid() != IMPORTED_IN)
     print("to stderr", file=sys.stderr)
     return 3 if "--local" in argv else 0
+
+
+def yaml_stage():
+    from cloudinit import safeyaml
+    doc = safeyaml.load("a: !!python/unicode x\\nb: [1, 2]\\nc: 2026-12-01\\n")
+    print("doc", repr(doc), "python loads", safeyaml.PYTHON_LOADS)
+    try:
+        safeyaml.load("a: [1\\n")
+    except safeyaml.YAMLError as e:
+        print("error", str(e).replace("\\n", " "), "python loads", safeyaml.PYTHON_LOADS)
+    return 0
+'''
+# cloud-init 22.4's cloudinit/safeyaml.py, as far as the preload uses it, counting its loads.
+FAKE_SAFEYAML = '''
+import yaml
+YAMLError = yaml.YAMLError
+PYTHON_LOADS = 0
+class _CustomSafeLoader(yaml.SafeLoader):
+    def construct_python_unicode(self, node):
+        return super().construct_scalar(node)
+_CustomSafeLoader.add_constructor(
+    "tag:yaml.org,2002:python/unicode", _CustomSafeLoader.construct_python_unicode)
+def load(blob):
+    global PYTHON_LOADS
+    PYTHON_LOADS += 1
+    return yaml.load(blob, Loader=_CustomSafeLoader)
 '''
 
 
@@ -36,6 +64,7 @@ def fake_cloudinit(tmp_path: Path) -> Path:
     (tmp_path / "lib" / "cloudinit" / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "main.py").write_text(FAKE_MAIN)
+    (tmp_path / "lib" / "cloudinit" / "safeyaml.py").write_text(FAKE_SAFEYAML)
     return tmp_path / "lib"
 
 
@@ -94,6 +123,29 @@ def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
     # After the network stage (only), the unit's raised startup CPU weight is given up.
     assert (tmp_path / "systemctl.log").read_text().splitlines() == [
         "set-property --runtime limapy-cloud-init-preload.service StartupCPUWeight=100"]
+
+
+def test_stages_parse_yaml_with_libyaml_and_report_errors_as_cloud_init_does(
+    server: tuple[subprocess.Popen[bytes], Path], tmp_path: Path,
+) -> None:
+    import yaml
+
+    if not yaml.__with_libyaml__:
+        pytest.fail("this PyYAML has no libyaml: the preload would keep the Python parser")
+    _, sock = server
+    out = stage(sock, tmp_path, "yaml")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    # The same document as SafeLoader builds (cloud-init's unicode tag, a date), and the
+    # Python loader never ran for it.
+    assert lines[0] == "doc {'a': 'x', 'b': [1, 2], 'c': datetime.date(2026, 12, 1)} python loads 0"
+    # A broken document goes to cloud-init's own loader: its error, word for word.
+    try:
+        yaml.safe_load("a: [1\n")
+    except yaml.YAMLError as e:
+        expected = str(e).replace("\n", " ")
+    assert lines[1] == f"error {expected} python loads 1"
+    assert out.stderr == ""
 
 
 def test_without_the_server_the_stage_runs_cloud_init_itself(tmp_path: Path) -> None:
