@@ -251,6 +251,7 @@ def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -
     words = one(build(inst, accel="tcg"), "-append").split()
     assert words[:3] == ["root=LABEL=lima-root", "console=ttyS0", "quiet"]
     assert "cryptomgr.notests" in words
+    assert "mitigations=off" in words
     blacklist = [w for w in words if w.startswith("module_blacklist=")]
     assert len(blacklist) == 1
     listed = set(blacklist[0].split("=")[1].split(","))
@@ -261,9 +262,10 @@ def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -
 
 
 def test_tcg_cmdline_keeps_the_images_own_choices(inst: Path) -> None:
-    with_kernel(inst, cmdline="console=ttyS0 module_blacklist=floppy cryptomgr.notests=0")
+    with_kernel(inst, cmdline="console=ttyS0 module_blacklist=floppy cryptomgr.notests=0 "
+                "mitigations=auto")
     assert one(build(inst, accel="tcg"), "-append") == (
-        "console=ttyS0 module_blacklist=floppy cryptomgr.notests=0"
+        "console=ttyS0 module_blacklist=floppy cryptomgr.notests=0 mitigations=auto"
     )
 
 
