@@ -127,6 +127,11 @@ def test_debian_eth0_skips_ipv6_duplicate_address_detection() -> None:
     assert sysctl.splitlines() == ["net.ipv6.conf.eth0.accept_dad = 0"]
 
 
+def test_debian_sshd_starts_without_a_separate_configuration_test() -> None:
+    dropin = build_debian.FILES["etc/systemd/system/ssh.service.d/limapy-no-config-test.conf"]
+    assert dropin == (0o644, "[Service]\nExecStartPre=\n")
+
+
 def test_debian_root_grows_with_the_disk() -> None:
     # `disk:` growth reaches / through cloud-init's resizefs at each boot (resize2fs on
     # the whole disk: the image has no partition table, so no growpart is needed).

@@ -24,7 +24,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-10"
+RECIPE_VERSION = "debian-12-11"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -157,6 +157,12 @@ FILES: dict[str, tuple[int, str]] = {
     # sshd_config includes sshd_config.d): finding it already there, it does not restart
     # sshd in the middle of the boot, while the host agent logs in.
     "etc/ssh/sshd_config.d/50-cloud-init.conf": (0o600, "PasswordAuthentication no\n"),
+    # ssh.service first runs `sshd -t` (a whole sshd exec, about 0.5 s under TCG on the
+    # path to the host's first login) to test the configuration that sshd itself reads
+    # and refuses just the same a moment later, failing the unit alike (exit 255, no
+    # restart). `systemctl reload ssh` keeps its test (ExecReload).
+    "etc/systemd/system/ssh.service.d/limapy-no-config-test.conf": (
+        0o644, "[Service]\nExecStartPre=\n"),
     # Later package installs in the guest skip docs too (the build deletes them).
     "etc/dpkg/dpkg.cfg.d/01-lima-nodoc": (
         0o644,
