@@ -352,6 +352,48 @@ def marker_command(path: str) -> str:
             f'while IFS= read -r l || [ -n "$l" ]; do printf \'%s\\n\' "$l"; done < {p}')
 
 
+# How long one boot_wait_command waits in the guest before it answers "not yet" (the host
+# agent then checks whether it is stopping, and asks again), and how often it looks.
+BOOT_WAIT_BATCH = 3.0
+BOOT_WAIT_INTERVAL = 0.2
+
+
+def boot_wait_command(iid: str, *, done_path: str = BOOT_DONE_MARKER,
+                      failed_path: str = BOOT_FAILED_MARKER,
+                      batch: float = BOOT_WAIT_BATCH,
+                      interval: float = BOOT_WAIT_INTERVAL) -> str:
+    """The guest command that waits up to `batch` seconds for boot.sh's outcome (pure).
+
+    It prints `done` once `done_path` holds `iid`, or `failed` then `failed_path`'s lines
+    once that exists, else exits 1 after `batch` seconds. One command, looking every
+    `interval` seconds with shell builtins and `sleep`: polling from the host cost an ssh
+    session (sshd's fork, the login shell's exec) per look and marker, ten a second,
+    taken from a TCG guest while cloud-init's last stages and boot.sh run."""
+    tries = max(1, round(batch / interval))
+    done, failed = shlex.quote(done_path), shlex.quote(failed_path)
+    return (f": lima-boot-wait; i=0; while [ $i -lt {tries} ]; do "
+            f"d=; {{ read -r d < {done}; }} 2>/dev/null; "
+            f'if [ "$d" = {shlex.quote(iid)} ]; then echo done; exit 0; fi; '
+            f"if [ -r {failed} ]; then echo failed; "
+            f"while IFS= read -r l || [ -n \"$l\" ]; do printf '%s\\n' \"$l\"; done < {failed}; "
+            f"exit 0; fi; "
+            f"sleep {interval:g}; i=$((i + 1)); done; exit 1")
+
+
+def parse_boot_wait(out: str, iid: str) -> str | None:
+    """boot_wait_command's answer: "" (done), the failure record (without the IID; "see
+    logs" when empty), or None (not yet)."""
+    lines = out.splitlines()
+    if not lines:
+        return None
+    if lines[0].strip() == "done":
+        return ""
+    if lines[0].strip() == "failed":
+        record = "\n".join(lines[1:]).strip()
+        return f"provisioning failed: {record.replace(iid, '').strip() or 'see logs'}"
+    return None
+
+
 def read_marker(client: paramiko.SSHClient, path: str) -> str | None:
     """The stripped content of a guest file, or None when it does not exist (yet)."""
     rc, out, _ = run(client, marker_command(path), timeout=15)
@@ -631,15 +673,12 @@ class SSHGuest:
         return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None
 
     def _boot_outcome(self, client: paramiko.SSHClient) -> str | None:
-        """"" when boot-done holds our IID, an error message when boot failed, else None."""
+        """"" when boot-done holds our IID, an error message when boot failed, else None
+        (after waiting up to BOOT_WAIT_BATCH seconds in the guest: boot_wait_command)."""
         if self._resumed_markers.pop("boot-done", None) == self.iid:
             return ""  # read with the resumed guest's first command
-        if read_marker(client, BOOT_DONE_MARKER) == self.iid:
-            return ""
-        failed = read_marker(client, BOOT_FAILED_MARKER)
-        if failed is not None:
-            return f"provisioning failed: {failed.replace(self.iid, '').strip() or 'see logs'}"
-        return None
+        _, out, _ = run(client, boot_wait_command(self.iid), timeout=BOOT_WAIT_BATCH + 15)
+        return parse_boot_wait(out, self.iid)
 
     def _poll(
         self,

@@ -5,7 +5,8 @@ Usage: python fake_sshd.py PORT IID PUBKEY_FILE MODE
   failed:  like ok, but /run/lima-boot-failed is there instead of boot-done
   exit:    print to stderr and exit 3 at once (qemu dying early)
   silent:  accept TCP connections and never answer (no sshd in the guest)
-The only commands served are `cat PATH` on the marker files.
+The only commands served are `cat PATH` on the marker files, lima.drivers.ssh's
+marker_command on them, and its boot_wait_command (answered at once from the markers).
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ class Server(paramiko.ServerInterface):
 
     def answer(self, channel: paramiko.Channel, command: str) -> None:
         time.sleep(0.02)  # let the exec reply go out first
+        if command.startswith(": lima-boot-wait;"):  # lima.drivers.ssh.boot_wait_command
+            done = self.files.get("/run/lima-boot-done")
+            failed = self.files.get("/run/lima-boot-failed")
+            if done is not None:
+                channel.sendall(b"done\n")
+            elif failed is not None:
+                channel.sendall(f"failed\n{failed}\n".encode())
+            channel.send_exit_status(0 if done is not None or failed is not None else 1)
+            channel.close()
+            return
         words = shlex.split(command)
         path = None
         if len(words) == 2 and words[0] == "cat":

@@ -153,3 +153,44 @@ def test_a_marker_is_read_without_starting_a_program(tmp_path: Path, shell: str)
     assert found.returncode == 0 and found.stderr == ""
     assert found.stdout == "iid-3 provision.sh exited 1\n  second\\n line\n"
     assert read("missing").returncode != 0
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
+def test_boot_wait_answers_from_the_markers_starting_only_sleep(tmp_path: Path,
+                                                               shell: str) -> None:
+    """boot_wait_command: `done` for this boot's IID, `failed` and the record, or exit 1
+    after its batch; the only program it starts is `sleep`, once per look."""
+    from lima.drivers.ssh import boot_wait_command, parse_boot_wait
+
+    if shell == "busybox" and shutil.which("busybox") is None:
+        pytest.skip("no busybox")
+    argv = [shutil.which("busybox") or "busybox", "sh"] if shell == "busybox" else [
+        shutil.which(shell) or shell]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sleeps = tmp_path / "sleeps"
+    (bin_dir / "sleep").write_text(f'#!/bin/sh\necho "$1" >>"{sleeps}"\n')
+    (bin_dir / "sleep").chmod(0o755)
+    done, failed = tmp_path / "done", tmp_path / "failed"
+
+    def wait() -> subprocess.CompletedProcess[str]:
+        command = boot_wait_command("iid-7", done_path=str(done), failed_path=str(failed),
+                                    batch=0.6, interval=0.2)
+        return subprocess.run([*argv, "-c", command], env={"PATH": str(bin_dir)},
+                              capture_output=True, text=True, timeout=30)
+
+    waiting = wait()
+    assert waiting.returncode == 1 and waiting.stdout == ""
+    if shell != "busybox":  # busybox sh runs its own sleep applet
+        assert sleeps.read_text().split() == ["0.2", "0.2", "0.2"]
+    assert parse_boot_wait(waiting.stdout, "iid-7") is None
+    done.write_text("iid-6\n")  # an earlier boot's marker is not this boot's outcome
+    assert wait().returncode == 1
+    failed.write_text("iid-7\nprovision.system/00: exit 2\n")
+    out = wait()
+    assert out.returncode == 0 and out.stdout == "failed\niid-7\nprovision.system/00: exit 2\n"
+    assert parse_boot_wait(out.stdout, "iid-7") == (
+        "provisioning failed: provision.system/00: exit 2")
+    done.write_text("iid-7\n")
+    out = wait()
+    assert out.stdout == "done\n" and parse_boot_wait(out.stdout, "iid-7") == ""
