@@ -106,7 +106,8 @@ def _shell_env(kind: str, tmp: Path) -> tuple[list[str], dict[str, str]]:
     return [DASH], env
 
 
-def _run(kind: str, tmp: Path, seed: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+def _run(kind: str, tmp: Path, seed: Path, *args: str,
+         **extra: str) -> subprocess.CompletedProcess[str]:
     argv, env = _shell_env(kind, tmp)
     run_as = tmp / "run-as"
     run_as.write_text('#!/bin/sh\necho "$1" >>"$(dirname "$0")/run-as.log"\nshift\nexec "$@"\n')
@@ -125,7 +126,7 @@ def _run(kind: str, tmp: Path, seed: Path, **extra: str) -> subprocess.Completed
     )
     env.update(extra)
     return subprocess.run(
-        [*argv, str(seed / "boot.sh")],
+        [*argv, str(seed / "boot.sh"), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -471,6 +472,30 @@ def test_shares_are_in_fstab_and_mounted_before_cloud_init_would(
     assert a.is_dir()
     log = (tmp_path / "log" / "lima-init.log").read_text()
     assert "Waiting for the mounts" not in log and "WARNING" not in log
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_fstab_mode_only_adds_the_shares_to_fstab(kind: str, tmp_path: Path) -> None:
+    """`boot.sh --fstab` (cloud-init's bootcmd, in the network stage): the seed's lines
+    in fstab once, nothing mounted, no markers, nothing logged."""
+    a = tmp_path / "share-a"
+    seed, mounts, ci = _seed_with_shares(tmp_path, "9p", [str(a)], [])
+    line_a = f"tag-a\t{a}\t9p\tro,trans=virtio,comment=cloudconfig\t0\t0"
+    (seed / "fstab").write_text(f"{line_a}\n")
+    root = "LABEL=lima-root\t/\text4\tdefaults\t0\t0"
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{root}\n")
+    _script(tmp_path / "mount", f'echo "$@" >>"{tmp_path}/mount.log"\n')
+    for _ in range(2):
+        result = _run(kind, tmp_path, seed, "--fstab", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                      LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                      LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout == ""
+    assert fstab.read_text().splitlines() == [root, line_a]
+    assert not (tmp_path / "mount.log").exists() and not a.exists()
+    assert not list((tmp_path / "run").glob("lima-*"))
+    assert not (tmp_path / "log" / "lima-init.log").exists()
 
 
 @pytest.mark.parametrize("kind", SHELLS)

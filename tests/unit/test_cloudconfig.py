@@ -59,6 +59,9 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
     assert "/mnt/lima-cidata" in hook
     assert "systemd-run --no-block" in hook  # never blocks cloud-init on boot.sh
     assert "setsid" in hook and "&\n" in hook
+    # The shares' fstab lines go in first, in the foreground (before the config stage).
+    fstab = hook.index('/bin/sh "$MNT/boot.sh" --fstab\n')
+    assert fstab < hook.index("systemd-run") and fstab < hook.index("setsid")
 
 
 def test_reference_copy_has_no_boot_hook() -> None:

@@ -298,14 +298,26 @@ wait_for_mounts() {
 # guest CPU under TCG, on the way to Running). With its lines already in fstab and
 # mounted, it does neither, as on every later boot. Only under cloud-init: elsewhere the
 # host agent mounts the shares.
-mount_shares_early() {
+add_shares_to_fstab() {
 	[ -d "$CLOUD_INIT_RUN" ] && [ -f "$MNT/fstab" ] || return 0
 	while IFS= read -r line; do
 		[ -n "$line" ] || continue
 		# shellcheck disable=SC2086 # fields: tag, mount point, type, options, 0, 0
 		set -- $line
 		[ $# -eq 6 ] || continue
-		grep -qxF "$line" "$FSTAB" 2>/dev/null || printf '%s\n' "$line" >>"$FSTAB" || continue
+		grep -qxF "$line" "$FSTAB" 2>/dev/null || printf '%s\n' "$line" >>"$FSTAB"
+	done <"$MNT/fstab"
+}
+
+mount_shares_early() {
+	[ -d "$CLOUD_INIT_RUN" ] && [ -f "$MNT/fstab" ] || return 0
+	add_shares_to_fstab
+	while IFS= read -r line; do
+		[ -n "$line" ] || continue
+		# shellcheck disable=SC2086 # fields: tag, mount point, type, options, 0, 0
+		set -- $line
+		[ $# -eq 6 ] || continue
+		grep -qxF "$line" "$FSTAB" 2>/dev/null || continue
 		awk -v m="$2" '$2 == m { f = 1 } END { exit !f }' "$MOUNTS_FILE" 2>/dev/null && continue
 		mkdir -p "$2" && $MOUNT "$2" || WARNING "mounting $2 failed; cloud-init tries again"
 	done <"$MNT/fstab"
@@ -450,6 +462,14 @@ ${FAILURES%
 		INFO "boot.sh finished"
 	fi
 }
+
+# `boot.sh --fstab`: only the seed's share lines into fstab. cloud-init's bootcmd runs it
+# in the network stage, before it starts boot.sh itself: the config stage's mounts module
+# may run before boot.sh gets that far, and must find the lines there already.
+if [ "${1:-}" = "--fstab" ]; then
+	add_shares_to_fstab
+	exit 0
+fi
 
 if ! (: >>"$CONSOLE") 2>/dev/null; then
 	CONSOLE=/dev/null
