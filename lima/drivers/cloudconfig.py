@@ -59,9 +59,11 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT) -> str:
     --no-block (it starts once basic.target is up, after cloud-init's init stage),
     or detached with setsid where systemd is not PID 1. RemainAfterExit keeps daemons
     that provision scripts leave running alive after boot.sh exits (systemd would
-    otherwise kill the unit's cgroup). Before that, `boot.sh --fstab` puts the shares'
-    lines in /etc/fstab, here, so that the config stage's mounts module, which may start
-    before boot.sh does, finds nothing to change (no `mount -a`, no daemon-reload).
+    otherwise kill the unit's cgroup). A transient unit of its own, ordered before the
+    config stage, runs `boot.sh --mounts` first: the shares' lines into /etc/fstab, and
+    the shares mounted, so that the config stage's mounts module, which may start before
+    boot.sh gets to its own early mounts, finds nothing to do (no `mount -a`, no
+    daemon-reload: 2-4 s under TCG).
     """
     mnt = shlex.quote(mount_point)
     return (
@@ -71,8 +73,10 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT) -> str:
         '[ -e "$DEV" ] || DEV=$(blkid -L cidata)\n'
         f'grep -qs " $MNT " /proc/mounts || mount -o {CIDATA_MOUNT_OPTIONS} "$DEV" "$MNT"\n'
         'IID=$(sed -n "s/^instance-id: *//p" "$MNT/meta-data" | tr -cd "a-zA-Z0-9-")\n'
-        'LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --fstab\n'
         "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n"
+        '  systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
+        "-p Before=cloud-config.service "
+        '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --mounts\n'
         '  systemd-run --no-block --collect --unit="lima-boot-$IID" -p RemainAfterExit=yes '
         '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh"\n'
         "else\n"

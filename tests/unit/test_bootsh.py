@@ -475,9 +475,11 @@ def test_shares_are_in_fstab_and_mounted_before_cloud_init_would(
 
 
 @pytest.mark.parametrize("kind", SHELLS)
-def test_fstab_mode_only_adds_the_shares_to_fstab(kind: str, tmp_path: Path) -> None:
-    """`boot.sh --fstab` (cloud-init's bootcmd, in the network stage): the seed's lines
-    in fstab once, nothing mounted, no markers, nothing logged."""
+def test_mounts_mode_only_puts_the_shares_in_fstab_and_mounts_them(
+    kind: str, tmp_path: Path
+) -> None:
+    """`boot.sh --mounts` (a unit of its own, before cloud-init's config stage): the
+    seed's lines in fstab once and the shares mounted; no markers, nothing else run."""
     a = tmp_path / "share-a"
     seed, mounts, ci = _seed_with_shares(tmp_path, "9p", [str(a)], [])
     line_a = f"tag-a\t{a}\t9p\tro,trans=virtio,comment=cloudconfig\t0\t0"
@@ -485,15 +487,16 @@ def test_fstab_mode_only_adds_the_shares_to_fstab(kind: str, tmp_path: Path) -> 
     root = "LABEL=lima-root\t/\text4\tdefaults\t0\t0"
     fstab = tmp_path / "fstab"
     fstab.write_text(f"{root}\n")
-    _script(tmp_path / "mount", f'echo "$@" >>"{tmp_path}/mount.log"\n')
+    _script(tmp_path / "mount",
+            f'echo "$@" >>"{tmp_path}/mount.log"\necho "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
     for _ in range(2):
-        result = _run(kind, tmp_path, seed, "--fstab", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+        result = _run(kind, tmp_path, seed, "--mounts", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
                       LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
                       LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout == ""
     assert fstab.read_text().splitlines() == [root, line_a]
-    assert not (tmp_path / "mount.log").exists() and not a.exists()
+    assert (tmp_path / "mount.log").read_text().split() == [str(a)]
     assert not list((tmp_path / "run").glob("lima-*"))
     assert not (tmp_path / "log" / "lima-init.log").exists()
 

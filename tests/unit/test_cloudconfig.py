@@ -59,9 +59,10 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
     assert "/mnt/lima-cidata" in hook
     assert "systemd-run --no-block" in hook  # never blocks cloud-init on boot.sh
     assert "setsid" in hook and "&\n" in hook
-    # The shares' fstab lines go in first, in the foreground (before the config stage).
-    fstab = hook.index('/bin/sh "$MNT/boot.sh" --fstab\n')
-    assert fstab < hook.index("systemd-run") and fstab < hook.index("setsid")
+    # The shares: a unit of their own, which the config stage waits for.
+    assert ('systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
+            '-p Before=cloud-config.service --setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh '
+            '"$MNT/boot.sh" --mounts\n') in hook
 
 
 def test_reference_copy_has_no_boot_hook() -> None:

@@ -463,11 +463,12 @@ ${FAILURES%
 	fi
 }
 
-# `boot.sh --fstab`: only the seed's share lines into fstab. cloud-init's bootcmd runs it
-# in the network stage, before it starts boot.sh itself: the config stage's mounts module
-# may run before boot.sh gets that far, and must find the lines there already.
-if [ "${1:-}" = "--fstab" ]; then
-	add_shares_to_fstab
+# `boot.sh --mounts`: only the shares, into fstab and mounted. cloud-init's bootcmd starts
+# it as a unit of its own ordered before the config stage, whose mounts module must find
+# them there (or it runs `mount -a` and `systemctl daemon-reload`), while boot.sh itself
+# may not have got that far yet.
+if [ "${1:-}" = "--mounts" ]; then
+	mount_shares_early
 	exit 0
 fi
 
