@@ -7,9 +7,10 @@ other ssh failures.
 
 Readiness works around QEMU user networking: the forwarded port accepts a TCP
 connection at once even when nothing listens in the guest, and a connection opened
-before the guest NIC is up stalls for seconds. Only an `SSH-` banner proves sshd is up,
-so `wait_banner` keeps several short, overlapping connection attempts in flight until the
-guest shows its NIC is up (it closes a probe: nothing listens yet), then one at a time.
+before the guest NIC is up stalls for seconds, and QEMU keeps retrying it even once it is
+closed here. Only an `SSH-` banner proves sshd is up, so `wait_banner` opens a few
+staggered connection attempts and closes none the guest has not answered, until the guest
+shows its NIC is up (it refuses a probe: nothing listens yet), then one fresh one at a time.
 Threads of one process waiting for the same port share one prober. The first login uses
 the connection that showed the banner (`banner_socket`): sshd forked and exec'd for it.
 """
