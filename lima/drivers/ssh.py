@@ -39,20 +39,24 @@ HOST = "127.0.0.1"
 BANNER = b"SSH-"
 # QEMU's user network (slirp) accepts a probe on the host port at once, then connects to
 # the guest: before the guest NIC is up it gets no ARP answer and retries that connection
-# on its own TCP backoff, at about these times after the probe was opened, and gives up
-# after about 75 s. Closing the probe does not cancel this: a retry that lands once sshd
-# listens costs the guest an sshd fork and exec (0.3-0.5 s of CPU under TCG) for a
-# connection that slirp then closes at once. So no probe is closed before it is answered
-# (or the banner came on another one), and the number opened is what is bounded.
-SLIRP_RETRIES = (3.0, 9.0, 21.0, 45.0)
+# on its own TCP backoff, at about these times after the probe was opened (measured in
+# captures of the guest NIC: 6 s, then every 12 s, on a 0.5 s tick), and gives up after
+# 75 s. Closing the probe does not cancel this: a retry that lands once sshd listens costs
+# the guest an sshd fork and exec (0.3-0.5 s of CPU under TCG) for a connection that
+# slirp then closes at once. So no probe is closed before it is answered (or the banner
+# came on another one), and the number opened is what is bounded: every probe opened
+# before the NIC is up is such a connection unless one of its retries lands between the
+# NIC coming up and sshd listening (a refusal).
+SLIRP_RETRIES = (6.0, 18.0, 30.0, 42.0, 54.0, 66.0)
 SLIRP_GIVES_UP = 70.0  # a probe slirp closes this old was never answered: not a refusal
 # Before the guest has answered anything: the first MAX_IN_FLIGHT probes go out one
 # `interval` apart; after that a new probe only fills a hole in the connection attempts
 # slirp is known to make (a probe's own, then its retries at SLIRP_RETRIES): one starts
 # once none was made for STAGGER_GAP s and none is due within half of it, so the guest
-# NIC coming up is seen within about that long. At most MAX_PROBES stay open.
-MAX_IN_FLIGHT = 4
-STAGGER_GAP = 2.0
+# NIC coming up is seen within about that long, with a handful of probes open (about
+# 12 / STAGGER_GAP). At most MAX_PROBES stay open.
+MAX_IN_FLIGHT = 2
+STAGGER_GAP = 4.0
 MAX_PROBES = 12
 # Once the guest has refused a probe (RST: its NIC is up, nothing listens yet), a new
 # probe is answered at once, and one that stays silent is sshd forking and exec'ing under
