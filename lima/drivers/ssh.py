@@ -7,9 +7,10 @@ other ssh failures.
 
 Readiness works around QEMU user networking: the forwarded port accepts a TCP
 connection at once even when nothing listens in the guest, and a connection opened
-before the guest NIC is up stalls for seconds. Only an `SSH-` banner proves sshd is up,
-so `wait_banner` keeps several short, overlapping connection attempts in flight until the
-guest shows its NIC is up (it closes a probe: nothing listens yet), then one at a time.
+before the guest NIC is up stalls for seconds, and QEMU keeps retrying it even once it is
+closed here. Only an `SSH-` banner proves sshd is up, so `wait_banner` opens a few
+staggered connection attempts and closes none the guest has not answered, until the guest
+shows its NIC is up (it refuses a probe: nothing listens yet), then one fresh one at a time.
 Threads of one process waiting for the same port share one prober. The first login uses
 the connection that showed the banner (`banner_socket`): sshd forked and exec'd for it.
 """
@@ -36,23 +37,36 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 BANNER = b"SSH-"
-# How many probes may be in flight at once, and how long one may live: a probe that
-# raced the guest NIC stalls (about 3 s), newer probes overtake it. At the limit no new
-# probe starts until the oldest has lived its lifetime: once sshd listens, every probe
-# costs the guest an sshd fork and exec, which under TCG can take longer than the
-# interval; closing probes early to make room (as before) then killed each one before
-# its banner came and kept a CPU-starved guest's sshd busy with ever more (past its
-# MaxStartups of 10, with the port forwarder's login probing too).
-MAX_IN_FLIGHT = 4
-PROBE_LIFETIME = 3.0
-# Each probe retired without a banner doubles the next ones' lifetime, up to this; once the
-# guest has closed a probe (its NIC is up, nothing listens yet), probes live this long.
-MAX_PROBE_LIFETIME = 30.0
-# Once the guest has closed a probe, its NIC is up: a new probe can no longer stall on it,
-# and a silent one is sshd forking and exec'ing under TCG. Overlapping probes then only
-# cost the guest more sshd processes (measured on a Debian boot: ten in two seconds, with
-# the port forwarder's own prober), so at most this many stay in flight.
+# QEMU's user network (slirp) accepts a probe on the host port at once, then connects to
+# the guest: before the guest NIC is up it gets no ARP answer and retries that connection
+# on its own TCP backoff, at about these times after the probe was opened (measured in
+# captures of the guest NIC: 6 s, then every 12 s, on a 0.5 s tick), and gives up after
+# 75 s. Closing the probe does not cancel this: a retry that lands once sshd listens costs
+# the guest an sshd fork and exec (0.3-0.5 s of CPU under TCG) for a connection that
+# slirp then closes at once. So no probe is closed before it is answered (or the banner
+# came on another one), and the number opened is what is bounded: every probe opened
+# before the NIC is up is such a connection unless one of its retries lands between the
+# NIC coming up and sshd listening (a refusal).
+SLIRP_RETRIES = (6.0, 18.0, 30.0, 42.0, 54.0, 66.0)
+SLIRP_GIVES_UP = 70.0  # a probe slirp closes this old was never answered: not a refusal
+# Before the guest has answered anything: the first MAX_IN_FLIGHT probes go out one
+# `interval` apart; after that a new probe only fills a hole in the connection attempts
+# slirp is known to make (a probe's own, then its retries at SLIRP_RETRIES): one starts
+# once none was made for STAGGER_GAP s and none is due within half of it, so the guest
+# NIC coming up is seen within about that long, with a handful of probes open (about
+# 12 / STAGGER_GAP). At most MAX_PROBES stay open.
+MAX_IN_FLIGHT = 2
+STAGGER_GAP = 4.0
+MAX_PROBES = 12
+# Once the guest has refused a probe (RST: its NIC is up, nothing listens yet), a new
+# probe is answered at once, and one that stays silent is sshd forking and exec'ing under
+# TCG: the probes opened before stay open but no longer count, and one fresh probe at a
+# time is in flight, the next one as soon as it is refused (a refusal costs the guest
+# nothing but an RST). A fresh probe silent for MAX_PROBE_LIFETIME (a guest that
+# rebooted) no longer counts either. A prober for a port whose banner this process has
+# already seen starts that way.
 IN_FLIGHT_NIC_UP = 1
+MAX_PROBE_LIFETIME = 30.0
 # A login that timed out is tried again with twice the time, up to this (seconds): under
 # a heavily loaded host a TCG guest's key exchange and PAM session can take longer than
 # the first attempt's 10 s.
@@ -119,6 +133,7 @@ class _SharedProbe:
 
 _shared_lock = threading.Lock()
 _shared: dict[int, _SharedProbe] = {}
+_seen: set[int] = set()  # ports whose banner this process has seen: the NIC is up
 
 
 def wait_banner(
@@ -161,8 +176,10 @@ def banner_socket(
             return None
         # That prober gave up (its own deadline): probe in its place.
     try:
-        sock = _probe_banner(port, deadline=deadline, interval=interval, cancelled=cancelled)
+        sock = _probe_banner(port, deadline=deadline, interval=interval, cancelled=cancelled,
+                             nic_up=port in _seen)
         shared.found = True
+        _seen.add(port)
         return sock
     finally:
         with _shared_lock:
@@ -170,13 +187,27 @@ def banner_socket(
         shared.done.set()
 
 
+def _syn_times(started: float) -> tuple[float, ...]:
+    """When slirp tries to reach the guest for a probe opened at `started` (pure)."""
+    return (started, *(started + r for r in SLIRP_RETRIES))
+
+
+def _may_stagger(probes: list[_Probe], now: float) -> bool:
+    """Before the guest answered: whether a new probe fills a hole in slirp's attempts."""
+    times = [t for p in probes for t in _syn_times(p.started)]
+    last = max((t for t in times if t <= now), default=-STAGGER_GAP)
+    due = min((t for t in times if t > now), default=now + STAGGER_GAP)
+    return now - last >= STAGGER_GAP and due - now > STAGGER_GAP / 2
+
+
 def _probe_banner(
-    port: int, *, deadline: float, interval: float, cancelled: Callable[[], bool] | None
+    port: int, *, deadline: float, interval: float, cancelled: Callable[[], bool] | None,
+    nic_up: bool = False,
 ) -> socket.socket:
     probes: list[_Probe] = []
+    fresh: set[_Probe] = set()  # opened once the guest's NIC was known to be up
+    opened = 0
     next_start = 0.0
-    lifetime = PROBE_LIFETIME
-    limit = MAX_IN_FLIGHT
     last_error = "no banner yet"
     try:
         while True:
@@ -186,21 +217,26 @@ def _probe_banner(
                     f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline ({last_error})",
                     delay=interval,
                 )
-            for probe in [p for p in probes if now - p.started >= lifetime]:
-                probe.close()
-                probes.remove(probe)
-                # No banner in a probe's lifetime: either it raced the NIC, or sshd listens
-                # but this guest is too slow to answer in time. Give later probes longer,
-                # or a guest slower than PROBE_LIFETIME would never show its banner.
-                lifetime = min(2 * lifetime, MAX_PROBE_LIFETIME)
-            if now >= next_start and len(probes) < limit:
+            if nic_up:
+                counted = [p for p in fresh if now - p.started < MAX_PROBE_LIFETIME]
+                may_start = len(counted) < IN_FLIGHT_NIC_UP
+            else:
+                may_start = opened < MAX_IN_FLIGHT or _may_stagger(probes, now)
+            if now >= next_start and may_start and len(probes) < MAX_PROBES:
                 try:
-                    probes.append(_Probe(port, now))
+                    probe = _Probe(port, now)
+                    probes.append(probe)
+                    opened += 1
+                    if nic_up:
+                        fresh.add(probe)
                 except OSError as exc:
                     last_error = f"connect: {exc.strerror or exc}"
                 next_start = now + interval
-            wake = next_start if len(probes) < limit else probes[0].started + lifetime
-            wait = max(0.0, min(wake, deadline, now + 1.0) - time.monotonic())
+            # Before the NIC is up, look again soon: _may_stagger changes with the clock.
+            wake = now + (1.0 if nic_up else max(interval, 0.05))
+            if next_start > now:
+                wake = min(wake, next_start)
+            wait = max(0.0, min(wake, deadline) - time.monotonic())
             readers = [p.sock for p in probes if p.connected]
             writers = [p.sock for p in probes if not p.connected]
             if not readers and not writers:
@@ -209,30 +245,22 @@ def _probe_banner(
             ready_r, ready_w, _ = select.select(readers, writers, [], wait)
             ready = set(ready_r) | set(ready_w)
             for probe in [p for p in probes if p.sock in ready]:
-                if probe not in probes:
-                    continue  # retired below, as older than a refused one
                 result = probe.step()
                 if result is True:
                     probes.remove(probe)
                     probe.sock.setblocking(True)
                     return probe.sock
                 if result is False:
-                    last_error = "connection closed before the banner"
-                    # The guest answered: its NIC is up, so no new probe can stall on it, and
-                    # one that stays silent is sshd forking and exec'ing, however slowly:
-                    # one probe at a time, kept until the banner or the guest closes it.
-                    limit = IN_FLIGHT_NIC_UP
-                    lifetime = MAX_PROBE_LIFETIME
-                    # The probes opened before this one are still unanswered: sshd was not
-                    # listening when this one arrived, so theirs never reached it. They
-                    # raced the NIC, and QEMU's user network retries their connection on
-                    # its own backoff (measured: one opened 1 s into a boot answered 30 s
-                    # later). Kept, they would hold the one slot: retire them now.
-                    for stale in [p for p in probes if p.started < probe.started]:
-                        stale.close()
-                        probes.remove(stale)
                     probe.close()
                     probes.remove(probe)
+                    fresh.discard(probe)
+                    if not nic_up and time.monotonic() - probe.started >= SLIRP_GIVES_UP:
+                        continue  # slirp gave up on it: the guest never answered
+                    last_error = "connection closed before the banner"
+                    # The guest refused it: its NIC is up (see IN_FLIGHT_NIC_UP). The
+                    # probes opened before stay open: a retry of theirs may yet be the one
+                    # sshd answers first.
+                    nic_up = True
     finally:
         for probe in probes:
             probe.close()

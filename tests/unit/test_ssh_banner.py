@@ -10,8 +10,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lima.drivers.ssh import MAX_IN_FLIGHT, PROBE_LIFETIME, banner_socket, wait_banner
+from lima.drivers import ssh
+from lima.drivers.ssh import MAX_IN_FLIGHT, banner_socket, wait_banner
 from lima.errors import TemporaryError
+
+# When QEMU's user network tries again to reach the guest for a connection it accepted
+# before the guest NIC was up (seconds after the accept; measured in captures of boots).
+SLIRP_RETRIES = (6.0, 18.0, 30.0, 42.0, 54.0, 66.0)
+# The time slow sshd answers are compared with (the pacing of the probes before it).
+PROBE_LIFETIME = 3.0
 
 Handler = Callable[[socket.socket, int], None]
 
@@ -28,6 +35,7 @@ class Server:
         self.handler = handler
         self.stop = threading.Event()
         self.conns: list[socket.socket] = []
+        self.accepted: list[float] = []  # time.monotonic() of each accept
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -38,6 +46,7 @@ class Server:
                 conn, _ = self.listener.accept()
             except TimeoutError:
                 continue
+            self.accepted.append(time.monotonic())
             self.conns.append(conn)
             threading.Thread(target=self.handler, args=(conn, n), daemon=True).start()
             n += 1
@@ -63,6 +72,12 @@ def banner_after(delay: float, *, closed_first: int = 0) -> Handler:
             conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
 
     return handler
+
+
+@pytest.fixture(autouse=True)
+def _no_banner_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a fresh process: no port's banner seen yet (ports get reused)."""
+    monkeypatch.setattr(ssh, "_seen", set(), raising=False)
 
 
 @pytest.fixture
@@ -121,19 +136,20 @@ def test_the_banner_connection_is_handed_over_unread(
     assert len(server.conns) == 1
 
 
-def test_a_refused_probe_retires_the_older_stalled_ones(
+def test_a_refused_probe_frees_the_slots_of_older_stalled_ones(
     serve: Callable[[Handler], Server],
 ) -> None:
     """Probes opened before the guest NIC was up stay unanswered (QEMU's user network
-    retries them on its own backoff); once a newer one is refused, the NIC is up and they
-    never reached sshd: the next probe starts at once instead of after their lifetime."""
+    retries them on its own backoff); once a newer one is refused, the NIC is up: they no
+    longer hold a slot, and the next probe starts at once instead of after their lifetime."""
     stalled = threading.Event()
 
     def handler(conn: socket.socket, n: int) -> None:
-        if n < 3:
+        if n < MAX_IN_FLIGHT - 1:
             stalled.wait(20)  # accepted by the forwarder, never answered
-        elif n == 3:
-            conn.close()  # as a guest with nothing listening on port 22 yet
+        elif n == MAX_IN_FLIGHT - 1:
+            time.sleep(0.3)  # slirp's retry of it, refused: a guest with nothing on port 22
+            conn.close()
         else:
             conn.sendall(b"SSH-2.0-x\r\n")
 
@@ -143,10 +159,9 @@ def test_a_refused_probe_retires_the_older_stalled_ones(
         wait_banner(server.port, deadline=start + 20)
     finally:
         stalled.set()
-    # Without retiring them, the three stalled probes would hold the one slot until their
-    # lifetime (PROBE_LIFETIME) ends.
+    # Counted, the stalled probes would hold the one slot until slirp retries them.
     assert time.monotonic() - start < PROBE_LIFETIME - 1
-    assert len(server.conns) == 5
+    assert len(server.conns) == MAX_IN_FLIGHT + 1
 
 
 def test_stalled_early_connections_are_overtaken(serve: Callable[[Handler], Server]) -> None:
@@ -155,12 +170,12 @@ def test_stalled_early_connections_are_overtaken(serve: Callable[[Handler], Serv
     A single blocking attempt would hang on connection 0 until the deadline.
     """
     def handler(conn: socket.socket, n: int) -> None:
-        if n >= 3:
+        if n >= MAX_IN_FLIGHT - 1:
             conn.sendall(b"SSH-2.0-dropbear\r\n")
 
     server = serve(handler)
     wait_banner(server.port, deadline=time.monotonic() + 20, interval=0.05)
-    assert len(server.conns) >= 4
+    assert len(server.conns) == MAX_IN_FLIGHT
 
 
 def test_slow_sshd_gets_to_answer(serve: Callable[[Handler], Server]) -> None:
@@ -267,3 +282,155 @@ def test_nic_up_probe_waits_out_a_slow_sshd(serve: Callable[[Handler], Server]) 
     wait_banner(server.port, deadline=start + 20, interval=0.05)
     assert time.monotonic() - start >= delay
     assert len(server.conns) == 2
+
+
+class Slirp:
+    """The guest end of QEMU's user network, on a time scale of its own (`scale` s for 1 s).
+
+    Each accepted connection is tried at once and again at SLIRP_RETRIES after its
+    accept, whether or not the prober has closed it meanwhile (closing does not cancel).
+    Before `nic_up` a try is dropped; before `listen` the guest refuses it (the connection
+    closes); from `listen` on sshd accepts it (a fork and exec) and shows its banner
+    `sshd_delay` later. Times are seconds after `start`, unscaled.
+    """
+
+    def __init__(self, *, nic_up: float, listen: float, sshd_delay: float, scale: float) -> None:
+        self.nic_up, self.listen, self.sshd_delay = nic_up, listen, sshd_delay
+        self.scale = scale
+        self.start = time.monotonic()
+        self.stop = threading.Event()
+
+    def tries(self, accepted: float) -> list[float]:
+        opened = (accepted - self.start) / self.scale
+        return [opened, *(opened + r for r in SLIRP_RETRIES)]
+
+    def fate(self, accepted: float) -> str:
+        """What the guest does with a connection accepted at `accepted` (monotonic)."""
+        for t in self.tries(accepted):
+            if t >= self.listen:
+                return "sshd"
+            if t >= self.nic_up:
+                return "refused"
+        return "dropped"
+
+    def handler(self, conn: socket.socket, _: int) -> None:
+        accepted = time.monotonic()
+        for t in self.tries(accepted):
+            if self.stop.wait(max(0.0, self.start + t * self.scale - time.monotonic())):
+                return
+            if t >= self.listen:
+                if not self.stop.wait(self.sshd_delay * self.scale):
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+                return
+            if t >= self.nic_up:
+                conn.close()
+                return
+
+
+@pytest.fixture
+def slirp_scaled(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Run the prober `scale` times faster (its slirp model and pacing), as Slirp does."""
+    def scaled(scale: float) -> None:
+        monkeypatch.setattr(ssh, "SLIRP_RETRIES", tuple(r * scale for r in SLIRP_RETRIES),
+                            raising=False)
+        for name in ("STAGGER_GAP", "MAX_PROBE_LIFETIME", "SLIRP_GIVES_UP", "PROBE_LIFETIME"):
+            if hasattr(ssh, name):
+                monkeypatch.setattr(ssh, name, getattr(ssh, name) * scale)
+
+    return scaled
+
+
+def test_a_boot_through_slirp_reaches_sshd_with_few_probes(
+    serve: Callable[[Handler], Server], slirp_scaled: Callable[[float], None],
+) -> None:
+    """The Debian boot measured under TCG, 5 times faster: the NIC comes up at 20.85 s, sshd
+    listens at 28.5 s, its banner takes 2.4 s. Every probe opened before the NIC is up is
+    a connection sshd may fork for later (closing it does not cancel it): a handful are
+    opened, staggered, and the banner comes soon after sshd listens."""
+    scale = 0.2
+    slirp_scaled(scale)
+    guest = Slirp(nic_up=20.85, listen=28.5, sshd_delay=2.4, scale=scale)
+    server = serve(guest.handler)
+    try:
+        wait_banner(server.port, deadline=guest.start + 60 * scale, interval=0.25 * scale)
+        found = (time.monotonic() - guest.start) / scale
+    finally:
+        guest.stop.set()
+    forks = [a for a in server.accepted if guest.fate(a) == "sshd"]
+    # sshd forks for the probe that wins, and at most for the first probes (their slirp
+    # retries skipped the time between the NIC coming up and sshd listening).
+    assert 1 <= len(forks) <= MAX_IN_FLIGHT + 1, [guest.tries(a) for a in server.accepted]
+    assert found < 28.5 + 2.4 + 1.5
+    # Opened before the NIC came up: a handful, not one every few seconds per slot. After
+    # it, fresh probes cost the guest an RST each until sshd listens.
+    early = [a for a in server.accepted if guest.tries(a)[0] < guest.nic_up]
+    assert MAX_IN_FLIGHT <= len(early) <= 8, [guest.tries(a) for a in early]
+
+
+def test_a_stalled_probe_may_show_the_banner(serve: Callable[[Handler], Server]) -> None:
+    """A probe opened before the NIC was up stays open after a refusal: slirp's retry of
+    it may reach sshd first, and then its connection is the one that shows the banner."""
+    refused = threading.Event()
+
+    def handler(conn: socket.socket, n: int) -> None:
+        if n == 0:
+            refused.wait(20)
+            time.sleep(0.2)  # its retry came once sshd listened
+            with contextlib.suppress(OSError):
+                conn.sendall(b"SSH-2.0-stalled\r\n")
+        elif n == 1:
+            time.sleep(0.3)  # slirp's retry of it, refused: the NIC is up
+            conn.close()
+            refused.set()
+        elif n < MAX_IN_FLIGHT:
+            time.sleep(20)  # still in slirp's backoff
+        else:
+            time.sleep(3)  # sshd forking for it, slowly
+            with contextlib.suppress(OSError):
+                conn.sendall(b"SSH-2.0-fresh\r\n")
+
+    server = serve(handler)
+    start = time.monotonic()
+    sock = banner_socket(server.port, deadline=start + 20, interval=0.05)
+    assert sock is not None
+    with sock:
+        sock.settimeout(5)
+        assert sock.recv(64).startswith(b"SSH-2.0-stalled")
+    assert time.monotonic() - start < 2.0
+    # The burst, then one fresh probe after the refusal.
+    assert len(server.conns) == MAX_IN_FLIGHT + 1
+
+
+def test_stalled_probes_hold_no_slot_after_a_refusal(serve: Callable[[Handler], Server]) -> None:
+    """The oldest probe is refused (slirp's retry reached the guest once its NIC was up),
+    the newer ones are still in slirp's backoff: they must not keep the one slot, or the
+    banner waits for their next retry (seconds to tens of seconds)."""
+    def handler(conn: socket.socket, n: int) -> None:
+        if n == 0:
+            time.sleep(0.3)
+            conn.close()
+        elif n < MAX_IN_FLIGHT:
+            time.sleep(20)
+        else:
+            conn.sendall(b"SSH-2.0-x\r\n")
+
+    server = serve(handler)
+    start = time.monotonic()
+    wait_banner(server.port, deadline=start + 10, interval=0.05)
+    assert time.monotonic() - start < 1.5
+    assert len(server.conns) == MAX_IN_FLIGHT + 1
+
+
+def test_a_later_prober_opens_one_probe(serve: Callable[[Handler], Server]) -> None:
+    """Once this process has seen the banner on a port, the guest's NIC is up and sshd
+    listens: the port forwarder's login after readiness's probes with one connection (each
+    one costs the guest an sshd fork and exec), not a burst of MAX_IN_FLIGHT."""
+    server = serve(banner_after(1.0))
+    wait_banner(server.port, deadline=time.monotonic() + 20)
+    first = len(server.conns)
+    assert first == MAX_IN_FLIGHT  # nothing known yet: the burst
+    sock = banner_socket(server.port, deadline=time.monotonic() + 20)
+    assert sock is not None
+    sock.close()
+    assert len(server.conns) - first == 1

@@ -132,8 +132,9 @@ class SSHDialer:
             try:
                 # One prober until the banner (closing probes every few seconds would kill
                 # each sshd the guest had forked for them); a stopping forwarder cancels it.
-                # While the host agent's readiness check probes, this waits for its answer.
-                # The login then goes over the connection that showed the banner.
+                # While the host agent's readiness check probes, this waits for its answer;
+                # once that saw the banner, this opens one probe, not a burst. The login
+                # then goes over the connection that showed the banner.
                 sock = banner_socket(self.port, deadline=deadline,
                                      cancelled=lambda: self._closed)
             except TemporaryError as exc:
