@@ -272,8 +272,7 @@ def diagnose_ssh_failure(name: str, inst_dir: Path, port: int) -> str | None:
     qemu's run state answers at once for a paused, crashed or shut-down guest; only when
     qemu says "running" (or cannot be asked) does a fresh connection wait for a banner.
     """
-    from lima.drivers import procs, qmp
-    from lima.drivers import ssh as guest_ssh
+    from lima.drivers import procs, qmp, sshprobe
     from lima.errors import TemporaryError
 
     if procs.hostagent_pid(inst_dir) is None and procs.qemu_pid(inst_dir) is None:
@@ -283,7 +282,7 @@ def diagnose_ssh_failure(name: str, inst_dir: Path, port: int) -> str | None:
         why = f"qemu reports the guest as {state}"
     else:
         try:
-            guest_ssh.wait_banner(port, deadline=time.monotonic() + BANNER_PROBE)
+            sshprobe.wait_banner(port, deadline=time.monotonic() + BANNER_PROBE)
         except TemporaryError:
             why = f"a new connection got no ssh banner within {BANNER_PROBE:g} s"
         else:

@@ -1,4 +1,4 @@
-"""ssh.wait_banner against local TCP servers that behave like QEMU's forwarded port."""
+"""sshprobe.wait_banner against local TCP servers that behave like QEMU's forwarded port."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lima.drivers import ssh
-from lima.drivers.ssh import MAX_IN_FLIGHT, banner_socket, wait_banner
+from lima.drivers import sshprobe as ssh
+from lima.drivers.sshprobe import MAX_IN_FLIGHT, banner_socket, wait_banner
 from lima.errors import TemporaryError
 
 # When QEMU's user network tries again to reach the guest for a connection it accepted

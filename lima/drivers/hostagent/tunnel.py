@@ -124,7 +124,7 @@ class SSHDialer:
             return transport
 
     def _login(self) -> paramiko.SSHClient:
-        from lima.drivers.ssh import banner_socket
+        from lima.drivers.sshprobe import banner_socket
 
         deadline = time.monotonic() + self.login_timeout
         last: Exception | None = None
