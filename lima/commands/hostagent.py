@@ -395,6 +395,9 @@ class _Reloading:
     def open_connections(self) -> int:
         return int(self.fwd.open_connections())
 
+    def guest_running(self) -> None:
+        self.fwd.guest_running()
+
     def reload(self) -> None:
         new = self.read()
         if new is not None:

@@ -183,9 +183,14 @@ class GatedGuest(FakeGuest):
 class RecordingForwards:
     def __init__(self) -> None:
         self.started = threading.Event()
+        self.running = threading.Event()
 
     def start(self) -> None:
         self.started.set()
+
+    def guest_running(self) -> None:
+        assert self.started.is_set()
+        self.running.set()
 
     def stop(self) -> None:
         pass
@@ -199,8 +204,9 @@ def test_the_forwarder_never_logs_in_alongside_readiness(
     inst_dir: Path, run_agent: Callable[..., Running], monkeypatch: pytest.MonkeyPatch,
     resume: bool,
 ) -> None:
-    """The forwarder (its own ssh login) starts once readiness has logged in on a cold
-    boot, and once the guest is Running after a resume (its CPU's costliest seconds)."""
+    """The forwarder starts once readiness has logged in on a cold boot, and once the
+    guest is Running after a resume (its CPU's costliest seconds); its own ssh login
+    ahead waits for Running either way."""
     from lima.drivers import suspend
 
     monkeypatch.setattr(suspend, "load_state", lambda inst: None)
@@ -213,9 +219,11 @@ def test_the_forwarder_never_logs_in_alongside_readiness(
     login.set()
     wait_for(lambda: "ssh_ready" in kinds(inst_dir))
     assert fwd.started.wait(0.5 if resume else 10) is not resume
+    assert not fwd.running.is_set()  # its login ahead waits for Running
     provision.set()
     assert fwd.started.wait(10)
     wait_for(lambda: "running" in kinds(inst_dir))
+    assert fwd.running.wait(10)
     assert r.stop() == 0
 
 

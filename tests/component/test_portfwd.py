@@ -460,7 +460,10 @@ def test_stop_closes_everything(rig_factory: Callable[[list[PortForward]], Rig])
     port = free_port()
     rig = rig_factory([fwd(guest_port=port, host_port=port, static=True)])
     assert not refused(port)
-    assert until(lambda: rig.dialer.warmed, "the dialer to log in ahead")
+    time.sleep(0.3)
+    assert not rig.dialer.warmed  # no login ahead while the guest boots...
+    rig.fw.guest_running()
+    assert until(lambda: rig.dialer.warmed, "the dialer to log in ahead")  # ...then at once
     rig.fw.stop()
     assert refused(port)
     assert rig.dialer.closed

@@ -71,6 +71,7 @@ class Forwards(Protocol):
     def stop(self) -> None: ...
     def reload(self) -> None: ...  # lima.yaml's portForwards changed (SIGHUP)
     def open_connections(self) -> int: ...  # forwarded connections open now
+    def guest_running(self) -> None: ...  # readiness is done: log in ahead now
 
 
 class Display(Protocol):
@@ -310,12 +311,15 @@ class HostAgent:
     def _run_guest(self) -> int:
         """Forwards, readiness and the heartbeat, until qemu exits or a stop is asked."""
         assert self._qemu is not None
-        # The forwarder logs in to the guest as soon as it starts. Under TCG a login costs
-        # the guest about a second of CPU, and two at once (the forwarder's and
-        # readiness's) delayed ssh_ready by as much: a booting guest's forwarder starts
-        # once readiness has logged in (ssh_ready). A resumed guest's sshd answers at once,
-        # and its first logins and commands cost it CPU seconds (its translated code was
-        # not saved): its forwarder starts once readiness is done (clock, mounts).
+        # The forwarder's own ssh login costs the guest about a second of CPU under TCG:
+        # alongside readiness's it delayed ssh_ready by as much, and while cloud-init's
+        # last stages and boot.sh ran, Running. A booting guest's forwarder starts once
+        # readiness has logged in (ssh_ready: it reads the guest agent's reports and
+        # forwards through QEMU), and logs in ahead once the guest is Running
+        # (guest_running; a forward over ssh asked for before logs in then). A resumed
+        # guest's sshd answers at once, and its first logins and commands cost it CPU
+        # seconds (its translated code was not saved): its forwarder starts once
+        # readiness is done (clock, mounts).
         forwards_due = False
         threading.Thread(target=self._wait_guest, name="guest-ready", daemon=True).start()
         if self.resume:
@@ -353,10 +357,14 @@ class HostAgent:
                 errors = list(ready)
                 self._emit(running=True, degraded=bool(ready), errors=ready)
                 self._start_heartbeat()
+                if self._forwarder is not None:
+                    self._forwarder.guest_running()
             if not forwards_due and (ready is not None
                                      or (self._ssh_ready.is_set() and not self.resume)):
                 forwards_due = True
                 self._start_forwards()
+                if announced and self._forwarder is not None:
+                    self._forwarder.guest_running()
             if self._reload:
                 self._reload = False
                 if self._forwarder is not None:

@@ -242,6 +242,7 @@ class Forwarder:
         self._forwards: dict[Listener, Forward] = {}
         self._fixed: list[Forward] = []  # static and socket forwards: live until stop
         self._reverse_started = False  # reverse forwards wait for the first ssh login
+        self._may_log_in = threading.Event()  # guest_running(): the login ahead may start
         self._reader: socket.socket | None = None
         self.reports = 0  # guest agent lines applied (tests and the benchmark read it)
         self.open = OpenCount()  # connections carried now, over every listener
@@ -253,12 +254,21 @@ class Forwarder:
             self.slirp.remove_stale()
         self._bind_fixed(reverse=False)
         threading.Thread(target=self._read_agent, name="guest-agent", daemon=True).start()
-        # The ssh login (about a second in a TCG guest) happens now, not in the first
-        # forwarded connection; it waits for the guest's sshd on its own. The reverse
-        # forwards start once it worked: their ssh gives up on a guest still booting.
+        # The ssh login (about a second of a TCG guest's CPU) happens ahead of the first
+        # forwarded connection, once the host agent says the guest is Running (the boot
+        # no longer needs that CPU); it waits for the guest's sshd on its own. A forward
+        # over ssh asked for earlier logs in itself. The reverse forwards start once the
+        # login worked: their ssh gives up on a guest still booting.
         threading.Thread(target=self._login, name="portfwd-login", daemon=True).start()
 
+    def guest_running(self) -> None:
+        """The guest is Running: the login ahead may start."""
+        self._may_log_in.set()
+
     def _login(self) -> None:
+        while not self._may_log_in.wait(0.5):
+            if self._stop.is_set():
+                return
         self.dialer.warm()
         with self._lock:
             if not self._stop.is_set() and not self._reverse_started:
