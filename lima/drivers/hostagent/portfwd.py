@@ -258,7 +258,10 @@ class Forwarder:
         # forwarded connection, once the host agent says the guest is Running (the boot
         # no longer needs that CPU); it waits for the guest's sshd on its own. A forward
         # over ssh asked for earlier logs in itself. The reverse forwards start once the
-        # login worked: their ssh gives up on a guest still booting.
+        # login worked (their ssh gives up on a guest still booting): with any, the login
+        # happens now, as their sockets are wanted by the time the guest is Running.
+        if portrules.reverse_rules(self.rules):
+            self._may_log_in.set()
         threading.Thread(target=self._login, name="portfwd-login", daemon=True).start()
 
     def guest_running(self) -> None:
