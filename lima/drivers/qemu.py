@@ -212,14 +212,9 @@ def tcg_cmdline(cmdline: str) -> str:
     """
     words = cmdline.split()
     keys = {w.split("=", 1)[0] for w in words}
-    extra = []
-    if "module_blacklist" not in keys:
-        extra.append("module_blacklist=" + ",".join(TCG_MODULE_BLACKLIST))
-    if "cryptomgr.notests" not in keys:
-        extra.append("cryptomgr.notests")
-    if "mitigations" not in keys:
-        extra.append("mitigations=off")
-    return " ".join([*words, *extra])
+    ours = ("module_blacklist=" + ",".join(TCG_MODULE_BLACKLIST), "cryptomgr.notests",
+            "mitigations=off")
+    return " ".join([*words, *(w for w in ours if w.split("=", 1)[0] not in keys)])
 
 
 def _read_cmdline(path: Path) -> str:

@@ -317,7 +317,6 @@ mount_shares_early() {
 		# shellcheck disable=SC2086 # fields: tag, mount point, type, options, 0, 0
 		set -- $line
 		[ $# -eq 6 ] || continue
-		grep -qxF "$line" "$FSTAB" 2>/dev/null || continue
 		awk -v m="$2" '$2 == m { f = 1 } END { exit !f }' "$MOUNTS_FILE" 2>/dev/null && continue
 		mkdir -p "$2" && $MOUNT "$2" || WARNING "mounting $2 failed; cloud-init tries again"
 	done <"$MNT/fstab"
