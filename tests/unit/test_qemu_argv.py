@@ -96,7 +96,7 @@ def test_tcg_uses_multithreaded_tcg_and_cpu_max(inst: Path) -> None:
     accel = one(argv, "-accel")
     assert accel.startswith("tcg,") and "thread=multi" in accel
     assert re.search(r"tb-size=\d+", accel)
-    assert one(argv, "-cpu") == "max"
+    assert one(argv, "-cpu") == "max,-erms,-fsrm"
 
 
 def test_kvm_uses_cpu_host(inst: Path) -> None:
@@ -111,13 +111,20 @@ def test_kvm_uses_cpu_host(inst: Path) -> None:
         ("Haswell-v4", "tcg", "Haswell-v4"),
         ("Haswell-v4", "kvm", "Haswell-v4"),
         ("host", "kvm", "host"),
-        ("host", "tcg", "max"),  # TCG rejects "host"
-        ("host,-pdpe1gb", "tcg", "max,-pdpe1gb"),
+        ("host", "tcg", "max,-erms,-fsrm"),  # TCG rejects "host"
+        ("host,-pdpe1gb", "tcg", "max,-erms,-fsrm,-pdpe1gb"),
+        ("max", "tcg", "max"),  # a model the user names is given as is
     ],
 )
 def test_cpu_type_overrides(inst: Path, cpu_type: str, accel: str, expected: str) -> None:
     argv = build(inst, make_spec(cpu_type=cpu_type), accel=accel)
     assert one(argv, "-cpu") == expected
+
+
+def test_tcg_cpu_of_other_arches_is_max() -> None:
+    # ERMS and FSRM are x86 flags: QEMU refuses them on another architecture's "max".
+    assert qemu.cpu_model(make_spec(arch="aarch64"), "tcg") == "max"
+    assert qemu.cpu_model(make_spec(arch="aarch64", cpu_type="host"), "tcg") == "max"
 
 
 @pytest.mark.parametrize(
@@ -142,7 +149,7 @@ def test_override_with_accel_keeps_ours_out(inst: Path) -> None:
     assert argv[:3] == binary
     assert values(argv, "-accel") == ["tcg"]
     # The forced accelerator decides the cpu: "host" would not start under TCG.
-    assert one(argv, "-cpu") == "max"
+    assert one(argv, "-cpu") == "max,-erms,-fsrm"
 
 
 def test_override_with_machine_accel_keeps_our_machine_and_accel_out(inst: Path) -> None:
@@ -150,7 +157,7 @@ def test_override_with_machine_accel_keeps_our_machine_and_accel_out(inst: Path)
     argv = build(inst, accel="kvm", binary=binary)
     assert values(argv, "-machine") == ["q35,accel=tcg"]
     assert "-accel" not in argv
-    assert one(argv, "-cpu") == "max"
+    assert one(argv, "-cpu") == "max,-erms,-fsrm"
 
 
 def test_override_with_cpu_is_not_duplicated(inst: Path) -> None:
