@@ -61,9 +61,10 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT) -> str:
     that provision scripts leave running alive after boot.sh exits (systemd would
     otherwise kill the unit's cgroup). A transient unit of its own, ordered before the
     config stage, runs `boot.sh --mounts` first: the shares' lines into /etc/fstab, and
-    the shares mounted, so that the config stage's mounts module, which may start before
-    boot.sh gets to its own early mounts, finds nothing to do (no `mount -a`, no
-    daemon-reload: 2-4 s under TCG).
+    the shares mounted, so that the config stage's mounts module finds nothing to do (no
+    `mount -a`, no daemon-reload: 2-4 s under TCG). boot.sh itself, told so by
+    LIMA_BOOT_SHARES_UNIT, leaves the shares to that unit: both mounting them at once
+    raced (one mount failed with a warning, and both appended to fstab).
     """
     mnt = shlex.quote(mount_point)
     return (
@@ -78,7 +79,8 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT) -> str:
         "-p Before=cloud-config.service "
         '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --mounts\n'
         '  systemd-run --no-block --collect --unit="lima-boot-$IID" -p RemainAfterExit=yes '
-        '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh"\n'
+        '--setenv=LIMA_CIDATA_MNT="$MNT" --setenv=LIMA_BOOT_SHARES_UNIT=1 '
+        '/bin/sh "$MNT/boot.sh"\n'
         "else\n"
         '  LIMA_CIDATA_MNT="$MNT" setsid /bin/sh "$MNT/boot.sh" </dev/null >/dev/null 2>&1 &\n'
         "fi\n"

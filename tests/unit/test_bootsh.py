@@ -502,6 +502,39 @@ def test_mounts_mode_only_puts_the_shares_in_fstab_and_mounts_them(
 
 
 @pytest.mark.parametrize("kind", SHELLS)
+def test_beside_the_mounts_unit_boot_sh_leaves_the_shares_to_it(
+    kind: str, tmp_path: Path
+) -> None:
+    """Started with LIMA_BOOT_SHARES_UNIT (cloud-init's bootcmd also starts `boot.sh
+    --mounts` as a unit), boot.sh neither writes fstab nor mounts: it waits for the
+    shares that unit mounts, then provisions. Both mounting at once raced."""
+    a = tmp_path / "share-a"
+    seed, mounts, ci = _seed_with_shares(tmp_path, "9p", [str(a)], [])
+    line_a = f"tag-a\t{a}\t9p\tro,trans=virtio,comment=cloudconfig\t0\t0"
+    (seed / "fstab").write_text(f"{line_a}\n")
+    root = "LABEL=lima-root\t/\text4\tdefaults\t0\t0"
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{root}\n")
+    _script(tmp_path / "mount", f'echo "$@" >>"{tmp_path}/mount.log"\n')
+    (tmp_path / "result.json").write_text('{"v1": {"errors": []}}')
+    # The unit's mount, then cloud-init's result, a second later.
+    _script(seed / "boot" / "20-unit-mounts-later",
+            f'( sleep 1; echo "tag-a {a} 9p ro 0 0" >>"{mounts}";'
+            f' mv "{tmp_path}/result.json" "{ci}/" ) &\n')
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                  LIMA_BOOT_MOUNT=str(tmp_path / "mount"), LIMA_BOOT_CLOUD_INIT_TIMEOUT="10",
+                  LIMA_BOOT_SHARES_UNIT="1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fstab.read_text() == f"{root}\n"
+    assert not (tmp_path / "mount.log").exists()
+    assert (tmp_path / "run" / "lima-boot-done").exists()
+    log = (tmp_path / "log" / "lima-init.log").read_text()
+    assert "Waiting for the mounts" in log and "not mounted" not in log
+    assert log.index("Waiting for the mounts") < log.index("provision.dependency/00000001")
+
+
+@pytest.mark.parametrize("kind", SHELLS)
 def test_without_cloud_init_the_shares_are_left_to_the_host_agent(
     kind: str, tmp_path: Path
 ) -> None:

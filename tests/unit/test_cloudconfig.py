@@ -63,6 +63,9 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
     assert ('systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
             '-p Before=cloud-config.service --setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh '
             '"$MNT/boot.sh" --mounts\n') in hook
+    # boot.sh itself is told to leave the shares to that unit.
+    assert ('--unit="lima-boot-$IID" -p RemainAfterExit=yes --setenv=LIMA_CIDATA_MNT="$MNT" '
+            '--setenv=LIMA_BOOT_SHARES_UNIT=1 /bin/sh "$MNT/boot.sh"\n') in hook
 
 
 def test_reference_copy_has_no_boot_hook() -> None:

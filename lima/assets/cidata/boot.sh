@@ -32,6 +32,8 @@
 #   LIMA_BOOT_SYSTEMD_USER_TIMEOUT (30 s; 0 = do not start the user's systemd instance)
 #   LIMA_BOOT_RUN_AS: command prefix that runs "$prefix USER /bin/sh WRAPPER" instead
 #                     of runuser/su/sudo.
+#   LIMA_BOOT_SHARES_UNIT: set (by cloud-init's bootcmd) when `boot.sh --mounts` runs as
+#                     a unit of its own: the shares are left to it.
 set -u
 
 : "${LIMA_CIDATA_MNT:=/mnt/lima-cidata}"
@@ -414,7 +416,9 @@ main() {
 		IID=$(sed -n 's/^instance-id: *//p' "$MNT/meta-data" 2>/dev/null)
 	fi
 	INFO "boot.sh starting, instance-id $IID"
-	mount_shares_early
+	# Started by cloud-init's bootcmd beside the unit of `boot.sh --mounts`, which mounts
+	# the shares: mounting them here too raced it.
+	[ -n "${LIMA_BOOT_SHARES_UNIT:-}" ] || mount_shares_early
 	mkdir -p "$RUN_DIR"
 	rm -f "$RUN_DIR/lima-boot-done" "$RUN_DIR/lima-boot-failed"
 
