@@ -259,6 +259,7 @@ def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -
     assert words[:3] == ["root=LABEL=lima-root", "console=ttyS0", "quiet"]
     assert "cryptomgr.notests" in words
     assert "mitigations=off" in words
+    assert "tsc=reliable" in words  # TCG's TSC is one counter for all vCPUs
     blacklist = [w for w in words if w.startswith("module_blacklist=")]
     assert len(blacklist) == 1
     listed = set(blacklist[0].split("=")[1].split(","))
@@ -270,10 +271,16 @@ def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -
 
 def test_tcg_cmdline_keeps_the_images_own_choices(inst: Path) -> None:
     with_kernel(inst, cmdline="console=ttyS0 module_blacklist=floppy cryptomgr.notests=0 "
-                "mitigations=auto")
+                "mitigations=auto tsc=unstable")
     assert one(build(inst, accel="tcg"), "-append") == (
-        "console=ttyS0 module_blacklist=floppy cryptomgr.notests=0 mitigations=auto"
+        "console=ttyS0 module_blacklist=floppy cryptomgr.notests=0 mitigations=auto "
+        "tsc=unstable"
     )
+
+
+def test_tcg_cmdline_tsc_only_for_x86_64() -> None:
+    assert "tsc=reliable" not in qemu.tcg_cmdline("console=ttyAMA0", "aarch64").split()
+    assert "tsc=reliable" in qemu.tcg_cmdline("console=ttyS0", "x86_64").split()
 
 
 def test_kernel_without_initrd_cmdline_or_qboot(inst: Path) -> None:
