@@ -200,20 +200,24 @@ def tcg_tb_size_mib(memory_mib: int) -> int:
 
 
 # Modules udev would load for CPU features that TCG emulates but a guest gains nothing
-# from: KVM (nested virtualization inside an emulated CPU) and the kernel's crypto
-# accelerators (OpenSSH and OpenSSL use the instructions directly). Each costs 0.3-2 s of
-# guest CPU at boot under TCG, mostly crypto self-tests; measured in README "Boot figures".
+# from: KVM (nested virtualization inside an emulated CPU), the kernel's crypto
+# accelerators (OpenSSH and OpenSSL use the instructions directly) and AMD's cpufreq
+# driver (no power states to switch). Each costs 0.3-2 s of guest CPU at boot under TCG,
+# mostly crypto self-tests; measured in README "Boot figures".
 TCG_MODULE_BLACKLIST = (
     "kvm", "kvm_amd", "kvm_intel", "irqbypass", "ccp", "aesni_intel", "ghash_clmulni_intel",
     "sha1_ssse3", "sha256_ssse3", "sha512_ssse3", "crct10dif_pclmul", "crc32_pclmul",
-    "polyval_clmulni", "blake2s_x86_64",
+    "polyval_clmulni", "blake2s_x86_64", "powernow_k8",
 )  # fmt: skip
 
 
 def tcg_cmdline(cmdline: str, arch: str = "x86_64") -> str:
     """A direct-boot kernel command line tuned for TCG, when the image does not say otherwise.
 
-    Adds `module_blacklist=` (TCG_MODULE_BLACKLIST), `cryptomgr.notests` (the kernel's
+    Adds `module_blacklist=` and `modprobe.blacklist=` (TCG_MODULE_BLACKLIST: the kernel
+    refuses them, and udev's kmod does not even try them, which otherwise read, hashed and
+    signature-checked each module, with the modules it depends on loaded first, once per
+    matching device, before the kernel's refusal), `cryptomgr.notests` (the kernel's
     self-tests of every crypto algorithm it registers run at emulated speed) and
     `mitigations=off`: the speculative-execution mitigations (retpolines, return stack
     filling on every context switch, barriers) guard against the CPU's speculation, and
@@ -229,7 +233,10 @@ def tcg_cmdline(cmdline: str, arch: str = "x86_64") -> str:
     """
     words = cmdline.split()
     keys = {w.split("=", 1)[0] for w in words}
-    ours = ["module_blacklist=" + ",".join(TCG_MODULE_BLACKLIST), "cryptomgr.notests",
+    if keys & {"module_blacklist", "modprobe.blacklist"}:
+        keys |= {"module_blacklist", "modprobe.blacklist"}  # the image blacklists itself
+    listed = ",".join(TCG_MODULE_BLACKLIST)
+    ours = [f"module_blacklist={listed}", f"modprobe.blacklist={listed}", "cryptomgr.notests",
             "mitigations=off"]
     if arch == "x86_64":
         ours.append("tsc=reliable")

@@ -263,7 +263,10 @@ def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -
     blacklist = [w for w in words if w.startswith("module_blacklist=")]
     assert len(blacklist) == 1
     listed = set(blacklist[0].split("=")[1].split(","))
-    assert {"kvm", "kvm_amd", "kvm_intel", "aesni_intel"} <= listed
+    assert {"kvm", "kvm_amd", "kvm_intel", "aesni_intel", "powernow_k8"} <= listed
+    # The same list for udev's kmod, which then does not read and verify them first.
+    (modprobe,) = [w for w in words if w.startswith("modprobe.blacklist=")]
+    assert set(modprobe.split("=")[1].split(",")) == listed
     # Forced by QEMU_SYSTEM_*: the forced accelerator decides.
     forced = build(inst, accel="kvm", binary=[BIN[0], "-accel", "tcg"])
     assert "cryptomgr.notests" in one(forced, "-append").split()
