@@ -121,6 +121,7 @@ class _LazyGuest:
             self.inner = SSHGuest(
                 self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
                 after_boot=self._after_boot, resumed=self.resumed,
+                serial_log=paths.instance_dir(self.name) / paths.SERIAL_LOG,
             )
 
     def _after_boot(self, client: paramiko.SSHClient) -> list[str]:

@@ -20,6 +20,7 @@ from lima.drivers import virtfs
 from lima.drivers.guest import (
     GUEST_AGENT_PORT,
     HOST_RESOLVER_ADDRESS,
+    NETWORK_UP_LINE,
     SLIRP_DNS,
     SLIRP_GATEWAY,
     SLIRP_IP_ADDRESS,
@@ -50,7 +51,8 @@ def hostname(spec: InstanceSpec) -> str:
 # --- user-data -------------------------------------------------------------------
 
 
-def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT) -> str:
+def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
+                     modules: Sequence[str] = ()) -> str:
     """The per-boot shell snippet (cloud-init bootcmd) that mounts cidata and starts boot.sh.
 
     bootcmd runs inside cloud-init.service, before users exist and before
@@ -64,11 +66,17 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT) -> str:
     the shares mounted, so that the config stage's mounts module finds nothing to do (no
     `mount -a`, no daemon-reload: 2-4 s under TCG). boot.sh itself, told so by
     LIMA_BOOT_SHARES_UNIT, leaves the shares to that unit: both mounting them at once
-    raced (one mount failed with a warning, and both appended to fstab).
+    raced (one mount failed with a warning, and both appended to fstab). `modules` (the
+    shares' file system) are loaded in the background from here, so that unit does not
+    load them. The first line tells the host agent the guest's network is up.
     """
     mnt = shlex.quote(mount_point)
     return (
-        f"MNT={mnt}\n"
+        # First: the host agent reads the console for it (lima.drivers.serialwatch).
+        f"echo {NETWORK_UP_LINE} >/dev/console 2>/dev/null || :\n"
+        + (f"modprobe -q -a {' '.join(shlex.quote(m) for m in modules)} </dev/null "
+           ">/dev/null 2>&1 &\n" if modules else "")
+        + f"MNT={mnt}\n"
         'mkdir -p -m 700 "$MNT"\n'
         f"DEV={CIDATA_DEVICE}\n"
         '[ -e "$DEV" ] || DEV=$(blkid -L cidata)\n'
@@ -139,7 +147,10 @@ def user_data(
     # An RSA host key costs seconds under TCG; ed25519 is enough for loopback ssh.
     doc["ssh_genkeytypes"] = ["ed25519"]
     if boot_hook:
-        doc["bootcmd"] = [boot_hook_script()]
+        # The file system of the 9p shares, loaded while the rest of this stage runs: the
+        # mounts' unit, which the config stage waits for, then does not load it.
+        doc["bootcmd"] = [boot_hook_script(
+            modules=("9p",) if fstab and spec.mount_type == "9p" else ())]
     return "#cloud-config\n" + _dump(doc)
 
 

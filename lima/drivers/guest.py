@@ -23,6 +23,10 @@ HOST_RESOLVER_ADDRESS = "192.168.5.4"
 # The virtio serial port the guest agent listens on (Lima's name).
 GUEST_AGENT_PORT = "io.lima-vm.guest_agent.0"
 
+# The line cloud-init's bootcmd writes to the console once the guest's network is up, which
+# the host agent reads in serial.log (lima.drivers.serialwatch) to probe ssh at once.
+NETWORK_UP_LINE = "lima-network-up"
+
 # Markers boot.sh writes into the guest, each holding the instance-id of the boot that
 # wrote it (so a marker left by an earlier boot never counts): ssh is ready, provisioning
 # is done, provisioning failed (then followed by one "<script>: exit N" line per failure).

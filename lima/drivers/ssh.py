@@ -323,8 +323,10 @@ class SSHGuest:
         timeout: float,
         after_boot: AfterBoot | None = None,
         resumed: bool = False,
+        serial_log: Path | None = None,
     ) -> None:
         self.resumed = resumed  # the guest was loaded from a saved state: no boot happened
+        self.serial_log = serial_log  # read for cloud-init's "network is up" (serialwatch)
         self.port = port
         self.user = user
         self.key_path = key_path
@@ -344,7 +346,16 @@ class SSHGuest:
         check = self._ssh_ready
         if self.resumed:
             check = self._resumed_ready
-        if self._poll(stop, deadline, check) is None:
+        watched = threading.Event()  # set: the serial watcher ends
+        if self.serial_log is not None and not self.resumed:
+            from lima.drivers.serialwatch import watch_network_up
+
+            watch_network_up(self.serial_log, self.port, watched)
+        try:
+            found = self._poll(stop, deadline, check)
+        finally:
+            watched.set()
+        if found is None:
             raise TemporaryError(
                 f"the guest did not become ready within {self.timeout:g} s: no ssh login "
                 f"with {SSH_READY_MARKER} holding this boot's instance-id"

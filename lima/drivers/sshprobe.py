@@ -6,7 +6,8 @@ when nothing listens in the guest, a connection opened before the guest NIC is u
 for seconds, and QEMU keeps retrying it even once it is closed here. Only an `SSH-`
 banner proves sshd is up, so `wait_banner` opens a few staggered connection attempts and
 closes none the guest has not answered, until the guest shows its NIC is up (it refuses a
-probe: nothing listens yet), then one fresh one at a time. Threads of one process waiting
+probe: nothing listens yet; or it said so on its console, `network_up`, called by
+lima.drivers.serialwatch), then one fresh one at a time. Threads of one process waiting
 for the same port share one prober. `banner_socket` hands over the connection that showed
 the banner, unread, for the login to use.
 """
@@ -115,6 +116,15 @@ class _SharedProbe:
 _shared_lock = threading.Lock()
 _shared: dict[int, _SharedProbe] = {}
 _seen: set[int] = set()  # ports whose banner this process has seen: the NIC is up
+_network_up: set[int] = set()  # ports whose guest said its NIC is up (network_up)
+
+
+def network_up(port: int) -> None:
+    """The guest behind 127.0.0.1:`port` said its network is up (lima.drivers.serialwatch):
+    its prober, running or to come, probes as after a refusal, one fresh probe at a time,
+    from now on."""
+    with _shared_lock:
+        _network_up.add(port)
 
 
 def wait_banner(
@@ -158,7 +168,7 @@ def banner_socket(
         # That prober gave up (its own deadline): probe in its place.
     try:
         sock = _probe_banner(port, deadline=deadline, interval=interval, cancelled=cancelled,
-                             nic_up=port in _seen)
+                             nic_up=port in _seen or port in _network_up)
         shared.found = True
         _seen.add(port)
         return sock
@@ -193,6 +203,9 @@ def _probe_banner(
     try:
         while True:
             now = time.monotonic()
+            if not nic_up and port in _network_up:
+                nic_up = True  # the guest said so: probe now, as after a refusal
+                next_start = now
             if now >= deadline or (cancelled is not None and cancelled()):
                 raise TemporaryError(
                     f"ssh on 127.0.0.1:{port}: no SSH banner before the deadline ({last_error})",

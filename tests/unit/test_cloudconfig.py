@@ -58,6 +58,8 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
     assert "ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0" in hook
     assert "/mnt/lima-cidata" in hook
     assert "systemd-run --no-block" in hook  # never blocks cloud-init on boot.sh
+    # First of all: the guest's network is up (lima.drivers.serialwatch reads the console).
+    assert hook.startswith("echo lima-network-up >/dev/console 2>/dev/null || :\n")
     assert "setsid" in hook and "&\n" in hook
     # The shares: a unit of their own, which the config stage waits for.
     assert ('systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
@@ -116,6 +118,9 @@ def test_9p_mounts_go_to_cloud_init_mounts() -> None:
     assert lines[0] == ("lima-0647c9f4e72b4b97\t/h\t9p\tro,trans=virtio,version=9p2000.L,"
                         "msize=131072,cache=fscache,nofail,comment=cloudconfig\t0\t0")
     assert cc.fstab(make_spec(mount_type="reverse-sshfs", mounts=spec.mounts), None) == ""
+    # bootcmd loads 9p in the background, before the mounts' unit needs it.
+    (hook,) = doc["bootcmd"]
+    assert hook.splitlines()[1] == "modprobe -q -a 9p </dev/null >/dev/null 2>&1 &"
 
 
 def test_virtiofs_mounts_have_no_9p_options_and_reverse_sshfs_none() -> None:
@@ -123,9 +128,11 @@ def test_virtiofs_mounts_have_no_9p_options_and_reverse_sshfs_none() -> None:
     doc = yaml.safe_load(cc.user_data(make_spec(mount_type="virtiofs", mounts=(m,)), keys=KEYS))
     assert doc["mounts"] == [["lima-" + sha256(b"/h:/mnt/h").hexdigest()[:16], "/mnt/h",
                               "virtiofs", "rw,nofail", "0", "0"]]
+    assert "modprobe" not in doc["bootcmd"][0]
     doc = yaml.safe_load(cc.user_data(make_spec(mount_type="reverse-sshfs", mounts=(m,)),
                                       keys=KEYS))
     assert "mounts" not in doc
+    assert "modprobe" not in doc["bootcmd"][0]
 
 
 def test_lima_env_lists_every_mount_point() -> None:

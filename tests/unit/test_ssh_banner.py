@@ -78,6 +78,7 @@ def banner_after(delay: float, *, closed_first: int = 0) -> Handler:
 def _no_banner_seen(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a fresh process: no port's banner seen yet (ports get reused)."""
     monkeypatch.setattr(ssh, "_seen", set(), raising=False)
+    monkeypatch.setattr(ssh, "_network_up", set(), raising=False)
 
 
 @pytest.fixture
@@ -434,3 +435,36 @@ def test_a_later_prober_opens_one_probe(serve: Callable[[Handler], Server]) -> N
     assert sock is not None
     sock.close()
     assert len(server.conns) - first == 1
+
+
+def _boot_through_slirp(serve: Callable[[Handler], Server], *, told_at: float | None) -> float:
+    """A boot whose NIC comes up just after a staggered probe was dropped (10.6 s; its
+    slirp retry comes at 16.25 s), sshd listening at 14.3 s: when the banner came, in
+    the guest's seconds, with the guest saying its network is up at `told_at` or not."""
+    scale = 0.2
+    guest = Slirp(nic_up=10.6, listen=14.3, sshd_delay=0.5, scale=scale)
+    server = serve(guest.handler)
+    teller = None
+    if told_at is not None:
+        teller = threading.Timer(told_at * scale, ssh.network_up, args=(server.port,))
+        teller.start()
+    try:
+        wait_banner(server.port, deadline=guest.start + 60 * scale, interval=0.25 * scale)
+        return (time.monotonic() - guest.start) / scale
+    finally:
+        guest.stop.set()
+        if teller is not None:
+            teller.cancel()
+
+
+def test_a_guest_that_says_its_network_is_up_is_probed_at_once(
+    serve: Callable[[Handler], Server], slirp_scaled: Callable[[float], None],
+) -> None:
+    """Told that the guest's NIC is up (its console line, lima.drivers.serialwatch), the
+    prober probes as after a refusal, one fresh probe a quarter second: the banner follows
+    sshd within that. Left to slirp's retries, it came with the next one, 2 s later."""
+    slirp_scaled(0.2)
+    told = _boot_through_slirp(serve, told_at=11.3)
+    assert 14.3 + 0.5 <= told < 14.3 + 0.5 + 0.75
+    untold = _boot_through_slirp(serve, told_at=None)
+    assert untold >= 16.25 + 0.5 - 0.1
