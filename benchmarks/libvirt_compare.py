@@ -29,9 +29,12 @@ back at the end. Domains are named libvirt-compare-PID-N; only those are destroy
 undefined. Everything it starts or writes is removed at the end, also on errors and
 Ctrl-C.
 
-Known differences left as they are: libvirt boots with SeaBIOS (limapy uses qboot when
-installed, about 1.5 s less), libvirt's default devices (USB, balloon, ...), and QEMU's
-default TCG translation cache.
+Known differences left as they are, each what limapy picks under TCG and libvirt does not:
+libvirt boots with SeaBIOS (limapy uses qboot when installed, about 1.5 s less), libvirt's
+default devices (USB, balloon, ...), QEMU's default TCG translation cache, QEMU's `max`
+CPU with ERMS and FSRM (`--cpu mode=maximum`; limapy drops them, lima.drivers.qemu
+TCG_CPU_X86_64), and the image's own command line (limapy adds its TCG words:
+lima.drivers.qemu.tcg_cmdline).
 
 Programs it starts (a benchmark: these are not all in lima.hostprograms): apt-get, virsh,
 virt-install, libvirtd, virtlogd, qemu-img, ssh, and python3 (`-m lima.cli`, limactl).
