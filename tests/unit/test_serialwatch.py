@@ -64,3 +64,27 @@ def test_the_watch_tells_the_ssh_prober(tmp_path: Path,
     stop = threading.Event()
     serialwatch.watch_network_up(log, 2222, stop).join(5)
     assert 2222 in sshprobe._network_up
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_cold_boots_readiness_watches_the_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed: bool
+) -> None:
+    """SSHGuest.ready() reads serial.log while it waits for ssh on a cold boot (a resumed
+    guest's network is up already, and its console says nothing new)."""
+    import socket
+
+    from lima.drivers.ssh import SSHGuest
+    from lima.errors import TemporaryError
+
+    monkeypatch.setattr(sshprobe, "_network_up", set())
+    log = tmp_path / "serial.log"
+    log.write_text(f"{NETWORK_UP_LINE}\n")
+    with socket.socket() as s:  # a port nothing listens on: readiness times out
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    guest = SSHGuest(port, "lima", tmp_path / "key", "iid-1", timeout=1.0, resumed=resumed,
+                     serial_log=log)
+    with pytest.raises(TemporaryError):
+        guest.ready(threading.Event())
+    assert (port in sshprobe._network_up) is not resumed
