@@ -474,19 +474,26 @@ def test_shares_are_in_fstab_and_mounted_before_cloud_init_would(
     assert "Waiting for the mounts" not in log and "WARNING" not in log
 
 
+def _one_share(tmp: Path) -> tuple[Path, Path, Path, Path, str, str, Path]:
+    """A seed with one 9p share (not mounted) and its fstab line, and an fstab holding only
+    /. -> (share, seed, mount table, cloud-init run dir, its line, /'s line, fstab)"""
+    a = tmp / "share-a"
+    seed, mounts, ci = _seed_with_shares(tmp, "9p", [str(a)], [])
+    line_a = f"tag-a\t{a}\t9p\tro,trans=virtio,comment=cloudconfig\t0\t0"
+    (seed / "fstab").write_text(f"{line_a}\n")
+    root = "LABEL=lima-root\t/\text4\tdefaults\t0\t0"
+    fstab = tmp / "fstab"
+    fstab.write_text(f"{root}\n")
+    return a, seed, mounts, ci, line_a, root, fstab
+
+
 @pytest.mark.parametrize("kind", SHELLS)
 def test_mounts_mode_only_puts_the_shares_in_fstab_and_mounts_them(
     kind: str, tmp_path: Path
 ) -> None:
     """`boot.sh --mounts` (a unit of its own, before cloud-init's config stage): the
     seed's lines in fstab once and the shares mounted; no markers, nothing else run."""
-    a = tmp_path / "share-a"
-    seed, mounts, ci = _seed_with_shares(tmp_path, "9p", [str(a)], [])
-    line_a = f"tag-a\t{a}\t9p\tro,trans=virtio,comment=cloudconfig\t0\t0"
-    (seed / "fstab").write_text(f"{line_a}\n")
-    root = "LABEL=lima-root\t/\text4\tdefaults\t0\t0"
-    fstab = tmp_path / "fstab"
-    fstab.write_text(f"{root}\n")
+    a, seed, mounts, ci, line_a, root, fstab = _one_share(tmp_path)
     _script(tmp_path / "mount",
             f'echo "$@" >>"{tmp_path}/mount.log"\necho "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
     for _ in range(2):
@@ -508,13 +515,7 @@ def test_beside_the_mounts_unit_boot_sh_leaves_the_shares_to_it(
     """Started with LIMA_BOOT_SHARES_UNIT (cloud-init's bootcmd also starts `boot.sh
     --mounts` as a unit), boot.sh neither writes fstab nor mounts: it waits for the
     shares that unit mounts, then provisions. Both mounting at once raced."""
-    a = tmp_path / "share-a"
-    seed, mounts, ci = _seed_with_shares(tmp_path, "9p", [str(a)], [])
-    line_a = f"tag-a\t{a}\t9p\tro,trans=virtio,comment=cloudconfig\t0\t0"
-    (seed / "fstab").write_text(f"{line_a}\n")
-    root = "LABEL=lima-root\t/\text4\tdefaults\t0\t0"
-    fstab = tmp_path / "fstab"
-    fstab.write_text(f"{root}\n")
+    a, seed, mounts, ci, _line, root, fstab = _one_share(tmp_path)
     _script(tmp_path / "mount", f'echo "$@" >>"{tmp_path}/mount.log"\n')
     (tmp_path / "result.json").write_text('{"v1": {"errors": []}}')
     # The unit's mount, then cloud-init's result, a second later.
