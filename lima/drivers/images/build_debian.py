@@ -24,7 +24,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-14"
+RECIPE_VERSION = "debian-12-15"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -215,6 +215,7 @@ INITRAMFS_INIT = "initramfs-init"
 PRELOAD_DIR = "usr/lib/limapy"
 PRELOAD_ASSETS = ("cloud-init-preload", "cloud-init-stage")
 PRELOAD_UNIT = "limapy-cloud-init-preload.service"
+REGEX_TABLE = "cloud-init-regex-table"
 for _unit, _args in CLOUD_INIT_STAGES.items():
     FILES[f"etc/systemd/system/{_unit}.d/limapy-preload.conf"] = (0o644, f"""\
 # limapy: run this stage in the preloaded cloud-init (/{PRELOAD_DIR}/cloud-init-preload).
@@ -434,6 +435,10 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
     unit = rootfs / "etc/systemd/system" / PRELOAD_UNIT
     unit.write_bytes(_asset(PRELOAD_UNIT))
     unit.chmod(0o644)
+    # The compiled form of the regular expressions importing cloud-init compiles, by the
+    # image's own Python (the preload uses it only when that Python is the same).
+    _chroot(ctx, rootfs, "/usr/bin/python3", f"/{PRELOAD_DIR}/cloud-init-preload",
+            "--regex-table", f"/{PRELOAD_DIR}/{REGEX_TABLE}")
     # Every instance gets its own machine-id (systemd) and host keys (cloud-init).
     (rootfs / "etc/machine-id").write_text("")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
