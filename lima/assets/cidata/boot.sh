@@ -14,6 +14,9 @@
 #                          (full output: $RUN/lima-provision/<step>.log)", the label
 #                          being the step as lima.yaml has it (provision.labels).
 #   $RUN/lima-provision/   each step's output, kept for this boot.
+#   $RUN/lima-shares-done  "IID\n", written by `boot.sh --mounts` when it has put the
+#                          9p/virtiofs shares in fstab and mounted them (or failed to):
+#                          for boot.sh itself, not the host.
 # Stale markers of an earlier boot are removed at start. Order (Lima's): boot/* (ours,
 # then `mode: boot` steps), the wait for the 9p/virtiofs mounts, provision.dependency/*,
 # provision.data/*.sh, provision.yq/* (util/lima-yq, needs python3), provision.system/*
@@ -33,7 +36,7 @@
 #   LIMA_BOOT_RUN_AS: command prefix that runs "$prefix USER /bin/sh WRAPPER" instead
 #                     of runuser/su/sudo.
 #   LIMA_BOOT_SHARES_UNIT: set (by cloud-init's bootcmd) when `boot.sh --mounts` runs as
-#                     a unit of its own: the shares are left to it.
+#                     a unit of its own: the shares are left to it, and waited for.
 set -u
 
 : "${LIMA_CIDATA_MNT:=/mnt/lima-cidata}"
@@ -283,11 +286,34 @@ has_line() {
 	return 1
 } 2>/dev/null
 
-# cloud-init mounts the 9p and virtiofs shares (fstab, its mounts module); on
-# build:debian-12 that runs in its config stage, after sshd starts. The provisioning
-# steps (not `mode: boot`, which come first as on Lima) see them mounted, as they do on
-# Lima, which runs them from cloud-init's final stage. Bounded: a share that never
-# mounts (nofail) is a warning, and cloud-init reports its own errors.
+# IID: this boot's instance-id, from the seed's meta-data, with shell builtins
+# (`--mounts` does not load lima.env).
+read_seed_iid() {
+	IID=""
+	while IFS=': ' read -r _key _value; do
+		[ "$_key" = instance-id ] && IID="$_value" && return 0
+	done <"$MNT/meta-data"
+	return 1
+} 2>/dev/null
+
+# The end of the shares' part (`boot.sh --mounts`, or main's own mount_shares_early),
+# success or not. A single short write by a builtin: the reader sees it whole.
+write_shares_done() {
+	printf '%s\n' "$1" >"$RUN_DIR/lima-shares-done"
+} 2>/dev/null
+
+shares_done() {
+	_done=""
+	read -r _done <"$RUN_DIR/lima-shares-done" && [ "$_done" = "$IID" ]
+} 2>/dev/null
+
+# The 9p and virtiofs shares are boot.sh's own under cloud-init (fstab and mounted, by
+# `boot.sh --mounts`, a unit of its own that cloud-init's bootcmd starts beside this
+# one, or by mount_shares_early in main). The provisioning steps (not `mode: boot`, which
+# come first as on Lima) see them mounted, as they do on Lima, which runs them from
+# cloud-init's final stage. The wait ends when every share is mounted, or when the
+# shares' part has ended ($RUN/lima-shares-done holds this IID) or the timeout: a share
+# that did not mount (nofail) is a warning; the host agent reports it.
 wait_for_mounts() {
 	[ -d "$CLOUD_INIT_RUN" ] || return 0
 	case "${LIMA_CIDATA_MOUNTTYPE:-}" in 9p | virtiofs) ;; *) return 0 ;; esac
@@ -300,7 +326,7 @@ wait_for_mounts() {
 			i=$((i + 1))
 			continue
 		fi
-		if [ -f "$CLOUD_INIT_RUN/result.json" ] || [ "$ticks" -ge $((MOUNT_TIMEOUT * 5)) ]; then
+		if shares_done || [ "$ticks" -ge $((MOUNT_TIMEOUT * 5)) ]; then
 			WARNING "$mp is not mounted; provisioning goes on without it"
 			i=$((i + 1))
 			continue
@@ -434,10 +460,13 @@ main() {
 		IID=$(sed -n 's/^instance-id: *//p' "$MNT/meta-data" 2>/dev/null)
 	fi
 	INFO "boot.sh starting, instance-id $IID"
+	mkdir -p "$RUN_DIR"
 	# Started by cloud-init's bootcmd beside the unit of `boot.sh --mounts`, which mounts
 	# the shares: mounting them here too raced it.
-	[ -n "${LIMA_BOOT_SHARES_UNIT:-}" ] || mount_shares_early
-	mkdir -p "$RUN_DIR"
+	if [ -z "${LIMA_BOOT_SHARES_UNIT:-}" ]; then
+		mount_shares_early
+		write_shares_done "$IID"
+	fi
 	rm -f "$RUN_DIR/lima-boot-done" "$RUN_DIR/lima-boot-failed"
 
 	install_etc_environment
@@ -484,12 +513,14 @@ ${FAILURES%
 	fi
 }
 
-# `boot.sh --mounts`: only the shares, into fstab and mounted. cloud-init's bootcmd starts
-# it as a unit of its own ordered before the config stage, whose mounts module must find
-# them there (or it runs `mount -a` and `systemctl daemon-reload`), while boot.sh itself
-# may not have got that far yet.
+# `boot.sh --mounts`: only the shares, into fstab and mounted, then $RUN/lima-shares-done.
+# cloud-init's bootcmd starts it as a unit of its own, as soon as the system is up
+# (basic.target), while boot.sh itself may not have got that far yet; nothing in
+# cloud-init waits for it, boot.sh's provisioning does (wait_for_mounts).
 if [ "${1:-}" = "--mounts" ]; then
 	mount_shares_early
+	read_seed_iid
+	write_shares_done "$IID"
 	exit 0
 fi
 
