@@ -533,6 +533,59 @@ def test_mounts_mode_only_puts_the_shares_in_fstab_and_mounts_them(
 
 
 @pytest.mark.parametrize("kind", SHELLS)
+def test_stale_share_lines_go_and_every_other_line_stays(kind: str, tmp_path: Path) -> None:
+    """cloud-init no longer rewrites fstab (user-data has no `mounts:`), so boot.sh drops
+    the lines of shares removed from lima.yaml: cloud-init's comment, type 9p or virtiofs,
+    not on the seed. A user's own 9p line, swap, other cloudconfig lines stay, in order.
+    fstab is replaced whole (same mode), once; the next run leaves it as it is."""
+    a, seed, mounts, ci, line_a, root, fstab = _one_share(tmp_path)
+    user_9p = "mine\t/mnt/mine\t9p\ttrans=virtio,nofail\t0\t0"
+    swap = "/swap.img\tnone\tswap\tsw,comment=cloudconfig\t0\t0"
+    ephemeral = ("/dev/vdb1\t/mnt\tauto\tdefaults,nofail,comment=cloudconfig\t0\t2")
+    stale_9p = "tag-old\t/mnt/old\t9p\tro,trans=virtio,nofail,comment=cloudconfig\t0\t0"
+    stale_vfs = "tag-v\t/mnt/v\tvirtiofs\trw,nofail,comment=cloudconfig\t0\t0"
+    comment = "# tag-c /mnt/c 9p comment=cloudconfig 0 0"
+    fstab.write_text("\n".join([root, stale_9p, user_9p, comment, swap, stale_vfs,
+                                ephemeral]) + "\n")
+    fstab.chmod(0o640)
+    _script(tmp_path / "mount",
+            f'echo "$@" >>"{tmp_path}/mount.log"\necho "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
+    kept = [root, user_9p, comment, swap, ephemeral, line_a]
+    inodes, outputs = [], []
+    for _ in range(2):
+        result = _run(kind, tmp_path, seed, "--mounts", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                      LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                      LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs.append(result.stdout)
+        assert fstab.read_text().splitlines() == kept
+        assert fstab.stat().st_mode & 0o777 == 0o640
+        inodes.append(fstab.stat().st_ino)
+        assert sorted(f.name for f in tmp_path.glob("fstab*")) == ["fstab"]  # no temp file
+    first, second = outputs
+    assert "/mnt/old" in first and "/mnt/v" in first  # the first run said what went
+    assert second == ""
+    assert inodes[0] == inodes[1]  # the second run did not rewrite it
+    assert (tmp_path / "mount.log").read_text().split() == [str(a)]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_without_stale_lines_fstab_is_only_appended_to(kind: str, tmp_path: Path) -> None:
+    """Nothing to remove: fstab keeps its inode (appended to, not replaced); a last line
+    without a newline stays a line of its own."""
+    _a, seed, mounts, ci, line_a, root, fstab = _one_share(tmp_path)
+    fstab.write_text(root)  # no final newline
+    inode = fstab.stat().st_ino
+    _script(tmp_path / "mount", f'echo "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
+    result = _run(kind, tmp_path, seed, "--mounts", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                  LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fstab.read_text() == f"{root}\n{line_a}\n"
+    assert fstab.stat().st_ino == inode
+
+
+@pytest.mark.parametrize("kind", SHELLS)
 def test_beside_the_mounts_unit_boot_sh_leaves_the_shares_to_it(
     kind: str, tmp_path: Path
 ) -> None:

@@ -337,20 +337,68 @@ wait_for_mounts() {
 	done
 }
 
-# The seed's `fstab` holds the lines cloud-init's mounts module writes for the 9p/virtiofs
-# shares (user-data `mounts:`), as it writes them. That module runs in the config stage:
-# finding fstab changed, it runs `mount -a`, then `systemctl daemon-reload` (3-4 s of
-# guest CPU under TCG, on the way to Running). With its lines already in fstab and
-# mounted, it does neither, as on every later boot. Only under cloud-init: elsewhere the
+# Whether fstab line $1 is a share's line that the seed no longer has (the share was
+# removed from lima.yaml): cloud-init's comment, type 9p or virtiofs, not a seed line.
+is_stale_share() {
+	_l="$1"
+	case "$_l" in *comment=cloudconfig*) ;; *) return 1 ;; esac
+	set -f
+	# shellcheck disable=SC2086 # fields: device, mount point, type, ...
+	set -- $_l
+	set +f
+	case "${1:-}" in '#'*) return 1 ;; esac
+	case "${3:-}" in 9p | virtiofs) ;; *) return 1 ;; esac
+	! has_line "$MNT/fstab" "$_l"
+}
+
+# Drop the stale shares' lines from fstab: rewritten whole (a copy with its mode and
+# owner, then renamed over it) only when there is one, so fstab is never half written.
+# Every other line stays as it is. Sets FSTAB_NO_EOL when fstab's last line has no
+# newline.
+remove_stale_shares() {
+	stale="" FSTAB_NO_EOL=""
+	[ -f "$FSTAB" ] || return 0
+	while IFS= read -r line || { [ -n "$line" ] && FSTAB_NO_EOL=1; }; do
+		is_stale_share "$line" && stale=1
+	done <"$FSTAB"
+	[ -n "$stale" ] || return 0
+	tmp="$FSTAB.lima.$$"
+	removed=""
+	if cp -p "$FSTAB" "$tmp" && while IFS= read -r line || [ -n "$line" ]; do
+		if is_stale_share "$line"; then
+			removed="$removed $line |"
+		else
+			printf '%s\n' "$line"
+		fi
+	done <"$FSTAB" >"$tmp" && mv -f "$tmp" "$FSTAB"; then
+		FSTAB_NO_EOL=""
+		INFO "removed from $FSTAB the lines of shares no longer in lima.yaml:${removed% |}"
+	else
+		rm -f "$tmp"
+		WARNING "could not remove the lines of old shares from $FSTAB"
+	fi
+}
+
+# The seed's `fstab` holds the 9p/virtiofs shares' lines as cloud-init's mounts module
+# would write them (Lima's user-data `mounts:`; limapy's has none, so cloud-init leaves
+# fstab alone and its config stage need not wait for the shares): boot.sh writes them
+# itself, and removes those of shares that are gone, as that module would. Lines of
+# earlier boots, written by either, are the same. Only under cloud-init: elsewhere the
 # host agent mounts the shares.
 add_shares_to_fstab() {
 	[ -d "$CLOUD_INIT_RUN" ] && [ -f "$MNT/fstab" ] || return 0
+	remove_stale_shares
 	while IFS= read -r line; do
 		[ -n "$line" ] || continue
 		# shellcheck disable=SC2086 # fields: tag, mount point, type, options, 0, 0
 		set -- $line
 		[ $# -eq 6 ] || continue
-		has_line "$FSTAB" "$line" || printf '%s\n' "$line" >>"$FSTAB"
+		has_line "$FSTAB" "$line" && continue
+		if [ -n "$FSTAB_NO_EOL" ]; then
+			printf '\n' >>"$FSTAB"
+			FSTAB_NO_EOL=""
+		fi
+		printf '%s\n' "$line" >>"$FSTAB"
 	done <"$MNT/fstab"
 }
 
