@@ -271,7 +271,7 @@ wait_for_cloud_init() {
 
 # Whether $1 is a mount point in the mount table; whether file $1 holds line $2. Shell
 # builtins only: under TCG each program started costs the guest 0.05-0.15 s of CPU, and
-# the shares' unit is on the way to cloud-init's config stage.
+# the shares' unit is on the way to the provisioning steps (wait_for_mounts).
 is_mounted() {
 	while read -r _dev _mp _rest; do
 		[ "$_mp" = "$1" ] && return 0
@@ -412,7 +412,7 @@ mount_shares_early() {
 		[ $# -eq 6 ] || continue
 		is_mounted "$2" && continue
 		{ [ -d "$2" ] || mkdir -p "$2"; } && $MOUNT "$2" ||
-			WARNING "mounting $2 failed; cloud-init tries again"
+			WARNING "mounting $2 failed; the host agent tries again"
 	done <"$MNT/fstab"
 }
 
