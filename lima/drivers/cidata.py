@@ -9,8 +9,9 @@ assets in lima/assets/cidata; this module only lays them out and writes the ISO.
 
 Layout (base names <= 30 characters, checked):
   user-data meta-data network-config lima.env param.env etc_environment boot.sh
-  fstab                the 9p/virtiofs shares' lines, as cloud-init writes them (only
-                       with such mounts; boot.sh mounts them before cloud-init would)
+  fstab                the 9p/virtiofs shares' lines, as cloud-init's mounts module
+                       writes them (only with such mounts; boot.sh, not cloud-init, puts
+                       them in /etc/fstab and mounts them)
   boot/NN-*            our boot scripts, then `mode: boot` provision scripts
   util/*               helpers put on the guest's PATH by boot.sh (assets)
   provision.dependency/NNNNNNNN, provision.data/NNNNNNNN{,.sh},

@@ -61,14 +61,15 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
     --no-block (it starts once basic.target is up, after cloud-init's init stage),
     or detached with setsid where systemd is not PID 1. RemainAfterExit keeps daemons
     that provision scripts leave running alive after boot.sh exits (systemd would
-    otherwise kill the unit's cgroup). A transient unit of its own, ordered before the
-    config stage, runs `boot.sh --mounts` first: the shares' lines into /etc/fstab, and
-    the shares mounted, so that the config stage's mounts module finds nothing to do (no
-    `mount -a`, no daemon-reload: 2-4 s under TCG). boot.sh itself, told so by
-    LIMA_BOOT_SHARES_UNIT, leaves the shares to that unit: both mounting them at once
-    raced (one mount failed with a warning, and both appended to fstab). `modules` (the
-    shares' file system) are loaded in the background from here, so that unit does not
-    load them. The first line tells the host agent the guest's network is up.
+    otherwise kill the unit's cgroup). A transient unit of its own runs `boot.sh
+    --mounts`: the shares' lines into /etc/fstab (stale ones out), the shares mounted.
+    Nothing in cloud-init waits for it: user-data has no `mounts:`, so cloud-init's mounts
+    module leaves fstab alone (no `mount -a`, no daemon-reload: 2-4 s under TCG) and its
+    config stage need not wait. boot.sh itself, told so by LIMA_BOOT_SHARES_UNIT, leaves
+    the shares to that unit and waits for its end before provisioning: both mounting them
+    at once raced (one mount failed with a warning, and both appended to fstab).
+    `modules` (the shares' file system) are loaded in the background from here, so that
+    unit does not load them. The first line tells the host agent the guest's network is up.
     """
     mnt = shlex.quote(mount_point)
     return (
@@ -84,7 +85,6 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
         'IID=$(sed -n "s/^instance-id: *//p" "$MNT/meta-data" | tr -cd "a-zA-Z0-9-")\n'
         "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n"
         '  systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
-        "-p Before=cloud-config.service "
         '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --mounts\n'
         '  systemd-run --no-block --collect --unit="lima-boot-$IID" -p RemainAfterExit=yes '
         '--setenv=LIMA_CIDATA_MNT="$MNT" --setenv=LIMA_BOOT_SHARES_UNIT=1 '
@@ -139,18 +139,18 @@ def user_data(
     certs = ca_certs_block(spec, ca_certs)
     if certs:
         doc["ca_certs"] = certs
-    fstab = _fstab_mounts(spec, host_home)
-    if fstab and boot_hook:
-        doc["mounts"] = fstab
+    # No `mounts:` for the 9p/virtiofs shares (Lima has them): boot.sh puts the seed's
+    # `fstab` lines in place itself, so cloud-init's config stage does not wait for them.
     doc["users"] = [user]
     doc["ssh_pwauth"] = False
     # An RSA host key costs seconds under TCG; ed25519 is enough for loopback ssh.
     doc["ssh_genkeytypes"] = ["ed25519"]
     if boot_hook:
         # The file system of the 9p shares, loaded while the rest of this stage runs: the
-        # mounts' unit, which the config stage waits for, then does not load it.
+        # shares' unit, which provisioning waits for, then does not load it.
+        shares = bool(_fstab_mounts(spec, host_home))
         doc["bootcmd"] = [boot_hook_script(
-            modules=("9p",) if fstab and spec.mount_type == "9p" else ())]
+            modules=("9p",) if shares and spec.mount_type == "9p" else ())]
     return "#cloud-config\n" + _dump(doc)
 
 
@@ -171,8 +171,8 @@ def remove_ca_defaults(spec: InstanceSpec) -> bool:
 
 
 def _fstab_mounts(spec: InstanceSpec, host_home: str | None) -> list[list[str]]:
-    """cloud-init `mounts:` entries, only for 9p/virtiofs (reverse-sshfs is host-driven):
-    Lima's `[TAG, MOUNTPOINT, TYPE, OPTIONS, "0", "0"]`, TAG the device's mount tag."""
+    """The 9p/virtiofs shares as Lima's cloud-init `mounts:` entries (reverse-sshfs is
+    host-driven): `[TAG, MOUNTPOINT, TYPE, OPTIONS, "0", "0"]`, TAG the device's mount tag."""
     if not virtfs.uses_virtfs(spec):
         return []
     return [[virtfs.mount_tag(m.location, m.mount_point), m.mount_point, spec.mount_type,
@@ -180,14 +180,15 @@ def _fstab_mounts(spec: InstanceSpec, host_home: str | None) -> list[list[str]]:
 
 
 # cloud-init's mounts module adds this to the options of each fstab line it writes (and
-# finds its own lines by it).
+# finds its own lines by it); boot.sh's share lines carry it too, and are found by it.
 CLOUD_INIT_MOUNT_COMMENT = "comment=cloudconfig"
 
 
 def fstab(spec: InstanceSpec, host_home: str | None) -> str:
-    """The fstab lines cloud-init's mounts module writes for user-data's `mounts:`, as it
-    writes them (fields joined by tabs, its comment added to the options): the seed's
-    `fstab`, which boot.sh puts in place and mounts early (lima/assets/cidata/boot.sh)."""
+    """The shares' fstab lines as cloud-init's mounts module writes Lima's `mounts:`
+    (fields joined by tabs, its comment added to the options): the seed's `fstab`, which
+    boot.sh puts in place, removing stale share lines, and mounts
+    (lima/assets/cidata/boot.sh). Earlier boots' lines, by either, stay the same."""
     return "".join(
         "\t".join((tag, point, fstype, f"{options},{CLOUD_INIT_MOUNT_COMMENT}", dump, passno))
         + "\n"

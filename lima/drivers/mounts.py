@@ -1,9 +1,9 @@
 """The host agent's part of the mounts: reverse-sshfs served over its ssh, 9p/virtiofs checked.
 
 Called by the host agent (through lima.drivers.ssh.SSHGuest's after_boot, `mount_all`) once
-the guest is provisioned. 9p and virtiofs mounts are QEMU devices that cloud-init mounts
-from its `mounts:` entries (lima.drivers.virtfs); the agent checks each one is mounted, mounts
-it itself when not (a guest without cloud-init, or a mount point cloud-init could not make),
+the guest is provisioned. 9p and virtiofs mounts are QEMU devices that boot.sh mounts
+under cloud-init from the seed's fstab lines (lima.drivers.virtfs); the agent checks each one
+is mounted, mounts it itself when not (a guest without cloud-init, or a mount that failed),
 and reports the guest's error when that fails. For reverse-sshfs, for each mount the guest
 runs `sshfs -o slave :LOCATION MOUNTPOINT` in an ssh exec channel whose stdin/stdout are
 piped to a local `sftp-server` (read-only with `-R` unless the mount is writable). The mount

@@ -3,7 +3,7 @@ guest's mount options, all pure.
 
 Called by lima.drivers.qemu (the `-virtfs` arguments; virtiofs's devices and daemons are in
 lima.drivers.virtiofs), by
-lima.drivers.cloudconfig (the cloud-config `mounts:` entries) and by lima.drivers.mounts
+lima.drivers.cloudconfig (the shares' fstab lines on the seed) and by lima.drivers.mounts
 (the host agent checks, and if needed mounts, each one over ssh after boot). Values follow
 Lima: the tag is `lima-` + the first 8 bytes of sha256("LOCATION:MOUNTPOINT") in hex, the
 options are Lima's fstab options.

@@ -258,6 +258,12 @@ def test_boot_trims_keep_features(deb: Deb) -> None:
     assert out[6] == "0"
 
 
+def share_lines(deb: Deb) -> list[str]:
+    """The guest's fstab lines of 9p shares carrying cloud-init's comment."""
+    return [ln for ln in deb.sh("cat /etc/fstab").stdout.splitlines()
+            if "comment=cloudconfig" in ln and ln.split()[2] == "9p"]
+
+
 def test_9p_mounts(deb: Deb) -> None:
     table = deb.sh("cat /proc/mounts").stdout
     lines = {ln.split()[1]: ln.split() for ln in table.splitlines()}
@@ -281,6 +287,8 @@ def test_9p_mounts(deb: Deb) -> None:
     env = deb.sh("sudo cat /mnt/lima-cidata/lima.env").stdout.splitlines()
     assert "LIMA_CIDATA_MOUNTS=4" in env and "LIMA_CIDATA_MOUNTTYPE=9p" in env
     assert "LIMA_CIDATA_MOUNTS_1_MOUNTPOINT=/mnt/rw" in env
+    # boot.sh, not cloud-init (no `mounts:`), wrote the shares' lines, once each.
+    assert share_lines(deb) == deb.sh("sudo cat /mnt/lima-cidata/fstab").stdout.splitlines()
 
     # limactl shell started in a mounted host directory runs there in the guest.
     (deb.rw / "sub").mkdir()
@@ -515,6 +523,10 @@ def test_restart_grows_root_keeps_data_and_reports_a_failed_mount(deb: Deb) -> N
     # metadata takes a few per cent).
     assert 0.95 * 6 * GiB < fs_before <= 6 * GiB
     limactl("shell", NAME, "sudo", "sh", "-c", "echo kept > /mnt/lima-data/f")
+    # The line of a share gone from lima.yaml, as an earlier boot would have left it.
+    deb.sh("printf 'lima-0000000000000000\\t/mnt/gone\\t9p\\tro,trans=virtio,nofail,"
+           "comment=cloudconfig\\t0\\t0\\n' | sudo tee -a /etc/fstab >/dev/null")
+    assert "/mnt/gone" in deb.sh("cat /etc/fstab").stdout
 
     missing = deb.tmp / "made" / "by-limactl"
     deb.write(disk="8GiB", extra_mounts=(f"- location: {missing}\n"
@@ -534,6 +546,9 @@ def test_restart_grows_root_keeps_data_and_reports_a_failed_mount(deb: Deb) -> N
     rec = json.loads(limactl("list", "--format", "json", NAME).stdout)
     assert (rec["status"], rec["disk"]) == ("Running", 8 * GiB)
     assert limactl("shell", NAME, "cat", "/mnt/lima-data/f").stdout.strip() == "kept"
+    # boot.sh dropped the gone share's line and added the new one's.
+    seed_lines = deb.sh("sudo cat /mnt/lima-cidata/fstab").stdout.splitlines()
+    assert share_lines(deb) == seed_lines and len(seed_lines) == 5
 
     status = json.loads((limactl.home / NAME / "status.json").read_text())
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")

@@ -11,6 +11,7 @@ import getpass
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -408,19 +409,22 @@ def _seed_with_shares(tmp: Path, mount_type: str, points: list[str],
 
 
 @pytest.mark.parametrize("kind", SHELLS)
-def test_provisioning_waits_for_the_shares_cloud_init_mounts(kind: str, tmp_path: Path) -> None:
-    """`mode: boot` steps run at once; provisioning steps only once every 9p share is in
-    the mount table (cloud-init mounts them in a later stage)."""
+def test_provisioning_waits_for_the_shares_unit_not_for_cloud_init(
+    kind: str, tmp_path: Path
+) -> None:
+    """Beside the shares' unit, `mode: boot` steps run at once; provisioning steps once
+    every 9p share is in the mount table, though cloud-init has long finished (nothing in
+    cloud-init waits for that unit)."""
     seed, mounts, ci = _seed_with_shares(tmp_path, "9p", ["/home/me", "/tmp/lima"],
                                          ["/home/me"])
-    (tmp_path / "result.json").write_text('{"v1": {"errors": []}}')
-    # The second share and then cloud-init's result appear a moment later.
+    (ci / "result.json").write_text('{"v1": {"errors": []}}')
+    # The unit mounts the second share a moment later, then says it is done.
     _script(seed / "boot" / "20-mounts-later",
             f'( sleep 1; echo "share1 /tmp/lima 9p rw 0 0" >>"{mounts}";'
-            f' mv "{tmp_path}/result.json" "{ci}/" ) &\n'
+            f' echo iid-test >"{tmp_path}/run/lima-shares-done" ) &\n'
             f'grep -c . "{mounts}" >"{tmp_path}/seen-by-boot"\n')
     result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
-                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_CLOUD_INIT_TIMEOUT="10")
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_SHARES_UNIT="1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "seen-by-boot").read_text().strip() == "2"
     assert (tmp_path / "run" / "lima-boot-done").exists()
@@ -432,15 +436,33 @@ def test_provisioning_waits_for_the_shares_cloud_init_mounts(kind: str, tmp_path
 
 
 @pytest.mark.parametrize("kind", SHELLS)
-def test_a_share_that_never_mounts_is_a_warning(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("unit", "marker"), [
+    ("", None),  # boot.sh mounted the shares itself: nothing more to wait for
+    ("1", "iid-test"),  # the shares' unit of this boot has ended
+    ("1", None),  # the unit never ends: the timeout
+    ("1", "iid-old"),  # an earlier boot's marker does not count: the timeout
+])
+def test_a_share_that_never_mounts_is_a_warning(
+    kind: str, tmp_path: Path, unit: str, marker: str | None
+) -> None:
     seed, mounts, ci = _seed_with_shares(tmp_path, "virtiofs", ["/nowhere"], [])
     (ci / "result.json").write_text('{"v1": {"errors": []}}')
+    if marker:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "lima-shares-done").write_text(f"{marker}\n")
+    started = time.monotonic()
     result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
-                  LIMA_BOOT_MOUNTS_FILE=str(mounts))
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_SHARES_UNIT=unit,
+                  LIMA_BOOT_MOUNT_TIMEOUT="1")
+    took = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     log = (tmp_path / "log" / "lima-init.log").read_text()
     assert "/nowhere is not mounted" in log
     assert (tmp_path / "order").read_text().split()[-1] == "user-script"
+    waited = unit == "1" and marker != "iid-test"
+    assert ("Waiting for the mounts" in log) == waited
+    if waited:
+        assert took >= 1, took
 
 
 @pytest.mark.parametrize("kind", SHELLS)
@@ -491,8 +513,9 @@ def _one_share(tmp: Path) -> tuple[Path, Path, Path, Path, str, str, Path]:
 def test_mounts_mode_only_puts_the_shares_in_fstab_and_mounts_them(
     kind: str, tmp_path: Path
 ) -> None:
-    """`boot.sh --mounts` (a unit of its own, before cloud-init's config stage): the
-    seed's lines in fstab once and the shares mounted; no markers, nothing else run."""
+    """`boot.sh --mounts` (a unit of its own, started by cloud-init's bootcmd): the
+    seed's lines in fstab once and the shares mounted, then its end marker; nothing else
+    run."""
     a, seed, mounts, ci, line_a, root, fstab = _one_share(tmp_path)
     _script(tmp_path / "mount",
             f'echo "$@" >>"{tmp_path}/mount.log"\necho "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
@@ -504,8 +527,62 @@ def test_mounts_mode_only_puts_the_shares_in_fstab_and_mounts_them(
         assert result.stdout == ""
     assert fstab.read_text().splitlines() == [root, line_a]
     assert (tmp_path / "mount.log").read_text().split() == [str(a)]
-    assert not list((tmp_path / "run").glob("lima-*"))
+    assert [m.name for m in (tmp_path / "run").glob("lima-*")] == ["lima-shares-done"]
+    assert (tmp_path / "run" / "lima-shares-done").read_text() == "iid-test\n"
     assert not (tmp_path / "log" / "lima-init.log").exists()
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_stale_share_lines_go_and_every_other_line_stays(kind: str, tmp_path: Path) -> None:
+    """cloud-init no longer rewrites fstab (user-data has no `mounts:`), so boot.sh drops
+    the lines of shares removed from lima.yaml: cloud-init's comment, type 9p or virtiofs,
+    not on the seed. A user's own 9p line, swap, other cloudconfig lines stay, in order.
+    fstab is replaced whole (same mode), once; the next run leaves it as it is."""
+    a, seed, mounts, ci, line_a, root, fstab = _one_share(tmp_path)
+    user_9p = "mine\t/mnt/mine\t9p\ttrans=virtio,nofail\t0\t0"
+    swap = "/swap.img\tnone\tswap\tsw,comment=cloudconfig\t0\t0"
+    ephemeral = ("/dev/vdb1\t/mnt\tauto\tdefaults,nofail,comment=cloudconfig\t0\t2")
+    stale_9p = "tag-old\t/mnt/old\t9p\tro,trans=virtio,nofail,comment=cloudconfig\t0\t0"
+    stale_vfs = "tag-v\t/mnt/v\tvirtiofs\trw,nofail,comment=cloudconfig\t0\t0"
+    comment = "# tag-c /mnt/c 9p comment=cloudconfig 0 0"
+    fstab.write_text("\n".join([root, stale_9p, user_9p, comment, swap, stale_vfs,
+                                ephemeral]) + "\n")
+    fstab.chmod(0o640)
+    _script(tmp_path / "mount",
+            f'echo "$@" >>"{tmp_path}/mount.log"\necho "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
+    kept = [root, user_9p, comment, swap, ephemeral, line_a]
+    inodes, outputs = [], []
+    for _ in range(2):
+        result = _run(kind, tmp_path, seed, "--mounts", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                      LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                      LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs.append(result.stdout)
+        assert fstab.read_text().splitlines() == kept
+        assert fstab.stat().st_mode & 0o777 == 0o640
+        inodes.append(fstab.stat().st_ino)
+        assert sorted(f.name for f in tmp_path.glob("fstab*")) == ["fstab"]  # no temp file
+    first, second = outputs
+    assert "/mnt/old" in first and "/mnt/v" in first  # the first run said what went
+    assert second == ""
+    assert inodes[0] == inodes[1]  # the second run did not rewrite it
+    assert (tmp_path / "mount.log").read_text().split() == [str(a)]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_without_stale_lines_fstab_is_only_appended_to(kind: str, tmp_path: Path) -> None:
+    """Nothing to remove: fstab keeps its inode (appended to, not replaced); a last line
+    without a newline stays a line of its own."""
+    _a, seed, mounts, ci, line_a, root, fstab = _one_share(tmp_path)
+    fstab.write_text(root)  # no final newline
+    inode = fstab.stat().st_ino
+    _script(tmp_path / "mount", f'echo "tag-a $1 9p ro 0 0" >>"{mounts}"\n')
+    result = _run(kind, tmp_path, seed, "--mounts", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                  LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fstab.read_text() == f"{root}\n{line_a}\n"
+    assert fstab.stat().st_ino == inode
 
 
 @pytest.mark.parametrize("kind", SHELLS)
@@ -518,10 +595,10 @@ def test_beside_the_mounts_unit_boot_sh_leaves_the_shares_to_it(
     a, seed, mounts, ci, _line, root, fstab = _one_share(tmp_path)
     _script(tmp_path / "mount", f'echo "$@" >>"{tmp_path}/mount.log"\n')
     (tmp_path / "result.json").write_text('{"v1": {"errors": []}}')
-    # The unit's mount, then cloud-init's result, a second later.
+    # Cloud-init's result, then, a second later, the unit's mount.
     _script(seed / "boot" / "20-unit-mounts-later",
-            f'( sleep 1; echo "tag-a {a} 9p ro 0 0" >>"{mounts}";'
-            f' mv "{tmp_path}/result.json" "{ci}/" ) &\n')
+            f'mv "{tmp_path}/result.json" "{ci}/"\n'
+            f'( sleep 1; echo "tag-a {a} 9p ro 0 0" >>"{mounts}" ) &\n')
     result = _run(kind, tmp_path, seed, LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
                   LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
                   LIMA_BOOT_MOUNT=str(tmp_path / "mount"), LIMA_BOOT_CLOUD_INIT_TIMEOUT="10",

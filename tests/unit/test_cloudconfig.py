@@ -61,10 +61,11 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
     # First of all: the guest's network is up (lima.drivers.serialwatch reads the console).
     assert hook.startswith("echo lima-network-up >/dev/console 2>/dev/null || :\n")
     assert "setsid" in hook and "&\n" in hook
-    # The shares: a unit of their own, which the config stage waits for.
+    # The shares: a unit of their own, which cloud-init's config stage does not wait for
+    # (boot.sh's provisioning does).
     assert ('systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
-            '-p Before=cloud-config.service --setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh '
-            '"$MNT/boot.sh" --mounts\n') in hook
+            '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --mounts\n') in hook
+    assert "Before=" not in hook and "cloud-config" not in hook
     # boot.sh itself is told to leave the shares to that unit.
     assert ('--unit="lima-boot-$IID" -p RemainAfterExit=yes --setenv=LIMA_CIDATA_MNT="$MNT" '
             '--setenv=LIMA_BOOT_SHARES_UNIT=1 /bin/sh "$MNT/boot.sh"\n') in hook
@@ -86,7 +87,7 @@ def test_upgrade_packages() -> None:
     assert doc["package_update"] is True and doc["package_upgrade"] is True
 
 
-def test_9p_mounts_go_to_cloud_init_mounts() -> None:
+def test_9p_shares_go_to_the_seed_fstab_not_to_cloud_init_mounts() -> None:
     spec = make_spec(
         mount_type="9p",
         mounts=(
@@ -100,34 +101,33 @@ def test_9p_mounts_go_to_cloud_init_mounts() -> None:
         ),
     )
     doc = yaml.safe_load(cc.user_data(spec, keys=KEYS))
-    assert doc["mounts"][0] == [
-        # Lima's tag: "lima-" + the first 8 bytes of sha256("/h:/h"), as the -virtfs device.
-        "lima-0647c9f4e72b4b97",
-        "/h",
-        "9p",
-        "ro,trans=virtio,version=9p2000.L,msize=131072,cache=fscache,nofail",
-        "0",
-        "0",
-    ]
-    assert doc["mounts"][1][3].startswith("rw,") and "cache=mmap" in doc["mounts"][1][3]
-    # The seed's fstab: each entry as cloud-init's mounts module writes it (tab-separated,
-    # its comment=cloudconfig added), so finding them in place it changes nothing.
+    # No `mounts:`: cloud-init's mounts module then leaves fstab alone and its config
+    # stage waits for nothing of the shares; boot.sh writes their lines.
+    assert "mounts" not in doc
+    # The seed's fstab: each share as cloud-init's mounts module writes Lima's `mounts:`
+    # entries (tab-separated, its comment=cloudconfig added), as on earlier boots.
     lines = cc.fstab(spec, None).splitlines()
-    assert lines == ["\t".join([*m[:3], m[3] + ",comment=cloudconfig", *m[4:]])
-                     for m in doc["mounts"]]
-    assert lines[0] == ("lima-0647c9f4e72b4b97\t/h\t9p\tro,trans=virtio,version=9p2000.L,"
-                        "msize=131072,cache=fscache,nofail,comment=cloudconfig\t0\t0")
+    assert lines == [
+        # Lima's tag: "lima-" + the first 8 bytes of sha256("/h:/h"), as the -virtfs device.
+        "lima-0647c9f4e72b4b97\t/h\t9p\tro,trans=virtio,version=9p2000.L,"
+        "msize=131072,cache=fscache,nofail,comment=cloudconfig\t0\t0",
+        "lima-" + sha256(b"/tmp/lima:/tmp/lima").hexdigest()[:16] + "\t/tmp/lima\t9p\t"
+        + cc.mount_options(spec, spec.mounts[1]) + ",comment=cloudconfig\t0\t0",
+    ]
+    assert lines[1].split("\t")[3].startswith("rw,") and "cache=mmap" in lines[1]
     assert cc.fstab(make_spec(mount_type="reverse-sshfs", mounts=spec.mounts), None) == ""
-    # bootcmd loads 9p in the background, before the mounts' unit needs it.
+    # bootcmd loads 9p in the background, before the shares' unit needs it.
     (hook,) = doc["bootcmd"]
     assert hook.splitlines()[1] == "modprobe -q -a 9p </dev/null >/dev/null 2>&1 &"
 
 
-def test_virtiofs_mounts_have_no_9p_options_and_reverse_sshfs_none() -> None:
+def test_virtiofs_shares_have_no_9p_options_and_reverse_sshfs_none() -> None:
     m = Mount(location="/h", mount_point="/mnt/h", writable=True)
-    doc = yaml.safe_load(cc.user_data(make_spec(mount_type="virtiofs", mounts=(m,)), keys=KEYS))
-    assert doc["mounts"] == [["lima-" + sha256(b"/h:/mnt/h").hexdigest()[:16], "/mnt/h",
-                              "virtiofs", "rw,nofail", "0", "0"]]
+    spec = make_spec(mount_type="virtiofs", mounts=(m,))
+    doc = yaml.safe_load(cc.user_data(spec, keys=KEYS))
+    assert "mounts" not in doc
+    assert cc.fstab(spec, None) == ("lima-" + sha256(b"/h:/mnt/h").hexdigest()[:16]
+                                    + "\t/mnt/h\tvirtiofs\trw,nofail,comment=cloudconfig\t0\t0\n")
     assert "modprobe" not in doc["bootcmd"][0]
     doc = yaml.safe_load(cc.user_data(make_spec(mount_type="reverse-sshfs", mounts=(m,)),
                                       keys=KEYS))

@@ -14,6 +14,9 @@
 #                          (full output: $RUN/lima-provision/<step>.log)", the label
 #                          being the step as lima.yaml has it (provision.labels).
 #   $RUN/lima-provision/   each step's output, kept for this boot.
+#   $RUN/lima-shares-done  "IID\n", written by `boot.sh --mounts` when it has put the
+#                          9p/virtiofs shares in fstab and mounted them (or failed to):
+#                          for boot.sh itself, not the host.
 # Stale markers of an earlier boot are removed at start. Order (Lima's): boot/* (ours,
 # then `mode: boot` steps), the wait for the 9p/virtiofs mounts, provision.dependency/*,
 # provision.data/*.sh, provision.yq/* (util/lima-yq, needs python3), provision.system/*
@@ -33,7 +36,7 @@
 #   LIMA_BOOT_RUN_AS: command prefix that runs "$prefix USER /bin/sh WRAPPER" instead
 #                     of runuser/su/sudo.
 #   LIMA_BOOT_SHARES_UNIT: set (by cloud-init's bootcmd) when `boot.sh --mounts` runs as
-#                     a unit of its own: the shares are left to it.
+#                     a unit of its own: the shares are left to it, and waited for.
 set -u
 
 : "${LIMA_CIDATA_MNT:=/mnt/lima-cidata}"
@@ -268,7 +271,7 @@ wait_for_cloud_init() {
 
 # Whether $1 is a mount point in the mount table; whether file $1 holds line $2. Shell
 # builtins only: under TCG each program started costs the guest 0.05-0.15 s of CPU, and
-# the shares' unit is on the way to cloud-init's config stage.
+# the shares' unit is on the way to the provisioning steps (wait_for_mounts).
 is_mounted() {
 	while read -r _dev _mp _rest; do
 		[ "$_mp" = "$1" ] && return 0
@@ -283,11 +286,34 @@ has_line() {
 	return 1
 } 2>/dev/null
 
-# cloud-init mounts the 9p and virtiofs shares (fstab, its mounts module); on
-# build:debian-12 that runs in its config stage, after sshd starts. The provisioning
-# steps (not `mode: boot`, which come first as on Lima) see them mounted, as they do on
-# Lima, which runs them from cloud-init's final stage. Bounded: a share that never
-# mounts (nofail) is a warning, and cloud-init reports its own errors.
+# IID: this boot's instance-id, from the seed's meta-data, with shell builtins
+# (`--mounts` does not load lima.env).
+read_seed_iid() {
+	IID=""
+	while IFS=': ' read -r _key _value; do
+		[ "$_key" = instance-id ] && IID="$_value" && return 0
+	done <"$MNT/meta-data"
+	return 1
+} 2>/dev/null
+
+# The end of the shares' part (`boot.sh --mounts`, or main's own mount_shares_early),
+# success or not. A single short write by a builtin: the reader sees it whole.
+write_shares_done() {
+	printf '%s\n' "$1" >"$RUN_DIR/lima-shares-done"
+} 2>/dev/null
+
+shares_done() {
+	_done=""
+	read -r _done <"$RUN_DIR/lima-shares-done" && [ "$_done" = "$IID" ]
+} 2>/dev/null
+
+# The 9p and virtiofs shares are boot.sh's own under cloud-init (fstab and mounted, by
+# `boot.sh --mounts`, a unit of its own that cloud-init's bootcmd starts beside this
+# one, or by mount_shares_early in main). The provisioning steps (not `mode: boot`, which
+# come first as on Lima) see them mounted, as they do on Lima, which runs them from
+# cloud-init's final stage. The wait ends when every share is mounted, or when the
+# shares' part has ended ($RUN/lima-shares-done holds this IID) or the timeout: a share
+# that did not mount (nofail) is a warning; the host agent reports it.
 wait_for_mounts() {
 	[ -d "$CLOUD_INIT_RUN" ] || return 0
 	case "${LIMA_CIDATA_MOUNTTYPE:-}" in 9p | virtiofs) ;; *) return 0 ;; esac
@@ -300,7 +326,7 @@ wait_for_mounts() {
 			i=$((i + 1))
 			continue
 		fi
-		if [ -f "$CLOUD_INIT_RUN/result.json" ] || [ "$ticks" -ge $((MOUNT_TIMEOUT * 5)) ]; then
+		if shares_done || [ "$ticks" -ge $((MOUNT_TIMEOUT * 5)) ]; then
 			WARNING "$mp is not mounted; provisioning goes on without it"
 			i=$((i + 1))
 			continue
@@ -311,20 +337,68 @@ wait_for_mounts() {
 	done
 }
 
-# The seed's `fstab` holds the lines cloud-init's mounts module writes for the 9p/virtiofs
-# shares (user-data `mounts:`), as it writes them. That module runs in the config stage:
-# finding fstab changed, it runs `mount -a`, then `systemctl daemon-reload` (3-4 s of
-# guest CPU under TCG, on the way to Running). With its lines already in fstab and
-# mounted, it does neither, as on every later boot. Only under cloud-init: elsewhere the
+# Whether fstab line $1 is a share's line that the seed no longer has (the share was
+# removed from lima.yaml): cloud-init's comment, type 9p or virtiofs, not a seed line.
+is_stale_share() {
+	_l="$1"
+	case "$_l" in *comment=cloudconfig*) ;; *) return 1 ;; esac
+	set -f
+	# shellcheck disable=SC2086 # fields: device, mount point, type, ...
+	set -- $_l
+	set +f
+	case "${1:-}" in '#'*) return 1 ;; esac
+	case "${3:-}" in 9p | virtiofs) ;; *) return 1 ;; esac
+	! has_line "$MNT/fstab" "$_l"
+}
+
+# Drop the stale shares' lines from fstab: rewritten whole (a copy with its mode and
+# owner, then renamed over it) only when there is one, so fstab is never half written.
+# Every other line stays as it is. Sets FSTAB_NO_EOL when fstab's last line has no
+# newline.
+remove_stale_shares() {
+	stale="" FSTAB_NO_EOL=""
+	[ -f "$FSTAB" ] || return 0
+	while IFS= read -r line || { [ -n "$line" ] && FSTAB_NO_EOL=1; }; do
+		is_stale_share "$line" && stale=1
+	done <"$FSTAB"
+	[ -n "$stale" ] || return 0
+	tmp="$FSTAB.lima.$$"
+	removed=""
+	if cp -p "$FSTAB" "$tmp" && while IFS= read -r line || [ -n "$line" ]; do
+		if is_stale_share "$line"; then
+			removed="$removed $line |"
+		else
+			printf '%s\n' "$line"
+		fi
+	done <"$FSTAB" >"$tmp" && mv -f "$tmp" "$FSTAB"; then
+		FSTAB_NO_EOL=""
+		INFO "removed from $FSTAB the lines of shares no longer in lima.yaml:${removed% |}"
+	else
+		rm -f "$tmp"
+		WARNING "could not remove the lines of old shares from $FSTAB"
+	fi
+}
+
+# The seed's `fstab` holds the 9p/virtiofs shares' lines as cloud-init's mounts module
+# would write them (Lima's user-data `mounts:`; limapy's has none, so cloud-init leaves
+# fstab alone and its config stage need not wait for the shares): boot.sh writes them
+# itself, and removes those of shares that are gone, as that module would. Lines of
+# earlier boots, written by either, are the same. Only under cloud-init: elsewhere the
 # host agent mounts the shares.
 add_shares_to_fstab() {
 	[ -d "$CLOUD_INIT_RUN" ] && [ -f "$MNT/fstab" ] || return 0
+	remove_stale_shares
 	while IFS= read -r line; do
 		[ -n "$line" ] || continue
 		# shellcheck disable=SC2086 # fields: tag, mount point, type, options, 0, 0
 		set -- $line
 		[ $# -eq 6 ] || continue
-		has_line "$FSTAB" "$line" || printf '%s\n' "$line" >>"$FSTAB"
+		has_line "$FSTAB" "$line" && continue
+		if [ -n "$FSTAB_NO_EOL" ]; then
+			printf '\n' >>"$FSTAB"
+			FSTAB_NO_EOL=""
+		fi
+		printf '%s\n' "$line" >>"$FSTAB"
 	done <"$MNT/fstab"
 }
 
@@ -338,7 +412,7 @@ mount_shares_early() {
 		[ $# -eq 6 ] || continue
 		is_mounted "$2" && continue
 		{ [ -d "$2" ] || mkdir -p "$2"; } && $MOUNT "$2" ||
-			WARNING "mounting $2 failed; cloud-init tries again"
+			WARNING "mounting $2 failed; the host agent tries again"
 	done <"$MNT/fstab"
 }
 
@@ -434,10 +508,13 @@ main() {
 		IID=$(sed -n 's/^instance-id: *//p' "$MNT/meta-data" 2>/dev/null)
 	fi
 	INFO "boot.sh starting, instance-id $IID"
+	mkdir -p "$RUN_DIR"
 	# Started by cloud-init's bootcmd beside the unit of `boot.sh --mounts`, which mounts
 	# the shares: mounting them here too raced it.
-	[ -n "${LIMA_BOOT_SHARES_UNIT:-}" ] || mount_shares_early
-	mkdir -p "$RUN_DIR"
+	if [ -z "${LIMA_BOOT_SHARES_UNIT:-}" ]; then
+		mount_shares_early
+		write_shares_done "$IID"
+	fi
 	rm -f "$RUN_DIR/lima-boot-done" "$RUN_DIR/lima-boot-failed"
 
 	install_etc_environment
@@ -484,12 +561,14 @@ ${FAILURES%
 	fi
 }
 
-# `boot.sh --mounts`: only the shares, into fstab and mounted. cloud-init's bootcmd starts
-# it as a unit of its own ordered before the config stage, whose mounts module must find
-# them there (or it runs `mount -a` and `systemctl daemon-reload`), while boot.sh itself
-# may not have got that far yet.
+# `boot.sh --mounts`: only the shares, into fstab and mounted, then $RUN/lima-shares-done.
+# cloud-init's bootcmd starts it as a unit of its own, as soon as the system is up
+# (basic.target), while boot.sh itself may not have got that far yet; nothing in
+# cloud-init waits for it, boot.sh's provisioning does (wait_for_mounts).
 if [ "${1:-}" = "--mounts" ]; then
 	mount_shares_early
+	read_seed_iid
+	write_shares_done "$IID"
 	exit 0
 fi
 
