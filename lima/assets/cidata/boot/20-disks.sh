@@ -22,6 +22,14 @@ labelled() { # the device holding label $1, if any
 	findfs "LABEL=$1" 2>/dev/null
 }
 
+# After sfdisk the kernel re-reads the partition table, and udev, seeing the disk closed
+# after a write, makes it read it once more: the partition's node can vanish and come back
+# between the wait below and mkfs ("No such file or directory"). Let udev finish first.
+settle() {
+	command -v udevadm >/dev/null 2>&1 && udevadm settle --timeout=10 2>/dev/null
+	return 0
+}
+
 wait_block() { # up to ~10 s for block device $1 to appear
 	n=0
 	while [ ! -b "$1" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
@@ -43,11 +51,13 @@ format_disk() { # $1 device, $2 partition
 	command -v sfdisk >/dev/null 2>&1 || { fail "sfdisk not found"; return 1; }
 	if [ "$fstype" = swap ]; then
 		echo 'type=swap' | sfdisk -q --label gpt "$1" || { fail "sfdisk failed"; return 1; }
+		settle
 		wait_block "$2" || { fail "$2 did not appear"; return 1; }
 		# shellcheck disable=SC2086
 		mkswap $fsargs -L "lima-$name" "$2" || { fail "mkswap failed"; return 1; }
 	else
 		echo 'type=linux' | sfdisk -q --label gpt "$1" || { fail "sfdisk failed"; return 1; }
+		settle
 		wait_block "$2" || { fail "$2 did not appear"; return 1; }
 		# shellcheck disable=SC2086
 		"mkfs.$fstype" $fsargs -L "lima-$name" "$2" || { fail "mkfs.$fstype failed"; return 1; }
