@@ -269,3 +269,53 @@ def test_a_regex_table_from_another_python_or_broken_is_not_used(tmp_path: Path)
     table.write_bytes(b"not marshal")
     assert pre.use_regex_table(str(table)) is False
     assert pre.use_regex_table(str(tmp_path / "absent")) is False
+
+
+def test_the_file_list_names_the_files_the_import_read(tmp_path: Path) -> None:
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "first_mod.py").write_text("import second_mod\n")
+    (mods / "second_mod.py").write_text("import _socket\n")
+    listing = tmp_path / "list"
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(mods)!r})\n"
+        "from importlib.machinery import SourceFileLoader\n"
+        "from importlib.util import module_from_spec, spec_from_loader\n"
+        f"loader = SourceFileLoader('pre', {str(ASSETS / 'cloud-init-preload')!r})\n"
+        "spec = spec_from_loader('pre', loader)\n"
+        "pre = module_from_spec(spec)\n"
+        "spec.loader.exec_module(pre)\n"
+        "import first_mod\n"
+        f"print(pre.write_file_list({str(listing)!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    files = [os.fsdecode(p) for p in listing.read_bytes().split(b"\0")]
+    assert int(out.stdout) == len(files) == len(set(files))
+    first = [f for f in files if "first_mod" in f]
+    second = [f for f in files if "second_mod" in f]
+    # The compiled modules (what the import reads), not the sources.
+    assert len(first) == 1 and first[0].endswith(".pyc") and "__pycache__" in first[0]
+    assert len(second) == 1 and second[0].endswith(".pyc")
+    assert any("_socket" in f and ".so" in f for f in files)
+    assert all(os.path.isfile(f) for f in files)
+
+
+def test_the_page_cache_is_warmed_by_a_child_that_ends_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    pre = _preload_module()
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * 100_000)
+    before = data.stat()
+    listing = tmp_path / "list"
+    listing.write_bytes(b"\0".join([bytes(data), bytes(tmp_path / "absent"), bytes(tmp_path)]))
+    pid = pre.warm_page_cache(str(listing))
+    assert isinstance(pid, int) and pid != os.getpid()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # a missing file is skipped, not fatal
+    after = data.stat()
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+    assert pre.warm_page_cache(str(tmp_path / "no-list")) is None
