@@ -70,6 +70,10 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
     at once raced (one mount failed with a warning, and both appended to fstab).
     `modules` (the shares' file system) are loaded in the background from here, so that
     unit does not load them. The first line tells the host agent the guest's network is up.
+    Both units get cloud-init's startup CPU weight (build:debian-12 gives its stages
+    1000): Running waits for boot.sh as much as for cloud-init's final stage, and under
+    TCG the two vCPUs are short while the system starts (sshd, logind, the host agent's
+    login).
     """
     mnt = shlex.quote(mount_point)
     return (
@@ -84,9 +88,13 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
         f'grep -qs " $MNT " /proc/mounts || mount -o {CIDATA_MOUNT_OPTIONS} "$DEV" "$MNT"\n'
         'IID=$(sed -n "s/^instance-id: *//p" "$MNT/meta-data" | tr -cd "a-zA-Z0-9-")\n'
         "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n"
-        '  systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
+        # A systemd too old for StartupCPUWeight (before 232) refuses the unit: again
+        # without it.
+        "  lima_unit() { systemd-run -p StartupCPUWeight=1000 \"$@\" 2>/dev/null || "
+        'systemd-run "$@"; }\n'
+        '  lima_unit --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
         '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --mounts\n'
-        '  systemd-run --no-block --collect --unit="lima-boot-$IID" -p RemainAfterExit=yes '
+        '  lima_unit --no-block --collect --unit="lima-boot-$IID" -p RemainAfterExit=yes '
         '--setenv=LIMA_CIDATA_MNT="$MNT" --setenv=LIMA_BOOT_SHARES_UNIT=1 '
         '/bin/sh "$MNT/boot.sh"\n'
         "else\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from hashlib import sha256
+from pathlib import Path
 
 import pytest
 import yaml
@@ -57,18 +58,41 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
     assert "/dev/disk/by-label/cidata" in hook
     assert "ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0" in hook
     assert "/mnt/lima-cidata" in hook
-    assert "systemd-run --no-block" in hook  # never blocks cloud-init on boot.sh
+    assert "lima_unit --no-block" in hook  # never blocks cloud-init on boot.sh
     # First of all: the guest's network is up (lima.drivers.serialwatch reads the console).
     assert hook.startswith("echo lima-network-up >/dev/console 2>/dev/null || :\n")
     assert "setsid" in hook and "&\n" in hook
     # The shares: a unit of their own, which cloud-init's config stage does not wait for
     # (boot.sh's provisioning does).
-    assert ('systemd-run --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
+    assert ('lima_unit --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
             '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --mounts\n') in hook
     assert "Before=" not in hook and "cloud-config" not in hook
     # boot.sh itself is told to leave the shares to that unit.
     assert ('--unit="lima-boot-$IID" -p RemainAfterExit=yes --setenv=LIMA_CIDATA_MNT="$MNT" '
             '--setenv=LIMA_BOOT_SHARES_UNIT=1 /bin/sh "$MNT/boot.sh"\n') in hook
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("old_systemd", [False, True])
+def test_boot_units_get_the_startup_cpu_weight_unless_systemd_refuses_it(
+    tmp_path: Path, old_systemd: bool,
+) -> None:
+    (hook,) = yaml.safe_load(cc.user_data(make_spec(), keys=KEYS))["bootcmd"]
+    (define,) = [ln for ln in hook.splitlines() if ln.strip().startswith("lima_unit() {")]
+    log = tmp_path / "calls"
+    fake = tmp_path / "systemd-run"
+    refuse = ('case "$*" in *StartupCPUWeight*) echo "Unknown assignment" >&2; exit 1;; esac\n'
+              if old_systemd else "")
+    fake.write_text(f'#!/bin/sh\necho "$*" >>"{log}"\n{refuse}exit 0\n')
+    fake.chmod(0o755)
+    out = subprocess.run(["sh", "-c", f"{define}\nlima_unit --no-block --unit=u /bin/sh x"],
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0 and out.stderr == ""
+    calls = log.read_text().splitlines()
+    with_weight = "-p StartupCPUWeight=1000 --no-block --unit=u /bin/sh x"
+    assert calls == ([with_weight, "--no-block --unit=u /bin/sh x"] if old_systemd
+                     else [with_weight])
 
 
 def test_reference_copy_has_no_boot_hook() -> None:
