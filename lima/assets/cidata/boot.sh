@@ -488,7 +488,7 @@ WRAPPER
 
 install_etc_environment() {
 	[ -f "$MNT/etc_environment" ] || return 0
-	if [ -f "$ETC_ENVIRONMENT" ]; then
+	if [ -f "$ETC_ENVIRONMENT" ] && has_line "$ETC_ENVIRONMENT" "#LIMA-START"; then
 		sed -i '/^#LIMA-START$/,/^#LIMA-END$/d' "$ETC_ENVIRONMENT" ||
 			record_failure "cannot update $ETC_ENVIRONMENT"
 	fi
@@ -508,21 +508,25 @@ main() {
 		IID=$(sed -n 's/^instance-id: *//p' "$MNT/meta-data" 2>/dev/null)
 	fi
 	INFO "boot.sh starting, instance-id $IID"
-	mkdir -p "$RUN_DIR"
+	# Programs only where there is work for them: each costs tenths of a second of guest
+	# CPU under TCG while the system starts, and Running waits for this script.
+	[ -d "$RUN_DIR" ] || mkdir -p "$RUN_DIR"
 	# Started by cloud-init's bootcmd beside the unit of `boot.sh --mounts`, which mounts
 	# the shares: mounting them here too raced it.
 	if [ -z "${LIMA_BOOT_SHARES_UNIT:-}" ]; then
 		mount_shares_early
 		write_shares_done "$IID"
 	fi
-	rm -f "$RUN_DIR/lima-boot-done" "$RUN_DIR/lima-boot-failed"
+	if [ -e "$RUN_DIR/lima-boot-done" ] || [ -e "$RUN_DIR/lima-boot-failed" ]; then
+		rm -f "$RUN_DIR/lima-boot-done" "$RUN_DIR/lima-boot-failed"
+	fi
 
 	install_etc_environment
 	write_marker lima-ssh-ready "$IID"
 
 	STEP_LOGS="$RUN_DIR/lima-provision"
-	rm -rf "$STEP_LOGS"
-	mkdir -p "$STEP_LOGS" && chmod 755 "$STEP_LOGS"
+	[ ! -e "$STEP_LOGS" ] || rm -rf "$STEP_LOGS"
+	mkdir -p -m 755 "$STEP_LOGS"
 
 	run_root_dir "$MNT/boot" '*'
 	wait_for_mounts
