@@ -570,6 +570,24 @@ def test_stale_share_lines_go_and_every_other_line_stays(kind: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("kind", SHELLS)
+def test_with_no_share_left_every_share_line_goes(kind: str, tmp_path: Path) -> None:
+    """lima.yaml lost its last share: the seed has no fstab, and the old shares' lines
+    still go (nothing is mounted); a user's own 9p line stays."""
+    _a, seed, mounts, ci, line_a, root, fstab = _one_share(tmp_path)
+    (seed / "fstab").unlink()
+    user_9p = "mine\t/mnt/mine\t9p\ttrans=virtio,nofail\t0\t0"
+    fstab.write_text("\n".join([root, line_a, user_9p]) + "\n")
+    _script(tmp_path / "mount", f'echo "$@" >>"{tmp_path}/mount.log"\n')
+    result = _run(kind, tmp_path, seed, "--mounts", LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+                  LIMA_BOOT_MOUNTS_FILE=str(mounts), LIMA_BOOT_FSTAB=str(fstab),
+                  LIMA_BOOT_MOUNT=str(tmp_path / "mount"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert fstab.read_text().splitlines() == [root, user_9p]
+    assert not (tmp_path / "mount.log").exists()
+    assert (tmp_path / "run" / "lima-shares-done").read_text() == "iid-test\n"
+
+
+@pytest.mark.parametrize("kind", SHELLS)
 def test_without_stale_lines_fstab_is_only_appended_to(kind: str, tmp_path: Path) -> None:
     """Nothing to remove: fstab keeps its inode (appended to, not replaced); a last line
     without a newline stays a line of its own."""

@@ -386,8 +386,10 @@ remove_stale_shares() {
 # earlier boots, written by either, are the same. Only under cloud-init: elsewhere the
 # host agent mounts the shares.
 add_shares_to_fstab() {
-	[ -d "$CLOUD_INIT_RUN" ] && [ -f "$MNT/fstab" ] || return 0
+	[ -d "$CLOUD_INIT_RUN" ] || return 0
+	# Also when lima.yaml has no shares left (the seed then has no fstab).
 	remove_stale_shares
+	[ -f "$MNT/fstab" ] || return 0
 	while IFS= read -r line; do
 		[ -n "$line" ] || continue
 		# shellcheck disable=SC2086 # fields: tag, mount point, type, options, 0, 0
@@ -403,8 +405,9 @@ add_shares_to_fstab() {
 }
 
 mount_shares_early() {
-	[ -d "$CLOUD_INIT_RUN" ] && [ -f "$MNT/fstab" ] || return 0
+	[ -d "$CLOUD_INIT_RUN" ] || return 0
 	add_shares_to_fstab
+	[ -f "$MNT/fstab" ] || return 0
 	while IFS= read -r line; do
 		[ -n "$line" ] || continue
 		# shellcheck disable=SC2086 # fields: tag, mount point, type, options, 0, 0
