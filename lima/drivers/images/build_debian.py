@@ -216,7 +216,6 @@ PRELOAD_DIR = "usr/lib/limapy"
 PRELOAD_ASSETS = ("cloud-init-preload", "cloud-init-stage")
 PRELOAD_UNIT = "limapy-cloud-init-preload.service"
 REGEX_TABLE = "cloud-init-regex-table"
-FILE_LIST = "cloud-init-file-list"
 for _unit, _args in CLOUD_INIT_STAGES.items():
     FILES[f"etc/systemd/system/{_unit}.d/limapy-preload.conf"] = (0o644, f"""\
 # limapy: run this stage in the preloaded cloud-init (/{PRELOAD_DIR}/cloud-init-preload).
@@ -436,12 +435,10 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
     unit = rootfs / "etc/systemd/system" / PRELOAD_UNIT
     unit.write_bytes(_asset(PRELOAD_UNIT))
     unit.chmod(0o644)
-    # What the preload's import needs, found by importing cloud-init in the image: the
-    # compiled form of the regular expressions it compiles (used only by the same Python)
-    # and the files it reads (read ahead at boot).
+    # The compiled form of the regular expressions importing cloud-init compiles, by the
+    # image's own Python (the preload uses it only when that Python is the same).
     _chroot(ctx, rootfs, "/usr/bin/python3", f"/{PRELOAD_DIR}/cloud-init-preload",
-            "--regex-table", f"/{PRELOAD_DIR}/{REGEX_TABLE}",
-            "--file-list", f"/{PRELOAD_DIR}/{FILE_LIST}")
+            "--regex-table", f"/{PRELOAD_DIR}/{REGEX_TABLE}")
     # Every instance gets its own machine-id (systemd) and host keys (cloud-init).
     (rootfs / "etc/machine-id").write_text("")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
