@@ -507,9 +507,7 @@ main() {
 	PATH="$MNT/util:$PATH"
 	export PATH
 	IID="${LIMA_CIDATA_IID:-}"
-	if [ -z "$IID" ]; then
-		IID=$(sed -n 's/^instance-id: *//p' "$MNT/meta-data" 2>/dev/null)
-	fi
+	[ -n "$IID" ] || read_seed_iid
 	INFO "boot.sh starting, instance-id $IID"
 	# Programs only where there is work for them: each costs tenths of a second of guest
 	# CPU under TCG while the system starts, and Running waits for this script.
