@@ -93,9 +93,11 @@ class _LazyGuest:
     mounts) load while qemu boots instead of delaying its start."""
 
     def __init__(self, name: str, port: int, user: str, iid: str, timeout: float,
-                 spec: InstanceSpec | None, resumed: bool = False) -> None:
+                 spec: InstanceSpec | None, resumed: bool = False,
+                 boot_done: bool = False) -> None:
         self.name, self.port, self.user, self.iid = name, port, user, iid
         self.timeout, self.spec, self.resumed = timeout, spec, resumed
+        self.resumed_done = boot_done  # the saved state's boot.sh had finished (bootDone)
         self.inner: SSHGuest | None = None
         self.inotify: InotifyForwarder | None = None
         self._unmounted: list[Mount] = []  # 9p mounts prepare_suspend unmounted
@@ -121,6 +123,7 @@ class _LazyGuest:
             self.inner = SSHGuest(
                 self.port, self.user, paths.user_identity(), self.iid, timeout=self.timeout,
                 after_boot=self._after_boot, resumed=self.resumed,
+                boot_done=self.resumed_done,
                 serial_log=paths.instance_dir(self.name) / paths.SERIAL_LOG,
             )
 
@@ -145,7 +148,8 @@ class _LazyGuest:
                 errors.append(f"mountInotify: cannot watch the mounts: {exc}")
         if spec is not None:
             errors += post(client, spec, paths.instance_dir(self.name), self.iid, stop=self._stop,
-                           started=started)
+                           started=started,
+                           boot_failed=self.inner.boot_failed if self.inner else None)
         return errors
 
     def ready(self, stop: threading.Event, progress: Callable[[str], None]) -> list[str]:
@@ -167,6 +171,10 @@ class _LazyGuest:
 
     def alive(self, timeout: float) -> bool:
         return self.inner is not None and self.inner.alive(timeout)
+
+    def boot_done(self) -> bool:
+        """Whether readiness found boot.sh done without failures (for a saved state)."""
+        return self.inner is not None and self.inner.boot_failed is False
 
     def prepare_suspend(self) -> None:
         """Before the state is saved: unmount the 9p mounts (lima.drivers.suspendmounts).
@@ -275,7 +283,13 @@ def hostagent(
         argv = qemu_command(spec, inst_dir, ssh_port)
     daemons = _virtiofsd_commands(virtiofsd_json, spec, inst_dir, qemu_argv_json, attach)
     user = ssh_user or (spec.user.name if spec else "")
-    guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec, resumed=resume)
+    boot_done = False
+    if resume:
+        from lima.drivers.suspend import boot_done_saved
+
+        boot_done = boot_done_saved(inst_dir, iid)
+    guest = _LazyGuest(name, ssh_port, user, iid, boot_timeout, spec, resumed=resume,
+                       boot_done=boot_done)
     dns = None
     if host_resolver is not None:
         from lima.drivers.hostagent.dns import ResolverConfig

@@ -49,15 +49,17 @@ _TAIL = 5
 def after_boot(
     client: paramiko.SSHClient, spec: InstanceSpec, inst_dir: Path, iid: str,
     stop: threading.Event | None = None, *, started: float | None = None,
+    boot_failed: bool | None = None,
 ) -> list[str]:
     """Probes, copyToHost, ansible; the problems found (empty: all went well).
 
     `started`: time.monotonic() when the boot scripts were found done (default: now); the
-    budgets count from it.
+    budgets count from it. `boot_failed`: what readiness read of boot.sh's outcome (None:
+    read /run/lima-boot-failed again).
     """
     stop = stop or threading.Event()
     started = time.monotonic() if started is None else started
-    failed = _boot_failed(client, iid)
+    failed = _boot_failed(client, iid) if boot_failed is None else boot_failed
     errors = run_probes(client, spec, stop, retry=not failed, started=started)
     errors += copy_to_host(client, spec)
     left = POSTBOOT_BUDGET - (time.monotonic() - started)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paramiko
 import tenacity
@@ -24,6 +25,9 @@ import tenacity
 from lima.drivers.guest import BOOT_DONE_MARKER, BOOT_FAILED_MARKER, SSH_READY_MARKER
 from lima.drivers.sshprobe import HOST, banner_socket
 from lima.errors import TemporaryError
+
+if TYPE_CHECKING:
+    from lima.drivers.serialwatch import ConsoleTail
 
 log = logging.getLogger(__name__)
 
@@ -258,16 +262,19 @@ def wait_ssh(
     return result
 
 
-def resumed_markers_command(*, ready_path: str = SSH_READY_MARKER,
-                            done_path: str = BOOT_DONE_MARKER) -> str:
-    """The first command a resumed guest answers (POSIX sh: dash, bash, busybox): it prints
-    `ssh-ready <marker>` and `boot-done <marker>` (first lines, empty when missing).
+def markers_command(*, ready_path: str = SSH_READY_MARKER, done_path: str = BOOT_DONE_MARKER,
+                    failed_path: str = BOOT_FAILED_MARKER) -> str:
+    """The command readiness looks at boot.sh's markers with (POSIX sh: dash, bash,
+    busybox): it prints `ssh-ready <marker>`, `boot-done <marker>` and `boot-failed
+    <marker>` (first lines, empty when missing).
 
-    Shell builtins only: a just-resumed TCG guest has none of its code translated yet, so
-    every program it starts costs it that program's translation again."""
-    return (f"r=; d=; {{ read -r r < {ready_path}; }} 2>/dev/null; "
+    One command for the three, of shell builtins only: every program a TCG guest starts
+    costs it tenths of a second of CPU (a just-resumed one, that program's translation
+    again), and a cold boot's first login often finds boot.sh done already."""
+    return (f"r=; d=; f=; {{ read -r r < {ready_path}; }} 2>/dev/null; "
             f"{{ read -r d < {done_path}; }} 2>/dev/null; "
-            'echo "ssh-ready $r"; echo "boot-done $d"')
+            f"{{ read -r f < {failed_path}; }} 2>/dev/null; "
+            'echo "ssh-ready $r"; echo "boot-done $d"; echo "boot-failed $f"')
 
 
 def resumed_clock_command(host_now: float, user: str) -> str:
@@ -287,7 +294,7 @@ def resumed_clock_command(host_now: float, user: str) -> str:
 
 
 def parse_resumed_check(out: str) -> dict[str, str]:
-    """resumed_markers_command's and resumed_clock_command's answers: each line's first
+    """markers_command's and resumed_clock_command's answers: each line's first
     word -> the rest (stripped)."""
     found: dict[str, str] = {}
     for line in out.splitlines():
@@ -300,6 +307,12 @@ def parse_resumed_check(out: str) -> dict[str, str]:
 # --- boot readiness: the markers boot.sh writes ------------------------------------------
 
 _MARKER_POLL = 0.2
+# With the console read (a cold boot's serial.log: lima.drivers.serialwatch.ConsoleTail),
+# readiness looks again when boot.sh has logged a line since its last look, or after these
+# many seconds at the latest (a console that shows nothing): before ssh-ready, and while
+# boot.sh runs its scripts.
+CONSOLE_FALLBACK_READY = 2.0
+CONSOLE_FALLBACK_BOOT = 5.0
 
 AfterBoot = Callable[[paramiko.SSHClient], list[str]]
 
@@ -311,6 +324,9 @@ class SSHGuest:
     never came up), then `/run/lima-boot-done` == IID or `/run/lima-boot-failed` (errors
     that make the instance degraded), then `after_boot` (mounts) adds its own errors.
     A dropped connection (sshd restarted by cloud-init) is re-established until `timeout`.
+    On a cold boot with a serial log, each look reads the three markers in one command and
+    the next look waits for boot.sh's next console line (ConsoleTail). `boot_failed` is
+    what readiness found: True or False once boot.sh's outcome was read, else None.
     """
 
     def __init__(
@@ -324,8 +340,11 @@ class SSHGuest:
         after_boot: AfterBoot | None = None,
         resumed: bool = False,
         serial_log: Path | None = None,
+        boot_done: bool = False,
     ) -> None:
         self.resumed = resumed  # the guest was loaded from a saved state: no boot happened
+        # Resumed: the saved state's boot.sh had written boot-done with `iid` (suspend.json).
+        self.known_done = resumed and boot_done
         self.serial_log = serial_log  # read for cloud-init's "network is up" (serialwatch)
         self.port = port
         self.user = user
@@ -335,7 +354,9 @@ class SSHGuest:
         self.after_boot = after_boot
         self.client: paramiko.SSHClient | None = None
         self._beat: paramiko.SSHClient | None = None  # the heartbeat's own connection
-        self._resumed_markers: dict[str, str] = {}  # what _resumed_ready read
+        self._markers: dict[str, str] = {}  # what the last markers_command read
+        self._console: ConsoleTail | None = None  # a cold boot's console, while ready() runs
+        self.boot_failed: bool | None = None
         self._clock: threading.Thread | None = None  # a resumed guest's clock being set
         self._clock_set = False  # the guest answered resumed_clock_command
 
@@ -348,13 +369,25 @@ class SSHGuest:
             check = self._resumed_ready
         watched = threading.Event()  # set: the serial watcher ends
         if self.serial_log is not None and not self.resumed:
-            from lima.drivers.serialwatch import watch_network_up
+            from lima.drivers.serialwatch import ConsoleTail, watch_network_up
 
             watch_network_up(self.serial_log, self.port, watched)
+            self._console = ConsoleTail(self.serial_log).start()
         try:
-            found = self._poll(stop, deadline, check)
+            return self._ready(stop, deadline, check, progress)
         finally:
             watched.set()
+            if self._console is not None:
+                self._console.stop()
+                self._console = None
+
+    def _ready(
+        self, stop: threading.Event, deadline: float,
+        check: Callable[[paramiko.SSHClient], str | None], progress: Callable[[str], None],
+    ) -> list[str]:
+        from lima.drivers.serialwatch import FINISHED_LINE, LIMA_LINE
+
+        found = self._poll(stop, deadline, check, LIMA_LINE, CONSOLE_FALLBACK_READY)
         if found is None:
             raise TemporaryError(
                 f"the guest did not become ready within {self.timeout:g} s: no ssh login "
@@ -363,7 +396,10 @@ class SSHGuest:
         log.info("ssh is ready on port %d", self.port)
         progress("ssh_ready")
         errors: list[str] = []
-        outcome = self._poll(stop, deadline, self._boot_outcome)
+        outcome = self._poll(stop, deadline, self._boot_outcome, FINISHED_LINE,
+                             CONSOLE_FALLBACK_BOOT)
+        if outcome is not None:
+            self.boot_failed = bool(outcome)
         if outcome is None:
             errors.append(f"provisioning did not finish within {self.timeout:g} s "
                           f"({BOOT_DONE_MARKER} not written)")
@@ -436,15 +472,18 @@ class SSHGuest:
         """A resumed guest: its markers are read in one command of shell builtins, while
         its clock (as old as the saved state) is set on a channel of its own (_set_clock,
         awaited before after_boot: the mounts' sudo then finds its code translated). A boot
-        that is done needs no second look (_boot_outcome)."""
+        that is done needs no second look (_boot_outcome), and a saved state whose boot was
+        done (`known_done`) none at all."""
         if self._clock is None or (not self._clock.is_alive() and not self._clock_set):
             self._clock = threading.Thread(target=self._set_clock, args=(client,),
                                            name="resumed-clock", daemon=True)
             self._clock.start()
-        _, out, _ = run(client, resumed_markers_command(), timeout=20.0)
-        found = parse_resumed_check(out)
-        self._resumed_markers = found
-        return "" if found.get("ssh-ready") == self.iid else None
+        if self.known_done:
+            # The markers are those of the saved state, read before it was saved: the login
+            # is what there was to prove.
+            self._markers = {"ssh-ready": self.iid, "boot-done": self.iid}
+            return ""
+        return self._ssh_ready(client)
 
     def _set_clock(self, client: paramiko.SSHClient) -> None:
         """Set a resumed guest's clock when it is off by more than RESUMED_MAX_SKEW."""
@@ -475,14 +514,32 @@ class SSHGuest:
         if not self._clock_set and self.client is not None and time.monotonic() < deadline:
             self._set_clock(self.client)  # its first login was lost: once more
 
+    def _look(self, client: paramiko.SSHClient) -> dict[str, str]:
+        _, out, _ = run(client, markers_command(), timeout=20.0)
+        self._markers = parse_resumed_check(out)
+        return self._markers
+
     def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:
-        return "" if read_marker(client, SSH_READY_MARKER) == self.iid else None
+        return "" if self._look(client).get("ssh-ready") == self.iid else None
 
     def _boot_outcome(self, client: paramiko.SSHClient) -> str | None:
-        """"" when boot-done holds our IID, an error message when boot failed, else None
-        (after waiting up to BOOT_WAIT_BATCH seconds in the guest: boot_wait_command)."""
-        if self._resumed_markers.pop("boot-done", None) == self.iid:
-            return ""  # read with the resumed guest's first command
+        """"" when boot-done holds our IID, an error message when boot failed, else None.
+
+        The markers ssh-ready's look read come first, when they say boot.sh is done. With
+        the console read, a look is one markers_command; without it (or to read a
+        failure's record), boot_wait_command waits up to BOOT_WAIT_BATCH seconds in the
+        guest."""
+        markers, self._markers = self._markers, {}
+        if markers.get("boot-done") == self.iid:
+            return ""
+        if self._console is not None and markers.get("boot-failed") != self.iid:
+            # A fresh look: boot.sh may have finished since, its line counted already.
+            markers = self._look(client)
+            self._markers = {}
+            if markers.get("boot-done") == self.iid:
+                return ""
+        if self._console is not None and markers.get("boot-failed") != self.iid:
+            return None
         _, out, _ = run(client, boot_wait_command(self.iid), timeout=BOOT_WAIT_BATCH + 15)
         return parse_boot_wait(out, self.iid)
 
@@ -491,14 +548,22 @@ class SSHGuest:
         stop: threading.Event,
         deadline: float,
         check: Callable[[paramiko.SSHClient], str | None],
+        wake: bytes = b"",
+        fallback: float = _MARKER_POLL,
     ) -> str | None:
-        """Run `check` until it returns a value, reconnecting as needed; None at the deadline."""
+        """Run `check` until it returns a value, reconnecting as needed; None at the deadline.
+
+        Between two checks: until the console shows `wake` once more than before the
+        check, `fallback` seconds at most (with the console read), else _MARKER_POLL."""
         while not stop.is_set() and time.monotonic() < deadline:
+            console = self._console
+            seen = console.count(wake) if console is not None else 0
             try:
                 if self.client is None:
                     self.client = wait_ssh(self.port, self.user, self.key_path,
                                            deadline=deadline, banner=not self.resumed)
                     log.info("logged in over ssh")
+                    seen = console.count(wake) if console is not None else 0
                 result = check(self.client)
             except TemporaryError as exc:
                 log.debug("guest not ready yet: %s", exc)
@@ -506,5 +571,9 @@ class SSHGuest:
                 continue
             if result is not None:
                 return result
-            stop.wait(_MARKER_POLL)
+            if console is not None:
+                console.wait(wake, seen, min(fallback, max(0.0, deadline - time.monotonic())),
+                             stop)
+            else:
+                stop.wait(_MARKER_POLL)
         return None

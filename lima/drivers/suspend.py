@@ -69,12 +69,14 @@ def qemu_binary(argv: list[str]) -> str:
 
 
 def _meta(inst: Path, argv: list[str], generation: str, iid: str, ssh_port: int,
-          version: str) -> dict[str, Any]:
+          version: str, boot_done: bool = False) -> dict[str, Any]:
     binary = qemu_binary(argv)
     return {
         "version": META_VERSION,
         "generation": generation,
         "iid": iid,
+        # boot.sh had written /run/lima-boot-done with `iid`: the resumed guest has it too.
+        "bootDone": boot_done,
         "sshLocalPort": ssh_port,
         "qemuArgv": argv,
         "qemuBinary": binary,
@@ -83,6 +85,13 @@ def _meta(inst: Path, argv: list[str], generation: str, iid: str, ssh_port: int,
         "disks": {f: file_identity(inst / f) for f in disk_files(argv)},
         "savedAt": time.time(),
     }
+
+
+def boot_done_saved(inst: Path, iid: str) -> bool:
+    """Whether the saved state is of a guest whose boot.sh had finished its boot `iid`
+    without failures: its resumed readiness needs no look at the markers."""
+    meta = read_saved(inst)
+    return meta is not None and meta.get("iid") == iid and meta.get("bootDone") is True
 
 
 def read_saved(inst: Path) -> dict[str, Any] | None:
@@ -162,10 +171,11 @@ def _version(qmp: QMPClient) -> str:
 
 
 def save_state(inst: Path, argv: list[str], *, generation: str, iid: str, ssh_port: int,
-               timeout: float = 300.0) -> None:
+               timeout: float = 300.0, boot_done: bool = False) -> None:
     """Pause the guest and migrate its whole state into suspend.state (see the module doc).
     On a failure the guest is left paused (the caller continues it) and no state is kept.
-    Raises LimaError."""
+    `boot_done`: readiness had read boot.sh's boot-done marker with `iid` (suspend.json's
+    bootDone, `boot_done_saved`). Raises LimaError."""
     deadline = time.monotonic() + timeout
     tmp = inst / paths.SUSPEND_TMP
     with QMPClient(inst / paths.QMP_SOCK, timeout=10.0) as qmp:
@@ -195,7 +205,7 @@ def save_state(inst: Path, argv: list[str], *, generation: str, iid: str, ssh_po
             remove_temp(inst)
             raise
         os.close(fd)
-    meta = _meta(inst, argv, generation, iid, ssh_port, version)
+    meta = _meta(inst, argv, generation, iid, ssh_port, version, boot_done)
     atomic_write(inst / paths.SUSPEND_META, json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, inst / paths.SUSPEND_STATE)  # the commit point
     fsync_dir(inst)

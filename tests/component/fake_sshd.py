@@ -6,7 +6,8 @@ Usage: python fake_sshd.py PORT IID PUBKEY_FILE MODE
   exit:    print to stderr and exit 3 at once (qemu dying early)
   silent:  accept TCP connections and never answer (no sshd in the guest)
 The only commands served are `cat PATH` on the marker files, lima.drivers.ssh's
-marker_command on them, and its boot_wait_command (answered at once from the markers).
+marker_command on them, its markers_command, and its boot_wait_command (answered at once
+from the markers).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main() -> None:
         sys.exit(3)
     files = {"/run/lima-ssh-ready": iid}
     if mode == "failed":
-        files["/run/lima-boot-failed"] = f"{iid} provision.system/00 exited with status 1"
+        files["/run/lima-boot-failed"] = f"{iid}\nprovision.system/00: exit 1"
     else:
         files["/run/lima-boot-done"] = iid
     authorized = Path(pubkey_file).read_text().split()[1]
@@ -79,6 +80,13 @@ class Server(paramiko.ServerInterface):
             elif failed is not None:
                 channel.sendall(f"failed\n{failed}\n".encode())
             channel.send_exit_status(0 if done is not None or failed is not None else 1)
+            channel.close()
+            return
+        if command.startswith("r=; d=; f=;"):  # lima.drivers.ssh.markers_command
+            first = {k: (self.files.get(f"/run/lima-{k}") or "").split("\n")[0]
+                     for k in ("ssh-ready", "boot-done", "boot-failed")}
+            channel.sendall("".join(f"{k} {v}\n" for k, v in first.items()).encode())
+            channel.send_exit_status(0)
             channel.close()
             return
         words = shlex.split(command)

@@ -1,6 +1,6 @@
-"""The resumed guest's first commands (lima.drivers.ssh.resumed_markers_command and
-resumed_clock_command), run under dash (Debian) and busybox sh (build:tiny) with a stand-in
-`date` and `sudo`."""
+"""Readiness's look at the markers (lima.drivers.ssh.markers_command) and a resumed
+guest's clock command (resumed_clock_command), run under dash (Debian) and busybox sh
+(build:tiny) with a stand-in `date` and `sudo`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lima.drivers.ssh import parse_resumed_check, resumed_clock_command, resumed_markers_command
+from lima.drivers.ssh import markers_command, parse_resumed_check, resumed_clock_command
 
 pytestmark = [pytest.mark.unit, pytest.mark.processes]
 
@@ -45,7 +45,8 @@ def run_check(tmp: Path, shell: str, guest_now: int, *, user: str = "lima",
         ready.write_text("iid-1\n")
         done.write_text("iid-1\nmore\n")
     command = (resumed_clock_command(host_now, user) + "; "
-               + resumed_markers_command(ready_path=str(ready), done_path=str(done)))
+               + markers_command(ready_path=str(ready), done_path=str(done),
+                                 failed_path=str(tmp / "boot-failed")))
     argv = ["dash", "-c", command] if shell == "dash" else ["busybox", "sh", "-c", command]
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "GUEST_NOW": str(guest_now),
            "DATE_SET": str(tmp / "set"), "SUDO_LOG": str(tmp / "sudo"),
@@ -97,7 +98,7 @@ def test_missing_markers_read_empty(tmp_path: Path, shell: str) -> None:
     if shell == "busybox" and shutil.which("busybox") is None:
         pytest.skip("no busybox")
     found, _ = run_check(tmp_path, shell, int(HOST_NOW), markers=False)
-    assert found["ssh-ready"] == "" and found["boot-done"] == ""
+    assert found["ssh-ready"] == "" and found["boot-done"] == "" and found["boot-failed"] == ""
 
 
 @pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
@@ -107,13 +108,16 @@ def test_the_markers_are_read_without_starting_a_program(tmp_path: Path, shell: 
     if shell == "busybox" and shutil.which("busybox") is None:
         pytest.skip("no busybox")
     (tmp_path / "ready").write_text("iid-7")
-    command = resumed_markers_command(ready_path=str(tmp_path / "ready"),
-                                      done_path=str(tmp_path / "missing"))
+    (tmp_path / "failed").write_text("iid-7\nprovision.system/00: exit 1\n")
+    command = markers_command(ready_path=str(tmp_path / "ready"),
+                              done_path=str(tmp_path / "missing"),
+                              failed_path=str(tmp_path / "failed"))
     argv = [shutil.which("busybox") or "busybox", "sh"] if shell == "busybox" else [
         shutil.which(shell) or shell]
     proc = subprocess.run([*argv, "-c", command], env={"PATH": str(tmp_path / "none")},
                           capture_output=True, text=True, check=True, timeout=30)
-    assert parse_resumed_check(proc.stdout) == {"ssh-ready": "iid-7", "boot-done": ""}
+    assert parse_resumed_check(proc.stdout) == {"ssh-ready": "iid-7", "boot-done": "",
+                                                "boot-failed": "iid-7"}
     assert proc.stderr == ""
 
 

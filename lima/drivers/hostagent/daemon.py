@@ -405,7 +405,8 @@ class HostAgent:
             getattr(self.guest, "prepare_suspend", lambda: None)()
             prepared = True
             suspend.save_state(self.inst_dir, argv, generation=applied.generation if applied
-                               else "", iid=self.iid, ssh_port=self.ssh_port)
+                               else "", iid=self.iid, ssh_port=self.ssh_port,
+                               boot_done=getattr(self.guest, "boot_done", lambda: False)())
         except (LimaError, OSError) as exc:
             log.error("suspend failed: %s; the guest goes on running", exc)
             errors = [*was["errors"], f"suspend failed: {exc}"]
