@@ -132,6 +132,14 @@ def test_debian_sshd_starts_without_a_separate_configuration_test() -> None:
     assert dropin == (0o644, "[Service]\nExecStartPre=\n")
 
 
+def test_debian_sshd_forks_for_each_connection_without_executing_itself_again() -> None:
+    mode, dropin = build_debian.FILES["etc/systemd/system/ssh.service.d/limapy-no-rexec.conf"]
+    lines = dropin.splitlines()
+    # The unit's ExecStart is reset, then Debian's own line with -r (SSHD_OPTS still read).
+    assert mode == 0o644 and lines[:2] == ["[Service]", "ExecStart="]
+    assert lines[2].split() == ["ExecStart=/usr/sbin/sshd", "-D", "-r", "$SSHD_OPTS"]
+
+
 def test_debian_root_grows_with_the_disk() -> None:
     # `disk:` growth reaches / through cloud-init's resizefs at each boot (resize2fs on
     # the whole disk: the image has no partition table, so no growpart is needed).
