@@ -124,6 +124,8 @@ def _run(kind: str, tmp: Path, seed: Path, *args: str,
         LIMA_BOOT_SYSTEMD_USER_TIMEOUT="0",
         LIMA_BOOT_RUN_AS=str(run_as),
         LIMA_BOOT_CLOUD_INIT_RUN=str(tmp / "no-cloud-init"),
+        # Never the host's systemd: the tests that want one give a fake systemd-run.
+        LIMA_BOOT_SYSTEMD_DIR=str(tmp / "no-systemd"),
     )
     env.update(extra)
     return subprocess.run(
@@ -141,6 +143,23 @@ def _script(path: Path, body: str, shebang: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(("#!/bin/sh\n" if shebang else "") + body)
     path.chmod(0o755)
+
+
+def _spies(kind: str, tmp: Path, *names: str) -> str:
+    """A PATH on which each of `names` first appends "NAME ARGS" to tmp/spy.log, then runs
+    the real program (the one the shell kind's own PATH has). Only dash looks them up:
+    busybox sh runs its own applets (sleep, date) without a PATH search."""
+    _, env = _shell_env(kind, tmp)
+    spy = tmp / "spy"
+    for name in names:
+        _script(spy / name, f'echo "{name} $*" >>"{tmp}/spy.log"\n'
+                f'PATH="{env["PATH"]}" exec {name} "$@"\n')
+    return f"{spy}:{env['PATH']}"
+
+
+def _spied(tmp: Path) -> list[str]:
+    log = tmp / "spy.log"
+    return log.read_text().splitlines() if log.exists() else []
 
 
 def _fake_seed(tmp: Path, user: str, *, fail_system: bool = False) -> Path:
@@ -257,6 +276,78 @@ def test_waits_for_cloud_init_final_stage(
     if not done:
         _, failures = cidata.parse_boot_failed((run / "lima-boot-failed").read_text())
         assert failures and "cloud-init" in failures[0]
+
+
+CI_DONE = '{\n "v1": {\n  "datasource": "x",\n  "errors": []\n }\n}\n'
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("how", ["systemd-run", "systemd-run fails", "no systemd-run",
+                                 "no systemd"])
+def test_under_systemd_one_systemd_run_waits_for_cloud_final(
+    kind: str, how: str, tmp_path: Path
+) -> None:
+    """Under systemd, one blocking systemd-run ordered after cloud-final.service instead of
+    five `sleep`s a second; when it fails, is missing or systemd is not PID 1, the
+    polling finds the result as before."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (tmp_path / "systemd").mkdir()
+    (tmp_path / "result.json").write_text(CI_DONE)
+    fake = tmp_path / "systemd-run"
+    argv_log = tmp_path / "systemd-run.argv"
+    if how == "systemd-run":  # cloud-final.service ends while systemd-run waits
+        _script(fake, f'printf "%s\\n" "$@" >"{argv_log}"\nmv "{tmp_path}/result.json" "{ci}/"\n')
+    else:  # the result comes a second later, whatever systemd-run did
+        _script(fake, f'printf "%s\\n" "$@" >"{argv_log}"\nexit 1\n')
+        _script(seed / "boot" / "20-cloud-final-later",
+                f'( sleep 1; mv "{tmp_path}/result.json" "{ci}/" ) &\n')
+    result = _run(
+        kind, tmp_path, seed, PATH=_spies(kind, tmp_path, "sleep"),
+        LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+        LIMA_BOOT_SYSTEMD_DIR=str(tmp_path / ("no-systemd" if how == "no systemd" else "systemd")),
+        LIMA_BOOT_SYSTEMD_RUN=str(tmp_path / "nowhere" if how == "no systemd-run" else fake))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "run" / "lima-boot-done").exists()
+    log = (tmp_path / "log" / "lima-init.log").read_text()
+    assert log.count("Waiting for cloud-init to finish") == 1
+    polled = [c for c in _spied(tmp_path) if c == "sleep 0.2"]
+    if how == "systemd-run":
+        assert argv_log.read_text().splitlines() == [
+            "--wait", "--quiet", "--collect", "-p", "After=cloud-final.service",
+            "-p", "JobTimeoutSec=600", "-p", "DefaultDependencies=no",
+            "--unit=lima-cloud-init-wait-iid-test", "/bin/true"]
+        assert polled == []
+    else:
+        assert argv_log.exists() == (how == "systemd-run fails")
+        assert polled or kind == "busybox"
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_after_systemd_run_polling_has_only_what_is_left_of_the_timeout(
+    kind: str, tmp_path: Path
+) -> None:
+    """systemd-run cancelled at JobTimeoutSec (the timeout used up): no second timeout
+    of polling, the failure at once."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (tmp_path / "systemd").mkdir()
+    fake = tmp_path / "systemd-run"
+    _script(fake, "sleep 2\nexit 1\n")
+    started = time.monotonic()
+    result = _run(kind, tmp_path, seed, PATH=_spies(kind, tmp_path, "sleep"),
+                  LIMA_BOOT_CLOUD_INIT_RUN=str(ci), LIMA_BOOT_CLOUD_INIT_TIMEOUT="1",
+                  LIMA_BOOT_SYSTEMD_DIR=str(tmp_path / "systemd"),
+                  LIMA_BOOT_SYSTEMD_RUN=str(fake))
+    took = time.monotonic() - started
+    assert result.returncode != 0
+    _, failures = cidata.parse_boot_failed((tmp_path / "run" / "lima-boot-failed").read_text())
+    assert failures == ["cloud-init did not finish within 1s"]
+    if kind == "dash":
+        assert _spied(tmp_path) == ["sleep 2"]
+    assert took < 4, took
 
 
 @pytest.mark.parametrize("kind", SHELLS)
