@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
+import re
 import shutil
 import subprocess
 import time
@@ -162,6 +164,31 @@ def _spied(tmp: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+def _functions(*names: str) -> str:
+    """The definitions of boot.sh's functions `names`, to run them on their own."""
+    text = (cidata.ASSETS / "boot.sh").read_text()
+    found = [re.search(rf"^{name}\(\) {{\n.*?^}}[^\n]*\n", text, re.S | re.M)
+             for name in names]
+    assert all(found), names
+    return "".join(m.group(0) for m in found if m)
+
+
+ALL_SHELLS = [
+    *SHELLS,
+    pytest.param("bash", marks=pytest.mark.skipif(not shutil.which("bash"), reason="no bash")),
+]
+
+
+def _sh(kind: str) -> list[str]:
+    """The interpreter of a shell kind, with the host's programs on PATH."""
+    if kind == "busybox":
+        assert BUSYBOX
+        return [BUSYBOX, "sh"]
+    found = shutil.which(kind)
+    assert found
+    return [found]
+
+
 def _fake_seed(tmp: Path, user: str, *, fail_system: bool = False) -> Path:
     seed = tmp / "seed"
     seed.mkdir()
@@ -275,10 +302,69 @@ def test_waits_for_cloud_init_final_stage(
     assert (result.returncode == 0) == done
     if not done:
         _, failures = cidata.parse_boot_failed((run / "lima-boot-failed").read_text())
-        assert failures and "cloud-init" in failures[0]
+        assert failures == ['cloud-init reported errors: "boom" (cloud-init status --long)'
+                            if result_json else "cloud-init did not finish within 1s"]
 
 
-CI_DONE = '{\n "v1": {\n  "datasource": "x",\n  "errors": []\n }\n}\n'
+# What cloud-init writes (json.dumps, indent 1), and what else the old pipeline was given.
+_RESULTS = [
+    CI_DONE_TEXT := '{\n "v1": {\n  "datasource": "x",\n  "errors": []\n }\n}\n',
+    '{\n "v1": {\n  "datasource": "DataSourceNoCloud [seed=/dev/vdb][dsmode=net]",\n'
+    '  "errors": [\n   "(\'scripts_user\', RuntimeError(\'Runparts: 1 failures in 1 attempted'
+    ' commands\'))"\n  ]\n }\n}\n',
+    '{"v1": {"datasource": "x", "errors": []}}',
+    '{"v1": {"datasource": "x", "errors": ["boom"]}}',
+    '{"v1":{"errors" : [ ] }}',
+    '{"v1":{"errors"  :  [\n\n   ]}}',
+    '{"v1":{"errors":[\t]}}',
+    '{"v1": {"errors": ["a    b", "c\td"]}}\r\n',
+    '{"v1": {"errors": \n  \n  ["x"]}}',
+    '{"v1": {"errors":  [ "' + "e" * 399 + '" ]}}',
+    '{"v1": {"errors": ["' + "é" * 300 + '"]}}',
+    '{"a": {"errors": ["x"]}, "b": {"errors": null}, "c": {"errors": "[y]"}}',
+    '{"a": {"errors": ["x"]}, "b": {"errors": ["a]b", "c"]}}',
+    '{"v1": {"errors": ["*?[x]*", "\\\\ \\n $HOME `id`"]}}',
+    '{"v1": {"errors": [\n]', '', '\n\n', '   ', '"errors": [', '"errors":[]]',
+]
+
+
+def _fuzzed(n: int) -> list[str]:
+    rnd = random.Random(20240611)
+    parts = [" ", "  ", "\n", "\t", "\r", "a", '"errors"', ":", "[", "]", ",", '"', "*", "\\"]
+    return ["".join(rnd.choice(parts) for _ in range(rnd.randrange(1, 40))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ALL_SHELLS)
+def test_result_json_is_read_as_tr_grep_sed_and_cut_read_it(kind: str, tmp_path: Path) -> None:
+    """result_errors (shell builtins) against the pipeline it replaced, on cloud-init's
+    files and on odd ones: the same verdict, the same errors text."""
+    samples = _RESULTS + _fuzzed(150)
+    for i, text in enumerate(samples):
+        (tmp_path / f"{i}.json").write_bytes(text.encode())
+    wrapper = tmp_path / "check.sh"
+    wrapper.write_text(_functions("result_errors") + r"""
+for f in "$@"; do
+	flat=$(tr -d '\n' 2>/dev/null <"$f" | tr -s ' ')
+	if printf '%s' "$flat" | tr -d ' ' | grep -q '"errors":\[\]'; then
+		old=none
+	else
+		old="errors: $(printf '%s' "$flat" |
+			sed -n 's/.*"errors": *\[\([^]]*\)\].*/\1/p' | cut -c1-400)"
+	fi
+	errs=unset
+	if result_errors "$f"; then new="errors: $errs"; else new=none; fi
+	[ "$old" = "$new" ] || printf '%s: [%s] != [%s]\n' "$f" "$new" "$old"
+done
+""")
+    files = [str(tmp_path / f"{i}.json") for i in range(len(samples))] + [str(tmp_path / "none")]
+    out = subprocess.run([*_sh(kind), str(wrapper), *files], capture_output=True, text=True,
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
+
+
+CI_DONE = CI_DONE_TEXT
 
 
 @pytest.mark.parametrize("kind", SHELLS)
