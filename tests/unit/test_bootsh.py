@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -434,6 +435,154 @@ def test_after_systemd_run_polling_has_only_what_is_left_of_the_timeout(
     if kind == "dash":
         assert _spied(tmp_path) == ["sleep 2"]
     assert took < 4, took
+
+
+def _epochs() -> list[int]:
+    """Seconds around the edges of days, months, years and leap days, and random ones."""
+    edges = [datetime(y, m, d, tzinfo=UTC) for y, m, d in (
+        (1970, 1, 1), (1970, 3, 1), (1972, 2, 29), (1972, 3, 1), (1999, 12, 31), (2000, 1, 1),
+        (2000, 2, 28), (2000, 2, 29), (2000, 3, 1), (2001, 3, 1), (2004, 2, 29), (2024, 2, 29),
+        (2024, 12, 31), (2025, 1, 1), (2038, 1, 19), (2038, 1, 20), (2099, 12, 31),
+        (2100, 2, 28), (2100, 3, 1), (2400, 2, 29), (2400, 3, 1))]
+    edges += [datetime(2023, m, 1, tzinfo=UTC) for m in range(1, 13)]
+    edges += [datetime(2024, m, 1, tzinfo=UTC) for m in range(1, 13)]
+    out = []
+    for e in edges:
+        t = int(e.timestamp())
+        out += [t - 1, t, t + 1, t + 86399]
+    rnd = random.Random(7)
+    out += [rnd.randrange(0, 2**33) for _ in range(100)]
+    return sorted(t for t in set(out) if t >= 0)
+
+
+@pytest.mark.parametrize("kind", ALL_SHELLS)
+def test_log_times_are_converted_as_date_converts_them(kind: str, tmp_path: Path) -> None:
+    """civil (shell arithmetic, days to a date) against `date -u -d @SECONDS`."""
+    wrapper = tmp_path / "civil.sh"
+    wrapper.write_text(_functions("civil") + r"""
+for t in "$@"; do
+	civil "$t"
+	want=$(date -u -d "@$t" '+%Y-%m-%dT%H:%M:%S')
+	[ "$STAMP" = "$want" ] || echo "$t: $STAMP != $want"
+done
+""")
+    epochs = _epochs()
+    out = subprocess.run([*_sh(kind), str(wrapper), *map(str, epochs)], capture_output=True,
+                         text=True, timeout=60, check=False,
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
+    assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+    assert len(epochs) > 200
+
+
+_ZONES = ["UTC0", "IST-5:30", "NST+3:30", "CET-1CEST,M3.5.0,M10.5.0/3"]
+
+
+@pytest.mark.parametrize("kind", ["dash", "bash"])
+@pytest.mark.parametrize("tz", _ZONES)
+def test_log_times_count_from_the_date_call(kind: str, tz: str, tmp_path: Path) -> None:
+    """stamp with a `date` that answers for a set moment and an uptime the test moves on:
+    each time is what `date` gives for that moment plus the uptime since, across midnight,
+    a leap day and New Year, in zones east and west of UTC (by half hours) and in summer
+    time. Not busybox: its sh runs its own date, not one on PATH."""
+    if not shutil.which(kind):
+        pytest.skip(f"no {kind}")
+    spy = tmp_path / "spy"
+    _script(spy / "date", f'echo date >>"{tmp_path}/dates"\n'
+            'PATH="$REAL_PATH" exec date -d "@$FAKE_NOW" "$@"\n')
+    uptime = tmp_path / "uptime"
+    wrapper = tmp_path / "stamp.sh"
+    wrapper.write_text(f"UPTIME={uptime}\nCLOCK_S=\n"
+                       + _functions("uptime_cs", "clock_sync", "stamp", "civil") + r"""
+for now in "$@"; do
+	FAKE_NOW="$now.99" CLOCK_S=
+	echo "1000.00 0.00" >"$UPTIME"
+	export FAKE_NOW
+	stamp
+	echo "$STAMP"
+	for cs in 1 2 50 101 3599 8641 90001 8640000; do
+		echo "$((1000 + cs / 100)).$((cs % 100 / 10))$((cs % 10)) 0.00" >"$UPTIME"
+		stamp
+		echo "$STAMP"
+	done
+done
+""")
+    starts = [datetime(2024, 2, 28, 23, 59, 50, tzinfo=UTC), datetime(2023, 12, 31, 23, 59, 0,
+              tzinfo=UTC), datetime(2024, 7, 14, 21, 59, 58, tzinfo=UTC)]
+    real = os.environ.get("PATH", "/usr/bin:/bin")
+    out = subprocess.run([*_sh(kind), str(wrapper), *(str(int(t.timestamp())) for t in starts)],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env={"PATH": f"{spy}:{real}", "REAL_PATH": real, "LANG": "C", "TZ": tz})
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    want = subprocess.run(
+        [*_sh(kind), "-c", 'for t; do date -d "@$t" "+%Y-%m-%dT%H:%M:%S"; done', "sh",
+         *(str(int(t.timestamp()) + (99 + cs) // 100) for t in starts
+           for cs in (0, 1, 2, 50, 101, 3599, 8641, 90001, 8640000))],
+        capture_output=True, text=True, timeout=60, check=True,
+        env={"PATH": real, "LANG": "C", "TZ": tz}).stdout
+    assert out.stdout.splitlines() == want.splitlines()
+    assert len((tmp_path / "dates").read_text().split()) == len(starts)
+
+
+@pytest.mark.parametrize("kind", ALL_SHELLS)
+@pytest.mark.parametrize("tz", _ZONES)
+def test_log_times_from_one_date_call_are_dates(kind: str, tz: str, tmp_path: Path) -> None:
+    """stamp's times, counted from /proc/uptime since one `date` call, are those of `date`
+    just before and after (within a second, for the centiseconds of uptime and the guess of
+    when date read the clock); `date` is called once (busybox's, without %N, each time)."""
+    spy = tmp_path / "spy"
+    _script(spy / "date", f'echo date >>"{tmp_path}/dates"\nPATH="$REAL_PATH" exec date "$@"\n')
+    wrapper = tmp_path / "stamp.sh"
+    wrapper.write_text("UPTIME=/proc/uptime\nCLOCK_S=\n"
+                       + _functions("uptime_cs", "clock_sync", "stamp", "civil") + r"""
+i=0
+while [ "$i" -lt 12 ]; do
+	before=$(PATH="$REAL_PATH" date '+%Y-%m-%dT%H:%M:%S')
+	stamp
+	after=$(PATH="$REAL_PATH" date '+%Y-%m-%dT%H:%M:%S')
+	echo "$before $STAMP $after"
+	sleep 0.09
+	i=$((i + 1))
+done
+""")
+    real = os.environ.get("PATH", "/usr/bin:/bin")
+    out = subprocess.run([*_sh(kind), str(wrapper)], capture_output=True, text=True,
+                         timeout=60, check=False,
+                         env={"PATH": f"{spy}:{real}", "REAL_PATH": real, "LANG": "C", "TZ": tz})
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    second = timedelta(seconds=1)
+    for line in out.stdout.splitlines():
+        before, stamp, after = map(datetime.fromisoformat, line.split())
+        assert before - second <= stamp <= after + second, line
+    assert len(out.stdout.splitlines()) == 12
+    if kind != "busybox":  # whose sh runs its own date, not the spy
+        assert (tmp_path / "dates").read_text().split() == ["date"]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("uptime", [True, False])
+def test_boot_sh_calls_date_once_while_it_can_count_from_uptime(
+    kind: str, uptime: bool, tmp_path: Path
+) -> None:
+    """A whole run logs with one `date` call (dash: busybox sh runs its own applet); with
+    no /proc/uptime to count from, one a line as before. Either way the lines' times are
+    the run's."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    extra = {} if uptime else {"LIMA_BOOT_UPTIME": str(tmp_path / "no-uptime")}
+    started = time.time()
+    result = _run(kind, tmp_path, seed, PATH=_spies(kind, tmp_path, "date"), TZ="NST+3:30",
+                  **extra)
+    ended = time.time()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (tmp_path / "log" / "lima-init.log").read_text().splitlines()
+    stamps = [line[5:24] for line in lines if line.startswith("LIMA ")]
+    assert len(stamps) == 9
+    zone = timezone(-timedelta(hours=3, minutes=30))
+    first = datetime.fromtimestamp(int(started), zone).strftime("%Y-%m-%dT%H:%M:%S")
+    last = datetime.fromtimestamp(int(ended) + 1, zone).strftime("%Y-%m-%dT%H:%M:%S")
+    assert all(first <= s <= last for s in stamps), (first, stamps, last)
+    assert stamps == sorted(stamps)
+    if kind == "dash":
+        assert len(_spied(tmp_path)) == (1 if uptime else len(stamps))
 
 
 @pytest.mark.parametrize("kind", SHELLS)

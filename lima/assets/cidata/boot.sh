@@ -65,8 +65,100 @@ SYSTEMD_RUN="${LIMA_BOOT_SYSTEMD_RUN:-systemd-run}"
 UPTIME="${LIMA_BOOT_UPTIME:-/proc/uptime}"
 export LIMA_CIDATA_MNT
 
-INFO() { echo "LIMA $(date '+%Y-%m-%dT%H:%M:%S')| $*"; }
-WARNING() { echo "LIMA $(date '+%Y-%m-%dT%H:%M:%S')| WARNING: $*"; }
+# Each line logged has the local time as `date '+%Y-%m-%dT%H:%M:%S'` gives it, from one
+# `date` call and /proc/uptime since, with shell arithmetic: under TCG each `date` costs
+# the guest ~70 ms of CPU. CLOCK_S="" has the next line ask `date` again (the time zone
+# or the clock may have changed); "-": `date` for each line, as without /proc/uptime or
+# a `date` with no %N (busybox's: a whole second is too coarse to count from).
+CLOCK_S=""
+INFO() {
+	stamp
+	echo "LIMA $STAMP| $*"
+}
+WARNING() {
+	stamp
+	echo "LIMA $STAMP| WARNING: $*"
+}
+
+# The time since boot in centiseconds, in c_cs: read from /proc/uptime, no program.
+uptime_cs() {
+	c_up=""
+	read -r c_up c_idle <"$UPTIME" || return 1
+	case "$c_up" in [0-9]*.[0-9][0-9]) ;; *) return 1 ;; esac
+	case "$c_up" in *[!0-9.]*) return 1 ;; esac
+	c_frac="${c_up#*.}"
+	c_cs=$((${c_up%.*} * 100 + ${c_frac#0}))
+} 2>/dev/null
+
+# STAMP from `date`, and CLOCK_S: the epoch second it gave, begun at uptime CLOCK_UP (in
+# centiseconds: the midpoint of two reads around the call, less the fraction of the
+# second); CLOCK_OFF: the UTC offset, in seconds.
+clock_sync() {
+	CLOCK_S=- c_before=""
+	uptime_cs && c_before="$c_cs"
+	c_now=$(date '+%Y-%m-%dT%H:%M:%S %s %N %z')
+	STAMP="${c_now%% *}"
+	[ -n "$c_before" ] && uptime_cs || return 0
+	c_s="${c_now#* }"
+	c_n="${c_s#* }"
+	c_s="${c_s%% *}"
+	c_zone="${c_n#* }"
+	c_n="${c_n%% *}"
+	case "$c_s" in '' | *[!0-9]*) return 0 ;; esac
+	case "$c_n" in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]) ;; *) return 0 ;; esac
+	case "$c_zone" in [+-][0-9][0-9][0-9][0-9]) ;; *) return 0 ;; esac
+	# Milliseconds, rounded to centiseconds; leading zeros would make octal numbers.
+	c_n="${c_n%??????}"
+	c_n="${c_n#0}"
+	c_h="${c_zone#?}"
+	c_m="${c_h#??}"
+	c_h="${c_h%??}"
+	CLOCK_OFF=$(((${c_h#0} * 60 + ${c_m#0}) * 60))
+	case "$c_zone" in -*) CLOCK_OFF=$((-CLOCK_OFF)) ;; esac
+	CLOCK_UP=$(((c_before + c_cs) / 2 - (${c_n#0} + 5) / 10))
+	CLOCK_S="$c_s"
+}
+
+# STAMP: the local time now.
+stamp() {
+	if [ -z "$CLOCK_S" ]; then
+		clock_sync
+		return
+	fi
+	if [ "$CLOCK_S" != - ] && uptime_cs; then
+		c_local=$((CLOCK_S + (c_cs - CLOCK_UP) / 100 + CLOCK_OFF))
+		if [ "$c_local" -ge 0 ]; then
+			civil "$c_local"
+			return
+		fi
+	fi
+	STAMP=$(date '+%Y-%m-%dT%H:%M:%S')
+}
+
+# STAMP from $1, local seconds since 1970-01-01T00:00:00: days to a civil date (proleptic
+# Gregorian) by 400-year eras of 146097 days counted from 0000-03-01, so that a leap day
+# ends its year.
+civil() {
+	c_days=$(($1 / 86400 + 719468))
+	c_t=$(($1 % 86400))
+	c_era=$((c_days / 146097))
+	c_doe=$((c_days - c_era * 146097))
+	c_yoe=$(((c_doe - c_doe / 1460 + c_doe / 36524 - c_doe / 146096) / 365))
+	c_doy=$((c_doe - 365 * c_yoe - c_yoe / 4 + c_yoe / 100))
+	c_mp=$(((5 * c_doy + 2) / 153))
+	c_d=$((c_doy - (153 * c_mp + 2) / 5 + 1))
+	c_m=$((c_mp < 10 ? c_mp + 3 : c_mp - 9))
+	c_y=$((c_era * 400 + c_yoe + (c_m <= 2)))
+	c_H=$((c_t / 3600))
+	c_M=$((c_t / 60 % 60))
+	c_S=$((c_t % 60))
+	[ "$c_m" -gt 9 ] || c_m="0$c_m"
+	[ "$c_d" -gt 9 ] || c_d="0$c_d"
+	[ "$c_H" -gt 9 ] || c_H="0$c_H"
+	[ "$c_M" -gt 9 ] || c_M="0$c_M"
+	[ "$c_S" -gt 9 ] || c_S="0$c_S"
+	STAMP="$c_y-$c_m-${c_d}T$c_H:$c_M:$c_S"
+}
 
 valid_key() {
 	case "$1" in '' | [0-9]* | *[!A-Za-z0-9_]*) return 1 ;; esac
@@ -213,6 +305,8 @@ set_timezone() {
 	[ -n "$tz" ] || return 0
 	zone="${LIMA_BOOT_ZONEINFO:-/usr/share/zoneinfo}/$tz"
 	if [ -f "$zone" ]; then
+		# The next line's time is in the new zone: ask `date`.
+		CLOCK_S=""
 		ln -sf "$zone" "${LIMA_BOOT_LOCALTIME:-/etc/localtime}" &&
 			echo "$tz" >"${LIMA_BOOT_TIMEZONE_FILE:-/etc/timezone}" && INFO "timezone: $tz"
 	else
@@ -251,16 +345,6 @@ wait_for_user() {
 	done
 	return 0
 }
-
-# The time since boot in centiseconds, in c_cs: read from /proc/uptime, no program.
-uptime_cs() {
-	c_up=""
-	read -r c_up c_idle <"$UPTIME" || return 1
-	case "$c_up" in [0-9]*.[0-9][0-9]) ;; *) return 1 ;; esac
-	case "$c_up" in *[!0-9.]*) return 1 ;; esac
-	c_frac="${c_up#*.}"
-	c_cs=$((${c_up%.*} * 100 + ${c_frac#0}))
-} 2>/dev/null
 
 # Until $1 exists or CLOUD_INIT_TIMEOUT has passed. Under systemd, one systemd-run that
 # blocks until cloud-init's final stage is over: its unit is ordered after
@@ -343,12 +427,13 @@ wait_for_cloud_init() {
 	result="$CLOUD_INIT_RUN/result.json"
 	if [ ! -f "$result" ]; then
 		INFO "Waiting for cloud-init to finish"
-		if ! wait_for_file "$result"; then
-			record_failure "cloud-init did not finish within ${CLOUD_INIT_TIMEOUT}s"
-			return 0
-		fi
+		wait_for_file "$result"
 	fi
-	if result_errors "$result"; then
+	# cloud-init's config stage may have set the time zone meanwhile: ask `date` again.
+	CLOCK_S=""
+	if [ ! -f "$result" ]; then
+		record_failure "cloud-init did not finish within ${CLOUD_INIT_TIMEOUT}s"
+	elif result_errors "$result"; then
 		record_failure "cloud-init reported errors: ${errs:-see} (cloud-init status --long)"
 	fi
 }
