@@ -971,3 +971,137 @@ def test_without_cloud_init_the_shares_are_left_to_the_host_agent(
     assert result.returncode == 0, result.stdout + result.stderr
     assert fstab.read_text() == "LABEL=lima-root\t/\text4\tdefaults\t0\t0\n"
     assert not (tmp_path / "mount.log").exists() and not a.exists()
+
+
+# -- boot/05-host-dns.sh -------------------------------------------------------------------
+
+_HOST_DNS = cidata.ASSETS / "boot" / "05-host-dns.sh"
+_ROOT = os.geteuid() == 0
+_GATEWAY, _RESOLVER = "192.168.5.2", "192.168.5.4"
+
+
+def _host_dns(kind: str, tmp: Path, *, umask: int = 0o022, user: int | None = None,
+              **extra: str) -> subprocess.CompletedProcess[str]:
+    """05-host-dns.sh on files under tmp (hosts, resolv.conf; no stub), as root unless
+    `user`."""
+    argv, env = _shell_env(kind, tmp)
+    env.update(LIMA_BOOT_HOSTS=str(tmp / "hosts"), LIMA_BOOT_RESOLV_CONF=str(tmp / "resolv.conf"),
+               LIMA_BOOT_RESOLVED_STUB=str(tmp / "no-stub"), LIMA_CIDATA_SLIRP_DNS="192.168.5.3",
+               LIMA_CIDATA_SLIRP_GATEWAY=_GATEWAY, LIMA_CIDATA_HOST_RESOLVER=_RESOLVER)
+    env.update(extra)
+    return subprocess.run([*argv, str(_HOST_DNS)], env=env, capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL, check=False, umask=umask,
+                          user=user)
+
+
+def _hosts_as_grep_left_them(text: str) -> str:
+    """What the script's earlier `$(grep -v "host\\.lima\\.internal")` and printf wrote."""
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    kept = "\n".join(line for line in lines if "host.lima.internal" not in line)
+    return kept.rstrip("\n") + f"\n{_GATEWAY}\thost.lima.internal\n"
+
+
+_HOSTS = [
+    "127.0.0.1\tlocalhost\n::1 localhost ip6-localhost\n",
+    f"127.0.0.1 localhost\n{_GATEWAY}\thost.lima.internal\n\n# *.lima [x] ? \\n $HOME\n\n\n",
+    "  10.0.0.1   spaced  \n\t10.0.0.2 tabbed\n10.0.0.9 old.host.lima.internal\nno-newline",
+    "",
+]
+
+
+@pytest.mark.skipif(not _ROOT, reason="05-host-dns.sh does nothing but as root")
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("hosts", range(len(_HOSTS)))
+def test_host_dns_rewrites_hosts_in_place(kind: str, hosts: int, tmp_path: Path) -> None:
+    """/etc/hosts gets host.lima.internal's line, every other line as grep -v left it, and
+    keeps its inode and mode (written in place, as `cat >` did)."""
+    text = _HOSTS[hosts]
+    f = tmp_path / "hosts"
+    f.write_text(text)
+    f.chmod(0o604)
+    inode = f.stat().st_ino
+    for _ in range(2):  # a second run replaces the line, not adds one
+        result = _host_dns(kind, tmp_path)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        assert f.read_text() == _hosts_as_grep_left_them(text)
+        assert (f.stat().st_ino, f.stat().st_mode & 0o777) == (inode, 0o604)
+
+
+@pytest.mark.skipif(not _ROOT, reason="05-host-dns.sh does nothing but as root")
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("before", ["symlink", "file", "dangling symlink", "none"])
+def test_host_dns_replaces_resolv_conf_with_one_rename(
+    kind: str, before: str, tmp_path: Path
+) -> None:
+    """resolv.conf, a symlink to systemd-resolved's stub or a file, is replaced by the
+    script's own, mode 644 whatever the umask; the stub is not written through; no temp
+    file is left."""
+    conf = tmp_path / "resolv.conf"
+    stub = tmp_path / "stub-resolv.conf"
+    stub.write_text("nameserver 127.0.0.53\n")
+    if before == "symlink":
+        conf.symlink_to(stub)
+    elif before == "dangling symlink":
+        conf.symlink_to(tmp_path / "gone")
+    elif before == "file":
+        conf.write_text("nameserver 10.0.0.1\n")
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    result = _host_dns(kind, tmp_path, umask=0o077)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert not conf.is_symlink()
+    assert conf.read_text() == (
+        "# limapy hostResolver: the host agent's DNS server, over TCP (QEMU guestfwd)\n"
+        f"nameserver {_RESOLVER}\noptions use-vc\n")
+    assert conf.stat().st_mode & 0o777 == 0o644
+    assert stub.read_text() == "nameserver 127.0.0.53\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if "resolv" in p.name) == [
+        "resolv.conf", "stub-resolv.conf"]
+
+
+@pytest.mark.skipif(not _ROOT, reason="05-host-dns.sh does nothing but as root")
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("stub", [True, False])
+def test_host_dns_off_gives_the_system_its_resolv_conf_back(
+    kind: str, stub: bool, tmp_path: Path
+) -> None:
+    """hostResolver off: the script's resolv.conf becomes the stub's symlink again (or,
+    with no stub, the slirp DNS); anyone else's is left alone."""
+    conf = tmp_path / "resolv.conf"
+    if stub:
+        (tmp_path / "stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    extra = {"LIMA_CIDATA_HOST_RESOLVER": ""}
+    if stub:
+        extra["LIMA_BOOT_RESOLVED_STUB"] = str(tmp_path / "stub-resolv.conf")
+    conf.write_text("# mine\nnameserver 10.0.0.1\n")
+    assert _host_dns(kind, tmp_path, **extra).returncode == 0
+    assert conf.read_text() == "# mine\nnameserver 10.0.0.1\n"
+    conf.write_text(f"# limapy hostResolver: ...\nnameserver {_RESOLVER}\noptions use-vc\n")
+    assert _host_dns(kind, tmp_path, **extra).returncode == 0
+    if stub:
+        assert os.readlink(conf) == str(tmp_path / "stub-resolv.conf")
+    else:
+        assert conf.read_text() == "nameserver 192.168.5.3\n"
+    assert (tmp_path / "hosts").read_text() == (
+        f"127.0.0.1 localhost\n{_GATEWAY}\thost.lima.internal\n")
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_host_dns_does_nothing_but_as_root(kind: str, tmp_path: Path) -> None:
+    """Not root (nobody, when the tests run as root): no file is touched, though every
+    one is writable, and the script succeeds."""
+    tmp_path.chmod(0o777)
+    hosts, conf = tmp_path / "hosts", tmp_path / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost\n")
+    conf.write_text("nameserver 10.0.0.1\n")
+    for f in (hosts, conf):
+        f.chmod(0o666)
+    if kind == "busybox":  # the applets' links, for nobody too
+        _shell_env(kind, tmp_path)
+    result = _host_dns(kind, tmp_path, user=65534 if _ROOT else None)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert hosts.read_text() == "127.0.0.1 localhost\n"
+    assert conf.read_text() == "nameserver 10.0.0.1\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "bb") == ["hosts", "resolv.conf"]
