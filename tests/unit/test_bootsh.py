@@ -110,7 +110,7 @@ def _shell_env(kind: str, tmp: Path) -> tuple[list[str], dict[str, str]]:
     return [DASH], env
 
 
-def _run(kind: str, tmp: Path, seed: Path, *args: str,
+def _run(kind: str, tmp: Path, seed: Path, *args: str, umask: int = 0o022,
          **extra: str) -> subprocess.CompletedProcess[str]:
     argv, env = _shell_env(kind, tmp)
     run_as = tmp / "run-as"
@@ -139,6 +139,7 @@ def _run(kind: str, tmp: Path, seed: Path, *args: str,
         timeout=60,
         stdin=subprocess.DEVNULL,
         check=False,
+        umask=umask,
     )
 
 
@@ -583,6 +584,56 @@ def test_boot_sh_calls_date_once_while_it_can_count_from_uptime(
     assert stamps == sorted(stamps)
     if kind == "dash":
         assert len(_spied(tmp_path)) == (1 if uptime else len(stamps))
+
+
+# What boot.sh may start: its own programs, and the ones its steps' helpers use.
+_PROGRAMS = ("awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dirname", "grep",
+             "head", "id", "ln", "mkdir", "mktemp", "mv", "rm", "sed", "sleep", "tail", "tee",
+             "tr", "loginctl")
+
+
+@pytest.mark.skipif(not DASH, reason="no dash")
+@pytest.mark.parametrize("reboot", [False, True])
+def test_the_programs_a_boot_starts(reboot: bool, tmp_path: Path) -> None:
+    """A boot with nothing to run, cloud-init done (dash: busybox sh runs its applets
+    without a PATH search): tee for the log, date twice (at the start, and after the wait
+    for cloud-init), mv a marker, mkdir the steps' logs; on a reboot, sed for the old
+    /etc/environment block. /etc/environment gets the seed's block byte for byte, the
+    markers are world-readable whatever the umask."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    shutil.copy(cidata.ASSETS / "boot.sh", seed / "boot.sh")
+    (seed / "lima.env").write_text("LIMA_CIDATA_IID=iid-test\n")
+    (seed / "meta-data").write_text("instance-id: iid-test\n")
+    block = '#LIMA-START\nA="x \\\\ y"\r\nB=$HOME\n#LIMA-END'  # no newline at its end
+    (seed / "etc_environment").write_text(block)
+    env_file = tmp_path / "environment"
+    env_file.write_text("KEEP=1\n" + ("#LIMA-START\nOLD=1\n#LIMA-END\n" if reboot else ""))
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (ci / "result.json").write_text(CI_DONE)
+    (tmp_path / "log").mkdir()  # /var/log is there
+    result = _run("dash", tmp_path, seed, PATH=_spies("dash", tmp_path, *_PROGRAMS),
+                  LIMA_BOOT_CLOUD_INIT_RUN=str(ci), umask=0o077)
+    assert result.returncode == 0, result.stdout + result.stderr
+    started = sorted(w[0] for w in map(str.split, _spied(tmp_path)) if w and w[0] in _PROGRAMS)
+    assert started == sorted(["tee", "date", "date", "mv", "mv", "mkdir"]
+                             + (["sed"] if reboot else []))
+    assert env_file.read_bytes() == ("KEEP=1\n" + block).encode()
+    for marker in ("lima-ssh-ready", "lima-boot-done"):
+        assert (tmp_path / "run" / marker).read_text() == "iid-test\n"
+        assert (tmp_path / "run" / marker).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "lima-boot-done", "lima-provision", "lima-shares-done", "lima-ssh-ready"]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_the_log_directory_is_made_when_missing(kind: str, tmp_path: Path) -> None:
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    log = tmp_path / "var" / "log" / "lima-init.log"
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_LOG=str(log))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "boot.sh finished" in log.read_text()
 
 
 @pytest.mark.parametrize("kind", SHELLS)
@@ -1086,22 +1137,3 @@ def test_host_dns_off_gives_the_system_its_resolv_conf_back(
         assert conf.read_text() == "nameserver 192.168.5.3\n"
     assert (tmp_path / "hosts").read_text() == (
         f"127.0.0.1 localhost\n{_GATEWAY}\thost.lima.internal\n")
-
-
-@pytest.mark.parametrize("kind", SHELLS)
-def test_host_dns_does_nothing_but_as_root(kind: str, tmp_path: Path) -> None:
-    """Not root (nobody, when the tests run as root): no file is touched, though every
-    one is writable, and the script succeeds."""
-    tmp_path.chmod(0o777)
-    hosts, conf = tmp_path / "hosts", tmp_path / "resolv.conf"
-    hosts.write_text("127.0.0.1 localhost\n")
-    conf.write_text("nameserver 10.0.0.1\n")
-    for f in (hosts, conf):
-        f.chmod(0o666)
-    if kind == "busybox":  # the applets' links, for nobody too
-        _shell_env(kind, tmp_path)
-    result = _host_dns(kind, tmp_path, user=65534 if _ROOT else None)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
-    assert hosts.read_text() == "127.0.0.1 localhost\n"
-    assert conf.read_text() == "nameserver 10.0.0.1\n"
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "bb") == ["hosts", "resolv.conf"]

@@ -197,10 +197,11 @@ load_pam_env_file() {
 	done <"$1"
 }
 
-# Markers are read over ssh by the guest user: world-readable, replaced atomically.
+# Markers are read over ssh by the guest user: world-readable (made so by the umask, in a
+# subshell, rather than by chmod), replaced atomically.
 write_marker() {
 	tmp="$RUN_DIR/.$1.$$"
-	printf '%s\n' "$2" >"$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$RUN_DIR/$1"
+	(umask 022 && printf '%s\n' "$2" >"$tmp") && mv -f "$tmp" "$RUN_DIR/$1"
 }
 
 FAILURES=""
@@ -222,13 +223,13 @@ run_file() {
 	esac
 }
 
-# $1 with every / turned into _.
+# $1 with every / turned into _, in flat_name (no $(...): a fork a step).
 slashes_to_underscores() {
-	rest="$1" flat=""
+	rest="$1" flat_name=""
 	while :; do
 		case "$rest" in
-		*/*) flat="$flat${rest%%/*}_" rest="${rest#*/}" ;;
-		*) printf '%s' "$flat$rest" && return ;;
+		*/*) flat_name="$flat_name${rest%%/*}_" rest="${rest#*/}" ;;
+		*) flat_name="$flat_name$rest" && return ;;
 		esac
 	done
 }
@@ -257,7 +258,8 @@ output_tail() {
 run_step() {
 	key="$1"
 	shift
-	out="$STEP_LOGS/$(slashes_to_underscores "$key").log"
+	slashes_to_underscores "$key"
+	out="$STEP_LOGS/$flat_name.log"
 	"$@" >"$out" 2>&1 </dev/null
 	rc=$?
 	[ -s "$out" ] && cat "$out"
@@ -658,13 +660,25 @@ WRAPPER
 	rm -rf "$dir"
 }
 
+# `cat "$1" >>"$2"` with the read builtin, byte for byte (a last line without a newline
+# stays so): each program costs the guest tens of ms of CPU under TCG.
+append_file() {
+	{
+		while IFS= read -r line; do
+			printf '%s\n' "$line" || return 1
+		done
+		[ -z "$line" ] || printf '%s' "$line"
+	} <"$1" >>"$2"
+}
+
 install_etc_environment() {
 	[ -f "$MNT/etc_environment" ] || return 0
 	if [ -f "$ETC_ENVIRONMENT" ] && has_line "$ETC_ENVIRONMENT" "#LIMA-START"; then
 		sed -i '/^#LIMA-START$/,/^#LIMA-END$/d' "$ETC_ENVIRONMENT" ||
 			record_failure "cannot update $ETC_ENVIRONMENT"
 	fi
-	cat "$MNT/etc_environment" >>"$ETC_ENVIRONMENT" || record_failure "cannot write $ETC_ENVIRONMENT"
+	append_file "$MNT/etc_environment" "$ETC_ENVIRONMENT" ||
+		record_failure "cannot write $ETC_ENVIRONMENT"
 }
 
 main() {
@@ -749,6 +763,8 @@ fi
 if ! (: >>"$CONSOLE") 2>/dev/null; then
 	CONSOLE=/dev/null
 fi
-mkdir -p "$(dirname "$LOG")" 2>/dev/null
+# The log's directory (dirname's, without running it), when missing.
+case "$LOG" in */*) log_dir="${LOG%/*}" ;; *) log_dir=. ;; esac
+[ -d "${log_dir:-/}" ] || mkdir -p "${log_dir:-/}" 2>/dev/null
 main "$@" 2>&1 | tee -a "$LOG" >"$CONSOLE"
 [ -f "$RUN_DIR/lima-boot-done" ] && [ ! -f "$RUN_DIR/lima-boot-failed" ]
