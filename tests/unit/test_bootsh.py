@@ -13,7 +13,9 @@ import random
 import re
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -1137,3 +1139,64 @@ def test_host_dns_off_gives_the_system_its_resolv_conf_back(
         assert conf.read_text() == "nameserver 192.168.5.3\n"
     assert (tmp_path / "hosts").read_text() == (
         f"127.0.0.1 localhost\n{_GATEWAY}\thost.lima.internal\n")
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory anyone may write to, under a path anyone may reach (pytest's tmp_path
+    is under a directory only its owner can enter)."""
+    d = Path(tempfile.mkdtemp(prefix="limapy-boot-", dir="/tmp"))
+    d.chmod(0o777)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("script", ["05-host-dns.sh", "10-hostname.sh", "20-disks.sh",
+                                    "30-guestagent.sh"])
+def test_boot_scripts_do_nothing_but_as_root(kind: str, script: str, open_dir: Path) -> None:
+    """Not root (nobody, when the tests run as root): the script succeeds at once, starts
+    no program (dash: busybox sh runs its applets itself) and touches nothing, though the
+    files 05-host-dns.sh would write are writable."""
+    hosts, conf = open_dir / "hosts", open_dir / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost\n")
+    conf.write_text("nameserver 10.0.0.1\n")
+    for f in (hosts, conf):
+        f.chmod(0o666)
+    path = _spies(kind, open_dir, *_PROGRAMS, "hostname", "systemd-run", "findfs", "blkid")
+    for f in open_dir.rglob("*"):
+        f.chmod(0o777 if f.is_dir() or f.parent.name == "spy" else f.stat().st_mode | 0o666)
+    before = sorted(str(f) for f in open_dir.rglob("*"))
+    argv, env = _shell_env(kind, open_dir)
+    env.update(PATH=path, LIMA_CIDATA_MNT=str(open_dir), LIMA_CIDATA_DISKS="1",
+               LIMA_CIDATA_DISK_0_NAME="data", LIMA_CIDATA_DISK_0_DEVICE="nowhere",
+               LIMA_BOOT_HOSTS=str(hosts), LIMA_BOOT_RESOLV_CONF=str(conf),
+               LIMA_CIDATA_SLIRP_GATEWAY=_GATEWAY, LIMA_CIDATA_HOST_RESOLVER=_RESOLVER)
+    result = subprocess.run([*argv, str(cidata.ASSETS / "boot" / script)], env=env,
+                            capture_output=True, text=True, timeout=30, check=False,
+                            stdin=subprocess.DEVNULL, user=65534 if _ROOT else None)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert hosts.read_text() == "127.0.0.1 localhost\n"
+    assert conf.read_text() == "nameserver 10.0.0.1\n"
+    assert sorted(str(f) for f in open_dir.rglob("*")) == before
+    assert _spied(open_dir) == []
+
+
+@pytest.mark.skipif(not _ROOT or not DASH, reason="as root, under dash (whose PATH the spies "
+                    "are on)")
+def test_hostname_already_set_starts_no_program(tmp_path: Path) -> None:
+    """10-hostname.sh, with meta-data naming this machine as it is named: nothing to do,
+    and neither id, sed nor hostname started to find that out (the names are read from
+    /proc). The spied hostname fails, so that a wrong answer changes nothing here."""
+    name = Path("/proc/sys/kernel/hostname").read_text().strip()
+    (tmp_path / "meta-data").write_text(f"instance-id: iid-test\nlocal-hostname:  {name}\n")
+    path = _spies("dash", tmp_path, *_PROGRAMS)
+    _script(tmp_path / "spy" / "hostname", f'echo "hostname $*" >>"{tmp_path}/spy.log"\nexit 1\n')
+    assert DASH
+    result = subprocess.run([DASH, str(cidata.ASSETS / "boot" / "10-hostname.sh")],
+                            env={"PATH": path, "LIMA_CIDATA_MNT": str(tmp_path)},
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert _spied(tmp_path) == []
