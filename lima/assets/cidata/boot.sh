@@ -83,7 +83,7 @@ WARNING() {
 # The time since boot in centiseconds, in c_cs: read from /proc/uptime, no program.
 uptime_cs() {
 	c_up=""
-	read -r c_up c_idle <"$UPTIME" || return 1
+	read -r c_up _c_idle <"$UPTIME" || return 1
 	case "$c_up" in [0-9]*.[0-9][0-9]) ;; *) return 1 ;; esac
 	case "$c_up" in *[!0-9.]*) return 1 ;; esac
 	c_frac="${c_up#*.}"
@@ -416,6 +416,7 @@ result_errors() {
 		q="??????????"
 		q="$q$q$q$q$q$q$q$q$q$q"
 		q="$q$q$q$q"
+		# shellcheck disable=SC2295 # $q is a pattern: 400 characters, any
 		rest=${errs#$q}
 		errs=${errs%"$rest"}
 	fi
