@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
+import re
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -107,7 +112,7 @@ def _shell_env(kind: str, tmp: Path) -> tuple[list[str], dict[str, str]]:
     return [DASH], env
 
 
-def _run(kind: str, tmp: Path, seed: Path, *args: str,
+def _run(kind: str, tmp: Path, seed: Path, *args: str, umask: int = 0o022,
          **extra: str) -> subprocess.CompletedProcess[str]:
     argv, env = _shell_env(kind, tmp)
     run_as = tmp / "run-as"
@@ -124,6 +129,8 @@ def _run(kind: str, tmp: Path, seed: Path, *args: str,
         LIMA_BOOT_SYSTEMD_USER_TIMEOUT="0",
         LIMA_BOOT_RUN_AS=str(run_as),
         LIMA_BOOT_CLOUD_INIT_RUN=str(tmp / "no-cloud-init"),
+        # Never the host's systemd: the tests that want one give a fake systemd-run.
+        LIMA_BOOT_SYSTEMD_DIR=str(tmp / "no-systemd"),
     )
     env.update(extra)
     return subprocess.run(
@@ -134,6 +141,7 @@ def _run(kind: str, tmp: Path, seed: Path, *args: str,
         timeout=60,
         stdin=subprocess.DEVNULL,
         check=False,
+        umask=umask,
     )
 
 
@@ -141,6 +149,48 @@ def _script(path: Path, body: str, shebang: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(("#!/bin/sh\n" if shebang else "") + body)
     path.chmod(0o755)
+
+
+def _spies(kind: str, tmp: Path, *names: str) -> str:
+    """A PATH on which each of `names` first appends "NAME ARGS" to tmp/spy.log, then runs
+    the real program (the one the shell kind's own PATH has). Only dash looks them up:
+    busybox sh runs its own applets (sleep, date) without a PATH search."""
+    _, env = _shell_env(kind, tmp)
+    spy = tmp / "spy"
+    for name in names:
+        _script(spy / name, f'echo "{name} $*" >>"{tmp}/spy.log"\n'
+                f'PATH="{env["PATH"]}" exec {name} "$@"\n')
+    return f"{spy}:{env['PATH']}"
+
+
+def _spied(tmp: Path) -> list[str]:
+    log = tmp / "spy.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def _functions(*names: str) -> str:
+    """The definitions of boot.sh's functions `names`, to run them on their own."""
+    text = (cidata.ASSETS / "boot.sh").read_text()
+    found = [re.search(rf"^{name}\(\) {{\n.*?^}}[^\n]*\n", text, re.S | re.M)
+             for name in names]
+    assert all(found), names
+    return "".join(m.group(0) for m in found if m)
+
+
+ALL_SHELLS = [
+    *SHELLS,
+    pytest.param("bash", marks=pytest.mark.skipif(not shutil.which("bash"), reason="no bash")),
+]
+
+
+def _sh(kind: str) -> list[str]:
+    """The interpreter of a shell kind, with the host's programs on PATH."""
+    if kind == "busybox":
+        assert BUSYBOX
+        return [BUSYBOX, "sh"]
+    found = shutil.which(kind)
+    assert found
+    return [found]
 
 
 def _fake_seed(tmp: Path, user: str, *, fail_system: bool = False) -> Path:
@@ -256,7 +306,336 @@ def test_waits_for_cloud_init_final_stage(
     assert (result.returncode == 0) == done
     if not done:
         _, failures = cidata.parse_boot_failed((run / "lima-boot-failed").read_text())
-        assert failures and "cloud-init" in failures[0]
+        assert failures == ['cloud-init reported errors: "boom" (cloud-init status --long)'
+                            if result_json else "cloud-init did not finish within 1s"]
+
+
+# What cloud-init writes (json.dumps, indent 1), and what else the old pipeline was given.
+_RESULTS = [
+    CI_DONE_TEXT := '{\n "v1": {\n  "datasource": "x",\n  "errors": []\n }\n}\n',
+    '{\n "v1": {\n  "datasource": "DataSourceNoCloud [seed=/dev/vdb][dsmode=net]",\n'
+    '  "errors": [\n   "(\'scripts_user\', RuntimeError(\'Runparts: 1 failures in 1 attempted'
+    ' commands\'))"\n  ]\n }\n}\n',
+    '{"v1": {"datasource": "x", "errors": []}}',
+    '{"v1": {"datasource": "x", "errors": ["boom"]}}',
+    '{"v1":{"errors" : [ ] }}',
+    '{"v1":{"errors"  :  [\n\n   ]}}',
+    '{"v1":{"errors":[\t]}}',
+    '{"v1": {"errors": ["a    b", "c\td"]}}\r\n',
+    '{"v1": {"errors": \n  \n  ["x"]}}',
+    '{"v1": {"errors":  [ "' + "e" * 399 + '" ]}}',
+    '{"v1": {"errors": ["' + "é" * 300 + '"]}}',
+    '{"a": {"errors": ["x"]}, "b": {"errors": null}, "c": {"errors": "[y]"}}',
+    '{"a": {"errors": ["x"]}, "b": {"errors": ["a]b", "c"]}}',
+    '{"v1": {"errors": ["*?[x]*", "\\\\ \\n $HOME `id`"]}}',
+    '{"v1": {"errors": [\n]', '', '\n\n', '   ', '"errors": [', '"errors":[]]',
+]
+
+
+def _fuzzed(n: int) -> list[str]:
+    rnd = random.Random(20240611)
+    parts = [" ", "  ", "\n", "\t", "\r", "a", '"errors"', ":", "[", "]", ",", '"', "*", "\\"]
+    return ["".join(rnd.choice(parts) for _ in range(rnd.randrange(1, 40))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ALL_SHELLS)
+def test_result_json_is_read_as_tr_grep_sed_and_cut_read_it(kind: str, tmp_path: Path) -> None:
+    """result_errors (shell builtins) against the pipeline it replaced, on cloud-init's
+    files and on odd ones: the same verdict, the same errors text."""
+    samples = _RESULTS + _fuzzed(150)
+    for i, text in enumerate(samples):
+        (tmp_path / f"{i}.json").write_bytes(text.encode())
+    wrapper = tmp_path / "check.sh"
+    wrapper.write_text(_functions("result_errors") + r"""
+for f in "$@"; do
+	flat=$(tr -d '\n' 2>/dev/null <"$f" | tr -s ' ')
+	if printf '%s' "$flat" | tr -d ' ' | grep -q '"errors":\[\]'; then
+		old=none
+	else
+		old="errors: $(printf '%s' "$flat" |
+			sed -n 's/.*"errors": *\[\([^]]*\)\].*/\1/p' | cut -c1-400)"
+	fi
+	errs=unset
+	if result_errors "$f"; then new="errors: $errs"; else new=none; fi
+	[ "$old" = "$new" ] || printf '%s: [%s] != [%s]\n' "$f" "$new" "$old"
+done
+""")
+    files = [str(tmp_path / f"{i}.json") for i in range(len(samples))] + [str(tmp_path / "none")]
+    out = subprocess.run([*_sh(kind), str(wrapper), *files], capture_output=True, text=True,
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
+
+
+CI_DONE = CI_DONE_TEXT
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("how", ["systemd-run", "systemd-run fails", "no systemd-run",
+                                 "no systemd"])
+def test_under_systemd_one_systemd_run_waits_for_cloud_final(
+    kind: str, how: str, tmp_path: Path
+) -> None:
+    """Under systemd, one blocking systemd-run ordered after cloud-final.service instead of
+    five `sleep`s a second; when it fails, is missing or systemd is not PID 1, the
+    polling finds the result as before."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (tmp_path / "systemd").mkdir()
+    (tmp_path / "result.json").write_text(CI_DONE)
+    fake = tmp_path / "systemd-run"
+    argv_log = tmp_path / "systemd-run.argv"
+    if how == "systemd-run":  # cloud-final.service ends while systemd-run waits
+        _script(fake, f'printf "%s\\n" "$@" >"{argv_log}"\nmv "{tmp_path}/result.json" "{ci}/"\n')
+    else:  # the result comes a second later, whatever systemd-run did
+        _script(fake, f'printf "%s\\n" "$@" >"{argv_log}"\nexit 1\n')
+        _script(seed / "boot" / "20-cloud-final-later",
+                f'( sleep 1; mv "{tmp_path}/result.json" "{ci}/" ) &\n')
+    result = _run(
+        kind, tmp_path, seed, PATH=_spies(kind, tmp_path, "sleep"),
+        LIMA_BOOT_CLOUD_INIT_RUN=str(ci),
+        LIMA_BOOT_SYSTEMD_DIR=str(tmp_path / ("no-systemd" if how == "no systemd" else "systemd")),
+        LIMA_BOOT_SYSTEMD_RUN=str(tmp_path / "nowhere" if how == "no systemd-run" else fake))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "run" / "lima-boot-done").exists()
+    log = (tmp_path / "log" / "lima-init.log").read_text()
+    assert log.count("Waiting for cloud-init to finish") == 1
+    polled = [c for c in _spied(tmp_path) if c == "sleep 0.2"]
+    if how == "systemd-run":
+        assert argv_log.read_text().splitlines() == [
+            "--wait", "--quiet", "--collect", "-p", "After=cloud-final.service",
+            "-p", "JobTimeoutSec=600", "-p", "DefaultDependencies=no",
+            "--unit=lima-cloud-init-wait-iid-test", "/bin/true"]
+        assert polled == []
+    else:
+        assert argv_log.exists() == (how == "systemd-run fails")
+        assert polled or kind == "busybox"
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_after_systemd_run_polling_has_only_what_is_left_of_the_timeout(
+    kind: str, tmp_path: Path
+) -> None:
+    """systemd-run cancelled at JobTimeoutSec (the timeout used up): no second timeout
+    of polling, the failure at once."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (tmp_path / "systemd").mkdir()
+    fake = tmp_path / "systemd-run"
+    _script(fake, "sleep 2\nexit 1\n")
+    started = time.monotonic()
+    result = _run(kind, tmp_path, seed, PATH=_spies(kind, tmp_path, "sleep"),
+                  LIMA_BOOT_CLOUD_INIT_RUN=str(ci), LIMA_BOOT_CLOUD_INIT_TIMEOUT="1",
+                  LIMA_BOOT_SYSTEMD_DIR=str(tmp_path / "systemd"),
+                  LIMA_BOOT_SYSTEMD_RUN=str(fake))
+    took = time.monotonic() - started
+    assert result.returncode != 0
+    _, failures = cidata.parse_boot_failed((tmp_path / "run" / "lima-boot-failed").read_text())
+    assert failures == ["cloud-init did not finish within 1s"]
+    if kind == "dash":
+        assert _spied(tmp_path) == ["sleep 2"]
+    assert took < 4, took
+
+
+def _epochs() -> list[int]:
+    """Seconds around the edges of days, months, years and leap days, and random ones."""
+    edges = [datetime(y, m, d, tzinfo=UTC) for y, m, d in (
+        (1970, 1, 1), (1970, 3, 1), (1972, 2, 29), (1972, 3, 1), (1999, 12, 31), (2000, 1, 1),
+        (2000, 2, 28), (2000, 2, 29), (2000, 3, 1), (2001, 3, 1), (2004, 2, 29), (2024, 2, 29),
+        (2024, 12, 31), (2025, 1, 1), (2038, 1, 19), (2038, 1, 20), (2099, 12, 31),
+        (2100, 2, 28), (2100, 3, 1), (2400, 2, 29), (2400, 3, 1))]
+    edges += [datetime(2023, m, 1, tzinfo=UTC) for m in range(1, 13)]
+    edges += [datetime(2024, m, 1, tzinfo=UTC) for m in range(1, 13)]
+    out = []
+    for e in edges:
+        t = int(e.timestamp())
+        out += [t - 1, t, t + 1, t + 86399]
+    rnd = random.Random(7)
+    out += [rnd.randrange(0, 2**33) for _ in range(100)]
+    return sorted(t for t in set(out) if t >= 0)
+
+
+@pytest.mark.parametrize("kind", ALL_SHELLS)
+def test_log_times_are_converted_as_date_converts_them(kind: str, tmp_path: Path) -> None:
+    """civil (shell arithmetic, days to a date) against `date -u -d @SECONDS`."""
+    wrapper = tmp_path / "civil.sh"
+    wrapper.write_text(_functions("civil") + r"""
+for t in "$@"; do
+	civil "$t"
+	want=$(date -u -d "@$t" '+%Y-%m-%dT%H:%M:%S')
+	[ "$STAMP" = "$want" ] || echo "$t: $STAMP != $want"
+done
+""")
+    epochs = _epochs()
+    out = subprocess.run([*_sh(kind), str(wrapper), *map(str, epochs)], capture_output=True,
+                         text=True, timeout=60, check=False,
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
+    assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+    assert len(epochs) > 200
+
+
+_ZONES = ["UTC0", "IST-5:30", "NST+3:30", "CET-1CEST,M3.5.0,M10.5.0/3"]
+
+
+@pytest.mark.parametrize("kind", ["dash", "bash"])
+@pytest.mark.parametrize("tz", _ZONES)
+def test_log_times_count_from_the_date_call(kind: str, tz: str, tmp_path: Path) -> None:
+    """stamp with a `date` that answers for a set moment and an uptime the test moves on:
+    each time is what `date` gives for that moment plus the uptime since, across midnight,
+    a leap day and New Year, in zones east and west of UTC (by half hours) and in summer
+    time. Not busybox: its sh runs its own date, not one on PATH."""
+    if not shutil.which(kind):
+        pytest.skip(f"no {kind}")
+    spy = tmp_path / "spy"
+    _script(spy / "date", f'echo date >>"{tmp_path}/dates"\n'
+            'PATH="$REAL_PATH" exec date -d "@$FAKE_NOW" "$@"\n')
+    uptime = tmp_path / "uptime"
+    wrapper = tmp_path / "stamp.sh"
+    wrapper.write_text(f"UPTIME={uptime}\nCLOCK_S=\n"
+                       + _functions("uptime_cs", "clock_sync", "stamp", "civil") + r"""
+for now in "$@"; do
+	FAKE_NOW="$now.99" CLOCK_S=
+	echo "1000.00 0.00" >"$UPTIME"
+	export FAKE_NOW
+	stamp
+	echo "$STAMP"
+	for cs in 1 2 50 101 3599 8641 90001 8640000; do
+		echo "$((1000 + cs / 100)).$((cs % 100 / 10))$((cs % 10)) 0.00" >"$UPTIME"
+		stamp
+		echo "$STAMP"
+	done
+done
+""")
+    starts = [datetime(2024, 2, 28, 23, 59, 50, tzinfo=UTC), datetime(2023, 12, 31, 23, 59, 0,
+              tzinfo=UTC), datetime(2024, 7, 14, 21, 59, 58, tzinfo=UTC)]
+    real = os.environ.get("PATH", "/usr/bin:/bin")
+    out = subprocess.run([*_sh(kind), str(wrapper), *(str(int(t.timestamp())) for t in starts)],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env={"PATH": f"{spy}:{real}", "REAL_PATH": real, "LANG": "C", "TZ": tz})
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    want = subprocess.run(
+        [*_sh(kind), "-c", 'for t; do date -d "@$t" "+%Y-%m-%dT%H:%M:%S"; done', "sh",
+         *(str(int(t.timestamp()) + (99 + cs) // 100) for t in starts
+           for cs in (0, 1, 2, 50, 101, 3599, 8641, 90001, 8640000))],
+        capture_output=True, text=True, timeout=60, check=True,
+        env={"PATH": real, "LANG": "C", "TZ": tz}).stdout
+    assert out.stdout.splitlines() == want.splitlines()
+    assert len((tmp_path / "dates").read_text().split()) == len(starts)
+
+
+@pytest.mark.parametrize("kind", ALL_SHELLS)
+@pytest.mark.parametrize("tz", _ZONES)
+def test_log_times_from_one_date_call_are_dates(kind: str, tz: str, tmp_path: Path) -> None:
+    """stamp's times, counted from /proc/uptime since one `date` call, are those of `date`
+    just before and after (within a second, for the centiseconds of uptime and the guess of
+    when date read the clock); `date` is called once (busybox's, without %N, each time)."""
+    spy = tmp_path / "spy"
+    _script(spy / "date", f'echo date >>"{tmp_path}/dates"\nPATH="$REAL_PATH" exec date "$@"\n')
+    wrapper = tmp_path / "stamp.sh"
+    wrapper.write_text("UPTIME=/proc/uptime\nCLOCK_S=\n"
+                       + _functions("uptime_cs", "clock_sync", "stamp", "civil") + r"""
+i=0
+while [ "$i" -lt 12 ]; do
+	before=$(PATH="$REAL_PATH" date '+%Y-%m-%dT%H:%M:%S')
+	stamp
+	after=$(PATH="$REAL_PATH" date '+%Y-%m-%dT%H:%M:%S')
+	echo "$before $STAMP $after"
+	sleep 0.09
+	i=$((i + 1))
+done
+""")
+    real = os.environ.get("PATH", "/usr/bin:/bin")
+    out = subprocess.run([*_sh(kind), str(wrapper)], capture_output=True, text=True,
+                         timeout=60, check=False,
+                         env={"PATH": f"{spy}:{real}", "REAL_PATH": real, "LANG": "C", "TZ": tz})
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    second = timedelta(seconds=1)
+    for line in out.stdout.splitlines():
+        before, stamp, after = map(datetime.fromisoformat, line.split())
+        assert before - second <= stamp <= after + second, line
+    assert len(out.stdout.splitlines()) == 12
+    if kind != "busybox":  # whose sh runs its own date, not the spy
+        assert (tmp_path / "dates").read_text().split() == ["date"]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("uptime", [True, False])
+def test_boot_sh_calls_date_once_while_it_can_count_from_uptime(
+    kind: str, uptime: bool, tmp_path: Path
+) -> None:
+    """A whole run logs with one `date` call (dash: busybox sh runs its own applet); with
+    no /proc/uptime to count from, one a line as before. Either way the lines' times are
+    the run's."""
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    extra = {} if uptime else {"LIMA_BOOT_UPTIME": str(tmp_path / "no-uptime")}
+    started = time.time()
+    result = _run(kind, tmp_path, seed, PATH=_spies(kind, tmp_path, "date"), TZ="NST+3:30",
+                  **extra)
+    ended = time.time()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (tmp_path / "log" / "lima-init.log").read_text().splitlines()
+    stamps = [line[5:24] for line in lines if line.startswith("LIMA ")]
+    assert len(stamps) == 9
+    zone = timezone(-timedelta(hours=3, minutes=30))
+    first = datetime.fromtimestamp(int(started), zone).strftime("%Y-%m-%dT%H:%M:%S")
+    last = datetime.fromtimestamp(int(ended) + 1, zone).strftime("%Y-%m-%dT%H:%M:%S")
+    assert all(first <= s <= last for s in stamps), (first, stamps, last)
+    assert stamps == sorted(stamps)
+    if kind == "dash":
+        assert len(_spied(tmp_path)) == (1 if uptime else len(stamps))
+
+
+# What boot.sh may start: its own programs, and the ones its steps' helpers use.
+_PROGRAMS = ("awk", "basename", "cat", "chmod", "chown", "cp", "cut", "date", "dirname", "grep",
+             "head", "id", "ln", "mkdir", "mktemp", "mv", "rm", "sed", "sleep", "tail", "tee",
+             "tr", "loginctl")
+
+
+@pytest.mark.skipif(not DASH, reason="no dash")
+@pytest.mark.parametrize("reboot", [False, True])
+def test_the_programs_a_boot_starts(reboot: bool, tmp_path: Path) -> None:
+    """A boot with nothing to run, cloud-init done (dash: busybox sh runs its applets
+    without a PATH search): tee for the log, date twice (at the start, and after the wait
+    for cloud-init), mv a marker, mkdir the steps' logs; on a reboot, sed for the old
+    /etc/environment block. /etc/environment gets the seed's block byte for byte, the
+    markers are world-readable whatever the umask."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    shutil.copy(cidata.ASSETS / "boot.sh", seed / "boot.sh")
+    (seed / "lima.env").write_text("LIMA_CIDATA_IID=iid-test\n")
+    (seed / "meta-data").write_text("instance-id: iid-test\n")
+    block = '#LIMA-START\nA="x \\\\ y"\r\nB=$HOME\n#LIMA-END'  # no newline at its end
+    (seed / "etc_environment").write_text(block)
+    env_file = tmp_path / "environment"
+    env_file.write_text("KEEP=1\n" + ("#LIMA-START\nOLD=1\n#LIMA-END\n" if reboot else ""))
+    ci = tmp_path / "cloud-init-run"
+    ci.mkdir()
+    (ci / "result.json").write_text(CI_DONE)
+    (tmp_path / "log").mkdir()  # /var/log is there
+    result = _run("dash", tmp_path, seed, PATH=_spies("dash", tmp_path, *_PROGRAMS),
+                  LIMA_BOOT_CLOUD_INIT_RUN=str(ci), umask=0o077)
+    assert result.returncode == 0, result.stdout + result.stderr
+    started = sorted(w[0] for w in map(str.split, _spied(tmp_path)) if w and w[0] in _PROGRAMS)
+    assert started == sorted(["tee", "date", "date", "mv", "mv", "mkdir"]
+                             + (["sed"] if reboot else []))
+    assert env_file.read_bytes() == ("KEEP=1\n" + block).encode()
+    for marker in ("lima-ssh-ready", "lima-boot-done"):
+        assert (tmp_path / "run" / marker).read_text() == "iid-test\n"
+        assert (tmp_path / "run" / marker).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "lima-boot-done", "lima-provision", "lima-shares-done", "lima-ssh-ready"]
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+def test_the_log_directory_is_made_when_missing(kind: str, tmp_path: Path) -> None:
+    seed = _fake_seed(tmp_path, getpass.getuser())
+    log = tmp_path / "var" / "log" / "lima-init.log"
+    result = _run(kind, tmp_path, seed, LIMA_BOOT_LOG=str(log))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "boot.sh finished" in log.read_text()
 
 
 @pytest.mark.parametrize("kind", SHELLS)
@@ -645,3 +1024,179 @@ def test_without_cloud_init_the_shares_are_left_to_the_host_agent(
     assert result.returncode == 0, result.stdout + result.stderr
     assert fstab.read_text() == "LABEL=lima-root\t/\text4\tdefaults\t0\t0\n"
     assert not (tmp_path / "mount.log").exists() and not a.exists()
+
+
+# -- boot/05-host-dns.sh -------------------------------------------------------------------
+
+_HOST_DNS = cidata.ASSETS / "boot" / "05-host-dns.sh"
+_ROOT = os.geteuid() == 0
+_GATEWAY, _RESOLVER = "192.168.5.2", "192.168.5.4"
+
+
+def _host_dns(kind: str, tmp: Path, *, umask: int = 0o022, user: int | None = None,
+              **extra: str) -> subprocess.CompletedProcess[str]:
+    """05-host-dns.sh on files under tmp (hosts, resolv.conf; no stub), as root unless
+    `user`."""
+    argv, env = _shell_env(kind, tmp)
+    env.update(LIMA_BOOT_HOSTS=str(tmp / "hosts"), LIMA_BOOT_RESOLV_CONF=str(tmp / "resolv.conf"),
+               LIMA_BOOT_RESOLVED_STUB=str(tmp / "no-stub"), LIMA_CIDATA_SLIRP_DNS="192.168.5.3",
+               LIMA_CIDATA_SLIRP_GATEWAY=_GATEWAY, LIMA_CIDATA_HOST_RESOLVER=_RESOLVER)
+    env.update(extra)
+    return subprocess.run([*argv, str(_HOST_DNS)], env=env, capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL, check=False, umask=umask,
+                          user=user)
+
+
+def _hosts_as_grep_left_them(text: str) -> str:
+    """What the script's earlier `$(grep -v "host\\.lima\\.internal")` and printf wrote."""
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    kept = "\n".join(line for line in lines if "host.lima.internal" not in line)
+    return kept.rstrip("\n") + f"\n{_GATEWAY}\thost.lima.internal\n"
+
+
+_HOSTS = [
+    "127.0.0.1\tlocalhost\n::1 localhost ip6-localhost\n",
+    f"127.0.0.1 localhost\n{_GATEWAY}\thost.lima.internal\n\n# *.lima [x] ? \\n $HOME\n\n\n",
+    "  10.0.0.1   spaced  \n\t10.0.0.2 tabbed\n10.0.0.9 old.host.lima.internal\nno-newline",
+    "",
+]
+
+
+@pytest.mark.skipif(not _ROOT, reason="05-host-dns.sh does nothing but as root")
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("hosts", range(len(_HOSTS)))
+def test_host_dns_rewrites_hosts_in_place(kind: str, hosts: int, tmp_path: Path) -> None:
+    """/etc/hosts gets host.lima.internal's line, every other line as grep -v left it, and
+    keeps its inode and mode (written in place, as `cat >` did)."""
+    text = _HOSTS[hosts]
+    f = tmp_path / "hosts"
+    f.write_text(text)
+    f.chmod(0o604)
+    inode = f.stat().st_ino
+    for _ in range(2):  # a second run replaces the line, not adds one
+        result = _host_dns(kind, tmp_path)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        assert f.read_text() == _hosts_as_grep_left_them(text)
+        assert (f.stat().st_ino, f.stat().st_mode & 0o777) == (inode, 0o604)
+
+
+@pytest.mark.skipif(not _ROOT, reason="05-host-dns.sh does nothing but as root")
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("before", ["symlink", "file", "dangling symlink", "none"])
+def test_host_dns_replaces_resolv_conf_with_one_rename(
+    kind: str, before: str, tmp_path: Path
+) -> None:
+    """resolv.conf, a symlink to systemd-resolved's stub or a file, is replaced by the
+    script's own, mode 644 whatever the umask; the stub is not written through; no temp
+    file is left."""
+    conf = tmp_path / "resolv.conf"
+    stub = tmp_path / "stub-resolv.conf"
+    stub.write_text("nameserver 127.0.0.53\n")
+    if before == "symlink":
+        conf.symlink_to(stub)
+    elif before == "dangling symlink":
+        conf.symlink_to(tmp_path / "gone")
+    elif before == "file":
+        conf.write_text("nameserver 10.0.0.1\n")
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    result = _host_dns(kind, tmp_path, umask=0o077)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert not conf.is_symlink()
+    assert conf.read_text() == (
+        "# limapy hostResolver: the host agent's DNS server, over TCP (QEMU guestfwd)\n"
+        f"nameserver {_RESOLVER}\noptions use-vc\n")
+    assert conf.stat().st_mode & 0o777 == 0o644
+    assert stub.read_text() == "nameserver 127.0.0.53\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if "resolv" in p.name) == [
+        "resolv.conf", "stub-resolv.conf"]
+
+
+@pytest.mark.skipif(not _ROOT, reason="05-host-dns.sh does nothing but as root")
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("stub", [True, False])
+def test_host_dns_off_gives_the_system_its_resolv_conf_back(
+    kind: str, stub: bool, tmp_path: Path
+) -> None:
+    """hostResolver off: the script's resolv.conf becomes the stub's symlink again (or,
+    with no stub, the slirp DNS); anyone else's is left alone."""
+    conf = tmp_path / "resolv.conf"
+    if stub:
+        (tmp_path / "stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    extra = {"LIMA_CIDATA_HOST_RESOLVER": ""}
+    if stub:
+        extra["LIMA_BOOT_RESOLVED_STUB"] = str(tmp_path / "stub-resolv.conf")
+    conf.write_text("# mine\nnameserver 10.0.0.1\n")
+    assert _host_dns(kind, tmp_path, **extra).returncode == 0
+    assert conf.read_text() == "# mine\nnameserver 10.0.0.1\n"
+    conf.write_text(f"# limapy hostResolver: ...\nnameserver {_RESOLVER}\noptions use-vc\n")
+    assert _host_dns(kind, tmp_path, **extra).returncode == 0
+    if stub:
+        assert os.readlink(conf) == str(tmp_path / "stub-resolv.conf")
+    else:
+        assert conf.read_text() == "nameserver 192.168.5.3\n"
+    assert (tmp_path / "hosts").read_text() == (
+        f"127.0.0.1 localhost\n{_GATEWAY}\thost.lima.internal\n")
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory anyone may write to, under a path anyone may reach (pytest's tmp_path
+    is under a directory only its owner can enter)."""
+    d = Path(tempfile.mkdtemp(prefix="limapy-boot-", dir="/tmp"))
+    d.chmod(0o777)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("script", ["05-host-dns.sh", "10-hostname.sh", "20-disks.sh",
+                                    "30-guestagent.sh"])
+def test_boot_scripts_do_nothing_but_as_root(kind: str, script: str, open_dir: Path) -> None:
+    """Not root (nobody, when the tests run as root): the script succeeds at once, starts
+    no program (dash: busybox sh runs its applets itself) and touches nothing, though the
+    files 05-host-dns.sh would write are writable."""
+    hosts, conf = open_dir / "hosts", open_dir / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost\n")
+    conf.write_text("nameserver 10.0.0.1\n")
+    for f in (hosts, conf):
+        f.chmod(0o666)
+    path = _spies(kind, open_dir, *_PROGRAMS, "hostname", "systemd-run", "findfs", "blkid")
+    for f in open_dir.rglob("*"):
+        f.chmod(0o777 if f.is_dir() or f.parent.name == "spy" else f.stat().st_mode | 0o666)
+    before = sorted(str(f) for f in open_dir.rglob("*"))
+    argv, env = _shell_env(kind, open_dir)
+    env.update(PATH=path, LIMA_CIDATA_MNT=str(open_dir), LIMA_CIDATA_DISKS="1",
+               LIMA_CIDATA_DISK_0_NAME="data", LIMA_CIDATA_DISK_0_DEVICE="nowhere",
+               LIMA_BOOT_HOSTS=str(hosts), LIMA_BOOT_RESOLV_CONF=str(conf),
+               LIMA_CIDATA_SLIRP_GATEWAY=_GATEWAY, LIMA_CIDATA_HOST_RESOLVER=_RESOLVER)
+    result = subprocess.run([*argv, str(cidata.ASSETS / "boot" / script)], env=env,
+                            capture_output=True, text=True, timeout=30, check=False,
+                            stdin=subprocess.DEVNULL, user=65534 if _ROOT else None)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert hosts.read_text() == "127.0.0.1 localhost\n"
+    assert conf.read_text() == "nameserver 10.0.0.1\n"
+    assert sorted(str(f) for f in open_dir.rglob("*")) == before
+    assert _spied(open_dir) == []
+
+
+@pytest.mark.skipif(not _ROOT or not DASH, reason="as root, under dash (whose PATH the spies "
+                    "are on)")
+def test_hostname_already_set_starts_no_program(tmp_path: Path) -> None:
+    """10-hostname.sh, with meta-data naming this machine as it is named: nothing to do,
+    and neither id, sed nor hostname started to find that out (the names are read from
+    /proc). The spied hostname fails, so that a wrong answer changes nothing here."""
+    name = Path("/proc/sys/kernel/hostname").read_text().strip()
+    (tmp_path / "meta-data").write_text(f"instance-id: iid-test\nlocal-hostname:  {name}\n")
+    path = _spies("dash", tmp_path, *_PROGRAMS)
+    _script(tmp_path / "spy" / "hostname", f'echo "hostname $*" >>"{tmp_path}/spy.log"\nexit 1\n')
+    assert DASH
+    result = subprocess.run([DASH, str(cidata.ASSETS / "boot" / "10-hostname.sh")],
+                            env={"PATH": path, "LIMA_CIDATA_MNT": str(tmp_path)},
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert _spied(tmp_path) == []

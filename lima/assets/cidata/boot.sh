@@ -37,6 +37,9 @@
 #                     of runuser/su/sudo.
 #   LIMA_BOOT_SHARES_UNIT: set (by cloud-init's bootcmd) when `boot.sh --mounts` runs as
 #                     a unit of its own: the shares are left to it, and waited for.
+#   LIMA_BOOT_CLOUD_INIT_RUN (/run/cloud-init)  LIMA_BOOT_CLOUD_INIT_TIMEOUT (600 s)
+#   LIMA_BOOT_SYSTEMD_DIR (/run/systemd/system: there when systemd is PID 1)
+#   LIMA_BOOT_SYSTEMD_RUN (systemd-run: the command)  LIMA_BOOT_UPTIME (/proc/uptime)
 set -u
 
 : "${LIMA_CIDATA_MNT:=/mnt/lima-cidata}"
@@ -57,10 +60,105 @@ FSTAB="${LIMA_BOOT_FSTAB:-/etc/fstab}"
 MOUNT="${LIMA_BOOT_MOUNT:-mount}"
 # How many lines of a failing step's output its failure record quotes.
 TAIL_LINES="${LIMA_BOOT_TAIL_LINES:-5}"
+SYSTEMD_DIR="${LIMA_BOOT_SYSTEMD_DIR:-/run/systemd/system}"
+SYSTEMD_RUN="${LIMA_BOOT_SYSTEMD_RUN:-systemd-run}"
+UPTIME="${LIMA_BOOT_UPTIME:-/proc/uptime}"
 export LIMA_CIDATA_MNT
 
-INFO() { echo "LIMA $(date '+%Y-%m-%dT%H:%M:%S')| $*"; }
-WARNING() { echo "LIMA $(date '+%Y-%m-%dT%H:%M:%S')| WARNING: $*"; }
+# Each line logged has the local time as `date '+%Y-%m-%dT%H:%M:%S'` gives it, from one
+# `date` call and /proc/uptime since, with shell arithmetic: under TCG each `date` costs
+# the guest ~70 ms of CPU. CLOCK_S="" has the next line ask `date` again (the time zone
+# or the clock may have changed); "-": `date` for each line, as without /proc/uptime or
+# a `date` with no %N (busybox's: a whole second is too coarse to count from).
+CLOCK_S=""
+INFO() {
+	stamp
+	echo "LIMA $STAMP| $*"
+}
+WARNING() {
+	stamp
+	echo "LIMA $STAMP| WARNING: $*"
+}
+
+# The time since boot in centiseconds, in c_cs: read from /proc/uptime, no program.
+uptime_cs() {
+	c_up=""
+	read -r c_up _c_idle <"$UPTIME" || return 1
+	case "$c_up" in [0-9]*.[0-9][0-9]) ;; *) return 1 ;; esac
+	case "$c_up" in *[!0-9.]*) return 1 ;; esac
+	c_frac="${c_up#*.}"
+	c_cs=$((${c_up%.*} * 100 + ${c_frac#0}))
+} 2>/dev/null
+
+# STAMP from `date`, and CLOCK_S: the epoch second it gave, begun at uptime CLOCK_UP (in
+# centiseconds: the midpoint of two reads around the call, less the fraction of the
+# second); CLOCK_OFF: the UTC offset, in seconds.
+clock_sync() {
+	CLOCK_S=- c_before=""
+	uptime_cs && c_before="$c_cs"
+	c_now=$(date '+%Y-%m-%dT%H:%M:%S %s %N %z')
+	STAMP="${c_now%% *}"
+	[ -n "$c_before" ] && uptime_cs || return 0
+	c_s="${c_now#* }"
+	c_n="${c_s#* }"
+	c_s="${c_s%% *}"
+	c_zone="${c_n#* }"
+	c_n="${c_n%% *}"
+	case "$c_s" in '' | *[!0-9]*) return 0 ;; esac
+	case "$c_n" in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]) ;; *) return 0 ;; esac
+	case "$c_zone" in [+-][0-9][0-9][0-9][0-9]) ;; *) return 0 ;; esac
+	# Milliseconds, rounded to centiseconds; leading zeros would make octal numbers.
+	c_n="${c_n%??????}"
+	c_n="${c_n#0}"
+	c_h="${c_zone#?}"
+	c_m="${c_h#??}"
+	c_h="${c_h%??}"
+	CLOCK_OFF=$(((${c_h#0} * 60 + ${c_m#0}) * 60))
+	case "$c_zone" in -*) CLOCK_OFF=$((-CLOCK_OFF)) ;; esac
+	CLOCK_UP=$(((c_before + c_cs) / 2 - (${c_n#0} + 5) / 10))
+	CLOCK_S="$c_s"
+}
+
+# STAMP: the local time now.
+stamp() {
+	if [ -z "$CLOCK_S" ]; then
+		clock_sync
+		return
+	fi
+	if [ "$CLOCK_S" != - ] && uptime_cs; then
+		c_local=$((CLOCK_S + (c_cs - CLOCK_UP) / 100 + CLOCK_OFF))
+		if [ "$c_local" -ge 0 ]; then
+			civil "$c_local"
+			return
+		fi
+	fi
+	STAMP=$(date '+%Y-%m-%dT%H:%M:%S')
+}
+
+# STAMP from $1, local seconds since 1970-01-01T00:00:00: days to a civil date (proleptic
+# Gregorian) by 400-year eras of 146097 days counted from 0000-03-01, so that a leap day
+# ends its year.
+civil() {
+	c_days=$(($1 / 86400 + 719468))
+	c_t=$(($1 % 86400))
+	c_era=$((c_days / 146097))
+	c_doe=$((c_days - c_era * 146097))
+	c_yoe=$(((c_doe - c_doe / 1460 + c_doe / 36524 - c_doe / 146096) / 365))
+	c_doy=$((c_doe - 365 * c_yoe - c_yoe / 4 + c_yoe / 100))
+	c_mp=$(((5 * c_doy + 2) / 153))
+	c_d=$((c_doy - (153 * c_mp + 2) / 5 + 1))
+	c_m=$((c_mp < 10 ? c_mp + 3 : c_mp - 9))
+	c_y=$((c_era * 400 + c_yoe + (c_m <= 2)))
+	c_H=$((c_t / 3600))
+	c_M=$((c_t / 60 % 60))
+	c_S=$((c_t % 60))
+	[ "$c_m" -gt 9 ] || c_m="0$c_m"
+	[ "$c_d" -gt 9 ] || c_d="0$c_d"
+	[ "$c_H" -gt 9 ] || c_H="0$c_H"
+	[ "$c_M" -gt 9 ] || c_M="0$c_M"
+	[ "$c_S" -gt 9 ] || c_S="0$c_S"
+	STAMP="$c_y-$c_m-${c_d}T$c_H:$c_M:$c_S"
+}
 
 valid_key() {
 	case "$1" in '' | [0-9]* | *[!A-Za-z0-9_]*) return 1 ;; esac
@@ -99,10 +197,11 @@ load_pam_env_file() {
 	done <"$1"
 }
 
-# Markers are read over ssh by the guest user: world-readable, replaced atomically.
+# Markers are read over ssh by the guest user: world-readable (made so by the umask, in a
+# subshell, rather than by chmod), replaced atomically.
 write_marker() {
 	tmp="$RUN_DIR/.$1.$$"
-	printf '%s\n' "$2" >"$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$RUN_DIR/$1"
+	(umask 022 && printf '%s\n' "$2" >"$tmp") && mv -f "$tmp" "$RUN_DIR/$1"
 }
 
 FAILURES=""
@@ -124,13 +223,13 @@ run_file() {
 	esac
 }
 
-# $1 with every / turned into _.
+# $1 with every / turned into _, in flat_name (no $(...): a fork a step).
 slashes_to_underscores() {
-	rest="$1" flat=""
+	rest="$1" flat_name=""
 	while :; do
 		case "$rest" in
-		*/*) flat="$flat${rest%%/*}_" rest="${rest#*/}" ;;
-		*) printf '%s' "$flat$rest" && return ;;
+		*/*) flat_name="$flat_name${rest%%/*}_" rest="${rest#*/}" ;;
+		*) flat_name="$flat_name$rest" && return ;;
 		esac
 	done
 }
@@ -159,7 +258,8 @@ output_tail() {
 run_step() {
 	key="$1"
 	shift
-	out="$STEP_LOGS/$(slashes_to_underscores "$key").log"
+	slashes_to_underscores "$key"
+	out="$STEP_LOGS/$flat_name.log"
 	"$@" >"$out" 2>&1 </dev/null
 	rc=$?
 	[ -s "$out" ] && cat "$out"
@@ -207,6 +307,8 @@ set_timezone() {
 	[ -n "$tz" ] || return 0
 	zone="${LIMA_BOOT_ZONEINFO:-/usr/share/zoneinfo}/$tz"
 	if [ -f "$zone" ]; then
+		# The next line's time is in the new zone: ask `date`.
+		CLOCK_S=""
 		ln -sf "$zone" "${LIMA_BOOT_LOCALTIME:-/etc/localtime}" &&
 			echo "$tz" >"${LIMA_BOOT_TIMEZONE_FILE:-/etc/timezone}" && INFO "timezone: $tz"
 	else
@@ -246,25 +348,95 @@ wait_for_user() {
 	return 0
 }
 
+# Until $1 exists or CLOUD_INIT_TIMEOUT has passed. Under systemd, one systemd-run that
+# blocks until cloud-init's final stage is over: its unit is ordered after
+# cloud-final.service, whose start job is queued from boot on, and a start job waits for
+# those of the units it is ordered after (systemd.unit(5), After=). JobTimeoutSec cancels
+# it at the timeout; DefaultDependencies=no keeps it off basic.target and shutdown.target.
+# Whatever it returns, the file decides. Otherwise, or then, five looks a second for what
+# is left of the timeout (busybox and coreutils sleep take fractions): Running follows the
+# end of the final stage by 0.1 s on average, not 0.5 s. Under TCG each `sleep` costs the
+# guest ~60 ms of CPU, taken from cloud-init's last stages.
+wait_for_file() {
+	left=$((CLOUD_INIT_TIMEOUT * 100))
+	if [ "$left" -gt 0 ] && [ -d "$SYSTEMD_DIR" ] &&
+		command -v "$SYSTEMD_RUN" >/dev/null 2>&1; then
+		since=""
+		uptime_cs && since="$c_cs"
+		"$SYSTEMD_RUN" --wait --quiet --collect -p After=cloud-final.service \
+			-p "JobTimeoutSec=$CLOUD_INIT_TIMEOUT" -p DefaultDependencies=no \
+			--unit="lima-cloud-init-wait-$IID" /bin/true </dev/null >/dev/null
+		[ -f "$1" ] && return 0
+		[ -n "$since" ] && uptime_cs && left=$((left - (c_cs - since)))
+	fi
+	ticks=0
+	until [ -f "$1" ]; do
+		[ $((ticks * 20)) -lt "$left" ] || return 1
+		sleep 0.2 2>/dev/null || sleep 1
+		ticks=$((ticks + 1))
+	done
+	return 0
+}
+
+# Whether cloud-init's result.json ($1) reports errors, with their text (what
+# `"errors": [...]` holds, cut to 400 bytes) in errs. Shell builtins, no tr, grep, sed,
+# cut (each costs the guest tens of ms of CPU under TCG), giving what they gave: the file
+# on one line, runs of spaces squeezed (`tr -d '\n' | tr -s ' '`), then "no errors" when
+# it has `"errors":[]` with spaces anywhere between (squeezed, at most one), else the
+# last `"errors": [` that has a `]` after it, up to that `]`.
+result_errors() {
+	flat="" jsp=""
+	while IFS= read -r jline || [ -n "$jline" ]; do
+		while :; do
+			case "$jline" in
+			*"  "*) jline="${jline%%"  "*} ${jline#*"  "}" ;;
+			*) break ;;
+			esac
+		done
+		# The run may span the line break.
+		[ -z "$jsp" ] || jline="${jline# }"
+		[ -n "$jline" ] || continue
+		flat="$flat$jline"
+		case "$jline" in *" ") jsp=1 ;; *) jsp="" ;; esac
+	done <"$1"
+	case "$flat" in
+	*'"errors":[]'* | *'"errors":[ ]'* | *'"errors": []'* | *'"errors": [ ]'* | \
+		*'"errors" :[]'* | *'"errors" :[ ]'* | *'"errors" : []'* | *'"errors" : [ ]'*)
+		return 1
+		;;
+	esac
+	errs="" rest="$flat"
+	while :; do
+		case "$rest" in *'"errors":'*) ;; *) break ;; esac
+		rest=${rest#*\"errors\":}
+		list=${rest# }
+		case "$list" in "["*"]"*) list=${list#"["} && errs=${list%%"]"*} ;; esac
+	done
+	if [ "${#errs}" -gt 400 ]; then
+		q="??????????"
+		q="$q$q$q$q$q$q$q$q$q$q"
+		q="$q$q$q$q"
+		# shellcheck disable=SC2295 # $q is a pattern: 400 characters, any
+		rest=${errs#$q}
+		errs=${errs%"$rest"}
+	fi
+	return 0
+} 2>/dev/null
+
 # "Provisioned" includes cloud-init's own work (users, keys, growpart, packages): on a
 # guest that runs cloud-init, wait (bounded) for its final stage of this boot to report.
 wait_for_cloud_init() {
 	[ -d "$CLOUD_INIT_RUN" ] || return 0
-	# Five looks a second (busybox and coreutils sleep take fractions): Running follows
-	# the end of cloud-init's final stage by 0.1 s on average, not 0.5 s.
-	ticks=0
-	until [ -f "$CLOUD_INIT_RUN/result.json" ]; do
-		if [ "$ticks" -ge $((CLOUD_INIT_TIMEOUT * 5)) ]; then
-			record_failure "cloud-init did not finish within ${CLOUD_INIT_TIMEOUT}s"
-			return 0
-		fi
-		[ "$ticks" -eq 0 ] && INFO "Waiting for cloud-init to finish"
-		sleep 0.2 2>/dev/null || sleep 1
-		ticks=$((ticks + 1))
-	done
-	flat=$(tr -d '\n' <"$CLOUD_INIT_RUN/result.json" | tr -s ' ')
-	if ! printf '%s' "$flat" | tr -d ' ' | grep -q '"errors":\[\]'; then
-		errs=$(printf '%s' "$flat" | sed -n 's/.*"errors": *\[\([^]]*\)\].*/\1/p' | cut -c1-400)
+	result="$CLOUD_INIT_RUN/result.json"
+	if [ ! -f "$result" ]; then
+		INFO "Waiting for cloud-init to finish"
+		wait_for_file "$result"
+	fi
+	# cloud-init's config stage may have set the time zone meanwhile: ask `date` again.
+	CLOCK_S=""
+	if [ ! -f "$result" ]; then
+		record_failure "cloud-init did not finish within ${CLOUD_INIT_TIMEOUT}s"
+	elif result_errors "$result"; then
 		record_failure "cloud-init reported errors: ${errs:-see} (cloud-init status --long)"
 	fi
 }
@@ -422,7 +594,7 @@ mount_shares_early() {
 # Give user scripts a systemd user instance (systemctl --user) when the guest has one.
 start_user_manager() {
 	[ "$SYSTEMD_USER_TIMEOUT" -gt 0 ] && [ -z "$RUN_AS" ] || return 0
-	[ "$(id -u)" -eq 0 ] && [ -d /run/systemd/system ] || return 0
+	[ "$(id -u)" -eq 0 ] && [ -d "$SYSTEMD_DIR" ] || return 0
 	command -v loginctl >/dev/null 2>&1 || return 0
 	loginctl enable-linger "$1" >/dev/null 2>&1 || return 0
 	waited=0
@@ -489,13 +661,25 @@ WRAPPER
 	rm -rf "$dir"
 }
 
+# `cat "$1" >>"$2"` with the read builtin, byte for byte (a last line without a newline
+# stays so): each program costs the guest tens of ms of CPU under TCG.
+append_file() {
+	{
+		while IFS= read -r line; do
+			printf '%s\n' "$line" || return 1
+		done
+		[ -z "$line" ] || printf '%s' "$line"
+	} <"$1" >>"$2"
+}
+
 install_etc_environment() {
 	[ -f "$MNT/etc_environment" ] || return 0
 	if [ -f "$ETC_ENVIRONMENT" ] && has_line "$ETC_ENVIRONMENT" "#LIMA-START"; then
 		sed -i '/^#LIMA-START$/,/^#LIMA-END$/d' "$ETC_ENVIRONMENT" ||
 			record_failure "cannot update $ETC_ENVIRONMENT"
 	fi
-	cat "$MNT/etc_environment" >>"$ETC_ENVIRONMENT" || record_failure "cannot write $ETC_ENVIRONMENT"
+	append_file "$MNT/etc_environment" "$ETC_ENVIRONMENT" ||
+		record_failure "cannot write $ETC_ENVIRONMENT"
 }
 
 main() {
@@ -580,6 +764,8 @@ fi
 if ! (: >>"$CONSOLE") 2>/dev/null; then
 	CONSOLE=/dev/null
 fi
-mkdir -p "$(dirname "$LOG")" 2>/dev/null
+# The log's directory (dirname's, without running it), when missing.
+case "$LOG" in */*) log_dir="${LOG%/*}" ;; *) log_dir=. ;; esac
+[ -d "${log_dir:-/}" ] || mkdir -p "${log_dir:-/}" 2>/dev/null
 main "$@" 2>&1 | tee -a "$LOG" >"$CONSOLE"
 [ -f "$RUN_DIR/lima-boot-done" ] && [ ! -f "$RUN_DIR/lima-boot-failed" ]
