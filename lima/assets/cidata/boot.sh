@@ -351,8 +351,10 @@ wait_for_user() {
 # Until $1 exists or CLOUD_INIT_TIMEOUT has passed. Under systemd, one systemd-run that
 # blocks until cloud-init's final stage is over: its unit is ordered after
 # cloud-final.service, whose start job is queued from boot on, and a start job waits for
-# those of the units it is ordered after (systemd.unit(5), After=). JobTimeoutSec cancels
-# it at the timeout; DefaultDependencies=no keeps it off basic.target and shutdown.target.
+# those of the units it is ordered after (systemd.unit(5), After=). `timeout` ends it at
+# the timeout (systemd 252 refuses JobTimeoutSec on a transient unit; the job left queued
+# only runs /bin/true later); DefaultDependencies=no keeps it off basic.target and
+# shutdown.target.
 # Whatever it returns, the file decides. Otherwise, or then, five looks a second for what
 # is left of the timeout (busybox and coreutils sleep take fractions): Running follows the
 # end of the final stage by 0.1 s on average, not 0.5 s. Under TCG each `sleep` costs the
@@ -363,9 +365,12 @@ wait_for_file() {
 		command -v "$SYSTEMD_RUN" >/dev/null 2>&1; then
 		since=""
 		uptime_cs && since="$c_cs"
-		"$SYSTEMD_RUN" --wait --quiet --collect -p After=cloud-final.service \
-			-p "JobTimeoutSec=$CLOUD_INIT_TIMEOUT" -p DefaultDependencies=no \
-			--unit="lima-cloud-init-wait-$IID" /bin/true </dev/null >/dev/null
+		limit=""
+		command -v timeout >/dev/null 2>&1 && limit="timeout $CLOUD_INIT_TIMEOUT"
+		# shellcheck disable=SC2086 # $limit: a command prefix or nothing
+		$limit "$SYSTEMD_RUN" --wait --quiet --collect -p After=cloud-final.service \
+			-p DefaultDependencies=no --unit="lima-cloud-init-wait-$IID" /bin/true \
+			</dev/null >/dev/null
 		[ -f "$1" ] && return 0
 		[ -n "$since" ] && uptime_cs && left=$((left - (c_cs - since)))
 	fi
