@@ -1157,8 +1157,9 @@ def open_dir() -> Iterator[Path]:
                                     "30-guestagent.sh"])
 def test_boot_scripts_do_nothing_but_as_root(kind: str, script: str, open_dir: Path) -> None:
     """Not root (nobody, when the tests run as root): the script succeeds at once, starts
-    no program (dash: busybox sh runs its applets itself) and touches nothing, though the
-    files 05-host-dns.sh would write are writable."""
+    no program (dash: busybox sh runs its applets itself) when boot.sh gave it its uid
+    (LIMA_BOOT_UID), and touches nothing, though the files 05-host-dns.sh would write are
+    writable. Run by hand (no LIMA_BOOT_UID), id(1) tells, and nothing is touched either."""
     hosts, conf = open_dir / "hosts", open_dir / "resolv.conf"
     hosts.write_text("127.0.0.1 localhost\n")
     conf.write_text("nameserver 10.0.0.1\n")
@@ -1173,14 +1174,21 @@ def test_boot_scripts_do_nothing_but_as_root(kind: str, script: str, open_dir: P
                LIMA_CIDATA_DISK_0_NAME="data", LIMA_CIDATA_DISK_0_DEVICE="nowhere",
                LIMA_BOOT_HOSTS=str(hosts), LIMA_BOOT_RESOLV_CONF=str(conf),
                LIMA_CIDATA_SLIRP_GATEWAY=_GATEWAY, LIMA_CIDATA_HOST_RESOLVER=_RESOLVER)
-    result = subprocess.run([*argv, str(cidata.ASSETS / "boot" / script)], env=env,
-                            capture_output=True, text=True, timeout=30, check=False,
-                            stdin=subprocess.DEVNULL, user=65534 if _ROOT else None)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
-    assert hosts.read_text() == "127.0.0.1 localhost\n"
-    assert conf.read_text() == "nameserver 10.0.0.1\n"
-    assert sorted(str(f) for f in open_dir.rglob("*")) == before
-    assert _spied(open_dir) == []
+    for uid in (str(os.getuid() if not _ROOT else 65534), None):
+        if uid is not None:
+            env["LIMA_BOOT_UID"] = uid
+        else:
+            env.pop("LIMA_BOOT_UID", None)
+        result = subprocess.run([*argv, str(cidata.ASSETS / "boot" / script)], env=env,
+                                capture_output=True, text=True, timeout=30, check=False,
+                                stdin=subprocess.DEVNULL, user=65534 if _ROOT else None)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        assert hosts.read_text() == "127.0.0.1 localhost\n"
+        assert conf.read_text() == "nameserver 10.0.0.1\n"
+        # (spy.log: the spied id's record)
+        assert sorted(str(f) for f in open_dir.rglob("*") if f.name != "spy.log") == before
+        if uid is not None:
+            assert _spied(open_dir) == []
 
 
 @pytest.mark.skipif(not _ROOT or not DASH, reason="as root, under dash (whose PATH the spies "
@@ -1195,7 +1203,8 @@ def test_hostname_already_set_starts_no_program(tmp_path: Path) -> None:
     _script(tmp_path / "spy" / "hostname", f'echo "hostname $*" >>"{tmp_path}/spy.log"\nexit 1\n')
     assert DASH
     result = subprocess.run([DASH, str(cidata.ASSETS / "boot" / "10-hostname.sh")],
-                            env={"PATH": path, "LIMA_CIDATA_MNT": str(tmp_path)},
+                            env={"PATH": path, "LIMA_CIDATA_MNT": str(tmp_path),
+                                 "LIMA_BOOT_UID": "0"},
                             capture_output=True, text=True, timeout=30, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert _spied(tmp_path) == []

@@ -599,7 +599,7 @@ mount_shares_early() {
 # Give user scripts a systemd user instance (systemctl --user) when the guest has one.
 start_user_manager() {
 	[ "$SYSTEMD_USER_TIMEOUT" -gt 0 ] && [ -z "$RUN_AS" ] || return 0
-	[ "$(id -u)" -eq 0 ] && [ -d "$SYSTEMD_DIR" ] || return 0
+	[ "$LIMA_BOOT_UID" -eq 0 ] && [ -d "$SYSTEMD_DIR" ] || return 0
 	command -v loginctl >/dev/null 2>&1 || return 0
 	loginctl enable-linger "$1" >/dev/null 2>&1 || return 0
 	waited=0
@@ -687,7 +687,17 @@ install_etc_environment() {
 		record_failure "cannot write $ETC_ENVIRONMENT"
 }
 
+# LIMA_BOOT_UID: this script's effective uid (Uid: real effective saved fs), from /proc
+# rather than id(1), exported for the boot scripts' root checks.
+read_uid() {
+	while read -r _key _real LIMA_BOOT_UID _rest; do
+		[ "$_key" = Uid: ] && export LIMA_BOOT_UID && return 0
+	done </proc/self/status
+	LIMA_BOOT_UID=$(id -u) && export LIMA_BOOT_UID
+} 2>/dev/null
+
 main() {
+	read_uid
 	load_env_file "$MNT/lima.env"
 	# The mount point actually used wins over the one written in lima.env.
 	LIMA_CIDATA_MNT="$MNT"

@@ -11,13 +11,8 @@
 # Overrides (tests): LIMA_BOOT_HOSTS (/etc/hosts), LIMA_BOOT_RESOLV_CONF
 # (/etc/resolv.conf), LIMA_BOOT_RESOLVED_STUB (/run/systemd/resolve/stub-resolv.conf).
 
-# Root only: the effective uid (Uid: real effective saved fs) from /proc, else id(1).
-uid=""
-while read -r key _real uid _rest; do
-	[ "$key" = Uid: ] && break
-	uid=""
-done 2>/dev/null </proc/self/status
-[ "${uid:-$(id -u)}" -eq 0 ] || exit 0
+# Root only: boot.sh's effective uid (LIMA_BOOT_UID, read from /proc), else id(1).
+[ "${LIMA_BOOT_UID:-$(id -u)}" -eq 0 ] || exit 0
 
 hosts_file="${LIMA_BOOT_HOSTS:-/etc/hosts}"
 conf="${LIMA_BOOT_RESOLV_CONF:-/etc/resolv.conf}"

@@ -2,13 +2,8 @@
 # Set the hostname from meta-data on guests where nothing else did (no cloud-init).
 # Shell builtins until there is something to change: under TCG each program started costs
 # the guest tens of ms of CPU, and on most boots the name is already set.
-# Root only: the effective uid (Uid: real effective saved fs) from /proc, else id(1).
-uid=""
-while read -r key _real uid _rest; do
-	[ "$key" = Uid: ] && break
-	uid=""
-done 2>/dev/null </proc/self/status
-[ "${uid:-$(id -u)}" -eq 0 ] || exit 0
+# Root only: boot.sh's effective uid (LIMA_BOOT_UID, read from /proc), else id(1).
+[ "${LIMA_BOOT_UID:-$(id -u)}" -eq 0 ] || exit 0
 # local-hostname's value, as `$(sed -n 's/^local-hostname: *//p' meta-data)` gave it.
 want="" nl="
 "

@@ -9,13 +9,8 @@
 # already holds a partition table or a file system under another label is never
 # formatted: the script fails instead, naming the disk, so no user data is wiped.
 [ "${LIMA_CIDATA_DISKS:-0}" -gt 0 ] 2>/dev/null || exit 0
-# Root only: the effective uid (Uid: real effective saved fs) from /proc, else id(1).
-uid=""
-while read -r key _real uid _rest; do
-	[ "$key" = Uid: ] && break
-	uid=""
-done 2>/dev/null </proc/self/status
-[ "${uid:-$(id -u)}" -eq 0 ] || exit 0
+# Root only: boot.sh's effective uid (LIMA_BOOT_UID, read from /proc), else id(1).
+[ "${LIMA_BOOT_UID:-$(id -u)}" -eq 0 ] || exit 0
 
 failed=0
 fail() {

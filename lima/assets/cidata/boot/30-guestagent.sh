@@ -3,13 +3,8 @@
 # guests without python3): it reports listening ports to the host agent over the virtio
 # port io.lima-vm.guest_agent.0 (see lima/drivers/hostagent/portfwd.py). Under systemd it
 # is a transient unit restarted when it dies; elsewhere a respawn loop in its own session.
-# Root only: the effective uid (Uid: real effective saved fs) from /proc, else id(1).
-uid=""
-while read -r key _real uid _rest; do
-	[ "$key" = Uid: ] && break
-	uid=""
-done 2>/dev/null </proc/self/status
-[ "${uid:-$(id -u)}" -eq 0 ] || exit 0
+# Root only: boot.sh's effective uid (LIMA_BOOT_UID, read from /proc), else id(1).
+[ "${LIMA_BOOT_UID:-$(id -u)}" -eq 0 ] || exit 0
 src="${LIMA_CIDATA_MNT}/util"
 dest=/usr/local/bin
 # Programs only where there is work: each costs the guest tens of ms of CPU under TCG.
