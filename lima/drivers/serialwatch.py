@@ -82,7 +82,8 @@ class ConsoleTail:
 
     `count(needle)` is how many there were so far; `wait(needle, seen, timeout, stop)`
     returns once there are more than `seen`, `timeout` passed or `stop` is set. A log that
-    shrinks (QEMU started again) is read from its start, the counts going on.
+    shrinks (QEMU started again) is read from its start, the counts going on. `present`:
+    the log could be opened (QEMU writes one; a stand-in for it may not).
     """
 
     def __init__(self, log: Path, needles: tuple[bytes, ...] = (LIMA_LINE, FINISHED_LINE),
@@ -90,11 +91,17 @@ class ConsoleTail:
         self.log = log
         self.poll = POLL if poll is None else poll
         self._counts = dict.fromkeys(needles, 0)
+        self._offset = 0
+        self._tails = dict.fromkeys(needles, b"")  # each needle's last len - 1 bytes read
+        self.present = False
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serial-console", daemon=True)
 
     def start(self) -> ConsoleTail:
+        """Read what the log holds now (so `present` and the counts are set on return),
+        then follow it in a thread."""
+        self._read()
         self._thread.start()
         return self
 
@@ -120,28 +127,29 @@ class ConsoleTail:
             return self._counts[needle]
 
     def _run(self) -> None:
-        offset = 0
-        # Each needle's last len - 1 bytes read: an occurrence split between two reads is
-        # found, and none is counted twice.
-        tails = dict.fromkeys(self._counts, b"")
-        while not self._stop.is_set():
-            try:
-                with self.log.open("rb") as f:
-                    if f.seek(0, 2) < offset:
-                        offset, tails = 0, dict.fromkeys(self._counts, b"")
-                    f.seek(offset)
-                    while chunk := f.read(_CHUNK):
-                        offset += len(chunk)
-                        found = {}
-                        for n in self._counts:
-                            text = tails[n] + chunk
-                            found[n] = text.count(n)
-                            tails[n] = text[len(text) - len(n) + 1:] if len(n) > 1 else b""
-                        if any(found.values()):
-                            with self._changed:
-                                for n, k in found.items():
-                                    self._counts[n] += k
-                                self._changed.notify_all()
-            except OSError:
-                offset, tails = 0, dict.fromkeys(self._counts, b"")
-            self._stop.wait(self.poll)
+        while not self._stop.wait(self.poll):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            with self.log.open("rb") as f:
+                self.present = True
+                if f.seek(0, 2) < self._offset:
+                    self._offset, self._tails = 0, dict.fromkeys(self._counts, b"")
+                f.seek(self._offset)
+                while chunk := f.read(_CHUNK):
+                    self._offset += len(chunk)
+                    found = {}
+                    for n in self._counts:
+                        text = self._tails[n] + chunk
+                        found[n] = text.count(n)
+                        # The last len - 1 bytes: an occurrence split between two reads is
+                        # found, and none is counted twice.
+                        self._tails[n] = text[len(text) - len(n) + 1:] if len(n) > 1 else b""
+                    if any(found.values()):
+                        with self._changed:
+                            for n, k in found.items():
+                                self._counts[n] += k
+                            self._changed.notify_all()
+        except OSError:
+            self._offset, self._tails = 0, dict.fromkeys(self._counts, b"")

@@ -514,6 +514,11 @@ class SSHGuest:
         if not self._clock_set and self.client is not None and time.monotonic() < deadline:
             self._set_clock(self.client)  # its first login was lost: once more
 
+    def _led(self) -> ConsoleTail | None:
+        """The console readiness follows: a cold boot's serial.log, once it exists."""
+        console = self._console
+        return console if console is not None and console.present else None
+
     def _look(self, client: paramiko.SSHClient) -> dict[str, str]:
         _, out, _ = run(client, markers_command(), timeout=20.0)
         self._markers = parse_resumed_check(out)
@@ -532,13 +537,13 @@ class SSHGuest:
         markers, self._markers = self._markers, {}
         if markers.get("boot-done") == self.iid:
             return ""
-        if self._console is not None and markers.get("boot-failed") != self.iid:
+        if self._led() is not None and markers.get("boot-failed") != self.iid:
             # A fresh look: boot.sh may have finished since, its line counted already.
             markers = self._look(client)
             self._markers = {}
             if markers.get("boot-done") == self.iid:
                 return ""
-        if self._console is not None and markers.get("boot-failed") != self.iid:
+        if self._led() is not None and markers.get("boot-failed") != self.iid:
             return None
         _, out, _ = run(client, boot_wait_command(self.iid), timeout=BOOT_WAIT_BATCH + 15)
         return parse_boot_wait(out, self.iid)
@@ -556,7 +561,7 @@ class SSHGuest:
         Between two checks: until the console shows `wake` once more than before the
         check, `fallback` seconds at most (with the console read), else _MARKER_POLL."""
         while not stop.is_set() and time.monotonic() < deadline:
-            console = self._console
+            console = self._led()
             seen = console.count(wake) if console is not None else 0
             try:
                 if self.client is None:

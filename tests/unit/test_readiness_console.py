@@ -219,3 +219,23 @@ def test_the_saved_state_says_whether_its_boot_was_done(tmp_path: Path) -> None:
     save(boot_done=True)
     (tmp_path / paths.SUSPEND_STATE).unlink()  # no complete state
     assert not suspend.boot_done_saved(tmp_path, "iid-1")
+
+
+def test_without_a_serial_log_the_guest_waits_for_the_outcome_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No serial.log (a stand-in for qemu): boot_wait_command, as without a console."""
+    guest, fake = _guest(tmp_path, monkeypatch)
+    fake.log.unlink()
+    fake.markers["ssh-ready"] = "iid-1"
+    waits: list[str] = []
+
+    def run(client: Any, command: str, *, timeout: float) -> tuple[int, str, str]:
+        if command.startswith(": lima-boot-wait;"):
+            waits.append(command)
+            return 0, "done\n", ""
+        return Guest.run(fake, client, command, timeout=timeout)
+
+    monkeypatch.setattr(ssh, "run", run)
+    assert guest.ready(threading.Event()) == []
+    assert len(waits) == 1 and fake.commands == [ssh.markers_command()]
