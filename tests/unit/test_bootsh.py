@@ -525,6 +525,35 @@ done
     assert len((tmp_path / "dates").read_text().split()) == len(starts)
 
 
+@pytest.mark.parametrize("kind", ["dash", "bash"])
+@pytest.mark.parametrize("fraction", ["000000000", "008999999", "009000000", "080000000"])
+def test_a_second_begun_with_zeros_is_no_octal_number(
+    kind: str, fraction: str, tmp_path: Path
+) -> None:
+    """`date`'s %N with leading zeros (08 and 09 are no octal digits: an arithmetic error
+    would end boot.sh's shell): the time counts on from the call all the same."""
+    if not shutil.which(kind):
+        pytest.skip(f"no {kind}")
+    _script(tmp_path / "spy" / "date", f'echo "2026-12-01T13:07:18 1796130438 {fraction} +0000"\n')
+    uptime = tmp_path / "uptime"
+    uptime.write_text("1000.00 0.00\n")
+    wrapper = tmp_path / "stamp.sh"
+    wrapper.write_text(f"UPTIME={uptime}\nCLOCK_S=\n"
+                       + _functions("uptime_cs", "clock_sync", "stamp", "civil") + f"""
+stamp
+echo "$STAMP"
+echo "1002.50 0.00" >"{uptime}"
+stamp
+echo "$STAMP"
+""")
+    out = subprocess.run([*_sh(kind), str(wrapper)], capture_output=True, text=True,
+                         timeout=60, check=False,
+                         env={"PATH": f"{tmp_path / 'spy'}:/usr/bin:/bin", "LANG": "C"})
+    assert (out.returncode, out.stderr) == (0, "")
+    # 2.5 s of uptime on, from a second begun 0-80 ms before the call: 2 s later.
+    assert out.stdout.split() == ["2026-12-01T13:07:18", "2026-12-01T13:07:20"]
+
+
 @pytest.mark.parametrize("kind", ALL_SHELLS)
 @pytest.mark.parametrize("tz", _ZONES)
 def test_log_times_from_one_date_call_are_dates(kind: str, tz: str, tmp_path: Path) -> None:

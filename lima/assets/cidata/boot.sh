@@ -107,15 +107,16 @@ clock_sync() {
 	case "$c_s" in '' | *[!0-9]*) return 0 ;; esac
 	case "$c_n" in [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]) ;; *) return 0 ;; esac
 	case "$c_zone" in [+-][0-9][0-9][0-9][0-9]) ;; *) return 0 ;; esac
-	# Milliseconds, rounded to centiseconds; leading zeros would make octal numbers.
+	# Milliseconds (three digits, 1 put before them: a leading zero would make an octal
+	# number, and 08 or 09 an arithmetic error that ends the shell), then centiseconds.
 	c_n="${c_n%??????}"
-	c_n="${c_n#0}"
+	c_n=$((1$c_n - 1000))
 	c_h="${c_zone#?}"
 	c_m="${c_h#??}"
 	c_h="${c_h%??}"
 	CLOCK_OFF=$(((${c_h#0} * 60 + ${c_m#0}) * 60))
 	case "$c_zone" in -*) CLOCK_OFF=$((-CLOCK_OFF)) ;; esac
-	CLOCK_UP=$(((c_before + c_cs) / 2 - (${c_n#0} + 5) / 10))
+	CLOCK_UP=$(((c_before + c_cs) / 2 - (c_n + 5) / 10))
 	CLOCK_S="$c_s"
 }
 
