@@ -93,7 +93,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                "(the agent reports resuming)"),
     Transition("resumed", (P.RESUMING,), P.PROVISIONED,
                "state loaded and the guest continued (QMP cont); ssh login works and "
-               "/run/lima-boot-done still holds this instance-id"),
+               "/run/lima-boot-done still holds this instance-id (read in the guest, or "
+               "recorded in suspend.json when the state was saved: bootDone)"),
     Transition("discard", (P.SUSPENDED,), P.STOPPED,
                "the saved state no longer matches (spec, qemu or disks changed) or a stop "
                "-f dropped it: removed; a cold boot follows"),
