@@ -277,6 +277,53 @@ def markers_command(*, ready_path: str = SSH_READY_MARKER, done_path: str = BOOT
             'echo "ssh-ready $r"; echo "boot-done $d"; echo "boot-failed $f"')
 
 
+def looker_command() -> str:
+    """markers_command, then again for each line read on stdin, until it ends: readiness's
+    looks at the markers all go through this one shell (MarkerLooker)."""
+    look = markers_command()
+    return f"{look}; while read -r _; do {look}; done"
+
+
+class MarkerLooker:
+    """boot.sh's markers, looked at through one shell that stays in the guest.
+
+    A look over a command of its own costs the guest an sshd session and a shell's exec,
+    0.3-1 s of CPU under TCG while cloud-init's last stages run; through this shell
+    (looker_command on one channel) a look is a line sent and markers_command's three
+    lines read back, shell builtins only, and the shell sleeps in `read` between looks.
+    Failures are TemporaryError."""
+
+    def __init__(self, client: paramiko.SSHClient, timeout: float = 20.0) -> None:
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise TemporaryError("ssh connection is closed")
+        self.client = client
+        self.timeout = timeout
+        self._asked = False
+        try:
+            self._chan = transport.open_session(timeout=timeout)
+            self._chan.settimeout(timeout)
+            self._chan.exec_command(looker_command())
+            self._out = self._chan.makefile("rb")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TemporaryError(f"ssh: cannot start the markers' shell: {exc}") from exc
+
+    def look(self) -> dict[str, str]:
+        try:
+            if self._asked:
+                self._chan.sendall(b"\n")
+            self._asked = True
+            lines = [self._out.readline() for _ in range(3)]
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TemporaryError(f"ssh: the markers' shell: {exc}") from exc
+        if not all(line.endswith(b"\n") for line in lines):
+            raise TemporaryError("ssh: the markers' shell ended")
+        return parse_resumed_check(b"".join(lines).decode(errors="replace"))
+
+    def close(self) -> None:
+        self._chan.close()
+
+
 def resumed_clock_command(host_now: float, user: str) -> str:
     """The command that sets a resumed guest's clock (POSIX sh: dash, bash, busybox).
 
@@ -310,9 +357,9 @@ _MARKER_POLL = 0.2
 # With the console read (a cold boot's serial.log: lima.drivers.serialwatch.ConsoleTail),
 # readiness looks again when boot.sh has logged a line since its last look, or after these
 # many seconds at the latest (a console that shows nothing): before ssh-ready, and while
-# boot.sh runs its scripts.
-CONSOLE_FALLBACK_READY = 2.0
-CONSOLE_FALLBACK_BOOT = 5.0
+# boot.sh runs its scripts. A look is a line to MarkerLooker's shell.
+CONSOLE_FALLBACK_READY = 1.0
+CONSOLE_FALLBACK_BOOT = 2.0
 
 AfterBoot = Callable[[paramiko.SSHClient], list[str]]
 
@@ -355,6 +402,7 @@ class SSHGuest:
         self.client: paramiko.SSHClient | None = None
         self._beat: paramiko.SSHClient | None = None  # the heartbeat's own connection
         self._markers: dict[str, str] = {}  # what the last markers_command read
+        self._looker: MarkerLooker | None = None  # on `client`
         self._console: ConsoleTail | None = None  # a cold boot's console, while ready() runs
         self.boot_failed: bool | None = None
         self._clock: threading.Thread | None = None  # a resumed guest's clock being set
@@ -380,6 +428,9 @@ class SSHGuest:
             if self._console is not None:
                 self._console.stop()
                 self._console = None
+            if self._looker is not None:
+                self._looker.close()
+                self._looker = None
 
     def _ready(
         self, stop: threading.Event, deadline: float,
@@ -415,6 +466,9 @@ class SSHGuest:
         return errors
 
     def close(self) -> None:
+        if self._looker is not None:
+            self._looker.close()
+            self._looker = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -520,8 +574,11 @@ class SSHGuest:
         return console if console is not None and console.present else None
 
     def _look(self, client: paramiko.SSHClient) -> dict[str, str]:
-        _, out, _ = run(client, markers_command(), timeout=20.0)
-        self._markers = parse_resumed_check(out)
+        if self._looker is None or self._looker.client is not client:
+            if self._looker is not None:
+                self._looker.close()
+            self._looker = MarkerLooker(client)
+        self._markers = self._looker.look()
         return self._markers
 
     def _ssh_ready(self, client: paramiko.SSHClient) -> str | None:

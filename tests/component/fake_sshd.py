@@ -6,8 +6,8 @@ Usage: python fake_sshd.py PORT IID PUBKEY_FILE MODE
   exit:    print to stderr and exit 3 at once (qemu dying early)
   silent:  accept TCP connections and never answer (no sshd in the guest)
 The only commands served are `cat PATH` on the marker files, lima.drivers.ssh's
-marker_command on them, its markers_command, and its boot_wait_command (answered at once
-from the markers).
+marker_command on them, its markers_command and looker_command, and its boot_wait_command
+(answered at once from the markers).
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class Server(paramiko.ServerInterface):
                          daemon=True).start()
         return True
 
+    def markers(self) -> dict[str, str | None]:
+        """boot.sh's markers as the guest has them now (None: missing)."""
+        return {k: self.files.get(f"/run/lima-{k}")
+                for k in ("ssh-ready", "boot-done", "boot-failed")}
+
     def answer(self, channel: paramiko.Channel, command: str) -> None:
         time.sleep(0.02)  # let the exec reply go out first
         if command.startswith(": lima-boot-wait;"):  # lima.drivers.ssh.boot_wait_command
@@ -83,9 +88,12 @@ class Server(paramiko.ServerInterface):
             channel.close()
             return
         if command.startswith("r=; d=; f=;"):  # lima.drivers.ssh.markers_command
-            first = {k: (self.files.get(f"/run/lima-{k}") or "").split("\n")[0]
-                     for k in ("ssh-ready", "boot-done", "boot-failed")}
-            channel.sendall("".join(f"{k} {v}\n" for k, v in first.items()).encode())
+            # looker_command: the markers again for each line read, until stdin ends.
+            while True:
+                first = {k: (v or "").split("\n")[0] for k, v in self.markers().items()}
+                channel.sendall("".join(f"{k} {v}\n" for k, v in first.items()).encode())
+                if "while read -r _;" not in command or not _read_line(channel):
+                    break
             channel.send_exit_status(0)
             channel.close()
             return
@@ -103,6 +111,16 @@ class Server(paramiko.ServerInterface):
             channel.sendall(f"{content}\n".encode())
             channel.send_exit_status(0)
         channel.close()
+
+
+def _read_line(channel: paramiko.Channel) -> bool:
+    """Read up to a newline; False when the input ended first."""
+    while True:
+        data = channel.recv(1)
+        if not data:
+            return False
+        if data == b"\n":
+            return True
 
 
 def serve(conn: socket.socket, host_key: paramiko.PKey, authorized: str,

@@ -89,15 +89,19 @@ def answer(self, channel, command):
     if command == "true":  # the host agent's heartbeat
         channel.send_exit_status(0)
         channel.close()
-    elif command.startswith("r=; d=; f=;") and not (gates / "provision").exists():
-        channel.sendall(f"ssh-ready {iid}\\nboot-done \\nboot-failed \\n".encode())
-        channel.send_exit_status(0)
-        channel.close()
-    elif "lima-boot-" in command and not (gates / "provision").exists():
+    elif "lima-boot-" in command and not command.startswith("r=; d=; f=;") \\
+            and not (gates / "provision").exists():
         served(self, channel, "cat /run/not-yet")  # provisioning still runs
     else:
         served(self, channel, command)
 fake_sshd.Server.answer = answer
+markers = fake_sshd.Server.markers
+def markers_now(self):  # provisioning still runs: no boot-done nor boot-failed yet
+    found = markers(self)
+    if not (gates / "provision").exists():
+        found = {**found, "boot-done": None, "boot-failed": None}
+    return found
+fake_sshd.Server.markers = markers_now
 sys.argv = ["fake_sshd", port, iid, pubkey, mode]
 fake_sshd.main()
 """

@@ -71,6 +71,57 @@ def test_a_restarted_log_counts_on(tmp_path: Path) -> None:
         tail.stop()
 
 
+class RunLooker:
+    """ssh.MarkerLooker, each look an ssh.run of markers_command (the tests' fakes)."""
+
+    def __init__(self, client: Any, timeout: float = 20.0) -> None:
+        self.client = client
+
+    def look(self) -> dict[str, str]:
+        _, out, _ = ssh.run(self.client, ssh.markers_command(), timeout=20.0)
+        return ssh.parse_resumed_check(out)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _looks_are_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ssh, "MarkerLooker", RunLooker)
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_the_looker_shell_answers_each_line_with_the_three_markers(
+    tmp_path: Path, shell: str
+) -> None:
+    """looker_command: three lines at once, three more for each line read, with shell
+    builtins only (no PATH), and the end of its input ends it."""
+    import shutil
+    import subprocess
+
+    if not shutil.which(shell):
+        pytest.skip(f"no {shell}")
+    ready, done = tmp_path / "ready", tmp_path / "done"
+    ready.write_text("iid-1\n")
+    command = ssh.looker_command().replace(ssh.SSH_READY_MARKER, str(ready)).replace(
+        ssh.BOOT_DONE_MARKER, str(done))
+    proc = subprocess.Popen([shutil.which(shell) or shell, "-c", command], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={"PATH": str(tmp_path / "none")})
+    assert proc.stdin is not None and proc.stdout is not None
+    first = [proc.stdout.readline() for _ in range(3)]
+    done.write_text("iid-1\n")
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    second = [proc.stdout.readline() for _ in range(3)]
+    proc.stdin.close()
+    assert proc.wait(10) == 0 and proc.stderr is not None and proc.stderr.read() == ""
+    assert ssh.parse_resumed_check("".join(first)) == {
+        "ssh-ready": "iid-1", "boot-done": "", "boot-failed": ""}
+    assert ssh.parse_resumed_check("".join(second))["boot-done"] == "iid-1"
+
+
 class Guest:
     """What ssh.run sees: boot.sh's markers and console, as a booting guest changes them."""
 
