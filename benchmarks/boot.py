@@ -88,7 +88,7 @@ CONVERGED_RUNS = 10
 SSH_READY_MARKER = "/run/lima-ssh-ready"
 BOOT_DONE_MARKER = "/run/lima-boot-done"
 # One ssh command reads both markers: "<ssh-ready>|<boot-done>" (empty when missing).
-# Shell builtins only, as limapy's marker reads (lima.drivers.ssh.marker_command): every
+# Shell builtins only, as limapy's marker reads (lima.drivers.markers.marker_command): every
 # program a poll starts (`cat`, a `$(...)` subshell) costs a TCG guest CPU while it boots.
 PROBE_COMMAND = (
     f"r= d=; [ -r {SSH_READY_MARKER} ] && IFS= read -r r < {SSH_READY_MARKER}; "

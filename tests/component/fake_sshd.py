@@ -5,7 +5,7 @@ Usage: python fake_sshd.py PORT IID PUBKEY_FILE MODE
   failed:  like ok, but /run/lima-boot-failed is there instead of boot-done
   exit:    print to stderr and exit 3 at once (qemu dying early)
   silent:  accept TCP connections and never answer (no sshd in the guest)
-The only commands served are `cat PATH` on the marker files, lima.drivers.ssh's
+The only commands served are `cat PATH` on the marker files, lima.drivers.markers's
 marker_command on them, its markers_command and looker_command, and its boot_wait_command
 (answered at once from the markers).
 """
@@ -77,7 +77,7 @@ class Server(paramiko.ServerInterface):
 
     def answer(self, channel: paramiko.Channel, command: str) -> None:
         time.sleep(0.02)  # let the exec reply go out first
-        if command.startswith(": lima-boot-wait;"):  # lima.drivers.ssh.boot_wait_command
+        if command.startswith(": lima-boot-wait;"):  # lima.drivers.markers.boot_wait_command
             done = self.files.get("/run/lima-boot-done")
             failed = self.files.get("/run/lima-boot-failed")
             if done is not None:
@@ -87,7 +87,7 @@ class Server(paramiko.ServerInterface):
             channel.send_exit_status(0 if done is not None or failed is not None else 1)
             channel.close()
             return
-        if command.startswith("r=; d=; f=;"):  # lima.drivers.ssh.markers_command
+        if command.startswith("r=; d=; f=;"):  # lima.drivers.markers.markers_command
             # looker_command: the markers again for each line read, until stdin ends.
             while True:
                 first = {k: (v or "").split("\n")[0] for k, v in self.markers().items()}
@@ -101,7 +101,7 @@ class Server(paramiko.ServerInterface):
         path = None
         if len(words) == 2 and words[0] == "cat":
             path = words[1]
-        elif words[:2] == ["[", "-r"]:  # lima.drivers.ssh.marker_command
+        elif words[:2] == ["[", "-r"]:  # lima.drivers.markers.marker_command
             path = words[2]
         content = self.files.get(path) if path is not None else None
         if content is None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lima.drivers import serialwatch, ssh
+from lima.drivers import markers, serialwatch, ssh
 from lima.drivers.serialwatch import FINISHED_LINE, LIMA_LINE, ConsoleTail
 
 pytestmark = [pytest.mark.unit]
@@ -72,14 +72,14 @@ def test_a_restarted_log_counts_on(tmp_path: Path) -> None:
 
 
 class RunLooker:
-    """ssh.MarkerLooker, each look an ssh.run of markers_command (the tests' fakes)."""
+    """markers.MarkerLooker, each look an ssh.run of markers_command (the tests' fakes)."""
 
     def __init__(self, client: Any, timeout: float = 20.0) -> None:
         self.client = client
 
     def look(self) -> dict[str, str]:
-        _, out, _ = ssh.run(self.client, ssh.markers_command(), timeout=20.0)
-        return ssh.parse_resumed_check(out)
+        _, out, _ = ssh.run(self.client, markers.markers_command(), timeout=20.0)
+        return markers.parse_resumed_check(out)
 
     def close(self) -> None:
         pass
@@ -104,8 +104,8 @@ def test_the_looker_shell_answers_each_line_with_the_three_markers(
         pytest.skip(f"no {shell}")
     ready, done = tmp_path / "ready", tmp_path / "done"
     ready.write_text("iid-1\n")
-    command = ssh.looker_command().replace(ssh.SSH_READY_MARKER, str(ready)).replace(
-        ssh.BOOT_DONE_MARKER, str(done))
+    command = markers.looker_command().replace(markers.SSH_READY_MARKER, str(ready)).replace(
+        markers.BOOT_DONE_MARKER, str(done))
     proc = subprocess.Popen([shutil.which(shell) or shell, "-c", command], text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={"PATH": str(tmp_path / "none")})
@@ -117,9 +117,9 @@ def test_the_looker_shell_answers_each_line_with_the_three_markers(
     second = [proc.stdout.readline() for _ in range(3)]
     proc.stdin.close()
     assert proc.wait(10) == 0 and proc.stderr is not None and proc.stderr.read() == ""
-    assert ssh.parse_resumed_check("".join(first)) == {
+    assert markers.parse_resumed_check("".join(first)) == {
         "ssh-ready": "iid-1", "boot-done": "", "boot-failed": ""}
-    assert ssh.parse_resumed_check("".join(second))["boot-done"] == "iid-1"
+    assert markers.parse_resumed_check("".join(second))["boot-done"] == "iid-1"
 
 
 class Guest:
@@ -134,7 +134,7 @@ class Guest:
         self.commands.append(command)
         if command.startswith(": lima-boot-wait;"):
             return 1, "", ""
-        assert command == ssh.markers_command()
+        assert command == markers.markers_command()
         return 0, "".join(f"{k} {v}\n" for k, v in self.markers.items()), ""
 
     def write(self, **markers: str) -> None:
@@ -165,7 +165,7 @@ def test_a_boot_done_at_the_first_login_takes_one_command(
     phases: list[str] = []
     assert guest.ready(threading.Event(), phases.append) == []
     assert phases == ["ssh_ready", "provisioned"]
-    assert fake.commands == [ssh.markers_command()] and guest.boot_failed is False
+    assert fake.commands == [markers.markers_command()] and guest.boot_failed is False
 
 
 def test_looks_follow_boot_shs_console_lines(
@@ -185,7 +185,7 @@ def test_looks_follow_boot_shs_console_lines(
     took = time.monotonic() - started
     assert phases == ["ssh_ready", "provisioned"]
     assert 1.4 < took < 5, took
-    assert fake.commands == [ssh.markers_command()] * 4  # ready: 2 looks; outcome: 2
+    assert fake.commands == [markers.markers_command()] * 4  # ready: 2 looks; outcome: 2
 
 
 def test_a_silent_console_falls_back_to_looking_every_few_seconds(
@@ -235,7 +235,7 @@ def test_a_resumed_guest_whose_boot_was_done_needs_no_look(
 
     def run(_client: Any, command: str, *, timeout: float) -> tuple[int, str, str]:
         commands.append(command)
-        if command == ssh.markers_command():
+        if command == markers.markers_command():
             return 0, "ssh-ready iid-1\nboot-done iid-1\nboot-failed \n", ""
         return 0, f"clock {int(time.time())}\n", ""
 
@@ -246,7 +246,7 @@ def test_a_resumed_guest_whose_boot_was_done_needs_no_look(
     phases: list[str] = []
     assert guest.ready(threading.Event(), phases.append) == []
     assert phases == ["ssh_ready", "provisioned"] and guest.boot_failed is False
-    assert (ssh.markers_command() in commands) is not known
+    assert (markers.markers_command() in commands) is not known
     assert len([c for c in commands if c.startswith("g=$(date")]) == 1
 
 
@@ -289,4 +289,4 @@ def test_without_a_serial_log_the_guest_waits_for_the_outcome_itself(
 
     monkeypatch.setattr(ssh, "run", run)
     assert guest.ready(threading.Event()) == []
-    assert len(waits) == 1 and fake.commands == [ssh.markers_command()]
+    assert len(waits) == 1 and fake.commands == [markers.markers_command()]

@@ -1,4 +1,4 @@
-"""Readiness's look at the markers (lima.drivers.ssh.markers_command) and a resumed
+"""Readiness's look at the markers (lima.drivers.markers.markers_command) and a resumed
 guest's clock command (resumed_clock_command), run under dash (Debian) and busybox sh
 (build:tiny) with a stand-in `date` and `sudo`."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lima.drivers.ssh import markers_command, parse_resumed_check, resumed_clock_command
+from lima.drivers.markers import markers_command, parse_resumed_check, resumed_clock_command
 
 pytestmark = [pytest.mark.unit, pytest.mark.processes]
 
@@ -140,7 +140,7 @@ def test_parse_keeps_the_rest_of_each_line() -> None:
 def test_a_marker_is_read_without_starting_a_program(tmp_path: Path, shell: str) -> None:
     """read_marker's command: the file as it is (its last line without a newline too), with
     an empty PATH; a missing or unreadable file fails."""
-    from lima.drivers.ssh import marker_command
+    from lima.drivers.markers import marker_command
 
     if shell == "busybox" and shutil.which("busybox") is None:
         pytest.skip("no busybox")
@@ -164,7 +164,7 @@ def test_boot_wait_answers_from_the_markers_starting_only_sleep(tmp_path: Path,
                                                                shell: str) -> None:
     """boot_wait_command: `done` for this boot's IID, `failed` and the record, or exit 1
     after its batch; the only program it starts is `sleep`, once per look."""
-    from lima.drivers.ssh import boot_wait_command, parse_boot_wait
+    from lima.drivers.markers import boot_wait_command, parse_boot_wait
 
     if shell == "busybox" and shutil.which("busybox") is None:
         pytest.skip("no busybox")
