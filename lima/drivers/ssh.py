@@ -5,7 +5,8 @@ the controller's driver for scripts. `limactl shell` runs the system `ssh` (so t
 behave) and uses only lima.drivers.sshprobe's `wait_banner`, to tell a guest that does
 not answer from other ssh failures. Readiness waits for sshd's banner there
 (`banner_socket`), and the first login uses the connection that showed it: sshd forked
-and exec'd for it.
+(and, without `sshd -r` in the guest, exec'd) for it. boot.sh's markers are read with
+lima.drivers.markers.
 """
 
 from __future__ import annotations
