@@ -121,9 +121,10 @@ ssh_genkeytypes: [ed25519]
 # CA certificates, timezone, packages, bootcmd): every stage imports the modules it
 # lists, and Debian's default list runs grub-dpkg (no GRUB here), apt-configure (it would
 # replace the image's sources.list), keys-to-console and more, seconds each under TCG.
-# mounts comes in the config stage, once sshd is started: after writing fstab it runs
-# `systemctl daemon-reload`, 2.5-4 s under TCG, which would hold back sshd (ordered after
-# the network stage). limapy's boot.sh waits for the shares before provisioning.
+# mounts stays in the config stage, once sshd is started: limapy's user-data has no
+# `mounts:` (boot.sh puts the shares in fstab and waits for them before provisioning),
+# but one in other user-data has it write fstab and run `systemctl daemon-reload`,
+# 2.5-4 s under TCG, which would hold back sshd (ordered after the network stage).
 cloud_init_modules: [migrator, seed_random, bootcmd, write-files, growpart, resizefs,
   set_hostname, update_hostname, update_etc_hosts, ca-certs, users-groups, ssh]
 cloud_config_modules: [mounts, set-passwords, timezone, runcmd]
