@@ -40,24 +40,14 @@ def find_line(log: Path, stop: threading.Event, found: Callable[[], None],
     """Read `log` as it grows until `line` appears in it (then call `found()`) or `stop`
     is set. A log that is missing or shrinks (QEMU started again) is read from the start."""
     needle = line.encode()
-    offset = 0
-    tail = b""
-    while not stop.is_set():
-        try:
-            with log.open("rb") as f:
-                size = f.seek(0, 2)
-                if size < offset:
-                    offset, tail = 0, b""
-                f.seek(offset)
-                while chunk := f.read(_CHUNK):
-                    offset += len(chunk)
-                    if needle in tail + chunk:
-                        found()
-                        return
-                    tail = (tail + chunk)[-len(needle):]
-        except OSError:
-            offset, tail = 0, b""
-        stop.wait(poll)
+    tail = ConsoleTail(log, (needle,), poll).start()
+    try:
+        while not stop.is_set():
+            if tail.wait(needle, 0, 3600.0, stop):
+                found()
+                return
+    finally:
+        tail.stop()
 
 
 def watch_network_up(log: Path, port: int, stop: threading.Event) -> threading.Thread:

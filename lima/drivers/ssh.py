@@ -295,9 +295,7 @@ class SSHGuest:
             if self._console is not None:
                 self._console.stop()
                 self._console = None
-            if self._looker is not None:
-                self._looker.close()
-                self._looker = None
+            self._close_looker()
 
     def _ready(
         self, stop: threading.Event, deadline: float,
@@ -332,10 +330,13 @@ class SSHGuest:
             errors += self.after_boot(self.client)
         return errors
 
-    def close(self) -> None:
+    def _close_looker(self) -> None:
         if self._looker is not None:
             self._looker.close()
             self._looker = None
+
+    def close(self) -> None:
+        self._close_looker()
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -442,8 +443,7 @@ class SSHGuest:
 
     def _look(self, client: paramiko.SSHClient) -> dict[str, str]:
         if self._looker is None or self._looker.client is not client:
-            if self._looker is not None:
-                self._looker.close()
+            self._close_looker()
             self._looker = MarkerLooker(client)
         self._markers = self._looker.look()
         return self._markers
@@ -467,8 +467,8 @@ class SSHGuest:
             self._markers = {}
             if markers.get("boot-done") == self.iid:
                 return ""
-        if self._led() is not None and markers.get("boot-failed") != self.iid:
-            return None
+            if markers.get("boot-failed") != self.iid:
+                return None
         _, out, _ = run(client, boot_wait_command(self.iid), timeout=BOOT_WAIT_BATCH + 15)
         return parse_boot_wait(out, self.iid)
 
@@ -486,13 +486,12 @@ class SSHGuest:
         check, `fallback` seconds at most (with the console read), else _MARKER_POLL."""
         while not stop.is_set() and time.monotonic() < deadline:
             console = self._led()
-            seen = console.count(wake) if console is not None else 0
             try:
                 if self.client is None:
                     self.client = wait_ssh(self.port, self.user, self.key_path,
                                            deadline=deadline, banner=not self.resumed)
                     log.info("logged in over ssh")
-                    seen = console.count(wake) if console is not None else 0
+                seen = console.count(wake) if console is not None else 0
                 result = check(self.client)
             except TemporaryError as exc:
                 log.debug("guest not ready yet: %s", exc)
