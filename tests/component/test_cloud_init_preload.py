@@ -4,8 +4,10 @@ working directory, streams, exit status) is what /usr/bin/cloud-init would have 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -30,6 +32,8 @@ def main(argv):
     print("forked", os.getpid() != IMPORTED_IN)
     # The stage collects its own garbage; what the server loaded is frozen out of it.
     print("gc", gc.isenabled(), gc.get_freeze_count() > 0)
+    if os.environ.get("STAGE_PID"):
+        print("pid", os.getpid())
     print("to stderr", file=sys.stderr)
     return 3 if "--local" in argv else 0
 
@@ -72,9 +76,10 @@ def fake_cloudinit(tmp_path: Path) -> Path:
     return tmp_path / "lib"
 
 
-@pytest.fixture
-def server(tmp_path: Path, fake_cloudinit: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    sock = tmp_path / "ci.sock"
+@contextlib.contextmanager
+def serving(tmp_path: Path, fake_cloudinit: Path, sock: str,
+            **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The preload server on `sock`, once it said it is listening; killed afterwards."""
     notify = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
@@ -84,14 +89,16 @@ def server(tmp_path: Path, fake_cloudinit: Path) -> Iterator[tuple[subprocess.Po
     systemctl = tmp_path / "systemctl"
     systemctl.write_text(f'#!/bin/sh\necho "$*" >>"{tmp_path}/systemctl.log"\n')
     systemctl.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(fake_cloudinit), "LIMAPY_CLOUD_INIT_SOCK": str(sock),
-           "NOTIFY_SOCKET": str(notify), "LIMAPY_SYSTEMCTL": str(systemctl),
-           "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, str(ASSETS / "cloud-init-preload")], env=env)
+    full = {**os.environ, "PYTHONPATH": str(fake_cloudinit), "LIMAPY_CLOUD_INIT_SOCK": sock,
+            "NOTIFY_SOCKET": str(notify), "LIMAPY_SYSTEMCTL": str(systemctl),
+            "LIMAPY_CGROUP_ROOT": str(tmp_path / "no-cgroups"),
+            "PATH": f"{tmp_path}:{os.environ['PATH']}", **env}
+    with (tmp_path / "server.err").open("wb") as err:
+        proc = subprocess.Popen([sys.executable, str(ASSETS / "cloud-init-preload")],
+                                env=full, stderr=err)
     try:
         assert listener.recv(64) == b"READY=1"
-        assert sock.exists()
-        yield proc, sock
+        yield proc
     finally:
         listener.close()
         if proc.poll() is None:
@@ -99,10 +106,37 @@ def server(tmp_path: Path, fake_cloudinit: Path) -> Iterator[tuple[subprocess.Po
         proc.wait()
 
 
-def stage(sock: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def server(tmp_path: Path, fake_cloudinit: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    sock = tmp_path / "ci.sock"
+    with serving(tmp_path, fake_cloudinit, str(sock)) as proc:
+        assert sock.exists()
+        yield proc, sock
+
+
+def stage(sock: Path | str, cwd: Path, *args: str, uid: int | None = None,
+          **env: str) -> subprocess.CompletedProcess[str]:
     full = {"PATH": os.environ["PATH"], "LIMAPY_CLOUD_INIT_SOCK": str(sock), **env}
-    return subprocess.run([sys.executable, "-IS", str(ASSETS / "cloud-init-stage"), *args],
-                          env=full, cwd=cwd, capture_output=True, text=True, timeout=60)
+    # Another user runs Debian's python3 (installed by scripts/bootstrap with python3-venv):
+    # the test's own interpreter may sit in a home only root can read.
+    python = sys.executable if uid is None else DEBIAN_PYTHON
+    return subprocess.run([python, "-IS", str(ASSETS / "cloud-init-stage"), *args],
+                          env=full, cwd=cwd, capture_output=True, text=True, timeout=60,
+                          user=uid)
+
+
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def abstract_name() -> str:
+    return f"@limapy-test-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def own_cgroup() -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    pytest.skip("this host has no cgroup v2 (unified) hierarchy")
 
 
 def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
@@ -129,6 +163,81 @@ def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
     # The unit's raised startup CPU weight is kept through the four stages (until systemd's
     # startup ends): the server never calls systemctl.
     assert not (tmp_path / "systemctl.log").exists()
+
+
+def test_on_an_abstract_socket_each_stage_moves_into_the_requesting_units_cgroup(
+    tmp_path: Path, fake_cloudinit: Path,
+) -> None:
+    # The guest's server binds @limapy-cloud-init (nothing in the file system: systemd
+    # mounts /run after the initramfs started it); the stage's child writes its pid into
+    # the cgroup.procs of the cgroup the stage client (the unit's process) runs in.
+    name = abstract_name()
+    cgroots = tmp_path / "cgroup"
+    unit = cgroots / own_cgroup().lstrip("/")
+    unit.mkdir(parents=True)
+    with serving(tmp_path, fake_cloudinit, name, LIMAPY_CGROUP_ROOT=str(cgroots)) as proc:
+        out = stage(name, tmp_path, "init", "--local", STAGE_PID="1")
+        assert out.returncode == 3, out.stderr
+        child = int(out.stdout.splitlines()[-1].removeprefix("pid "))
+        assert child != proc.pid
+        assert (unit / "cgroup.procs").read_text() == str(child)
+        assert stage(name, tmp_path, "modules", "--mode=final").returncode == 0
+        assert proc.wait(timeout=20) == 0
+    # One line per stage, at the kernel log's info level (the guest's server writes to it).
+    lines = (tmp_path / "server.err").read_text().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"<6>cloud-init-preload: 'init --local' runs as pid {child} "
+                               f"in {own_cgroup()} (cloud-init imported in ")
+    assert lines[1].startswith("<6>cloud-init-preload: 'modules --mode=final' runs as pid ")
+
+
+def test_the_server_refuses_a_stage_from_another_user(
+    tmp_path: Path, fake_cloudinit: Path,
+) -> None:
+    # What cloud-init-stage sends, from uid 65534 (nobody), without the client's own check
+    # of the server's user: the server closes the connection without running anything.
+    name = abstract_name()
+    request = "import socket, sys\n" \
+        "c = socket.socket(socket.AF_UNIX)\n" \
+        "c.connect('\\0' + sys.argv[1][1:])\n" \
+        "c.sendmsg([b'2\\0/\\0/usr/bin/cloud-init\\0init'], [(socket.SOL_SOCKET, " \
+        "socket.SCM_RIGHTS, bytes(4) + (1).to_bytes(4, sys.byteorder) * 2)])\n" \
+        "c.shutdown(socket.SHUT_WR)\n" \
+        "try:\n    print(repr(c.recv(64)))\n" \
+        "except ConnectionResetError:\n    print('reset')\n"
+    with serving(tmp_path, fake_cloudinit, name) as proc:
+        out = subprocess.run([DEBIAN_PYTHON, "-c", request, name], capture_output=True,
+                             text=True, timeout=60, user=65534, cwd="/")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout in ("b''\n", "reset\n")  # no status
+        assert proc.poll() is None
+    err = (tmp_path / "server.err").read_text()
+    assert "from uid 65534" in err and "refused" in err
+
+
+def test_the_stage_runs_cloud_init_itself_when_the_server_is_another_user(
+    tmp_path: Path,
+) -> None:
+    name = abstract_name()
+    squatter = subprocess.Popen(
+        [DEBIAN_PYTHON, "-c", "import socket, sys\n"
+         "s = socket.socket(socket.AF_UNIX)\n"
+         "s.bind('\\0' + sys.argv[1][1:]); s.listen(1); print('up', flush=True)\n"
+         "c, _ = s.accept(); print(len(c.recv(4096)), flush=True)", name],
+        stdout=subprocess.PIPE, text=True, user=65534)
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline() == "up\n"
+        fallback = tmp_path / "cloud-init"
+        fallback.write_text("#!/bin/sh\necho \"direct $*\"\nexit 5\n")
+        fallback.chmod(0o755)
+        out = stage(name, tmp_path, "init", LIMAPY_CLOUD_INIT=str(fallback))
+        assert out.returncode == 5
+        assert out.stdout.strip() == "direct init"
+        # The squatter got the connection, but no request: nothing of the stage's.
+        assert squatter.stdout.readline() == "0\n"
+    finally:
+        squatter.kill()
+        squatter.wait()
 
 
 def test_stages_parse_yaml_with_libyaml_and_report_errors_as_cloud_init_does(

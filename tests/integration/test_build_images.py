@@ -119,6 +119,10 @@ def test_debian_product(debian: BuiltImage, tmp_path: Path) -> None:
     info = qemu_img_info(debian.image)
     assert info["format"] == "qcow2"
     assert info["virtual-size"] == 4 << 30
+    # Compressed with zstd: a boot reads the base image's clusters faster than with zlib.
+    specific = info["format-specific"]
+    assert isinstance(specific, dict)
+    assert specific["data"]["compression-type"] == "zstd"
     assert debian.kernel is not None and debian.initrd is not None
     assert debian.cmdline is not None and "root=LABEL=lima-root" in debian.cmdline
     # Look inside without mounting: back to raw, then debugfs reads the ext4.
@@ -154,6 +158,19 @@ def test_debian_boots_with_cloud_init(debian: BuiltImage, tmp_path: Path) -> Non
         assert lines[:3] == ["tester", "0", "lima-buildtest"]
         status = json.loads("\n".join(lines[3:]))
         assert status.get("datasource") == "nocloud", status
+        # The four stages ran in the preload server the initramfs started, each in its
+        # unit's cgroup (the network stage's CPU, seconds under TCG, is its unit's).
+        res = guest.ssh("sudo dmesg | grep 'cloud-init-preload: '; "
+                        "systemctl show -p CPUUsageNSec --value cloud-init.service")
+        assert res.returncode == 0, res.stderr
+        *served, cpu_ns = res.stdout.splitlines()
+        stages = [(line.split("cloud-init-preload: ", 1)[1].split(" runs as ")[0],
+                   line.split(" in /system.slice/", 1)[1].split(" ")[0]) for line in served]
+        assert stages == [("'init --local'", "cloud-init-local.service"),
+                          ("'init'", "cloud-init.service"),
+                          ("'modules --mode=config'", "cloud-config.service"),
+                          ("'modules --mode=final'", "cloud-final.service")], res.stdout
+        assert int(cpu_ns) > 1_000_000_000, res.stdout
     finally:
         guest.stop()
 
