@@ -1169,6 +1169,41 @@ def test_host_dns_off_gives_the_system_its_resolv_conf_back(
         f"127.0.0.1 localhost\n{_GATEWAY}\thost.lima.internal\n")
 
 
+@pytest.mark.parametrize("kind", SHELLS)
+@pytest.mark.parametrize("old_systemd", [False, True])
+def test_guest_agent_unit_yields_the_cpu_while_the_system_starts(
+    kind: str, old_systemd: bool, tmp_path: Path,
+) -> None:
+    """Under systemd the agent is a transient unit with a tenth of the default startup CPU
+    weight (Running does not wait for it); a systemd that refuses the property gets the
+    unit without it."""
+    util, bindir, run = tmp_path / "util", tmp_path / "bin", tmp_path / "run"
+    util.mkdir()
+    bindir.mkdir()
+    (run / "system").mkdir(parents=True)
+    (util / "lima-guestagent").write_text("#!/usr/bin/python3\n")
+    (util / "lima-guestagent.sh").write_text("#!/bin/sh\n")
+    refuse = ('case "$*" in *StartupCPUWeight*) echo "Unknown assignment" >&2; exit 1;; esac\n'
+              if old_systemd else "")
+    spy = tmp_path / "spy"
+    _script(spy / "systemd-run", f'echo "systemd-run $*" >>"{tmp_path}/spy.log"\n{refuse}')
+    _script(spy / "systemctl", f'echo "systemctl $*" >>"{tmp_path}/spy.log"\n')
+    argv, env = _shell_env(kind, tmp_path)
+    env.update(PATH=f"{spy}:{env['PATH']}", LIMA_CIDATA_MNT=str(tmp_path),
+               LIMA_BOOT_UID="0", LIMA_BOOT_BIN_DIR=str(bindir),
+               LIMA_BOOT_SYSTEMD_RUN_DIR=str(run))
+    result = subprocess.run([*argv, str(cidata.ASSETS / "boot" / "30-guestagent.sh")],
+                            env=env, capture_output=True, text=True, timeout=30,
+                            stdin=subprocess.DEVNULL)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    agent = next(bindir.iterdir())
+    assert agent.name in ("lima-guestagent", "lima-guestagent.sh")
+    unit = f"--no-block --collect --unit=lima-guestagent -p Restart=always -p RestartSec=1 {agent}"
+    weighted = unit.replace("-p Restart=always", "-p StartupCPUWeight=10 -p Restart=always")
+    assert _spied(tmp_path) == [f"systemd-run {weighted}"] + (
+        [f"systemd-run {unit}"] if old_systemd else [])
+
+
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
     """A directory anyone may write to, under a path anyone may reach (pytest's tmp_path

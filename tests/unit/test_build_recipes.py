@@ -234,3 +234,16 @@ def test_debian_sshd_pam_keeps_the_static_motd_only(tmp_path: Path) -> None:
                                "session    optional     pam_motd.so noupdate\n"
                                "@include common-session\n")
     build_debian._drop_dynamic_motd(tmp_path / "absent")  # no file: nothing to do
+
+
+def test_debian_keeps_the_udev_rules_of_the_power_button_seats_disks_and_nic() -> None:
+    masked = set(build_debian.MASKED_UDEV_RULES)
+    # QMP system_powerdown reaches logind through the ACPI button's input device, which
+    # 60-input-id classifies and 70-power-switch tags; the rest keep /dev/disk/by-label
+    # (cidata), the NIC's name and systemd's device units.
+    assert not masked & {"60-input-id.rules", "70-power-switch.rules", "71-seat.rules",
+                         "73-seat-late.rules", "70-uaccess.rules", "60-block.rules",
+                         "60-persistent-storage.rules", "60-cdrom_id.rules",
+                         "80-net-setup-link.rules", "80-drivers.rules", "99-systemd.rules",
+                         "50-udev-default.rules"}
+    assert all(r.endswith(".rules") for r in masked)

@@ -73,6 +73,78 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
 
 
 @pytest.mark.processes
+@pytest.mark.parametrize(("meta_line", "iid"), [
+    ("instance-id: iid-1796141969141", "iid-1796141969141"),
+    ("instance-id:iid-7", "iid-7"),
+    ("instance-id:   iid-8\r", "iid-8"),
+    ("instance-id: iid 9/x$(true)", "iid9xtrue"),
+])
+@pytest.mark.parametrize("mounted", [False, True])
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
+def test_boot_hook_reads_the_instance_id_and_mounts_cidata_once(
+    tmp_path: Path, meta_line: str, iid: str, mounted: bool, shell: str,
+) -> None:
+    # The whole hook under each shell a guest may run it with, its programs stand-ins
+    # that log their arguments; the guest's paths replaced by files and directories here.
+    argv = {"dash": ["dash"], "bash": ["bash", "--posix"], "busybox": ["busybox", "sh"]}[shell]
+    # busybox sh would run its own mount applet, never the stand-in: it sees cidata mounted.
+    mounted = mounted or shell == "busybox"
+    mnt = tmp_path / "cidata"
+    console, mounts, dev = tmp_path / "console", tmp_path / "mounts", tmp_path / "sr0"
+    systemd = tmp_path / "systemd"
+    systemd.mkdir()
+    dev.touch()
+    mounts.write_text("proc /proc proc rw 0 0\n"
+                      + (f"/dev/sr0 {mnt} iso9660 ro 0 0\n" if mounted else ""))
+    hook = cc.boot_hook_script(str(mnt), modules=["9p"])
+    for guest, here in (("/dev/console", console), ("/proc/mounts", mounts),
+                        (cc.CIDATA_DEVICE, dev), ("/run/systemd/system", systemd)):
+        assert hook.count(guest) == 1, guest
+        hook = hook.replace(guest, str(here))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls"
+    for name in ("systemd-run", "mount", "modprobe", "blkid", "mkdir", "setsid"):
+        stub = bindir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >>"{log}"\n')
+        stub.chmod(0o755)
+    mnt.mkdir()
+    (mnt / "meta-data").write_text(f"local-hostname: lima-x\n{meta_line}\ninstance-id: second\n")
+    out = subprocess.run([*argv, "-c", hook], env={"PATH": f"{bindir}:/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert console.read_text() == "lima-network-up\n"
+    # (modprobe runs in the background: it may log after the hook ends.)
+    calls = sorted(c.split(" --setenv")[0] for c in log.read_text().splitlines()
+                   if not c.startswith("modprobe "))
+    mount = [] if mounted else [
+        f"mount -o {cc.CIDATA_MOUNT_OPTIONS} {dev} {mnt}"]
+    # The directory exists and the device too: no mkdir, no blkid.
+    assert calls == sorted([
+        *mount,
+        f"systemd-run -p StartupCPUWeight=1000 --no-block --collect --unit=lima-mounts-{iid}"
+        " -p Type=oneshot",
+        f"systemd-run -p StartupCPUWeight=1000 --no-block --collect --unit=lima-boot-{iid}"
+        " -p RemainAfterExit=yes"])
+
+
+@pytest.mark.processes
+def test_boot_hook_creates_the_mount_point_when_missing(tmp_path: Path) -> None:
+    mnt = tmp_path / "absent" / "cidata"
+    hook = cc.boot_hook_script(str(mnt))
+    hook = hook.replace("/dev/console", str(tmp_path / "console"))
+    hook = hook.split("IID=\n", 1)[0]  # up to the mount
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "mount").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "mount").chmod(0o755)
+    out = subprocess.run(["dash", "-c", hook], env={"PATH": f"{bindir}:/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert mnt.is_dir() and (mnt.stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.processes
 @pytest.mark.parametrize("old_systemd", [False, True])
 def test_boot_units_get_the_startup_cpu_weight_unless_systemd_refuses_it(
     tmp_path: Path, old_systemd: bool,

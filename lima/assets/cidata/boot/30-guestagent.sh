@@ -4,9 +4,11 @@
 # port io.lima-vm.guest_agent.0 (see lima/drivers/hostagent/portfwd.py). Under systemd it
 # is a transient unit restarted when it dies; elsewhere a respawn loop in its own session.
 # Root only: boot.sh's effective uid (LIMA_BOOT_UID, read from /proc), else id(1).
+# LIMA_BOOT_BIN_DIR and LIMA_BOOT_SYSTEMD_RUN_DIR are for limapy's tests.
 [ "${LIMA_BOOT_UID:-$(id -u)}" -eq 0 ] || exit 0
 src="${LIMA_CIDATA_MNT}/util"
-dest=/usr/local/bin
+dest="${LIMA_BOOT_BIN_DIR:-/usr/local/bin}"
+run="${LIMA_BOOT_SYSTEMD_RUN_DIR:-/run/systemd}"
 # Programs only where there is work: each costs the guest tens of ms of CPU under TCG.
 [ -d "$dest" ] || mkdir -p "$dest"
 if command -v python3 >/dev/null 2>&1; then
@@ -18,13 +20,19 @@ else
 fi
 chmod 755 "$agent.tmp" && mv -f "$agent.tmp" "$agent" || exit 1
 
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+if [ -d "$run/system" ] && command -v systemd-run >/dev/null 2>&1; then
 	# Only when this boot already has the unit (boot.sh run again): each systemctl call
 	# waits on a PID 1 that is busy starting the rest of the boot.
-	if [ -e /run/systemd/transient/lima-guestagent.service ]; then
+	if [ -e "$run/transient/lima-guestagent.service" ]; then
 		systemctl stop lima-guestagent.service >/dev/null 2>&1
 		systemctl reset-failed lima-guestagent.service >/dev/null 2>&1
 	fi
+	# A tenth of the default CPU weight while the system starts: Running waits for
+	# cloud-init's last stages and boot.sh, not for the agent (its Python start costs the
+	# guest 1-1.5 s of CPU under TCG), which then has the vCPUs to itself. A systemd too
+	# old for StartupCPUWeight (before 232) refuses the unit: again without it.
+	systemd-run --no-block --collect --unit=lima-guestagent -p StartupCPUWeight=10 \
+		-p Restart=always -p RestartSec=1 "$agent" 2>/dev/null && exit 0
 	exec systemd-run --no-block --collect --unit=lima-guestagent \
 		-p Restart=always -p RestartSec=1 "$agent"
 fi
