@@ -107,7 +107,7 @@ def one_run(home: Path) -> Run:
     # Where the guest's time went: the units on the way to ssh and provisioning, and
     # cloud-init's own stage times (which exclude its start-up).
     run.extra["units"] = " ".join(guest(home, (
-        "systemd-analyze blame --no-pager | grep -E 'cloud-|wait-online|preload|ssh.service'"
+        "systemd-analyze blame --no-pager | grep -E 'cloud-|wait-online|ssh.service'"
         " | awk '{u=$NF; $NF=\"\"; printf \"%s=%s \", u, $0}'")).split())
     run.extra["stages"] = " ".join(
         line.replace("Finished stage: ", "").replace(" seconds", "s")

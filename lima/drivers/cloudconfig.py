@@ -95,13 +95,12 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
         # The first instance-id line's value, leading blanks dropped; only characters a
         # unit name takes (tr runs only when there are others).
         "IID=\n"
-        "while IFS= read -r line; do case $line in instance-id:*) "
-        'IID=${line#instance-id:}; break ;; esac; done <"$MNT/meta-data"\n'
+        'while IFS= read -r line || [ -n "$line" ]; do case $line in instance-id:*) '
+        'IID=${line#instance-id:}; break ;; esac; line=; done <"$MNT/meta-data"\n'
         'IID=${IID#"${IID%%[! ]*}"}\n'
         'case $IID in *[!a-zA-Z0-9-]*) IID=$(printf %s "$IID" | tr -cd "a-zA-Z0-9-") ;; esac\n'
         "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n"
-        # A systemd too old for StartupCPUWeight (before 232) refuses the unit: again
-        # without it.
+        # A systemd that refuses StartupCPUWeight gets the unit without it.
         "  lima_unit() { systemd-run -p StartupCPUWeight=1000 \"$@\" 2>/dev/null || "
         'systemd-run "$@"; }\n'
         '  lima_unit --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '

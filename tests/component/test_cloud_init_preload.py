@@ -7,10 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,18 @@ IMPORTED_IN = os.getpid()
 def main(argv):
     if argv[1:] == ["yaml"]:
         return yaml_stage()
+    if argv[1:] == ["hang"]:
+        import time
+        with open(os.environ["HANG_PID"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+        return 0
+    if argv[1:] == ["process"]:
+        import resource, signal
+        print("sigint", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        print("sigquit", signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL)
+        print("nofile", *resource.getrlimit(resource.RLIMIT_NOFILE))
+        return 0
     print("argv", " ".join(argv[1:]))
     print("env", os.environ.get("STAGE_ENV"))
     print("cwd", os.getcwd())
@@ -84,18 +99,18 @@ def serving(tmp_path: Path, fake_cloudinit: Path, sock: str,
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
     listener.settimeout(20)
-    # systemctl: a stand-in that records its arguments, first on PATH (never the host's
-    # systemd, should the server call it again).
-    systemctl = tmp_path / "systemctl"
-    systemctl.write_text(f'#!/bin/sh\necho "$*" >>"{tmp_path}/systemctl.log"\n')
-    systemctl.chmod(0o755)
     full = {**os.environ, "PYTHONPATH": str(fake_cloudinit), "LIMAPY_CLOUD_INIT_SOCK": sock,
-            "NOTIFY_SOCKET": str(notify), "LIMAPY_SYSTEMCTL": str(systemctl),
-            "LIMAPY_CGROUP_ROOT": str(tmp_path / "no-cgroups"),
-            "PATH": f"{tmp_path}:{os.environ['PATH']}", **env}
+            "NOTIFY_SOCKET": str(notify), "LIMAPY_CGROUP_ROOT": str(tmp_path / "no-cgroups"),
+            **env}
+
+    def as_the_initramfs_starts_it() -> None:
+        # A background job of a non-interactive shell: SIGINT and SIGQUIT ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
     with (tmp_path / "server.err").open("wb") as err:
         proc = subprocess.Popen([sys.executable, str(ASSETS / "cloud-init-preload")],
-                                env=full, stderr=err)
+                                env=full, stderr=err, preexec_fn=as_the_initramfs_starts_it)
     try:
         assert listener.recv(64) == b"READY=1"
         yield proc
@@ -126,6 +141,8 @@ def stage(sock: Path | str, cwd: Path, *args: str, uid: int | None = None,
 
 
 DEBIAN_PYTHON = "/usr/bin/python3"
+# Another user (65534, nobody) on the other end of the socket.
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="runs a process as another user")
 
 
 def abstract_name() -> str:
@@ -160,9 +177,6 @@ def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
     assert final.returncode == 0 and "argv modules --mode=final" in final.stdout
     assert proc.wait(timeout=20) == 0  # its work is done after the final stage
     assert not sock.exists()
-    # The unit's raised startup CPU weight is kept through the four stages (until systemd's
-    # startup ends): the server never calls systemctl.
-    assert not (tmp_path / "systemctl.log").exists()
 
 
 def test_on_an_abstract_socket_each_stage_moves_into_the_requesting_units_cgroup(
@@ -191,6 +205,7 @@ def test_on_an_abstract_socket_each_stage_moves_into_the_requesting_units_cgroup
     assert lines[1].startswith("<6>cloud-init-preload: 'modules --mode=final' runs as pid ")
 
 
+@needs_root
 def test_the_server_refuses_a_stage_from_another_user(
     tmp_path: Path, fake_cloudinit: Path,
 ) -> None:
@@ -200,11 +215,12 @@ def test_the_server_refuses_a_stage_from_another_user(
     request = "import socket, sys\n" \
         "c = socket.socket(socket.AF_UNIX)\n" \
         "c.connect('\\0' + sys.argv[1][1:])\n" \
-        "c.sendmsg([b'2\\0/\\0/usr/bin/cloud-init\\0init'], [(socket.SOL_SOCKET, " \
+        "try:\n" \
+        "    c.sendmsg([b'2\\0/\\0/usr/bin/cloud-init\\0init'], [(socket.SOL_SOCKET, " \
         "socket.SCM_RIGHTS, bytes(4) + (1).to_bytes(4, sys.byteorder) * 2)])\n" \
-        "c.shutdown(socket.SHUT_WR)\n" \
-        "try:\n    print(repr(c.recv(64)))\n" \
-        "except ConnectionResetError:\n    print('reset')\n"
+        "    c.shutdown(socket.SHUT_WR)\n" \
+        "    print(repr(c.recv(64)))\n" \
+        "except (BrokenPipeError, ConnectionResetError):\n    print('reset')\n"
     with serving(tmp_path, fake_cloudinit, name) as proc:
         out = subprocess.run([DEBIAN_PYTHON, "-c", request, name], capture_output=True,
                              text=True, timeout=60, user=65534, cwd="/")
@@ -215,6 +231,7 @@ def test_the_server_refuses_a_stage_from_another_user(
     assert "from uid 65534" in err and "refused" in err
 
 
+@needs_root
 def test_the_stage_runs_cloud_init_itself_when_the_server_is_another_user(
     tmp_path: Path,
 ) -> None:
@@ -378,3 +395,77 @@ def test_a_regex_table_from_another_python_or_broken_is_not_used(tmp_path: Path)
     table.write_bytes(b"not marshal")
     assert pre.use_regex_table(str(table)) is False
     assert pre.use_regex_table(str(tmp_path / "absent")) is False
+
+
+def test_a_stage_has_the_signals_and_limits_of_its_unit(
+    tmp_path: Path, fake_cloudinit: Path,
+) -> None:
+    # The server started with SIGINT and SIGQUIT ignored (as the initramfs's shell leaves
+    # them) and the host's limits; the stage gets Python's SIGINT handler, SIGQUIT's
+    # default and its client's (the unit's) limits.
+    name = abstract_name()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    mine = (min(soft, 512) - 1, hard)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
+
+    with serving(tmp_path, fake_cloudinit, name):
+        full = {"PATH": os.environ["PATH"], "LIMAPY_CLOUD_INIT_SOCK": name}
+        out = subprocess.run([sys.executable, "-IS", str(ASSETS / "cloud-init-stage"),
+                              "process"], env=full, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60, preexec_fn=lower)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["sigint True", "sigquit True",
+                                       f"nofile {mine[0]} {mine[1]}"]
+
+
+def test_a_stage_whose_client_is_killed_gets_sigterm(
+    tmp_path: Path, fake_cloudinit: Path,
+) -> None:
+    # systemctl stop of a unit with KillMode=process (cloud-final.service) kills only the
+    # client: the stage it asked for must not run on, unowned.
+    name = abstract_name()
+    hang = tmp_path / "hang.pid"
+    with serving(tmp_path, fake_cloudinit, name) as proc:
+        client = subprocess.Popen(
+            [sys.executable, "-IS", str(ASSETS / "cloud-init-stage"), "hang"],
+            env={"PATH": os.environ["PATH"], "LIMAPY_CLOUD_INIT_SOCK": name,
+                 "HANG_PID": str(hang)}, cwd=tmp_path)
+        deadline = time.monotonic() + 30
+        while not (hang.exists() and hang.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(hang.read_text())
+        client.kill()
+        client.wait()
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{child}").exists()
+        assert proc.poll() is None  # and the server serves on
+        out = stage(name, tmp_path, "init", "--local")
+        assert out.returncode == 3
+
+
+def test_the_stage_runs_cloud_init_itself_when_the_server_ends_before_accepting(
+    tmp_path: Path,
+) -> None:
+    # A server that reads the request and ends without its "+" (it died importing
+    # cloud-init, say): nothing of the stage ran, so the client runs cloud-init itself.
+    name = abstract_name()
+    dying = subprocess.Popen(
+        [sys.executable, "-c", "import socket, sys\n"
+         "s = socket.socket(socket.AF_UNIX)\n"
+         "s.bind('\\0' + sys.argv[1][1:]); s.listen(1); print('up', flush=True)\n"
+         "c, _ = s.accept()\n"
+         "while c.recv(4096): pass\n", name],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert dying.stdout is not None and dying.stdout.readline() == "up\n"
+        fallback = tmp_path / "cloud-init"
+        fallback.write_text("#!/bin/sh\necho \"direct $*\"\nexit 5\n")
+        fallback.chmod(0o755)
+        out = stage(name, tmp_path, "init", LIMAPY_CLOUD_INIT=str(fallback))
+        assert (out.returncode, out.stdout.strip(), out.stderr) == (5, "direct init", "")
+    finally:
+        dying.kill()
+        dying.wait()

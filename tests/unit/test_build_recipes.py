@@ -241,6 +241,9 @@ def test_debian_keeps_the_udev_rules_of_the_power_button_seats_disks_and_nic() -
     # QMP system_powerdown reaches logind through the ACPI button's input device, which
     # 60-input-id classifies and 70-power-switch tags; the rest keep /dev/disk/by-label
     # (cidata), the NIC's name and systemd's device units.
+    # video.display adds a GPU, a keyboard and a pointer: their rules stay too.
+    assert not masked & {"60-drm.rules", "60-evdev.rules", "70-mouse.rules",
+                         "70-touchpad.rules", "60-persistent-input.rules"}
     assert not masked & {"60-input-id.rules", "70-power-switch.rules", "71-seat.rules",
                          "73-seat-late.rules", "70-uaccess.rules", "60-block.rules",
                          "60-persistent-storage.rules", "60-cdrom_id.rules",

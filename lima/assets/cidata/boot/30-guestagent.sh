@@ -29,8 +29,8 @@ if [ -d "$run/system" ] && command -v systemd-run >/dev/null 2>&1; then
 	fi
 	# A tenth of the default CPU weight while the system starts: Running waits for
 	# cloud-init's last stages and boot.sh, not for the agent (its Python start costs the
-	# guest 1-1.5 s of CPU under TCG), which then has the vCPUs to itself. A systemd too
-	# old for StartupCPUWeight (before 232) refuses the unit: again without it.
+	# guest 1-1.5 s of CPU under TCG), which then has the vCPUs to itself. A systemd that
+	# refuses the property gets the unit without it.
 	systemd-run --no-block --collect --unit=lima-guestagent -p StartupCPUWeight=10 \
 		-p Restart=always -p RestartSec=1 "$agent" 2>/dev/null && exit 0
 	exec systemd-run --no-block --collect --unit=lima-guestagent \
