@@ -73,6 +73,8 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
     It runs inside cloud-init's network stage, which sshd and the rest of the boot wait
     for, and under TCG each program a shell starts costs the guest 50-70 ms: /proc/mounts
     and meta-data are read with shell builtins, and mkdir and tr run only when needed.
+    The mount of cidata is tried again for a few seconds when it fails: udev may be
+    redoing the CD's by-label link at that moment.
     Both units get cloud-init's startup CPU weight (build:debian-12 gives its stages
     1000): Running waits for boot.sh as much as for cloud-init's final stage, and under
     TCG the two vCPUs are short while the system starts (sshd, logind, the host agent's
@@ -86,12 +88,21 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
            ">/dev/null 2>&1 &\n" if modules else "")
         + f"MNT={mnt}\n"
         '[ -d "$MNT" ] || mkdir -p -m 700 "$MNT"\n'
-        f"DEV={CIDATA_DEVICE}\n"
-        '[ -e "$DEV" ] || DEV=$(blkid -L cidata)\n'
         "MOUNTED=\n"
         'while read -r _ dir _; do [ "$dir" = "$MNT" ] && MOUNTED=1 && break; done '
         "</proc/mounts\n"
-        f'[ -n "$MOUNTED" ] || mount -o {CIDATA_MOUNT_OPTIONS} "$DEV" "$MNT"\n'
+        # udev may be redoing the CD's links while this runs (a boot's coldplug, a media
+        # change event): the by-label link can be gone for a moment, so a failed mount is
+        # tried again, for up to about 5 s.
+        "TRIES=0\n"
+        'while [ -z "$MOUNTED" ]; do\n'
+        f"  DEV={CIDATA_DEVICE}\n"
+        '  [ -e "$DEV" ] || DEV=$(blkid -L cidata)\n'
+        f'  [ -n "$DEV" ] && mount -o {CIDATA_MOUNT_OPTIONS} "$DEV" "$MNT" && break\n'
+        "  TRIES=$((TRIES + 1))\n"
+        '  [ "$TRIES" -lt 50 ] || break\n'
+        "  sleep 0.1\n"
+        "done\n"
         # The first instance-id line's value, leading blanks dropped; only characters a
         # unit name takes (tr runs only when there are others).
         "IID=\n"

@@ -36,10 +36,12 @@ echo "$LIMA_CIDATA_IID" >/run/lima-boot-done
 """
 
 
-# What the real cidata's bootcmd does on Debian, in one line.
+# What the real cidata's bootcmd does on Debian, in one line. The network stage may run
+# before udev made the CD's by-label link: blkid finds the device then.
 BOOTCMD = (
-    "mkdir -p /mnt/lima-cidata; mountpoint -q /mnt/lima-cidata"
-    " || mount -o ro /dev/disk/by-label/cidata /mnt/lima-cidata;"
+    "mkdir -p /mnt/lima-cidata; DEV=/dev/disk/by-label/cidata;"
+    " [ -e $DEV ] || DEV=$(blkid -L cidata); mountpoint -q /mnt/lima-cidata"
+    " || mount -o ro $DEV /mnt/lima-cidata;"
     " LIMA_CIDATA_MNT=/mnt/lima-cidata sh /mnt/lima-cidata/boot.sh"
 )
 
