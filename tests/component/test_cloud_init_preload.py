@@ -149,6 +149,33 @@ def abstract_name() -> str:
     return f"@limapy-test-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+@contextlib.contextmanager
+def other_listener(name: str, after_accept: str, python: str = sys.executable,
+                   user: int | None = None) -> Iterator[subprocess.Popen[str]]:
+    """A process other than the preload server listening on abstract socket `name`: it
+    accepts one connection as `c`, then runs `after_accept`; killed afterwards."""
+    proc = subprocess.Popen(
+        [python, "-c", "import socket, sys\n"
+         "s = socket.socket(socket.AF_UNIX)\n"
+         "s.bind('\\0' + sys.argv[1][1:]); s.listen(1); print('up', flush=True)\n"
+         f"c, _ = s.accept()\n{after_accept}\n", name],
+        stdout=subprocess.PIPE, text=True, user=user)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def direct_cloud_init(tmp_path: Path) -> Path:
+    """A stand-in for /usr/bin/cloud-init run directly: it says so and exits 5."""
+    fallback = tmp_path / "cloud-init"
+    fallback.write_text("#!/bin/sh\necho \"direct $*\"\nexit 5\n")
+    fallback.chmod(0o755)
+    return fallback
+
+
 def own_cgroup() -> str:
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         if line.startswith("0::"):
@@ -236,25 +263,13 @@ def test_the_stage_runs_cloud_init_itself_when_the_server_is_another_user(
     tmp_path: Path,
 ) -> None:
     name = abstract_name()
-    squatter = subprocess.Popen(
-        [DEBIAN_PYTHON, "-c", "import socket, sys\n"
-         "s = socket.socket(socket.AF_UNIX)\n"
-         "s.bind('\\0' + sys.argv[1][1:]); s.listen(1); print('up', flush=True)\n"
-         "c, _ = s.accept(); print(len(c.recv(4096)), flush=True)", name],
-        stdout=subprocess.PIPE, text=True, user=65534)
-    try:
-        assert squatter.stdout is not None and squatter.stdout.readline() == "up\n"
-        fallback = tmp_path / "cloud-init"
-        fallback.write_text("#!/bin/sh\necho \"direct $*\"\nexit 5\n")
-        fallback.chmod(0o755)
-        out = stage(name, tmp_path, "init", LIMAPY_CLOUD_INIT=str(fallback))
+    with other_listener(name, "print(len(c.recv(4096)), flush=True)", python=DEBIAN_PYTHON,
+                        user=65534) as squatter:
+        out = stage(name, tmp_path, "init", LIMAPY_CLOUD_INIT=str(direct_cloud_init(tmp_path)))
         assert out.returncode == 5
         assert out.stdout.strip() == "direct init"
         # The squatter got the connection, but no request: nothing of the stage's.
-        assert squatter.stdout.readline() == "0\n"
-    finally:
-        squatter.kill()
-        squatter.wait()
+        assert squatter.stdout is not None and squatter.stdout.readline() == "0\n"
 
 
 def test_stages_parse_yaml_with_libyaml_and_report_errors_as_cloud_init_does(
@@ -281,9 +296,7 @@ def test_stages_parse_yaml_with_libyaml_and_report_errors_as_cloud_init_does(
 
 
 def test_without_the_server_the_stage_runs_cloud_init_itself(tmp_path: Path) -> None:
-    fallback = tmp_path / "cloud-init"
-    fallback.write_text("#!/bin/sh\necho \"direct $*\"\nexit 5\n")
-    fallback.chmod(0o755)
+    fallback = direct_cloud_init(tmp_path)
     out = stage(tmp_path / "absent.sock", tmp_path, "init", LIMAPY_CLOUD_INIT=str(fallback))
     assert out.returncode == 5
     assert out.stdout.strip() == "direct init"
@@ -452,20 +465,6 @@ def test_the_stage_runs_cloud_init_itself_when_the_server_ends_before_accepting(
     # A server that reads the request and ends without its "+" (it died importing
     # cloud-init, say): nothing of the stage ran, so the client runs cloud-init itself.
     name = abstract_name()
-    dying = subprocess.Popen(
-        [sys.executable, "-c", "import socket, sys\n"
-         "s = socket.socket(socket.AF_UNIX)\n"
-         "s.bind('\\0' + sys.argv[1][1:]); s.listen(1); print('up', flush=True)\n"
-         "c, _ = s.accept()\n"
-         "while c.recv(4096): pass\n", name],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert dying.stdout is not None and dying.stdout.readline() == "up\n"
-        fallback = tmp_path / "cloud-init"
-        fallback.write_text("#!/bin/sh\necho \"direct $*\"\nexit 5\n")
-        fallback.chmod(0o755)
-        out = stage(name, tmp_path, "init", LIMAPY_CLOUD_INIT=str(fallback))
+    with other_listener(name, "while c.recv(4096): pass"):
+        out = stage(name, tmp_path, "init", LIMAPY_CLOUD_INIT=str(direct_cloud_init(tmp_path)))
         assert (out.returncode, out.stdout.strip(), out.stderr) == (5, "direct init", "")
-    finally:
-        dying.kill()
-        dying.wait()
