@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _POLL = 0.05  # reading ha.stdout.log is cheap; progress shows with little lag
+_LONG_POLL = 2.0  # the longest one long poll of the host agent waits for a change
 QEMU_START_TIMEOUT = 30.0
 STOP_TIMEOUT = 90.0
 ABORT_TIMEOUT = 20.0  # a failed boot's guest gets this long to power down before a kill
@@ -70,16 +71,19 @@ class AgentProgress:
     responsive: bool = True
     suspending: bool = False  # the agent saves the guest's state
     resuming: bool = False  # the agent loads a saved state; the guest has not answered yet
+    version: int | None = None  # the agent's view's version (for a long poll), if it told
 
 
-def agent_progress(inst_dir: Path) -> AgentProgress:
+def agent_progress(inst_dir: Path, *, after: int | None = None, wait: float = 0.0
+                   ) -> AgentProgress:
     """The boot's progress as the running host agent knows it (`GET /v1/info`: its own view
-    from ssh and the guest's IID markers), else folded from ha.stdout.log.
+    from ssh and the guest's IID markers), else folded from ha.stdout.log. With `after` (a
+    `version` from before) the agent answers once its view changed, or after `wait` s.
 
     The agent's answer wins over the log: the log is a file that can be truncated or
     garbled, and a healthy guest must never be rebooted because of that.
     """
-    info = hostagent.hostagent_info(inst_dir, timeout=2.0)
+    info = hostagent.hostagent_info(inst_dir, timeout=2.0, after=after, wait=wait)
     if info is not None and isinstance(info.get("phase"), str):
         phase = info["phase"]
         running = bool(info.get("running"))
@@ -95,6 +99,7 @@ def agent_progress(inst_dir: Path) -> AgentProgress:
             responsive=info.get("responsive") is not False,
             suspending=phase == "suspending",
             resuming=phase == "resuming",
+            version=version if isinstance(version := info.get("version"), int) else None,
         )
     return events_progress(inst_dir)
 
@@ -397,9 +402,14 @@ class QemuDriver:
         self, inst: Path, budget: float, done: Callable[[AgentProgress], bool], what: str
     ) -> Outcome:
         deadline = time.monotonic() + max(0.0, budget)
+        version: int | None = None
         while True:
             alive = _hostagent_alive(inst)
-            prog = agent_progress(inst)
+            # After the first answer, a long poll: the agent answers when its view changes
+            # (within _LONG_POLL, so a dead agent's pid is looked at again), and neither
+            # side spends the guest's CPU on answers that say nothing new.
+            wait = min(_LONG_POLL, max(0.0, deadline - time.monotonic()))
+            prog = agent_progress(inst, after=version, wait=wait)
             if done(prog):
                 return Outcome.success()
             if not alive or prog.exited:
@@ -410,7 +420,9 @@ class QemuDriver:
                 return Outcome.temporary(msg)
             if time.monotonic() >= deadline:
                 return Outcome.temporary(f"still waiting for {what}", retry_after=0)
-            time.sleep(_POLL)
+            if prog.version is None or version is None:
+                time.sleep(_POLL)  # no long poll yet (or an agent without one)
+            version = prog.version
 
     def _stop(self, inst: Path, force: bool, *, timeout: float = STOP_TIMEOUT) -> Outcome:
         if not inst.is_dir():

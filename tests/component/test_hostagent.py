@@ -227,6 +227,69 @@ def test_the_forwarder_never_logs_in_alongside_readiness(
     assert r.stop() == 0
 
 
+def test_a_long_poll_answers_at_the_next_event(
+    inst_dir: Path, run_agent: Callable[..., Running]
+) -> None:
+    """`GET /v1/info?after=V&wait=S` is held until the view passes version V: the boot's
+    next phase, not the wait's end; without a change it answers the same view after S."""
+    login = threading.Event()
+    r = run_agent(SLEEPER, GatedGuest(login))
+    wait_for(lambda: r.agent._qemu is not None)
+    first = hostagent_info(inst_dir)
+    assert first is not None and first["phase"] == "booting"
+    version = first["version"]
+    assert isinstance(version, int)
+    same = hostagent_info(inst_dir, after=version, wait=0.3)
+    assert same is not None and (same["version"], same["phase"]) == (version, "booting")
+
+    answers: list[dict[str, Any] | None] = []
+    poll = threading.Thread(
+        target=lambda: answers.append(hostagent_info(inst_dir, after=version, wait=30)))
+    poll.start()
+    time.sleep(0.3)
+    assert poll.is_alive()  # held: nothing changed yet
+    login.set()
+    poll.join(20)
+    assert not poll.is_alive()
+    got = answers[0]
+    assert got is not None and got["version"] > version
+    assert got["phase"] in ("ssh_ready", "provisioned", "running")
+    assert r.stop() == 0
+
+
+def test_the_wait_loop_long_polls_and_still_sees_the_agent_exit(
+    inst_dir: Path, run_agent: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's wait asks the agent far less often than its 50 ms fallback tick while
+    the guest boots, and an agent that exits mid-poll ends the wait as a failure."""
+    from lima.drivers import instance
+    from lima.drivers.hostagent import api
+
+    calls: list[float] = []
+    real = api.hostagent_info
+
+    def counted(*a: Any, **kw: Any) -> dict[str, Any] | None:
+        calls.append(kw.get("wait", 0.0))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(instance.hostagent, "hostagent_info", counted)
+    monkeypatch.setattr(instance, "_hostagent_alive", lambda inst: r.rc is None)
+    login = threading.Event()
+    r = run_agent(SLEEPER, GatedGuest(login))
+    wait_for(lambda: r.agent._qemu is not None)
+    threading.Timer(1.5, login.set).start()
+    driver = instance.QemuDriver()
+    out = driver._wait(inst_dir, 30, lambda p: p.running, "the host agent")
+    assert out.ok
+    assert len(calls) <= 6, calls  # 1.5 s at 50 ms would be 30 answers
+    assert any(w > 0 for w in calls)
+
+    stopper = threading.Timer(0.5, r.agent.request_stop)
+    stopper.start()
+    out = driver._wait(inst_dir, 30, lambda p: False, "nothing")
+    assert not out.ok and out.error is not None and "exit" in out.error
+
+
 def test_event_time_is_rfc3339(inst_dir: Path, run_agent: Callable[..., Running]) -> None:
     run_agent(SLEEPER, FakeGuest([]))
     wait_for(lambda: read_events(inst_dir))

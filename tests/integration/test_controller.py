@@ -104,7 +104,8 @@ def test_controller_end_to_end(limactl: Limactl, folder: Path, tmp_path: Path) -
         (folder / "tiny.yaml").unlink()
         _until(lambda: _status(limactl, "tiny") == "Stopped", 180, "tiny Stopped")
         assert not qemu_pids_for(limactl.home)
-        assert ctl.events("tiny", "pruned")
+        # The event follows the pass that stopped it: qemu's exit can be seen first.
+        _until(lambda: bool(ctl.events("tiny", "pruned")), 60, "the pruned event")
         assert limactl("list", "--json", "tiny").stdout.count("managedBy") == 0
     finally:
         ctl.end(signal.SIGKILL)
@@ -119,7 +120,6 @@ def test_controller_killed_mid_boot_is_replaced_with_one_qemu(
         (folder / "tiny.yaml").write_text(TINY)
         qemu_pid = limactl.home / "tiny" / "qemu.pid"
         _until(qemu_pid.exists, 300, "qemu started")
-        assert _status(limactl, "tiny") != "Running" or True  # mid-boot, or just done
         os.killpg(ctl.proc.pid, signal.SIGKILL)  # the controller only: VMs have sessions
         ctl.end(signal.SIGKILL)
         ctl = Controller(limactl, folder, log)

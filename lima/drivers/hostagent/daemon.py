@@ -173,6 +173,9 @@ class HostAgent:
                                        "degraded": False, "errors": [], "responsive": True}
         self._responsive: tuple[bool, float] | None = None  # a change not yet announced
         self._lock = threading.Lock()
+        # /v1/info's `version`: one more at each event, so a long poll sees every change.
+        self._version = 0
+        self._changed = threading.Condition(self._lock)
 
     # The signal handler only records the signal; the main loop polls it, so no lock is
     # ever taken inside a handler.
@@ -202,7 +205,8 @@ class HostAgent:
             signal.signal(signal.SIGUSR1, self.request_suspend)  # `limactl suspend`
         write_pidfile(pid_path, os.getpid())
         try:
-            self._server = serve_info(self.inst_dir / paths.HA_SOCK, self.info)
+            self._server = serve_info(self.inst_dir / paths.HA_SOCK, self.info,
+                                      self.wait_change)
             self._start_dns()
             self._emit()
             log.info("host agent started: pid %d, ssh port %d", os.getpid(), self.ssh_port)
@@ -213,11 +217,18 @@ class HostAgent:
     def info(self) -> dict[str, Any]:
         with self._lock:
             state = dict(self._state)
+            version = self._version
         qemu = self._qemu
         forwarder = self._forwarder
         return {"sshLocalPort": self.ssh_port, "iid": self.iid, "attached": self.attach,
                 "qemuPID": qemu.pid if qemu is not None else 0,
-                "openConnections": forwarder.open_connections() if forwarder else 0, **state}
+                "openConnections": forwarder.open_connections() if forwarder else 0,
+                "version": version, **state}
+
+    def wait_change(self, after: int, timeout: float) -> None:
+        """Return once an event past version `after` was written, or after `timeout`."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version > after, timeout)
 
     def _emit(self, **status: Any) -> None:
         with self._lock:
@@ -230,7 +241,12 @@ class HostAgent:
                 self._state["degraded"] = bool(status.get("degraded"))
             if status.get("exiting"):
                 self._state.update(phase="exiting", running=False)
-        append_event(self.inst_dir, make_event(ssh_port=self.ssh_port, **status))
+        try:
+            append_event(self.inst_dir, make_event(ssh_port=self.ssh_port, **status))
+        finally:
+            with self._changed:  # after the log line: a waiter may read either
+                self._version += 1
+                self._changed.notify_all()
 
     def _emit_port_forward(self, port_forward: dict[str, Any]) -> None:
         """A `portForward` event on top of the current status, as Lima writes it."""
