@@ -326,6 +326,7 @@ class ApplyRun:
     qemu_argv: list[str] = field(default_factory=list)
     ssh_port: int = 0
     stderr: str = ""
+    steal: float | None = None  # the hypervisor's share of the machine's CPU in this run
 
     def seen(self, *phases: str) -> float | None:
         """When apply first showed any of `phases` (it skips a line when one pass moves the
@@ -465,6 +466,7 @@ class BaselineRun:
     port: int = 0
     probes: list[tuple[float, float, int, str]] = field(default_factory=list)
     banner_probes: list[tuple[float, float, str]] = field(default_factory=list)
+    steal: float | None = None  # the hypervisor's share of the machine's CPU in this run
 
     def longest_probe(self) -> str:
         """The banner probe that lived longest: (start-end what), e.g. one stalled in slirp."""
@@ -752,6 +754,39 @@ def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
     return run
 
 
+def cpu_ticks(text: str | None = None) -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat's `cpu` line."""
+    if text is None:
+        try:
+            text = Path("/proc/stat").read_text()
+        except OSError:
+            return 0, 0
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            values = [int(v) for v in fields[1:]]
+            # user nice system idle iowait irq softirq steal [guest guest_nice: in user]
+            return (values[7] if len(values) > 7 else 0), sum(values[:8])
+    return 0, 0
+
+
+class StealMeter:
+    """The share of this machine's CPU time its hypervisor took (steal) during a run: on a
+    shared host the same boot's time moves with it, so each run line shows it."""
+
+    def __init__(self) -> None:
+        self.start = cpu_ticks()
+
+    def share(self) -> float | None:
+        steal, total = cpu_ticks()
+        d_total = total - self.start[1]
+        return (steal - self.start[0]) / d_total if d_total > 0 else None
+
+
+def _steal(value: float | None) -> str:
+    return "steal ?" if value is None else f"steal {value * 100:3.0f}%"
+
+
 def _tail(path: Path) -> str:
     try:
         return path.read_text(errors="replace")[-300:]
@@ -801,10 +836,12 @@ def bench_example(home: Home, example: str, runs: int) -> None:
     for i in range(runs):
         order = ("limapy", "baseline") if i % 2 == 0 else ("baseline", "limapy")
         for which in order:
+            meter = StealMeter()
             if which == "limapy":
                 r = limapy_apply(home, example, name)
+                r.steal = meter.share()
                 lp.append(r)
-                _say(_limapy_line(f"limapy #{i + 1}", r))
+                _say(f"{_limapy_line(f'limapy #{i + 1}', r)}  {_steal(r.steal)}")
                 if not r.ok:
                     _say(r.error)
                     return
@@ -813,8 +850,9 @@ def bench_example(home: Home, example: str, runs: int) -> None:
                 stops.append(limapy_stop(home, name))
             else:
                 b = baseline_boot(home, example, name)
+                b.steal = meter.share()
                 bl.append(b)
-                _say(_baseline_line(f"baseline #{i + 1}", b))
+                _say(f"{_baseline_line(f'baseline #{i + 1}', b)}  {_steal(b.steal)}")
                 if not b.ok:
                     return
     _summary(example, lp, bl, conv, stops)
@@ -865,6 +903,12 @@ def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list
          f"{fmt(b_done)}   (qemu -> sshd banner {fmt(b_banner)})")
     _say(f"  ratio limapy/baseline: ssh_ready {ratio(m['ssh_ready'], b_login)}, "
          f"running {ratio(m['running'], b_done)}   (target <= 1.05)")
+    pairs = [r.running / b.done for r, b in zip(lp, bl, strict=False)
+             if r.running is not None and b.done is not None and b.done > 0]
+    _say(f"  median of the {len(pairs)} runs' own ratios (run #i of each, back to back): "
+         f"running {ratio(median(pairs), 1.0)}; steal medians: limapy "
+         f"{_steal(median([r.steal for r in lp]))}, baseline "
+         f"{_steal(median([b.steal for b in bl]))}")
     q_ssh = median([_diff(r.events.get("ssh_ready"), r.qemu_start) for r in lp])
     q_run = median([_diff(r.events.get("running"), r.qemu_start) for r in lp])
     q_prov = median([_diff(r.events.get("provisioned"), r.qemu_start) for r in lp])

@@ -165,3 +165,12 @@ def test_longest_probe_names_the_stalled_one() -> None:
     assert run.longest_probe() == "-"
     run.banner_probes = [(0.0, 0.01, "closed"), (0.3, 21.3, "closed"), (25.0, 25.4, "banner")]
     assert run.longest_probe() == "0.3-21.3s closed"
+
+
+def test_cpu_ticks_reads_steal_and_the_total_from_the_cpu_line() -> None:
+    stat = ("cpu  100 5 20 800 10 1 2 30 7 0\n"
+            "cpu0 50 2 10 400 5 0 1 15 3 0\n")
+    # guest and guest_nice are already counted in user and nice: not added again.
+    assert boot.cpu_ticks(stat) == (30, 100 + 5 + 20 + 800 + 10 + 1 + 2 + 30)
+    assert boot.cpu_ticks("cpu  1 2 3 4\n") == (0, 10)  # a kernel without steal
+    assert boot.cpu_ticks("intr 5\n") == (0, 0)
