@@ -31,6 +31,10 @@ For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_H
    process start-up included.
 4. stop: `limactl stop NAME` wall time; QMP `system_powerdown` -> qemu exit, measured on
    the baseline's qemu (and read from the host agent's log for limapy's).
+Each boot's line also shows the share of the machine's CPU its hypervisor took meanwhile
+(steal, from /proc/stat: on a shared host the same boot's time moves with it), qemu's CPU
+seconds at the end (the guest's work, which steal does not inflate) and, for limapy, the
+CPU of `limactl apply` and the host agent (CPU the guest's vCPUs could not have).
 
 Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3] [--pycache]
        [--keep DIR]  (DIR/EXAMPLE/NN-limapy-serial.log, ...: each run's logs, kept)
@@ -48,6 +52,7 @@ import errno
 import json
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -188,6 +193,22 @@ def stat_start_ticks(stat_text: str) -> int:
     return int(rest[19])  # rest[0] is field 3 (state)
 
 
+def stat_cpu_ticks(stat_text: str) -> int:
+    """Fields 14 and 15 (utime + stime, clock ticks) of /proc/PID/stat."""
+    rest = stat_text[stat_text.rindex(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds the process has used so far (None when it is gone)."""
+    if not pid:
+        return None
+    try:
+        return stat_cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def probe_result(stdout: str, iid: str) -> tuple[bool, bool]:
     """(ssh-ready marker holds iid, boot-done marker holds iid) from PROBE_COMMAND's output."""
     ready, _, done = stdout.strip().partition("|")
@@ -326,7 +347,9 @@ class ApplyRun:
     qemu_argv: list[str] = field(default_factory=list)
     ssh_port: int = 0
     stderr: str = ""
+    host_cpu: float | None = None  # CPU seconds of `limactl apply` and the host agent
     steal: float | None = None  # the hypervisor's share of the machine's CPU in this run
+    qemu_cpu: float | None = None  # qemu's CPU seconds (the guest's work) at the end
 
     def seen(self, *phases: str) -> float | None:
         """When apply first showed any of `phases` (it skips a line when one pass moves the
@@ -350,6 +373,7 @@ def limapy_apply(home: Home, example: str, name: str) -> ApplyRun:
     err_text: list[str] = []
     out_text: list[str] = []
     t0_unix, t0 = time.time(), time.monotonic()
+    children_cpu = _children_cpu()
     proc = subprocess.Popen(argv, env=home.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     home.procs.append(proc)
@@ -381,14 +405,18 @@ def limapy_apply(home: Home, example: str, name: str) -> ApplyRun:
         proc.kill()
         proc.wait()
     exit_at = time.monotonic() - t0
+    inst = home.path / name
+    qemu_cpu = process_cpu(_read_pid(inst / "qemu.pid"))
+    agent_cpu = process_cpu(_read_pid(inst / "ha.pid"))
+    apply_cpu = _children_cpu() - children_cpu
     for reader in readers:
         reader.join(timeout=5)
     run = ApplyRun(ok=proc.returncode == 0, lines=lines, printed=printed, exit=exit_at,
-                   stderr="".join(err_text))
+                   stderr="".join(err_text), qemu_cpu=qemu_cpu,
+                   host_cpu=apply_cpu + agent_cpu if agent_cpu is not None else None)
     if not run.ok:
         run.error = (f"limactl apply exited with {proc.returncode}: "
                      + "".join(err_text[-15:]) + "".join(out_text)).strip()
-    inst = home.path / name
     with contextlib.suppress(OSError):
         events = read_jsonl((inst / "ha.stdout.log").read_text())
         run.events = {k: v - t0_unix for k, v in event_times(events).items()}
@@ -467,6 +495,7 @@ class BaselineRun:
     probes: list[tuple[float, float, int, str]] = field(default_factory=list)
     banner_probes: list[tuple[float, float, str]] = field(default_factory=list)
     steal: float | None = None  # the hypervisor's share of the machine's CPU in this run
+    qemu_cpu: float | None = None  # qemu's CPU seconds (the guest's work) at the end
 
     def longest_probe(self) -> str:
         """The banner probe that lived longest: (start-end what), e.g. one stalled in slirp."""
@@ -730,6 +759,7 @@ def baseline_boot(home: Home, example: str, name: str) -> BaselineRun:
     err.close()
     try:
         poll_ssh(bdir, name, iid, t0, t0 + APPLY_TIMEOUT[example] - 30, qemu, run)
+        run.qemu_cpu = process_cpu(qemu.pid)
         if qemu.poll() is not None:
             run.error = f"qemu exited with {qemu.returncode}: " + \
                 (bdir / "qemu.stderr.log").read_text(errors="replace")[-500:]
@@ -781,6 +811,18 @@ class StealMeter:
         steal, total = cpu_ticks()
         d_total = total - self.start[1]
         return (steal - self.start[0]) / d_total if d_total > 0 else None
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu(run: ApplyRun | BaselineRun) -> str:
+    text = f"qemu cpu {fmt(run.qemu_cpu)}"
+    if isinstance(run, ApplyRun):
+        text += f" + limapy {fmt(run.host_cpu)}"
+    return text
 
 
 def _steal(value: float | None) -> str:
@@ -841,7 +883,7 @@ def bench_example(home: Home, example: str, runs: int) -> None:
                 r = limapy_apply(home, example, name)
                 r.steal = meter.share()
                 lp.append(r)
-                _say(f"{_limapy_line(f'limapy #{i + 1}', r)}  {_steal(r.steal)}")
+                _say(f"{_limapy_line(f'limapy #{i + 1}', r)}  {_steal(r.steal)}  {_cpu(r)}")
                 if not r.ok:
                     _say(r.error)
                     return
@@ -852,7 +894,7 @@ def bench_example(home: Home, example: str, runs: int) -> None:
                 b = baseline_boot(home, example, name)
                 b.steal = meter.share()
                 bl.append(b)
-                _say(f"{_baseline_line(f'baseline #{i + 1}', b)}  {_steal(b.steal)}")
+                _say(f"{_baseline_line(f'baseline #{i + 1}', b)}  {_steal(b.steal)}  {_cpu(b)}")
                 if not b.ok:
                     return
     _summary(example, lp, bl, conv, stops)
@@ -912,6 +954,10 @@ def _summary(example: str, lp: list[ApplyRun], bl: list[BaselineRun], conv: list
     q_ssh = median([_diff(r.events.get("ssh_ready"), r.qemu_start) for r in lp])
     q_run = median([_diff(r.events.get("running"), r.qemu_start) for r in lp])
     q_prov = median([_diff(r.events.get("provisioned"), r.qemu_start) for r in lp])
+    _say(f"  CPU to the end of the run (median): qemu (the guest's work) limapy "
+         f"{fmt(median([r.qemu_cpu for r in lp]))}, baseline "
+         f"{fmt(median([b.qemu_cpu for b in bl]))}; limactl apply + host agent "
+         f"{fmt(median([r.host_cpu for r in lp]))}")
     _say("  limapy breakdown (from ha.stdout.log event times and qemu's /proc start time):")
     _say(f"    apply start -> host agent process starts "
          f"{fmt(median([r.agent_start for r in lp]))}, -> its first event {fmt(ev['started'])}"

@@ -3,6 +3,7 @@ events and logs, /proc/PID/stat, the baseline's probe output and argv comparison
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,10 @@ def test_cpu_ticks_reads_steal_and_the_total_from_the_cpu_line() -> None:
     assert boot.cpu_ticks(stat) == (30, 100 + 5 + 20 + 800 + 10 + 1 + 2 + 30)
     assert boot.cpu_ticks("cpu  1 2 3 4\n") == (0, 10)  # a kernel without steal
     assert boot.cpu_ticks("intr 5\n") == (0, 0)
+
+
+def test_stat_cpu_ticks_adds_utime_and_stime_after_a_comm_with_blanks() -> None:
+    stat = "1234 (qemu system x) S 1 2 3 4 5 6 7 8 9 10 250 40 0 0 20 0 4 0 99 0 0\n"
+    assert boot.stat_cpu_ticks(stat) == 290
+    assert boot.process_cpu(None) is None
+    assert boot.process_cpu(os.getpid()) is not None
