@@ -3,23 +3,27 @@
 Instances get their own inode for every file (reflink or copy): a write, append or chmod
 through an instance's basedisk, kernel or initrd leaves the cache and every other
 instance as they were. A build-cache entry records its products' sha256 when it is built
-and a download-cache entry its data's; a cache hit re-hashes them, and an entry that no
-longer matches is built or downloaded again instead of used. The build here is a fake
+and a download-cache entry its data's; a cache hit re-hashes them (a build entry: unless
+no file was written since they last matched), and an entry that no longer matches is built
+or downloaded again instead of used. The build here is a fake
 recipe (qemu-img and a few bytes), the download server is on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from lima.drivers import runner
-from lima.drivers.images import build, download, prepare_disks
+from lima.drivers.images import baserecord, build, disks, download, prepare_disks
 from lima.drivers.images.build import BuildContext
 from tests.component.imagekit import FileServer, inst, spec
 
@@ -122,6 +126,67 @@ def test_a_changed_build_entry_is_built_again(
     assert f"{name} has sha256" in caplog.text and "building it again" in caplog.text
     assert facts(inst("d") / IN_INSTANCE[name])[0] == clean
     assert facts(entry / name) == (clean, 0o444)
+
+
+def test_an_entry_unchanged_since_its_check_is_not_hashed_again(
+        recipe: FakeRecipe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that passed records each file's stat; while they are all the same, the next
+    create takes the entry (and the image's digest for basedisk.json) without hashing.
+    Any write, even of the same size, changes a file's ctime and the entry is hashed."""
+    entry = entry_of(build.build_image("fake", progress=False))
+    kernel = entry / build.KERNEL
+    kernel.chmod(0o644)  # before the stamp: the write below is what changes it
+    assert build.cached_image("fake") is not None
+    assert not (entry / build.VERIFIED).exists()  # written a moment ago: racy, no stamp
+    monkeypatch.setattr(build, "RACY_NS", 0)
+    assert build.cached_image("fake") is not None
+    assert (entry / build.VERIFIED).exists()
+
+    hashed: list[Path] = []
+    real_sha, real_digest = build._sha256, baserecord.digest_file
+    monkeypatch.setattr(build, "_sha256", lambda p: hashed.append(p) or real_sha(p))
+    monkeypatch.setattr(baserecord, "digest_file",
+                        lambda p: hashed.append(p) or real_digest(p))
+    d = inst("d")
+    prepare_disks(spec("build:fake"), d)
+    assert hashed == []
+    record = json.loads((d / "basedisk.json").read_text())
+    assert record["sha256"] == hashlib.sha256((d / "basedisk").read_bytes()).hexdigest()
+    assert record["size"] == (d / "basedisk").stat().st_size
+
+    time.sleep(0.05)  # past the timestamps' granularity
+    with kernel.open("r+b") as f:
+        f.write(b"K")  # same size, same mode
+    assert build.cached_image("fake") is None
+    assert kernel in hashed
+
+
+def test_an_image_changed_while_it_is_copied_is_hashed_in_the_instance(
+        recipe: FakeRecipe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """basedisk.json takes the checked digest only when the image was not written between
+    the check and the copy; otherwise it hashes the copy, and records what it holds."""
+    entry = entry_of(build.build_image("fake", progress=False))
+    monkeypatch.setattr(build, "RACY_NS", 0)
+    assert build.cached_image("fake") is not None
+    real_clone = disks.clone_file
+
+    def clone_then_touch(src: Path, dst: Path) -> None:
+        real_clone(src, dst)
+        if src.name == build.IMAGE:  # a write to the cache's image right after the copy
+            time.sleep(0.05)
+            os.utime(src)
+
+    monkeypatch.setattr(disks, "clone_file", clone_then_touch)
+    hashed: list[Path] = []
+    real_digest = baserecord.digest_file
+    monkeypatch.setattr(baserecord, "digest_file",
+                        lambda p: hashed.append(p) or real_digest(p))
+    d = inst("d")
+    prepare_disks(spec("build:fake"), d)
+    assert hashed == [d / "basedisk"]
+    assert json.loads((d / "basedisk.json").read_text())["sha256"] == \
+        hashlib.sha256((d / "basedisk").read_bytes()).hexdigest()
+    assert entry.is_dir()
 
 
 def test_an_entry_from_before_sha256sums_is_sealed_not_rebuilt(recipe: FakeRecipe) -> None:

@@ -226,9 +226,10 @@ class HostAgent:
                 "version": version, **state}
 
     def wait_change(self, after: int, timeout: float) -> None:
-        """Return once an event past version `after` was written, or after `timeout`."""
+        """Return once the view is not at version `after` any more (an event was written,
+        or `after` came from another agent's run), or after `timeout`."""
         with self._changed:
-            self._changed.wait_for(lambda: self._version > after, timeout)
+            self._changed.wait_for(lambda: self._version != after, timeout)
 
     def _emit(self, **status: Any) -> None:
         with self._lock:

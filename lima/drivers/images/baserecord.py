@@ -7,7 +7,8 @@ it has exactly these bytes, since diffdisk stores only the blocks the guest chan
 reads every other block from basedisk.
 
 Hashing costs about 1 s per GiB of image (sha256 with the CPU's SHA extensions), once,
-at create; the record is what makes a lost basedisk repairable instead of fatal.
+at create; the record is what makes a lost basedisk repairable instead of fatal. A copy
+of a built image takes the digest its build cache just checked instead.
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ def digest_file(path: Path) -> BaseRecord:
     return BaseRecord(sha, size)
 
 
-def record_basedisk(inst_dir: Path) -> BaseRecord:
-    """Write basedisk.json for `inst_dir`'s basedisk (atomically) and return the record."""
-    rec = digest_file(inst_dir / paths.BASEDISK)
+def record_basedisk(inst_dir: Path, *, known_sha256: str | None = None) -> BaseRecord:
+    """Write basedisk.json for `inst_dir`'s basedisk (atomically) and return the record.
+    `known_sha256`: the basedisk is a copy of bytes just checked to have this digest (a
+    built image's), so it is not hashed again."""
+    base = inst_dir / paths.BASEDISK
+    if known_sha256 is not None:
+        rec = BaseRecord(known_sha256, base.stat().st_size)
+    else:
+        rec = digest_file(base)
     data = {"version": RECORD_VERSION, "sha256": rec.sha256, "size": rec.size}
     atomic_write(inst_dir / paths.BASEDISK_RECORD, json.dumps(data) + "\n")
     return rec

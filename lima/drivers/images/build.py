@@ -7,15 +7,16 @@ build_tiny.py and build_debian.py; this module owns what they share: the cache e
 lock, the progress lines, the build log, tool checks and the apt helpers.
 
 Cache layout: cache_dir()/build/<recipe>-<key>/{image.qcow2,kernel,initrd,cmdline,build.log,
-sha256sums,done}, where key is a short sha256 of the recipe's inputs and `done` is written last.
+sha256sums,verified.json,done}, where key is a short sha256 of the recipe's inputs and `done` is written last.
 A build runs in a temporary directory beside it and is renamed into place, under a flock, so two
 concurrent builds of one recipe produce one build.
 
 An entry is immutable once done: its products are made read-only and their sha256 recorded in
-`sha256sums` (the format `sha256sum -c` reads). Every cache hit re-hashes them (about 0.13 s per
-124 MiB here) and an entry that no longer matches is built again instead of used: instances get
-copies (see disks.clone_file), so a change can only come from outside, and as root a 0444 mode
-does not stop it.
+`sha256sums` (the format `sha256sum -c` reads). A cache hit re-hashes them (about 0.13 s per
+124 MiB here) unless no file was written since they last matched (`verified.json`: each file's
+stat, ctime included, which any write moves on), and an entry that no longer matches is built
+again instead of used: instances get copies (see disks.clone_file), so a change can only come
+from outside, and as root a 0444 mode does not stop it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ INITRD = "initrd"
 CMDLINE = "cmdline"
 BUILD_LOG = "build.log"
 SHA256SUMS = "sha256sums"
+# Each product's (and sha256sums') stat when its bytes last matched sha256sums: an entry
+# whose files are all still so is not hashed again (0.3 s of each create for the Debian
+# image). Any write changes a file's ctime, which no user can set back.
+VERIFIED = "verified.json"
+# A file changed within this long of the stamp's recording could share its timestamps
+# (they are coarse, a few ms): such a stamp is not written, as git does for a racy index.
+RACY_NS = 2_000_000_000
 DONE = "done"
 # What an instance gets from an entry, so what sha256sums covers.
 PRODUCTS = (IMAGE, KERNEL, INITRD, CMDLINE)
@@ -64,6 +72,10 @@ class BuiltImage:
     kernel: Path | None
     initrd: Path | None
     cmdline: str | None
+    # The image's sha256 as sha256sums has it, when its bytes were just checked against it,
+    # and the image's stat then (a copy made while it is unchanged has that digest).
+    image_sha256: str | None = None
+    image_stamp: tuple[int, ...] | None = None
 
 
 class Recipe(Protocol):
@@ -322,14 +334,74 @@ def cache_key(inputs: Mapping[str, object]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _product(entry: Path) -> BuiltImage:
+def _product(entry: Path, stamps: dict[str, list[int]] | None = None) -> BuiltImage:
+    """The entry's files; with `stamps` (their stat when their bytes matched sha256sums)
+    also the image's digest and stat then."""
     def opt(name: str) -> Path | None:
         p = entry / name
         return p if p.exists() else None
 
     cmdline_file = entry / CMDLINE
     cmdline = cmdline_file.read_text().strip() if cmdline_file.exists() else None
-    return BuiltImage(entry / IMAGE, opt(KERNEL), opt(INITRD), cmdline)
+    digest = stamp = None
+    if stamps is not None and IMAGE in stamps:
+        with contextlib.suppress(OSError):
+            digest = _recorded_digests(entry).get(IMAGE)
+            stamp = tuple(stamps[IMAGE])
+    return BuiltImage(entry / IMAGE, opt(KERNEL), opt(INITRD), cmdline, digest, stamp)
+
+
+def _recorded_digests(entry: Path) -> dict[str, str]:
+    """sha256sums as {product: digest}; OSError when it cannot be read."""
+    want: dict[str, str] = {}
+    for line in (entry / SHA256SUMS).read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if name:
+            want[name] = digest
+    return want
+
+
+def file_stamp(path: Path) -> list[int]:
+    """What any write changes: device, inode, size, mtime and ctime (ns)."""
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _stamps(entry: Path) -> dict[str, list[int]]:
+    """The stamp of sha256sums and of each product there is."""
+    out = {}
+    for name in (SHA256SUMS, *PRODUCTS):
+        with contextlib.suppress(FileNotFoundError):
+            out[name] = file_stamp(entry / name)
+    return out
+
+
+def _unchanged_since_verified(entry: Path) -> dict[str, list[int]] | None:
+    """The files' stamps when every file is as it was when its bytes last matched
+    sha256sums, else None."""
+    try:
+        data = json.loads((entry / VERIFIED).read_text())
+        stamps = _stamps(entry)
+    except (OSError, ValueError):
+        return None
+    return stamps if isinstance(data, dict) and data.get("files") == stamps else None
+
+
+def _record_verified(entry: Path, before: dict[str, list[int]]) -> dict[str, list[int]] | None:
+    """Write VERIFIED for files whose bytes were just found to match sha256sums, `before`
+    being their stamps from before they were read: only when no file changed since then
+    (a change during the hashing) nor shortly before (a later change could share its
+    timestamps), and not in a cache we may not write. Returns the stamps it vouches for."""
+    try:
+        stamps = _stamps(entry)
+    except OSError:
+        return None
+    now = time.time_ns()
+    if stamps != before or any(now - stamp[4] < RACY_NS for stamp in stamps.values()):
+        return None
+    with contextlib.suppress(OSError):
+        atomic_write(entry / VERIFIED, json.dumps({"files": stamps}) + "\n")
+    return stamps
 
 
 def _sha256(path: Path) -> str:
@@ -354,14 +426,9 @@ def seal_entry(entry: Path) -> None:
 def entry_problems(entry: Path) -> list[str]:
     """How an entry's products differ from its sha256sums ([] when they all match)."""
     try:
-        recorded = (entry / SHA256SUMS).read_text().splitlines()
+        want = _recorded_digests(entry)
     except OSError as exc:
         return [f"{SHA256SUMS}: {exc.strerror or exc}"]
-    want: dict[str, str] = {}
-    for line in recorded:
-        digest, _, name = line.partition("  ")
-        if name:
-            want[name] = digest
     problems = []
     for name in PRODUCTS:
         path = entry / name
@@ -394,12 +461,19 @@ def _checked_product(entry: Path) -> BuiltImage | None:
             # rebuild could not be written either.
             log.warning("%s: cannot record its digests (%s): using it unverified", entry, exc)
         return _product(entry)
+    stamps = _unchanged_since_verified(entry)
+    if stamps is not None:
+        return _product(entry, stamps)
+    try:
+        before = _stamps(entry)
+    except OSError:
+        before = {}
     problems = entry_problems(entry)
     if problems:
         log.warning("%s was changed after it was built (%s): building it again",
                     entry, "; ".join(problems))
         return None
-    return _product(entry)
+    return _product(entry, _record_verified(entry, before))
 
 
 def cached_image(name: str) -> BuiltImage | None:

@@ -42,6 +42,9 @@ class Staged:
     """Files of one candidate under temporary names: final name -> staged path."""
 
     files: dict[str, Path] = field(default_factory=dict)
+    # The basedisk's sha256 when it is a copy of bytes just checked against one (a built
+    # image's sha256sums): basedisk.json need not hash it again.
+    basedisk_sha256: str | None = None
 
     def path(self, inst_dir: Path, name: str) -> Path:
         tmp = inst_dir / f".{name}{STAGE_SUFFIX}"
@@ -94,7 +97,7 @@ def prepare_disks(spec: InstanceSpec, inst_dir: Path) -> None:
             os.replace(tmp, inst_dir / name)
         # Before diffdisk exists, so every diffdisk has it: what lets `repair` prove a
         # fresh copy of a lost basedisk to be the bytes diffdisk was laid over.
-        record_basedisk(inst_dir)
+        record_basedisk(inst_dir, known_sha256=staged.basedisk_sha256)
         create_diffdisk(inst_dir, spec.disk)
     except BaseException:
         staged.discard()
@@ -156,6 +159,8 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
 
         built = build_image(image.location[len(BUILD_SCHEME):])
         clone_file(built.image, staged.path(inst_dir, paths.BASEDISK))
+        if built.image_stamp is not None and _same_stamp(built.image, built.image_stamp):
+            staged.basedisk_sha256 = built.image_sha256  # copied while still the checked bytes
         kernel_from_image, initrd_from_image = built.kernel, built.initrd
         cmdline_from_image = built.cmdline
     else:
@@ -178,6 +183,15 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
     # local file, decompressed download): checked here, before anything takes its final
     # name, so a refused image leaves nothing behind.
     check_base_image(staged.files[paths.BASEDISK], image.location)
+
+
+def _same_stamp(path: Path, stamp: tuple[int, ...]) -> bool:
+    from lima.drivers.images.build import file_stamp
+
+    try:
+        return tuple(file_stamp(path)) == stamp
+    except OSError:
+        return False
 
 
 def fetch_file(location: str, digest: str | None, dst: Path, *, expand: bool,
