@@ -7,7 +7,8 @@ build_tiny.py and build_debian.py; this module owns what they share: the cache e
 lock, the progress lines, the build log, tool checks and the apt helpers.
 
 Cache layout: cache_dir()/build/<recipe>-<key>/{image.qcow2,kernel,initrd,cmdline,build.log,
-sha256sums,verified.json,done}, where key is a short sha256 of the recipe's inputs and `done` is written last.
+sha256sums,verified.json,done}, where key is a short sha256 of the recipe's inputs and `done` is
+written last.
 A build runs in a temporary directory beside it and is renamed into place, under a flock, so two
 concurrent builds of one recipe produce one build.
 
