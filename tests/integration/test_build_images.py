@@ -176,6 +176,15 @@ def test_debian_boots_with_cloud_init(debian: BuiltImage, tmp_path: Path) -> Non
                           ("'modules --mode=config'", "cloud-config.service"),
                           ("'modules --mode=final'", "cloud-final.service")], res.stdout
         assert int(cpu_ns) > 1_000_000_000, res.stdout
+        # logind (the power button's listener) is wanted by graphical.target, not by the
+        # multi-user.target cloud-final waits for, and still starts at boot.
+        res = guest.ssh("systemctl show -p WantedBy --value systemd-logind.service; "
+                        "for i in $(seq 120); do systemctl is-active -q systemd-logind "
+                        "&& break; sleep 0.5; done; systemctl is-active systemd-logind")
+        wanted_by, active = res.stdout.split("\n")[:2]
+        assert "graphical.target" in wanted_by.split(), res.stdout
+        assert "multi-user.target" not in wanted_by.split(), res.stdout
+        assert active == "active", res.stdout
     finally:
         guest.stop()
 
