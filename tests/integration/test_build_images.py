@@ -165,6 +165,16 @@ def test_debian_boots_with_cloud_init(debian: BuiltImage, tmp_path: Path) -> Non
         assert status.get("datasource") == "nocloud", status
         # The four stages ran in the preload server the initramfs started, each in its
         # unit's cgroup (the network stage's CPU, seconds under TCG, is its unit's).
+        # The initramfs turned the slab allocator's memory-cgroup hooks on before the
+        # preload started, and left the cgroup mount to systemd (its options, no leftover).
+        res = guest.ssh("sudo dmesg | grep -c 'limapy-initramfs: memory cgroup hooks on'; "
+                        "grep ' /sys/fs/cgroup ' /proc/mounts; "
+                        "ls /sys/fs/cgroup | grep -c limapy-early; "
+                        "cat /sys/fs/cgroup/cgroup.subtree_control")
+        hooks, mount, leftover, controllers = res.stdout.splitlines()
+        assert hooks == "1" and leftover == "0", res.stdout
+        assert "nsdelegate" in mount.split()[3], res.stdout  # systemd's own mount
+        assert "memory" in controllers.split(), res.stdout
         res = guest.ssh("sudo dmesg | grep 'cloud-init-preload: '; "
                         "systemctl show -p CPUUsageNSec --value cloud-init.service")
         assert res.returncode == 0, res.stderr
