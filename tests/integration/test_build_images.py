@@ -186,6 +186,9 @@ def test_debian_boots_with_cloud_init(debian: BuiltImage, tmp_path: Path) -> Non
                           ("'modules --mode=config'", "cloud-config.service"),
                           ("'modules --mode=final'", "cloud-final.service")], res.stdout
         assert int(cpu_ns) > 1_000_000_000, res.stdout
+        # sshd has the stages' startup CPU weight.
+        res = guest.ssh("systemctl show -p StartupCPUWeight --value ssh.service")
+        assert res.stdout.strip() == "1000", res.stdout
         # logind (the power button's listener) is wanted by graphical.target, not by the
         # multi-user.target cloud-final waits for, and still starts at boot.
         res = guest.ssh("systemctl show -p WantedBy --value systemd-logind.service; "

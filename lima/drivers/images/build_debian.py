@@ -25,7 +25,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-21"
+RECIPE_VERSION = "debian-12-22"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -179,6 +179,12 @@ FILES: dict[str, tuple[int, str]] = {
     # restart). `systemctl reload ssh` keeps its test (ExecReload).
     "etc/systemd/system/ssh.service.d/limapy-no-config-test.conf": (
         0o644, "[Service]\nExecStartPre=\n"),
+    # While the system starts, sshd (and each connection's process: the host agent's
+    # first login and its looks at the boot's markers run in ssh.service's cgroup) gets
+    # ten times the default CPU weight, as cloud-init's stages and boot.sh have: its start
+    # contends with D-Bus's, logind's, the gettys' and the config stage's.
+    "etc/systemd/system/ssh.service.d/limapy-startup-weight.conf": (
+        0o644, "[Service]\nStartupCPUWeight=1000\n"),
     # sshd -r: a connection's sshd is a fork of the listener, not a new exec of sshd (the
     # binary, its libraries, sshd_config and the host keys loaded again). Measured in an
     # idle guest under TCG: a login took 0.55-0.75 s, 0.23-0.34 s with -r; the first login
