@@ -64,6 +64,12 @@ def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:
 
     limactl("stop", "deb", timeout=300)
     assert json.loads(limactl("list", "--format", "json", "deb").stdout)["status"] == "Stopped"
+    # The guest powered off on the ACPI button (logind heard it): qemu was not killed
+    # (the agent attached to it above, so its exit status is not known here).
+    agent_log = (limactl.home / "deb" / "ha.stderr.log").read_text()
+    assert "qemu exited with status" in agent_log, agent_log[-2000:]
+    assert "still runs after powerdown" not in agent_log, agent_log[-2000:]
+    assert "QMP powerdown failed" not in agent_log, agent_log[-2000:]
     assert qemu_pids_for(limactl.home) == []
 
     limactl("start", "deb", timeout=900)
