@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import os
 import stat
 from pathlib import Path
 
@@ -252,20 +250,3 @@ def test_debian_keeps_the_udev_rules_of_the_power_button_seats_disks_and_nic() -
                          "80-net-setup-link.rules", "80-drivers.rules", "99-systemd.rules",
                          "50-udev-default.rules"}
     assert all(r.endswith(".rules") for r in masked)
-
-
-def test_debian_logind_is_wanted_by_graphical_target_not_multi_user(tmp_path: Path) -> None:
-    """cloud-final waits for multi-user.target, which waits for what it wants: logind
-    moves to graphical.target, still started at boot."""
-    shipped = tmp_path / "usr/lib/systemd/system/multi-user.target.wants"
-    shipped.mkdir(parents=True)
-    (shipped / "systemd-logind.service").symlink_to("../systemd-logind.service")
-    (shipped / "ssh.service").symlink_to("../ssh.service")
-    log = io.StringIO()
-    build_debian._defer_logind(tmp_path, log)
-    assert sorted(p.name for p in shipped.iterdir()) == ["ssh.service"]
-    moved = tmp_path / "etc/systemd/system/graphical.target.wants/systemd-logind.service"
-    assert os.readlink(moved) == "/lib/systemd/system/systemd-logind.service"
-    build_debian._defer_logind(tmp_path, log)  # a second run: nothing to move, said so
-    assert "left as it is" in log.getvalue()
-    assert moved.is_symlink()

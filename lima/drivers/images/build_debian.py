@@ -19,13 +19,12 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
 
 from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-22"
+RECIPE_VERSION = "debian-12-23"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -483,7 +482,6 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
     _chroot(ctx, rootfs, "systemctl", "enable", "systemd-networkd.service")
     _chroot(ctx, rootfs, "systemctl", "mask", *MASKED_UNITS)
     _drop_dynamic_motd(rootfs / "etc/pam.d/sshd")
-    _defer_logind(rootfs, ctx.log)
     rules = rootfs / "etc/udev/rules.d"
     rules.mkdir(parents=True, exist_ok=True)
     for name in MASKED_UDEV_RULES:
@@ -493,32 +491,6 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
     generators.mkdir(parents=True, exist_ok=True)
     for name in MASKED_GENERATORS:
         (generators / name).symlink_to("/dev/null")
-
-
-LOGIND = "systemd-logind.service"
-
-
-def _defer_logind(rootfs: Path, log: IO[str]) -> None:
-    """logind wanted by graphical.target instead of multi-user.target.
-
-    Debian's cloud-final.service is After=multi-user.target, and a target waits for every
-    unit it wants: logind included, whose start (with D-Bus's, which it brings up) took
-    3.3 s under TCG while the config stage, sshd and boot.sh ran, and was the last thing
-    multi-user.target waited for: cloud-init's final stage, so Running, waited for it.
-    Wanted by graphical.target (the default target, which systemd still reaches only once
-    logind is up), it starts as early as before (the ACPI power button that `limactl stop`
-    presses needs it), and the final stage no longer waits for it. A systemd upgrade in
-    the guest puts the multi-user link back: logind then starts as in stock Debian.
-    """
-    wants = rootfs / "usr/lib/systemd/system/multi-user.target.wants" / LOGIND
-    if not wants.is_symlink():
-        log.write(f"{LOGIND}: not wanted by multi-user.target here; left as it is\n")
-        return
-    wants.unlink()
-    graphical = rootfs / "etc/systemd/system/graphical.target.wants"
-    graphical.mkdir(parents=True, exist_ok=True)
-    (graphical / LOGIND).unlink(missing_ok=True)
-    (graphical / LOGIND).symlink_to(f"/lib/systemd/system/{LOGIND}")
 
 
 def _drop_dynamic_motd(pam_sshd: Path) -> None:
