@@ -4,7 +4,7 @@ The daemon serves its own view of the boot (`serve_info`); the driver, `limactl 
 `limactl shell` ask it (`hostagent_info`). One GET does not pay for an HTTP library.
 
 `GET /v1/info?after=V&wait=S` is a long poll: the answer comes once the view's `version`
-is past V, or after S seconds (at most MAX_WAIT). `limactl start` waits on it instead of
+is not V any more, or after S seconds (at most MAX_WAIT). `limactl start` waits on it instead of
 asking 20 times a second: under TCG each answer's CPU on the host is CPU the booting
 guest's vCPUs do not get. An agent that predates it ignores the query and answers at once,
 without `version`.
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT = 10.0  # the longest a long poll is held, whatever the client asks
 
-# (after, wait) -> returns once the view's version is past `after` or `wait` has passed.
+# (after, wait) -> returns once the view's version is not `after` or `wait` has passed.
 WaitChange = Callable[[int, float], None]
 
 # --- /v1/info over ha.sock ------------------------------------------------------------------
