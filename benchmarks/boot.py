@@ -187,15 +187,19 @@ def agent_stop(log_entries: Sequence[dict[str, Any]]) -> AgentStop:
     return out
 
 
+def _stat_fields(stat_text: str) -> list[str]:
+    """/proc/PID/stat from field 3 (state) on: comm, before it, may hold spaces."""
+    return stat_text[stat_text.rindex(")") + 2:].split()
+
+
 def stat_start_ticks(stat_text: str) -> int:
-    """Field 22 (starttime, clock ticks after boot) of /proc/PID/stat; comm may hold spaces."""
-    rest = stat_text[stat_text.rindex(")") + 2:].split()
-    return int(rest[19])  # rest[0] is field 3 (state)
+    """Field 22 (starttime, clock ticks after boot) of /proc/PID/stat."""
+    return int(_stat_fields(stat_text)[19])
 
 
 def stat_cpu_ticks(stat_text: str) -> int:
     """Fields 14 and 15 (utime + stime, clock ticks) of /proc/PID/stat."""
-    rest = stat_text[stat_text.rindex(")") + 2:].split()
+    rest = _stat_fields(stat_text)
     return int(rest[11]) + int(rest[12])
 
 

@@ -78,6 +78,17 @@ class BuiltImage:
     image_sha256: str | None = None
     image_stamp: tuple[int, ...] | None = None
 
+    def unchanged_sha256(self) -> str | None:
+        """The image's checked sha256 while the image is still as it was when checked (a
+        copy just made has those bytes), else None."""
+        if self.image_sha256 is None or self.image_stamp is None:
+            return None
+        try:
+            now = tuple(file_stamp(self.image))
+        except OSError:
+            return None
+        return self.image_sha256 if now == self.image_stamp else None
+
 
 class Recipe(Protocol):
     """One way of building an image; see build_tiny.TinyRecipe and build_debian.DebianRecipe."""

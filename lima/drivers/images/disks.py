@@ -159,8 +159,7 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
 
         built = build_image(image.location[len(BUILD_SCHEME):])
         clone_file(built.image, staged.path(inst_dir, paths.BASEDISK))
-        if built.image_stamp is not None and _same_stamp(built.image, built.image_stamp):
-            staged.basedisk_sha256 = built.image_sha256  # copied while still the checked bytes
+        staged.basedisk_sha256 = built.unchanged_sha256()  # copied as the checked bytes
         kernel_from_image, initrd_from_image = built.kernel, built.initrd
         cmdline_from_image = built.cmdline
     else:
@@ -183,15 +182,6 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
     # local file, decompressed download): checked here, before anything takes its final
     # name, so a refused image leaves nothing behind.
     check_base_image(staged.files[paths.BASEDISK], image.location)
-
-
-def _same_stamp(path: Path, stamp: tuple[int, ...]) -> bool:
-    from lima.drivers.images.build import file_stamp
-
-    try:
-        return tuple(file_stamp(path)) == stamp
-    except OSError:
-        return False
 
 
 def fetch_file(location: str, digest: str | None, dst: Path, *, expand: bool,
