@@ -31,13 +31,17 @@ For each example (examples/tiny.yaml, examples/default.yaml) in a private LIMA_H
    process start-up included.
 4. stop: `limactl stop NAME` wall time; QMP `system_powerdown` -> qemu exit, measured on
    the baseline's qemu (and read from the host agent's log for limapy's).
+5. cold pairs (--cold N): a new instance's `limactl apply` (create included) -> running,
+   interleaved: its first boot loading the boot template (lima.drivers.boottemplate) that
+   the cold run of 1. saved in the benchmark's own template directory, and the same with
+   LIMA_BOOT_TEMPLATES=0; against each other and the baseline's boot-done median.
 Each boot's line also shows the share of the machine's CPU its hypervisor took meanwhile
 (steal, from /proc/stat: on a shared host the same boot's time moves with it), qemu's CPU
 seconds at the end (the guest's work, which steal does not inflate) and, for limapy, the
 CPU of `limactl apply` and the host agent (CPU the guest's vCPUs could not have).
 
-Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3] [--pycache]
-       [--keep DIR]  (DIR/EXAMPLE/NN-limapy-serial.log, ...: each run's logs, kept)
+Usage: .venv/bin/python benchmarks/boot.py [--only tiny|default] [--runs 3] [--cold 2]
+       [--pycache] [--keep DIR]  (DIR/EXAMPLE/NN-limapy-serial.log, ...: each run's logs, kept)
 (--pycache: limactl caches bytecode under the benchmark home even when the environment
 sets PYTHONDONTWRITEBYTECODE, as an installed limapy would have .pyc files.)
 Guests use user networking with restrict=on (nothing leaves the machine). Every qemu and
@@ -72,7 +76,7 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lima.drivers import procs  # noqa: E402 (after the sys.path line above)
+from lima.drivers import boottemplate, procs  # noqa: E402 (after the sys.path line above)
 
 if TYPE_CHECKING:
     from lima.drivers.hostagent.dns import ResolverConfig
@@ -369,7 +373,8 @@ class ApplyRun:
         return self.seen("running", "reported")
 
 
-def limapy_apply(home: Home, example: str, name: str) -> ApplyRun:
+def limapy_apply(home: Home, example: str, name: str,
+                 env: dict[str, str] | None = None) -> ApplyRun:
     argv = home.limactl("apply", "--timeout", str(APPLY_TIMEOUT[example] - 30),
                         str(EXAMPLES[example]))
     lines: dict[str, float] = {}
@@ -378,7 +383,7 @@ def limapy_apply(home: Home, example: str, name: str) -> ApplyRun:
     out_text: list[str] = []
     t0_unix, t0 = time.time(), time.monotonic()
     children_cpu = _children_cpu()
-    proc = subprocess.Popen(argv, env=home.env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, env={**home.env, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     home.procs.append(proc)
 
@@ -863,7 +868,7 @@ def _baseline_line(tag: str, r: BaselineRun) -> str:
             f"                  powerdown {fmt(r.powerdown)}")
 
 
-def bench_example(home: Home, example: str, runs: int) -> None:
+def bench_example(home: Home, example: str, runs: int, cold_pairs: int = 0) -> None:
     name = example  # the examples are named after their file
     _say(f"== {example}: {EXAMPLES[example].relative_to(REPO)}, {runs} runs "
          f"(times in seconds after `limactl apply` / qemu start) ==")
@@ -902,6 +907,47 @@ def bench_example(home: Home, example: str, runs: int) -> None:
                 if not b.ok:
                     return
     _summary(example, lp, bl, conv, stops)
+    if cold_pairs:
+        _cold_pairs(home, example, name, cold_pairs, median([b.done for b in bl]))
+
+
+def _cold_pairs(home: Home, example: str, name: str, n: int,
+                baseline_done: float | None) -> None:
+    """`n` pairs of cold applies of a new instance (create included), interleaved: its
+    first boot loading the boot template the cold run saved, and one without templates."""
+    subprocess.run(home.limactl("delete", "-f", name), env=home.env, capture_output=True,
+                   timeout=300, check=False)
+    got: dict[str, list[ApplyRun]] = {"template": [], "no template": []}
+    for i in range(n):
+        order = ("template", "no template") if i % 2 == 0 else ("no template", "template")
+        for which in order:
+            meter = StealMeter()
+            env = {boottemplate.ENV_SWITCH: "0"} if which == "no template" else {}
+            r = limapy_apply(home, example, name, env=env)
+            r.steal = meter.share()
+            got[which].append(r)
+            try:
+                log = (home.path / name / "ha.stderr.log").read_text(errors="replace")
+            except OSError:
+                log = ""
+            used = "loaded" if "loaded from the boot template" in log else "booted"
+            _say(f"{_limapy_line(f'cold, {which} #{i + 1}', r)}  {_steal(r.steal)}  "
+                 f"{_cpu(r)}  ({used})")
+            subprocess.run(home.limactl("delete", "-f", name), env=home.env,
+                           capture_output=True, timeout=300, check=False)
+            if not r.ok:
+                _say(r.error)
+                return
+    t = median([r.running for r in got["template"]])
+    o = median([r.running for r in got["no template"]])
+    pairs = [a.running / b.running for a, b in zip(got["template"], got["no template"],
+                                                    strict=False)
+             if a.running is not None and b.running]
+    _say(f"-- {example}: cold apply (create included) -> running, medians over {n} pairs --")
+    _say(f"  boot template {fmt(t)}   no template {fmt(o)}   ratio {ratio(t, o)} "
+         f"(pairs' own: {ratio(median(pairs), 1.0)})   target <= 25 s")
+    _say(f"  against the baseline's warm boot-done median {fmt(baseline_done)}: "
+         f"{ratio(t, baseline_done)} with the template, {ratio(o, baseline_done)} without")
 
 
 _COMPARED: dict[str, list[str]] = {}
@@ -1004,6 +1050,8 @@ def bench_home(*, pycache: bool = False) -> Iterator[Home]:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(path / "_pycache")
     os.environ["LIMA_HOME"] = str(path)  # for the lima builders used by the baseline
+    # Boot templates of this run only: the cold run saves the one the cold pairs load.
+    env[boottemplate.ENV_DIR] = str(path / "_boot")
     home = Home(path, env)
 
     def on_term(signum: int, _frame: Any) -> None:
@@ -1022,6 +1070,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--only", choices=sorted(EXAMPLES), default=None)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cold", type=int, default=2, metavar="N",
+                    help="cold pairs: a new instance's first boot loading the boot template, "
+                         "and one with LIMA_BOOT_TEMPLATES=0")
     ap.add_argument("--pycache", action="store_true",
                     help="cache bytecode for limactl (under the benchmark home) even when "
                          "PYTHONDONTWRITEBYTECODE is set")
@@ -1040,7 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "not cached" if home.env.get("PYTHONDONTWRITEBYTECODE") else "default")
                 _say(f"LIMA_HOME={home.path}  limactl bytecode: {bytecode}")
                 home.keep = args.keep / example if args.keep else None
-                bench_example(home, example, args.runs)
+                bench_example(home, example, args.runs, args.cold)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             _say(f"  {example}: FAILED: {exc}")
         except Exception as exc:  # keep going with the next example, but show what broke

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +150,15 @@ def read_cidata_meta(inst_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _first_boot(inst: Path, attach: bool, data_disks: Sequence[object]) -> bool:
+    """Whether this boot may pause for a boot template: a first boot (the diffdisk still
+    the image's bytes) with no other disk, boot templates not turned off."""
+    from lima.drivers import boottemplate
+
+    return (not attach and not data_disks and boottemplate.enabled()
+            and boottemplate.pristine(inst / paths.DIFFDISK))
 
 
 def _hostagent_alive(inst_dir: Path) -> bool:
@@ -383,7 +392,8 @@ class QemuDriver:
                 hostagent.start_hostagent(
                     name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
                     # The agent need not load the spec before it starts qemu.
-                    qemu_argv=qemu_command(spec, inst, port, data_disks),
+                    qemu_argv=qemu_command(spec, inst, port, data_disks,
+                                           pause=_first_boot(inst, attach, data_disks)),
                     extra_args=("--ssh-user", spec.user.name, *_resolver_args(spec),
                                 *display_hostagent_args(spec)),
                     attach=attach, virtiofsd=daemons,

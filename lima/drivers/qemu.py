@@ -251,10 +251,12 @@ def _read_cmdline(path: Path) -> str:
 
 
 def qemu_command(
-    spec: InstanceSpec, inst_dir: Path, ssh_port: int, data_disks: Sequence[DataDisk] = ()
+    spec: InstanceSpec, inst_dir: Path, ssh_port: int, data_disks: Sequence[DataDisk] = (),
+    *, pause: bool = False,
 ) -> list[str]:
     """The full qemu command for an instance on this host: binary (QEMU_SYSTEM_* honoured),
-    accelerator (probed; detect_accel warns once when it falls back to TCG), then argv."""
+    accelerator (probed; detect_accel warns once when it falls back to TCG), then argv.
+    `pause`: see qemu_argv."""
     from lima.drivers.accel import detect_accel
 
     binary = qemu_binary(spec.arch)
@@ -262,7 +264,7 @@ def qemu_command(
         virtfs.create_host_dirs(spec)  # QEMU refuses a -virtfs path that does not exist
     accel = detect_accel(spec.arch, binary=binary, cpu=cpu_model(spec, "kvm"))
     return qemu_argv(spec, inst_dir, ssh_port=ssh_port, accel=accel.name, binary=binary,
-                     data_disks=data_disks)
+                     data_disks=data_disks, pause=pause)
 
 
 def qemu_argv(
@@ -274,8 +276,13 @@ def qemu_argv(
     binary: list[str],
     host: HostFiles | None = None,
     data_disks: Sequence[DataDisk] = (),
+    pause: bool = False,
 ) -> list[str]:
     """The full argv (binary first) that boots `spec` from `inst_dir`.
+
+    `pause`: a direct kernel boot's command line gets `limapy.pause` when the image's says
+    `limapy.pausable` (a first boot that may load or save a boot template:
+    lima.drivers.boottemplate).
 
     `data_disks`: the `additionalDisks` as (datadisk path, format), in spec order, locked
     by the caller (lima.drivers.disks.attach_for_start); the guest sees them as vdb, vdc...
@@ -323,7 +330,7 @@ def qemu_argv(
     # No default NIC, VGA, CD-ROM, floppy, monitor or serial: everything is listed below.
     args.append("-nodefaults")
 
-    args.extend(_boot_args(spec, inst_dir, host, add, effective))
+    args.extend(_boot_args(spec, inst_dir, host, add, effective, pause))
     args.extend(_disk_args(inst_dir, data_disks))
     args.extend(_mount_args(spec, inst_dir))
     args.extend(_net_args(spec, inst_dir, host, ssh_port))
@@ -339,7 +346,8 @@ def _tb_size(spec: InstanceSpec) -> int:
 
 
 def _boot_args(
-    spec: InstanceSpec, inst_dir: Path, host: HostFiles, add: _Add, accel: str
+    spec: InstanceSpec, inst_dir: Path, host: HostFiles, add: _Add, accel: str,
+    pause: bool = False,
 ) -> list[str]:
     out: list[str] = []
     kernel = inst_dir / paths.KERNEL
@@ -352,6 +360,11 @@ def _boot_args(
         cmdline = _read_cmdline(inst_dir / paths.KERNEL_CMDLINE)
         if cmdline and accel == "tcg":
             cmdline = tcg_cmdline(cmdline, spec.arch)
+        if pause:
+            from lima.drivers.boottemplate import PAUSABLE_WORD, PAUSE_WORD
+
+            if PAUSABLE_WORD in cmdline.split():
+                cmdline += " " + PAUSE_WORD
         if cmdline:
             out += ["-append", cmdline]
         if host.qboot is not None:

@@ -38,7 +38,7 @@ _POLL = 0.05
 _QMP_POLL = 0.02  # the just-started qemu's QMP socket appears within about 0.1 s
 _EVENT_WAIT = 1.0  # without a MIGRATION event for this long, query-status is asked
 # Migration to a local file is bounded by the disk, not a network: no bandwidth cap.
-_UNLIMITED = 1 << 40
+UNLIMITED = 1 << 40
 
 
 def file_identity(path: Path) -> dict[str, Any] | None:
@@ -181,24 +181,10 @@ def save_state(inst: Path, argv: list[str], *, generation: str, iid: str, ssh_po
     with QMPClient(inst / paths.QMP_SOCK, timeout=10.0) as qmp:
         qmp.execute("stop")
         version = _version(qmp)
-        qmp.execute("migrate-set-parameters", {"max-bandwidth": _UNLIMITED})
+        qmp.execute("migrate-set-parameters", {"max-bandwidth": UNLIMITED})
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            qmp.pass_fd(FD_NAME, fd)
-            qmp.execute("migrate", {"uri": f"fd:{FD_NAME}"})
-            while True:
-                info = qmp.execute("query-migrate")
-                status = info.get("status") if isinstance(info, dict) else None
-                if status == "completed":
-                    break
-                if status in ("failed", "cancelled"):
-                    why = info.get("error-desc") or status
-                    raise LimaError(f"saving the guest's state failed: {why}")
-                if time.monotonic() > deadline:
-                    with contextlib.suppress(LimaError):
-                        qmp.execute("migrate_cancel")
-                    raise LimaError(f"saving the guest's state took over {timeout:g} s")
-                time.sleep(_POLL)
+            migrate_out(qmp, fd, deadline, timeout)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -211,6 +197,55 @@ def save_state(inst: Path, argv: list[str], *, generation: str, iid: str, ssh_po
     fsync_dir(inst)
 
 
+def migrate_out(qmp: QMPClient, fd: int, deadline: float, timeout: float) -> None:
+    """Migrate the (paused) guest's state into `fd` and wait until QMP says completed.
+    Raises LimaError when QEMU failed it or it ran past `deadline` (then cancelled)."""
+    qmp.pass_fd(FD_NAME, fd)
+    qmp.execute("migrate", {"uri": f"fd:{FD_NAME}"})
+    while True:
+        info = qmp.execute("query-migrate")
+        status = info.get("status") if isinstance(info, dict) else None
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            why = info.get("error-desc") or status
+            raise LimaError(f"saving the guest's state failed: {why}")
+        if time.monotonic() > deadline:
+            with contextlib.suppress(LimaError):
+                qmp.execute("migrate_cancel")
+            raise LimaError(f"saving the guest's state took over {timeout:g} s")
+        time.sleep(_POLL)
+
+
+def connect_incoming(sock: Path, deadline: float) -> QMPClient:
+    """A QMP client of the qemu just started with `-incoming defer`, whose socket appears
+    within about 0.1 s; QMPUnavailable past `deadline`."""
+    qmp = QMPClient(sock, timeout=10.0)
+    while True:
+        try:
+            qmp.connect()
+            return qmp
+        except QMPUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(_QMP_POLL)
+
+
+def migrate_in(qmp: QMPClient, path: Path, deadline: float, timeout: float) -> str:
+    """Load the state saved in `path` into the waiting qemu; its run state after."""
+    # A MIGRATION event tells when the load is over: no query-status polls that would
+    # take turns with the load in QEMU's main loop.
+    qmp.execute("migrate-set-capabilities",
+                {"capabilities": [{"capability": "events", "state": True}]})
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        qmp.pass_fd(FD_NAME, fd)
+        qmp.execute("migrate-incoming", {"uri": f"fd:{FD_NAME}"})
+        return _await_incoming(qmp, deadline, timeout)
+    finally:
+        os.close(fd)
+
+
 def load_state(inst: Path, *, timeout: float = 120.0) -> None:
     """Into the qemu just started with `-incoming defer`: load suspend.state, move it aside
     (to suspend.state.tmp: the guest is about to move on from it, so it must never be loaded
@@ -219,28 +254,10 @@ def load_state(inst: Path, *, timeout: float = 120.0) -> None:
     (TemporaryError when QMP never answered)."""
     began = time.monotonic()
     deadline = began + timeout
-    qmp = QMPClient(inst / paths.QMP_SOCK, timeout=10.0)
-    while True:
-        try:
-            qmp.connect()
-            break
-        except QMPUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(_QMP_POLL)
+    qmp = connect_incoming(inst / paths.QMP_SOCK, deadline)
     log.info("QMP answered (%.2f s after the load began)", time.monotonic() - began)
     with qmp:
-        # A MIGRATION event tells when the load is over: no query-status polls that would
-        # take turns with the load in QEMU's main loop.
-        qmp.execute("migrate-set-capabilities",
-                    {"capabilities": [{"capability": "events", "state": True}]})
-        fd = os.open(inst / paths.SUSPEND_STATE, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            qmp.pass_fd(FD_NAME, fd)
-            qmp.execute("migrate-incoming", {"uri": f"fd:{FD_NAME}"})
-            status = _await_incoming(qmp, deadline, timeout)
-        finally:
-            os.close(fd)
+        status = migrate_in(qmp, inst / paths.SUSPEND_STATE, deadline, timeout)
         log.info("state loaded (%.2f s after the load began): %s", time.monotonic() - began,
                  status)
         # The commit point of a resume: suspend.state is gone before the guest runs.

@@ -183,6 +183,28 @@ def own_cgroup() -> str:
     pytest.skip("this host has no cgroup v2 (unified) hierarchy")
 
 
+def _abstract_names() -> set[str]:
+    with open("/proc/net/unix") as f:
+        return {line.split()[-1] for line in f if line.split()[-1].startswith("@")}
+
+
+def test_a_paused_boots_preload_names_the_import_done(tmp_path: Path,
+                                                     fake_cloudinit: Path) -> None:
+    """The initramfs of a paused first boot waits for @NAME (LIMAPY_IMPORTED_SOCK): bound
+    once cloud-init is imported; the stages still run, and the name goes with the server."""
+    name = f"@limapy-test-imported-{os.getpid()}"
+    assert name not in _abstract_names()
+    sock = tmp_path / "ci.sock"
+    with serving(tmp_path, fake_cloudinit, str(sock), LIMAPY_IMPORTED_SOCK=name):
+        deadline = time.monotonic() + 20
+        while name not in _abstract_names() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert name in _abstract_names()
+        out = stage(sock, tmp_path, "init", "--local")
+        assert "argv init --local" in out.stdout and "forked True" in out.stdout, out
+    assert name not in _abstract_names()
+
+
 def test_each_stage_runs_in_a_fork_with_its_own_argv_env_cwd_and_status(
     server: tuple[subprocess.Popen[bytes], Path], tmp_path: Path,
 ) -> None:

@@ -253,7 +253,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path, _isolated_home: Path
 
     real = RealHarness(QemuDriver(), gates)
 
-    def fake_qemu_command(spec: object, inst: Path, port: int, *_disks: object) -> list[str]:
+    def fake_qemu_command(spec: object, inst: Path, port: int, *_disks: object,
+                          **_kw: object) -> list[str]:
         pubkey = paths.user_identity().with_name(paths.user_identity().name + ".pub")
         return [str(qemu), str(script), "-pidfile", str(inst / paths.QEMU_PID),
                 "-qmp", str(inst / paths.QMP_SOCK),

@@ -124,6 +124,25 @@ def private_home() -> Iterator[Limactl]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _boot_templates() -> Iterator[Path]:
+    """Boot templates (lima.drivers.boottemplate) of this run only, not the user's cache:
+    the first Debian first boot of each machine saves one, later ones load it."""
+    from lima.drivers.boottemplate import ENV_DIR
+
+    old = os.environ.get(ENV_DIR)
+    path = Path(tempfile.mkdtemp(prefix="limapy-boot-templates-", dir="/tmp"))
+    os.environ[ENV_DIR] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop(ENV_DIR, None)
+        else:
+            os.environ[ENV_DIR] = old
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """As the root conftest's, plus: every qemu / host agent started under it is ended."""

@@ -143,6 +143,7 @@ FACTS: dict[str, tuple[Callable[[ast.Module], Iterator[int]], set[str]]] = {
         "lima/drivers/images/repair.py",  # qemu-img rebased a copy of the diffdisk
         "lima/drivers/images/download.py",  # the streamed data.tmp into its cache entry
         "lima/drivers/suspend.py",  # qemu migrated the guest's state into the temp
+        "lima/drivers/boottemplate.py",  # the same, for a boot template in the cache
     }),
 }
 

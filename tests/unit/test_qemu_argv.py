@@ -253,6 +253,15 @@ def test_kernel_initrd_cmdline_and_qboot(inst: Path) -> None:
     assert not any(d.startswith("if=pflash") for d in values(argv, "-drive"))
 
 
+def test_a_first_boot_pauses_only_an_image_that_says_it_can(inst: Path) -> None:
+    with_kernel(inst, cmdline="root=LABEL=lima-root quiet limapy.pausable")
+    assert one(build(inst, accel="kvm", pause=True), "-append").split()[-1] == "limapy.pause"
+    assert "limapy.pause" not in one(build(inst, accel="kvm"), "-append").split()
+    assert "limapy.pause" in one(build(inst, accel="tcg", pause=True), "-append").split()
+    with_kernel(inst, cmdline="root=LABEL=lima-root quiet")
+    assert "limapy.pause" not in one(build(inst, accel="kvm", pause=True), "-append")
+
+
 def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -> None:
     with_kernel(inst, cmdline="root=LABEL=lima-root console=ttyS0 quiet")
     words = one(build(inst, accel="tcg"), "-append").split()

@@ -286,7 +286,7 @@ class HostAgent:
                 # Readiness's imports load while the state does: it logs in at `cont`.
                 threading.Thread(target=warm, name="guest-warm", daemon=True).start()
             try:
-                self._qemu = QemuProcess.started(self._start_qemu(), self.inst_dir)
+                self._qemu = QemuProcess.started(self._boot_qemu(), self.inst_dir)
                 log.info("qemu started (pid %d)", self._qemu.pid)
             except LimaError as exc:
                 log.error("qemu did not start: %s", exc)
@@ -499,11 +499,46 @@ class HostAgent:
         self._emit(running=True, degraded=True,
                    errors=[*errors, f"{UNRESPONSIVE}: no answer over ssh since {when}"])
 
-    def _start_qemu(self) -> runner.Popen[bytes]:
+    def _boot_qemu(self) -> runner.Popen[bytes]:
+        """Start qemu. A first boot told to pause (lima.drivers.boottemplate) loads its
+        boot template when there is one, and otherwise boots, the template saved at the
+        pause by a thread that then lets the guest go on."""
+        from lima.drivers import boottemplate
+
+        if self.resume or not boottemplate.pause_boot(self.qemu_argv):
+            return self._start_qemu(self.qemu_argv)
+        tpl = boottemplate.plan(self.qemu_argv, self.inst_dir)
+        if tpl is not None and tpl.exists():
+            proc = self._start_qemu([*self.qemu_argv, "-incoming", "defer"])
+            try:
+                took = boottemplate.restore(self.inst_dir, tpl)
+            except (LimaError, OSError) as exc:
+                log.warning("the boot template %s could not be loaded (%s): it is removed, "
+                            "and the guest boots", tpl.key, exc)
+                proc.kill()
+                proc.wait()
+                boottemplate.discard(tpl)
+            else:
+                log.info("first boot loaded from the boot template %s in %.2f s",
+                         tpl.key, took)
+                return proc
+        proc = self._start_qemu(self.qemu_argv)
+
+        def pause() -> None:
+            def alive() -> bool:
+                return proc.poll() is None and self._signal is None
+
+            mac = boottemplate.mac_of(self.qemu_argv)
+            log.info("first boot: %s", boottemplate.capture(self.inst_dir, mac, tpl, alive))
+
+        threading.Thread(target=pause, name="boot-template", daemon=True).start()
+        return proc
+
+    def _start_qemu(self, argv: list[str]) -> runner.Popen[bytes]:
         out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
         err = open(self.inst_dir / QEMU_STDERR, "wb")  # noqa: SIM115
         try:
-            return runner.spawn(self.qemu_argv, stdout=out, stderr=err, cwd=self.inst_dir)
+            return runner.spawn(argv, stdout=out, stderr=err, cwd=self.inst_dir)
         finally:
             out.close()
             err.close()

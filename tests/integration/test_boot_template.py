@@ -1,0 +1,120 @@
+"""Boot templates with the Debian guest (`build:debian-12`), through the real CLI.
+
+Two instances of one machine, in a template directory of their own: the first one's
+first boot pauses after the kernel and cloud-init's import, and is saved as the template;
+the second one's first boot loads it. The second is its own machine all the same (boot
+id, machine id, ssh host key, MAC, clock), its / is read-write, cloud-init ran its
+user-data, and its next boot (a warm one, no template) comes up clean. Run it under
+`flock /tmp/limapy-debian.lock` (one Debian guest at a time on the machine).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from lima.drivers import boottemplate
+from tests.integration.conftest import Limactl, qemu_pids_for
+from tests.integration.test_disks import settle
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+SPEC = """\
+images:
+- location: "build:debian-12"
+  arch: "x86_64"
+cpus: 2
+memory: "1GiB"
+disk: "8GiB"
+mounts: []
+vmOpts:
+  qemu:
+    restrictNetwork: true
+provision:
+- mode: system
+  script: |
+    #!/bin/sh
+    echo provisioned > /etc/bt-provisioned
+"""
+
+FACTS = ("cat /proc/sys/kernel/random/boot_id /etc/machine-id /sys/class/net/eth0/address; "
+         "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2; "
+         "findmnt -no OPTIONS /; cat /etc/bt-provisioned; date -u +%s; "
+         "sudo dmesg | grep -c 'limapy-initramfs: go at'; "
+         "sudo dmesg | grep -c 'not reseeded\\|no go line\\|remount of / .* failed"
+         "\\|EXT4-fs error'; true")
+
+
+def facts(limactl: Limactl, name: str) -> dict[str, str]:
+    before = time.time()
+    out = limactl("shell", name, "sh", "-c", FACTS, timeout=120).stdout.split("\n")
+    after = time.time()
+    keys = ("boot_id", "machine_id", "mac", "host_key", "root", "provisioned", "clock",
+            "go_lines", "bad_lines")
+    got = dict(zip(keys, out, strict=False))
+    got["skew"] = str(int(got["clock"]) + 0.5 - (before + after) / 2)
+    return got
+
+
+def argv_mac(home: Path, name: str) -> str:
+    pid = int((home / name / "qemu.pid").read_text())
+    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    found = re.search(r"mac=([0-9a-f:]{17})", cmd)
+    assert found, cmd
+    return found.group(1)
+
+
+def agent_log(home: Path, name: str) -> str:
+    return (home / name / "ha.stderr.log").read_text()
+
+
+def test_first_boots_share_a_template_and_each_is_its_own_machine(
+        limactl: Limactl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    templates = tmp_path / "templates"
+    monkeypatch.setenv(boottemplate.ENV_DIR, str(templates))
+    yaml = tmp_path / "bt.yaml"
+    yaml.write_text(SPEC)
+    home = limactl.home
+
+    limactl("start", "--name", "bta", "--tty=false", str(yaml), timeout=1200)
+    assert "saved the boot template" in agent_log(home, "bta")
+    saved = list(templates.glob("*.state"))
+    assert len(saved) == 1 and saved[0].stat().st_size > 50 << 20
+    settle(limactl, "bta")
+    a = facts(limactl, "bta")
+    assert a["go_lines"] == "1" and a["bad_lines"] == "0"
+    a_mac = argv_mac(home, "bta")
+    limactl("stop", "bta", timeout=300)
+
+    limactl("start", "--name", "btb", "--tty=false", str(yaml), timeout=1200)
+    log = agent_log(home, "btb")
+    assert "first boot loaded from the boot template" in log, log
+    assert saved[0].name.removesuffix(".state") in log
+    settle(limactl, "btb")
+    b = facts(limactl, "btb")
+    for key in ("boot_id", "machine_id", "host_key", "mac"):
+        assert a[key] != b[key], key
+    assert b["mac"] == argv_mac(home, "btb") != a_mac
+    assert b["root"].split(",")[0] == "rw"
+    assert b["provisioned"] == "provisioned"
+    assert abs(float(b["skew"])) <= 2.0, b
+    assert b["go_lines"] == "1" and b["bad_lines"] == "0", b
+    status = limactl("shell", "btb", "cloud-init", "status", "--long", timeout=120).stdout
+    assert "status: done" in status
+
+    # The next boot of the loaded instance is an ordinary one, and finds its disk clean.
+    limactl("stop", "btb", timeout=300)
+    limactl("start", "btb", timeout=1200)
+    log = agent_log(home, "btb")
+    assert "boot template" not in log and "first boot" not in log
+    settle(limactl, "btb")
+    again = facts(limactl, "btb")
+    assert again["go_lines"] == "0" and again["bad_lines"] == "0", again
+    assert again["machine_id"] == b["machine_id"] and again["boot_id"] != b["boot_id"]
+    assert again["root"].split(",")[0] == "rw"
+    limactl("delete", "-f", "bta", "btb", timeout=300)
+    assert qemu_pids_for(home) == []
+    assert len(list(templates.glob("*.state"))) == 1  # kept for the next first boot
