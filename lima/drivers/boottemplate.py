@@ -137,6 +137,23 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _host_cpu() -> list[str]:
+    """The host CPU's model name and flags (the first CPU's)."""
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags") and key not in found:
+                    found[key] = value.strip()
+                if not line.strip() and found:
+                    break
+    except OSError:
+        pass
+    return [found.get("model name", ""), found.get("flags", "")]
+
+
 def normalized_argv(argv: Sequence[str], inst_dir: Path) -> list[str]:
     """qemu's argv as every instance with the same machine has it: the instance's
     directory, name, ssh port, MAC and 9p host paths (none of which the guest has seen at
@@ -182,6 +199,7 @@ def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
             "version": TEMPLATE_VERSION,
             "argv": normalized_argv(argv, inst_dir),
             "qemu": [argv[0], st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns],
+            "cpu": _host_cpu(),  # what `-cpu host` (KVM) gives the guest
             "kernel": _sha256(inst_dir / paths.KERNEL),
             "initrd": _sha256(inst_dir / paths.INITRD),
             "basedisk": record.sha256,

@@ -144,17 +144,19 @@ def remove_temp(inst: Path) -> bool:
     return True
 
 
-def continue_interrupted(inst: Path) -> bool:
+def continue_interrupted(inst: Path, *, first_boot: bool = False) -> bool:
     """For a host agent attaching to a running qemu: when its predecessor was killed in the
     middle of a suspend (the guest paused, the state not saved), cancel what is left of the
-    migration and continue the guest. True when it did."""
+    migration and continue the guest. True when it did. `first_boot`: the qemu boots with
+    `limapy.pause`, so a paused guest may be one its agent was saving as a boot template
+    (lima.drivers.boottemplate)."""
     if read_saved(inst) is not None:
         return False  # saved: the reconciler finishes the suspend instead
     with QMPClient(inst / paths.QMP_SOCK, timeout=10.0) as qmp:
         reply = qmp.execute("query-status")
         status = reply.get("status") if isinstance(reply, dict) else None
         interrupted = status in ("postmigrate", "finish-migrate") or (
-            status == "paused" and (inst / paths.SUSPEND_TMP).exists())
+            status == "paused" and (first_boot or (inst / paths.SUSPEND_TMP).exists()))
         if not interrupted:
             return False
         with contextlib.suppress(LimaError):

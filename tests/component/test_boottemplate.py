@@ -370,3 +370,22 @@ def test_no_template_is_kept_when_the_guest_does_not_take_the_go_line(
         first.kill()
         first.wait()
         console.close()
+
+
+def test_a_guest_left_paused_by_a_killed_capture_is_continued_on_attach(inst: Path) -> None:
+    """The agent died between QMP `stop` and `cont`: the next one, attaching to a first
+    boot's qemu, continues it; a paused qemu of another boot is left alone."""
+    from lima.drivers import suspend
+    from lima.drivers.qmp import QMPClient
+
+    first = _qemu(inst)
+    try:
+        with QMPClient(inst / paths.QMP_SOCK) as qmp:
+            qmp.execute("stop")
+        assert not suspend.continue_interrupted(inst)
+        assert _status(inst) == "paused"
+        assert suspend.continue_interrupted(inst, first_boot=True)
+        assert _status(inst) == "running"
+    finally:
+        first.kill()
+        first.wait()

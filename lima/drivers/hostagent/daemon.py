@@ -442,10 +442,12 @@ class HostAgent:
         return True
 
     def _continue_interrupted(self) -> None:
-        from lima.drivers import suspend
+        from lima.drivers import boottemplate, suspend
 
+        assert self._qemu is not None
+        first_boot = boottemplate.pause_boot(procs.cmdline(self._qemu.pid))
         try:
-            if suspend.continue_interrupted(self.inst_dir):
+            if suspend.continue_interrupted(self.inst_dir, first_boot=first_boot):
                 log.warning("a suspend was cut short (its host agent was killed): the guest "
                             "goes on running")
         except (LimaError, OSError) as exc:
