@@ -64,7 +64,8 @@ _CONNECT_TIMEOUT = 5.0
 _QCOW2 = struct.Struct(">4sIQIIQIIQQIIQ")  # the qcow2 header up to snapshots_offset
 _HOSTFWD = re.compile(r"(hostfwd=tcp:127\.0\.0\.1:)\d+(-:22)")
 _MAC = re.compile(r"\bmac=([0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5})")
-_VIRTFS_PATH = re.compile(r"(^|,)path=(?:[^,]|,,)*")
+_VIRTFS_PATH = re.compile(r"(^|,)(path|mount_tag)=(?:[^,]|,,)*")
+_VNC = re.compile(r"^vnc=(?:[^,]|,,)*")
 
 
 def enabled() -> bool:
@@ -164,12 +165,25 @@ def normalized_argv(argv: Sequence[str], inst_dir: Path) -> list[str]:
         if i > 0 and argv[i - 1] == "-name":
             out.append("@NAME")
             continue
-        arg = arg.replace(here, "@INST")
+        # In an option's value a comma in the path is written twice.
+        arg = arg.replace(here.replace(",", ",,"), "@INST").replace(here, "@INST")
         arg = _HOSTFWD.sub(r"\1@PORT\2", arg)
         arg = _MAC.sub("mac=@MAC", arg)
         if i > 0 and argv[i - 1] == "-virtfs":
-            arg = _VIRTFS_PATH.sub(r"\1path=@PATH", arg)
+            # The tag is read when the guest loads 9p's driver, after the pause.
+            arg = _VIRTFS_PATH.sub(r"\1\2=@\2", arg)
+        if i > 0 and argv[i - 1] == "-display":
+            arg = _VNC.sub("vnc=@VNC", arg)  # the host's side of the display
         out.append(arg)
+    return out
+
+
+def without_pause(argv: Sequence[str]) -> list[str]:
+    """qemu's argv with PAUSE_WORD taken out of -append: a boot that does not pause."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "-append":
+            out[i + 1] = " ".join(w for w in out[i + 1].split() if w != PAUSE_WORD)
     return out
 
 
@@ -200,6 +214,7 @@ def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
             "argv": normalized_argv(argv, inst_dir),
             "qemu": [argv[0], st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns],
             "cpu": _host_cpu(),  # what `-cpu host` (KVM) gives the guest
+            "kernelRelease": os.uname().release,  # and KVM's own part of it
             "kernel": _sha256(inst_dir / paths.KERNEL),
             "initrd": _sha256(inst_dir / paths.INITRD),
             "basedisk": record.sha256,
@@ -313,6 +328,10 @@ def _save(inst_dir: Path, tpl: Template) -> Path:
     with QMPClient(inst_dir / paths.QMP_SOCK, timeout=10.0) as qmp:
         qmp.execute("stop")
         try:
+            # The guest has written nothing (QEMU flushed at the stop): else its page cache
+            # and file system state are this disk's, not the image's.
+            if not pristine(inst_dir / paths.DIFFDISK):
+                raise LimaError("the disk was written before the pause")
             qmp.execute("migrate-set-parameters", {"max-bandwidth": suspend.UNLIMITED})
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
@@ -323,8 +342,18 @@ def _save(inst_dir: Path, tpl: Template) -> Path:
             finally:
                 os.close(fd)
         finally:
-            qmp.execute("cont")
+            _cont(inst_dir, qmp)
     return tmp
+
+
+def _cont(inst_dir: Path, qmp: QMPClient) -> None:
+    """Continue the guest; once more on a new connection when the first `cont` failed."""
+    try:
+        qmp.execute("cont")
+    except (LimaError, OSError) as exc:
+        log.warning("QMP cont after the template's save failed (%s); asking again", exc)
+        with QMPClient(inst_dir / paths.QMP_SOCK, timeout=10.0) as again:
+            again.execute("cont")
 
 
 def _commit(tmp: Path, tpl: Template) -> None:
@@ -343,16 +372,29 @@ def _commit(tmp: Path, tpl: Template) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def restore(inst_dir: Path, tpl: Template) -> float:
+class TemplateRefused(LimaError):
+    """QEMU could not load the template (or exited while loading it): remove it."""
+
+
+def restore(inst_dir: Path, tpl: Template, alive: Callable[[], bool] = lambda: True) -> float:
     """Into the qemu just started with `-incoming defer`: load the template, continue the
-    guest and send the go line. Returns the seconds it took; raises LimaError or OSError."""
+    guest and send the go line. Returns the seconds it took. Raises TemplateRefused when
+    QEMU refused the state, else LimaError or OSError (the template may be fine)."""
     began = time.monotonic()
     deadline = began + LOAD_TIMEOUT
-    with suspend.connect_incoming(inst_dir / paths.QMP_SOCK, deadline) as qmp:
-        status = suspend.migrate_in(qmp, tpl.state, deadline, LOAD_TIMEOUT)
-        if status != "running":
-            qmp.execute("cont")
-    if not send_go(inst_dir, tpl.mac):
+    try:
+        with suspend.connect_incoming(inst_dir / paths.QMP_SOCK, deadline, alive) as qmp:
+            try:
+                status = suspend.migrate_in(qmp, tpl.state, deadline, LOAD_TIMEOUT)
+            except LimaError as exc:
+                raise TemplateRefused(str(exc)) from exc
+            if status != "running":
+                qmp.execute("cont")
+    except (LimaError, OSError) as exc:
+        if not alive() and not isinstance(exc, TemplateRefused):
+            raise TemplateRefused(f"qemu exited while loading it ({exc})") from exc
+        raise
+    if not send_go(inst_dir, tpl.mac, alive=alive):
         raise LimaError("the guest loaded from the template did not read the go line")
     with contextlib.suppress(OSError):
         os.utime(tpl.state)  # recently used: pruned last

@@ -152,12 +152,15 @@ def read_cidata_meta(inst_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _first_boot(inst: Path, attach: bool, data_disks: Sequence[object]) -> bool:
+def _first_boot(inst: Path, spec: InstanceSpec, attach: bool,
+                data_disks: Sequence[object]) -> bool:
     """Whether this boot may pause for a boot template: a first boot (the diffdisk still
-    the image's bytes) with no other disk, boot templates not turned off."""
+    the image's bytes) with no other disk and no virtiofs share (QEMU cannot migrate a
+    vhost-user device), boot templates not turned off."""
     from lima.drivers import boottemplate
 
-    return (not attach and not data_disks and boottemplate.enabled()
+    virtiofs_shares = spec.mount_type == "virtiofs" and bool(spec.mounts)
+    return (not attach and not data_disks and not virtiofs_shares and boottemplate.enabled()
             and boottemplate.pristine(inst / paths.DIFFDISK))
 
 
@@ -393,7 +396,7 @@ class QemuDriver:
                     name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
                     # The agent need not load the spec before it starts qemu.
                     qemu_argv=qemu_command(spec, inst, port, data_disks,
-                                           pause=_first_boot(inst, attach, data_disks)),
+                                           pause=_first_boot(inst, spec, attach, data_disks)),
                     extra_args=("--ssh-user", spec.user.name, *_resolver_args(spec),
                                 *display_hostagent_args(spec)),
                     attach=attach, virtiofsd=daemons,

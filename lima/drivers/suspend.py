@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +220,17 @@ def migrate_out(qmp: QMPClient, fd: int, deadline: float, timeout: float) -> Non
         time.sleep(_POLL)
 
 
-def connect_incoming(sock: Path, deadline: float) -> QMPClient:
+def connect_incoming(sock: Path, deadline: float,
+                     alive: Callable[[], bool] = lambda: True) -> QMPClient:
     """A QMP client of the qemu just started with `-incoming defer`, whose socket appears
-    within about 0.1 s; QMPUnavailable past `deadline`."""
+    within about 0.1 s; QMPUnavailable past `deadline` or once `alive()` says qemu is gone."""
     qmp = QMPClient(sock, timeout=10.0)
     while True:
         try:
             qmp.connect()
             return qmp
         except QMPUnavailable:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not alive():
                 raise
             time.sleep(_QMP_POLL)
 

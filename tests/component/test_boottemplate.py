@@ -17,7 +17,6 @@ import pytest
 
 from lima import paths
 from lima.drivers import boottemplate as bt
-from lima.errors import LimaError
 
 pytestmark = pytest.mark.component
 
@@ -125,15 +124,46 @@ def test_what_the_guest_has_seen_changes_the_key(tmp_path: Path, change: str) ->
     assert ta.key != tb.key
 
 
-def test_9p_host_paths_are_not_part_of_the_key(tmp_path: Path) -> None:
+def test_9p_host_paths_and_tags_are_not_part_of_the_key(tmp_path: Path) -> None:
+    """The guest reads a share's tag when it loads 9p's driver, after the pause; how many
+    shares there are (devices on its PCI bus) it sees before."""
     a = _instance(tmp_path, "a")
     b = _instance(tmp_path, "b")
-    share = "local,path={},mount_tag=lima-0,security_model=none,id=lima-0"
-    ta = bt.plan(_argv(a, extra=("-virtfs", share.format("/home/x"))), a)
-    tb = bt.plan(_argv(b, extra=("-virtfs", share.format("/srv/a,,b"))), b)
-    tc = bt.plan(_argv(b, extra=("-virtfs", share.format("/srv").replace("lima-0", "t"))), b)
+    share = "local,path={},mount_tag={},security_model=none,id=lima-0"
+    ta = bt.plan(_argv(a, extra=("-virtfs", share.format("/home/x", "abc"))), a)
+    tb = bt.plan(_argv(b, extra=("-virtfs", share.format("/srv/a,,b", "def"))), b)
+    tc = bt.plan(_argv(b, extra=("-virtfs", share.format("/srv", "x"),
+                                 "-virtfs", share.format("/tmp", "y"))), b)
     assert ta is not None and tb is not None and tc is not None
     assert ta.key == tb.key != tc.key
+
+
+def test_keys_from_real_argvs_match_across_instances(tmp_path: Path) -> None:
+    """qemu_argv() for two instances of one spec (VNC display, a comma in the directory's
+    path, another ssh port): one key; another `cpus`: another key."""
+    from lima.drivers.qemu import qemu_argv
+    from tests.unit.test_qemu_argv import BIN, HOST, make_spec
+
+    keys = []
+    for parent, name, port, cpus in (("p", "one", 60022, 2), ("q,r", "two", 61033, 2),
+                                     ("s", "three", 62022, 4)):
+        inst = _instance(tmp_path / parent, name)
+        (inst / "kernel.cmdline").write_text("root=LABEL=x limapy.pausable\n")
+        spec = make_spec(name=name, cpus=cpus, video_display="vnc",
+                         video_vnc_display=f"127.0.0.1:{port % 100},to=99")
+        argv = qemu_argv(spec, inst, ssh_port=port, accel="tcg", binary=BIN, host=HOST,
+                         pause=True)
+        tpl = bt.plan(argv, inst)
+        assert tpl is not None, argv
+        keys.append(tpl.key)
+    assert keys[0] == keys[1] != keys[2]
+
+
+def test_without_pause_drops_only_the_word() -> None:
+    argv = ["q", "-append", "root=x limapy.pausable limapy.pause quiet", "-m", "1"]
+    assert bt.without_pause(argv) == ["q", "-append", "root=x limapy.pausable quiet",
+                                      "-m", "1"]
+    assert not bt.pause_boot(bt.without_pause(argv))
 
 
 def test_no_template_without_the_word_a_record_or_with_more_disks(tmp_path: Path) -> None:
@@ -281,6 +311,7 @@ def inst(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(bt.ENV_DIR, str(tmp_path / "templates"))
     d = tmp_path / "i"
     d.mkdir()
+    _qcow2(d / paths.DIFFDISK)  # the capture checks it is still the image's bytes
     return d
 
 
@@ -334,8 +365,8 @@ def test_a_template_another_machine_cannot_load_is_an_error(inst: Path) -> None:
         first.wait()
     other = _qemu(inst, "-m", "128", "-incoming", "defer")
     try:
-        with pytest.raises(LimaError):  # QEMU refuses the state (and may exit)
-            bt.restore(inst, tpl)
+        with pytest.raises(bt.TemplateRefused):  # QEMU refuses the state (and may exit)
+            bt.restore(inst, tpl, lambda: other.poll() is None)
     finally:
         other.kill()
         other.wait()
@@ -389,3 +420,61 @@ def test_a_guest_left_paused_by_a_killed_capture_is_continued_on_attach(inst: Pa
     finally:
         first.kill()
         first.wait()
+
+
+def test_no_template_is_saved_from_a_disk_already_written(inst: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    with raw.open("wb") as f:
+        f.truncate(1 << 30)
+        f.write(b"\x5a" * 4096)
+    (inst / paths.DIFFDISK).unlink()
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
+                    str(inst / paths.DIFFDISK)], check=True)
+    console = Console(inst)
+    tpl = bt.Template("w" * 32, MAC)
+    first = _qemu(inst)
+    try:
+        said = bt.capture(inst, MAC, tpl, lambda: first.poll() is None)
+        assert "not saved: the disk was written before the pause" in said, said
+        assert not tpl.exists() and not list(tpl.state.parent.glob(".*.tmp"))
+        assert _status(inst) == "running"  # let go all the same
+        assert console.lines and console.lines[0].startswith("limapy-go ")
+    finally:
+        first.kill()
+        first.wait()
+        console.close()
+
+
+def test_a_qemu_that_exits_during_the_load_refuses_the_template(inst: Path) -> None:
+    tpl = bt.Template("x" * 32, MAC)
+    tpl.state.parent.mkdir(parents=True, exist_ok=True)
+    tpl.state.write_bytes(b"not a migration stream")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    began = time.monotonic()
+    with pytest.raises(bt.TemplateRefused):
+        bt.restore(inst, tpl, lambda: dead.poll() is None)
+    assert time.monotonic() - began < 5  # not the whole load timeout
+
+
+def test_which_boots_may_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a first boot, on its own boot disk, without virtiofs, templates not off."""
+    from lima.drivers.instance import _first_boot
+    from lima.schemas.spec import Mount
+    from tests.unit.test_qemu_argv import make_spec
+
+    monkeypatch.delenv(bt.ENV_SWITCH, raising=False)
+    inst = _instance(tmp_path, "a")
+    spec = make_spec()
+    assert _first_boot(inst, spec, False, [])
+    assert not _first_boot(inst, spec, True, [])  # attaching: no boot at all
+    assert not _first_boot(inst, spec, False, [tmp_path / "data"])
+    share = Mount(location=str(tmp_path), mount_point="/mnt")
+    assert not _first_boot(inst, make_spec(mount_type="virtiofs", mounts=(share,)), False, [])
+    assert _first_boot(inst, make_spec(mount_type="9p", mounts=(share,)), False, [])
+    monkeypatch.setenv(bt.ENV_SWITCH, "0")
+    assert not _first_boot(inst, spec, False, [])
+    monkeypatch.delenv(bt.ENV_SWITCH)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata",
+                    str(inst / paths.DIFFDISK), "64M"], check=True)
+    assert not _first_boot(inst, spec, False, [])

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.component
 
 ASSETS = Path(__file__).resolve().parents[2] / "lima" / "assets" / "debian"
 FAKE_MAIN = '''
-import gc, os, sys
+import gc, os, sys, time
 IMPORTED_IN = os.getpid()
+time.sleep(float(os.environ.get("FAKE_IMPORT_SECONDS", "0")))  # a slow import
 def main(argv):
     if argv[1:] == ["yaml"]:
         return yaml_stage()
@@ -195,7 +196,9 @@ def test_a_paused_boots_preload_names_the_import_done(tmp_path: Path,
     name = f"@limapy-test-imported-{os.getpid()}"
     assert name not in _abstract_names()
     sock = tmp_path / "ci.sock"
-    with serving(tmp_path, fake_cloudinit, str(sock), LIMAPY_IMPORTED_SOCK=name):
+    with serving(tmp_path, fake_cloudinit, str(sock), LIMAPY_IMPORTED_SOCK=name,
+                 FAKE_IMPORT_SECONDS="1.5"):
+        assert name not in _abstract_names()  # listening, still importing
         deadline = time.monotonic() + 20
         while name not in _abstract_names() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -510,28 +510,42 @@ class HostAgent:
         if self.resume or not boottemplate.pause_boot(self.qemu_argv):
             return self._start_qemu(self.qemu_argv)
         tpl = boottemplate.plan(self.qemu_argv, self.inst_dir)
-        if tpl is not None and tpl.exists():
+        if tpl is None:  # nothing to save or load: no pause
+            return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
+        if tpl.exists():
             proc = self._start_qemu([*self.qemu_argv, "-incoming", "defer"])
             try:
-                took = boottemplate.restore(self.inst_dir, tpl)
+                took = boottemplate.restore(self.inst_dir, tpl, lambda: proc.poll() is None)
             except (LimaError, OSError) as exc:
-                log.warning("the boot template %s could not be loaded (%s): it is removed, "
-                            "and the guest boots", tpl.key, exc)
+                refused = isinstance(exc, boottemplate.TemplateRefused)
+                log.warning("the boot template %s could not be loaded (%s)%s; the guest "
+                            "boots", tpl.key, exc, ": it is removed" if refused else "")
                 proc.kill()
                 proc.wait()
-                boottemplate.discard(tpl)
-            else:
-                log.info("first boot loaded from the boot template %s in %.2f s",
-                         tpl.key, took)
-                return proc
+                stderr = self.inst_dir / QEMU_STDERR
+                with contextlib.suppress(OSError):
+                    if text := stderr.read_text(errors="replace").strip():
+                        log.warning("qemu said: %s", text[-2000:])
+                if refused:
+                    boottemplate.discard(tpl)
+                # The guest may have gone on and written to its disk: no pause, no save.
+                return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
+            log.info("first boot loaded from the boot template %s in %.2f s", tpl.key, took)
+            return proc
         proc = self._start_qemu(self.qemu_argv)
 
         def pause() -> None:
+            # Even when a stop is asked meanwhile: a guest let go shuts down as any other.
             def alive() -> bool:
-                return proc.poll() is None and self._signal is None
+                return proc.poll() is None
 
             mac = boottemplate.mac_of(self.qemu_argv)
-            log.info("first boot: %s", boottemplate.capture(self.inst_dir, mac, tpl, alive))
+            try:
+                said = boottemplate.capture(self.inst_dir, mac, tpl, alive)
+            except Exception:  # the boot goes on (the guest's own timeout), unsaved
+                log.exception("first boot: the boot template's capture failed")
+                return
+            log.info("first boot: %s", said)
 
         threading.Thread(target=pause, name="boot-template", daemon=True).start()
         return proc
