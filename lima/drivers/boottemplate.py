@@ -277,9 +277,10 @@ def wait_line(sock: socket.socket, marker: bytes, deadline: float,
             return False
         if not chunk:
             return False
-        seen = (seen + chunk)[-4096:]
+        seen += chunk
         if marker in seen:
             return True
+        seen = seen[-len(marker):]  # a marker split across reads is still found
     return False
 
 

@@ -478,3 +478,10 @@ def test_which_boots_may_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata",
                     str(inst / paths.DIFFDISK), "64M"], check=True)
     assert not _first_boot(inst, spec, False, [])
+
+
+def test_wait_line_finds_a_marker_followed_by_much_more_output() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"x" * 100 + bt.GONE_ON + b"\r\n" + b"y" * 20000)
+        assert bt.wait_line(ours, bt.GONE_ON, time.monotonic() + 5, lambda: True)
