@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
-from lima.drivers import suspend
+from lima.drivers import procs, suspend
 from lima.drivers.qmp import QMPClient
 from lima.errors import LimaError
 from lima.fsutil import fsync_dir
@@ -133,11 +133,6 @@ class Template:
         return self.state.is_file()
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _host_cpu() -> list[str]:
     """The host CPU's model name and flags (the first CPU's)."""
     found: dict[str, str] = {}
@@ -196,7 +191,7 @@ def mac_of(argv: Sequence[str]) -> str:
 def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
     """The template this pause boot loads or saves; None when it can have none (another
     disk than the boot disk, no basedisk record, an unreadable file)."""
-    from lima.drivers.images.baserecord import read_record
+    from lima.drivers.images.baserecord import digest_file, read_record
 
     if not pause_boot(argv) or "-incoming" in argv:
         return None
@@ -207,16 +202,18 @@ def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
     record = read_record(inst_dir)
     if not mac or header is None or record is None:
         return None
+    qemu = suspend.file_identity(Path(argv[0]))  # its version: an upgrade replaces it
+    if qemu is None:
+        return None
     try:
-        st = os.stat(argv[0])
         material = {
             "version": TEMPLATE_VERSION,
             "argv": normalized_argv(argv, inst_dir),
-            "qemu": [argv[0], st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns],
+            "qemu": [argv[0], qemu],
             "cpu": _host_cpu(),  # what `-cpu host` (KVM) gives the guest
             "kernelRelease": os.uname().release,  # and KVM's own part of it
-            "kernel": _sha256(inst_dir / paths.KERNEL),
-            "initrd": _sha256(inst_dir / paths.INITRD),
+            "kernel": digest_file(inst_dir / paths.KERNEL).sha256,
+            "initrd": digest_file(inst_dir / paths.INITRD).sha256,
             "basedisk": record.sha256,
             "diskSize": header[0],
         }
@@ -421,7 +418,7 @@ def prune(keep: int = KEEP) -> None:
         elif entry.name.endswith(".tmp"):
             parts = entry.name.split(".")
             pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
-            if pid and not Path(f"/proc/{pid}").exists():
+            if pid and not procs.pid_alive(pid):
                 entry.unlink(missing_ok=True)
     for _, entry in sorted(states, reverse=True)[keep:]:
         entry.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -315,10 +316,10 @@ def inst(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
-def _wait_for(cond: object, timeout: float = 20.0) -> bool:
+def _wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(cond) and cond():
+        if cond():
             return True
         time.sleep(0.05)
     return False
@@ -327,18 +328,10 @@ def _wait_for(cond: object, timeout: float = 20.0) -> bool:
 def test_capture_saves_the_paused_guest_and_restore_loads_it(inst: Path) -> None:
     console = Console(inst)
     tpl = bt.Template("k" * 32, MAC)
-    first = _qemu(inst)
-    try:
-        said = bt.capture(inst, MAC, tpl, lambda: first.poll() is None)
-        assert said.startswith(f"saved the boot template {tpl.key}"), said
-        assert _wait_for(tpl.exists), "the template was not committed"
-        assert _status(inst) == "running"  # continued after the save
-        assert console.lines and console.lines[0].startswith("limapy-go ")
-        assert console.lines[0].split()[2] == MAC
-        assert not [p for p in tpl.state.parent.iterdir() if p.name.endswith(".tmp")]
-    finally:
-        first.kill()
-        first.wait()
+    _saved(inst, tpl)
+    assert console.lines and console.lines[0].startswith("limapy-go ")
+    assert console.lines[0].split()[2] == MAC
+    assert not [p for p in tpl.state.parent.iterdir() if p.name.endswith(".tmp")]
     second = _qemu(inst, "-incoming", "defer")
     try:
         took = bt.restore(inst, tpl)
@@ -352,17 +345,23 @@ def test_capture_saves_the_paused_guest_and_restore_loads_it(inst: Path) -> None
         console.close()
 
 
-def test_a_template_another_machine_cannot_load_is_an_error(inst: Path) -> None:
-    console = Console(inst)
-    tpl = bt.Template("m" * 32, MAC)
+def _saved(inst: Path, tpl: bt.Template) -> None:
+    """`tpl` captured from a qemu that is gone afterwards."""
     first = _qemu(inst)
     try:
         said = bt.capture(inst, MAC, tpl, lambda: first.poll() is None)
-        assert said.startswith("saved the boot template"), said
-        assert _wait_for(tpl.exists)
+        assert said.startswith(f"saved the boot template {tpl.key}"), said
+        assert _wait_for(tpl.exists), "the template was not committed"
+        assert _status(inst) == "running"  # continued after the save
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_template_another_machine_cannot_load_is_an_error(inst: Path) -> None:
+    console = Console(inst)
+    tpl = bt.Template("m" * 32, MAC)
+    _saved(inst, tpl)
     other = _qemu(inst, "-m", "128", "-incoming", "defer")
     try:
         with pytest.raises(bt.TemplateRefused):  # QEMU refuses the state (and may exit)
