@@ -13,6 +13,12 @@ same image, QEMU and machine, and the host agent saves it once (`capture`) in th
 A later first boot with the same key starts qemu with `-incoming defer` and loads that
 state (`restore`) instead of booting the kernel and importing cloud-init again.
 
+An instance's other boots (its disk its own by then) get `limapy.pause.early` instead:
+the initramfs pauses the same way but at once, before it loads a module or reads a disk,
+so that state (the kernel booted) is the same for every boot of the same machine whatever
+its disks hold, and a second kind of template (`Template.early`, its own key: the command
+line differs) skips the kernel's boot.
+
 Either way the guest moves on only on the go line (`go_line`): the time, the instance's
 MAC and fresh randomness, from which the guest's kernel reseeds its generator before
 systemd draws its machine id. The key (`plan`) covers everything the saved state depends
@@ -48,13 +54,17 @@ from lima.fsutil import fsync_dir
 log = logging.getLogger(__name__)
 
 TEMPLATE_VERSION = 1
-PAUSE_WORD = "limapy.pause"
+PAUSE_WORD = "limapy.pause"  # a first boot: pause after cloud-init's import
+EARLY_WORD = "limapy.pause.early"  # any other boot: pause before the first module loads
 PAUSABLE_WORD = "limapy.pausable"  # in an image's kernel.cmdline: its initramfs can pause
+EARLY_PAUSABLE_WORD = "limapy.pausable.early"
+# The word an image's command line must have for the initramfs to know a pause word.
+CAPABILITY = {PAUSE_WORD: PAUSABLE_WORD, EARLY_WORD: EARLY_PAUSABLE_WORD}
 READY = b"limapy-pause: ready"
 GONE_ON = b"limapy-pause: go"  # the guest read the go line
 ENV_SWITCH = "LIMA_BOOT_TEMPLATES"
 ENV_DIR = "LIMA_BOOT_TEMPLATE_DIR"
-KEEP = 4  # templates kept in the cache; the least recently used go first
+KEEP = 8  # templates kept in the cache; the least recently used go first
 READY_TIMEOUT = 90.0  # the pause comes after the kernel and the import: ~11 s under TCG
 SAVE_TIMEOUT = 120.0
 LOAD_TIMEOUT = 60.0
@@ -106,10 +116,18 @@ def pristine(diffdisk: Path) -> bool:
     return len(table) == 8 * l1_size and not any(table)
 
 
+def pause_word(argv: Sequence[str]) -> str:
+    """The pause word in qemu's -append (PAUSE_WORD, EARLY_WORD), "" when it has none."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-append":
+            words = argv[i + 1].split()
+            return next((w for w in (PAUSE_WORD, EARLY_WORD) if w in words), "")
+    return ""
+
+
 def pause_boot(argv: Sequence[str]) -> bool:
-    """Whether qemu's argv boots a kernel told to pause (PAUSE_WORD in -append)."""
-    return any(a == "-append" and i + 1 < len(argv) and PAUSE_WORD in argv[i + 1].split()
-               for i, a in enumerate(argv))
+    """Whether qemu's argv boots a kernel told to pause (either pause word in -append)."""
+    return bool(pause_word(argv))
 
 
 def cache_dir() -> Path:
@@ -124,6 +142,7 @@ class Template:
 
     key: str
     mac: str
+    early: bool = False  # paused before any disk is read: any disk will do
 
     @property
     def state(self) -> Path:
@@ -174,11 +193,12 @@ def normalized_argv(argv: Sequence[str], inst_dir: Path) -> list[str]:
 
 
 def without_pause(argv: Sequence[str]) -> list[str]:
-    """qemu's argv with PAUSE_WORD taken out of -append: a boot that does not pause."""
+    """qemu's argv with the pause words taken out of -append: a boot that does not pause."""
     out = list(argv)
     for i in range(len(out) - 1):
         if out[i] == "-append":
-            out[i + 1] = " ".join(w for w in out[i + 1].split() if w != PAUSE_WORD)
+            out[i + 1] = " ".join(w for w in out[i + 1].split()
+                                  if w not in (PAUSE_WORD, EARLY_WORD))
     return out
 
 
@@ -189,13 +209,15 @@ def mac_of(argv: Sequence[str]) -> str:
 
 
 def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
-    """The template this pause boot loads or saves; None when it can have none (another
-    disk than the boot disk, no basedisk record, an unreadable file)."""
+    """The template this pause boot loads or saves; None when it can have none (a first
+    boot with another disk than the boot disk, no basedisk record, an unreadable file)."""
     from lima.drivers.images.baserecord import digest_file, read_record
 
-    if not pause_boot(argv) or "-incoming" in argv:
+    word = pause_word(argv)
+    if not word or "-incoming" in argv:
         return None
-    if sum(1 for a in argv if "if=virtio" in a) != 1:
+    early = word == EARLY_WORD
+    if not early and sum(1 for a in argv if "if=virtio" in a) != 1:
         return None  # additional disks: the guest reads their partition tables at probe
     mac = mac_of(argv)
     header = _qcow2_header(inst_dir / paths.DIFFDISK)
@@ -220,7 +242,7 @@ def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
     except OSError:
         return None
     blob = json.dumps(material, sort_keys=True).encode()
-    return Template(hashlib.sha256(blob).hexdigest()[:32], mac)
+    return Template(hashlib.sha256(blob).hexdigest()[:32], mac, early)
 
 
 def go_line(mac: str, now: float | None = None) -> bytes:
@@ -327,8 +349,9 @@ def _save(inst_dir: Path, tpl: Template) -> Path:
         qmp.execute("stop")
         try:
             # The guest has written nothing (QEMU flushed at the stop): else its page cache
-            # and file system state are this disk's, not the image's.
-            if not pristine(inst_dir / paths.DIFFDISK):
+            # and file system state are this disk's, not the image's. (An early pause
+            # has read no disk at all.)
+            if not tpl.early and not pristine(inst_dir / paths.DIFFDISK):
                 raise LimaError("the disk was written before the pause")
             qmp.execute("migrate-set-parameters", {"max-bandwidth": suspend.UNLIMITED})
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

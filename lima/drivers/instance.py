@@ -152,16 +152,20 @@ def read_cidata_meta(inst_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _first_boot(inst: Path, spec: InstanceSpec, attach: bool,
-                data_disks: Sequence[object]) -> bool:
-    """Whether this boot may pause for a boot template: a first boot (the diffdisk still
-    the image's bytes) with no other disk and no virtiofs share (QEMU cannot migrate a
-    vhost-user device), boot templates not turned off."""
+def _pause_word(inst: Path, spec: InstanceSpec, attach: bool,
+                data_disks: Sequence[object]) -> str:
+    """How this boot may pause for a boot template (lima.drivers.boottemplate): "" not at
+    all (attaching, a virtiofs share: QEMU cannot migrate a vhost-user device, templates
+    turned off); after cloud-init's import for a first boot (the diffdisk still the
+    image's bytes) with no other disk; else early, before any disk is read."""
     from lima.drivers import boottemplate
 
     virtiofs_shares = spec.mount_type == "virtiofs" and bool(spec.mounts)
-    return (not attach and not data_disks and not virtiofs_shares and boottemplate.enabled()
-            and boottemplate.pristine(inst / paths.DIFFDISK))
+    if attach or virtiofs_shares or not boottemplate.enabled():
+        return ""
+    if not data_disks and boottemplate.pristine(inst / paths.DIFFDISK):
+        return boottemplate.PAUSE_WORD
+    return boottemplate.EARLY_WORD
 
 
 def _hostagent_alive(inst_dir: Path) -> bool:
@@ -396,7 +400,7 @@ class QemuDriver:
                     name, iid=iid, ssh_port=port, stop_timeout=STOP_TIMEOUT / 2,
                     # The agent need not load the spec before it starts qemu.
                     qemu_argv=qemu_command(spec, inst, port, data_disks,
-                                           pause=_first_boot(inst, spec, attach, data_disks)),
+                                           pause=_pause_word(inst, spec, attach, data_disks)),
                     extra_args=("--ssh-user", spec.user.name, *_resolver_args(spec),
                                 *display_hostagent_args(spec)),
                     attach=attach, virtiofsd=daemons,

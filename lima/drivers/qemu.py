@@ -252,7 +252,7 @@ def _read_cmdline(path: Path) -> str:
 
 def qemu_command(
     spec: InstanceSpec, inst_dir: Path, ssh_port: int, data_disks: Sequence[DataDisk] = (),
-    *, pause: bool = False,
+    *, pause: str = "",
 ) -> list[str]:
     """The full qemu command for an instance on this host: binary (QEMU_SYSTEM_* honoured),
     accelerator (probed; detect_accel warns once when it falls back to TCG), then argv.
@@ -276,13 +276,13 @@ def qemu_argv(
     binary: list[str],
     host: HostFiles | None = None,
     data_disks: Sequence[DataDisk] = (),
-    pause: bool = False,
+    pause: str = "",
 ) -> list[str]:
     """The full argv (binary first) that boots `spec` from `inst_dir`.
 
-    `pause`: a direct kernel boot's command line gets `limapy.pause` when the image's says
-    `limapy.pausable` (a first boot that may load or save a boot template:
-    lima.drivers.boottemplate).
+    `pause`: a pause word (`limapy.pause`, `limapy.pause.early`) a direct kernel boot's
+    command line gets when the image's says its initramfs knows it (a boot that may load
+    or save a boot template: lima.drivers.boottemplate).
 
     `data_disks`: the `additionalDisks` as (datadisk path, format), in spec order, locked
     by the caller (lima.drivers.disks.attach_for_start); the guest sees them as vdb, vdc...
@@ -347,7 +347,7 @@ def _tb_size(spec: InstanceSpec) -> int:
 
 def _boot_args(
     spec: InstanceSpec, inst_dir: Path, host: HostFiles, add: _Add, accel: str,
-    pause: bool = False,
+    pause: str = "",
 ) -> list[str]:
     out: list[str] = []
     kernel = inst_dir / paths.KERNEL
@@ -361,10 +361,10 @@ def _boot_args(
         if cmdline and accel == "tcg":
             cmdline = tcg_cmdline(cmdline, spec.arch)
         if pause:
-            from lima.drivers.boottemplate import PAUSABLE_WORD, PAUSE_WORD
+            from lima.drivers.boottemplate import CAPABILITY
 
-            if PAUSABLE_WORD in cmdline.split():
-                cmdline += " " + PAUSE_WORD
+            if CAPABILITY.get(pause) in cmdline.split():
+                cmdline += " " + pause
         if cmdline:
             out += ["-append", cmdline]
         if host.qboot is not None:

@@ -153,7 +153,7 @@ def test_keys_from_real_argvs_match_across_instances(tmp_path: Path) -> None:
         spec = make_spec(name=name, cpus=cpus, video_display="vnc",
                          video_vnc_display=f"127.0.0.1:{port % 100},to=99")
         argv = qemu_argv(spec, inst, ssh_port=port, accel="tcg", binary=BIN, host=HOST,
-                         pause=True)
+                         pause=bt.PAUSE_WORD)
         tpl = bt.plan(argv, inst)
         assert tpl is not None, argv
         keys.append(tpl.key)
@@ -165,6 +165,21 @@ def test_without_pause_drops_only_the_word() -> None:
     assert bt.without_pause(argv) == ["q", "-append", "root=x limapy.pausable quiet",
                                       "-m", "1"]
     assert not bt.pause_boot(bt.without_pause(argv))
+    early = ["q", "-append", "limapy.pausable.early limapy.pause.early quiet"]
+    assert bt.without_pause(early) == ["q", "-append", "limapy.pausable.early quiet"]
+
+
+def test_an_early_pause_has_its_own_key_and_any_disks(tmp_path: Path) -> None:
+    """The early word: another key than the first boot's, and data disks allowed (the
+    pause comes before any disk is read)."""
+    a = _instance(tmp_path, "a")
+    first = bt.plan(_argv(a), a)
+    early = bt.plan(_argv(a, cmdline="root=LABEL=x limapy.pause.early"), a)
+    assert first is not None and early is not None
+    assert early.early and not first.early and early.key != first.key
+    more = ("-drive", f"file={tmp_path / 'data'},format=raw,if=virtio")
+    with_disk = bt.plan(_argv(a, cmdline="root=LABEL=x limapy.pause.early", extra=more), a)
+    assert with_disk is not None and with_disk.early and with_disk.key != early.key
 
 
 def test_no_template_without_the_word_a_record_or_with_more_disks(tmp_path: Path) -> None:
@@ -179,7 +194,10 @@ def test_no_template_without_the_word_a_record_or_with_more_disks(tmp_path: Path
 
 def test_pause_boot_reads_the_append_words() -> None:
     assert bt.pause_boot(["q", "-append", "a limapy.pause b"])
+    assert bt.pause_word(["q", "-append", "a limapy.pause.early"]) == bt.EARLY_WORD
+    assert bt.pause_word(["q", "-append", "limapy.pause"]) == bt.PAUSE_WORD
     assert not bt.pause_boot(["q", "-append", "a limapy.pauses"])
+    assert not bt.pause_boot(["q", "-append", "a limapy.pausable limapy.pausable.early"])
     assert not bt.pause_boot(["q", "limapy.pause"])
 
 
@@ -421,7 +439,7 @@ def test_a_guest_left_paused_by_a_killed_capture_is_continued_on_attach(inst: Pa
         first.wait()
 
 
-def test_no_template_is_saved_from_a_disk_already_written(inst: Path, tmp_path: Path) -> None:
+def _written_disk(inst: Path, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     with raw.open("wb") as f:
         f.truncate(1 << 30)
@@ -429,6 +447,20 @@ def test_no_template_is_saved_from_a_disk_already_written(inst: Path, tmp_path: 
     (inst / paths.DIFFDISK).unlink()
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
                     str(inst / paths.DIFFDISK)], check=True)
+
+
+def test_an_early_template_is_saved_from_any_disk(inst: Path, tmp_path: Path) -> None:
+    """The early pause comes before any disk is read: a disk of its own does not matter."""
+    _written_disk(inst, tmp_path)
+    console = Console(inst)
+    try:
+        _saved(inst, bt.Template("e" * 32, MAC, early=True))
+    finally:
+        console.close()
+
+
+def test_no_template_is_saved_from_a_disk_already_written(inst: Path, tmp_path: Path) -> None:
+    _written_disk(inst, tmp_path)
     console = Console(inst)
     tpl = bt.Template("w" * 32, MAC)
     first = _qemu(inst)
@@ -457,26 +489,30 @@ def test_a_qemu_that_exits_during_the_load_refuses_the_template(inst: Path) -> N
 
 
 def test_which_boots_may_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only a first boot, on its own boot disk, without virtiofs, templates not off."""
-    from lima.drivers.instance import _first_boot
+    """After the import: a first boot, on its own boot disk. Early: any other boot. Neither
+    when attaching, with virtiofs, or templates off."""
+    from lima.drivers.instance import _pause_word
     from lima.schemas.spec import Mount
     from tests.unit.test_qemu_argv import make_spec
 
     monkeypatch.delenv(bt.ENV_SWITCH, raising=False)
     inst = _instance(tmp_path, "a")
     spec = make_spec()
-    assert _first_boot(inst, spec, False, [])
-    assert not _first_boot(inst, spec, True, [])  # attaching: no boot at all
-    assert not _first_boot(inst, spec, False, [tmp_path / "data"])
+    assert _pause_word(inst, spec, False, []) == bt.PAUSE_WORD
+    assert _pause_word(inst, spec, True, []) == ""  # attaching: no boot at all
+    assert _pause_word(inst, spec, False, [tmp_path / "data"]) == bt.EARLY_WORD
     share = Mount(location=str(tmp_path), mount_point="/mnt")
-    assert not _first_boot(inst, make_spec(mount_type="virtiofs", mounts=(share,)), False, [])
-    assert _first_boot(inst, make_spec(mount_type="9p", mounts=(share,)), False, [])
+    virtiofs = make_spec(mount_type="virtiofs", mounts=(share,))
+    assert _pause_word(inst, virtiofs, False, []) == ""
+    assert _pause_word(inst, make_spec(mount_type="9p", mounts=(share,)), False, []) \
+        == bt.PAUSE_WORD
     monkeypatch.setenv(bt.ENV_SWITCH, "0")
-    assert not _first_boot(inst, spec, False, [])
+    assert _pause_word(inst, spec, False, []) == ""
     monkeypatch.delenv(bt.ENV_SWITCH)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata",
                     str(inst / paths.DIFFDISK), "64M"], check=True)
-    assert not _first_boot(inst, spec, False, [])
+    assert _pause_word(inst, spec, False, []) == bt.EARLY_WORD  # a disk of its own
+    assert _pause_word(inst, virtiofs, False, []) == ""
 
 
 def test_wait_line_finds_a_marker_followed_by_much_more_output() -> None:

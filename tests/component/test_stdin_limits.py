@@ -97,7 +97,7 @@ def test_limactl_under_umask_zero_makes_private_dirs(
 ) -> None:
     """A real `limactl create` started with umask 0 (a careless service manager): LIMA_HOME,
     `_locks` and the lock and request files are private."""
-    home = tmp_path / "new" / "home"
+    home = tmp_path / "n" / "h"  # short: its socket paths must fit in 108 bytes
     spec = tmp_path / "vm.yaml"
     spec.write_text("images:\n- location: /nonexistent/vm.qcow2\n  arch: x86_64\n")
     monkeypatch.setenv("LIMA_HOME", str(home))

@@ -4,7 +4,9 @@ Two instances of one machine, in a template directory of their own: the first on
 first boot pauses after the kernel and cloud-init's import, and is saved as the template;
 the second one's first boot loads it. The second is its own machine all the same (boot
 id, machine id, ssh host key, MAC, clock), its / is read-write, cloud-init ran its
-user-data, and its next boot (a warm one, no template) comes up clean. Run it under
+user-data. Its next boot (a warm one) pauses early, before any disk is read, and is saved
+as the early template, which the first instance's next boot loads: each comes up clean,
+with its own disk, machine id, MAC and a new boot id. Run it under
 `flock /tmp/limapy-debian.lock` (one Debian guest at a time on the machine).
 """
 
@@ -105,16 +107,34 @@ def test_first_boots_share_a_template_and_each_is_its_own_machine(
     status = limactl("shell", "btb", "cloud-init", "status", "--long", timeout=120).stdout
     assert "status: done" in status
 
-    # The next boot of the loaded instance is an ordinary one, and finds its disk clean.
+    # The next boot of the loaded instance pauses early and is saved; it finds its disk
+    # clean.
     limactl("stop", "btb", timeout=300)
     limactl("start", "btb", timeout=1200)
     log = agent_log(home, "btb")
-    assert "boot template" not in log and "first boot" not in log
+    assert "boot: saved the early boot template" in log and "first boot" not in log, log
+    assert len(list(templates.glob("*.state"))) == 2
     settle(limactl, "btb")
     again = facts(limactl, "btb")
-    assert again["go_lines"] == "0" and again["bad_lines"] == "0", again
+    assert again["go_lines"] == "1" and again["bad_lines"] == "0", again
     assert again["machine_id"] == b["machine_id"] and again["boot_id"] != b["boot_id"]
-    assert again["root"].split(",")[0] == "rw"
+    assert again["root"].split(",")[0] == "rw" and again["provisioned"] == "provisioned"
+    limactl("stop", "btb", timeout=300)
+
+    # The other instance's next boot loads it, and is itself (its disk, id and MAC).
+    limactl("start", "bta", timeout=1200)
+    log = agent_log(home, "bta")
+    assert "boot loaded from the early boot template" in log, log
+    settle(limactl, "bta")
+    early = facts(limactl, "bta")
+    assert early["machine_id"] == a["machine_id"] and early["host_key"] != again["host_key"]
+    assert early["boot_id"] not in (a["boot_id"], again["boot_id"])
+    assert early["mac"] == a_mac == argv_mac(home, "bta")
+    assert early["root"].split(",")[0] == "rw" and early["provisioned"] == "provisioned"
+    assert abs(float(early["skew"])) <= 2.0, early
+    assert early["go_lines"] == "1" and early["bad_lines"] == "0", early
+    status = limactl("shell", "bta", "cloud-init", "status", timeout=120).stdout
+    assert "status: done" in status
     limactl("delete", "-f", "bta", "btb", timeout=300)
     assert qemu_pids_for(home) == []
-    assert len(list(templates.glob("*.state"))) == 1  # kept for the next first boot
+    assert len(list(templates.glob("*.state"))) == 2  # kept for the next boots

@@ -128,7 +128,8 @@ def test_lock_path_refuses_odd_names(_isolated_home: Path) -> None:
 def test_everything_made_is_private_under_umask_zero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_zero: None
 ) -> None:
-    home = tmp_path / "deep" / "home"  # LIMA_HOME and a parent that do not exist yet
+    home = tmp_path / "d" / "h"  # LIMA_HOME and a parent that do not exist yet (short:
+    # socket paths under it must fit in 108 bytes, also under pytest-xdist)
     monkeypatch.setenv("LIMA_HOME", str(home))
     with instance_lock("vm", wait=False):
         write_request("vm", "running", "limactl apply")

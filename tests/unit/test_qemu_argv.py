@@ -253,13 +253,20 @@ def test_kernel_initrd_cmdline_and_qboot(inst: Path) -> None:
     assert not any(d.startswith("if=pflash") for d in values(argv, "-drive"))
 
 
-def test_a_first_boot_pauses_only_an_image_that_says_it_can(inst: Path) -> None:
+def test_a_boot_pauses_only_as_the_image_says_it_can(inst: Path) -> None:
+    early, first = "limapy.pause.early", "limapy.pause"
     with_kernel(inst, cmdline="root=LABEL=lima-root quiet limapy.pausable")
-    assert one(build(inst, accel="kvm", pause=True), "-append").split()[-1] == "limapy.pause"
-    assert "limapy.pause" not in one(build(inst, accel="kvm"), "-append").split()
-    assert "limapy.pause" in one(build(inst, accel="tcg", pause=True), "-append").split()
+    assert one(build(inst, accel="kvm", pause=first), "-append").split()[-1] == first
+    assert first not in one(build(inst, accel="kvm"), "-append").split()
+    assert first in one(build(inst, accel="tcg", pause=first), "-append").split()
+    # An image that knows only the first boot's pause: no early one.
+    assert early not in one(build(inst, accel="kvm", pause=early), "-append")
+    with_kernel(inst, cmdline="root=x quiet limapy.pausable limapy.pausable.early")
+    assert one(build(inst, accel="kvm", pause=early), "-append").split()[-1] == early
+    assert first not in one(build(inst, accel="kvm", pause=early), "-append").split()
     with_kernel(inst, cmdline="root=LABEL=lima-root quiet")
-    assert "limapy.pause" not in one(build(inst, accel="kvm", pause=True), "-append")
+    for word in (first, early):
+        assert word not in one(build(inst, accel="kvm", pause=word), "-append")
 
 
 def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -> None:

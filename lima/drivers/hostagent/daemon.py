@@ -502,9 +502,9 @@ class HostAgent:
                    errors=[*errors, f"{UNRESPONSIVE}: no answer over ssh since {when}"])
 
     def _boot_qemu(self) -> runner.Popen[bytes]:
-        """Start qemu. A first boot told to pause (lima.drivers.boottemplate) loads its
-        boot template when there is one, and otherwise boots, the template saved at the
-        pause by a thread that then lets the guest go on."""
+        """Start qemu. A boot told to pause (lima.drivers.boottemplate) loads its boot
+        template when there is one, and otherwise boots, the template saved at the pause by
+        a thread that then lets the guest go on."""
         from lima.drivers import boottemplate
 
         if self.resume or not boottemplate.pause_boot(self.qemu_argv):
@@ -512,14 +512,16 @@ class HostAgent:
         tpl = boottemplate.plan(self.qemu_argv, self.inst_dir)
         if tpl is None:  # nothing to save or load: no pause
             return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
+        what, kind = ("boot", "early boot template") if tpl.early else (
+            "first boot", "boot template")
         if tpl.exists():
             proc = self._start_qemu([*self.qemu_argv, "-incoming", "defer"])
             try:
                 took = boottemplate.restore(self.inst_dir, tpl, lambda: proc.poll() is None)
             except (LimaError, OSError) as exc:
                 refused = isinstance(exc, boottemplate.TemplateRefused)
-                log.warning("the boot template %s could not be loaded (%s)%s; the guest "
-                            "boots", tpl.key, exc, ": it is removed" if refused else "")
+                log.warning("the %s %s could not be loaded (%s)%s; the guest boots", kind,
+                            tpl.key, exc, ": it is removed" if refused else "")
                 proc.kill()
                 proc.wait()
                 stderr = self.inst_dir / QEMU_STDERR
@@ -530,7 +532,7 @@ class HostAgent:
                     boottemplate.discard(tpl)
                 # The guest may have gone on and written to its disk: no pause, no save.
                 return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
-            log.info("first boot loaded from the boot template %s in %.2f s", tpl.key, took)
+            log.info("%s loaded from the %s %s in %.2f s", what, kind, tpl.key, took)
             return proc
         proc = self._start_qemu(self.qemu_argv)
 
@@ -543,9 +545,9 @@ class HostAgent:
             try:
                 said = boottemplate.capture(self.inst_dir, mac, tpl, alive)
             except Exception:  # the boot goes on (the guest's own timeout), unsaved
-                log.exception("first boot: the boot template's capture failed")
+                log.exception("%s: the %s's capture failed", what, kind)
                 return
-            log.info("first boot: %s", said)
+            log.info("%s: %s", what, said.replace("boot template", kind))
 
         threading.Thread(target=pause, name="boot-template", daemon=True).start()
         return proc

@@ -24,7 +24,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-24"
+RECIPE_VERSION = "debian-12-25"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -36,10 +36,11 @@ ROOT_SIZE = "4G"
 # (fstab's pass 0; ext4's journal makes an unclean stop safe): systemd-fsck-root and
 # systemd-remount-fs cost about 4 s under TCG, on the way to cloud-init's first stage.
 ROOT_OPTIONS = "errors=remount-ro"
-# limapy.pausable: the initramfs knows `limapy.pause` (lima.drivers.boottemplate), which
-# the host agent adds to an instance's first boot; the guest itself ignores the word.
+# limapy.pausable(.early): the initramfs knows `limapy.pause` and `limapy.pause.early`
+# (lima.drivers.boottemplate), which the host agent adds to an instance's boots; the guest
+# itself ignores the words.
 CMDLINE = (f"root=LABEL={ROOT_LABEL} rw rootflags={ROOT_OPTIONS} console=ttyS0 "
-           "net.ifnames=0 quiet limapy.pausable")
+           "net.ifnames=0 quiet limapy.pausable limapy.pausable.early")
 
 PACKAGES = (
     "systemd",
