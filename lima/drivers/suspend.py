@@ -145,17 +145,26 @@ def remove_temp(inst: Path) -> bool:
     return True
 
 
+class LoadCutShort(LimaError):
+    """The qemu attached to is still waiting for (or loading) a state its host agent was
+    to give it: the guest never ran, and nothing will give it that state now."""
+
+
 def continue_interrupted(inst: Path, *, first_boot: bool = False) -> bool:
     """For a host agent attaching to a running qemu: when its predecessor was killed in the
     middle of a suspend (the guest paused, the state not saved), cancel what is left of the
     migration and continue the guest. True when it did. `first_boot`: the qemu boots with
-    `limapy.pause`, so a paused guest may be one its agent was saving as a boot template
-    (lima.drivers.boottemplate)."""
+    a pause word, so a paused guest may be one its agent was saving as a boot template
+    (lima.drivers.boottemplate). Raises LoadCutShort when the qemu is still `inmigrate`
+    (its agent was killed while it loaded a boot template)."""
     if read_saved(inst) is not None:
         return False  # saved: the reconciler finishes the suspend instead
     with QMPClient(inst / paths.QMP_SOCK, timeout=10.0) as qmp:
         reply = qmp.execute("query-status")
         status = reply.get("status") if isinstance(reply, dict) else None
+        if status == "inmigrate":
+            raise LoadCutShort("its host agent was killed while qemu loaded the guest's "
+                               "state: the guest never ran")
         interrupted = status in ("postmigrate", "finish-migrate") or (
             status == "paused" and (first_boot or (inst / paths.SUSPEND_TMP).exists()))
         if not interrupted:

@@ -520,3 +520,27 @@ def test_wait_line_finds_a_marker_followed_by_much_more_output() -> None:
     with ours, theirs:
         theirs.sendall(b"x" * 100 + bt.GONE_ON + b"\r\n" + b"y" * 20000)
         assert bt.wait_line(ours, bt.GONE_ON, time.monotonic() + 5, lambda: True)
+
+
+def test_a_qemu_left_loading_a_template_is_ended_on_attach(inst: Path) -> None:
+    """The agent died while its qemu waited for the template (`inmigrate`): the guest never
+    ran and nothing will load it now, so the next agent, attaching, ends that qemu and
+    exits with the reason (the next start boots afresh) instead of waiting on it."""
+    from lima.drivers import procs, suspend
+    from lima.drivers.hostagent.daemon import HostAgent
+    from tests.component.test_hostagent import FakeGuest
+
+    stuck = _qemu(inst, "-incoming", "defer", "-pidfile", str(inst / paths.QEMU_PID))
+    try:
+        assert _wait_for(lambda: procs.qemu_pid(inst) == stuck.pid)
+        with pytest.raises(suspend.LoadCutShort):
+            suspend.continue_interrupted(inst, first_boot=True)
+        agent = HostAgent(inst, ssh_port=1, qemu_argv=["unused"], guest=FakeGuest([]),
+                          attach=True)
+        assert agent.run(install_signals=False) == 1
+        assert stuck.wait(timeout=10) is not None  # ended, by its pid
+        assert "the guest never ran" in (inst / paths.HA_STDOUT).read_text()
+    finally:
+        if stuck.poll() is None:
+            stuck.kill()
+        stuck.wait()

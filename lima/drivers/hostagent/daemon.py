@@ -269,7 +269,9 @@ class HostAgent:
                 return 1
             log.info("attached to the running qemu (pid %d); the guest is not rebooted",
                      self._qemu.pid)
-            self._continue_interrupted()
+            if not self._continue_interrupted():
+                self._emit(exiting=True)
+                return 1
             from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
 
             self._virtiofsd = VirtiofsDaemons.adopt(self.inst_dir)
@@ -441,7 +443,9 @@ class HostAgent:
         self._suspended = True
         return True
 
-    def _continue_interrupted(self) -> None:
+    def _continue_interrupted(self) -> bool:
+        """Continue a guest its killed predecessor left paused. False (qemu ended, the error
+        reported) when that qemu never ran the guest: the next start boots it afresh."""
         from lima.drivers import boottemplate, suspend
 
         assert self._qemu is not None
@@ -450,8 +454,15 @@ class HostAgent:
             if suspend.continue_interrupted(self.inst_dir, first_boot=first_boot):
                 log.warning("a suspend was cut short (its host agent was killed): the guest "
                             "goes on running")
+        except suspend.LoadCutShort as exc:
+            msg = f"the running qemu cannot be attached to: {exc}; it was ended"
+            log.error("%s", msg)
+            self._qemu.kill()
+            self._emit(errors=[msg])
+            return False
         except (LimaError, OSError) as exc:
             log.warning("could not check for a suspend cut short: %s", exc)
+        return True
 
     def _load_state(self) -> bool:
         """Resume: load suspend.state into the qemu just started. False (the error
