@@ -69,6 +69,7 @@ READY_TIMEOUT = 90.0  # the pause comes after the kernel and the import: ~11 s u
 SAVE_TIMEOUT = 120.0
 LOAD_TIMEOUT = 60.0
 GO_TIMEOUT = 15.0
+REBOOT_POLL = 0.5  # how often answer_reboots looks at the console's log
 _CONNECT_TIMEOUT = 5.0
 
 _QCOW2 = struct.Struct(">4sIQIIQIIQQIIQ")  # the qcow2 header up to snapshots_offset
@@ -301,6 +302,43 @@ def wait_line(sock: socket.socket, marker: bytes, deadline: float,
             return True
         seen = seen[-len(marker):]  # a marker split across reads is still found
     return False
+
+
+def answer_reboots(inst_dir: Path, mac: str, alive: Callable[[], bool],
+                   interval: float = REBOOT_POLL) -> None:
+    """Until qemu ends: answer every later ready line with a go line. A reboot inside the
+    guest runs the same command line, so its initramfs pauses again (the early pause
+    comes before it could tell a reboot from a new boot). This reads the console's log
+    (serial.log, which QEMU writes beside the socket) from its current end, and connects
+    to the console only to answer."""
+    path = inst_dir / paths.SERIAL_LOG
+    try:
+        pos = path.stat().st_size
+    except OSError:
+        pos = 0
+    seen = b""
+    while alive():
+        time.sleep(interval)
+        try:
+            with path.open("rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+        except OSError:
+            continue
+        pos += len(chunk)
+        seen = (seen + chunk)[-(len(READY) + 65536):]
+        if READY not in seen:
+            seen = seen[-len(READY):]
+            continue
+        seen = b""
+        try:
+            read = send_go(inst_dir, mac, alive=alive)
+        except OSError as exc:
+            log.warning("the guest paused again (a reboot); the go line could not be sent: "
+                        "%s", exc)
+            continue
+        log.info("the guest paused again (a reboot): %s", "let go" if read else
+                 "it did not say it read the go line")
 
 
 def capture(inst_dir: Path, mac: str, tpl: Template | None, alive: Callable[[], bool]) -> str:

@@ -544,3 +544,32 @@ def test_a_qemu_left_loading_a_template_is_ended_on_attach(inst: Path) -> None:
         if stuck.poll() is None:
             stuck.kill()
         stuck.wait()
+
+
+def test_each_reboots_pause_is_answered_from_the_consoles_log(inst: Path) -> None:
+    """A reboot inside the guest pauses again: every ready line written to serial.log
+    after the watch began gets one go line; one already there does not."""
+    log_path = inst / paths.SERIAL_LOG
+    log_path.write_bytes(b"limapy-pause: ready\r\nlimapy-pause: go\r\n")  # this boot's
+    console = Console(inst)
+    running = threading.Event()
+    running.set()
+    watch = threading.Thread(target=bt.answer_reboots,
+                             args=(inst, MAC, running.is_set, 0.05), daemon=True)
+    watch.start()
+    try:
+        time.sleep(0.3)
+        assert console.lines == []
+        for n in (1, 2):
+            with log_path.open("ab") as f:
+                f.write(b"reboot: Restarting system\r\n[    0.0] Linux version\r\n"
+                        b"limapy-pause: ready\r\n")
+            assert _wait_for(lambda n=n: len(console.lines) == n, 10), console.lines
+            assert console.lines[-1].split()[2] == MAC
+        time.sleep(0.3)
+        assert len(console.lines) == 2
+    finally:
+        running.clear()
+        watch.join(5)
+        console.close()
+    assert not watch.is_alive()  # ends with qemu

@@ -272,6 +272,11 @@ class HostAgent:
             if not self._continue_interrupted():
                 self._emit(exiting=True)
                 return 1
+            from lima.drivers import boottemplate
+
+            qemu = self._qemu
+            if boottemplate.pause_boot(procs.cmdline(qemu.pid)):
+                self._answer_reboots(lambda: qemu.poll() is None)
             from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
 
             self._virtiofsd = VirtiofsDaemons.adopt(self.inst_dir)
@@ -544,6 +549,7 @@ class HostAgent:
                 # The guest may have gone on and written to its disk: no pause, no save.
                 return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
             log.info("%s loaded from the %s %s in %.2f s", what, kind, tpl.key, took)
+            self._answer_reboots(lambda: proc.poll() is None)
             return proc
         proc = self._start_qemu(self.qemu_argv)
 
@@ -559,9 +565,25 @@ class HostAgent:
                 log.exception("%s: the %s's capture failed", what, kind)
                 return
             log.info("%s: %s", what, said.replace("boot template", kind))
+            self._answer_reboots(alive)
 
         threading.Thread(target=pause, name="boot-template", daemon=True).start()
         return proc
+
+    def _answer_reboots(self, alive: Callable[[], bool]) -> None:
+        """A thread that lets the guest go on after each reboot inside it (its initramfs
+        pauses again: boottemplate.answer_reboots)."""
+        from lima.drivers import boottemplate
+
+        mac = boottemplate.mac_of(self.qemu_argv)
+
+        def answer() -> None:
+            try:
+                boottemplate.answer_reboots(self.inst_dir, mac, alive)
+            except Exception:  # a reboot then waits out the guest's own timeout
+                log.exception("the thread answering the guest's reboots failed")
+
+        threading.Thread(target=answer, name="boot-template-reboots", daemon=True).start()
 
     def _start_qemu(self, argv: list[str]) -> runner.Popen[bytes]:
         out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
