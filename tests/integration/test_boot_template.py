@@ -6,7 +6,8 @@ the second one's first boot loads it. The second is its own machine all the same
 id, machine id, ssh host key, MAC, clock), its / is read-write, cloud-init ran its
 user-data. Its next boot (a warm one) pauses early, before any disk is read, and is saved
 as the early template, which the first instance's next boot loads: each comes up clean,
-with its own disk, machine id, MAC and a new boot id. Run it under
+with its own disk, machine id, MAC and a new boot id; a reboot inside the guest pauses
+again and is let go by the host agent. Run it under
 `flock /tmp/limapy-debian.lock` (one Debian guest at a time on the machine).
 """
 
@@ -135,6 +136,24 @@ def test_first_boots_share_a_template_and_each_is_its_own_machine(
     assert early["go_lines"] == "1" and early["bad_lines"] == "0", early
     status = limactl("shell", "bta", "cloud-init", "status", timeout=120).stdout
     assert "status: done" in status
+
+    # A reboot inside the guest runs the same command line: the initramfs pauses again,
+    # and the host agent lets it go (not the guest's own 60 s timeout).
+    limactl("shell", "bta", "sudo", "systemctl", "reboot", check=False, timeout=120)
+    deadline = time.monotonic() + 300
+    rebooted = ""
+    while time.monotonic() < deadline:
+        got = limactl("shell", "bta", "cat", "/proc/sys/kernel/random/boot_id",
+                      check=False, timeout=60)
+        if got.returncode == 0 and got.stdout.strip() not in ("", early["boot_id"]):
+            rebooted = got.stdout.strip()
+            break
+        time.sleep(2)
+    assert rebooted, "the guest did not come back from its reboot"
+    assert "the guest paused again (a reboot): let go" in agent_log(home, "bta")
+    after = facts(limactl, "bta")
+    assert after["go_lines"] == "1" and after["bad_lines"] == "0", after
+    assert after["mac"] == a_mac and abs(float(after["skew"])) <= 2.0, after
     limactl("delete", "-f", "bta", "btb", timeout=300)
     assert qemu_pids_for(home) == []
     assert len(list(templates.glob("*.state"))) == 2  # kept for the next boots
