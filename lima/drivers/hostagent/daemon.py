@@ -524,7 +524,11 @@ class HostAgent:
         from lima.drivers import boottemplate
 
         if self.resume or not boottemplate.pause_boot(self.qemu_argv):
-            return self._start_qemu(self.qemu_argv)
+            proc = self._start_qemu(self.qemu_argv)
+            if self.resume and boottemplate.pause_boot(self.qemu_argv):
+                # A guest saved after an early pause pauses again when it reboots.
+                self._answer_reboots(lambda: proc.poll() is None)
+            return proc
         tpl = boottemplate.plan(self.qemu_argv, self.inst_dir)
         if tpl is None:  # nothing to save or load: no pause
             return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
