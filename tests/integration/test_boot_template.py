@@ -4,15 +4,18 @@ Two instances of one machine, in a template directory of their own: the first on
 first boot pauses after the kernel and cloud-init's import, and is saved as the template;
 the second one's first boot loads it. The second is its own machine all the same (boot
 id, machine id, ssh host key, MAC, clock), its / is read-write, cloud-init ran its
-user-data. Its next boot (a warm one) pauses early, before any disk is read, and is saved
-as the early template, which the first instance's next boot loads: each comes up clean,
-with its own disk, machine id, MAC and a new boot id; a reboot inside the guest pauses
-again and is let go by the host agent. Run it under
-`flock /tmp/limapy-debian.lock` (one Debian guest at a time on the machine).
+user-data; the first one's full boot also shows what the image's own boot does (the
+preload's stages, the initramfs's cgroup work, sshd's and logind's units). The second
+one's next boot (a warm one) pauses early, before any disk is read, and is saved as the
+early template, which the first instance's next boot loads: each comes up clean, with
+its own disk, machine id, MAC and a new boot id; a reboot inside the guest pauses again
+and is let go by the host agent. Run it under `flock /tmp/limapy-debian.lock` (one
+Debian guest at a time on the machine).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -74,6 +77,46 @@ def agent_log(home: Path, name: str) -> str:
     return (home / name / "ha.stderr.log").read_text()
 
 
+def image_checks(limactl: Limactl, name: str) -> None:
+    """What build:debian-12's own boot does, checked on a full boot (not a loaded one)."""
+    def sh(script: str) -> list[str]:
+        out = limactl("shell", name, "sh", "-c", script, timeout=120).stdout
+        return out.splitlines()
+
+    root, host, *status = sh("sudo -n id -u; hostname; cloud-init status --format json")
+    assert (root, host) == ("0", f"lima-{name}")
+    assert json.loads("\n".join(status)).get("datasource") == "nocloud", status
+    # The initramfs turned the slab allocator's memory-cgroup hooks on before the preload
+    # started, and left the cgroup mount to systemd (its options, no leftover).
+    hooks, mount, leftover, controllers = sh(
+        "sudo dmesg | grep -c 'limapy-initramfs: memory cgroup hooks on'; "
+        "grep ' /sys/fs/cgroup ' /proc/mounts; ls /sys/fs/cgroup | grep -c limapy-early; "
+        "cat /sys/fs/cgroup/cgroup.subtree_control")
+    assert hooks == "1" and leftover == "0", (hooks, leftover)
+    assert "nsdelegate" in mount.split()[3], mount  # systemd's own mount
+    assert "memory" in controllers.split(), controllers
+    # The four stages ran in the preload server the initramfs started, each in its unit's
+    # cgroup (the network stage's CPU, seconds under TCG, is its unit's).
+    *served, cpu_ns = sh("sudo dmesg | grep 'cloud-init-preload: '; "
+                         "systemctl show -p CPUUsageNSec --value cloud-init.service")
+    stages = [(line.split("cloud-init-preload: ", 1)[1].split(" runs as ")[0],
+               line.split(" in /system.slice/", 1)[1].split(" ")[0]) for line in served]
+    assert stages == [("'init --local'", "cloud-init-local.service"),
+                      ("'init'", "cloud-init.service"),
+                      ("'modules --mode=config'", "cloud-config.service"),
+                      ("'modules --mode=final'", "cloud-final.service")], served
+    assert int(cpu_ns) > 1_000_000_000, cpu_ns
+    # sshd has the stages' startup CPU weight; logind, which hears the ACPI power button a
+    # stop presses, is up once cloud-init is done (cloud-final is ordered after
+    # multi-user.target, which waits for it).
+    weight, logind, wanted = sh(
+        "systemctl show -p StartupCPUWeight --value ssh.service; "
+        "cloud-init status --wait >/dev/null; systemctl is-active systemd-logind; "
+        "systemctl show -p WantedBy --value systemd-logind.service")
+    assert weight == "1000" and logind == "active", (weight, logind)
+    assert "multi-user.target" in wanted.split(), wanted
+
+
 def test_first_boots_share_a_template_and_each_is_its_own_machine(
         limactl: Limactl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     templates = tmp_path / "templates"
@@ -89,6 +132,7 @@ def test_first_boots_share_a_template_and_each_is_its_own_machine(
     settle(limactl, "bta")
     a = facts(limactl, "bta")
     assert a["go_lines"] == "1" and a["bad_lines"] == "0"
+    image_checks(limactl, "bta")
     a_mac = argv_mac(home, "bta")
     limactl("stop", "bta", timeout=300)
 
