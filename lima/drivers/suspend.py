@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,20 @@ def boot_done_saved(inst: Path, iid: str) -> bool:
     without failures: its resumed readiness needs no look at the markers."""
     meta = read_saved(inst)
     return meta is not None and meta.get("iid") == iid and meta.get("bootDone") is True
+
+
+def without_incoming(argv: Sequence[str]) -> list[str]:
+    """qemu's argv as a cold boot runs it: a resumed qemu's `-incoming defer` dropped."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "-incoming":
+            skip = True
+        else:
+            out.append(arg)
+    return out
 
 
 def read_saved(inst: Path) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lima import paths
 from lima.drivers import procs, runner
+from lima.drivers.hostagent import templateboot
 from lima.drivers.hostagent.api import UnixHTTPServer, serve_info
 from lima.drivers.hostagent.events import QEMU_STDERR, QEMU_STDOUT, append_event, make_event
 from lima.drivers.hostagent.heartbeat import Heartbeat
@@ -93,20 +94,6 @@ def qmp_powerdown(inst_dir: Path, timeout: float) -> bool:
     from lima.drivers import qmp  # only the stopping agent needs it
 
     return qmp.powerdown(inst_dir, timeout=timeout)
-
-
-def _without_incoming(argv: Sequence[str]) -> list[str]:
-    """qemu's argv as a cold boot runs it: a resumed qemu's `-incoming defer` dropped."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "-incoming":
-            skip = True
-        else:
-            out.append(arg)
-    return out
 
 
 def write_pidfile(path: Path, pid: int) -> None:
@@ -269,14 +256,10 @@ class HostAgent:
                 return 1
             log.info("attached to the running qemu (pid %d); the guest is not rebooted",
                      self._qemu.pid)
-            if not self._continue_interrupted():
+            if error := templateboot.settle_attached(self.inst_dir, self._qemu):
+                self._emit(errors=[error])
                 self._emit(exiting=True)
                 return 1
-            from lima.drivers import boottemplate
-
-            qemu = self._qemu
-            if boottemplate.pause_boot(procs.cmdline(qemu.pid)):
-                self._answer_reboots(lambda: qemu.poll() is None)
             from lima.drivers.hostagent.virtiofsd import VirtiofsDaemons
 
             self._virtiofsd = VirtiofsDaemons.adopt(self.inst_dir)
@@ -293,7 +276,9 @@ class HostAgent:
                 # Readiness's imports load while the state does: it logs in at `cont`.
                 threading.Thread(target=warm, name="guest-warm", daemon=True).start()
             try:
-                self._qemu = QemuProcess.started(self._boot_qemu(), self.inst_dir)
+                self._qemu = QemuProcess.started(
+                    templateboot.boot(self.inst_dir, self.qemu_argv, self._start_qemu,
+                                      resume=self.resume), self.inst_dir)
                 log.info("qemu started (pid %d)", self._qemu.pid)
             except LimaError as exc:
                 log.error("qemu did not start: %s", exc)
@@ -421,7 +406,7 @@ class HostAgent:
         with self._lock:
             was = dict(self._state)
         self._emit(phase="suspending")
-        argv = _without_incoming(procs.cmdline(self._qemu.pid) or self.qemu_argv)
+        argv = suspend.without_incoming(procs.cmdline(self._qemu.pid) or self.qemu_argv)
         applied = read_applied(self.inst_dir)
         started = time.monotonic()
         prepared = False
@@ -446,27 +431,6 @@ class HostAgent:
         log.info("the guest's state is saved in %s (%.1f s); quitting qemu",
                  paths.SUSPEND_STATE, time.monotonic() - started)
         self._suspended = True
-        return True
-
-    def _continue_interrupted(self) -> bool:
-        """Continue a guest its killed predecessor left paused. False (qemu ended, the error
-        reported) when that qemu never ran the guest: the next start boots it afresh."""
-        from lima.drivers import boottemplate, suspend
-
-        assert self._qemu is not None
-        first_boot = boottemplate.pause_boot(procs.cmdline(self._qemu.pid))
-        try:
-            if suspend.continue_interrupted(self.inst_dir, first_boot=first_boot):
-                log.warning("a suspend was cut short (its host agent was killed): the guest "
-                            "goes on running")
-        except suspend.LoadCutShort as exc:
-            msg = f"the running qemu cannot be attached to: {exc}; it was ended"
-            log.error("%s", msg)
-            self._qemu.kill()
-            self._emit(errors=[msg])
-            return False
-        except (LimaError, OSError) as exc:
-            log.warning("could not check for a suspend cut short: %s", exc)
         return True
 
     def _load_state(self) -> bool:
@@ -516,78 +480,6 @@ class HostAgent:
         when = datetime.fromtimestamp(since).astimezone().isoformat(timespec="seconds")
         self._emit(running=True, degraded=True,
                    errors=[*errors, f"{UNRESPONSIVE}: no answer over ssh since {when}"])
-
-    def _boot_qemu(self) -> runner.Popen[bytes]:
-        """Start qemu. A boot told to pause (lima.drivers.boottemplate) loads its boot
-        template when there is one, and otherwise boots, the template saved at the pause by
-        a thread that then lets the guest go on."""
-        from lima.drivers import boottemplate
-
-        if self.resume or not boottemplate.pause_boot(self.qemu_argv):
-            proc = self._start_qemu(self.qemu_argv)
-            if self.resume and boottemplate.pause_boot(self.qemu_argv):
-                # A guest saved after an early pause pauses again when it reboots.
-                self._answer_reboots(lambda: proc.poll() is None)
-            return proc
-        tpl = boottemplate.plan(self.qemu_argv, self.inst_dir)
-        if tpl is None:  # nothing to save or load: no pause
-            return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
-        what, kind = ("boot", "early boot template") if tpl.early else (
-            "first boot", "boot template")
-        if tpl.exists():
-            proc = self._start_qemu([*self.qemu_argv, "-incoming", "defer"])
-            try:
-                took = boottemplate.restore(self.inst_dir, tpl, lambda: proc.poll() is None)
-            except (LimaError, OSError) as exc:
-                refused = isinstance(exc, boottemplate.TemplateRefused)
-                log.warning("the %s %s could not be loaded (%s)%s; the guest boots", kind,
-                            tpl.key, exc, ": it is removed" if refused else "")
-                proc.kill()
-                proc.wait()
-                stderr = self.inst_dir / QEMU_STDERR
-                with contextlib.suppress(OSError):
-                    if text := stderr.read_text(errors="replace").strip():
-                        log.warning("qemu said: %s", text[-2000:])
-                if refused:
-                    boottemplate.discard(tpl)
-                # The guest may have gone on and written to its disk: no pause, no save.
-                return self._start_qemu(boottemplate.without_pause(self.qemu_argv))
-            log.info("%s loaded from the %s %s in %.2f s", what, kind, tpl.key, took)
-            self._answer_reboots(lambda: proc.poll() is None)
-            return proc
-        proc = self._start_qemu(self.qemu_argv)
-
-        def pause() -> None:
-            # Even when a stop is asked meanwhile: a guest let go shuts down as any other.
-            def alive() -> bool:
-                return proc.poll() is None
-
-            mac = boottemplate.mac_of(self.qemu_argv)
-            try:
-                said = boottemplate.capture(self.inst_dir, mac, tpl, alive)
-            except Exception:  # the boot goes on (the guest's own timeout), unsaved
-                log.exception("%s: the %s's capture failed", what, kind)
-                return
-            log.info("%s: %s", what, said.replace("boot template", kind))
-            self._answer_reboots(alive)
-
-        threading.Thread(target=pause, name="boot-template", daemon=True).start()
-        return proc
-
-    def _answer_reboots(self, alive: Callable[[], bool]) -> None:
-        """A thread that lets the guest go on after each reboot inside it (its initramfs
-        pauses again: boottemplate.answer_reboots)."""
-        from lima.drivers import boottemplate
-
-        mac = boottemplate.mac_of(self.qemu_argv)
-
-        def answer() -> None:
-            try:
-                boottemplate.answer_reboots(self.inst_dir, mac, alive)
-            except Exception:  # a reboot then waits out the guest's own timeout
-                log.exception("the thread answering the guest's reboots failed")
-
-        threading.Thread(target=answer, name="boot-template-reboots", daemon=True).start()
 
     def _start_qemu(self, argv: list[str]) -> runner.Popen[bytes]:
         out = open(self.inst_dir / QEMU_STDOUT, "wb")  # noqa: SIM115 (the child keeps it)
