@@ -308,37 +308,29 @@ def answer_reboots(inst_dir: Path, mac: str, alive: Callable[[], bool],
                    interval: float = REBOOT_POLL) -> None:
     """Until qemu ends: answer every later ready line with a go line. A reboot inside the
     guest runs the same command line, so its initramfs pauses again (the early pause
-    comes before it could tell a reboot from a new boot). This reads the console's log
-    (serial.log, which QEMU writes beside the socket) from its current end, and connects
-    to the console only to answer."""
-    path = inst_dir / paths.SERIAL_LOG
+    comes before it could tell a reboot from a new boot). This follows the console's log
+    (serial.log, which QEMU writes beside the socket) with a ConsoleTail, and connects to
+    the console only to answer; the ready lines already there were this boot's."""
+    from lima.drivers.serialwatch import ConsoleTail
+
+    tail = ConsoleTail(inst_dir / paths.SERIAL_LOG, (READY,), interval).start()
     try:
-        pos = path.stat().st_size
-    except OSError:
-        pos = 0
-    seen = b""
-    while alive():
-        time.sleep(interval)
-        try:
-            with path.open("rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-        except OSError:
-            continue
-        pos += len(chunk)
-        seen = (seen + chunk)[-(len(READY) + 65536):]
-        if READY not in seen:
-            seen = seen[-len(READY):]
-            continue
-        seen = b""
-        try:
-            read = send_go(inst_dir, mac, alive=alive)
-        except OSError as exc:
-            log.warning("the guest paused again (a reboot); the go line could not be sent: "
-                        "%s", exc)
-            continue
-        log.info("the guest paused again (a reboot): %s", "let go" if read else
-                 "it did not say it read the go line")
+        answered = tail.count(READY)
+        while alive():
+            now = tail.wait(READY, answered, interval)
+            if now <= answered:
+                continue
+            answered = now
+            try:
+                read = send_go(inst_dir, mac, alive=alive)
+            except OSError as exc:
+                log.warning("the guest paused again (a reboot); the go line could not be "
+                            "sent: %s", exc)
+                continue
+            log.info("the guest paused again (a reboot): %s", "let go" if read else
+                     "it did not say it read the go line")
+    finally:
+        tail.stop()
 
 
 def capture(inst_dir: Path, mac: str, tpl: Template | None, alive: Callable[[], bool]) -> str:
