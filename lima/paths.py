@@ -37,7 +37,7 @@ HA_SOCK = "ha.sock"
 HA_STDOUT = "ha.stdout.log"
 HA_STDERR = "ha.stderr.log"
 STATUS_JSON = "status.json"
-# Ours: the instance-id and ssh port the current cidata.iso was built for.
+# Ours: the IID (LIMA_CIDATA_IID) and ssh port the current cidata.iso was built for.
 CIDATA_META = "cidata.json"
 # Ours: sha256 and size of the basedisk diffdisk was laid over (lima.drivers.images.baserecord).
 BASEDISK_RECORD = "basedisk.json"

@@ -1,9 +1,13 @@
 """Build cidata.iso, the NoCloud seed of one boot (label `cidata`, Rock Ridge names).
 
-Called by the controller's build_cidata step before every boot, with a fresh
-instance-id (chosen by `lima.states.decide.new_iid`): cloud-init then treats each boot
-as a new instance and re-applies network and users, and boot.sh's markers can be told
-apart per boot.
+Called by the controller's build_cidata step before every boot, with a fresh IID
+(chosen by `lima.states.decide.new_iid`), lima.env's LIMA_CIDATA_IID as in Lima: boot.sh's
+markers hold it, so they can be told apart per boot. meta-data's instance-id is not that
+IID but `cloud_init_id`, a digest of what cloud-init reads from the seed: cloud-init
+re-runs its once-per-instance modules (users, ssh host keys, passwords, network) when the
+spec changes what it is given, not on every start as under Lima, whose seed uses one id for
+both. A start with nothing changed skips 1-2 s of guest work under TCG, and the guest keeps
+its ssh host keys from one start to the next.
 The file contents come from `lima.drivers.cloudconfig` (pure) and the shipped
 assets in lima/assets/cidata; this module only lays them out and writes the ISO.
 
@@ -23,6 +27,7 @@ Layout (base names <= 30 characters, checked):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -75,11 +80,13 @@ def seed_files(
 ) -> list[SeedFile]:
     """Every file of the seed, in a stable order (pure apart from reading the assets)."""
     certs = read_ca_certs(spec)
+    user_data = cloudconfig.user_data(spec, keys=keys, host_home=host_home, ca_certs=certs)
+    network = cloudconfig.network_config(spec)
+    meta = cloudconfig.meta_data(spec, instance_id=cloud_init_id(spec, user_data, network))
     files = [
-        SeedFile("user-data", _b(cloudconfig.user_data(spec, keys=keys, host_home=host_home,
-                                                       ca_certs=certs))),
-        SeedFile("meta-data", _b(cloudconfig.meta_data(spec, iid=iid))),
-        SeedFile("network-config", _b(cloudconfig.network_config(spec))),
+        SeedFile("user-data", _b(user_data)),
+        SeedFile("meta-data", _b(meta)),
+        SeedFile("network-config", _b(network)),
         SeedFile("lima.env", _b(cloudconfig.lima_env(spec, iid=iid, host_home=host_home))),
         SeedFile("param.env", _b(cloudconfig.param_env(spec))),
         SeedFile("etc_environment", _b(cloudconfig.etc_environment(spec, host_env))),
@@ -96,6 +103,15 @@ def seed_files(
                     files.append(SeedFile(f"{sub}/{asset.name}", asset.read_bytes(), True))
     files += _provision_files(spec)
     return files
+
+
+def cloud_init_id(spec: InstanceSpec, user_data: str, network_config: str) -> str:
+    """meta-data's instance-id: the same for two seeds that give cloud-init the same
+    user-data, network-config and hostname, another as soon as one of them differs."""
+    digest = hashlib.sha256()
+    for part in (cloudconfig.hostname(spec), user_data, network_config):
+        digest.update(_b(part) + b"\0")
+    return f"iid-seed-{digest.hexdigest()[:16]}"
 
 
 def _provision_files(spec: InstanceSpec) -> list[SeedFile]:

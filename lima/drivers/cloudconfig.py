@@ -72,7 +72,7 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
     unit does not load them. The first line tells the host agent the guest's network is up.
     It runs inside cloud-init's network stage, which sshd and the rest of the boot wait
     for, and under TCG each program a shell starts costs the guest 50-70 ms: /proc/mounts
-    and meta-data are read with shell builtins, and mkdir and tr run only when needed.
+    and lima.env are read with shell builtins, and mkdir and tr run only when needed.
     The mount of cidata is tried again for a few seconds when it fails: udev may be
     redoing the CD's by-label link at that moment.
     Both units get cloud-init's startup CPU weight (build:debian-12 gives its stages
@@ -103,12 +103,12 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
         '  [ "$TRIES" -lt 50 ] || break\n'
         "  sleep 0.1\n"
         "done\n"
-        # The first instance-id line's value, leading blanks dropped; only characters a
-        # unit name takes (tr runs only when there are others).
+        # This boot's IID, lima.env's first LIMA_CIDATA_IID line (meta-data's instance-id
+        # is cloud-init's, the same from boot to boot); only characters a unit name takes
+        # (tr runs only when there are others).
         "IID=\n"
-        'while IFS= read -r line || [ -n "$line" ]; do case $line in instance-id:*) '
-        'IID=${line#instance-id:}; break ;; esac; line=; done <"$MNT/meta-data"\n'
-        'IID=${IID#"${IID%%[! ]*}"}\n'
+        'while IFS= read -r line || [ -n "$line" ]; do case $line in LIMA_CIDATA_IID=*) '
+        'IID=${line#LIMA_CIDATA_IID=}; break ;; esac; line=; done <"$MNT/lima.env"\n'
         'case $IID in *[!a-zA-Z0-9-]*) IID=$(printf %s "$IID" | tr -cd "a-zA-Z0-9-") ;; esac\n'
         "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n"
         # A systemd that refuses StartupCPUWeight gets the unit without it.
@@ -233,8 +233,9 @@ def mount_options(spec: InstanceSpec, m: Mount) -> str:
 # --- meta-data, network-config ------------------------------------------------------
 
 
-def meta_data(spec: InstanceSpec, *, iid: str) -> str:
-    return _dump({"instance-id": iid, "local-hostname": hostname(spec)})
+def meta_data(spec: InstanceSpec, *, instance_id: str) -> str:
+    """meta-data; `instance_id` is cloud-init's (`lima.drivers.cidata.cloud_init_id`)."""
+    return _dump({"instance-id": instance_id, "local-hostname": hostname(spec)})
 
 
 def network_config(spec: InstanceSpec) -> str:

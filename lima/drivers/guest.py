@@ -27,7 +27,7 @@ GUEST_AGENT_PORT = "io.lima-vm.guest_agent.0"
 # the host agent reads in serial.log (lima.drivers.serialwatch) to probe ssh at once.
 NETWORK_UP_LINE = "lima-network-up"
 
-# Markers boot.sh writes into the guest, each holding the instance-id of the boot that
+# Markers boot.sh writes into the guest, each holding the IID of the boot that
 # wrote it (so a marker left by an earlier boot never counts): ssh is ready, provisioning
 # is done, provisioning failed (then followed by one "<script>: exit N" line per failure).
 SSH_READY_MARKER = "/run/lima-ssh-ready"

@@ -3,7 +3,7 @@
 
 Used by lima.drivers.ssh's SSHGuest (readiness) and read_marker. boot.sh
 (lima/assets/cidata/boot.sh) writes the markers: /run/lima-ssh-ready, /run/lima-boot-done
-or /run/lima-boot-failed, each holding the boot's instance-id first. Shell builtins only:
+or /run/lima-boot-failed, each holding the boot's IID (LIMA_CIDATA_IID) first. Shell builtins only:
 under TCG every program the guest starts costs it tenths of a second of CPU.
 """
 

@@ -227,7 +227,7 @@ class Online:
     def adopt_boot(self) -> None:
         """After `loadvm`: set the guest clock to the host's at once (it is back at the
         snapshot's time), and, when the snapshot was taken in an earlier boot, rewrite the
-        readiness markers the restored guest holds with this boot's instance-id, so a host
+        readiness markers the restored guest holds with this boot's IID, so a host
         agent that attaches later (lima.commands.hostagent) sees the guest it runs as ready
         instead of waiting for markers of a boot that will not happen. Best effort: a
         guest that does not answer is warned about; the snapshot is applied either way."""

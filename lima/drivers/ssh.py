@@ -307,7 +307,7 @@ class SSHGuest:
         if found is None:
             raise TemporaryError(
                 f"the guest did not become ready within {self.timeout:g} s: no ssh login "
-                f"with {SSH_READY_MARKER} holding this boot's instance-id"
+                f"with {SSH_READY_MARKER} holding this boot's IID"
             )
         log.info("ssh is ready on port %d", self.port)
         progress("ssh_ready")

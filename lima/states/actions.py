@@ -19,7 +19,7 @@ class CreateInstance:
 
 @dataclass(frozen=True)
 class BuildCidata:
-    """Build cidata.iso (and ssh.config) for instance-id `iid`; record `iid` as cidata_iid."""
+    """Build cidata.iso (and ssh.config) for IID `iid`; record `iid` as cidata_iid."""
 
     iid: str
 
@@ -84,7 +84,7 @@ class SuspendInstance:
 @dataclass(frozen=True)
 class ResumeInstance:
     """Start the host agent with qemu's argv plus `-incoming defer`; it loads suspend.state,
-    removes it and continues the guest (instance-id `iid`: the boot that was saved)."""
+    removes it and continues the guest (IID `iid`: the boot that was saved)."""
 
     iid: str
 

@@ -85,7 +85,7 @@ def observe_phase(observed: ObservedState, status: Status) -> Phase:
 
 
 def new_iid(now: float, previous: str | None) -> str:
-    """A fresh instance-id for the next boot (Lima: `iid-<time>`), never the previous one."""
+    """A fresh IID for the next boot (Lima: `iid-<time>`), never the previous one."""
     ms = int(now * 1000)
     iid = f"iid-{ms}"
     return f"iid-{ms + 1}" if iid == previous else iid

@@ -56,9 +56,10 @@ class DesiredState:
 class ObservedState:
     """Facts about one instance, gathered by `Driver.observe()` in one go.
 
-    The IIDs are instance-ids: `cidata_iid` is the one the current cidata.iso was built with
-    (recorded next to it by BuildCidata), `ssh_ready_iid`/`boot_done_iid` are the contents of
-    /run/lima-ssh-ready and /run/lima-boot-done in the guest (None when absent or unreadable).
+    The IIDs are boot ids (lima.env's LIMA_CIDATA_IID, a new one per boot): `cidata_iid` is
+    the one the current cidata.iso was built with (recorded next to it by BuildCidata),
+    `ssh_ready_iid`/`boot_done_iid` are the contents of /run/lima-ssh-ready and
+    /run/lima-boot-done in the guest (None when absent or unreadable).
     `markers_read` is False when the driver skipped the ssh round-trip; decide() then trusts
     the recorded phase for the same boot (qemu alive and cidata_iid == status.iid).
 

@@ -11,7 +11,7 @@ reach failed/absent. Recovery edges, each with the fact that justifies it:
 - `crashed`: qemu is gone while we thought the VM was up (it died, or was killed): the truth
   is "stopped", and the attempt counts toward the crash-loop backoff.
 - `create` from failed: a create that failed (temporarily) is tried again.
-- `build_cidata` from failed and cidata_built: every boot gets a fresh instance-id, also after
+- `build_cidata` from failed and cidata_built: every boot gets a fresh IID, also after
   a failed attempt, or when an unused seed is stale.
 - `fail` from any phase: a step failed for good or the attempt was aborted (deadline passed,
   host agent died); what to do next is data (retries, next attempt, Stalled).
@@ -66,13 +66,13 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("create", (P.ABSENT, P.FAILED), P.CREATED,
                "instance dir, lima.yaml, lima-version, basedisk and diffdisk written"),
     Transition("build_cidata", (P.CREATED, P.STOPPED, P.FAILED, P.CIDATA_BUILT), P.CIDATA_BUILT,
-               "cidata.iso built for a new instance-id; ssh.config written"),
+               "cidata.iso built for a new IID (lima.env LIMA_CIDATA_IID); ssh.config written"),
     Transition("boot", (P.CIDATA_BUILT,), P.BOOTING,
                "host agent started; it started qemu (ha.pid and qemu.pid alive)"),
     Transition("ssh_up", (P.BOOTING,), P.SSH_READY,
-               "ssh login works and /run/lima-ssh-ready holds this instance-id"),
+               "ssh login works and /run/lima-ssh-ready holds this IID"),
     Transition("provisioned", (P.SSH_READY,), P.PROVISIONED,
-               "/run/lima-boot-done holds this instance-id"),
+               "/run/lima-boot-done holds this IID"),
     Transition("ready", (P.PROVISIONED,), P.RUNNING,
                "port forwards and mounts up, probes pass (else Degraded)"),
     Transition("stop", (P.BOOTING, P.SSH_READY, P.PROVISIONED, P.RUNNING, P.RESUMING),
@@ -93,7 +93,7 @@ TRANSITIONS: tuple[Transition, ...] = (
                "(the agent reports resuming)"),
     Transition("resumed", (P.RESUMING,), P.PROVISIONED,
                "state loaded and the guest continued (QMP cont); ssh login works and "
-               "/run/lima-boot-done still holds this instance-id (read in the guest, or "
+               "/run/lima-boot-done still holds this IID (read in the guest, or "
                "recorded in suspend.json when the state was saved: bootDone)"),
     Transition("discard", (P.SUSPENDED,), P.STOPPED,
                "the saved state no longer matches (spec, qemu or disks changed) or a stop "

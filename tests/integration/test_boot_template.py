@@ -173,6 +173,9 @@ def test_first_boots_share_a_template_and_each_is_its_own_machine(
     settle(limactl, "bta")
     early = facts(limactl, "bta")
     assert early["machine_id"] == a["machine_id"] and early["host_key"] != again["host_key"]
+    # Its own ssh host key, kept from its first boot (the spec did not change, so neither
+    # did cloud-init's instance-id).
+    assert early["host_key"] == a["host_key"]
     assert early["boot_id"] not in (a["boot_id"], again["boot_id"])
     assert early["mac"] == a_mac == argv_mac(home, "bta")
     assert early["root"].split(",")[0] == "rw" and early["provisioned"] == "provisioned"

@@ -46,6 +46,7 @@ def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:
     # mountType defaults to 9p on QEMU, as in Lima >= 1.0 (the image's kernel has 9p).
     assert any(f" on {home} type 9p (ro," in line for line in mounts.splitlines())
     first_iid = json.loads((limactl.home / "deb" / "status.json").read_text())["iid"]
+    host_key = limactl("shell", "deb", "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout
 
     # The host agent dies (kill -9): the next apply attaches a new one to the same qemu,
     # the guest is not rebooted, and the home mount works again.
@@ -76,6 +77,14 @@ def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:
     assert json.loads((limactl.home / "deb" / "status.json").read_text())["iid"] != first_iid
     again = limactl("shell", "deb", "cat", "/etc/limapy-provisioned").stdout
     assert again.startswith("provisioned for ")
+    # A new boot IID, but the same spec: cloud-init saw the same instance (meta-data's
+    # instance-id is a digest of what it reads) and did not run its once-per-instance
+    # modules again; the guest kept its ssh host key.
+    instances = limactl("shell", "deb", "ls", "/var/lib/cloud/instances").stdout.split()
+    assert len(instances) == 1 and instances[0].startswith("iid-seed-"), instances
+    ci_log = limactl("shell", "deb", "sudo", "cat", "/var/log/cloud-init.log").stdout
+    assert "config-users-groups already ran" in ci_log
+    assert limactl("shell", "deb", "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout == host_key
 
     limactl("delete", "-f", "deb", timeout=300)
     assert not (limactl.home / "deb").exists()

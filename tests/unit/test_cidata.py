@@ -56,8 +56,9 @@ def test_iso_layout_and_contents(tmp_path: Path) -> None:
         assert name in files, name
     ud = yaml.safe_load(files["user-data"][0])
     assert ud["users"][0]["ssh_authorized_keys"] == [ensure_identity().public_key]
-    assert yaml.safe_load(files["meta-data"][0])["instance-id"] == "iid-42"
+    # The boot's IID is lima.env's; meta-data's instance-id is cloud-init's own.
     assert b"LIMA_CIDATA_IID=iid-42\n" in files["lima.env"][0]
+    assert yaml.safe_load(files["meta-data"][0])["instance-id"].startswith("iid-seed-")
     assert files["param.env"][0] == b"PARAM_GREETING=hello\n"
     assert b"\nA=1\n" in files["etc_environment"][0]
     assert files["boot.sh"][0] == (cidata.ASSETS / "boot.sh").read_bytes()
@@ -100,13 +101,36 @@ def test_cloud_config_reference_copy(tmp_path: Path) -> None:
     assert "bootcmd" not in doc
 
 
+def test_cloud_init_id_follows_what_cloud_init_reads_not_the_boot(tmp_path: Path) -> None:
+    """A new boot of the same spec: a new IID in lima.env, the same instance-id in
+    meta-data (cloud-init's once-per-instance modules do not run again). A change to what
+    cloud-init is given (user-data, network-config, hostname) gives another instance-id;
+    one to what only boot.sh reads (a provision script) does not."""
+    identity = ensure_identity()
+
+    def meta(iid: str, **spec_kw: object) -> tuple[str, bytes]:
+        iso = cidata.build_cidata(make_spec(**spec_kw), tmp_path / iid, iid=iid,
+                                  identity=identity, host_env={})
+        files = read_iso(iso)
+        return (yaml.safe_load(files["meta-data"][0])["instance-id"], files["lima.env"][0])
+
+    first, env1 = meta("iid-1")
+    again, env2 = meta("iid-2")
+    assert first == again and env1 != env2
+    assert b"LIMA_CIDATA_IID=iid-2\n" in env2
+    assert meta("iid-3", provision=PROVISIONS, param={"GREETING": "hi"})[0] == first
+    changed = {meta("iid-4", name="other")[0], meta("iid-5", timezone="Asia/Tokyo")[0],
+               meta("iid-6", dns=["10.0.2.9"])[0]}
+    assert first not in changed and len(changed) == 3
+
+
 def test_rebuild_replaces_iso(tmp_path: Path) -> None:
     _build(tmp_path)
     spec = make_spec()
     iso = cidata.build_cidata(
         spec, tmp_path / "inst", iid="iid-43", identity=ensure_identity(), host_env={}
     )
-    assert b"iid-43" in read_iso(iso)["meta-data"][0]
+    assert b"LIMA_CIDATA_IID=iid-43\n" in read_iso(iso)["lima.env"][0]
     assert [p.name for p in (tmp_path / "inst").iterdir() if p.name.startswith(".")] == []
 
 

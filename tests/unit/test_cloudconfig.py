@@ -73,16 +73,16 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize(("meta_line", "iid"), [
-    ("instance-id: iid-1796141969141", "iid-1796141969141"),
-    ("instance-id:iid-7", "iid-7"),
-    ("instance-id:   iid-8\r", "iid-8"),
-    ("instance-id: iid 9/x$(true)", "iid9xtrue"),
+@pytest.mark.parametrize(("env_line", "iid"), [
+    ("LIMA_CIDATA_IID=iid-1796141969141", "iid-1796141969141"),
+    ("LIMA_CIDATA_IID='iid-7'", "iid-7"),
+    ("LIMA_CIDATA_IID=iid-8\r", "iid-8"),
+    ("LIMA_CIDATA_IID=iid 9/x$(true)", "iid9xtrue"),
 ])
 @pytest.mark.parametrize("mounted", [False, True])
 @pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
-def test_boot_hook_reads_the_instance_id_and_mounts_cidata_once(
-    tmp_path: Path, meta_line: str, iid: str, mounted: bool, shell: str,
+def test_boot_hook_reads_the_boot_iid_and_mounts_cidata_once(
+    tmp_path: Path, env_line: str, iid: str, mounted: bool, shell: str,
 ) -> None:
     # The whole hook under each shell a guest may run it with, its programs stand-ins
     # that log their arguments; the guest's paths replaced by files and directories here.
@@ -109,10 +109,12 @@ def test_boot_hook_reads_the_instance_id_and_mounts_cidata_once(
         stub.write_text(f'#!/bin/sh\necho "{name} $*" >>"{log}"\n')
         stub.chmod(0o755)
     mnt.mkdir()
-    # The first instance-id line counts; a last line without its newline is read too.
-    meta = (f"local-hostname: lima-x\n{meta_line}\ninstance-id: second\n" if mounted
-            else f"local-hostname: lima-x\n{meta_line}")
-    (mnt / "meta-data").write_text(meta)
+    # lima.env's first LIMA_CIDATA_IID line counts, not meta-data's instance-id
+    # (cloud-init's); a last line without its newline is read too.
+    env = (f"LIMA_CIDATA_NAME=x\n{env_line}\nLIMA_CIDATA_IID=second\n" if mounted
+           else f"LIMA_CIDATA_NAME=x\n{env_line}")
+    (mnt / "lima.env").write_text(env)
+    (mnt / "meta-data").write_text("instance-id: iid-seed-0\nlocal-hostname: lima-x\n")
     out = subprocess.run([*argv, "-c", hook], env={"PATH": f"{bindir}:/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
@@ -247,8 +249,8 @@ def test_lima_env_lists_every_mount_point() -> None:
 
 
 def test_meta_data() -> None:
-    doc = yaml.safe_load(cc.meta_data(make_spec(name="my_vm.x"), iid="iid-1"))
-    assert doc == {"instance-id": "iid-1", "local-hostname": "lima-my-vm-x"}
+    doc = yaml.safe_load(cc.meta_data(make_spec(name="my_vm.x"), instance_id="iid-seed-1"))
+    assert doc == {"instance-id": "iid-seed-1", "local-hostname": "lima-my-vm-x"}
 
 
 def test_network_config_pins_gateway_and_dns() -> None:

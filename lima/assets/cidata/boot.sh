@@ -464,13 +464,14 @@ has_line() {
 	return 1
 } 2>/dev/null
 
-# IID: this boot's instance-id, from the seed's meta-data, with shell builtins
-# (`--mounts` does not load lima.env).
+# IID: this boot's IID, lima.env's LIMA_CIDATA_IID line read with shell builtins
+# (`--mounts` does not load lima.env). Not meta-data's instance-id: that one is
+# cloud-init's, the same from boot to boot while the spec is.
 read_seed_iid() {
 	IID=""
-	while IFS=': ' read -r _key _value; do
-		[ "$_key" = instance-id ] && IID="$_value" && return 0
-	done <"$MNT/meta-data"
+	while IFS='=' read -r _key _value; do
+		[ "$_key" = LIMA_CIDATA_IID ] && IID="$_value" && return 0
+	done <"$MNT/lima.env"
 	return 1
 } 2>/dev/null
 
@@ -708,7 +709,7 @@ main() {
 	export PATH
 	IID="${LIMA_CIDATA_IID:-}"
 	[ -n "$IID" ] || read_seed_iid
-	INFO "boot.sh starting, instance-id $IID"
+	INFO "boot.sh starting, IID $IID"
 	# Programs only where there is work for them: each costs tenths of a second of guest
 	# CPU under TCG while the system starts, and Running waits for this script.
 	[ -d "$RUN_DIR" ] || mkdir -p "$RUN_DIR"

@@ -7,7 +7,7 @@ the controller's driver uses the client side (`client.start_hostagent`,
 While it runs, the daemon keeps these facts in the instance directory:
 - ha.pid: its PID (written atomically, removed at exit);
 - ha.sock: HTTP over a unix socket, `GET /v1/info` -> its own view of the boot (ssh port,
-  instance-id, phase, errors, whether the guest answers);
+  IID, phase, errors, whether the guest answers);
 - ha.stdout.log: one JSON event per line in Lima's shape, `{"time": RFC3339, "status":
   {"running", "degraded", "exiting", "errors", "sshLocalPort"}}` (events.py);
 - ha.stderr.log: its own logs as JSON lines; qemu.stdout.log / qemu.stderr.log: qemu's.
