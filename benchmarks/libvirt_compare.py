@@ -18,7 +18,11 @@ warm (stop, then start the same one), and the stop. For limapy also the return o
 PYTHONPATH set to this repository.
 
 Usage (root; one Debian guest at a time, the script takes /tmp/limapy-debian.lock itself):
-  .venv/bin/python benchmarks/libvirt_compare.py [--runs 3]
+  .venv/bin/python benchmarks/libvirt_compare.py [--runs 3] [--profile DIR]
+
+`--profile DIR`: after each boot is measured (cloud-init done), where the guest's time
+went, from inside it: `systemd-analyze`, its critical chain and blame, and cloud-init's
+`analyze show` of that boot, one file per boot in DIR (SIDE-RUN-cold|warm.txt).
 
 When `virsh`, `virt-install`, `libvirtd` or qemu are missing it installs them with
 apt-get (libvirt-daemon-system libvirt-clients virtinst qemu-system-x86, no recommends).
@@ -129,6 +133,21 @@ WAIT = ("sh", "-c", "'cloud-init status --wait >/dev/null 2>&1; cloud-init statu
 PROBE_EVERY, PROBES_AT_ONCE, PROBE_LIFE = 0.5, 2, 30.0
 
 
+PROFILE = ("sh", "-c", "'systemd-analyze; systemd-analyze critical-chain --no-pager; "
+           "systemd-analyze blame --no-pager | head -20; "
+           "sudo cloud-init analyze show | tail -n 42'")
+
+
+def save_profile(dest: Path | None, target: tuple[int, str, str] | None, name: str) -> None:
+    """The guest's own account of the boot just measured, into dest/name (with --profile)."""
+    if dest is None or target is None:
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(ssh_argv(*target, *PROFILE), capture_output=True, text=True,
+                             timeout=120, stdin=subprocess.DEVNULL)
+        (dest / name).write_text(out.stdout + out.stderr)
+
+
 def watch_boot(t0: float, target: Callable[[], tuple[int, str, str] | None],
                proc: subprocess.Popen[str] | None = None) -> Points:
     """Watch the guest over ssh from t0 until cloud-init is done (or errs).
@@ -197,8 +216,8 @@ class Run:
 class Limapy:
     """One limapy instance per run, from examples/default.yaml in a private LIMA_HOME."""
 
-    def __init__(self, home: Path) -> None:
-        self.home = home
+    def __init__(self, home: Path, profile: Path | None = None) -> None:
+        self.home, self.profile, self.count = home, profile, 0
         home.mkdir(exist_ok=True)
         pypath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         self.env = dict(os.environ, LIMA_HOME=str(home), PYTHONPATH=pypath)
@@ -222,17 +241,20 @@ class Limapy:
                 return None
         return target
 
-    def boot(self, *args: str) -> Points:
+    def boot(self, kind: str, *args: str) -> Points:
         since = time.time() - 0.01
         t0 = time.monotonic()
         proc = start(self.argv(*args), env=self.env, log=self.home / "limactl.log")
         try:
-            return watch_boot(t0, self._target(since), proc)
+            pts = watch_boot(t0, self._target(since), proc)
         finally:
             end_process(proc)
+        save_profile(self.profile, self._target(since)(), f"limapy-{self.count}-{kind}.txt")
+        return pts
 
     def run(self, run: Run) -> None:
-        run.cold = self.boot("apply", str(EXAMPLE))
+        self.count += 1
+        run.cold = self.boot("cold", "apply", str(EXAMPLE))
         if run.cold.done is None or run.cold.status.startswith("start"):
             raise RuntimeError(f"limactl apply: {run.cold.status}: {self.log_tail()}")
         t = time.monotonic()
@@ -240,7 +262,7 @@ class Limapy:
         run.stop = time.monotonic() - t
         if res.returncode != 0:
             raise RuntimeError(f"limactl stop: {res.stderr.strip()[-500:]}")
-        run.warm = self.boot("start", NAME)
+        run.warm = self.boot("warm", "start", NAME)
         if run.warm.done is None or run.warm.status.startswith("start"):
             raise RuntimeError(f"limactl start: {run.warm.status}: {self.log_tail()}")
 
@@ -276,8 +298,9 @@ class Limapy:
 class Libvirt:
     """One libvirt domain per run, booted from an overlay on a copy of the image."""
 
-    def __init__(self, work: Path, guest: Guest, user: str, key: str) -> None:
-        self.work, self.guest, self.count = work, guest, 0
+    def __init__(self, work: Path, guest: Guest, user: str, key: str,
+                 profile: Path | None = None) -> None:
+        self.work, self.guest, self.count, self.profile = work, guest, 0, profile
         self.user, self.key = user, key  # limapy's guest user and its ssh key
         self.names: list[str] = []
 
@@ -296,6 +319,7 @@ class Libvirt:
         run.cold = watch_boot(t0, lambda: (port, self.user, self.key), proc)
         if run.cold.done is None or run.cold.status.startswith("start"):
             raise RuntimeError(f"virt-install: {run.cold.status}: {self.log_tail()}")
+        save_profile(self.profile, (port, self.user, self.key), f"libvirt-{self.count}-cold.txt")
         t = time.monotonic()
         sh(["virsh", "-c", URI, "shutdown", name], check=True)
         while domain_state(name) != "shut off":
@@ -308,6 +332,7 @@ class Libvirt:
         run.warm = watch_boot(t0, lambda: (port, self.user, self.key), proc)
         if run.warm.done is None or run.warm.status.startswith("start"):
             raise RuntimeError(f"virsh start: {run.warm.status}: {self.log_tail()}")
+        save_profile(self.profile, (port, self.user, self.key), f"libvirt-{self.count}-warm.txt")
         remove_domain(name)
         self.names.remove(name)
 
@@ -378,6 +403,8 @@ def print_run(i: int, run: Run) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="runs of each side (default 3)")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="save each boot's systemd-analyze and cloud-init analyze here")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -416,7 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_libvirt()
     work = Path(tempfile.mkdtemp(prefix="lvcmp", dir="/tmp"))
     work.chmod(0o755)  # libvirt's qemu runs as libvirt-qemu: it must reach the files
-    lima = Limapy(work / "lima-home")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    lima = Limapy(work / "lima-home", args.profile)
     runs: list[Run] = []
     try:
         image = ensure_image(lima)
@@ -483,7 +512,7 @@ def _libvirt_from(lima: Limapy, image: Guest, work: Path) -> Libvirt:
         shutil.copyfile(src, copies[what])
     guest = Guest(copies["image"], copies["kernel"], copies["initrd"], image.cmdline,
                   user_data, network_config, host)
-    return Libvirt(work, guest, dest[1], dest[2])
+    return Libvirt(work, guest, dest[1], dest[2], lima.profile)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,14 @@ def test_runs_default_to_three_and_must_be_positive(capsys: pytest.CaptureFixtur
     assert "--runs must be at least 1" in capsys.readouterr().err
 
 
+def test_a_profile_is_saved_only_when_asked(tmp_path: Path) -> None:
+    assert lc.parse_args([]).profile is None
+    assert lc.parse_args(["--profile", str(tmp_path)]).profile == tmp_path
+    lc.save_profile(None, (22, "u", "k"), "x.txt")
+    lc.save_profile(tmp_path, None, "x.txt")  # no ssh.config yet: nothing to reach
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_only_the_packages_of_missing_programs_are_installed() -> None:
     assert host.missing_packages(lambda prog: f"/usr/bin/{prog}") == []
     assert host.missing_packages(lambda prog: None) == sorted(
