@@ -26,7 +26,7 @@ from lima.drivers import boottemplate
 from tests.integration.conftest import Limactl, qemu_pids_for
 from tests.integration.test_disks import settle
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.debian, pytest.mark.timeout(1800)]
 
 SPEC = """\
 images:

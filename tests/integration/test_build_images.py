@@ -23,6 +23,8 @@ from lima.drivers.images.build import BuiltImage, build_image
 from lima.errors import PermanentError
 from tests.integration.guestkit import IID, boot, wait_banner
 
+# The Debian image is built here (and its cache shared with every Debian test): with them.
+pytestmark = pytest.mark.debian
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap needs root")
 
 

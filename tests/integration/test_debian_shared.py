@@ -42,7 +42,7 @@ from tests.integration.test_portfwd import (
 
 # The fixture's boot counts towards the first test's timeout (about 90 s alone, minutes
 # when other guests share the two cores).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.debian, pytest.mark.timeout(2400)]
 
 GiB = 1 << 30
 NAME = "deb"

@@ -9,7 +9,11 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import REPO, Limactl, qemu_pids_for
+
+pytestmark = pytest.mark.debian
 
 
 def test_default_example_end_to_end(limactl: Limactl, tmp_path: Path) -> None:

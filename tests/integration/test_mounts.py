@@ -16,7 +16,7 @@ import pytest
 from tests.integration.conftest import Limactl, qemu_pids_for
 
 # Each test boots the Debian guest once; under TCG on a loaded machine that takes minutes.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.debian, pytest.mark.timeout(2400)]
 
 
 def spec(mount_type: str, mounts: str) -> str:

@@ -30,7 +30,7 @@ from tests.integration.conftest import Limactl, kill_leftovers, qemu_pids_for
 from tests.integration.test_disks import settle
 from tests.integration.test_portfwd import free_port, http_ok, until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.debian, pytest.mark.timeout(2400)]
 
 NAME = "sdeb"
 

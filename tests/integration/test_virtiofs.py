@@ -20,7 +20,7 @@ import pytest
 from lima.drivers import virtiofs
 from tests.integration.conftest import Limactl, qemu_pids_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400),
+pytestmark = [pytest.mark.integration, pytest.mark.debian, pytest.mark.timeout(2400),
               pytest.mark.skipif(virtiofs.find_virtiofsd() is None,
                                  reason="no virtiofsd on this host")]
 
