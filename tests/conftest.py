@@ -33,6 +33,12 @@ _UNLISTED = pytest.StashKey[list[str]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "processes: a unit test that may start real processes (it says why)")
+    inherited = os.environ.get(hostprograms.LOG_ENV)
+    if hasattr(config, "workerinput") and inherited:
+        # A pytest-xdist worker: its misses go to the controller's log (the worker got it
+        # in its environment), which the controller reads at the end of its session.
+        os.environ[hostprograms.CHECK_ENV] = "1"
+        return
     # A log per session: several sessions may run on one machine at once.
     fd, name = tempfile.mkstemp(prefix="limapy-programs-", suffix=".log")
     os.close(fd)
