@@ -164,10 +164,10 @@ class LoadCutShort(LimaError):
     to give it: the guest never ran, and nothing will give it that state now."""
 
 
-def continue_interrupted(inst: Path, *, first_boot: bool = False) -> bool:
+def continue_interrupted(inst: Path, *, pause_boot: bool = False) -> bool:
     """For a host agent attaching to a running qemu: when its predecessor was killed in the
     middle of a suspend (the guest paused, the state not saved), cancel what is left of the
-    migration and continue the guest. True when it did. `first_boot`: the qemu boots with
+    migration and continue the guest. True when it did. `pause_boot`: the qemu boots with
     a pause word, so a paused guest may be one its agent was saving as a boot template
     (lima.drivers.boottemplate). Raises LoadCutShort when the qemu is still `inmigrate`
     (its agent was killed while it loaded a boot template)."""
@@ -180,7 +180,7 @@ def continue_interrupted(inst: Path, *, first_boot: bool = False) -> bool:
             raise LoadCutShort("its host agent was killed while qemu loaded the guest's "
                                "state: the guest never ran")
         interrupted = status in ("postmigrate", "finish-migrate") or (
-            status == "paused" and (first_boot or (inst / paths.SUSPEND_TMP).exists()))
+            status == "paused" and (pause_boot or (inst / paths.SUSPEND_TMP).exists()))
         if not interrupted:
             return False
         with contextlib.suppress(LimaError):

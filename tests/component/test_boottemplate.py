@@ -432,7 +432,7 @@ def test_a_guest_left_paused_by_a_killed_capture_is_continued_on_attach(inst: Pa
             qmp.execute("stop")
         assert not suspend.continue_interrupted(inst)
         assert _status(inst) == "paused"
-        assert suspend.continue_interrupted(inst, first_boot=True)
+        assert suspend.continue_interrupted(inst, pause_boot=True)
         assert _status(inst) == "running"
     finally:
         first.kill()
@@ -534,7 +534,7 @@ def test_a_qemu_left_loading_a_template_is_ended_on_attach(inst: Path) -> None:
     try:
         assert _wait_for(lambda: procs.qemu_pid(inst) == stuck.pid)
         with pytest.raises(suspend.LoadCutShort):
-            suspend.continue_interrupted(inst, first_boot=True)
+            suspend.continue_interrupted(inst, pause_boot=True)
         agent = HostAgent(inst, ssh_port=1, qemu_argv=["unused"], guest=FakeGuest([]),
                           attach=True)
         assert agent.run(install_signals=False) == 1

@@ -98,7 +98,7 @@ def settle_attached(inst_dir: Path, qemu: QemuProcess) -> str:
     loading a template), so it was ended and the next start boots afresh."""
     argv = procs.cmdline(qemu.pid)
     try:
-        if suspend.continue_interrupted(inst_dir, first_boot=boottemplate.pause_boot(argv)):
+        if suspend.continue_interrupted(inst_dir, pause_boot=boottemplate.pause_boot(argv)):
             log.warning("a suspend was cut short (its host agent was killed): the guest "
                         "goes on running")
     except suspend.LoadCutShort as exc:
