@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lima import paths
-from lima.drivers import procs, suspend
+from lima.drivers import digestcache, procs, suspend
 from lima.drivers.qmp import QMPClient
 from lima.errors import LimaError
 from lima.fsutil import fsync_dir
@@ -212,7 +212,7 @@ def mac_of(argv: Sequence[str]) -> str:
 def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
     """The template this pause boot loads or saves; None when it can have none (a first
     boot with another disk than the boot disk, no basedisk record, an unreadable file)."""
-    from lima.drivers.images.baserecord import digest_file, read_record
+    from lima.drivers.images.baserecord import read_record
 
     word = pause_word(argv)
     if not word or "-incoming" in argv:
@@ -235,8 +235,8 @@ def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
             "qemu": [argv[0], qemu],
             "cpu": _host_cpu(),  # what `-cpu host` (KVM) gives the guest
             "kernelRelease": os.uname().release,  # and KVM's own part of it
-            "kernel": digest_file(inst_dir / paths.KERNEL).sha256,
-            "initrd": digest_file(inst_dir / paths.INITRD).sha256,
+            "kernel": digestcache.sha256(inst_dir / paths.KERNEL, cache_dir()),
+            "initrd": digestcache.sha256(inst_dir / paths.INITRD, cache_dir()),
             "basedisk": record.sha256,
             "diskSize": header[0],
         }
