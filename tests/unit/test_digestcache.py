@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,10 @@ def test_a_rewritten_or_replaced_file_is_hashed_again(tmp_path: Path) -> None:
     kernel, cache = tmp_path / "kernel", tmp_path / "cache"
     kernel.write_bytes(b"first")
     digestcache.sha256(kernel, cache)
+    before = kernel.stat().st_mtime_ns
     kernel.write_bytes(b"other")  # same size, new bytes
+    # Within one tick of the file system's clock a rewrite could keep the time: not here.
+    os.utime(kernel, ns=(before + 1_000_000, before + 1_000_000))
     assert digestcache.sha256(kernel, cache) == _sha(b"other")
     other = tmp_path / "new"
     other.write_bytes(b"third")
