@@ -76,3 +76,10 @@ def fsync_dir(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_stamp(path: Path) -> list[int]:
+    """What any write changes: device, inode, size, mtime and ctime (ns). OSError when
+    `path` cannot be stat'ed."""
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]

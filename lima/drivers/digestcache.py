@@ -16,19 +16,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lima.drivers.images.baserecord import digest_file
-from lima.fsutil import atomic_write
+from lima.fsutil import atomic_write, file_stamp
 
 CACHE_FILE = "digests.json"
 
 
 def identity(path: Path) -> list[int] | None:
-    """What tells a file's bytes from changed ones without reading them (None: gone)."""
+    """`lima.fsutil.file_stamp`, None when the file is gone."""
     try:
-        st = os.stat(path)
+        return file_stamp(path)
     except OSError:
         return None
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def sha256(path: Path, cache_dir: Path) -> str:
@@ -42,6 +40,10 @@ def sha256(path: Path, cache_dir: Path) -> str:
         digest = hit.get("sha256")
         if isinstance(digest, str) and len(digest) == 64:
             return digest
+    # Here, not at the top: lima.drivers.images costs the modules that import
+    # boottemplate (the driver, qemu's argv) 0.1 s when it is not needed.
+    from lima.drivers.images.baserecord import digest_file
+
     digest = digest_file(path).sha256
     if before is None or identity(path) != before:
         return digest  # changed while it was read: not kept

@@ -28,7 +28,7 @@ def test_a_file_unchanged_since_is_not_read_again(tmp_path: Path,
     def unread(path: Path) -> baserecord.BaseRecord:
         raise AssertionError(f"{path} read again")
 
-    monkeypatch.setattr(digestcache, "digest_file", unread)
+    monkeypatch.setattr(baserecord, "digest_file", unread)
     assert digestcache.sha256(kernel, cache) == _sha(b"vmlinuz bytes")
 
 

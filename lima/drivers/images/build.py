@@ -40,7 +40,7 @@ from typing import IO, Protocol
 from lima import paths
 from lima.drivers import runner
 from lima.errors import PermanentError
-from lima.fsutil import atomic_write
+from lima.fsutil import atomic_write, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -371,12 +371,6 @@ def _recorded_digests(entry: Path) -> dict[str, str]:
         if name:
             want[name] = digest
     return want
-
-
-def file_stamp(path: Path) -> list[int]:
-    """What any write changes: device, inode, size, mtime and ctime (ns)."""
-    st = path.stat()
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _stamps(entry: Path) -> dict[str, list[int]]:
