@@ -11,11 +11,12 @@ overlay per run, and a fixed instance-id, as a user would have. limapy waits for
 readiness (boot scripts, provisioning); libvirt waits for nothing.
 
 Runs are interleaved (limapy, libvirt, limapy, ...). Each run measures, from the command
-that starts the guest: the first ssh login and `cloud-init status` done (both by the same
-ssh poller, with the same options, on both sides), cold (a new instance or domain) and
-warm (stop, then start the same one), and the stop. For limapy also the return of
-`limactl apply` / `limactl start` (Running). limapy runs in a private LIMA_HOME with
-PYTHONPATH set to this repository.
+that starts the guest, cold (a new instance or domain) and warm (stop, then start the same
+one): when sshd first answers, the first ssh login and cloud-init done (its result.json;
+`cloud-init status` confirms it afterwards), all three by the same poller
+(benchmarks/bootwatch.py, whose docstring has the details) with the same options on both
+sides; and the stop. For limapy also the return of `limactl apply` / `limactl start`
+(Running). limapy runs in a private LIMA_HOME with PYTHONPATH set to this repository.
 
 Usage (root; one Debian guest at a time, the script takes /tmp/limapy-debian.lock itself):
   .venv/bin/python benchmarks/libvirt_compare.py [--runs 3] [--profile DIR]
@@ -66,6 +67,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.bootwatch import Points, Target, ssh_argv, watch_boot  # noqa: E402
 from benchmarks.libvirt_host import (  # noqa: E402
     DOMAIN_PREFIX,
     URI,
@@ -88,19 +90,12 @@ NAME = "default"  # the instance examples/default.yaml makes
 RECIPE = "debian-12"  # examples/default.yaml: template:debian-12-local -> build:debian-12
 LOCK = "/tmp/limapy-debian.lock"
 DISK = "10G"
-BOOT_DEADLINE = 600.0
 STOP_DEADLINE = 180.0
-
-SSH_OPTS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=10", "-o", "ControlMaster=no", "-o", "ControlPath=none",
-            "-o", "IdentitiesOnly=yes")
-
 
 # -- measuring --------------------------------------------------------------------------------
 
 
-def parse_ssh_config(text: str) -> tuple[int, str, str] | None:
+def parse_ssh_config(text: str) -> Target | None:
     """(port, user, first identity file) of a limapy ssh.config, None when incomplete."""
     found: dict[str, str] = {}
     for line in text.splitlines():
@@ -114,31 +109,12 @@ def parse_ssh_config(text: str) -> tuple[int, str, str] | None:
     return int(found["port"]), found["user"], found["identityfile"]
 
 
-def ssh_argv(port: int, user: str, key: str, *command: str) -> list[str]:
-    return ["ssh", *SSH_OPTS, "-i", key, "-p", str(port), f"{user}@127.0.0.1", *command]
-
-
-@dataclass
-class Points:
-    login: float | None = None  # seconds from the start command to the first ssh login
-    done: float | None = None  # ... to `cloud-init status` done
-    returned: float | None = None  # ... to the start command's return (limapy: Running)
-    status: str = ""
-
-
-PROBE = ("cloud-init", "status")
-# One login that returns when cloud-init has finished (it polls inside the guest, which
-# costs the guest far less than a login every half second would).
-WAIT = ("sh", "-c", "'cloud-init status --wait >/dev/null 2>&1; cloud-init status'")
-PROBE_EVERY, PROBES_AT_ONCE, PROBE_LIFE = 0.5, 2, 30.0
-
-
 PROFILE = ("sh", "-c", "'systemd-analyze; systemd-analyze critical-chain --no-pager; "
            "systemd-analyze blame --no-pager | head -20; "
            "sudo cloud-init analyze show | tail -n 42'")
 
 
-def save_profile(dest: Path | None, target: tuple[int, str, str] | None, name: str) -> None:
+def save_profile(dest: Path | None, target: Target | None, name: str) -> None:
     """The guest's own account of the boot just measured, into dest/name (with --profile)."""
     if dest is None or target is None:
         return
@@ -146,61 +122,6 @@ def save_profile(dest: Path | None, target: tuple[int, str, str] | None, name: s
         out = subprocess.run(ssh_argv(*target, *PROFILE), capture_output=True, text=True,
                              timeout=120, stdin=subprocess.DEVNULL)
         (dest / name).write_text(out.stdout + out.stderr)
-
-
-def watch_boot(t0: float, target: Callable[[], tuple[int, str, str] | None],
-               proc: subprocess.Popen[str] | None = None) -> Points:
-    """Watch the guest over ssh from t0 until cloud-init is done (or errs).
-
-    Before the first login, a new attempt starts every PROBE_EVERY s (a probe sent before
-    the guest's NIC is up, or to a starved guest, stalls for seconds), at most
-    PROBES_AT_ONCE at a time (every connection costs the guest an sshd of its own).
-    After it, one login waits for cloud-init. `proc` (the
-    start command) has its return time recorded on the way.
-    """
-    pts = Points()
-    inflight: list[tuple[float, subprocess.Popen[str]]] = []
-    next_try = t0
-    try:
-        while time.monotonic() - t0 < BOOT_DEADLINE:
-            now = time.monotonic()
-            if proc is not None and pts.returned is None and proc.poll() is not None:
-                pts.returned = now - t0
-                if proc.returncode != 0:
-                    pts.status = f"start command failed ({proc.returncode})"
-                    return pts
-            for started, p in list(inflight):
-                if p.poll() is None and (pts.login is not None or now - started < PROBE_LIFE):
-                    continue
-                inflight.remove((started, p))
-                if p.poll() is None:
-                    p.kill()
-                out = p.communicate()[0] or ""
-                if "status:" not in out:
-                    continue
-                if pts.login is None:
-                    pts.login = now - t0
-                status = out.split("status:", 1)[1].split()[0]
-                if status in ("done", "error", "degraded") and pts.done is None:
-                    pts.done, pts.status = now - t0, status
-            if pts.done is not None and (proc is None or pts.returned is not None):
-                return pts
-            dest = target()
-            if pts.done is None and dest and now >= next_try:
-                command = PROBE if pts.login is None else WAIT
-                if len(inflight) < (PROBES_AT_ONCE if pts.login is None else 1):
-                    inflight.append((now, subprocess.Popen(
-                        ssh_argv(*dest, *command), stdout=subprocess.PIPE, text=True,
-                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)))
-                    next_try = now + PROBE_EVERY
-            time.sleep(0.05)
-        pts.status = pts.status or "deadline"
-        return pts
-    finally:
-        for _, p in inflight:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
 
 
 @dataclass
@@ -228,11 +149,11 @@ class Limapy:
     def limactl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return sh(self.argv(*args), timeout=timeout, env=self.env)
 
-    def _target(self, since: float) -> Callable[[], tuple[int, str, str] | None]:
+    def _target(self, since: float) -> Callable[[], Target | None]:
         """ssh.config's port, user and key, once written for this start (after `since`)."""
         path = self.home / NAME / "ssh.config"
 
-        def target() -> tuple[int, str, str] | None:
+        def target() -> Target | None:
             try:
                 if path.stat().st_mtime < since:
                     return None
@@ -350,8 +271,9 @@ class Libvirt:
 
 # -- reporting --------------------------------------------------------------------------------
 
-FIGURES = (("cold login", "cold", "login"), ("cold done", "cold", "done"),
-           ("cold return", "cold", "returned"), ("warm login", "warm", "login"),
+FIGURES = (("cold sshd", "cold", "banner"), ("cold login", "cold", "login"),
+           ("cold done", "cold", "done"), ("cold return", "cold", "returned"),
+           ("warm sshd", "warm", "banner"), ("warm login", "warm", "login"),
            ("warm done", "warm", "done"), ("warm return", "warm", "returned"))
 
 
