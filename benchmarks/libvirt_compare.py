@@ -22,8 +22,9 @@ Usage (root; one Debian guest at a time, the script takes /tmp/limapy-debian.loc
   .venv/bin/python benchmarks/libvirt_compare.py [--runs 3] [--profile DIR]
 
 `--profile DIR`: after each boot is measured (cloud-init done), where the guest's time
-went, from inside it: `systemd-analyze`, its critical chain and blame, and cloud-init's
-`analyze show` of that boot, one file per boot in DIR (SIDE-RUN-cold|warm.txt).
+went, from inside it: `systemd-analyze`, its critical chain and blame, the CPU time of
+limapy's and cloud-init's units and of a few others, and cloud-init's `analyze show` of
+that boot, one file per boot in DIR (SIDE-RUN-cold|warm.txt).
 
 When `virsh`, `virt-install`, `libvirtd` or qemu are missing it installs them with
 apt-get (libvirt-daemon-system libvirt-clients virtinst qemu-system-x86, no recommends).
@@ -111,6 +112,8 @@ def parse_ssh_config(text: str) -> Target | None:
 
 PROFILE = ("sh", "-c", "'systemd-analyze; systemd-analyze critical-chain --no-pager; "
            "systemd-analyze blame --no-pager | head -20; "
+           "systemctl show -p Id -p CPUUsageNSec --value \"lima-*\" \"cloud-*\" ssh.service "
+           "dbus.service systemd-logind.service systemd-udevd.service | paste - - - ; "
            "sudo cloud-init analyze show | tail -n 42'")
 
 
