@@ -186,12 +186,11 @@ def watch_boot(t0: float, target: Callable[[], Target | None],
                 status = result_status(out.split(LOGGED_IN, 1)[-1])
                 if status is not None and pts.done is None:
                     pts.done, pts.status = now - t0, status
+            dest = target()
             if pts.done is not None and (proc is None or pts.returned is not None):
-                dest = target()
                 if dest is not None:
                     confirm(pts, dest)
                 return pts
-            dest = target()
             if dest is not None and pts.banner is None:
                 banner = banner or BannerWatch(dest[0])
                 if banner.step(now):
