@@ -91,6 +91,8 @@ _TABLE = (
     HostProgram("debootstrap", "debootstrap", "build:debian-12's root file system"),
     HostProgram("chroot", "coreutils", "build:debian-12 configures its root file system"),
     HostProgram("mkfs.ext4", "e2fsprogs", "build:debian-12's ext4 image (`mkfs.ext4 -d`)"),
+    HostProgram("mount", "mount", "build:debian-12 mounts /proc in its root file system while "
+                "it lists what importing cloud-init reads"),
     HostProgram("umount", "mount", "detaches a failed build's chroot mounts before removal"),
     HostProgram("dpkg-deb", "dpkg", "build:tiny unpacks its .debs"),
     HostProgram("ldd", "libc-bin", "build:tiny finds dropbear's shared libraries"),

@@ -14,7 +14,8 @@ A later first boot with the same key starts qemu with `-incoming defer` and load
 state (`restore`) instead of booting the kernel and importing cloud-init again.
 
 An instance's other boots (its disk its own by then) get `limapy.pause.early` instead:
-the initramfs pauses the same way but at once, before it loads a module or reads a disk,
+the initramfs pauses the same way but before it loads a module or reads a disk (after
+the preload imported cloud-init from the initramfs's own copy, when the image has one),
 so that state (the kernel booted) is the same for every boot of the same machine whatever
 its disks hold, and a second kind of template (`Template.early`, its own key: the command
 line differs) skips the kernel's boot.

@@ -93,9 +93,12 @@ def fake_cloudinit(tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, fake_cloudinit: Path, sock: str,
+def serving(tmp_path: Path, fake_cloudinit: Path, sock: str, *,
+            popen: dict[str, Any] | None = None, fds: dict[int, int] | None = None,
             **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """The preload server on `sock`, once it said it is listening; killed afterwards."""
+    """The preload server on `sock`, once it said it is listening; killed afterwards.
+    `popen`: more of Popen's arguments; `fds`: descriptors of this process the server gets
+    at other numbers (number: descriptor)."""
     notify = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
@@ -108,10 +111,13 @@ def serving(tmp_path: Path, fake_cloudinit: Path, sock: str,
         # A background job of a non-interactive shell: SIGINT and SIGQUIT ignored.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        for number, fd in (fds or {}).items():
+            os.dup2(fd, number)  # kept: the number is in pass_fds
 
     with (tmp_path / "server.err").open("wb") as err:
         proc = subprocess.Popen([sys.executable, str(ASSETS / "cloud-init-preload")],
-                                env=full, stderr=err, preexec_fn=as_the_initramfs_starts_it)
+                                env=full, stderr=err, preexec_fn=as_the_initramfs_starts_it,
+                                **(popen or {}))
     try:
         assert listener.recv(64) == b"READY=1"
         yield proc
@@ -493,3 +499,98 @@ def test_the_stage_runs_cloud_init_itself_when_the_server_ends_before_accepting(
     with other_listener(name, "while c.recv(4096): pass"):
         out = stage(name, tmp_path, "init", LIMAPY_CLOUD_INIT=str(direct_cloud_init(tmp_path)))
         assert (out.returncode, out.stdout.strip(), out.stderr) == (5, "direct init", "")
+
+
+def _wait_bound(name: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while name not in _abstract_names() and proc.poll() is None:
+        assert time.monotonic() < deadline, f"{name} never bound"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def early_preload(tmp_path: Path, fake_cloudinit: Path, manifest: str,
+                  ) -> Iterator[tuple[subprocess.Popen[bytes], str, int, int]]:
+    """The preload as an early pause's initramfs starts it from its copy: LIMAPY_NEW_ROOT
+    names `root` under fd 3 (here a symlink to this host's /), fd 4 takes the answer, and
+    stdin gives the go line. Yields the server, its socket's name, the go line's pipe and
+    the answer's pipe, once cloud-init is imported."""
+    outer = tmp_path / "initramfs"
+    outer.mkdir()
+    (outer / "root").symlink_to("/")
+    (tmp_path / "files").write_text(manifest)
+    sock, imported = abstract_name(), abstract_name()
+    go_r, go_w = os.pipe()
+    answer_r, answer_w = os.pipe()
+    outer_fd = os.open(outer, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with serving(tmp_path, fake_cloudinit, sock, LIMAPY_IMPORTED_SOCK=imported,
+                     LIMAPY_NEW_ROOT="root", LIMAPY_PRELOAD_MANIFEST=str(tmp_path / "files"),
+                     popen={"stdin": go_r, "pass_fds": (3, 4)},
+                     fds={3: outer_fd, 4: answer_w}) as proc:
+            os.close(answer_w)
+            os.close(go_r)
+            _wait_bound(imported, proc)
+            assert imported in _abstract_names()
+            yield proc, sock, go_w, answer_r
+    finally:
+        for fd in (go_w, answer_r, outer_fd, answer_w, go_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _answer(fd: int) -> str:
+    with os.fdopen(fd, "rb", closefd=False) as f:
+        return f.readline().decode()
+
+
+def _manifest(*paths: Path) -> str:
+    return "".join(f"{p.stat().st_size} {int(p.stat().st_mtime)} {p}\n" for p in paths)
+
+
+@needs_root
+def test_an_early_preload_moves_into_the_new_root_on_the_go_line_and_serves(
+        tmp_path: Path, fake_cloudinit: Path) -> None:
+    """The copy's files all there as listed: it answers ok, and serves the stages."""
+    listed = tmp_path / "listed.py"
+    listed.write_text("x = 1\n")
+    with early_preload(tmp_path, fake_cloudinit, _manifest(listed)) as (proc, sock, go, ans):
+        time.sleep(0.3)
+        assert proc.poll() is None  # waiting for the go line
+        os.write(go, b"go\n")
+        assert _answer(ans) == "ok\n"
+        out = stage(sock, Path("/"), "init", "--local")
+        assert out.returncode == 3 and "forked True" in out.stdout, out
+        assert "cwd /" in out.stdout
+    assert "not serving" not in (tmp_path / "server.err").read_text()
+
+
+@needs_root
+def test_an_early_preload_whose_copy_differs_from_the_disk_ends_before_serving(
+        tmp_path: Path, fake_cloudinit: Path) -> None:
+    """A listed file whose size or mtime is not the copy's (an upgraded cloud-init on
+    the instance's disk): it answers why, its name already free, and the stages run
+    cloud-init themselves."""
+    listed = tmp_path / "listed.py"
+    listed.write_text("x = 1\n")
+    manifest = _manifest(listed)
+    listed.write_text("x = 22\n")
+    with early_preload(tmp_path, fake_cloudinit, manifest) as (proc, sock, go, ans):
+        os.write(go, b"go\n")
+        answer = _answer(ans)
+        assert answer.startswith(f"{listed}: 7 bytes"), answer
+        assert sock not in _abstract_names()
+        assert proc.wait(timeout=20) == 0
+        out = stage(sock, tmp_path, "init", LIMAPY_CLOUD_INIT=str(direct_cloud_init(tmp_path)))
+        assert (out.returncode, out.stdout) == (5, "direct init\n"), out
+    assert "not serving this boot's stages" in (tmp_path / "server.err").read_text()
+
+
+@needs_root
+def test_an_early_preload_without_a_go_line_never_serves(
+        tmp_path: Path, fake_cloudinit: Path) -> None:
+    """Its stdin closed with no line (the initramfs gave up on it): no move, no stage."""
+    with early_preload(tmp_path, fake_cloudinit, "") as (proc, sock, go, ans):
+        os.close(go)
+        assert _answer(ans) == "no go line from the initramfs\n"
+        assert proc.wait(timeout=20) == 0

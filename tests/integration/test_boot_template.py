@@ -117,6 +117,19 @@ def image_checks(limactl: Limactl, name: str) -> None:
     assert "multi-user.target" in wanted.split(), wanted
 
 
+def copy_served(limactl: Limactl, name: str) -> None:
+    """On a boot paused early, the preload the initramfs started from its own copy of
+    cloud-init (imported before the pause) moved into the instance's / and served all four
+    stages; the generator was reseeded by it, not by perl."""
+    out = limactl("shell", name, "sh", "-c",
+                  "sudo dmesg | grep -e 'cloud-init-preload: ' -e 'limapy-initramfs: '",
+                  timeout=120).stdout
+    assert "serves from the instance's / what it imported" in out, out
+    assert out.count(" runs as pid ") == 4, out
+    assert "not serving" not in out and "preload from /py" not in out, out
+    assert "not reseeded" not in out, out
+
+
 def test_first_boots_share_a_template_and_each_is_its_own_machine(
         limactl: Limactl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     templates = tmp_path / "templates"
@@ -164,6 +177,7 @@ def test_first_boots_share_a_template_and_each_is_its_own_machine(
     assert again["go_lines"] == "1" and again["bad_lines"] == "0", again
     assert again["machine_id"] == b["machine_id"] and again["boot_id"] != b["boot_id"]
     assert again["root"].split(",")[0] == "rw" and again["provisioned"] == "provisioned"
+    copy_served(limactl, "btb")
     limactl("stop", "btb", timeout=300)
 
     # The other instance's next boot loads it, and is itself (its disk, id and MAC).
@@ -183,6 +197,7 @@ def test_first_boots_share_a_template_and_each_is_its_own_machine(
     assert early["go_lines"] == "1" and early["bad_lines"] == "0", early
     status = limactl("shell", "bta", "cloud-init", "status", timeout=120).stdout
     assert "status: done" in status
+    copy_served(limactl, "bta")
 
     # A reboot inside the guest runs the same command line: the initramfs pauses again,
     # and the host agent lets it go (not the guest's own 60 s timeout).

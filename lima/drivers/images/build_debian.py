@@ -17,14 +17,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-25"
+RECIPE_VERSION = "debian-12-26"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -253,6 +254,15 @@ INITRAMFS_INIT = "initramfs-init"
 PRELOAD_DIR = "usr/lib/limapy"
 PRELOAD_ASSETS = ("cloud-init-preload", "cloud-init-stage")
 REGEX_TABLE = "cloud-init-regex-table"
+# The initramfs's copy of what importing cloud-init reads (the interpreter, its libraries,
+# the modules' sources and compiled files, cloud-init's and jsonschema's schemas): under
+# PY_COPY, the image's own paths and symlinks. A boot paused early imports cloud-init from
+# it before the pause (see lima/assets/debian/initramfs-init). PY_MANIFEST, in the copy,
+# lists its files as the image has them ("SIZE MTIME PATH"): the preload checks them
+# against the instance's disk before it serves a stage.
+PY_COPY = "py"
+PY_FILES = "cloud-init-preload.list"
+PY_MANIFEST = f"{PRELOAD_DIR}/cloud-init-preload.files"
 for _unit, _args in CLOUD_INIT_STAGES.items():
     FILES[f"etc/systemd/system/{_unit}.d/limapy-preload.conf"] = (0o644, f"""\
 # limapy: run this stage in the preloaded cloud-init (/{PRELOAD_DIR}/cloud-init-preload).
@@ -343,6 +353,7 @@ class DebianRecipe:
         ("debootstrap", "debootstrap"),
         ("chroot", "coreutils"),
         ("mkfs.ext4", "e2fsprogs"),
+        ("mount", "mount"),
         ("qemu-img", "qemu-utils"),
         ("apt-get", "apt"),
         ("dpkg-deb", "dpkg"),
@@ -403,8 +414,9 @@ class DebianRecipe:
             _chroot(ctx, rootfs, "dpkg", "-i", "/tmp/kernel.deb")
             release = build.kernel_release(kpkg)
             _write_kernel(ctx, rootfs / f"boot/vmlinuz-{release}", work / build.KERNEL)
-        with ctx.step("initramfs (busybox)"):
-            _write_initramfs(ctx, debs[BUSYBOX_PACKAGE], rootfs / "lib/modules" / release)
+        with ctx.step("initramfs (busybox, a copy of cloud-init's import)"):
+            _write_initramfs(ctx, debs[BUSYBOX_PACKAGE], rootfs / "lib/modules" / release,
+                             rootfs)
         with ctx.step("shrink"):
             _chroot(ctx, rootfs, "apt-get", "clean")
             _shrink(rootfs)
@@ -433,7 +445,8 @@ def _write_kernel(ctx: build.BuildContext, bzimage: Path, dest: Path) -> None:
     ctx.log.write(f"kernel: {'vmlinux (PVH)' if elf is not None else 'bzImage'}\n")
 
 
-def _write_initramfs(ctx: build.BuildContext, busybox_deb: Path, moddir: Path) -> None:
+def _write_initramfs(ctx: build.BuildContext, busybox_deb: Path, moddir: Path,
+                     rootfs: Path) -> None:
     tree = ctx.workdir / "busybox"
     ctx.run(["dpkg-deb", "-x", busybox_deb, tree])
     archive = Initramfs()
@@ -444,10 +457,57 @@ def _write_initramfs(ctx: build.BuildContext, busybox_deb: Path, moddir: Path) -
     archive.file("bin/busybox", (tree / "bin/busybox").read_bytes(), 0o755)
     archive.file("init", _asset(INITRAMFS_INIT), 0o755)
     add_modules(archive, moddir, INITRAMFS_MODULES, "build:debian-12")
+    listed = (rootfs / PRELOAD_DIR / PY_FILES).read_text().split()
+    wanted = [*listed, *(f"/{PRELOAD_DIR}/{n}" for n in ("cloud-init-preload", REGEX_TABLE))]
+    copied = add_copy(archive, rootfs, PY_COPY, wanted)
+    manifest = "".join(f"{size} {mtime} {path}\n" for path, (size, mtime) in copied.items())
+    archive.file(f"{PY_COPY}/{PY_MANIFEST}", manifest.encode(), 0o644)
+    (rootfs / PRELOAD_DIR / PY_FILES).unlink()
+    ctx.log.write(f"initramfs: {len(copied)} files of cloud-init's import under /{PY_COPY}, "
+                  f"{sum(size for size, _ in copied.values())} bytes\n")
     data = archive.to_cpio()
     (ctx.workdir / build.INITRD).write_bytes(data)
     ctx.log.write(f"initramfs: {len(archive.entries)} entries, {len(data)} bytes\n")
     shutil.rmtree(tree)
+
+
+def add_copy(archive: Initramfs, rootfs: Path, under: str,
+             paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Copy `paths` (absolute, as the image names them) from `rootfs` into `archive` under
+    `under`, each symlink on the way as a symlink, mtimes kept (an imported module's
+    compiled file holds its source's), with the names the dynamic loader looks for (each
+    shared library's symlinks beside it, /lib64's interpreter); the regular files copied,
+    by their path in the image, with their size and mtime."""
+    copied: dict[str, tuple[int, int]] = {}
+    pending = list(paths)
+    for lib in [p for p in paths if ".so" in os.path.basename(p)]:
+        real = rootfs / lib.lstrip("/")
+        for sibling in real.parent.iterdir():
+            if sibling.is_symlink() and sibling.resolve() == real.resolve():
+                pending.append("/" + str(sibling.relative_to(rootfs)))
+    pending.append("/lib64/ld-linux-x86-64.so.2")
+    seen: set[str] = set()
+    while pending:
+        path = os.path.normpath(pending.pop())
+        if path in seen:
+            continue
+        seen.add(path)
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            rel = "/".join(parts[:i])
+            src = rootfs / rel
+            if src.is_symlink():
+                target = os.readlink(src)
+                archive.symlink(f"{under}/{rel}", target)
+                base = "/" if target.startswith("/") else "/" + "/".join(parts[:i - 1])
+                pending.append(os.path.join(base, target, *parts[i:]))
+                break
+            if i == len(parts) and src.is_file():
+                st = src.stat()
+                archive.file(f"{under}/{rel}", src.read_bytes(), stat.S_IMODE(st.st_mode),
+                             mtime=int(st.st_mtime))
+                copied["/" + rel] = (st.st_size, int(st.st_mtime))
+    return copied
 
 
 def _chroot(ctx: build.BuildContext, rootfs: Path, *argv: str) -> None:
@@ -476,6 +536,16 @@ def _configure(ctx: build.BuildContext, rootfs: Path) -> None:
     # image's own Python (the preload uses it only when that Python is the same).
     _chroot(ctx, rootfs, "/usr/bin/python3", f"/{PRELOAD_DIR}/cloud-init-preload",
             "--regex-table", f"/{PRELOAD_DIR}/{REGEX_TABLE}")
+    # What that import reads, for the initramfs's copy (its shared libraries from
+    # /proc/self/maps).
+    proc = rootfs / "proc"
+    proc.mkdir(exist_ok=True)
+    ctx.run(["mount", "-t", "proc", "proc", proc])
+    try:
+        _chroot(ctx, rootfs, "/usr/bin/python3", f"/{PRELOAD_DIR}/cloud-init-preload",
+                "--file-list", f"/{PRELOAD_DIR}/{PY_FILES}")
+    finally:
+        ctx.run(["umount", proc])
     # Every instance gets its own machine-id (systemd) and host keys (cloud-init).
     (rootfs / "etc/machine-id").write_text("")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)

@@ -295,6 +295,7 @@ class _Entry:
     mode: int
     data: bytes = b""
     rdev: tuple[int, int] = (0, 0)
+    mtime: int = 0
 
 
 @dataclass
@@ -317,9 +318,9 @@ class Initramfs:
         self._parents(path)
         self.entries[path] = _Entry(stat.S_IFDIR | mode)
 
-    def file(self, path: str, data: bytes, mode: int) -> None:
+    def file(self, path: str, data: bytes, mode: int, mtime: int = 0) -> None:
         self._parents(path)
-        self.entries[path] = _Entry(stat.S_IFREG | mode, data)
+        self.entries[path] = _Entry(stat.S_IFREG | mode, data, mtime=mtime)
 
     def symlink(self, path: str, target: str) -> None:
         self._parents(path)
@@ -334,16 +335,18 @@ class Initramfs:
         # Sorted: every directory comes before what it holds.
         for ino, path in enumerate(sorted(self.entries), start=1):
             e = self.entries[path]
-            _cpio_record(out, path, ino, e.mode, e.data, e.rdev)
+            _cpio_record(out, path, ino, e.mode, e.data, e.rdev, e.mtime)
         _cpio_record(out, "TRAILER!!!", 0, 0, b"", (0, 0))
         return out.getvalue()
 
 
 def _cpio_record(
-    out: io.BytesIO, name: str, ino: int, mode: int, data: bytes, rdev: tuple[int, int]
+    out: io.BytesIO, name: str, ino: int, mode: int, data: bytes, rdev: tuple[int, int],
+    mtime: int = 0,
 ) -> None:
     nlink = 2 if stat.S_ISDIR(mode) else 1
-    fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
+    fields = (ino, mode, 0, 0, nlink, mtime, len(data), 0, 0, rdev[0], rdev[1],
+              len(name) + 1, 0)
     header = b"070701" + b"".join(b"%08X" % f for f in fields)
     out.write(header + name.encode() + b"\x00")
     out.write(b"\x00" * (-(len(header) + len(name) + 1) % 4))
