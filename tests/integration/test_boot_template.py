@@ -106,6 +106,9 @@ def image_checks(limactl: Limactl, name: str) -> None:
                       ("'modules --mode=config'", "cloud-config.service"),
                       ("'modules --mode=final'", "cloud-final.service")], served
     assert int(cpu_ns) > 1_000_000_000, cpu_ns
+    # /etc is as new as /usr (the image's .updated stamps): systemd-sysusers skipped.
+    sysusers, = sh("systemctl show -p ConditionResult --value systemd-sysusers.service")
+    assert sysusers == "no", sysusers
     # sshd has the stages' startup CPU weight; logind, which hears the ACPI power button a
     # stop presses, is up once cloud-init is done (cloud-final is ordered after
     # multi-user.target, which waits for it).

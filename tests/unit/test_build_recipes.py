@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def _parse_newc(data: bytes) -> dict[str, tuple[int, bytes, int, int]]:
             assert pos == len(data)
             return out
         out[name] = (f[1], body, f[9], f[10])
+        MTIMES[name] = f[5]
+
+
+MTIMES: dict[str, int] = {}  # the last parse's mtimes
 
 
 def test_initramfs_cpio_round_trip() -> None:
@@ -250,3 +255,74 @@ def test_debian_keeps_the_udev_rules_of_the_power_button_seats_disks_and_nic() -
                          "80-net-setup-link.rules", "80-drivers.rules", "99-systemd.rules",
                          "50-udev-default.rules"}
     assert all(r.endswith(".rules") for r in masked)
+
+
+def test_the_initramfs_copy_of_cloud_inits_import_keeps_symlinks_mtimes_and_sonames(
+        tmp_path: Path) -> None:
+    """What the early pause's preload imports from: the image's paths, each symlink on the
+    way a symlink (relative, absolute, a directory's), each file with its mtime (a
+    compiled module holds its source's), the loader's names for each library; the
+    manifest covers the regular files only."""
+    root = tmp_path / "rootfs"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    (root / "usr/lib64").mkdir(parents=True)
+    (root / "etc/python3.11").mkdir(parents=True)
+    (root / "usr/lib/python3.11").mkdir(parents=True)
+    (root / "lib64").symlink_to("usr/lib64")
+    (root / "lib").symlink_to("usr/lib")
+    (root / "usr/bin/python3.11").write_bytes(b"ELF")
+    (root / "usr/bin/python3").symlink_to("python3.11")
+    libdir = root / "usr/lib/x86_64-linux-gnu"
+    (libdir / "ld-linux-x86-64.so.2").write_bytes(b"ld")
+    (root / "usr/lib64/ld-linux-x86-64.so.2").symlink_to(
+        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    (libdir / "libz.so.1.2.13").write_bytes(b"z" * 5)
+    (libdir / "libz.so.1").symlink_to("libz.so.1.2.13")
+    (libdir / "libother.so.1").write_bytes(b"o")  # not listed: not copied
+    (root / "etc/python3.11/sitecustomize.py").write_text("# site\n")
+    (root / "usr/lib/python3.11/sitecustomize.py").symlink_to(
+        "/etc/python3.11/sitecustomize.py")
+    os.utime(root / "usr/bin/python3.11", (1_700_000_000, 1_700_000_000))
+
+    archive = build_tiny.Initramfs()
+    copied = build_debian.add_copy(archive, root, "py", [
+        "/usr/bin/python3", "/lib/x86_64-linux-gnu/libz.so.1.2.13",
+        "/usr/lib/python3.11/sitecustomize.py"])
+    got = _parse_newc(archive.to_cpio())
+
+    def link(path: str) -> str:
+        mode, body, _, _ = got[path]
+        assert stat.S_ISLNK(mode), path
+        return body.decode()
+
+    assert link("py/usr/bin/python3") == "python3.11"
+    assert link("py/lib") == "usr/lib" and link("py/lib64") == "usr/lib64"
+    assert link("py/usr/lib/x86_64-linux-gnu/libz.so.1") == "libz.so.1.2.13"
+    assert link("py/usr/lib/python3.11/sitecustomize.py") == "/etc/python3.11/sitecustomize.py"
+    assert link("py/usr/lib64/ld-linux-x86-64.so.2").endswith("ld-linux-x86-64.so.2")
+    assert got["py/usr/bin/python3.11"][1] == b"ELF"
+    assert MTIMES["py/usr/bin/python3.11"] == 1_700_000_000
+    assert got["py/etc/python3.11/sitecustomize.py"][1] == b"# site\n"
+    assert "py/usr/lib/x86_64-linux-gnu/libother.so.1" not in got
+    assert copied == {
+        "/usr/bin/python3.11": (3, 1_700_000_000),
+        "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13":
+            (5, int((libdir / "libz.so.1.2.13").stat().st_mtime)),
+        "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2":
+            (2, int((libdir / "ld-linux-x86-64.so.2").stat().st_mtime)),
+        "/etc/python3.11/sitecustomize.py":
+            (7, int((root / "etc/python3.11/sitecustomize.py").stat().st_mtime)),
+    }
+
+
+def test_the_image_marks_etc_and_var_updated_as_of_its_usr(tmp_path: Path) -> None:
+    """ConditionNeedsUpdate= compares each stamp's mtime with /usr's: equal, no update."""
+    for d in ("usr", "etc", "var"):
+        (tmp_path / d).mkdir()
+    os.utime(tmp_path / "usr", ns=(1_700_000_000_123_456_789,) * 2)
+    build_debian.mark_updated(tmp_path)
+    for d in ("etc", "var"):
+        stamp = tmp_path / d / ".updated"
+        assert stamp.stat().st_mtime_ns == 1_700_000_000_123_456_789
+        assert "TIMESTAMP_NSEC=1700000000123456789\n" in stamp.read_text()
