@@ -594,3 +594,5 @@ def test_an_early_preload_without_a_go_line_never_serves(
         os.close(go)
         assert _answer(ans) == "no go line from the initramfs\n"
         assert proc.wait(timeout=20) == 0
+        out = stage(sock, tmp_path, "init", LIMAPY_CLOUD_INIT=str(direct_cloud_init(tmp_path)))
+        assert out.stdout == "direct init\n", out
