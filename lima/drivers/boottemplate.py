@@ -204,6 +204,14 @@ def without_pause(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def initrd_of(argv: Sequence[str], inst_dir: Path) -> Path:
+    """The initrd qemu's argv boots (the instance's INITRD when it names none)."""
+    for i in range(len(argv) - 1):
+        if argv[i] == "-initrd":
+            return Path(argv[i + 1])
+    return inst_dir / paths.INITRD
+
+
 def mac_of(argv: Sequence[str]) -> str:
     """The NIC's MAC in qemu's argv ("" when it has none)."""
     found = _MAC.search(" ".join(argv))
@@ -237,7 +245,7 @@ def plan(argv: Sequence[str], inst_dir: Path) -> Template | None:
             "cpu": _host_cpu(),  # what `-cpu host` (KVM) gives the guest
             "kernelRelease": os.uname().release,  # and KVM's own part of it
             "kernel": digestcache.sha256(inst_dir / paths.KERNEL, cache_dir()),
-            "initrd": digestcache.sha256(inst_dir / paths.INITRD, cache_dir()),
+            "initrd": digestcache.sha256(initrd_of(argv, inst_dir), cache_dir()),
             "basedisk": record.sha256,
             "diskSize": header[0],
         }

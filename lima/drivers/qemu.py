@@ -355,16 +355,19 @@ def _boot_args(
         # Direct kernel boot: the image's own kernel, initrd and command line.
         out += ["-kernel", str(kernel)]
         initrd = inst_dir / paths.INITRD
-        if initrd.is_file():
-            out += ["-initrd", str(initrd)]
         cmdline = _read_cmdline(inst_dir / paths.KERNEL_CMDLINE)
         if cmdline and accel == "tcg":
             cmdline = tcg_cmdline(cmdline, spec.arch)
         if pause:
-            from lima.drivers.boottemplate import CAPABILITY
+            from lima.drivers.boottemplate import CAPABILITY, EARLY_WORD
 
             if CAPABILITY.get(pause) in cmdline.split():
                 cmdline += " " + pause
+                early = inst_dir / paths.INITRD_EARLY
+                if pause == EARLY_WORD and initrd.is_file() and early.is_file():
+                    initrd = early  # the initrd and what only a boot paused early uses
+        if initrd.is_file():
+            out += ["-initrd", str(initrd)]
         if cmdline:
             out += ["-append", cmdline]
         if host.qboot is not None:

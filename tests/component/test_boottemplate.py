@@ -169,6 +169,30 @@ def test_without_pause_drops_only_the_word() -> None:
     assert bt.without_pause(early) == ["q", "-append", "limapy.pausable.early quiet"]
 
 
+def test_the_key_covers_the_bytes_of_the_initrd_qemu_boots(tmp_path: Path) -> None:
+    """An early pause boots initrd.early when the image has one: its bytes are in the key,
+    not the initrd's, which that boot does not read."""
+    a = _instance(tmp_path, "a")
+    b = _instance(tmp_path, "b")
+    (a / paths.INITRD_EARLY).write_bytes(b"initrd and a copy")
+    (b / paths.INITRD_EARLY).write_bytes(b"initrd and another copy")
+    cmdline = "root=LABEL=x limapy.pause.early"
+
+    def early(inst: Path) -> list[str]:
+        argv = _argv(inst, cmdline=cmdline)
+        argv[argv.index("-initrd") + 1] = str(inst / paths.INITRD_EARLY)
+        return argv
+
+    ta, tb = bt.plan(early(a), a), bt.plan(early(b), b)
+    assert ta is not None and tb is not None and ta.key != tb.key
+    (b / paths.INITRD_EARLY).write_bytes(b"initrd and a copy")
+    tb = bt.plan(early(b), b)
+    assert tb is not None and ta.key == tb.key
+    (b / "initrd").write_bytes(b"another initrd")  # not what this boot reads
+    tb = bt.plan(early(b), b)
+    assert tb is not None and ta.key == tb.key
+
+
 def test_an_early_pause_has_its_own_key_and_any_disks(tmp_path: Path) -> None:
     """The early word: another key than the first boot's, and data disks allowed (the
     pause comes before any disk is read)."""

@@ -269,6 +269,24 @@ def test_a_boot_pauses_only_as_the_image_says_it_can(inst: Path) -> None:
         assert word not in one(build(inst, accel="kvm", pause=word), "-append")
 
 
+def test_only_a_boot_paused_early_boots_the_early_initrd(inst: Path) -> None:
+    """initrd.early (the image's initrd and its copy of cloud-init's import) is for a boot
+    that pauses early; a first boot's pause, a boot without one, and an image without the
+    file boot the initrd."""
+    early, first = "limapy.pause.early", "limapy.pause"
+    with_kernel(inst, cmdline="root=x quiet limapy.pausable limapy.pausable.early")
+    assert one(build(inst, accel="kvm", pause=early), "-initrd") == f"{inst.absolute()}/initrd"
+    (inst / "initrd.early").write_bytes(b"early")
+    assert one(build(inst, accel="kvm", pause=early), "-initrd") == (
+        f"{inst.absolute()}/initrd.early")
+    for pause in (first, ""):
+        assert one(build(inst, accel="kvm", pause=pause), "-initrd") == (
+            f"{inst.absolute()}/initrd")
+    # An image whose command line cannot pause early: no pause, the initrd.
+    with_kernel(inst, cmdline="root=x quiet limapy.pausable")
+    assert one(build(inst, accel="kvm", pause=early), "-initrd") == f"{inst.absolute()}/initrd"
+
+
 def test_tcg_cmdline_blacklists_accelerator_modules_and_self_tests(inst: Path) -> None:
     with_kernel(inst, cmdline="root=LABEL=lima-root console=ttyS0 quiet")
     words = one(build(inst, accel="tcg"), "-append").split()

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 IMAGE = "image.qcow2"
 KERNEL = "kernel"
 INITRD = "initrd"
+# The initrd of boots paused early (lima.drivers.boottemplate): INITRD and more (build:debian-12
+# adds its copy of cloud-init's import). Other boots, and other programs, boot INITRD.
+INITRD_EARLY = "initrd.early"
 CMDLINE = "cmdline"
 BUILD_LOG = "build.log"
 SHA256SUMS = "sha256sums"
@@ -59,7 +62,7 @@ VERIFIED = "verified.json"
 RACY_NS = 2_000_000_000
 DONE = "done"
 # What an instance gets from an entry, so what sha256sums covers.
-PRODUCTS = (IMAGE, KERNEL, INITRD, CMDLINE)
+PRODUCTS = (IMAGE, KERNEL, INITRD, INITRD_EARLY, CMDLINE)
 
 # The Debian cloud kernel: virtio built as modules, small, no 9p (fine for now).
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
@@ -73,6 +76,7 @@ class BuiltImage:
     kernel: Path | None
     initrd: Path | None
     cmdline: str | None
+    initrd_early: Path | None = None
     # The image's sha256 as sha256sums has it, when its bytes were just checked against it,
     # and the image's stat then (a copy made while it is unchanged has that digest).
     image_sha256: str | None = None
@@ -360,7 +364,8 @@ def _product(entry: Path, stamps: dict[str, list[int]] | None = None) -> BuiltIm
         with contextlib.suppress(OSError):
             digest = _recorded_digests(entry).get(IMAGE)
             stamp = tuple(stamps[IMAGE])
-    return BuiltImage(entry / IMAGE, opt(KERNEL), opt(INITRD), cmdline, digest, stamp)
+    return BuiltImage(entry / IMAGE, opt(KERNEL), opt(INITRD), cmdline, opt(INITRD_EARLY),
+                      digest, stamp)
 
 
 def _recorded_digests(entry: Path) -> dict[str, str]:

@@ -5,7 +5,8 @@ configured Debian mirror (or $LIMA_DEBIAN_MIRROR) with systemd, openssh-server, 
 cloud-init (NoCloud only), python3, sshfs/fuse3 and friends; then Debian's generic kernel
 (fetched by the host's apt: the cloud kernel build:tiny uses has no 9p) with an initramfs
 of our own: busybox, the modules mounting / needs (virtio_blk, ext4) and
-lima/assets/debian/initramfs-init; 9p, virtiofs, the SCSI CD and the rest load from /
+lima/assets/debian/initramfs-init (and, in initrd.early, for boots paused early, a copy of
+what importing cloud-init reads); 9p, virtiofs, the SCSI CD and the rest load from /
 (`mountType: 9p`). Boot-time trims (units, generators, drivers, cloud-init modules) are
 measured by benchmarks/debian_boot.py; the README lists the figures.
 The root file system becomes an ext4 image with `mkfs.ext4 -d` (no loop mounts), then a
@@ -472,6 +473,11 @@ def _write_initramfs(ctx: build.BuildContext, busybox_deb: Path, moddir: Path,
     archive.file("bin/busybox", (tree / "bin/busybox").read_bytes(), 0o755)
     archive.file("init", _asset(INITRAMFS_INIT), 0o755)
     add_modules(archive, moddir, INITRAMFS_MODULES, "build:debian-12")
+    data = archive.to_cpio()
+    (ctx.workdir / build.INITRD).write_bytes(data)
+    ctx.log.write(f"initramfs: {len(archive.entries)} entries, {len(data)} bytes\n")
+    # The early pause's initrd: the same and the copy, which only such a boot uses (every
+    # other boot, and libvirt's or a plain qemu's, unpacks 6 MB, not 40).
     listed = (rootfs / PRELOAD_DIR / PY_FILES).read_text().split()
     wanted = [*listed, *(f"/{PRELOAD_DIR}/{n}" for n in ("cloud-init-preload", REGEX_TABLE))]
     copied = add_copy(archive, rootfs, PY_COPY, wanted)
@@ -481,8 +487,8 @@ def _write_initramfs(ctx: build.BuildContext, busybox_deb: Path, moddir: Path,
     ctx.log.write(f"initramfs: {len(copied)} files of cloud-init's import under /{PY_COPY}, "
                   f"{sum(size for size, _ in copied.values())} bytes\n")
     data = archive.to_cpio()
-    (ctx.workdir / build.INITRD).write_bytes(data)
-    ctx.log.write(f"initramfs: {len(archive.entries)} entries, {len(data)} bytes\n")
+    (ctx.workdir / build.INITRD_EARLY).write_bytes(data)
+    ctx.log.write(f"{build.INITRD_EARLY}: {len(archive.entries)} entries, {len(data)} bytes\n")
     shutil.rmtree(tree)
 
 

@@ -88,7 +88,8 @@ def prepare_disks(spec: InstanceSpec, inst_dir: Path) -> None:
         raise PermanentError(f"images: no image for arch {spec.arch} "
                              f"(images[] has {', '.join(arches) or 'none'})")
     # A crash may have left files of an earlier attempt without a diffdisk: start over.
-    placed_names = [paths.BASEDISK, paths.KERNEL, paths.KERNEL_CMDLINE, paths.INITRD]
+    placed_names = [paths.BASEDISK, paths.KERNEL, paths.KERNEL_CMDLINE, paths.INITRD,
+                    paths.INITRD_EARLY]
     for name in placed_names:
         (inst_dir / name).unlink(missing_ok=True)
     staged = _stage_first(images, inst_dir, spec.arch)
@@ -152,6 +153,7 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
     """Fetch one candidate's files into `staged` (nothing is in place yet)."""
     kernel_from_image: Path | None = None
     initrd_from_image: Path | None = None
+    early_from_image: Path | None = None
     cmdline_from_image: str | None = None
     if image.location.startswith(BUILD_SCHEME):
         # Imported lazily: the builders pull in their own dependencies.
@@ -161,6 +163,7 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
         clone_file(built.image, staged.path(inst_dir, paths.BASEDISK))
         staged.basedisk_sha256 = built.unchanged_sha256()  # copied as the checked bytes
         kernel_from_image, initrd_from_image = built.kernel, built.initrd
+        early_from_image = built.initrd_early
         cmdline_from_image = built.cmdline
     else:
         fetch_file(image.location, image.digest, staged.path(inst_dir, paths.BASEDISK),
@@ -176,6 +179,8 @@ def stage_image(image: Image, inst_dir: Path, staged: Staged) -> None:
                    staged.path(inst_dir, paths.INITRD), expand=False, what="initrd")
     elif initrd_from_image is not None:
         clone_file(initrd_from_image, staged.path(inst_dir, paths.INITRD))
+        if early_from_image is not None:
+            clone_file(early_from_image, staged.path(inst_dir, paths.INITRD_EARLY))
     if cmdline_from_image and paths.KERNEL in staged.files:
         staged.path(inst_dir, paths.KERNEL_CMDLINE).write_text(cmdline_from_image)
     # The staged bytes are what the instance will boot, whatever their source (cache,
