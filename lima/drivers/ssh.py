@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 # the first attempt's 10 s.
 MAX_ATTEMPT_TIMEOUT = 60.0
 
+# How long `run` waits, after a command's exit status, for the rest of its output (the
+# channel's EOF) when a background child of the command still holds its stdout open.
+EOF_GRACE = 5.0
+
 
 def connect(port: int, user: str, key_path: Path, *, timeout: float,
             sock: socket.socket | None = None) -> paramiko.SSHClient:
@@ -124,6 +128,7 @@ def run_bytes(
             chan.sendall(input.encode() if isinstance(input, str) else input)
         chan.shutdown_write()
         out, err = bytearray(), bytearray()
+        exited: float | None = None  # when the exit status came
         while True:
             idle = True
             if chan.recv_ready():
@@ -134,13 +139,23 @@ def run_bytes(
                 idle = False
             if idle and chan.exit_status_ready() and not chan.recv_ready() \
                     and not chan.recv_stderr_ready():
-                break
+                # OpenSSH sends the exit status when the command ends, which can be
+                # before it has sent the last of its output: the end of the output is
+                # the channel's EOF. A command whose background child keeps its stdout
+                # open never gets one; its output so far is taken after EOF_GRACE.
+                now = time.monotonic()
+                exited = now if exited is None else exited
+                if chan.eof_received or chan.closed or now - exited >= EOF_GRACE:
+                    break
             if time.monotonic() > deadline:
                 chan.close()
                 raise TemporaryError(f"ssh command timed out after {timeout:g} s: {command}")
             if idle:
                 # paramiko only signals stdout on its pipe; a short poll covers stderr too.
-                chan.status_event.wait(0.02)
+                if exited is None:
+                    chan.status_event.wait(0.02)
+                else:
+                    time.sleep(0.01)
         rc = chan.recv_exit_status()
         chan.close()
     except (paramiko.SSHException, OSError, EOFError) as exc:

@@ -26,7 +26,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-27"
+RECIPE_VERSION = "debian-12-28"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -74,17 +74,22 @@ PACKAGES = (
 # The generic kernel, not linux-image-cloud-amd64: the cloud kernel is built without 9p
 # (CONFIG_NET_9P is not set), which `mountType: 9p` (Lima's default on QEMU) needs.
 KERNEL_META_PACKAGE = "linux-image-amd64"
-# What mounting / needs, the cidata CD and the NIC; the rest (9p, virtiofs...) loads from
-# the root file system, by udev or `mount -t`, once systemd runs. The CD (virtio_scsi,
+# What mounting / needs, the cidata CD, the NIC and 9p's transport; the rest (the 9p file
+# system, virtiofs...) loads from the root file system, by udev or `mount -t`, once
+# systemd runs. The CD (virtio_scsi,
 # sr_mod, isofs) is here so /dev/sr0 exists before cloud-init's local stage looks for its
 # seed: udev's coldplug, which would load them otherwise, runs alongside that stage (at a
 # lower CPU weight), and a local stage that finds no seed leaves the network unconfigured
 # until systemd-networkd-wait-online times out (2 minutes). The NIC (virtio_net) is here
 # so eth0 exists when systemd-networkd starts: from coldplug it came seconds later.
 # crc32c_generic: ext4's and jbd2's metadata checksums ask the crypto API for crc32c, and
-# the initramfs has no modprobe to load it on demand.
+# the initramfs has no modprobe to load it on demand. 9pnet_virtio (the 9p shares'
+# transport) is here so each share's channel exists when systemd mounts fstab's share
+# lines (a boot after the first): the first 9p mount loaded it, and a second mount made
+# meanwhile found no channel for its tag ("no channels available"), failed, and was left
+# to boot.sh.
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_scsi",
-                     "sr_mod", "isofs", "virtio_net")
+                     "sr_mod", "isofs", "virtio_net", "9pnet_virtio")
 # The initramfs (busybox + initramfs-init + INITRAMFS_MODULES) replaces the one Debian's
 # initramfs-tools builds: that one runs udev and its script framework first, about 3 s
 # longer to the mount of / under TCG. It is written uncompressed: unpacking zstd cost the
