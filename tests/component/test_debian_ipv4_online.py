@@ -1,5 +1,5 @@
 """build:debian-12's stand-in for systemd-networkd-wait-online (lima/drivers/images/
-build_debian.py, IPV4_ONLINE), run with /bin/sh on the host against a fake route table:
+build_debian.py, IPV4_ONLINE), run with bash on the host against a fake route table:
 online once an IPv4 default route exists, not once IPv6 router discovery is done."""
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ SUBNET = "eth0\t0005A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
 DEFAULT = "eth0\t00000000\t0205A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
 
 
-def run(tmp_path: Path, table: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+def run(tmp_path: Path, table: Path, timeout: int = 120,
+        path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[str]:
     script = tmp_path / "ipv4-online"
     script.write_text(build_debian.IPV4_ONLINE)
-    env = {"PATH": "/usr/bin:/bin", "LIMAPY_PROC_NET_ROUTE": str(table),
+    env = {"PATH": path, "LIMAPY_PROC_NET_ROUTE": str(table),
            "LIMAPY_ONLINE_TIMEOUT": str(timeout)}
-    return subprocess.run(["/bin/sh", str(script)], env=env, capture_output=True, text=True,
+    return subprocess.run(["/bin/bash", str(script)], env=env, capture_output=True, text=True,
                           timeout=60)
 
 
@@ -52,6 +53,29 @@ def test_waits_for_the_default_route(tmp_path: Path) -> None:
     writer.join()
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 0.5
+
+
+def test_waits_without_starting_a_program(tmp_path: Path) -> None:
+    """About ten looks at the table, and not one `sleep` (or other program) between them."""
+    table = tmp_path / "route"
+    table.write_text(HEADER + SUBNET)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    for name in ("sleep", "cat"):
+        (bin_dir / name).write_text(f"#!/bin/sh\necho {name} >>{calls}\n/bin/{name} \"$@\"\n")
+        (bin_dir / name).chmod(0o755)
+
+    def add_route() -> None:
+        time.sleep(0.5)
+        table.write_text(HEADER + SUBNET + DEFAULT)
+
+    writer = threading.Thread(target=add_route)
+    writer.start()
+    result = run(tmp_path, table, path=f"{bin_dir}:/usr/bin:/bin")
+    writer.join()
+    assert result.returncode == 0, result.stderr
+    assert not calls.exists(), calls.read_text()
 
 
 def test_fails_after_its_timeout_without_one(tmp_path: Path) -> None:

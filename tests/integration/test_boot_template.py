@@ -109,14 +109,15 @@ def image_checks(limactl: Limactl, name: str) -> None:
     # /etc is as new as /usr (the image's .updated stamps): systemd-sysusers skipped.
     sysusers, = sh("systemctl show -p ConditionResult --value systemd-sysusers.service")
     assert sysusers == "no", sysusers
-    # sshd has the stages' startup CPU weight; logind, which hears the ACPI power button a
-    # stop presses, is up once cloud-init is done (cloud-final is ordered after
-    # multi-user.target, which waits for it).
-    weight, logind, wanted = sh(
-        "systemctl show -p StartupCPUWeight --value ssh.service; "
+    # sshd, D-Bus, logind and systemd-user-sessions have the stages' startup CPU weight;
+    # logind, which hears the ACPI power button a stop presses, is up once cloud-init is
+    # done (cloud-final is ordered after multi-user.target, which waits for it).
+    *weights, logind, wanted = sh(
+        "systemctl show -p StartupCPUWeight --value ssh.service dbus.service "
+        "systemd-logind.service systemd-user-sessions.service; "
         "cloud-init status --wait >/dev/null; systemctl is-active systemd-logind; "
         "systemctl show -p WantedBy --value systemd-logind.service")
-    assert weight == "1000" and logind == "active", (weight, logind)
+    assert [w for w in weights if w] == ["1000"] * 4 and logind == "active", (weights, logind)
     assert "multi-user.target" in wanted.split(), wanted
 
 

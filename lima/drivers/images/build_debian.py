@@ -26,7 +26,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-28"
+RECIPE_VERSION = "debian-12-29"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -194,6 +194,16 @@ FILES: dict[str, tuple[int, str]] = {
     # contends with D-Bus's, logind's, the gettys' and the config stage's.
     "etc/systemd/system/ssh.service.d/limapy-startup-weight.conf": (
         0o644, "[Service]\nStartupCPUWeight=1000\n"),
+    # D-Bus and logind are on the way to cloud-init's final stage too (multi-user.target
+    # waits for logind, which needs the bus), and systemd-user-sessions lets users log in:
+    # at the default weight, logind took 5-10 s to start while the stages, sshd and
+    # boot.sh had ten times its share of the two vCPUs, for about 1 s of CPU it needed.
+    "etc/systemd/system/dbus.service.d/limapy-startup-weight.conf": (
+        0o644, "[Service]\nStartupCPUWeight=1000\n"),
+    "etc/systemd/system/systemd-logind.service.d/limapy-startup-weight.conf": (
+        0o644, "[Service]\nStartupCPUWeight=1000\n"),
+    "etc/systemd/system/systemd-user-sessions.service.d/limapy-startup-weight.conf": (
+        0o644, "[Service]\nStartupCPUWeight=1000\n"),
     # sshd -r: a connection's sshd is a fork of the listener, not a new exec of sshd (the
     # binary, its libraries, sshd_config and the host keys loaded again). Measured in an
     # idle guest under TCG: a login took 0.55-0.75 s, 0.23-0.34 s with -r; the first login
@@ -284,12 +294,16 @@ StartupCPUWeight=1000
 # 1.3 s after the link is up, and QEMU's user network answers at once. The guest keeps its
 # SLAAC address and IPv6 route; the boot no longer waits for them. The LIMAPY_* variables
 # are for the tests.
-IPV4_ONLINE = """#!/bin/sh
+IPV4_ONLINE = """#!/bin/bash
 # limapy build:debian-12: systemd-networkd-wait-online's stand-in: online once the kernel
-# has an IPv4 default route (polled every 0.05 s, for up to 120 s as wait-online).
+# has an IPv4 default route (looked at every 0.05 s, for up to 120 s as wait-online).
+# Between two looks it waits in bash's `read -t` on a pipe nobody writes to (fd 3): a
+# `sleep` there, a fork and exec twenty times a second, cost the guest 50-70 ms of CPU
+# each under TCG while the boot waited. Without that pipe it sleeps as before.
 route="${LIMAPY_PROC_NET_ROUTE:-/proc/net/route}"
 limit=$(( ${LIMAPY_ONLINE_TIMEOUT:-120} * 20 ))
 ticks=0
+{ exec 3<> <(:); } 2>/dev/null || exec 3</dev/null
 while :; do
 	while read -r _iface dest _rest; do
 		[ "$dest" = 00000000 ] && exit 0
@@ -298,7 +312,9 @@ while :; do
 		echo "ipv4-online: no IPv4 default route after $((limit / 20)) s" >&2
 		exit 1
 	fi
-	sleep 0.05
+	# Status above 128: the time ran out, as wanted; else (the pipe ended) sleep.
+	read -r -t 0.05 -u 3 _ 2>/dev/null
+	[ $? -gt 128 ] || sleep 0.05
 	ticks=$((ticks + 1))
 done
 """
