@@ -132,6 +132,8 @@ def copy_served(limactl: Limactl, name: str) -> None:
     assert out.count(" runs as pid ") == 4, out
     assert "not serving" not in out and "preload from /py" not in out, out
     assert "not reseeded" not in out, out
+    # The modules that read none of the instance's devices were loaded before the pause.
+    assert "device-free modules loaded before the pause" in out, out
 
 
 def test_first_boots_share_a_template_and_each_is_its_own_machine(

@@ -228,6 +228,22 @@ def test_debian_initramfs_init_reads_root_from_the_kernel_command_line() -> None
     assert "crc32c_generic" in build_debian.INITRAMFS_MODULES
 
 
+def test_debian_initramfs_loads_only_device_free_modules_before_a_pause() -> None:
+    # The modules that read an instance's own device (the disk's partition table, the
+    # CD's capacity, the NIC's MAC, the shares' tags) load after the go line; every other
+    # one of the initramfs's may load before the pause. /sys/module names have "_" where
+    # a file name could have "-": the script compares file names, so none may have one.
+    init = build_debian._asset(build_debian.INITRAMFS_INIT).decode()
+    case = next(line for line in init.splitlines() if line.strip().startswith("case \"$1\" in")
+                and ".ko" in line)
+    listed = {w.removesuffix(".ko") for w in case.split(" in ", 1)[1].split(")")[0].split(" | ")}
+    assert listed == {"virtio_blk", "sr_mod", "virtio_net", "9pnet_virtio"}
+    assert listed <= set(build_debian.INITRAMFS_MODULES)
+    assert not any("-" in m for m in build_debian.INITRAMFS_MODULES)
+    # called before each of the two pauses: the early one (/ not mounted) and the late one
+    assert init.count('\n\tload_free ""\n') == 1 and init.count("\n\tload_free /root\n") == 1
+
+
 def test_debian_sshd_pam_keeps_the_static_motd_only(tmp_path: Path) -> None:
     pam = tmp_path / "sshd"
     pam.write_text("@include common-account\n"
