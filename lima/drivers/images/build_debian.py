@@ -76,11 +76,11 @@ PACKAGES = (
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # What mounting / needs, the cidata CD, the NIC and 9p's transport; the rest (the 9p file
 # system, virtiofs...) loads from the root file system, by udev or `mount -t`, once
-# systemd runs. The CD (virtio_scsi,
-# sr_mod, isofs) is here so /dev/sr0 exists before cloud-init's local stage looks for its
-# seed: udev's coldplug, which would load them otherwise, runs alongside that stage (at a
-# lower CPU weight), and a local stage that finds no seed leaves the network unconfigured
-# until systemd-networkd-wait-online times out (2 minutes). The NIC (virtio_net) is here
+# systemd runs. The CD (virtio_scsi, sr_mod, isofs) is here so /dev/sr0 exists before
+# cloud-init's local stage looks for its seed: udev's coldplug, which would load them
+# otherwise, runs alongside that stage (at a lower CPU weight), and a local stage that
+# finds no seed leaves the network unconfigured until systemd-networkd-wait-online times
+# out (2 minutes). The NIC (virtio_net) is here
 # so eth0 exists when systemd-networkd starts: from coldplug it came seconds later.
 # crc32c_generic: ext4's and jbd2's metadata checksums ask the crypto API for crc32c, and
 # the initramfs has no modprobe to load it on demand. 9pnet_virtio (the 9p shares'
