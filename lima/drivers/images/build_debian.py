@@ -188,22 +188,6 @@ FILES: dict[str, tuple[int, str]] = {
     # restart). `systemctl reload ssh` keeps its test (ExecReload).
     "etc/systemd/system/ssh.service.d/limapy-no-config-test.conf": (
         0o644, "[Service]\nExecStartPre=\n"),
-    # While the system starts, sshd (and each connection's process: the host agent's
-    # first login and its looks at the boot's markers run in ssh.service's cgroup) gets
-    # ten times the default CPU weight, as cloud-init's stages and boot.sh have: its start
-    # contends with D-Bus's, logind's, the gettys' and the config stage's.
-    "etc/systemd/system/ssh.service.d/limapy-startup-weight.conf": (
-        0o644, "[Service]\nStartupCPUWeight=1000\n"),
-    # D-Bus and logind are on the way to cloud-init's final stage too (multi-user.target
-    # waits for logind, which needs the bus), and systemd-user-sessions lets users log in:
-    # at the default weight, logind took 5-10 s to start while the stages, sshd and
-    # boot.sh had ten times its share of the two vCPUs, for about 1 s of CPU it needed.
-    "etc/systemd/system/dbus.service.d/limapy-startup-weight.conf": (
-        0o644, "[Service]\nStartupCPUWeight=1000\n"),
-    "etc/systemd/system/systemd-logind.service.d/limapy-startup-weight.conf": (
-        0o644, "[Service]\nStartupCPUWeight=1000\n"),
-    "etc/systemd/system/systemd-user-sessions.service.d/limapy-startup-weight.conf": (
-        0o644, "[Service]\nStartupCPUWeight=1000\n"),
     # sshd -r: a connection's sshd is a fork of the listener, not a new exec of sshd (the
     # binary, its libraries, sshd_config and the host keys loaded again). Measured in an
     # idle guest under TCG: a login took 0.55-0.75 s, 0.23-0.34 s with -r; the first login
@@ -279,6 +263,19 @@ REGEX_TABLE = "cloud-init-regex-table"
 PY_COPY = "py"
 PY_FILES = "cloud-init-preload.list"
 PY_MANIFEST = f"{PRELOAD_DIR}/cloud-init-preload.files"
+# While the system starts, these get ten times the default CPU weight, as cloud-init's
+# stages and boot.sh have. sshd (and each connection's process: the host agent's first
+# login and its looks at the boot's markers run in ssh.service's cgroup): its start
+# contends with D-Bus's, logind's, the gettys' and the config stage's. D-Bus and logind
+# are on the way to cloud-init's final stage too (multi-user.target waits for logind,
+# which needs the bus), and systemd-user-sessions lets users log in: at the default
+# weight, logind took 5-10 s to start while the stages, sshd and boot.sh had ten times
+# its share of the two vCPUs, for about 1 s of CPU it needed.
+BOOT_WEIGHT_UNITS = ("ssh.service", "dbus.service", "systemd-logind.service",
+                     "systemd-user-sessions.service")
+for _unit in BOOT_WEIGHT_UNITS:
+    FILES[f"etc/systemd/system/{_unit}.d/limapy-startup-weight.conf"] = (
+        0o644, "[Service]\nStartupCPUWeight=1000\n")
 for _unit, _args in CLOUD_INIT_STAGES.items():
     FILES[f"etc/systemd/system/{_unit}.d/limapy-preload.conf"] = (0o644, f"""\
 # limapy: run this stage in the preloaded cloud-init (/{PRELOAD_DIR}/cloud-init-preload).
