@@ -109,16 +109,26 @@ def image_checks(limactl: Limactl, name: str) -> None:
     # /etc is as new as /usr (the image's .updated stamps): systemd-sysusers skipped.
     sysusers, = sh("systemctl show -p ConditionResult --value systemd-sysusers.service")
     assert sysusers == "no", sysusers
-    # sshd, D-Bus, logind and systemd-user-sessions have the stages' startup CPU weight;
-    # logind, which hears the ACPI power button a stop presses, is up once cloud-init is
-    # done (cloud-final is ordered after multi-user.target, which waits for it).
+    # The startup CPU weights of build_debian.BOOT_WEIGHTS (sshd and systemd-user-sessions
+    # above the stages', so PID 1 starts them first); logind, which hears the ACPI power
+    # button a stop presses, is up once cloud-init is done (cloud-final is ordered after
+    # multi-user.target, which waits for it).
     *weights, logind, wanted = sh(
         "systemctl show -p StartupCPUWeight --value ssh.service dbus.service "
-        "systemd-logind.service systemd-user-sessions.service; "
+        "systemd-logind.service systemd-user-sessions.service "
+        "systemd-tmpfiles-setup-dev.service systemd-networkd.service; "
         "cloud-init status --wait >/dev/null; systemctl is-active systemd-logind; "
         "systemctl show -p WantedBy --value systemd-logind.service")
-    assert [w for w in weights if w] == ["1000"] * 4 and logind == "active", (weights, logind)
+    assert [w for w in weights if w] == ["2000", "1000", "1000", "2000", "1000", "1000"], weights
+    assert logind == "active", logind
     assert "multi-user.target" in wanted.split(), wanted
+    # kmod-static-nodes is masked: the build wrote the file it writes, the same as the
+    # running kernel's kmod writes, and systemd-tmpfiles-setup-dev made its nodes.
+    masked, nodes, tun = sh(
+        "systemctl is-enabled kmod-static-nodes.service; "
+        "sudo kmod static-nodes --format=tmpfiles | cmp - /etc/tmpfiles.d/static-nodes.conf"
+        " && echo same; test -c /dev/net/tun && echo tun; true")
+    assert (masked, nodes, tun) == ("masked", "same", "tun")
 
 
 def copy_served(limactl: Limactl, name: str) -> None:

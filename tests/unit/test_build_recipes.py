@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 import yaml
 
+from lima.drivers import cloudconfig
 from lima.drivers.images import build, build_debian, build_tiny
 from lima.errors import PermanentError
 
@@ -342,3 +344,26 @@ def test_the_image_marks_etc_and_var_updated_as_of_its_usr(tmp_path: Path) -> No
         stamp = tmp_path / d / ".updated"
         assert stamp.stat().st_mtime_ns == 1_700_000_000_123_456_789
         assert "TIMESTAMP_NSEC=1700000000123456789\n" in stamp.read_text()
+
+
+def test_debian_login_path_outranks_the_stages_and_boot_units_at_startup() -> None:
+    # PID 1 starts runnable jobs highest startup CPU weight first: sshd and
+    # systemd-user-sessions must outrank cloud-init's stages and the lima-boot/lima-mounts
+    # units cloud-init's bootcmd starts (lima.drivers.cloudconfig), or they wait behind
+    # them when the network stage ends.
+    def weight(text: str) -> int:
+        found = re.findall(r"StartupCPUWeight=(\d+)", text)
+        assert len(set(found)) == 1, text
+        return int(found[0])
+
+    files = build_debian.FILES
+    stages = {weight(files[f"etc/systemd/system/{u}.d/limapy-preload.conf"][1])
+              for u in build_debian.CLOUD_INIT_STAGES}
+    hook = weight(Path(cloudconfig.__file__).read_text())
+    for unit, value in build_debian.BOOT_WEIGHTS.items():
+        drop_in = files[f"etc/systemd/system/{unit}.d/limapy-startup-weight.conf"][1]
+        assert drop_in == f"[Service]\nStartupCPUWeight={value}\n"
+    login = [build_debian.BOOT_WEIGHTS[u] for u in ("ssh.service", "systemd-user-sessions.service")]
+    assert min(login) > max(*stages, hook), (login, stages, hook)
+    assert "kmod-static-nodes.service" in build_debian.MASKED_UNITS
+    assert build_debian.STATIC_NODES == "etc/tmpfiles.d/static-nodes.conf"

@@ -26,7 +26,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-30"
+RECIPE_VERSION = "debian-12-33"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -107,10 +107,28 @@ MODULE_BLACKLIST = ("ahci", "lpc_ich", "i2c_i801", "pcspkr", "cfg80211")
 # modprobe@dm_mod/loop/efi_pstore load modules nothing here uses at boot (device-mapper
 # and loop devices load theirs when first opened; no EFI). systemd-remount-fs would
 # remount / with the options the initramfs already used (ROOT_OPTIONS).
+# systemd-pcrphase(-sysinit) measure boot phases into a TPM2 for a unified kernel image
+# booted by EFI: a limapy guest has neither, so they are always skipped, but only when PID
+# 1 gets to their jobs, at the default CPU weight, and systemd-user-sessions (so every
+# login) waited for that: 1.2 s after sshd's start under TCG. getty-static starts gettys
+# on systems without D-Bus (this one has it): skipped as well, one job fewer at that time.
+# systemd-network-generator turns ip=, nameserver= and the like on the kernel command line
+# into networkd files: limapy's command line has none (the network comes from cidata's
+# network-config), and networkd waited for it, on the way to the network stage.
+# kmod-static-nodes writes, at every boot, the device nodes of the image's one kernel whose
+# modules load when the node is first opened (/dev/fuse, /dev/net/tun, /dev/loop-control,
+# ...): the build writes the same file once (STATIC_NODES; kmod itself cannot, as it
+# reads the running kernel's modules). It was the first step of the boot's critical path
+# on a warm start: 0.7-1.2 s under TCG, before systemd-tmpfiles-setup-dev and udevd.
 MASKED_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "apt-daily.timer",
                 "apt-daily-upgrade.timer", "modprobe@drm.service", "modprobe@dm_mod.service",
                 "modprobe@loop.service", "modprobe@efi_pstore.service",
-                "systemd-remount-fs.service")
+                "systemd-remount-fs.service", "kmod-static-nodes.service",
+                "systemd-pcrphase.service", "systemd-pcrphase-sysinit.service",
+                "getty-static.service", "systemd-network-generator.service")
+# In /etc, under the name kmod-static-nodes gives its file in /run: if the unit is
+# unmasked, this one still wins (tmpfiles.d(5)) rather than both being read.
+STATIC_NODES = "etc/tmpfiles.d/static-nodes.conf"
 # systemd runs every generator before it starts any unit, and again on each daemon-reload
 # (cloud-init's mounts module does one): about 0.15-0.3 s of guest CPU each under TCG.
 # These have nothing to generate in a limapy guest (no LUKS, dm-integrity, dm-verity,
@@ -263,19 +281,28 @@ REGEX_TABLE = "cloud-init-regex-table"
 PY_COPY = "py"
 PY_FILES = "cloud-init-preload.list"
 PY_MANIFEST = f"{PRELOAD_DIR}/cloud-init-preload.files"
-# While the system starts, these get ten times the default CPU weight, as cloud-init's
-# stages and boot.sh have. sshd (and each connection's process: the host agent's first
-# login and its looks at the boot's markers run in ssh.service's cgroup): its start
-# contends with D-Bus's, logind's, the gettys' and the config stage's. D-Bus and logind
-# are on the way to cloud-init's final stage too (multi-user.target waits for logind,
-# which needs the bus), and systemd-user-sessions lets users log in: at the default
-# weight, logind took 5-10 s to start while the stages, sshd and boot.sh had ten times
-# its share of the two vCPUs, for about 1 s of CPU it needed.
-BOOT_WEIGHT_UNITS = ("ssh.service", "dbus.service", "systemd-logind.service",
-                     "systemd-user-sessions.service")
-for _unit in BOOT_WEIGHT_UNITS:
+# While the system starts, these get more than the default CPU weight (100), as
+# cloud-init's stages and boot.sh have (1000). sshd (and each connection's process: the
+# host agent's first login and its looks at the boot's markers run in ssh.service's
+# cgroup): its start contends with D-Bus's, logind's, the gettys' and the config stage's.
+# D-Bus and logind are on the way to cloud-init's final stage too (multi-user.target
+# waits for logind, which needs the bus), and systemd-user-sessions lets users log in: at
+# the default weight, logind took 5-10 s to start while the stages, sshd and boot.sh had
+# ten times its share of the two vCPUs, for about 1 s of CPU it needed.
+# PID 1 also starts the jobs it may run in the order of their units' CPU weight, highest
+# first, then by name: when the network stage ended, cloud-config, dbus and limapy's
+# lima-boot and lima-mounts units (1000 each) were started before ssh and
+# systemd-user-sessions, 0.15-0.5 s each under TCG, and sshd answered 1.2 s after the
+# stage. At 2000 those two start first, and the logins get the larger share.
+# systemd-tmpfiles-setup-dev (the static device nodes udevd waits for) and
+# systemd-networkd are on the way from PID 1's start to the network stage: udevd, the
+# network, its online wait (the network stage's), sshd.
+BOOT_WEIGHTS = {"ssh.service": 2000, "systemd-user-sessions.service": 2000,
+                "dbus.service": 1000, "systemd-logind.service": 1000,
+                "systemd-tmpfiles-setup-dev.service": 1000, "systemd-networkd.service": 1000}
+for _unit, _weight in BOOT_WEIGHTS.items():
     FILES[f"etc/systemd/system/{_unit}.d/limapy-startup-weight.conf"] = (
-        0o644, "[Service]\nStartupCPUWeight=1000\n")
+        0o644, f"[Service]\nStartupCPUWeight={_weight}\n")
 for _unit, _args in CLOUD_INIT_STAGES.items():
     FILES[f"etc/systemd/system/{_unit}.d/limapy-preload.conf"] = (0o644, f"""\
 # limapy: run this stage in the preloaded cloud-init (/{PRELOAD_DIR}/cloud-init-preload).
@@ -433,6 +460,7 @@ class DebianRecipe:
             _chroot(ctx, rootfs, "dpkg", "-i", "/tmp/kernel.deb")
             release = build.kernel_release(kpkg)
             _write_kernel(ctx, rootfs / f"boot/vmlinuz-{release}", work / build.KERNEL)
+            _write_static_nodes(ctx, rootfs, release)
         with ctx.step("initramfs (busybox, a copy of cloud-init's import)"):
             _write_initramfs(ctx, debs[BUSYBOX_PACKAGE], rootfs / "lib/modules" / release,
                              rootfs)
@@ -547,6 +575,23 @@ def add_copy(archive: Initramfs, rootfs: Path, under: str,
                              mtime=int(st.st_mtime))
                 copied["/" + rel] = (st.st_size, int(st.st_mtime))
     return copied
+
+
+def _write_static_nodes(ctx: build.BuildContext, rootfs: Path, release: str) -> None:
+    """kmod-static-nodes' file for the image's kernel (STATIC_NODES), by the image's own
+    kmod. kmod reads the modules of the kernel uname(2) names, in a chroot the build host's:
+    that name points at the image's modules while it runs."""
+    host = os.uname().release
+    alias = rootfs / "lib/modules" / host
+    made = host != release and not alias.exists()
+    if made:
+        alias.symlink_to(release)
+    try:
+        _chroot(ctx, rootfs, "kmod", "static-nodes", "--format=tmpfiles",
+                f"--output=/{STATIC_NODES}")
+    finally:
+        if made:
+            alias.unlink()
 
 
 def _chroot(ctx: build.BuildContext, rootfs: Path, *argv: str) -> None:
