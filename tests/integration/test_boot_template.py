@@ -110,7 +110,7 @@ def image_checks(limactl: Limactl, name: str) -> None:
     sysusers, = sh("systemctl show -p ConditionResult --value systemd-sysusers.service")
     assert sysusers == "no", sysusers
     # The startup CPU weights of build_debian.BOOT_WEIGHTS (sshd and systemd-user-sessions
-    # above the stages', so PID 1 starts them first); logind, which hears the ACPI power
+    # just above the stages', so PID 1 starts them first); logind, which hears the ACPI power
     # button a stop presses, is up once cloud-init is done (cloud-final is ordered after
     # multi-user.target, which waits for it).
     *weights, logind, wanted = sh(
@@ -119,7 +119,7 @@ def image_checks(limactl: Limactl, name: str) -> None:
         "systemd-tmpfiles-setup-dev.service systemd-networkd.service; "
         "cloud-init status --wait >/dev/null; systemctl is-active systemd-logind; "
         "systemctl show -p WantedBy --value systemd-logind.service")
-    assert [w for w in weights if w] == ["2000", "1000", "1000", "2000", "1000", "1000"], weights
+    assert [w for w in weights if w] == ["1001", "1000", "1000", "1001", "1000", "1000"], weights
     assert logind == "active", logind
     assert "multi-user.target" in wanted.split(), wanted
     # kmod-static-nodes is masked: the build wrote the file it writes, the same as the
@@ -144,6 +144,16 @@ def copy_served(limactl: Limactl, name: str) -> None:
     assert "not reseeded" not in out, out
     # The modules that read none of the instance's devices were loaded before the pause.
     assert "device-free modules loaded before the pause" in out, out
+    # A boot after the first: the initramfs copied the CD's meta-data into NoCloud's seed
+    # directory, and cloud-init's local stage found its cached instance still the seed's
+    # there, without reading the CD.
+    same, local = limactl("shell", name, "sh", "-c",
+                          "sudo cmp /mnt/lima-cidata/meta-data "
+                          "/var/lib/cloud/seed/nocloud/meta-data && echo same; "
+                          "sudo awk '/running .init-local./ { s = \"\" } "
+                          "/init-local\\/check-cache: SUCCESS/ { s = $0 } END { print s }' "
+                          "/var/log/cloud-init.log", timeout=120).stdout.splitlines()
+    assert same == "same" and "restored from checked cache" in local, (same, local)
 
 
 def test_first_boots_share_a_template_and_each_is_its_own_machine(

@@ -26,7 +26,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-33"
+RECIPE_VERSION = "debian-12-34"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -293,11 +293,13 @@ PY_MANIFEST = f"{PRELOAD_DIR}/cloud-init-preload.files"
 # first, then by name: when the network stage ended, cloud-config, dbus and limapy's
 # lima-boot and lima-mounts units (1000 each) were started before ssh and
 # systemd-user-sessions, 0.15-0.5 s each under TCG, and sshd answered 1.2 s after the
-# stage. At 2000 those two start first, and the logins get the larger share.
+# stage. At 1001 those two start first, with the stages' share of the CPU: at 2000 the
+# logins and whatever a login runs (a poller's `sleep` loop, the host agent's looks)
+# also took CPU from the config and final stages, and cloud-init finished later.
 # systemd-tmpfiles-setup-dev (the static device nodes udevd waits for) and
 # systemd-networkd are on the way from PID 1's start to the network stage: udevd, the
 # network, its online wait (the network stage's), sshd.
-BOOT_WEIGHTS = {"ssh.service": 2000, "systemd-user-sessions.service": 2000,
+BOOT_WEIGHTS = {"ssh.service": 1001, "systemd-user-sessions.service": 1001,
                 "dbus.service": 1000, "systemd-logind.service": 1000,
                 "systemd-tmpfiles-setup-dev.service": 1000, "systemd-networkd.service": 1000}
 for _unit, _weight in BOOT_WEIGHTS.items():
