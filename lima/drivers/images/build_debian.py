@@ -26,7 +26,7 @@ from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
 # Part of the cache key: bump it whenever a change here alters the product.
-RECIPE_VERSION = "debian-12-34"
+RECIPE_VERSION = "debian-12-35"
 SUITE = "bookworm"
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
