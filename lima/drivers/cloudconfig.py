@@ -36,6 +36,9 @@ CIDATA_MOUNT_POINT = "/mnt/lima-cidata"
 CIDATA_DEVICE = "/dev/disk/by-label/cidata"
 CIDATA_MOUNT_OPTIONS = "ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0"
 GUEST_INSTALL_PREFIX = "/usr/local"
+# The startup CPU weight of the bootcmd's units (boot.sh and `boot.sh --mounts`): that of
+# build:debian-12's cloud-init stages (see boot_hook_script).
+BOOT_UNIT_WEIGHT = 1000
 CONTAINERD_ARCHIVE = "nerdctl-full.tgz"
 
 _PROXY_VARS = ("ftp_proxy", "http_proxy", "https_proxy", "no_proxy")
@@ -112,7 +115,8 @@ def boot_hook_script(mount_point: str = CIDATA_MOUNT_POINT,
         'case $IID in *[!a-zA-Z0-9-]*) IID=$(printf %s "$IID" | tr -cd "a-zA-Z0-9-") ;; esac\n'
         "if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n"
         # A systemd that refuses StartupCPUWeight gets the unit without it.
-        "  lima_unit() { systemd-run -p StartupCPUWeight=1000 \"$@\" 2>/dev/null || "
+        f"  lima_unit() {{ systemd-run -p StartupCPUWeight={BOOT_UNIT_WEIGHT} \"$@\" "
+        "2>/dev/null || "
         'systemd-run "$@"; }\n'
         '  lima_unit --no-block --collect --unit="lima-mounts-$IID" -p Type=oneshot '
         '--setenv=LIMA_CIDATA_MNT="$MNT" /bin/sh "$MNT/boot.sh" --mounts\n'

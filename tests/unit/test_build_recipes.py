@@ -359,7 +359,8 @@ def test_debian_login_path_outranks_the_stages_and_boot_units_at_startup() -> No
     files = build_debian.FILES
     stages = {weight(files[f"etc/systemd/system/{u}.d/limapy-preload.conf"][1])
               for u in build_debian.CLOUD_INIT_STAGES}
-    hook = weight(Path(cloudconfig.__file__).read_text())
+    hook = cloudconfig.BOOT_UNIT_WEIGHT
+    assert f"-p StartupCPUWeight={hook} " in cloudconfig.boot_hook_script()
     for unit, value in build_debian.BOOT_WEIGHTS.items():
         drop_in = files[f"etc/systemd/system/{unit}.d/limapy-startup-weight.conf"][1]
         assert drop_in == f"[Service]\nStartupCPUWeight={value}\n"

@@ -22,6 +22,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lima.drivers import cloudconfig
 from lima.drivers.images import build, pvh
 from lima.drivers.images.build_tiny import Initramfs, add_modules
 
@@ -299,9 +300,12 @@ PY_MANIFEST = f"{PRELOAD_DIR}/cloud-init-preload.files"
 # systemd-tmpfiles-setup-dev (the static device nodes udevd waits for) and
 # systemd-networkd are on the way from PID 1's start to the network stage: udevd, the
 # network, its online wait (the network stage's), sshd.
-BOOT_WEIGHTS = {"ssh.service": 1001, "systemd-user-sessions.service": 1001,
-                "dbus.service": 1000, "systemd-logind.service": 1000,
-                "systemd-tmpfiles-setup-dev.service": 1000, "systemd-networkd.service": 1000}
+STAGE_WEIGHT = 1000  # cloud-init's stages (below)
+LOGIN_WEIGHT = max(STAGE_WEIGHT, cloudconfig.BOOT_UNIT_WEIGHT) + 1
+BOOT_WEIGHTS = {"ssh.service": LOGIN_WEIGHT, "systemd-user-sessions.service": LOGIN_WEIGHT,
+                "dbus.service": STAGE_WEIGHT, "systemd-logind.service": STAGE_WEIGHT,
+                "systemd-tmpfiles-setup-dev.service": STAGE_WEIGHT,
+                "systemd-networkd.service": STAGE_WEIGHT}
 for _unit, _weight in BOOT_WEIGHTS.items():
     FILES[f"etc/systemd/system/{_unit}.d/limapy-startup-weight.conf"] = (
         0o644, f"[Service]\nStartupCPUWeight={_weight}\n")
@@ -311,7 +315,7 @@ for _unit, _args in CLOUD_INIT_STAGES.items():
 [Service]
 ExecStart=
 ExecStart=/{PRELOAD_DIR}/cloud-init-stage {_args}
-StartupCPUWeight=1000
+StartupCPUWeight={STAGE_WEIGHT}
 """)
 # "Online" for cloud-init's network stage, and so for the rest of the boot, means an IPv4
 # default route. systemd-networkd-wait-online, even with --ipv4, waits until networkd calls
