@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from hashlib import sha256
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def test_boot_hook_reads_the_boot_iid_and_mounts_cidata_once(
            else f"LIMA_CIDATA_NAME=x\n{env_line}")
     (mnt / "lima.env").write_text(env)
     (mnt / "meta-data").write_text("instance-id: iid-seed-0\nlocal-hostname: lima-x\n")
-    out = subprocess.run([*argv, "-c", hook], env={"PATH": f"{bindir}:/usr/bin:/bin"},
+    # (Most of the hook runs in the background: `wait` for it.)
+    out = subprocess.run([*argv, "-c", f"{hook}wait\n"],
+                         env={"PATH": f"{bindir}:/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert console.read_text() == "lima-network-up\n"
@@ -134,11 +137,58 @@ def test_boot_hook_reads_the_boot_iid_and_mounts_cidata_once(
 
 
 @pytest.mark.processes
+@pytest.mark.parametrize("shell", ["dash", "bash", "busybox"])
+def test_boot_hook_returns_before_its_mount_and_units_are_done(
+    tmp_path: Path, shell: str,
+) -> None:
+    # cloud-init's network stage (which sshd waits for) runs the hook and waits for its
+    # shell: the shell ends once the console line is written, while the mount and the
+    # units' systemd-run go on behind it. Here they block until `release` exists.
+    argv = {"dash": ["dash"], "bash": ["bash", "--posix"], "busybox": ["busybox", "sh"]}[shell]
+    mnt, console, dev = tmp_path / "cidata", tmp_path / "console", tmp_path / "sr0"
+    mounts, systemd, release = tmp_path / "mounts", tmp_path / "systemd", tmp_path / "release"
+    mnt.mkdir()
+    systemd.mkdir()
+    dev.touch()
+    (mnt / "lima.env").write_text("LIMA_CIDATA_IID=iid-5\n")
+    # busybox sh runs its own mount applet: there cidata is already mounted.
+    mounts.write_text(f"/dev/sr0 {mnt} iso9660 ro 0 0\n" if shell == "busybox" else "")
+    hook = cc.boot_hook_script(str(mnt))
+    for guest, here in (("/dev/console", console), ("/proc/mounts", mounts),
+                        (cc.CIDATA_DEVICE, dev), ("/run/systemd/system", systemd)):
+        hook = hook.replace(guest, str(here))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls"
+    for name in ("systemd-run", "mount"):
+        (bindir / name).write_text(
+            f'#!/bin/sh\nwhile [ ! -e "{release}" ]; do sleep 0.05; done\n'
+            f'echo "{name}" >>"{log}"\n')
+        (bindir / name).chmod(0o755)
+    with (tmp_path / "out").open("w") as out:
+        proc = subprocess.Popen([*argv, "-c", hook], env={"PATH": f"{bindir}:/usr/bin:/bin"},
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        try:
+            assert proc.wait(timeout=30) == 0
+            assert console.read_text() == "lima-network-up\n"
+            assert not log.exists()  # nothing behind the hook has got past its stand-ins
+        finally:
+            release.touch()
+    deadline = time.monotonic() + 30
+    want = ["systemd-run", "systemd-run"] if shell == "busybox" else [
+        "mount", "systemd-run", "systemd-run"]
+    while time.monotonic() < deadline and (
+            not log.exists() or log.read_text().split() != want):
+        time.sleep(0.05)
+    assert log.read_text().split() == want
+
+
+@pytest.mark.processes
 def test_boot_hook_creates_the_mount_point_when_missing(tmp_path: Path) -> None:
     mnt = tmp_path / "absent" / "cidata"
     hook = cc.boot_hook_script(str(mnt))
     hook = hook.replace("/dev/console", str(tmp_path / "console"))
-    hook = hook.split("IID=\n", 1)[0]  # up to the mount
+    hook = hook.split("IID=\n", 1)[0] + ")\n"  # up to the mount, in the foreground
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "mount").write_text("#!/bin/sh\nexit 0\n")
