@@ -7,9 +7,11 @@ static forward to an http server the guest runs on 127.0.0.1, and restrictNetwor
 order: a suspend refused while a 9p mount is busy (the guest left as it was); a process, a
 file in /tmp, the clock, the forward and the mounts surviving suspend + start; a kill -9 of
 the host agent in the middle of a suspend (a new agent continues the guest, mounts again,
-suspends again); then memory and mountType (reverse-sshfs: mountType is one per instance)
-changed while suspended: a warning and a cold boot, and the sshfs mount works. Run it
-under `flock /tmp/limapy-debian.lock` (one Debian guest at a time on the machine).
+suspends again); snapshots (refused by QEMU while 9p is mounted, as on Lima; a stopped
+instance's disk snapshot restoring a file); then memory and mountType (reverse-sshfs:
+mountType is one per instance) changed while suspended: a warning and a cold boot, and
+the sshfs mount works. Run it under `flock /tmp/limapy-debian.lock` (one Debian guest at
+a time on the machine).
 """
 
 from __future__ import annotations
@@ -217,6 +219,36 @@ def test_kill_hostagent_during_suspend_continues_then_suspends(deb: Deb) -> None
     deb.limactl("start", NAME, timeout=600)
     assert deb.sh("cat /tmp/f").stdout == "kept\n"
     mounts_work_both_ways(deb, "after-kill")
+
+
+def snapshot_tags(deb: Deb) -> list[str]:
+    return deb.limactl("snapshot", "list", NAME, "--quiet").stdout.splitlines()
+
+
+def test_snapshots_of_the_debian_guest(deb: Deb) -> None:
+    """Running with 9p mounted, QEMU refuses savevm (as on Lima), and nothing is left
+    behind; stopped, a snapshot of the disk brings back a file the guest changed."""
+    assert deb.mounted() == {"/mnt/ro", "/mnt/rw"}
+    refused = deb.limactl("snapshot", "create", NAME, "--tag", "run1", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "Migration is disabled when VirtFS export path" in refused.stderr
+    assert deb.status() == "Running" and snapshot_tags(deb) == []
+
+    path = "/var/tmp/limapy-snapshot"
+    deb.sh(f"echo before > {path} && sync")
+    deb.limactl("stop", NAME, timeout=300)
+    deb.limactl("snapshot", "create", NAME, "--tag", "off1")
+    assert snapshot_tags(deb) == ["off1"]
+    deb.limactl("start", NAME, timeout=600)
+    assert deb.sh(f"cat {path}").stdout == "before\n"
+    deb.sh(f"echo after > {path} && sync")
+    deb.limactl("stop", NAME, timeout=300)
+    deb.limactl("snapshot", "apply", NAME, "--tag", "off1")
+    deb.limactl("start", NAME, timeout=600)
+    assert deb.sh(f"cat {path}").stdout == "before\n"
+    assert deb.mounted() == {"/mnt/ro", "/mnt/rw"}
+    deb.limactl("snapshot", "delete", NAME, "--tag", "off1")
+    assert snapshot_tags(deb) == []
 
 
 def test_spec_change_while_suspended_cold_boots(deb: Deb) -> None:
