@@ -73,6 +73,19 @@ def test_bootcmd_mounts_cidata_and_starts_boot_sh_detached() -> None:
             '--setenv=LIMA_BOOT_SHARES_UNIT=1 /bin/sh "$MNT/boot.sh"\n') in hook
 
 
+# The shells a guest may run the boot hook with.
+SHELLS = {"dash": ["dash"], "bash": ["bash", "--posix"], "busybox": ["busybox", "sh"]}
+
+
+def hook_here(hook: str, console: Path, mounts: Path, dev: Path, systemd: Path) -> str:
+    """The hook with the guest's paths (each named once) replaced by files here."""
+    for guest, here in (("/dev/console", console), ("/proc/mounts", mounts),
+                        (cc.CIDATA_DEVICE, dev), ("/run/systemd/system", systemd)):
+        assert hook.count(guest) == 1, guest
+        hook = hook.replace(guest, str(here))
+    return hook
+
+
 @pytest.mark.processes
 @pytest.mark.parametrize(("env_line", "iid"), [
     ("LIMA_CIDATA_IID=iid-1796141969141", "iid-1796141969141"),
@@ -87,7 +100,7 @@ def test_boot_hook_reads_the_boot_iid_and_mounts_cidata_once(
 ) -> None:
     # The whole hook under each shell a guest may run it with, its programs stand-ins
     # that log their arguments; the guest's paths replaced by files and directories here.
-    argv = {"dash": ["dash"], "bash": ["bash", "--posix"], "busybox": ["busybox", "sh"]}[shell]
+    argv = SHELLS[shell]
     # busybox sh would run its own mount applet, never the stand-in: it sees cidata mounted.
     mounted = mounted or shell == "busybox"
     mnt = tmp_path / "cidata"
@@ -97,11 +110,8 @@ def test_boot_hook_reads_the_boot_iid_and_mounts_cidata_once(
     dev.touch()
     mounts.write_text("proc /proc proc rw 0 0\n"
                       + (f"/dev/sr0 {mnt} iso9660 ro 0 0\n" if mounted else ""))
-    hook = cc.boot_hook_script(str(mnt), modules=["9p"])
-    for guest, here in (("/dev/console", console), ("/proc/mounts", mounts),
-                        (cc.CIDATA_DEVICE, dev), ("/run/systemd/system", systemd)):
-        assert hook.count(guest) == 1, guest
-        hook = hook.replace(guest, str(here))
+    hook = hook_here(cc.boot_hook_script(str(mnt), modules=["9p"]), console, mounts, dev,
+                     systemd)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "calls"
@@ -144,7 +154,7 @@ def test_boot_hook_returns_before_its_mount_and_units_are_done(
     # cloud-init's network stage (which sshd waits for) runs the hook and waits for its
     # shell: the shell ends once the console line is written, while the mount and the
     # units' systemd-run go on behind it. Here they block until `release` exists.
-    argv = {"dash": ["dash"], "bash": ["bash", "--posix"], "busybox": ["busybox", "sh"]}[shell]
+    argv = SHELLS[shell]
     mnt, console, dev = tmp_path / "cidata", tmp_path / "console", tmp_path / "sr0"
     mounts, systemd, release = tmp_path / "mounts", tmp_path / "systemd", tmp_path / "release"
     mnt.mkdir()
@@ -153,10 +163,7 @@ def test_boot_hook_returns_before_its_mount_and_units_are_done(
     (mnt / "lima.env").write_text("LIMA_CIDATA_IID=iid-5\n")
     # busybox sh runs its own mount applet: there cidata is already mounted.
     mounts.write_text(f"/dev/sr0 {mnt} iso9660 ro 0 0\n" if shell == "busybox" else "")
-    hook = cc.boot_hook_script(str(mnt))
-    for guest, here in (("/dev/console", console), ("/proc/mounts", mounts),
-                        (cc.CIDATA_DEVICE, dev), ("/run/systemd/system", systemd)):
-        hook = hook.replace(guest, str(here))
+    hook = hook_here(cc.boot_hook_script(str(mnt)), console, mounts, dev, systemd)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "calls"
